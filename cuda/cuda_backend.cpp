@@ -1,0 +1,252 @@
+// cuda/cuda_backend.cpp: the CUDA backend. Host code only (the kernel itself is instantiated
+// in the application's program TU, see cuda/persistent_kernel.cuh).
+//
+// Persistent-kernel hygiene (../shared/DESIGN.md), each point where it is done:
+//  1. Eager module loading: CUDA_MODULE_LOADING=EAGER is set before the first CUDA call
+//     (make_cuda_backend), and launch() calls cudaFuncGetAttributes on the kernel, which
+//     loads its module, before the persistent launch. Lazy loading would try to load a module
+//     while the resident kernel occupies the device and deadlock.
+//  2. Streams, events and buffers are all created in make_cuda_backend/alloc_* before
+//     launch(); nothing is allocated or freed while the kernel runs.
+//  3. No implicitly synchronising call while it runs: copies use cudaMemcpyAsync on a
+//     created non-blocking copy stream through pre-allocated pinned bounce memory, then
+//     cudaStreamSynchronize on that stream only; progress is polled with cudaStreamQuery.
+//  4. The kernel is launched on a created non-blocking stream, never the legacy stream.
+//  5. The grid is sized with cudaOccupancyMaxActiveBlocksPerMultiprocessor times the SM
+//     count and launched with cudaLaunchCooperativeKernel (so grid.sync() is legal and all
+//     blocks are co-resident).
+//  6. Device-side polling backs off with __nanosleep (pkrt/detail/block_platform.hpp).
+//  7. The host watchdog (host/runtime.cpp) turns a missing heartbeat into an error.
+#include "cuda/cuda_check.hpp"
+#include "host/backend.hpp"
+
+#include <cuda_runtime_api.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdlib>
+#include <cstring>
+#include <thread>
+
+namespace pkrt::host {
+namespace {
+
+using cuda_detail::cuda_status;
+
+constexpr std::size_t kBounceBytes = std::size_t{4} << 20;
+
+class CudaBackend final : public Backend {
+ public:
+  explicit CudaBackend(int device) : device_(device) {}
+
+  ~CudaBackend() override {
+    // Only reached once the kernel finished (the runtime leaks a backend whose kernel is
+    // stuck): nothing here can wait on a resident kernel.
+    if (bounce_ != nullptr) (void)cudaFreeHost(bounce_);
+    if (copy_stream_ != nullptr) (void)cudaStreamDestroy(copy_stream_);
+    if (kernel_stream_ != nullptr) (void)cudaStreamDestroy(kernel_stream_);
+  }
+
+  Status init() {
+    PKRT_CUDA_CHECK(cudaSetDevice(device_));
+    PKRT_CUDA_CHECK(cudaGetDeviceProperties(&props_, device_));
+    int coop = 0;
+    PKRT_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device_));
+    if (coop == 0) {
+      return Status(StatusCode::kDeviceUnavailable,
+                    std::string("GPU ") + std::to_string(device_) + " (" + props_.name +
+                        ") does not support cooperative launch, which the persistent kernel "
+                        "needs. Fix: use a GPU of compute capability 6.0+ outside MPS/vGPU "
+                        "restrictions, or run with --backend cpu");
+    }
+    int map_host = 0;
+    PKRT_CUDA_CHECK(cudaDeviceGetAttribute(&map_host, cudaDevAttrCanMapHostMemory, device_));
+    if (map_host == 0) {
+      return Status(StatusCode::kDeviceUnavailable,
+                    std::string("GPU ") + props_.name +
+                        " cannot map host memory, which the H2K/K2H rings need. Fix: run "
+                        "with --backend cpu");
+    }
+    PKRT_CUDA_CHECK(cudaStreamCreateWithFlags(&kernel_stream_, cudaStreamNonBlocking));
+    PKRT_CUDA_CHECK(cudaStreamCreateWithFlags(&copy_stream_, cudaStreamNonBlocking));
+    PKRT_CUDA_CHECK(cudaHostAlloc(&bounce_, kBounceBytes, cudaHostAllocDefault));
+    return Status();
+  }
+
+  BackendKind kind() const override { return BackendKind::kCuda; }
+
+  Result<Buffer> alloc_host_visible(std::size_t bytes) override {
+    if (launched_) return late_alloc_error();
+    void* host = nullptr;
+    const std::size_t size = std::max<std::size_t>(bytes, 64);
+    const cudaError_t err = cudaHostAlloc(&host, size, cudaHostAllocMapped | cudaHostAllocPortable);
+    if (err != cudaSuccess) return cuda_status(err, "cudaHostAlloc(mapped)", __FILE__, __LINE__);
+    std::memset(host, 0, size);
+    void* device = nullptr;
+    const cudaError_t err2 = cudaHostGetDevicePointer(&device, host, 0);
+    if (err2 != cudaSuccess) {
+      (void)cudaFreeHost(host);
+      return cuda_status(err2, "cudaHostGetDevicePointer", __FILE__, __LINE__);
+    }
+    return Buffer(host, device, bytes, [host] { (void)cudaFreeHost(host); });
+  }
+
+  Result<Buffer> alloc_device(std::size_t bytes) override {
+    if (launched_) return late_alloc_error();
+    void* device = nullptr;
+    const std::size_t size = std::max<std::size_t>(bytes, 64);
+    cudaError_t err = cudaMalloc(&device, size);
+    if (err != cudaSuccess) return cuda_status(err, "cudaMalloc", __FILE__, __LINE__);
+    err = cudaMemsetAsync(device, 0, size, copy_stream_);
+    if (err == cudaSuccess) err = cudaStreamSynchronize(copy_stream_);
+    if (err != cudaSuccess) {
+      (void)cudaFree(device);
+      return cuda_status(err, "cudaMemsetAsync", __FILE__, __LINE__);
+    }
+    return Buffer(nullptr, device, bytes, [device] { (void)cudaFree(device); });
+  }
+
+  Status copy_to_device(void* dst, const void* src, std::size_t bytes) override {
+    auto* d = static_cast<std::byte*>(dst);
+    const auto* s = static_cast<const std::byte*>(src);
+    for (std::size_t off = 0; off < bytes; off += kBounceBytes) {
+      const std::size_t n = std::min(kBounceBytes, bytes - off);
+      std::memcpy(bounce_, s + off, n);
+      PKRT_CUDA_CHECK(cudaMemcpyAsync(d + off, bounce_, n, cudaMemcpyHostToDevice, copy_stream_));
+      PKRT_CUDA_CHECK(cudaStreamSynchronize(copy_stream_));
+    }
+    return Status();
+  }
+
+  Status copy_to_host(void* dst, const void* src, std::size_t bytes) override {
+    auto* d = static_cast<std::byte*>(dst);
+    const auto* s = static_cast<const std::byte*>(src);
+    for (std::size_t off = 0; off < bytes; off += kBounceBytes) {
+      const std::size_t n = std::min(kBounceBytes, bytes - off);
+      PKRT_CUDA_CHECK(cudaMemcpyAsync(bounce_, s + off, n, cudaMemcpyDeviceToHost, copy_stream_));
+      PKRT_CUDA_CHECK(cudaStreamSynchronize(copy_stream_));
+      std::memcpy(d + off, bounce_, n);
+    }
+    return Status();
+  }
+
+  Result<LaunchPlan> plan(const Program& program, std::uint32_t num_actors,
+                          std::uint32_t) override {
+    if (program.cuda_kernel == nullptr) {
+      return Status(StatusCode::kUnsupported,
+                    std::string("program '") + program.name +
+                        "' was compiled without nvcc, so it has no CUDA kernel. Fix: compile "
+                        "the translation unit that calls pkrt::make_program as CUDA "
+                        "(set_source_files_properties(... LANGUAGE CUDA)), or run with "
+                        "--backend cpu");
+    }
+    // Loads the kernel's module now (eager), before anything is resident.
+    cudaFuncAttributes attrs{};
+    PKRT_CUDA_CHECK(cudaFuncGetAttributes(&attrs, program.cuda_kernel));
+    const int threads = static_cast<int>(program.cuda_block_threads);
+    int per_sm = 0;
+    PKRT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, program.cuda_kernel,
+                                                                  threads, 0));
+    const std::uint64_t co_resident = std::uint64_t(per_sm) * props_.multiProcessorCount;
+    if (co_resident == 0) {
+      return Status(StatusCode::kUnsupported,
+                    std::string("program '") + program.name + "' cannot fit one block of " +
+                        std::to_string(threads) + " threads on " + props_.name +
+                        " (registers or shared memory). Fix: lower kCudaBlockThreads");
+    }
+    LaunchPlan plan;
+    plan.blocks = static_cast<std::uint32_t>(std::min<std::uint64_t>(co_resident, num_actors));
+    plan.threads_per_block = program.cuda_block_threads;
+    plan.description = std::string("cuda (") + props_.name + ", sm_" +
+                       std::to_string(props_.major) + std::to_string(props_.minor) + ", " +
+                       std::to_string(plan.blocks) + " blocks x " + std::to_string(threads) +
+                       " threads)";
+    return plan;
+  }
+
+  Status launch(const Program& program, const detail::KernelArgs& args,
+                const LaunchPlan& plan) override {
+    args_ = args;
+    void* kernel_args[] = {&args_};
+    launched_ = true;
+    PKRT_CUDA_CHECK(cudaLaunchCooperativeKernel(program.cuda_kernel, dim3(plan.blocks),
+                                                dim3(plan.threads_per_block), kernel_args, 0,
+                                                kernel_stream_));
+    return Status();
+  }
+
+  bool kernel_finished() override {
+    if (!launched_) return true;
+    return cudaStreamQuery(kernel_stream_) != cudaErrorNotReady;
+  }
+
+  Status wait_finished(std::chrono::milliseconds timeout) override {
+    const auto deadline = std::chrono::steady_clock::now() + timeout;
+    while (!kernel_finished()) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return Status(StatusCode::kTimeout,
+                      "the persistent kernel is still running " + std::to_string(timeout.count()) +
+                          " ms after the stop request: an actor's step or handler does not "
+                          "return. Fix: make long loops check ctx.abort_requested()");
+      }
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+    return poll_fault();
+  }
+
+  Status poll_fault() override {
+    if (!launched_) return Status();
+    const cudaError_t err = cudaStreamQuery(kernel_stream_);
+    if (err == cudaSuccess || err == cudaErrorNotReady) return Status();
+    return cuda_status(err, "persistent kernel", __FILE__, __LINE__);
+  }
+
+ private:
+  static Status late_alloc_error() {
+    return Status(StatusCode::kInternal,
+                  "CUDA allocation requested while the persistent kernel runs (would "
+                  "synchronise the device); pkrt allocates everything before launch");
+  }
+
+  int device_;
+  cudaDeviceProp props_{};
+  cudaStream_t kernel_stream_ = nullptr;
+  cudaStream_t copy_stream_ = nullptr;
+  void* bounce_ = nullptr;
+  detail::KernelArgs args_{};
+  bool launched_ = false;
+};
+
+}  // namespace
+
+bool cuda_backend_compiled() { return true; }
+
+Result<std::unique_ptr<Backend>> make_cuda_backend(int device) {
+  // Before the first CUDA call: load every module at context creation (see point 1 above).
+  // A user who set the variable explicitly keeps their choice.
+  setenv("CUDA_MODULE_LOADING", "EAGER", 0);
+  int count = 0;
+  const cudaError_t err = cudaGetDeviceCount(&count);
+  if (err != cudaSuccess) {
+    (void)cudaGetLastError();
+    return Status(StatusCode::kDeviceUnavailable,
+                  std::string("CUDA backend unavailable: cudaGetDeviceCount failed with ") +
+                      cudaGetErrorName(err) + " (" + cudaGetErrorString(err) +
+                      "). No usable NVIDIA GPU/driver on this machine. Fix: install the NVIDIA "
+                      "driver and check `nvidia-smi`, or run with --backend cpu");
+  }
+  if (device < 0 || device >= count) {
+    return Status(StatusCode::kDeviceUnavailable,
+                  "CUDA device " + std::to_string(device) + " does not exist (" +
+                      std::to_string(count) + " visible). Fix: pick a device in 0.." +
+                      std::to_string(count - 1) + " or check CUDA_VISIBLE_DEVICES");
+  }
+  auto backend = std::make_unique<CudaBackend>(device);
+  Status st = backend->init();
+  if (!st.ok()) {
+    return Status(st.code(), "CUDA device " + std::to_string(device) + ": " + st.message());
+  }
+  return std::unique_ptr<Backend>(std::move(backend));
+}
+
+}  // namespace pkrt::host

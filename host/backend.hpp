@@ -1,0 +1,109 @@
+// host/backend.hpp: the narrow interface between the runtime and a machine that runs the
+// persistent kernel. Two implementations: CpuBackend (host/cpu_backend.cpp: worker threads
+// run the same kernel source) and CudaBackend (cuda/cuda_backend.cpp: cooperative launch).
+//
+// Contract
+// - Memory: alloc_host_visible returns memory both the host and the kernel address (mapped
+//   pinned host memory on CUDA; the two pointers may differ). alloc_device returns memory
+//   only the kernel addresses (device memory on CUDA); the host reaches it through copies.
+// - Copies and fills are synchronous for the caller and legal while the kernel runs only on
+//   memory the kernel is not touching (a parked grid). They never implicitly synchronise the
+//   device: CUDA uses a dedicated non-blocking copy stream and pre-allocated pinned buffers.
+// - All allocation happens before launch(); nothing here allocates while a kernel runs.
+// - Thread safety: one runtime drives one backend from one thread at a time, except
+//   kernel_finished()/poll_fault(), which the pump thread calls concurrently.
+#pragma once
+
+#include <pkrt/detail/kernel_args.hpp>
+#include <pkrt/program.hpp>
+#include <pkrt/runtime.hpp>
+#include <pkrt/status.hpp>
+
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <string>
+
+namespace pkrt::host {
+
+// An allocation that frees itself. `host` is null for device-only memory.
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(void* host, void* device, std::size_t bytes, std::function<void()> release)
+      : host_(host), device_(device), bytes_(bytes), release_(std::move(release)) {}
+  Buffer(Buffer&& other) noexcept { *this = std::move(other); }
+  Buffer& operator=(Buffer&& other) noexcept {
+    if (this != &other) {
+      reset();
+      host_ = other.host_;
+      device_ = other.device_;
+      bytes_ = other.bytes_;
+      release_ = std::move(other.release_);
+      other.host_ = other.device_ = nullptr;
+      other.bytes_ = 0;
+      other.release_ = nullptr;
+    }
+    return *this;
+  }
+  ~Buffer() { reset(); }
+
+  void* host() const { return host_; }
+  void* device() const { return device_; }
+  std::size_t bytes() const { return bytes_; }
+  // Gives up ownership without freeing (used when a stuck kernel may still touch it).
+  void leak() { release_ = nullptr; }
+
+ private:
+  void reset() {
+    if (release_) release_();
+    release_ = nullptr;
+  }
+  void* host_ = nullptr;
+  void* device_ = nullptr;
+  std::size_t bytes_ = 0;
+  std::function<void()> release_;
+};
+
+struct LaunchPlan {
+  std::uint32_t blocks = 0;
+  std::uint32_t threads_per_block = 0;
+  std::string description;  // e.g. "cuda: NVIDIA H100 (sm_90), 132 blocks x 128 threads"
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+
+  virtual BackendKind kind() const = 0;
+  virtual Result<Buffer> alloc_host_visible(std::size_t bytes) = 0;  // zero-filled
+  virtual Result<Buffer> alloc_device(std::size_t bytes) = 0;        // zero-filled
+  virtual Status copy_to_device(void* device_dst, const void* host_src, std::size_t bytes) = 0;
+  virtual Status copy_to_host(void* host_dst, const void* device_src, std::size_t bytes) = 0;
+
+  // How many blocks (all co-resident) and threads per block this program gets.
+  virtual Result<LaunchPlan> plan(const Program& program, std::uint32_t num_actors,
+                                  std::uint32_t requested_threads) = 0;
+  virtual Status launch(const Program& program, const detail::KernelArgs& args,
+                        const LaunchPlan& plan) = 0;
+  // True once every block has returned (or the kernel failed).
+  virtual bool kernel_finished() = 0;
+  // Waits up to `timeout` for kernel_finished(); kTimeout if blocks are still running.
+  virtual Status wait_finished(std::chrono::milliseconds timeout) = 0;
+  // An asynchronous device error, if one happened (CUDA: sticky faults); ok otherwise.
+  virtual Status poll_fault() = 0;
+};
+
+// CPU backend: worker threads, one per block.
+std::unique_ptr<Backend> make_cpu_backend();
+
+// CUDA backend on `device`. kDeviceUnavailable (with the driver's words and the fix) when
+// there is no usable GPU or pkrt was built without CUDA.
+Result<std::unique_ptr<Backend>> make_cuda_backend(int device);
+
+// Whether this build contains the CUDA backend.
+bool cuda_backend_compiled();
+
+}  // namespace pkrt::host

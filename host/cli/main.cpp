@@ -1,0 +1,56 @@
+// host/cli/main.cpp: the `pkrt` command line: `pkrt run` and `pkrt selftest`.
+#include "host/cli/cli_common.hpp"
+#include "host/cli/commands.hpp"
+
+#include <CLI/CLI.hpp>
+
+#include <unistd.h>
+
+#include <cstdio>
+
+namespace pkrt::cli {
+
+ProgressLine::ProgressLine(bool enabled)
+    : enabled_(enabled), tty_(isatty(fileno(stderr)) != 0), last_(std::chrono::steady_clock::now()) {}
+
+void ProgressLine::update(const std::string& text) {
+  if (!enabled_) return;
+  const auto now = std::chrono::steady_clock::now();
+  if (tty_) {
+    std::fprintf(stderr, "\r\033[K%s", text.c_str());
+    std::fflush(stderr);
+    printed_ = true;
+  } else if (now - last_ >= std::chrono::seconds(2)) {
+    std::fprintf(stderr, "%s\n", text.c_str());
+    last_ = now;
+  }
+}
+
+void ProgressLine::finish() {
+  if (enabled_ && tty_ && printed_) std::fprintf(stderr, "\r\033[K");
+  printed_ = false;
+}
+
+}  // namespace pkrt::cli
+
+int main(int argc, char** argv) {
+  using namespace pkrt::cli;
+  CLI::App app{"pkrt: persistent GPU actors with checkpointing and differential replay.\n"
+               "Exit codes: 0 success, 1 a check or the run failed, 2 bad usage or unusable "
+               "input/environment."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", PKRT_VERSION_STRING);
+  RunOptions run;
+  add_run_command(app, run);
+  SelftestOptions selftest;
+  add_selftest_command(app, selftest);
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::ParseError& e) {
+    const int rc = app.exit(e);
+    return rc == 0 ? kExitOk : kExitUsage;
+  }
+  if (app.got_subcommand("run")) return run_command(run);
+  if (app.got_subcommand("selftest")) return selftest_command(selftest);
+  return kExitUsage;
+}

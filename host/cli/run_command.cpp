@@ -1,0 +1,343 @@
+// host/cli/run_command.cpp: `pkrt run`: runs one of the built-in examples and prints a
+// summary (table, or JSON with --json).
+#include "examples/echo/echo.hpp"
+#include "examples/heat2d/heat2d_host.hpp"
+#include "examples/racy_sum/racy_sum.hpp"
+#include "host/cli/cli_common.hpp"
+#include "host/cli/commands.hpp"
+
+#include <pkrt/crc32.hpp>
+#include <pkrt/runtime.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <chrono>
+#include <cstdio>
+#include <map>
+#include <mutex>
+#include <random>
+#include <vector>
+
+namespace pkrt::cli {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+struct RunSummary {
+  std::string app;
+  std::string backend;
+  std::uint32_t actors = 0;
+  std::uint32_t blocks = 0;
+  std::uint64_t epochs = 0;
+  double seconds = 0;
+  RuntimeStats stats;
+  std::uint32_t checksum = 0;
+  std::vector<std::pair<std::string, std::string>> extra;  // app-specific rows
+  nlohmann::json extra_json = nlohmann::json::object();
+  bool check_failed = false;
+};
+
+Result<std::pair<std::uint32_t, std::uint32_t>> parse_grid(const std::string& text) {
+  const auto x = text.find('x');
+  try {
+    if (x != std::string::npos) {
+      std::size_t used1 = 0, used2 = 0;
+      const unsigned long w = std::stoul(text.substr(0, x), &used1);
+      const unsigned long h = std::stoul(text.substr(x + 1), &used2);
+      if (used1 == x && used2 == text.size() - x - 1 && w >= 1 && h >= 1 && w <= 65536 && h <= 65536)
+        return std::make_pair(static_cast<std::uint32_t>(w), static_cast<std::uint32_t>(h));
+    }
+  } catch (const std::exception&) {
+  }
+  return Status(StatusCode::kInvalidArgument,
+                "--grid '" + text + "' is not WIDTHxHEIGHT. Fix: e.g. --grid 256x256 (1..65536 each)");
+}
+
+RuntimeOptions runtime_options(const RunOptions& o, BackendKind backend) {
+  RuntimeOptions ro;
+  ro.backend = backend;
+  ro.num_actors = o.actors;
+  ro.threads = o.threads;
+  ro.ring_capacity = o.ring_capacity;
+  ro.cuda_device = o.cuda_device;
+  ro.watchdog_timeout = std::chrono::milliseconds(o.watchdog_ms);
+  return ro;
+}
+
+// Runs to `target`, updating the progress line until the grid parks there.
+Status run_with_progress(Runtime& rt, std::uint64_t target, ProgressLine& progress,
+                         const std::function<std::string()>& extra) {
+  PKRT_RETURN_IF_ERROR(rt.set_target_epoch(target));
+  const auto start = Clock::now();
+  for (;;) {
+    Status st = rt.run_until(target, std::chrono::milliseconds(250));
+    if (st.ok()) break;
+    if (st.code() != StatusCode::kTimeout) return st;
+    const double secs = std::chrono::duration<double>(Clock::now() - start).count();
+    const std::uint64_t e = rt.epoch();
+    char buf[160];
+    std::snprintf(buf, sizeof buf, "epoch %llu/%llu  %.0f epochs/s", static_cast<unsigned long long>(e),
+                  static_cast<unsigned long long>(target), secs > 0 ? e / secs : 0.0);
+    progress.update(buf + extra());
+  }
+  progress.finish();
+  return Status();
+}
+
+Status run_heat2d(const RunOptions& o, BackendKind backend, RunSummary& sum, ProgressLine& progress) {
+  auto grid = parse_grid(o.grid);
+  if (!grid.ok()) return grid.status();
+  examples::Heat2d::Params p;
+  p.width = grid->first;
+  p.height = grid->second;
+  p.seed = o.seed;
+  p.stats_every = o.stats_every;
+  examples::heat2d_choose_tiles(p, o.actors);
+  if (p.tiles_x > p.width || p.tiles_y > p.height) {
+    return Status(StatusCode::kInvalidArgument,
+                  std::to_string(o.actors) + " actors cannot tile a " + o.grid +
+                      " grid (tiles would be empty). Fix: use fewer --actors or a larger --grid");
+  }
+  if (o.injections > o.ring_capacity / 2) {
+    return Status(StatusCode::kInvalidArgument,
+                  "--injections " + std::to_string(o.injections) + " exceeds half the ring capacity (" +
+                      std::to_string(o.ring_capacity) + "). Fix: raise --ring-capacity");
+  }
+  auto created = Runtime::create(examples::heat2d_program(), p, runtime_options(o, backend));
+  if (!created.ok()) return created.status();
+  Runtime& rt = *created.value();
+  std::fprintf(stderr, "pkrt: backend %s\n", rt.backend_description().c_str());
+
+  std::mutex mu;
+  std::map<std::uint64_t, std::pair<double, std::uint32_t>> heat;  // epoch -> (sum, tiles)
+  rt.set_event_callback([&](const Event& ev) {
+    if (ev.opcode != examples::kHeat2dStats) return;
+    std::lock_guard<std::mutex> lock(mu);
+    auto& [s, n] = heat[ev.epoch];
+    s += ev.as<examples::Heat2dStatsData>().sum;
+    ++n;
+  });
+  auto latest_heat = [&]() -> std::string {
+    std::lock_guard<std::mutex> lock(mu);
+    for (auto it = heat.rbegin(); it != heat.rend(); ++it) {
+      if (it->second.second == o.actors) {
+        char buf[64];
+        std::snprintf(buf, sizeof buf, "  total heat %.6g", it->second.first);
+        return buf;
+      }
+    }
+    return "";
+  };
+
+  // Random injections, sorted by epoch so none waits behind a later one in the ring.
+  std::vector<examples::Heat2dScheduledInjection> injections;
+  std::mt19937_64 rng(o.seed);
+  for (std::uint32_t i = 0; i < o.injections; ++i) {
+    examples::Heat2dScheduledInjection inj{};
+    inj.epoch = 1 + rng() % std::max<std::uint64_t>(o.epochs, 1);
+    inj.inject.x = static_cast<std::uint32_t>(rng() % p.width);
+    inj.inject.y = static_cast<std::uint32_t>(rng() % p.height);
+    inj.inject.amount = 1.0f + static_cast<float>(rng() % 1000) / 100.0f;
+    injections.push_back(inj);
+  }
+  std::stable_sort(injections.begin(), injections.end(),
+                   [](const auto& a, const auto& b) { return a.epoch < b.epoch; });
+
+  const auto t0 = Clock::now();
+  PKRT_RETURN_IF_ERROR(rt.start());
+  std::vector<std::future<Reply>> acks;
+  for (const auto& inj : injections)
+    acks.push_back(rt.send(examples::Heat2d::actor_of(p, inj.inject.x, inj.inject.y),
+                           examples::kHeat2dInject, inj.inject, inj.epoch));
+  PKRT_RETURN_IF_ERROR(run_with_progress(rt, o.epochs, progress, latest_heat));
+  sum.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  std::uint64_t applied_late = 0;
+  for (std::size_t i = 0; i < acks.size(); ++i) {
+    Reply r = acks[i].get();
+    if (!r.status.ok()) return r.status;
+    if (r.event.epoch != injections[i].epoch) ++applied_late;
+  }
+  auto field = examples::heat2d_gather(rt, p);
+  if (!field.ok()) return field.status();
+  sum.checksum = examples::heat2d_checksum(field.value());
+  sum.stats = rt.stats();
+  PKRT_RETURN_IF_ERROR(rt.shutdown());
+  sum.backend = rt.backend_description();
+  sum.blocks = sum.stats.blocks;
+  double total = 0;
+  for (float v : field.value()) total += v;
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.9g", total);
+  sum.extra = {{"grid", std::to_string(p.width) + " x " + std::to_string(p.height) + " (" +
+                            std::to_string(p.tiles_x) + " x " + std::to_string(p.tiles_y) + " tiles)"},
+               {"injections", std::to_string(injections.size()) + " (" + std::to_string(applied_late) +
+                                  " applied after their epoch)"},
+               {"total heat", buf}};
+  sum.extra_json = {{"grid", {p.width, p.height}},
+                    {"tiles", {p.tiles_x, p.tiles_y}},
+                    {"injections", injections.size()},
+                    {"total_heat", total}};
+  return Status();
+}
+
+Status run_echo(const RunOptions& o, BackendKind backend, RunSummary& sum, ProgressLine& progress) {
+  auto created = Runtime::create(examples::echo_program(), examples::Echo::Params{}, runtime_options(o, backend));
+  if (!created.ok()) return created.status();
+  Runtime& rt = *created.value();
+  std::fprintf(stderr, "pkrt: backend %s\n", rt.backend_description().c_str());
+  const auto t0 = Clock::now();
+  PKRT_RETURN_IF_ERROR(rt.start());
+  std::mt19937_64 rng(o.seed);
+  std::vector<double> rtt_us;
+  rtt_us.reserve(o.messages);
+  std::uint64_t mismatches = 0;
+  std::uint32_t crc = 0;
+  for (std::uint64_t i = 0; i < o.messages; ++i) {
+    std::array<std::uint64_t, 4> payload{rng(), rng(), rng(), i};
+    const auto s = Clock::now();
+    Reply r = rt.send(static_cast<std::uint32_t>(i % o.actors), examples::kEchoPing, payload).get();
+    rtt_us.push_back(std::chrono::duration<double, std::micro>(Clock::now() - s).count());
+    if (!r.status.ok()) return r.status;
+    if (std::memcmp(r.event.data.data(), payload.data(), sizeof payload) != 0) ++mismatches;
+    crc = crc32(r.event.data.data(), r.event.data.size(), crc);
+    if (i % 1000 == 0)
+      progress.update("message " + std::to_string(i) + "/" + std::to_string(o.messages));
+  }
+  progress.finish();
+  sum.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  sum.stats = rt.stats();
+  PKRT_RETURN_IF_ERROR(rt.shutdown());
+  sum.backend = rt.backend_description();
+  sum.blocks = sum.stats.blocks;
+  sum.epochs = sum.stats.epoch;
+  sum.checksum = crc;
+  std::sort(rtt_us.begin(), rtt_us.end());
+  auto pct = [&](double q) { return rtt_us.empty() ? 0.0 : rtt_us[static_cast<std::size_t>(q * (rtt_us.size() - 1))]; };
+  char buf[128];
+  std::snprintf(buf, sizeof buf, "p50 %.2f us, p99 %.2f us", pct(0.5), pct(0.99));
+  sum.extra = {{"round trips", std::to_string(o.messages) + " (" + std::to_string(mismatches) + " mismatched)"},
+               {"round trip", buf}};
+  sum.extra_json = {{"round_trips", o.messages}, {"mismatches", mismatches},
+                    {"rtt_p50_us", pct(0.5)}, {"rtt_p99_us", pct(0.99)}};
+  sum.check_failed = mismatches != 0;
+  return Status();
+}
+
+Status run_racy_sum(const RunOptions& o, BackendKind backend, RunSummary& sum, ProgressLine& progress) {
+  examples::RacySum::Params p;
+  p.seed = o.seed;
+  auto created = Runtime::create(examples::racy_sum_program(), p, runtime_options(o, backend));
+  if (!created.ok()) return created.status();
+  Runtime& rt = *created.value();
+  std::fprintf(stderr, "pkrt: backend %s\n", rt.backend_description().c_str());
+  std::mutex mu;
+  std::map<std::uint64_t, float> totals;
+  rt.set_event_callback([&](const Event& ev) {
+    if (ev.opcode != examples::kRacySumTotal) return;
+    const auto d = ev.as<examples::RacySumTotalData>();
+    std::lock_guard<std::mutex> lock(mu);
+    totals[d.epoch] = d.total;
+  });
+  const auto t0 = Clock::now();
+  PKRT_RETURN_IF_ERROR(rt.start());
+  PKRT_RETURN_IF_ERROR(run_with_progress(rt, o.epochs, progress, [] { return std::string(); }));
+  sum.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  sum.stats = rt.stats();
+  PKRT_RETURN_IF_ERROR(rt.shutdown());
+  sum.backend = rt.backend_description();
+  sum.blocks = sum.stats.blocks;
+  std::uint32_t crc = 0;
+  float last = 0;
+  for (const auto& [e, t] : totals) {
+    crc = crc32(&t, sizeof t, crc);
+    last = t;
+  }
+  sum.checksum = crc;
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "%.9g", last);
+  sum.extra = {{"totals", std::to_string(totals.size()) + " epochs reported (checksum covers them)"},
+               {"last total", buf}};
+  sum.extra_json = {{"totals_reported", totals.size()}, {"last_total", last}};
+  return Status();
+}
+
+}  // namespace
+
+void add_run_command(CLI::App& app, RunOptions& o) {
+  CLI::App* run = app.add_subcommand("run", "Run a built-in example and print a summary");
+  run->add_option("--app", o.app, "Example to run")->check(CLI::IsMember({"heat2d", "echo", "racy_sum"}))->capture_default_str();
+  run->add_option("--backend", o.backend, "auto (CUDA when usable, else CPU), cpu, or cuda")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  run->add_option("--actors", o.actors, "Number of actors (heat2d: tiles)")->check(CLI::Range(1u, 1u << 20))->capture_default_str();
+  run->add_option("--threads", o.threads, "CPU backend worker threads (0: hardware concurrency)")->check(CLI::Range(0u, 1024u))->capture_default_str();
+  run->add_option("--epochs", o.epochs, "Epoch to stop at (heat2d, racy_sum)")->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 40))->capture_default_str();
+  run->add_option("--grid", o.grid, "heat2d grid size, WIDTHxHEIGHT")->capture_default_str();
+  run->add_option("--seed", o.seed, "Seed for initial data and injections")->capture_default_str();
+  run->add_option("--messages", o.messages, "echo: round trips to make")->check(CLI::Range(std::uint64_t{1}, std::uint64_t{1} << 32))->capture_default_str();
+  run->add_option("--injections", o.injections, "heat2d: random heat injections at random epochs")->capture_default_str();
+  run->add_option("--stats-every", o.stats_every, "heat2d: epochs between statistics events (0: none)")->capture_default_str();
+  run->add_option("--watchdog-ms", o.watchdog_ms, "Heartbeat timeout before the run is stopped")->check(CLI::Range(10u, 3600000u))->capture_default_str();
+  run->add_option("--ring-capacity", o.ring_capacity, "Slots per H2K/K2H ring (power of two)")->capture_default_str();
+  run->add_option("--cuda-device", o.cuda_device, "CUDA device index")->capture_default_str();
+  run->add_flag("--json", o.json, "Print the summary as JSON on stdout");
+  run->add_flag("--quiet", o.quiet, "No progress line");
+}
+
+int run_command(const RunOptions& o) {
+  auto backend = parse_backend(o.backend);
+  if (!backend.ok()) return report_error("run", backend.status());
+  ProgressLine progress(!o.quiet);
+  RunSummary sum;
+  sum.app = o.app;
+  sum.actors = o.actors;
+  sum.epochs = o.epochs;
+  Status st;
+  if (o.app == "heat2d") st = run_heat2d(o, backend.value(), sum, progress);
+  else if (o.app == "echo") st = run_echo(o, backend.value(), sum, progress);
+  else st = run_racy_sum(o, backend.value(), sum, progress);
+  progress.finish();
+  if (!st.ok()) return report_error("run", st);
+
+  const double eps = sum.seconds > 0 ? static_cast<double>(sum.stats.epoch) / sum.seconds : 0.0;
+  if (o.json) {
+    nlohmann::json j = {
+        {"app", sum.app},
+        {"backend", sum.backend},
+        {"actors", sum.actors},
+        {"blocks", sum.blocks},
+        {"threads_per_block", sum.stats.threads_per_block},
+        {"epochs", sum.stats.epoch},
+        {"seconds", sum.seconds},
+        {"epochs_per_second", eps},
+        {"messages", {{"h2k", sum.stats.commands_sent}, {"k2h", sum.stats.events_received},
+                      {"replies", sum.stats.replies}, {"errors", sum.stats.errors}}},
+        {"checksum", hex32(sum.checksum)},
+        {"check_failed", sum.check_failed},
+    };
+    j.update(sum.extra_json);
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    char rate[64], secs[64];
+    std::snprintf(rate, sizeof rate, "%.1f", eps);
+    std::snprintf(secs, sizeof secs, "%.3f s", sum.seconds);
+    std::vector<std::pair<std::string, std::string>> rows = {
+        {"app", sum.app},
+        {"backend", sum.backend},
+        {"actors", std::to_string(sum.actors) + " on " + std::to_string(sum.blocks) + " block(s) x " +
+                       std::to_string(sum.stats.threads_per_block) + " thread(s)"},
+        {"epochs", std::to_string(sum.stats.epoch)},
+        {"wall time", secs},
+        {"epochs/s", rate},
+        {"messages", "H2K " + std::to_string(sum.stats.commands_sent) + ", K2H " +
+                         std::to_string(sum.stats.events_received) + " (replies " +
+                         std::to_string(sum.stats.replies) + ", errors " + std::to_string(sum.stats.errors) + ")"},
+    };
+    rows.insert(rows.end(), sum.extra.begin(), sum.extra.end());
+    rows.emplace_back(sum.app == "heat2d" ? "final field checksum" : "checksum", hex32(sum.checksum));
+    print_table(stdout, "pkrt run summary", rows);
+  }
+  return sum.check_failed ? kExitFailed : kExitOk;
+}
+
+}  // namespace pkrt::cli

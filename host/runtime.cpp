@@ -1,0 +1,795 @@
+// host/runtime.cpp: Runtime: setup, the host pump thread, the watchdog, send/reply plumbing.
+//
+// Host-side ownership of shared words (see pkrt/control.hpp and pkrt/ring.hpp):
+//   HostControl       written here only (store_release, then a doorbell store + notify)
+//   H2K producer      h2k_[b], one mutex per ring serialises host threads
+//   K2H consumer      k2h_[b], used by the pump thread only
+//   GridReport, BlockHeartbeat, ring indices of the device side: read only.
+#include <pkrt/runtime.hpp>
+
+#include "host/backend.hpp"
+
+#include <pkrt/detail/block_platform.hpp>
+#include <pkrt/detail/system_atomic.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <condition_variable>
+#include <cstdio>
+#include <cstring>
+#include <mutex>
+#include <sstream>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace pkrt {
+
+const char* backend_name(BackendKind kind) {
+  switch (kind) {
+    case BackendKind::kAuto: return "auto";
+    case BackendKind::kCpu: return "cpu";
+    case BackendKind::kCuda: return "cuda";
+  }
+  return "unknown";
+}
+
+Result<BackendKind> parse_backend(const std::string& text) {
+  if (text == "auto") return BackendKind::kAuto;
+  if (text == "cpu") return BackendKind::kCpu;
+  if (text == "cuda") return BackendKind::kCuda;
+  return Status(StatusCode::kInvalidArgument,
+                "unknown backend '" + text + "'. Fix: use auto, cpu or cuda");
+}
+
+namespace {
+
+constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
+
+enum class Phase { kCreated, kRunning, kStopped };
+
+struct Pending {
+  std::promise<Reply> promise;
+  Runtime::ReplyCallback callback;  // used instead of the promise when set
+  std::uint32_t actor = 0;
+  std::uint16_t opcode = 0;
+};
+
+void complete(Pending& pending, Reply reply) {
+  if (pending.callback) {
+    pending.callback(reply);
+  } else {
+    pending.promise.set_value(std::move(reply));
+  }
+}
+
+Event to_event(const Slot& slot, std::uint32_t block) {
+  Event ev;
+  ev.opcode = slot.header.opcode;
+  ev.flags = slot.header.flags;
+  ev.actor = slot.header.actor;
+  ev.block = block;
+  ev.epoch = slot.payload.epoch;
+  ev.request = slot.payload.request;
+  std::memcpy(ev.data.data(), slot.payload.data, kEnvelopeDataBytes);
+  return ev;
+}
+
+std::string hex_opcode(std::uint16_t op) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%04x", op);
+  return buf;
+}
+
+}  // namespace
+
+struct Runtime::Impl {
+  const Program* program = nullptr;
+  std::vector<std::byte> params;
+  RuntimeOptions options;
+  ProgramLayout layout;
+  std::unique_ptr<host::Backend> backend;
+  host::LaunchPlan plan;
+  std::string description;
+
+  host::Buffer control_buf, heartbeat_buf, h2k_buf, k2h_buf, state_buf, k2k_buf, global_buf,
+      grid_buf, lines_buf, params_buf;
+  ControlBlock* control = nullptr;      // host pointer
+  BlockHeartbeat* heartbeats = nullptr;  // host pointer
+  std::uint64_t ring_stride = 0;
+  std::uint64_t state_stride = 0;
+  detail::KernelArgs args{};
+
+  std::vector<RingProducer> h2k;
+  std::unique_ptr<std::mutex[]> h2k_mu;
+  std::vector<RingConsumer> k2h;
+  std::atomic<std::uint32_t> doorbell{0};
+
+  Phase phase = Phase::kCreated;
+  std::thread pump;
+  std::atomic<bool> pump_stop{false};
+
+  mutable std::mutex mu;  // guards everything below
+  std::condition_variable cv;
+  std::unordered_map<std::uint64_t, Pending> pending;
+  std::uint64_t next_request = 1;
+  EventCallback on_event;
+  ErrorCallback on_error;
+  Status sticky;
+  bool parked = false;
+  std::uint64_t parked_epoch = 0;
+  bool stopped_event = false;
+  bool kernel_done = false;
+  bool leaked = false;
+
+  std::atomic<std::uint64_t> commands_sent{0}, events_received{0}, replies{0}, errors{0};
+
+  // ---- host control ----------------------------------------------------------------------
+
+  void ring_doorbell() {
+    const std::uint32_t value = doorbell.fetch_add(1, std::memory_order_relaxed) + 1;
+    // Release: everything published before (ring slots, control words) is visible to the
+    // block-0 leader that acquires the new doorbell value.
+    detail::store_release(control->host.doorbell, value);
+    // Wakes CPU-backend blocks waiting in wait_for_change (futex); no-op for CUDA.
+    std::atomic_ref<std::uint32_t>(control->host.doorbell).notify_all();
+  }
+
+  void set_control(std::uint32_t HostControl::*field, std::uint32_t value) {
+    // Release: pairs with block 0's load_acquire of the same word in decide_next_epoch.
+    detail::store_release(control->host.*field, value);
+    ring_doorbell();
+  }
+
+  void record_error(const Status& st) {
+    ErrorCallback cb;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (!sticky.ok()) return;
+      sticky = st;
+      cb = on_error;
+    }
+    if (cb) cb(st);
+    cv.notify_all();
+  }
+
+  void abort_kernel() { set_control(&HostControl::abort, 1); }
+
+  // ---- pump --------------------------------------------------------------------------------
+
+  Status error_status(const Event& ev) const {
+    const auto err = ev.as<ErrorData>();
+    const auto code = static_cast<StatusCode>(err.code);
+    std::string what;
+    switch (code) {
+      case StatusCode::kOutOfRange:
+        what = "actor " + std::to_string(err.actor) + " is out of range: app '" +
+               program->name + "' has " + std::to_string(err.detail) + " actors (0.." +
+               std::to_string(err.detail == 0 ? 0 : err.detail - 1) +
+               "). Fix: address an actor below " + std::to_string(err.detail);
+        break;
+      case StatusCode::kUnknownOpcode:
+        what = "opcode " + hex_opcode(err.opcode) + " is not handled by app '" +
+               program->name + "' (actor " + std::to_string(err.actor) + ", epoch " +
+               std::to_string(ev.epoch) + "). Fix: send an opcode the actor's on_message "
+               "handles (application opcodes start at 0x1000)";
+        break;
+      default:
+        what = "actor " + std::to_string(err.actor) + " of app '" + program->name +
+               "' rejected opcode " + hex_opcode(err.opcode) + " at epoch " +
+               std::to_string(ev.epoch) + " with " + status_code_name(code);
+        break;
+    }
+    return Status(code, what);
+  }
+
+  void handle(const Slot& slot, std::uint32_t block) {
+    events_received.fetch_add(1, std::memory_order_relaxed);
+    const Event ev = to_event(slot, block);
+    if (ev.opcode == kOpError) errors.fetch_add(1, std::memory_order_relaxed);
+    if ((ev.flags & kFlagReply) != 0) {
+      replies.fetch_add(1, std::memory_order_relaxed);
+      Pending p;
+      bool found = false;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        auto it = pending.find(ev.request);
+        if (it != pending.end()) {
+          p = std::move(it->second);
+          pending.erase(it);
+          found = true;
+        }
+      }
+      if (found) {
+        Reply reply;
+        reply.event = ev;
+        if (ev.opcode == kOpError) reply.status = error_status(ev);
+        complete(p, std::move(reply));
+        return;
+      }
+      if (ev.opcode == kOpError) {
+        record_error(Status(StatusCode::kInternal,
+                            "error event for unknown request " + std::to_string(ev.request) +
+                                ": " + error_status(ev).to_string()));
+      }
+      return;
+    }
+    switch (ev.opcode) {
+      case kOpPaused: {
+        std::lock_guard<std::mutex> lock(mu);
+        parked = true;
+        parked_epoch = ev.epoch;
+        break;
+      }
+      case kOpResumed: {
+        std::lock_guard<std::mutex> lock(mu);
+        parked = false;
+        break;
+      }
+      case kOpStopped: {
+        std::lock_guard<std::mutex> lock(mu);
+        stopped_event = true;
+        parked = false;
+        parked_epoch = ev.as<StopData>().final_epoch;
+        break;
+      }
+      default: {
+        EventCallback cb;
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          cb = on_event;
+        }
+        if (cb) cb(ev);
+        return;
+      }
+    }
+    cv.notify_all();
+  }
+
+  // Minimum and maximum heartbeat epoch over all blocks.
+  std::pair<std::uint64_t, std::uint64_t> heartbeat_range() const {
+    std::uint64_t lo = ~0ull, hi = 0;
+    for (std::uint32_t b = 0; b < plan.blocks; ++b) {
+      // Relaxed: a progress counter; the watchdog needs no ordering with other data.
+      const std::uint64_t e = detail::load_relaxed(heartbeats[b].epoch);
+      lo = std::min(lo, e);
+      hi = std::max(hi, e);
+    }
+    return {lo, hi};
+  }
+
+  std::string stalled_blocks(std::uint64_t lo) const {
+    std::string out;
+    for (std::uint32_t b = 0; b < plan.blocks; ++b) {
+      // Relaxed: diagnostics only.
+      if (detail::load_relaxed(heartbeats[b].epoch) == lo) {
+        if (!out.empty()) out += ",";
+        out += std::to_string(b);
+      }
+    }
+    return out;
+  }
+
+  void pump_loop() {
+    detail::Backoff backoff(256);
+    auto last_progress = std::chrono::steady_clock::now();
+    auto last_check = last_progress;
+    std::uint64_t last_sum = ~0ull;
+    bool fault_reported = false;
+    for (;;) {
+      bool any = false;
+      Slot slot;
+      for (std::uint32_t b = 0; b < plan.blocks; ++b) {
+        while (k2h[b].try_consume(slot)) {
+          handle(slot, b);
+          any = true;
+        }
+      }
+      if (any) {
+        backoff.reset();
+        continue;
+      }
+      const bool finished = backend->kernel_finished();
+      if (finished) {
+        // Drain once more: slots published right before the kernel returned.
+        bool more = false;
+        for (std::uint32_t b = 0; b < plan.blocks; ++b) {
+          while (k2h[b].try_consume(slot)) {
+            handle(slot, b);
+            more = true;
+          }
+        }
+        if (!more) {
+          {
+            std::lock_guard<std::mutex> lock(mu);
+            kernel_done = true;
+          }
+          cv.notify_all();
+          if (pump_stop.load(std::memory_order_acquire)) break;
+        }
+      } else if (pump_stop.load(std::memory_order_acquire)) {
+        // Shutdown gave up waiting on a stuck kernel; nothing more will be drained.
+        break;
+      }
+      const auto now = std::chrono::steady_clock::now();
+      if (now - last_check >= std::chrono::milliseconds(5)) {
+        last_check = now;
+        if (!fault_reported) {
+          Status fault = backend->poll_fault();
+          if (!fault.ok()) {
+            fault_reported = true;
+            record_error(fault);
+          }
+        }
+        // Acquire: pairs with block 0's store_release of the grid state.
+        const auto state = detail::load_acquire(control->grid.state);
+        const auto [lo, hi] = heartbeat_range();
+        const std::uint64_t sum = lo * 1000003u + hi;
+        if (finished || state == kGridParked || state == kGridIdle || state == kGridStopped ||
+            sum != last_sum) {
+          last_sum = sum;
+          last_progress = now;
+        } else if (now - last_progress > options.watchdog_timeout) {
+          record_error(Status(
+              StatusCode::kWatchdogTimeout,
+              "no heartbeat for " + std::to_string(options.watchdog_timeout.count()) +
+                  " ms from block(s) " + stalled_blocks(lo) + " of app '" + program->name +
+                  "' (stuck in epoch " + std::to_string(lo + 1) + "; grid completed epoch " +
+                  std::to_string(lo) + "). An actor's step or message handler is not "
+                  "returning; the runtime is stopping. Fix: look for an infinite loop or a "
+                  "wait on a message that never comes, or raise the watchdog timeout for "
+                  "long epochs"));
+          abort_kernel();
+          last_progress = now;
+        }
+      }
+      if (!finished) backoff.pause();
+      else std::this_thread::sleep_for(std::chrono::microseconds(200));
+    }
+  }
+
+  // ---- send --------------------------------------------------------------------------------
+
+  Status publish(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+                 std::uint64_t apply_epoch, std::uint64_t request) {
+    const std::uint32_t b = actor < options.num_actors
+                                ? detail::block_of_actor(actor, plan.blocks, options.num_actors)
+                                : 0;  // out of range: block 0 rejects it with kOpError
+    const Envelope env = detail::make_envelope(apply_epoch, request, data, bytes);
+    const auto deadline = std::chrono::steady_clock::now() + options.ring_full_timeout;
+    detail::Backoff backoff(64);
+    std::lock_guard<std::mutex> lock(h2k_mu[b]);
+    while (!h2k[b].try_publish(opcode, kFlagNone, actor, env)) {
+      if (std::chrono::steady_clock::now() >= deadline) {
+        return Status(StatusCode::kRingFull,
+                      "H2K ring of block " + std::to_string(b) + " stayed full (capacity " +
+                          std::to_string(options.ring_capacity) + " slots) for " +
+                          std::to_string(options.ring_full_timeout.count()) +
+                          " ms; the command to actor " + std::to_string(actor) +
+                          " was not sent. The kernel is not consuming commands (parked, "
+                          "stalled, or commands far in the future block the ring). Fix: resume "
+                          "the runtime, raise ring_capacity (--ring-capacity), or send fewer "
+                          "commands ahead of time");
+      }
+      {
+        // Acquire: pairs with block 0's store_release of the grid state; a stopped kernel
+        // will never drain the ring.
+        if (detail::load_acquire(control->grid.state) == kGridStopped)
+          return Status(StatusCode::kAborted, "the kernel stopped; command not sent");
+      }
+      backoff.pause();
+    }
+    commands_sent.fetch_add(1, std::memory_order_relaxed);
+    return Status();
+  }
+
+  void send(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+            std::uint64_t apply_epoch, Pending p) {
+    std::uint64_t request = 0;
+    Status refusal;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      if (phase != Phase::kRunning) {
+        refusal = Status(StatusCode::kFailedPrecondition,
+                         "runtime is not running (call start() first, or it was shut down)");
+      } else if (!sticky.ok()) {
+        refusal = Status(sticky.code(), "runtime failed earlier: " + sticky.message());
+      } else {
+        request = next_request++;
+        p.actor = actor;
+        p.opcode = opcode;
+        pending.emplace(request, std::move(p));
+      }
+    }
+    if (!refusal.ok()) {
+      complete(p, Reply{refusal, Event{}});
+      return;
+    }
+    Status st = publish(actor, opcode, data, bytes, apply_epoch, request);
+    if (!st.ok()) {
+      Pending back;
+      bool found = false;
+      {
+        std::lock_guard<std::mutex> lock(mu);
+        auto it = pending.find(request);
+        if (it != pending.end()) {
+          back = std::move(it->second);
+          pending.erase(it);
+          found = true;
+        }
+      }
+      if (found) complete(back, Reply{st, Event{}});
+      return;
+    }
+    ring_doorbell();
+  }
+};
+
+// ---- Runtime -----------------------------------------------------------------------------
+
+Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
+
+Runtime::~Runtime() { shutdown().ignore(); }
+
+Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const void* params,
+                                                 std::size_t params_bytes,
+                                                 const RuntimeOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->program = &program;
+  impl->options = options;
+  if (params_bytes != program.params_bytes) {
+    return Status(StatusCode::kInvalidArgument,
+                  "params of " + std::to_string(params_bytes) + " bytes given to app '" +
+                      program.name + "', which expects " + std::to_string(program.params_bytes) +
+                      ". Fix: pass the app's own Params struct");
+  }
+  if (options.num_actors == 0 || options.num_actors > (1u << 24)) {
+    return Status(StatusCode::kInvalidArgument,
+                  "actor count " + std::to_string(options.num_actors) +
+                      " is out of range. Fix: use 1..16777216 actors");
+  }
+  if (!ring_capacity_valid(options.ring_capacity)) {
+    return Status(StatusCode::kInvalidArgument,
+                  "ring capacity " + std::to_string(options.ring_capacity) +
+                      " is invalid. Fix: use a power of two between 2 and 1048576");
+  }
+  impl->params.assign(static_cast<const std::byte*>(params),
+                      static_cast<const std::byte*>(params) + params_bytes);
+  impl->layout = program.layout(impl->params.data(), options.num_actors);
+
+  // Backend selection.
+  std::string note;
+  if (options.backend == BackendKind::kCuda) {
+    auto cuda = host::make_cuda_backend(options.cuda_device);
+    if (!cuda.ok()) return cuda.status();
+    impl->backend = std::move(cuda.value());
+  } else if (options.backend == BackendKind::kAuto) {
+    if (!host::cuda_backend_compiled()) {
+      note = "; CUDA backend not built";
+    } else if (program.cuda_kernel == nullptr) {
+      note = "; app not compiled for CUDA";
+    } else {
+      auto cuda = host::make_cuda_backend(options.cuda_device);
+      if (cuda.ok()) {
+        impl->backend = std::move(cuda.value());
+      } else {
+        note = "; no usable GPU";
+      }
+    }
+  }
+  if (!impl->backend) impl->backend = host::make_cpu_backend();
+
+  auto plan = impl->backend->plan(program, options.num_actors, options.threads);
+  if (!plan.ok()) return plan.status();
+  impl->plan = plan.value();
+  impl->description = impl->plan.description +
+                      (options.backend == BackendKind::kAuto ? ", picked by --backend auto" + note : "");
+
+  host::Backend& be = *impl->backend;
+  const std::uint32_t blocks = impl->plan.blocks;
+  const ProgramLayout& lay = impl->layout;
+
+  // State arenas: [State][region 0][region 1]..., each 256-byte aligned.
+  detail::KernelArgs& a = impl->args;
+  std::uint64_t offset = align_up(std::max<std::uint64_t>(lay.state_bytes, 1), detail::kRegionAlign);
+  a.region_count = lay.region_count;
+  for (std::uint32_t r = 0; r < lay.region_count; ++r) {
+    a.region_offset[r] = offset;
+    a.region_bytes[r] = lay.region_bytes[r];
+    offset += align_up(std::max<std::uint64_t>(lay.region_bytes[r], 1), detail::kRegionAlign);
+  }
+  impl->state_stride = offset;
+  impl->ring_stride = align_up(ring_bytes(options.ring_capacity), 4096);
+
+  auto alloc_hv = [&](host::Buffer& buf, std::size_t bytes) -> Status {
+    auto r = be.alloc_host_visible(bytes);
+    if (!r.ok()) return r.status();
+    buf = std::move(r.value());
+    return Status();
+  };
+  auto alloc_dev = [&](host::Buffer& buf, std::size_t bytes) -> Status {
+    auto r = be.alloc_device(bytes);
+    if (!r.ok()) return r.status();
+    buf = std::move(r.value());
+    return Status();
+  };
+  const std::uint64_t k2k_stride =
+      lay.k2k_channels == 0 ? 0 : align_up(detail::kK2KHeaderBytes + lay.k2k_payload_bytes, 64);
+  const std::uint64_t k2k_bytes = 2ull * options.num_actors * lay.k2k_channels * k2k_stride;
+
+  PKRT_RETURN_IF_ERROR(alloc_hv(impl->control_buf, sizeof(ControlBlock)));
+  PKRT_RETURN_IF_ERROR(alloc_hv(impl->heartbeat_buf, sizeof(BlockHeartbeat) * blocks));
+  PKRT_RETURN_IF_ERROR(alloc_hv(impl->h2k_buf, impl->ring_stride * blocks));
+  PKRT_RETURN_IF_ERROR(alloc_hv(impl->k2h_buf, impl->ring_stride * blocks));
+  PKRT_RETURN_IF_ERROR(alloc_dev(impl->state_buf, impl->state_stride * options.num_actors));
+  PKRT_RETURN_IF_ERROR(alloc_dev(impl->k2k_buf, std::max<std::uint64_t>(k2k_bytes, 64)));
+  PKRT_RETURN_IF_ERROR(alloc_dev(impl->global_buf, std::max<std::uint64_t>(lay.global_bytes, 64)));
+  PKRT_RETURN_IF_ERROR(alloc_dev(impl->grid_buf, sizeof(detail::GridScratch)));
+  PKRT_RETURN_IF_ERROR(alloc_dev(impl->lines_buf, sizeof(detail::BlockLine) * blocks));
+  PKRT_RETURN_IF_ERROR(alloc_dev(impl->params_buf, std::max<std::size_t>(params_bytes, 1)));
+
+  impl->control = static_cast<ControlBlock*>(impl->control_buf.host());
+  impl->heartbeats = static_cast<BlockHeartbeat*>(impl->heartbeat_buf.host());
+  // Plain store: the kernel is not running yet; the launch orders it.
+  impl->control->host.target_epoch = kNoTargetEpoch;
+  for (std::uint32_t b = 0; b < blocks; ++b) {
+    ring_init(detail::ring_at(static_cast<std::byte*>(impl->h2k_buf.host()), impl->ring_stride, b),
+              options.ring_capacity);
+    ring_init(detail::ring_at(static_cast<std::byte*>(impl->k2h_buf.host()), impl->ring_stride, b),
+              options.ring_capacity);
+  }
+  if (k2k_bytes > 0) {
+    // Every mailbox starts stale (epoch ~0), so an epoch-1 read of a slot nobody wrote in
+    // init is empty rather than a zero-length message from actor 0.
+    std::vector<std::byte> image(k2k_bytes);
+    for (std::uint64_t off = 0; off < k2k_bytes; off += k2k_stride) {
+      detail::K2KSlotHeader h{~0ull, 0, 0};
+      std::memcpy(image.data() + off, &h, sizeof h);
+    }
+    PKRT_RETURN_IF_ERROR(be.copy_to_device(impl->k2k_buf.device(), image.data(), k2k_bytes));
+  }
+  if (params_bytes > 0) {
+    PKRT_RETURN_IF_ERROR(be.copy_to_device(impl->params_buf.device(), params, params_bytes));
+  }
+
+  a.control = static_cast<ControlBlock*>(impl->control_buf.device());
+  a.heartbeats = static_cast<BlockHeartbeat*>(impl->heartbeat_buf.device());
+  a.h2k = static_cast<std::byte*>(impl->h2k_buf.device());
+  a.k2h = static_cast<std::byte*>(impl->k2h_buf.device());
+  a.ring_stride = impl->ring_stride;
+  a.state = static_cast<std::byte*>(impl->state_buf.device());
+  a.state_stride = impl->state_stride;
+  a.k2k = static_cast<std::byte*>(impl->k2k_buf.device());
+  a.k2k_channels = lay.k2k_channels;
+  a.k2k_slot_stride = k2k_stride;
+  a.k2k_payload_bytes = lay.k2k_payload_bytes;
+  a.global = static_cast<std::byte*>(impl->global_buf.device());
+  a.global_bytes = lay.global_bytes;
+  a.grid = static_cast<detail::GridScratch*>(impl->grid_buf.device());
+  a.block_lines = static_cast<detail::BlockLine*>(impl->lines_buf.device());
+  a.params = impl->params_buf.device();
+  a.num_actors = options.num_actors;
+  a.num_blocks = blocks;
+  a.start_epoch = 0;
+  a.run_init = 1;
+  a.idle_spin = options.idle_spin;
+
+  impl->h2k_mu = std::make_unique<std::mutex[]>(blocks);
+  for (std::uint32_t b = 0; b < blocks; ++b) {
+    impl->h2k.emplace_back(
+        detail::ring_at(static_cast<std::byte*>(impl->h2k_buf.host()), impl->ring_stride, b));
+    impl->k2h.emplace_back(
+        detail::ring_at(static_cast<std::byte*>(impl->k2h_buf.host()), impl->ring_stride, b));
+  }
+  return std::unique_ptr<Runtime>(new Runtime(std::move(impl)));
+}
+
+void Runtime::set_event_callback(EventCallback callback) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->on_event = std::move(callback);
+}
+
+void Runtime::set_error_callback(ErrorCallback callback) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->on_error = std::move(callback);
+}
+
+Status Runtime::start() {
+  Impl& m = *impl_;
+  if (m.phase != Phase::kCreated) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "start() called twice; a Runtime launches its kernel once. Fix: create a new "
+                  "Runtime to run again");
+  }
+  PKRT_RETURN_IF_ERROR(m.backend->launch(*m.program, m.args, m.plan));
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    m.phase = Phase::kRunning;
+  }
+  m.pump = std::thread([&m] { m.pump_loop(); });
+  return Status();
+}
+
+Status Runtime::set_target_epoch(std::uint64_t epoch) {
+  Impl& m = *impl_;
+  // Release: pairs with block 0's load_acquire of target_epoch.
+  detail::store_release(m.control->host.target_epoch, epoch);
+  m.ring_doorbell();
+  return Status();
+}
+
+Status Runtime::pause() {
+  impl_->set_control(&HostControl::pause, 1);
+  return Status();
+}
+
+Status Runtime::resume() {
+  impl_->set_control(&HostControl::pause, 0);
+  return Status();
+}
+
+namespace {
+
+Status wait_for(Runtime::Impl& m, std::unique_lock<std::mutex>& lock,
+                std::chrono::milliseconds timeout, const std::function<bool()>& done,
+                const std::string& what) {
+  const bool ok = m.cv.wait_for(lock, timeout, [&] {
+    return done() || !m.sticky.ok() || m.kernel_done || m.stopped_event;
+  });
+  if (done()) return Status();
+  if (!m.sticky.ok()) return m.sticky;
+  if (m.kernel_done || m.stopped_event) {
+    return Status(StatusCode::kAborted, "the kernel stopped at epoch " +
+                                            std::to_string(m.parked_epoch) + " before " + what);
+  }
+  (void)ok;
+  return Status(StatusCode::kTimeout, "timed out after " + std::to_string(timeout.count()) +
+                                          " ms waiting for " + what);
+}
+
+}  // namespace
+
+Status Runtime::run_until(std::uint64_t epoch, std::chrono::milliseconds timeout) {
+  Impl& m = *impl_;
+  if (m.phase != Phase::kRunning)
+    return Status(StatusCode::kFailedPrecondition, "run_until() needs a started runtime");
+  PKRT_RETURN_IF_ERROR(set_target_epoch(epoch));
+  std::unique_lock<std::mutex> lock(m.mu);
+  return wait_for(m, lock, timeout, [&] { return m.parked && m.parked_epoch >= epoch; },
+                  "the grid to reach epoch " + std::to_string(epoch));
+}
+
+Status Runtime::wait_parked(std::chrono::milliseconds timeout) {
+  Impl& m = *impl_;
+  std::unique_lock<std::mutex> lock(m.mu);
+  return wait_for(m, lock, timeout, [&] { return m.parked; }, "the grid to park");
+}
+
+std::future<Reply> Runtime::send(std::uint32_t actor, std::uint16_t opcode, const void* data,
+                                 std::size_t bytes, std::uint64_t apply_epoch) {
+  Pending p;
+  std::future<Reply> f = p.promise.get_future();
+  impl_->send(actor, opcode, data, bytes, apply_epoch, std::move(p));
+  return f;
+}
+
+void Runtime::send(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+                   std::uint64_t apply_epoch, ReplyCallback callback) {
+  Pending p;
+  p.callback = std::move(callback);
+  impl_->send(actor, opcode, data, bytes, apply_epoch, std::move(p));
+}
+
+std::uint64_t Runtime::region_bytes(int region) const {
+  if (region < 0) return impl_->layout.state_bytes;
+  if (static_cast<std::uint32_t>(region) >= impl_->layout.region_count) return 0;
+  return impl_->layout.region_bytes[region];
+}
+
+Status Runtime::read_region(std::uint32_t actor, int region, void* out, std::size_t bytes) {
+  Impl& m = *impl_;
+  if (actor >= m.options.num_actors) {
+    return Status(StatusCode::kOutOfRange,
+                  "actor " + std::to_string(actor) + " is out of range (app '" + m.program->name +
+                      "' has " + std::to_string(m.options.num_actors) + " actors)");
+  }
+  if (region >= static_cast<int>(m.layout.region_count) || region < -1) {
+    return Status(StatusCode::kOutOfRange,
+                  "region " + std::to_string(region) + " does not exist (app '" +
+                      m.program->name + "' has " + std::to_string(m.layout.region_count) +
+                      " named regions; -1 is the State struct)");
+  }
+  if (bytes > region_bytes(region)) {
+    return Status(StatusCode::kInvalidArgument,
+                  "asked for " + std::to_string(bytes) + " bytes of a " +
+                      std::to_string(region_bytes(region)) + "-byte region");
+  }
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    const bool quiet = m.phase == Phase::kCreated || m.kernel_done || m.parked;
+    if (!quiet || m.leaked) {
+      return Status(StatusCode::kFailedPrecondition,
+                    "actor state can only be read while the grid is parked or stopped. Fix: "
+                    "call run_until(epoch) or pause() + wait_parked() first");
+    }
+  }
+  const std::uint64_t off = m.state_stride * actor + (region < 0 ? 0 : m.args.region_offset[region]);
+  return m.backend->copy_to_host(out, static_cast<std::byte*>(m.state_buf.device()) + off, bytes);
+}
+
+Status Runtime::shutdown() {
+  Impl& m = *impl_;
+  if (m.phase == Phase::kCreated) {
+    m.phase = Phase::kStopped;
+    return Status();
+  }
+  if (m.phase == Phase::kStopped) return health();
+  m.set_control(&HostControl::shutdown, 1);
+  Status waited = m.backend->wait_finished(m.options.stop_timeout);
+  if (!waited.ok() && waited.code() == StatusCode::kTimeout) {
+    m.abort_kernel();
+    waited = m.backend->wait_finished(m.options.stop_timeout);
+  }
+  m.pump_stop.store(true, std::memory_order_release);
+  if (m.pump.joinable()) m.pump.join();
+  if (!waited.ok()) {
+    m.record_error(waited);
+    if (waited.code() == StatusCode::kTimeout) {
+      // Blocks are still running user code: freeing their memory would turn a hang into a
+      // crash. Keep everything alive for the rest of the process.
+      std::lock_guard<std::mutex> lock(m.mu);
+      m.leaked = true;
+      for (host::Buffer* b : {&m.control_buf, &m.heartbeat_buf, &m.h2k_buf, &m.k2h_buf,
+                              &m.state_buf, &m.k2k_buf, &m.global_buf, &m.grid_buf, &m.lines_buf,
+                              &m.params_buf})
+        b->leak();
+      (void)m.backend.release();
+    }
+  }
+  std::unordered_map<std::uint64_t, Pending> orphans;
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    m.phase = Phase::kStopped;
+    m.kernel_done = true;
+    orphans.swap(m.pending);
+  }
+  for (auto& [request, p] : orphans) {
+    complete(p, Reply{Status(StatusCode::kAborted,
+                             "runtime shut down before actor " + std::to_string(p.actor) +
+                                 " answered opcode " + hex_opcode(p.opcode) +
+                                 " (its apply epoch was never reached)"),
+                      Event{}});
+  }
+  m.cv.notify_all();
+  return health();
+}
+
+RuntimeStats Runtime::stats() const {
+  RuntimeStats s;
+  s.epoch = epoch();
+  s.commands_sent = impl_->commands_sent.load(std::memory_order_relaxed);
+  s.events_received = impl_->events_received.load(std::memory_order_relaxed);
+  s.replies = impl_->replies.load(std::memory_order_relaxed);
+  s.errors = impl_->errors.load(std::memory_order_relaxed);
+  s.blocks = impl_->plan.blocks;
+  s.threads_per_block = impl_->plan.threads_per_block;
+  return s;
+}
+
+std::uint64_t Runtime::epoch() const {
+  // Relaxed: a progress value; callers that need the state behind it wait on a park.
+  return detail::load_relaxed(impl_->control->grid.epoch);
+}
+
+BackendKind Runtime::backend() const { return impl_->backend ? impl_->backend->kind() : BackendKind::kCpu; }
+const std::string& Runtime::backend_description() const { return impl_->description; }
+const Program& Runtime::program() const { return *impl_->program; }
+const RuntimeOptions& Runtime::options() const { return impl_->options; }
+const ProgramLayout& Runtime::layout() const { return impl_->layout; }
+
+Status Runtime::health() const {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  return impl_->sticky;
+}
+
+}  // namespace pkrt

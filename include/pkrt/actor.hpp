@@ -1,0 +1,334 @@
+// pkrt/actor.hpp: how an application defines an actor, and what an actor may do.
+//
+// An actor type is a struct with static members; pkrt instantiates its persistent loop for
+// both backends from the same source:
+//
+//   struct Counter {
+//     static constexpr const char* kName = "counter";  // unique; recorded in replay logs
+//     struct Params { std::uint32_t step; };            // trivially copyable, read-only
+//     struct State { std::uint64_t value; };            // trivially copyable
+//     PKRT_HD static void init(State& s, pkrt::ActorContext& ctx) { s.value = 0; }
+//     PKRT_HD static void step(State& s, pkrt::ActorContext& ctx) {
+//       if (ctx.leader()) s.value += ctx.params<Params>().step;
+//     }
+//     PKRT_HD static pkrt::StatusCode on_message(State& s, const pkrt::Message& m,
+//                                                pkrt::MessageContext& ctx) {
+//       if (m.opcode != kGet) return pkrt::StatusCode::kUnknownOpcode;
+//       ctx.reply(s.value);
+//       return pkrt::StatusCode::kOk;
+//     }
+//   };
+//
+// Required: kName, Params, State, step. Optional: init (default: State zeroed), on_message
+// (default: every message is answered with kUnknownOpcode), variable-size named regions
+// (kRegionNames + region_bytes), K2K mailboxes (kK2KChannels + k2k_payload_bytes), an
+// app-wide region (global_bytes), kStepsWhenIdle = false for event-driven actors (the grid
+// then waits for the host instead of spinning through empty epochs), kCudaBlockThreads.
+//
+// Contract
+// - init and step are called by every thread of the owning block (1 thread on the CPU
+//   backend, kCudaBlockThreads on CUDA); use thread_rank()/num_threads() to split work and
+//   sync() between phases. on_message is called on the leader thread only.
+// - Determinism: step must not depend on thread count or timing. Each epoch, an actor reads
+//   K2K messages written in the previous epoch and writes ones read in the next.
+// - emit, reply and k2k_commit are leader-only. Float arithmetic that must match across
+//   backends uses pkrt::fadd/fmul/fsub (pkrt/config.hpp).
+// - Host/device: everything here is PKRT_HD. Not thread-safe across blocks by design:
+//   an actor touches only its own state, its outboxes and (racy by choice) the global region.
+#pragma once
+
+#include <pkrt/config.hpp>
+#include <pkrt/detail/block_platform.hpp>
+#include <pkrt/detail/kernel_args.hpp>
+#include <pkrt/ring.hpp>
+#include <pkrt/slot.hpp>
+#include <pkrt/status.hpp>
+
+#include <concepts>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <type_traits>
+
+namespace pkrt {
+
+// A host command as delivered to an actor's message handler.
+struct Message {
+  std::uint16_t opcode;
+  std::uint32_t actor;
+  std::uint64_t request;
+  std::uint64_t epoch;  // epoch at which it is being applied
+  const std::byte* data;  // kEnvelopeDataBytes bytes
+
+  template <class T>
+  PKRT_HD T as() const {
+    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEnvelopeDataBytes,
+                  "pkrt: message data must be trivially copyable and at most 32 bytes");
+    T value;
+    std::memcpy(&value, data, sizeof(T));
+    return value;
+  }
+};
+
+// What one received K2K mailbox slot holds (empty when nothing was sent last epoch).
+struct K2KMessage {
+  const std::byte* data = nullptr;
+  std::uint32_t bytes = 0;
+  std::uint32_t src = 0;
+  PKRT_HD bool empty() const { return data == nullptr; }
+};
+
+namespace detail {
+
+// Per-block loop state the contexts reach into. Owned by the persistent loop.
+struct BlockState {
+  const KernelArgs* args;
+  BlockEnv env;
+  RingProducer k2h;   // leader thread only
+  RingConsumer h2k;   // leader thread only
+  std::uint64_t epoch;
+  std::uint64_t events;  // K2H slots published by this block (leader)
+  bool active;           // this epoch applied a command, sent K2K or emitted (leader)
+};
+
+// Publishes one K2H slot, waiting while the ring is full. Only the host pump drains K2H, so
+// a full ring means the host is slow: wait rather than drop, but give up on abort.
+PKRT_HD inline bool publish_k2h(BlockState& bs, std::uint16_t opcode, std::uint16_t flags,
+                                std::uint32_t actor, const Envelope& env) {
+  Backoff backoff;
+  while (!bs.k2h.try_publish(opcode, flags, actor, env)) {
+    // Acquire: pairs with the host's store_release of abort (stop waiting for a dead pump).
+    if (load_acquire(bs.args->control->host.abort) != 0) return false;
+    backoff.pause();
+  }
+  ++bs.events;
+  bs.active = true;
+  return true;
+}
+
+PKRT_HD inline Envelope make_envelope(std::uint64_t epoch, std::uint64_t request,
+                                      const void* data, std::size_t bytes) {
+  Envelope env{};
+  env.epoch = epoch;
+  env.request = request;
+  if (bytes > kEnvelopeDataBytes) bytes = kEnvelopeDataBytes;
+  if (bytes > 0) std::memcpy(env.data, data, bytes);
+  return env;
+}
+
+}  // namespace detail
+
+class ActorContext {
+ public:
+  PKRT_HD ActorContext(detail::BlockState& bs, std::uint32_t actor) : bs_(&bs), actor_(actor) {}
+
+  PKRT_HD std::uint32_t actor() const { return actor_; }
+  PKRT_HD std::uint32_t num_actors() const { return bs_->args->num_actors; }
+  PKRT_HD std::uint64_t epoch() const { return bs_->epoch; }
+  PKRT_HD std::uint32_t block() const { return detail::block_index(bs_->env); }
+  PKRT_HD std::uint32_t num_blocks() const { return bs_->args->num_blocks; }
+
+  PKRT_HD std::uint32_t thread_rank() const { return detail::thread_rank(); }
+  PKRT_HD std::uint32_t num_threads() const { return detail::threads_per_block(); }
+  PKRT_HD bool leader() const { return detail::thread_rank() == 0; }
+  // Barrier for the threads of this block. Call from all of them or none.
+  PKRT_HD void sync() const { detail::sync_block(); }
+
+  template <class P>
+  PKRT_HD const P& params() const {
+    return *static_cast<const P*>(bs_->args->params);
+  }
+
+  // Named region r of this actor's state (see region_bytes in the actor definition).
+  template <class T>
+  PKRT_HD T* region(std::uint32_t r) const {
+    return reinterpret_cast<T*>(arena() + bs_->args->region_offset[r]);
+  }
+  PKRT_HD std::uint64_t region_bytes(std::uint32_t r) const { return bs_->args->region_bytes[r]; }
+
+  // The app-wide region (global_bytes). Shared by every actor of every block: any access
+  // that is not partitioned by actor makes the app schedule-dependent.
+  template <class T>
+  PKRT_HD T* global() const {
+    return reinterpret_cast<T*>(bs_->args->global);
+  }
+
+  // K2K: the outbox to `dst` on `channel` for this epoch, or nullptr when dst or channel is
+  // out of range. Any thread may fill it; the leader then calls k2k_commit.
+  PKRT_HD std::byte* k2k_outbox(std::uint32_t dst, std::uint32_t channel) const {
+    if (dst >= num_actors() || channel >= bs_->args->k2k_channels) return nullptr;
+    return k2k_slot(bs_->epoch & 1u, dst, channel) + detail::kK2KHeaderBytes;
+  }
+  PKRT_HD std::uint64_t k2k_capacity() const { return bs_->args->k2k_payload_bytes; }
+
+  // Leader only, after the block synced past the outbox writes: marks the outbox written.
+  PKRT_HD bool k2k_commit(std::uint32_t dst, std::uint32_t channel, std::uint32_t bytes) const {
+    if (dst >= num_actors() || channel >= bs_->args->k2k_channels ||
+        bytes > bs_->args->k2k_payload_bytes)
+      return false;
+    auto* header = reinterpret_cast<detail::K2KSlotHeader*>(k2k_slot(bs_->epoch & 1u, dst, channel));
+    // Plain stores: the receiver reads them only after the epoch barrier, which orders them.
+    header->src = actor_;
+    header->bytes = bytes;
+    header->epoch = bs_->epoch;
+    bs_->active = true;
+    return true;
+  }
+
+  // K2K: what was committed to this actor on `channel` during the previous epoch.
+  PKRT_HD K2KMessage k2k_inbox(std::uint32_t channel) const {
+    K2KMessage msg;
+    if (channel >= bs_->args->k2k_channels || bs_->epoch == 0) return msg;
+    const std::uint64_t prev = bs_->epoch - 1;
+    const std::byte* slot = k2k_slot(prev & 1u, actor_, channel);
+    const auto* header = reinterpret_cast<const detail::K2KSlotHeader*>(slot);
+    if (header->epoch != prev) return msg;  // stale: nothing was sent last epoch
+    msg.data = slot + detail::kK2KHeaderBytes;
+    msg.bytes = header->bytes;
+    msg.src = header->src;
+    return msg;
+  }
+
+  // Leader only: an unsolicited K2H event (statistics, digests). Up to 32 bytes of data.
+  // Returns false only when the runtime is aborting.
+  PKRT_HD bool emit(std::uint16_t opcode, const void* data, std::size_t bytes) const {
+    return detail::publish_k2h(*bs_, opcode, kFlagNone, actor_,
+                               detail::make_envelope(bs_->epoch, 0, data, bytes));
+  }
+  template <class T>
+  PKRT_HD bool emit(std::uint16_t opcode, const T& value) const {
+    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEnvelopeDataBytes,
+                  "pkrt: event data must be trivially copyable and at most 32 bytes");
+    return emit(opcode, &value, sizeof(T));
+  }
+
+  // Any thread: whether the host is aborting (watchdog, fatal error). A step that can run
+  // for long should check it and return early.
+  PKRT_HD bool abort_requested() const {
+    // Acquire: pairs with the host's store_release of abort.
+    return detail::load_acquire(bs_->args->control->host.abort) != 0;
+  }
+
+ protected:
+  PKRT_HD std::byte* arena() const {
+    return bs_->args->state + bs_->args->state_stride * actor_;
+  }
+  PKRT_HD std::byte* k2k_slot(std::uint64_t parity, std::uint32_t actor,
+                              std::uint32_t channel) const {
+    const detail::KernelArgs& a = *bs_->args;
+    const std::uint64_t index =
+        (parity * a.num_actors + actor) * std::uint64_t{a.k2k_channels} + channel;
+    return a.k2k + index * a.k2k_slot_stride;
+  }
+  detail::BlockState* bs_;
+  std::uint32_t actor_;
+};
+
+// The context of a message handler: an ActorContext that can also reply.
+class MessageContext : public ActorContext {
+ public:
+  PKRT_HD MessageContext(detail::BlockState& bs, const Message& msg)
+      : ActorContext(bs, msg.actor), opcode_(msg.opcode), request_(msg.request) {}
+
+  // Completes the host's future for this command with up to 32 bytes. At most once; a
+  // handler that does not reply gets an automatic kOpAck.
+  PKRT_HD bool reply(const void* data, std::size_t bytes) {
+    replied_ = true;
+    return detail::publish_k2h(*bs_, opcode_, kFlagReply, actor_,
+                               detail::make_envelope(bs_->epoch, request_, data, bytes));
+  }
+  template <class T>
+  PKRT_HD bool reply(const T& value) {
+    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEnvelopeDataBytes,
+                  "pkrt: reply data must be trivially copyable and at most 32 bytes");
+    return reply(&value, sizeof(T));
+  }
+  PKRT_HD bool replied() const { return replied_; }
+
+ private:
+  std::uint16_t opcode_;
+  std::uint64_t request_;
+  bool replied_ = false;
+};
+
+// ---- Compile-time checks of an actor definition ------------------------------------------
+
+template <class App>
+concept ActorHasInit = requires(typename App::State& s, ActorContext& c) { App::init(s, c); };
+
+template <class App>
+concept ActorHasMessageHandler =
+    requires(typename App::State& s, const Message& m, MessageContext& c) {
+      { App::on_message(s, m, c) } -> std::same_as<StatusCode>;
+    };
+
+template <class App>
+concept ActorHasRegions = requires(const typename App::Params& p) {
+  { App::kRegionNames[0] } -> std::convertible_to<const char*>;
+  { App::region_bytes(p, std::uint32_t{}, std::uint32_t{}, std::uint32_t{}) } ->
+      std::convertible_to<std::uint64_t>;
+};
+
+template <class App>
+concept ActorHasK2K = requires(const typename App::Params& p) {
+  { App::kK2KChannels } -> std::convertible_to<std::uint32_t>;
+  { App::k2k_payload_bytes(p) } -> std::convertible_to<std::uint64_t>;
+};
+
+template <class App>
+concept ActorHasGlobal = requires(const typename App::Params& p) {
+  { App::global_bytes(p) } -> std::convertible_to<std::uint64_t>;
+};
+
+template <class App>
+consteval bool check_actor_definition() {
+  static_assert(requires { { App::kName } -> std::convertible_to<const char*>; },
+                "pkrt: an actor needs `static constexpr const char* kName = \"...\";` "
+                "(a unique name; replay logs record it)");
+  static_assert(requires { typename App::State; },
+                "pkrt: an actor needs a nested `struct State` holding its fixed-size state");
+  static_assert(requires { typename App::Params; },
+                "pkrt: an actor needs a nested `struct Params` (use `struct Params {};` for none)");
+  static_assert(std::is_trivially_copyable_v<typename App::State>,
+                "pkrt: actor State must be trivially copyable (it is copied to snapshots and "
+                "between backends): replace std::vector/pointers with named regions "
+                "(kRegionNames + region_bytes)");
+  static_assert(std::is_trivially_copyable_v<typename App::Params>,
+                "pkrt: actor Params must be trivially copyable (they are copied to the device "
+                "and into replay logs)");
+  static_assert(requires(typename App::State& s, ActorContext& c) { App::step(s, c); },
+                "pkrt: an actor needs `PKRT_HD static void step(State&, pkrt::ActorContext&)`");
+  static_assert(!requires { App::on_message; } || ActorHasMessageHandler<App>,
+                "pkrt: on_message must have the signature `PKRT_HD static pkrt::StatusCode "
+                "on_message(State&, const pkrt::Message&, pkrt::MessageContext&)`");
+  static_assert(!requires { App::kRegionNames; } || ActorHasRegions<App>,
+                "pkrt: an actor with kRegionNames also needs `static std::uint64_t "
+                "region_bytes(const Params&, std::uint32_t region, std::uint32_t actor, "
+                "std::uint32_t num_actors)`");
+  static_assert(!requires { App::kK2KChannels; } || ActorHasK2K<App>,
+                "pkrt: an actor with kK2KChannels also needs `static std::uint64_t "
+                "k2k_payload_bytes(const Params&)`");
+  return true;
+}
+
+template <class App>
+PKRT_HD constexpr std::uint32_t actor_region_count() {
+  if constexpr (ActorHasRegions<App>) {
+    constexpr std::uint32_t n = sizeof(App::kRegionNames) / sizeof(App::kRegionNames[0]);
+    static_assert(n <= detail::kMaxRegions, "pkrt: at most 8 named regions per actor");
+    return n;
+  } else {
+    return 0;
+  }
+}
+
+template <class App>
+PKRT_HD constexpr bool actor_steps_when_idle() {
+  if constexpr (requires { { App::kStepsWhenIdle } -> std::convertible_to<bool>; }) {
+    return App::kStepsWhenIdle;
+  } else {
+    return true;
+  }
+}
+
+}  // namespace pkrt

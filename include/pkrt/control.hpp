@@ -1,0 +1,63 @@
+// pkrt/control.hpp: the control block: what the host asks of the whole grid, what the grid
+// reports back, and each block's heartbeat. Lives in host-visible memory (mapped pinned on
+// CUDA) next to the rings.
+//
+// Contract
+// - HostControl is written only by the host and read by block 0, which turns it into one
+//   grid-wide directive per epoch (see kernels/persistent_loop.hpp), so every block parks
+//   or stops at the same epoch.
+// - GridReport is written only by block 0's leader thread; BlockHeartbeat[b] only by block
+//   b's leader thread. The host only reads them.
+// - Each group sits on its own cache line(s): no agent writes a line another agent writes.
+// - Host/device: plain structs; all accesses go through pkrt/detail/system_atomic.hpp.
+#pragma once
+
+#include <pkrt/config.hpp>
+
+#include <cstdint>
+
+namespace pkrt {
+
+// Park/run states reported by the grid and by each block.
+enum GridState : std::uint32_t {
+  kGridStarting = 0,  // kernel launched, actors not yet initialised
+  kGridRunning = 1,   // epochs advancing
+  kGridParked = 2,    // waiting at an epoch boundary (pause requested or target epoch reached)
+  kGridIdle = 3,      // nothing to do: waiting for a host doorbell (event-driven apps)
+  kGridStopped = 4,   // kernel exited (shutdown or abort)
+};
+
+// No target: run until paused or shut down.
+inline constexpr std::uint64_t kNoTargetEpoch = ~std::uint64_t{0};
+
+struct HostControl {
+  // One line, host-written. Block 0 reads these with load_acquire once per epoch.
+  alignas(64) std::uint64_t target_epoch;  // park after completing this epoch
+  std::uint32_t pause;                     // nonzero: park at the next epoch boundary
+  std::uint32_t shutdown;                  // nonzero: stop at the next epoch boundary
+  std::uint32_t abort;                     // nonzero: stop now; actors should return early
+  std::uint32_t doorbell;                  // bumped after every H2K publish and request
+};
+
+struct GridReport {
+  // One line, written by block 0's leader only.
+  alignas(64) std::uint64_t epoch;  // last epoch the whole grid completed
+  std::uint32_t state;              // GridState
+};
+
+struct BlockHeartbeat {
+  // One line per block, written by that block's leader only.
+  alignas(64) std::uint64_t epoch;  // last epoch this block completed
+  std::uint32_t state;              // GridState as this block sees it
+};
+
+struct ControlBlock {
+  HostControl host;
+  GridReport grid;
+};
+
+static_assert(sizeof(HostControl) == 64 && sizeof(GridReport) == 64 &&
+                  sizeof(BlockHeartbeat) == 64,
+              "control groups must each fill exactly one cache line");
+
+}  // namespace pkrt

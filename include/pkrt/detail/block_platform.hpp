@@ -1,0 +1,148 @@
+// pkrt/detail/block_platform.hpp: the narrow interface between the persistent loop and the
+// machine that runs a block. The loop is compiled twice from one source: by nvcc's device
+// pass (a block is a CUDA thread block of a cooperative launch) and by a host compiler (a
+// block is one CPU worker thread, num_threads() == 1). Every backend difference the kernels
+// see is in this file; logic elsewhere never branches on the backend.
+#pragma once
+
+#include <pkrt/config.hpp>
+#include <pkrt/detail/system_atomic.hpp>
+
+#include <cstdint>
+
+#if PKRT_DEVICE_PASS
+#include <cooperative_groups.h>
+#else
+#include <algorithm>
+#include <atomic>
+#include <barrier>
+#include <chrono>
+#include <thread>
+#endif
+
+namespace pkrt::detail {
+
+// Per-block environment handed to the loop by the backend.
+struct BlockEnv {
+  std::uint32_t block;    // this block's index
+  void* host_barrier;     // CPU backend: std::barrier<>* shared by all workers; unused on CUDA
+};
+
+#if !PKRT_DEVICE_PASS
+using HostEpochBarrier = std::barrier<>;
+#endif
+
+PKRT_HD inline std::uint32_t block_index(const BlockEnv& env) {
+#if PKRT_DEVICE_PASS
+  (void)env;
+  return blockIdx.x;
+#else
+  return env.block;
+#endif
+}
+
+PKRT_HD inline std::uint32_t thread_rank() {
+#if PKRT_DEVICE_PASS
+  return threadIdx.x;
+#else
+  return 0;
+#endif
+}
+
+PKRT_HD inline std::uint32_t threads_per_block() {
+#if PKRT_DEVICE_PASS
+  return blockDim.x;
+#else
+  return 1;
+#endif
+}
+
+// Barrier among the threads of one block; also orders their shared and global memory.
+PKRT_HD inline void sync_block() {
+#if PKRT_DEVICE_PASS
+  __syncthreads();
+#endif
+}
+
+// Leader's value, delivered to every thread of the block. Call from all threads.
+PKRT_HD inline std::uint32_t block_broadcast(std::uint32_t value) {
+#if PKRT_DEVICE_PASS
+  __shared__ std::uint32_t cell;
+  if (threadIdx.x == 0) cell = value;
+  __syncthreads();
+  value = cell;
+  __syncthreads();  // nobody overwrites the cell before every thread has read it
+#endif
+  return value;
+}
+
+// Barrier among all blocks of the grid. Orders every block's writes before it with every
+// block's reads after it (grid.sync() fences at device scope; std::barrier's completion
+// synchronises-with every arrival).
+PKRT_HD inline void sync_grid(const BlockEnv& env) {
+#if PKRT_DEVICE_PASS
+  (void)env;
+  cooperative_groups::this_grid().sync();
+#else
+  static_cast<HostEpochBarrier*>(env.host_barrier)->arrive_and_wait();
+#endif
+}
+
+// Escalating wait for polling loops: spin, then yield/sleep (host) or __nanosleep (device),
+// so an idle poller neither saturates PCIe nor starves a 2-core machine.
+class Backoff {
+ public:
+  PKRT_HD explicit Backoff(std::uint32_t spin_limit = 64) : spin_limit_(spin_limit) {}
+
+  PKRT_HD void pause() {
+#if PKRT_DEVICE_PASS
+    // 32 ns doubling to 16 us: a poll of mapped memory costs ~1 us of PCIe round trip.
+    const std::uint32_t shift = n_ < 9 ? n_ : 9;
+    __nanosleep(32u << shift);
+#else
+    if (n_ < spin_limit_) {
+      // Spin: a publish usually lands within a few hundred nanoseconds.
+    } else if (n_ < spin_limit_ + 64) {
+      std::this_thread::yield();
+    } else {
+      const std::uint32_t k = std::min<std::uint32_t>(n_ - spin_limit_ - 64, 10);
+      std::this_thread::sleep_for(std::chrono::microseconds(1u << k));  // up to ~1 ms
+    }
+#endif
+    ++n_;
+  }
+
+  PKRT_HD void reset() { n_ = 0; }
+  PKRT_HD std::uint32_t count() const { return n_; }
+
+ private:
+  std::uint32_t spin_limit_;
+  std::uint32_t n_ = 0;
+};
+
+// Waits until `word` differs from `seen` (a host-written doorbell). The host side pairs it
+// with notify_doorbell(). Spins first; then the host pass blocks in a futex wait and the
+// device pass sleeps with __nanosleep between polls. Returns the new value.
+PKRT_HD inline std::uint32_t wait_for_change(const std::uint32_t& word, std::uint32_t seen,
+                                             std::uint32_t spin_limit) {
+  Backoff backoff(spin_limit);
+  for (;;) {
+    // Acquire: pairs with the host's store_release of the doorbell, which follows its
+    // publishes; what the host published before ringing is visible after this load.
+    const std::uint32_t now = load_acquire(word);
+    if (now != seen) return now;
+#if PKRT_DEVICE_PASS
+    backoff.pause();
+#else
+    if (backoff.count() < spin_limit) {
+      backoff.pause();
+    } else {
+      // Futex wait: the host calls notify_all after every doorbell store.
+      std::atomic_ref<std::uint32_t>(const_cast<std::uint32_t&>(word)).wait(seen,
+                                                                           std::memory_order_acquire);
+    }
+#endif
+  }
+}
+
+}  // namespace pkrt::detail

@@ -1,0 +1,99 @@
+// pkrt/detail/kernel_args.hpp: the argument block of the persistent kernel, shared by both
+// backends. Plain pointers and sizes, passed by value to the CUDA kernel and by reference to
+// CPU worker threads. Built by the runtime (host/runtime.cpp), read by
+// kernels/persistent_loop.hpp.
+#pragma once
+
+#include <pkrt/config.hpp>
+#include <pkrt/control.hpp>
+#include <pkrt/ring.hpp>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pkrt::detail {
+
+inline constexpr std::uint32_t kMaxRegions = 8;
+inline constexpr std::uint64_t kRegionAlign = 256;
+
+// Header of one K2K mailbox slot; written by the sending actor's leader thread after the
+// payload, read by the receiver in the next epoch (the epoch barrier orders the two).
+struct K2KSlotHeader {
+  std::uint64_t epoch;  // epoch in which it was written; stale slots are ignored
+  std::uint32_t src;    // sending actor
+  std::uint32_t bytes;  // payload bytes
+};
+inline constexpr std::uint64_t kK2KHeaderBytes = 64;  // header padded to keep payloads aligned
+
+// Written by block 0's leader before the epoch barrier, read by every block after it: the
+// single decision that keeps all blocks parking and stopping at the same epoch.
+enum GridDirective : std::uint32_t {
+  kDirectiveRun = 0,
+  kDirectivePark = 1,
+  kDirectiveStop = 2,
+};
+
+// Double-buffered by epoch parity: block 0 writes the entry for epoch e + 1 while a slow
+// block may still read the entry for epoch e, which is the other one.
+struct GridScratch {
+  alignas(64) std::uint32_t directive[2];  // GridDirective for epoch e is directive[e & 1]
+  std::uint32_t stop_reason;               // StopReason once a stop directive is written
+};
+
+// Device-side line per block: written by its leader, read by block 0 between barriers.
+struct BlockLine {
+  alignas(64) std::uint64_t active_epoch;  // last epoch in which the block did any work
+};
+
+struct KernelArgs {
+  ControlBlock* control;       // host-visible
+  BlockHeartbeat* heartbeats;  // host-visible, one line per block
+  std::byte* h2k;              // host-visible: num_blocks rings, ring_stride bytes apart
+  std::byte* k2h;              // host-visible: num_blocks rings, ring_stride bytes apart
+  std::uint64_t ring_stride;
+
+  std::byte* state;            // device: num_actors arenas, state_stride bytes apart
+  std::uint64_t state_stride;
+  std::uint32_t region_count;  // named regions after the State struct
+  std::uint64_t region_offset[kMaxRegions];  // offset of region r inside an arena
+  std::uint64_t region_bytes[kMaxRegions];
+
+  std::byte* k2k;              // device: [parity][actor][channel] slots
+  std::uint32_t k2k_channels;
+  std::uint64_t k2k_slot_stride;  // header + payload capacity, rounded
+  std::uint64_t k2k_payload_bytes;
+
+  std::byte* global;           // device: app-wide region (global_bytes)
+  std::uint64_t global_bytes;
+  GridScratch* grid;           // device
+  BlockLine* block_lines;      // device, num_blocks lines
+
+  const void* params;          // device copy of App::Params
+  std::uint32_t num_actors;
+  std::uint32_t num_blocks;
+  std::uint64_t start_epoch;   // epoch already completed when the kernel starts (0: fresh)
+  std::uint32_t run_init;      // nonzero: call App::init for every actor before epoch 1
+  std::uint32_t idle_spin;     // polls before an idle block starts backing off
+};
+
+PKRT_HD inline RingHeader* ring_at(std::byte* base, std::uint64_t stride, std::uint32_t block) {
+  return reinterpret_cast<RingHeader*>(base + stride * block);
+}
+
+// Actors of block b: the contiguous range [first, last).
+PKRT_HD inline std::uint32_t block_first_actor(std::uint32_t block, std::uint32_t num_blocks,
+                                               std::uint32_t num_actors) {
+  return static_cast<std::uint32_t>(std::uint64_t{block} * num_actors / num_blocks);
+}
+
+PKRT_HD inline std::uint32_t block_of_actor(std::uint32_t actor, std::uint32_t num_blocks,
+                                            std::uint32_t num_actors) {
+  // Largest b with block_first_actor(b) <= actor.
+  std::uint32_t b = static_cast<std::uint32_t>(
+      (std::uint64_t{actor} * num_blocks + num_blocks - 1) / num_actors);
+  while (b > 0 && block_first_actor(b, num_blocks, num_actors) > actor) --b;
+  while (b + 1 < num_blocks && block_first_actor(b + 1, num_blocks, num_actors) <= actor) ++b;
+  return b;
+}
+
+}  // namespace pkrt::detail

@@ -1,0 +1,197 @@
+// pkrt/ring.hpp: single-producer single-consumer ring of 64-byte slots shared by host and
+// device (H2K: host produces, a block consumes; K2H: a block produces, the host consumes).
+//
+// Contract
+// - Memory: one contiguous region of ring_bytes(capacity): a RingHeader (three cache lines:
+//   read-only configuration, producer-owned, consumer-owned) followed by `capacity` slots.
+//   On CUDA it is mapped pinned host memory; on the CPU backend ordinary memory.
+// - Thread safety: exactly one producer and one consumer at a time. Producer and consumer
+//   may be on different agents (host thread, GPU thread); the producer view and the consumer
+//   view must each be used by one thread only. Host code that publishes from several threads
+//   serialises them itself (pkrt::Runtime holds a lock per H2K ring).
+// - Host/device: everything here is PKRT_HD.
+// - Ownership: views do not own memory; the runtime allocates and frees the region.
+//
+// Protocol (per-slot sequence numbers; rigtorp-style cached peer index)
+//   position p (monotonic uint64) lives in slot p % capacity. The slot's header.seq is the
+//   publication word: it holds p + 1 once position p is readable, and the previous lap's
+//   value (p + 1 - capacity, or 0) before that. No ABA: a sequence value is never reused.
+//
+//   Producer, publishing position p:
+//     1. room check: p - cached_head < capacity, else reload head with load_acquire
+//        (pairs with the consumer's store_release of head: the consumer is done reading
+//        the slot we are about to overwrite). Still full: return false (backpressure).
+//     2. write the slot's opcode, flags, actor and payload with plain stores.
+//     3. store_release(seq, p + 1)           -- publishes step 2 to the consumer.
+//     4. store_relaxed(published, p + 1)     -- diagnostics only (depth reporting).
+//   Consumer, reading position h:
+//     1. load_acquire(seq) == h + 1 ?        -- pairs with producer step 3.
+//     2. read the slot with plain loads (copy it out).
+//     3. store_release(head, h + 1)          -- hands the slot back; pairs with producer 1.
+//
+//   Neither side writes the other's index; no read-modify-write crosses agents; each index
+//   sits alone on its cache line so the peers do not false-share.
+//
+// Assumptions
+//   capacity is a power of two between 2 and 2^20; positions never wrap 2^64.
+#pragma once
+
+#include <pkrt/config.hpp>
+#include <pkrt/detail/system_atomic.hpp>
+#include <pkrt/slot.hpp>
+
+#include <cstddef>
+#include <cstdint>
+
+namespace pkrt {
+
+inline constexpr std::uint32_t kMinRingCapacity = 2;
+inline constexpr std::uint32_t kMaxRingCapacity = 1u << 20;
+
+struct RingHeader {
+  // Line 0: configuration, written once before either side starts, then read-only.
+  alignas(64) std::uint32_t capacity;
+  std::uint32_t mask;
+  // Line 1: producer-owned. Written only by the producer.
+  alignas(64) std::uint64_t published;  // positions published so far (diagnostics)
+  // Line 2: consumer-owned. Written only by the consumer.
+  alignas(64) std::uint64_t head;  // next position the consumer will read
+};
+static_assert(sizeof(RingHeader) == 3 * 64, "ring header is three cache lines");
+
+PKRT_HD constexpr bool ring_capacity_valid(std::uint32_t capacity) {
+  return capacity >= kMinRingCapacity && capacity <= kMaxRingCapacity &&
+         (capacity & (capacity - 1)) == 0;
+}
+
+PKRT_HD constexpr std::size_t ring_bytes(std::uint32_t capacity) {
+  return sizeof(RingHeader) + std::size_t{capacity} * sizeof(Slot);
+}
+
+PKRT_HD inline Slot* ring_slots(RingHeader* ring) { return reinterpret_cast<Slot*>(ring + 1); }
+
+// Prepare a zeroed region of ring_bytes(capacity) bytes. Call before either side starts.
+inline void ring_init(RingHeader* ring, std::uint32_t capacity) {
+  ring->capacity = capacity;
+  ring->mask = capacity - 1;
+  ring->published = 0;
+  ring->head = 0;
+  Slot* slots = ring_slots(ring);
+  for (std::uint32_t i = 0; i < capacity; ++i) slots[i] = Slot{};
+}
+
+// Producer side. Keeps its position and its cached copy of the consumer's head privately.
+class RingProducer {
+ public:
+  RingProducer() = default;
+  PKRT_HD explicit RingProducer(RingHeader* ring)
+      : ring_(ring), slots_(ring_slots(ring)), mask_(ring->mask), capacity_(ring->capacity),
+        // Relaxed: our own previous value (a resumed producer continues where it stopped).
+        tail_(detail::load_relaxed(ring->published)),
+        // Acquire: pairs with the consumer's release of head (slots up to it are free).
+        cached_head_(detail::load_acquire(ring->head)) {}
+
+  // Publishes one slot; false when the ring is full (the caller decides how to wait).
+  PKRT_HD bool try_publish(std::uint16_t opcode, std::uint16_t flags, std::uint32_t actor,
+                           const Envelope& payload) {
+    if (tail_ - cached_head_ >= capacity_) {
+      // Acquire: pairs with the consumer's store_release(head) after it copied slots out.
+      cached_head_ = detail::load_acquire(ring_->head);
+      if (tail_ - cached_head_ >= capacity_) return false;
+    }
+    Slot& slot = slots_[tail_ & mask_];
+    slot.header.opcode = opcode;
+    slot.header.flags = flags;
+    slot.header.actor = actor;
+    slot.payload = payload;
+    // Release: makes the fields above visible before the consumer's load_acquire of seq.
+    detail::store_release(slot.header.seq, tail_ + 1);
+    ++tail_;
+    // Relaxed: diagnostic count for depth reporting; nothing is read through it.
+    detail::store_relaxed(ring_->published, tail_);
+    return true;
+  }
+
+  // Whether a publish would succeed now (reloads the consumer's head if needed).
+  PKRT_HD bool has_room() {
+    if (tail_ - cached_head_ < capacity_) return true;
+    // Acquire: pairs with the consumer's store_release(head).
+    cached_head_ = detail::load_acquire(ring_->head);
+    return tail_ - cached_head_ < capacity_;
+  }
+
+  PKRT_HD std::uint64_t position() const { return tail_; }
+  PKRT_HD std::uint32_t capacity() const { return capacity_; }
+  PKRT_HD bool valid() const { return ring_ != nullptr; }
+
+ private:
+  RingHeader* ring_ = nullptr;
+  Slot* slots_ = nullptr;
+  std::uint32_t mask_ = 0;
+  std::uint32_t capacity_ = 0;
+  std::uint64_t tail_ = 0;
+  std::uint64_t cached_head_ = 0;
+};
+
+// Consumer side. Keeps its position privately and publishes it as the ring's head.
+class RingConsumer {
+ public:
+  RingConsumer() = default;
+  PKRT_HD explicit RingConsumer(RingHeader* ring)
+      : ring_(ring), slots_(ring_slots(ring)), mask_(ring->mask),
+        // Relaxed: our own previous value.
+        head_(detail::load_relaxed(ring->head)) {}
+
+  // Copies the next slot into `out` without consuming it; false when none is published.
+  PKRT_HD bool peek(Slot& out) const {
+    const Slot& slot = slots_[head_ & mask_];
+    // Acquire: pairs with the producer's store_release(seq); the copy below sees its writes.
+    if (detail::load_acquire(slot.header.seq) != head_ + 1) return false;
+    out.header.seq = head_ + 1;
+    out.header.opcode = slot.header.opcode;
+    out.header.flags = slot.header.flags;
+    out.header.actor = slot.header.actor;
+    out.payload = slot.payload;
+    return true;
+  }
+
+  // Whether the next slot is published (no copy).
+  PKRT_HD bool ready() const {
+    // Acquire: pairs with the producer's store_release(seq).
+    return detail::load_acquire(slots_[head_ & mask_].header.seq) == head_ + 1;
+  }
+
+  // Consumes the slot last returned by peek(): hands it back to the producer.
+  PKRT_HD void pop() {
+    ++head_;
+    // Release: our reads of the slot happen before the producer may overwrite it.
+    detail::store_release(ring_->head, head_);
+  }
+
+  // peek + pop.
+  PKRT_HD bool try_consume(Slot& out) {
+    if (!peek(out)) return false;
+    pop();
+    return true;
+  }
+
+  PKRT_HD std::uint64_t position() const { return head_; }
+  PKRT_HD bool valid() const { return ring_ != nullptr; }
+
+ private:
+  RingHeader* ring_ = nullptr;
+  Slot* slots_ = nullptr;
+  std::uint32_t mask_ = 0;
+  std::uint64_t head_ = 0;
+};
+
+// Slots published but not yet consumed, as seen by an observer (approximate while both
+// sides run; exact when they are stopped).
+PKRT_HD inline std::uint64_t ring_depth(const RingHeader* ring) {
+  // Relaxed: diagnostics only; both counters are monotonic.
+  const std::uint64_t published = detail::load_relaxed(ring->published);
+  const std::uint64_t head = detail::load_relaxed(ring->head);
+  return published >= head ? published - head : 0;
+}
+
+}  // namespace pkrt

@@ -1,0 +1,178 @@
+// pkrt/runtime.hpp: Runtime, the host side of a persistent-actor program.
+//
+// A Runtime owns one launch of one Program: the control block, one H2K and one K2H ring per
+// block, the actors' state, K2K mailboxes, the backend (CPU worker threads or a cooperative
+// CUDA kernel) and the host pump thread.
+//
+// Lifecycle: create() -> start() -> { send(), run_until(), pause()/resume() }* -> shutdown().
+// The destructor shuts down if needed and never leaves a thread behind (a block stuck in
+// user code past the abort timeout is reported, and its memory is kept alive rather than
+// freed under it).
+//
+// Thread safety
+// - send(), pause(), resume(), set_target_epoch(), stats(), epoch(), health() may be called
+//   from any thread concurrently. start(), run_until(), read_region() and shutdown() must not
+//   race with each other.
+// - Reply callbacks and the event/error callbacks run on the pump thread: keep them short
+//   and never call shutdown() from them.
+//
+// Host pump: one thread polls every K2H ring, completes replies, forwards events, reports
+// device errors and runs the watchdog (a block with no heartbeat for watchdog_timeout while
+// the grid should be running is a stall: the runtime reports kWatchdogTimeout and stops).
+#pragma once
+
+#include <pkrt/program.hpp>
+#include <pkrt/slot.hpp>
+#include <pkrt/status.hpp>
+
+#include <array>
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <functional>
+#include <future>
+#include <memory>
+#include <string>
+#include <type_traits>
+
+namespace pkrt {
+
+enum class BackendKind : std::uint8_t { kAuto, kCpu, kCuda };
+
+const char* backend_name(BackendKind kind);
+// Parses "auto", "cpu" or "cuda".
+Result<BackendKind> parse_backend(const std::string& text);
+
+struct RuntimeOptions {
+  BackendKind backend = BackendKind::kAuto;
+  std::uint32_t num_actors = 1;
+  std::uint32_t threads = 0;  // CPU backend workers (= blocks); 0: hardware concurrency
+  std::uint32_t ring_capacity = 1024;  // slots per ring, power of two
+  int cuda_device = 0;
+  std::chrono::milliseconds watchdog_timeout{10000};
+  std::chrono::milliseconds ring_full_timeout{5000};  // H2K backpressure bound
+  std::chrono::milliseconds stop_timeout{10000};      // shutdown waits this long for blocks
+  std::uint32_t idle_spin = 256;  // polls before an idle block starts backing off
+};
+
+// One K2H slot as the host sees it.
+struct Event {
+  std::uint16_t opcode = 0;
+  std::uint16_t flags = 0;
+  std::uint32_t actor = kNoActor;
+  std::uint32_t block = 0;
+  std::uint64_t epoch = 0;
+  std::uint64_t request = 0;
+  std::array<std::byte, kEnvelopeDataBytes> data{};
+
+  template <class T>
+  T as() const {
+    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEnvelopeDataBytes,
+                  "pkrt: event data is at most 32 trivially copyable bytes");
+    T value;
+    std::memcpy(&value, data.data(), sizeof(T));
+    return value;
+  }
+};
+
+// What completes a send(): the actor's reply, an automatic ack, or an error (status not ok;
+// event holds the kOpError slot when the kernel produced it).
+struct Reply {
+  Status status;
+  Event event;
+};
+
+struct RuntimeStats {
+  std::uint64_t epoch = 0;            // last epoch the whole grid completed
+  std::uint64_t commands_sent = 0;    // H2K slots published
+  std::uint64_t events_received = 0;  // K2H slots consumed
+  std::uint64_t replies = 0;          // K2H slots that completed a command
+  std::uint64_t errors = 0;           // kOpError slots
+  std::uint32_t blocks = 0;
+  std::uint32_t threads_per_block = 0;
+};
+
+class Runtime {
+ public:
+  using EventCallback = std::function<void(const Event&)>;
+  using ErrorCallback = std::function<void(const Status&)>;
+  using ReplyCallback = std::function<void(const Reply&)>;
+
+  // Validates options, picks and initialises the backend, allocates everything the kernel
+  // needs. Nothing runs until start().
+  static Result<std::unique_ptr<Runtime>> create(const Program& program, const void* params,
+                                                 std::size_t params_bytes,
+                                                 const RuntimeOptions& options);
+  template <class Params>
+  static Result<std::unique_ptr<Runtime>> create(const Program& program, const Params& params,
+                                                 const RuntimeOptions& options) {
+    static_assert(std::is_trivially_copyable_v<Params>, "pkrt: Params must be trivially copyable");
+    return create(program, &params, sizeof(Params), options);
+  }
+
+  ~Runtime();
+  Runtime(const Runtime&) = delete;
+  Runtime& operator=(const Runtime&) = delete;
+
+  // Called on the pump thread for every K2H slot that is not a reply (statistics, digests).
+  void set_event_callback(EventCallback callback);
+  // Called on the pump thread for errors not tied to a request (watchdog, device faults).
+  void set_error_callback(ErrorCallback callback);
+
+  // Launches the kernel: actors are initialised, then epochs advance until the target epoch
+  // (set_target_epoch; default: none), a pause, or shutdown.
+  Status start();
+
+  // Epochs advance until `epoch` is complete, then the grid parks. Non-blocking.
+  Status set_target_epoch(std::uint64_t epoch);
+  // set_target_epoch(epoch) and wait until the grid parks there (or fails).
+  Status run_until(std::uint64_t epoch, std::chrono::milliseconds timeout = std::chrono::hours(24));
+
+  Status pause();   // park at the next epoch boundary (returns once requested)
+  Status resume();  // leave a pause (the target epoch still applies)
+  // Waits until the grid is parked (pause or target); the parked epoch is in stats().epoch.
+  Status wait_parked(std::chrono::milliseconds timeout);
+
+  // Sends a command to an actor, applied at `apply_epoch` (0: the next epoch). The future
+  // completes with the actor's reply, an ack, or an error (unknown opcode, bad actor, ring
+  // full after ring_full_timeout, shutdown).
+  std::future<Reply> send(std::uint32_t actor, std::uint16_t opcode, const void* data,
+                          std::size_t bytes, std::uint64_t apply_epoch = 0);
+  template <class T>
+  std::future<Reply> send(std::uint32_t actor, std::uint16_t opcode, const T& value,
+                          std::uint64_t apply_epoch = 0) {
+    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEnvelopeDataBytes,
+                  "pkrt: message data is at most 32 trivially copyable bytes");
+    return send(actor, opcode, &value, sizeof(T), apply_epoch);
+  }
+  // Same, completing through a callback on the pump thread (or inline on a send failure).
+  void send(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+            std::uint64_t apply_epoch, ReplyCallback callback);
+
+  // Copies an actor's State (region -1) or named region r to `out` (`bytes` at most the
+  // region's size). Only while the grid is parked or after shutdown.
+  Status read_region(std::uint32_t actor, int region, void* out, std::size_t bytes);
+  std::uint64_t region_bytes(int region) const;
+
+  // Stops the kernel at the next epoch boundary, drains the rings, joins every thread.
+  // Idempotent; returns the first error the runtime saw (watchdog, device fault), else ok.
+  Status shutdown();
+
+  RuntimeStats stats() const;
+  std::uint64_t epoch() const;
+  BackendKind backend() const;
+  const std::string& backend_description() const;  // e.g. "cpu (2 worker threads)"
+  const Program& program() const;
+  const RuntimeOptions& options() const;
+  const ProgramLayout& layout() const;
+  Status health() const;  // first sticky error, or ok
+
+  struct Impl;
+
+ private:
+  explicit Runtime(std::unique_ptr<Impl> impl);
+  std::unique_ptr<Impl> impl_;
+};
+
+}  // namespace pkrt

@@ -1,0 +1,101 @@
+// pkrt/slot.hpp: the 64-byte ring slot, its opcodes, and the envelope every message uses.
+//
+// Contract
+// - A Slot is exactly one cache line: a 16-byte header (sequence, opcode, flags, actor) and a
+//   48-byte payload. The sequence is the ring's publication word (see pkrt/ring.hpp); the
+//   rest is written before it and read after it.
+// - Every payload is an Envelope: the epoch (H2K: epoch to apply at, 0 = as soon as possible;
+//   K2H: epoch at which it happened), the request id that ties a reply to its command, and 32
+//   bytes of opcode-specific data.
+// - Opcodes below kUserOpcodeBase are pkrt's own; applications number theirs from it.
+//   Values are stable: they are recorded in replay logs.
+// - Layout is little-endian and fixed: slots are mirrored byte for byte into replay logs.
+#pragma once
+
+#include <pkrt/config.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <type_traits>
+
+namespace pkrt {
+
+enum Opcode : std::uint16_t {
+  kOpNop = 0,
+  // H2K, runtime-level. Pause/Resume/Shutdown travel through the control block (see
+  // pkrt/control.hpp) because they concern every block at once; these slots let a block be
+  // told directly and are acknowledged like any command.
+  kOpPing = 1,  // H2K: acknowledged at the epoch it is applied; measures the round trip
+
+  // K2H, runtime-level.
+  kOpAck = 0x40,      // command applied; data: AckData
+  kOpError = 0x41,    // command rejected or failed; data: ErrorData
+  kOpReply = 0x42,    // reply from an actor's message handler; data: handler-defined
+  kOpPaused = 0x43,   // grid parked at an epoch boundary (pause requested or target reached)
+  kOpResumed = 0x44,  // grid left a park
+  kOpStopped = 0x45,  // kernel is exiting; data: StopData
+  kOpEvent = 0x46,    // unsolicited event from an actor (statistics, digests); data: app-defined
+
+  kUserOpcodeBase = 0x1000,
+};
+
+// Flags in SlotHeader::flags.
+enum SlotFlags : std::uint16_t {
+  kFlagNone = 0,
+  kFlagReply = 1u << 0,  // K2H: this slot completes the command with the same request id
+};
+
+// Actor index meaning "no particular actor" (runtime-level commands and events).
+inline constexpr std::uint32_t kNoActor = 0xFFFFFFFFu;
+
+struct SlotHeader {
+  std::uint64_t seq;     // publication word: position + 1 once the slot is readable
+  std::uint16_t opcode;  // Opcode or an application opcode >= kUserOpcodeBase
+  std::uint16_t flags;   // SlotFlags
+  std::uint32_t actor;   // target (H2K) or source (K2H) actor, or kNoActor
+};
+
+inline constexpr std::size_t kEnvelopeDataBytes = 32;
+
+struct Envelope {
+  std::uint64_t epoch;    // H2K: apply at this epoch (0: next epoch). K2H: epoch it happened
+  std::uint64_t request;  // request id chosen by the host; 0 for unsolicited events
+  std::byte data[kEnvelopeDataBytes];
+};
+
+struct alignas(64) Slot {
+  SlotHeader header;
+  Envelope payload;
+};
+
+static_assert(sizeof(SlotHeader) == 16, "slot header must be 16 bytes");
+static_assert(sizeof(Envelope) == 48, "slot payload must be 48 bytes");
+static_assert(sizeof(Slot) == 64, "a slot must be exactly one 64-byte cache line");
+static_assert(std::is_trivially_copyable_v<Slot>, "slots are copied byte for byte");
+
+// Data of kOpAck: which command was applied.
+struct AckData {
+  std::uint16_t opcode;  // opcode of the acknowledged command
+  std::uint16_t reserved[3];
+};
+
+// Data of kOpError.
+struct ErrorData {
+  std::uint16_t code;    // StatusCode
+  std::uint16_t opcode;  // offending command's opcode
+  std::uint32_t actor;   // offending command's actor field (may be out of range)
+  std::uint64_t detail;  // code-specific (for kOutOfRange: the number of actors)
+};
+
+// Data of kOpStopped.
+struct StopData {
+  std::uint64_t final_epoch;  // last epoch every block completed
+  std::uint16_t reason;       // StopReason
+};
+
+enum StopReason : std::uint16_t {
+  kStopShutdown = 1,  // host requested shutdown
+  kStopAbort = 2,     // host aborted (watchdog or fatal error)
+};
+
+}  // namespace pkrt
