@@ -103,7 +103,8 @@ struct Runtime::Impl {
   std::vector<RingProducer> h2k;
   std::unique_ptr<std::mutex[]> h2k_mu;
   std::vector<RingConsumer> k2h;
-  std::atomic<std::uint32_t> doorbell{0};
+  std::mutex control_mu;  // serialises HostControl stores so generation and doorbell only grow
+  std::uint32_t doorbell = 0;
 
   Phase phase = Phase::kCreated;
   std::thread pump;
@@ -116,8 +117,10 @@ struct Runtime::Impl {
   EventCallback on_event;
   ErrorCallback on_error;
   Status sticky;
-  bool parked = false;
+  bool parked = false;                  // last park report not yet followed by kOpResumed
   std::uint64_t parked_epoch = 0;
+  std::uint32_t parked_generation = 0;  // control generation the last kOpPaused answered
+  std::uint32_t generation = 0;         // control generation last stored (guarded by control_mu)
   bool stopped_event = false;
   bool kernel_done = false;
   bool leaked = false;
@@ -126,20 +129,39 @@ struct Runtime::Impl {
 
   // ---- host control ----------------------------------------------------------------------
 
-  void ring_doorbell() {
-    const std::uint32_t value = doorbell.fetch_add(1, std::memory_order_relaxed) + 1;
+  // Callers hold control_mu.
+  void ring_doorbell_locked() {
+    ++doorbell;
     // Release: everything published before (ring slots, control words) is visible to the
     // block-0 leader that acquires the new doorbell value.
-    detail::store_release(control->host.doorbell, value);
+    detail::store_release(control->host.doorbell, doorbell);
     // Wakes CPU-backend blocks waiting in wait_for_change (futex); no-op for CUDA.
     std::atomic_ref<std::uint32_t>(control->host.doorbell).notify_all();
   }
 
-  void set_control(std::uint32_t HostControl::*field, std::uint32_t value) {
-    // Release: pairs with block 0's load_acquire of the same word in decide_next_epoch.
-    detail::store_release(control->host.*field, value);
-    ring_doorbell();
+  void ring_doorbell() {
+    std::lock_guard<std::mutex> lock(control_mu);
+    ring_doorbell_locked();
   }
+
+  // Stores one control word, then the new generation, then rings (see pkrt/control.hpp).
+  template <class T>
+  void set_control(T HostControl::*field, T value) {
+    std::lock_guard<std::mutex> lock(control_mu);
+    // Release: pairs with block 0's acquire loads in ControlView::refresh.
+    detail::store_release(control->host.*field, value);
+    std::uint32_t g;
+    {
+      std::lock_guard<std::mutex> state_lock(mu);
+      g = ++generation;
+    }
+    // Release: block 0 that acquires this generation sees the word stored above.
+    detail::store_release(control->host.generation, g);
+    ring_doorbell_locked();
+  }
+
+  // The grid is parked in answer to the latest control change. Callers hold mu.
+  bool parked_now() const { return parked && parked_generation == generation; }
 
   void record_error(const Status& st) {
     ErrorCallback cb;
@@ -153,7 +175,7 @@ struct Runtime::Impl {
     cv.notify_all();
   }
 
-  void abort_kernel() { set_control(&HostControl::abort, 1); }
+  void abort_kernel() { set_control(&HostControl::abort, 1u); }
 
   // ---- pump --------------------------------------------------------------------------------
 
@@ -219,6 +241,7 @@ struct Runtime::Impl {
         std::lock_guard<std::mutex> lock(mu);
         parked = true;
         parked_epoch = ev.epoch;
+        parked_generation = ev.as<std::uint32_t>();
         break;
       }
       case kOpResumed: {
@@ -285,11 +308,8 @@ struct Runtime::Impl {
           any = true;
         }
       }
-      if (any) {
-        backoff.reset();
-        continue;
-      }
-      const bool finished = backend->kernel_finished();
+      if (any) backoff.reset();
+      const bool finished = !any && backend->kernel_finished();
       if (finished) {
         // Drain once more: slots published right before the kernel returned.
         bool more = false;
@@ -325,8 +345,8 @@ struct Runtime::Impl {
         const auto state = detail::load_acquire(control->grid.state);
         const auto [lo, hi] = heartbeat_range();
         const std::uint64_t sum = lo * 1000003u + hi;
-        if (finished || state == kGridParked || state == kGridIdle || state == kGridStopped ||
-            sum != last_sum) {
+        // Parked, idle, not yet started (init may be long) or stopped grids owe no heartbeat.
+        if (finished || state != kGridRunning || sum != last_sum) {
           last_sum = sum;
           last_progress = now;
         } else if (now - last_progress > options.watchdog_timeout) {
@@ -343,6 +363,7 @@ struct Runtime::Impl {
           last_progress = now;
         }
       }
+      if (any) continue;
       if (!finished) backoff.pause();
       else std::this_thread::sleep_for(std::chrono::microseconds(200));
     }
@@ -389,9 +410,9 @@ struct Runtime::Impl {
     Status refusal;
     {
       std::lock_guard<std::mutex> lock(mu);
-      if (phase != Phase::kRunning) {
+      if (phase == Phase::kStopped) {
         refusal = Status(StatusCode::kFailedPrecondition,
-                         "runtime is not running (call start() first, or it was shut down)");
+                         "runtime was shut down; commands can no longer be sent");
       } else if (!sticky.ok()) {
         refusal = Status(sticky.code(), "runtime failed earlier: " + sticky.message());
       } else {
@@ -455,6 +476,12 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   }
   impl->params.assign(static_cast<const std::byte*>(params),
                       static_cast<const std::byte*>(params) + params_bytes);
+  if (program.check_params != nullptr) {
+    if (const char* problem = program.check_params(impl->params.data(), options.num_actors)) {
+      return Status(StatusCode::kInvalidArgument,
+                    std::string("params rejected by app '") + program.name + "': " + problem);
+    }
+  }
   impl->layout = program.layout(impl->params.data(), options.num_actors);
 
   // Backend selection.
@@ -611,20 +638,17 @@ Status Runtime::start() {
 }
 
 Status Runtime::set_target_epoch(std::uint64_t epoch) {
-  Impl& m = *impl_;
-  // Release: pairs with block 0's load_acquire of target_epoch.
-  detail::store_release(m.control->host.target_epoch, epoch);
-  m.ring_doorbell();
+  impl_->set_control(&HostControl::target_epoch, epoch);
   return Status();
 }
 
 Status Runtime::pause() {
-  impl_->set_control(&HostControl::pause, 1);
+  impl_->set_control(&HostControl::pause, 1u);
   return Status();
 }
 
 Status Runtime::resume() {
-  impl_->set_control(&HostControl::pause, 0);
+  impl_->set_control(&HostControl::pause, 0u);
   return Status();
 }
 
@@ -655,14 +679,14 @@ Status Runtime::run_until(std::uint64_t epoch, std::chrono::milliseconds timeout
     return Status(StatusCode::kFailedPrecondition, "run_until() needs a started runtime");
   PKRT_RETURN_IF_ERROR(set_target_epoch(epoch));
   std::unique_lock<std::mutex> lock(m.mu);
-  return wait_for(m, lock, timeout, [&] { return m.parked && m.parked_epoch >= epoch; },
+  return wait_for(m, lock, timeout, [&] { return m.parked_now() && m.parked_epoch >= epoch; },
                   "the grid to reach epoch " + std::to_string(epoch));
 }
 
 Status Runtime::wait_parked(std::chrono::milliseconds timeout) {
   Impl& m = *impl_;
   std::unique_lock<std::mutex> lock(m.mu);
-  return wait_for(m, lock, timeout, [&] { return m.parked; }, "the grid to park");
+  return wait_for(m, lock, timeout, [&] { return m.parked_now(); }, "the grid to park");
 }
 
 std::future<Reply> Runtime::send(std::uint32_t actor, std::uint16_t opcode, const void* data,
@@ -706,7 +730,7 @@ Status Runtime::read_region(std::uint32_t actor, int region, void* out, std::siz
   }
   {
     std::lock_guard<std::mutex> lock(m.mu);
-    const bool quiet = m.phase == Phase::kCreated || m.kernel_done || m.parked;
+    const bool quiet = m.phase == Phase::kCreated || m.kernel_done || m.parked_now();
     if (!quiet || m.leaked) {
       return Status(StatusCode::kFailedPrecondition,
                     "actor state can only be read while the grid is parked or stopped. Fix: "
@@ -724,7 +748,7 @@ Status Runtime::shutdown() {
     return Status();
   }
   if (m.phase == Phase::kStopped) return health();
-  m.set_control(&HostControl::shutdown, 1);
+  m.set_control(&HostControl::shutdown, 1u);
   Status waited = m.backend->wait_finished(m.options.stop_timeout);
   if (!waited.ok() && waited.code() == StatusCode::kTimeout) {
     m.abort_kernel();

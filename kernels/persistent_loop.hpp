@@ -3,23 +3,29 @@
 // One call runs one block for the life of the kernel: on CUDA from the cooperative kernel
 // (cuda/persistent_kernel.cuh), on the CPU backend from a worker thread (host/cpu_backend).
 //
-// Epoch protocol (every block, in lock step)
+// Epoch protocol (every block, in lock step). A "round" is one pass of the loop; every
+// block passes the same barriers in the same order, so all agree on the round number.
 //   0. Once: init the block's actors (K2K sent here is read in epoch start+1).
-//   loop:
+//   loop (round r, last completed epoch e):
 //   1. [event-driven apps only] grid barrier: every block finished epoch e, so block 0
-//      sees their activity.
-//   2. Block 0's leader decides what epoch e + 1 is: run, park (pause requested or target
-//      epoch reached: it waits on the host doorbell, the others wait at the barrier), or
-//      stop (shutdown/abort). It writes the directive for e + 1 (parity slot) and, for
-//      parks, reports kOpPaused/kOpResumed on its K2H ring.
+//      sees their activity and can decide to idle (wait on the host doorbell).
+//   2. Block 0's leader decides: run epoch e + 1, park, or stop (shutdown/abort), and
+//      writes the directive to slot r & 1.
 //   3. Grid barrier. Also orders epoch e's K2K writes before epoch e + 1's reads.
-//   4. Every block reads the same directive; stop ends the loop at the same epoch everywhere.
-//   5. Leader applies the H2K commands due at e + 1 (apply_epoch <= e + 1) in ring order,
-//      calls on_message, and acknowledges each on K2H (reply, kOpAck or kOpError) with the
-//      applied epoch. Unknown opcodes and bad actor indices produce kOpError; the loop goes on.
+//   4. Every block reads directive slot r & 1 (the same decision everywhere).
+//      stop: leave the loop.  park: every block has finished epoch e (they all passed the
+//      barrier), so block 0's leader now reports kOpPaused and waits for the host to change
+//      a control word; the others go round to the next barrier and wait there.
+//   5. run: leader applies the H2K commands due at e + 1 (apply_epoch <= e + 1) in ring
+//      order, calls on_message, and acknowledges each on K2H (reply, kOpAck or kOpError) with
+//      the applied epoch. Unknown opcodes and bad actor indices produce kOpError.
 //   6. All threads step every actor of the block.
 //   7. Leader writes the heartbeat (epoch e + 1).
 //   K2H events (step 6) are published as they are emitted.
+//
+// Why the directive has two slots: block 0 writes slot (r + 1) & 1 in round r + 1, possibly
+// while a slow block still reads slot r & 1 after barrier r; slot r & 1 is rewritten only in
+// round r + 2, after barrier r + 1, which every block reaches only after its read.
 //
 // Assumptions
 //   All blocks are co-resident (cooperative launch / one worker thread per block), so the
@@ -100,7 +106,7 @@ PKRT_HD void apply_due_commands(BlockState& bs, std::uint32_t first, std::uint32
 PKRT_HD inline bool grid_has_work(const KernelArgs& args, std::uint64_t epoch) {
   for (std::uint32_t b = 0; b < args.num_blocks; ++b) {
     // Relaxed: written by block b's leader before the barrier we just passed, which orders it.
-    if (load_relaxed(args.block_lines[b].active_epoch) == epoch && epoch != 0) return true;
+    if (load_relaxed(args.block_lines[b].active_epoch) == epoch + 1) return true;
     RingHeader* ring = ring_at(args.h2k, args.ring_stride, b);
     // Relaxed: block b's own consumer index, stored before the barrier; read-only here.
     const std::uint64_t head = load_relaxed(ring->head);
@@ -116,38 +122,51 @@ PKRT_HD inline void report_grid(const KernelArgs& args, std::uint64_t epoch, Gri
   store_release(args.control->grid.state, static_cast<std::uint32_t>(state));
 }
 
-// Block 0's leader: what the grid does in epoch `epoch + 1`. Waits here while parked or
-// idle. Returns the directive and writes it to the parity slot for epoch + 1.
+// Block 0's leader's copy of HostControl, refreshed when the generation changes.
+struct ControlView {
+  std::uint32_t generation = ~0u;
+  std::uint64_t target_epoch = 0;
+  bool pause = false, shutdown = false, abort = false;
+
+  PKRT_HD void refresh(HostControl& hc) {
+    // Acquire: pairs with the host's store_release of the generation, which follows its
+    // stores of the words below; they are then read with acquire loads of their own too,
+    // so a newer value than this generation's is possible and harmless (a later
+    // generation bump follows it and is acted on next round).
+    const std::uint32_t g = load_acquire(hc.generation);
+    if (g == generation) return;
+    generation = g;
+    target_epoch = load_acquire(hc.target_epoch);
+    pause = load_acquire(hc.pause) != 0;
+    shutdown = load_acquire(hc.shutdown) != 0;
+    abort = load_acquire(hc.abort) != 0;
+  }
+  PKRT_HD bool wants_park(std::uint64_t epoch) const { return pause || epoch >= target_epoch; }
+};
+
+// Block 0's leader: what the grid does after epoch `epoch`. Event-driven apps wait here
+// (between the two barriers, when every block is quiescent) while there is nothing to do.
+// Writes the directive to slot `round & 1`.
 template <bool kEventDriven>
-PKRT_HD std::uint32_t decide_next_epoch(BlockState& bs, std::uint64_t epoch, bool& parked) {
+PKRT_HD void decide_next_round(BlockState& bs, ControlView& control, std::uint64_t epoch,
+                               std::uint64_t round, bool& parked) {
   const KernelArgs& args = *bs.args;
   HostControl& hc = args.control->host;
   std::uint32_t directive = kDirectiveRun;
   for (;;) {
-    // Acquire (all loads below): pair with the host's store_release of each control word;
-    // the doorbell is read first so that any change after it is seen by wait_for_change.
-    const std::uint32_t bell = load_acquire(hc.doorbell);
-    if (load_acquire(hc.abort) != 0) {
+    // Acquire: pairs with the host's store_release of the doorbell, which follows every
+    // publish and control change; read before the checks so none is missed by the wait.
+    const std::uint32_t bell = kEventDriven ? load_acquire(hc.doorbell) : 0u;
+    control.refresh(hc);
+    if (control.abort) {
       args.grid->stop_reason = kStopAbort;
       directive = kDirectiveStop;
-      break;
-    }
-    if (load_acquire(hc.shutdown) != 0) {
+    } else if (control.shutdown) {
       args.grid->stop_reason = kStopShutdown;
       directive = kDirectiveStop;
-      break;
-    }
-    const bool park = load_acquire(hc.pause) != 0 || epoch >= load_acquire(hc.target_epoch);
-    if (park) {
-      if (!parked) {
-        parked = true;
-        report_grid(args, epoch, kGridParked);
-        publish_k2h(bs, kOpPaused, kFlagNone, kNoActor, make_envelope(epoch, 0, nullptr, 0));
-      }
-      wait_for_change(hc.doorbell, bell, args.idle_spin);
-      continue;
-    }
-    if constexpr (kEventDriven) {
+    } else if (control.wants_park(epoch)) {
+      directive = kDirectivePark;
+    } else if constexpr (kEventDriven) {
       if (!grid_has_work(args, epoch)) {
         report_grid(args, epoch, kGridIdle);
         wait_for_change(hc.doorbell, bell, args.idle_spin);
@@ -164,8 +183,27 @@ PKRT_HD std::uint32_t decide_next_epoch(BlockState& bs, std::uint64_t epoch, boo
     report_grid(args, epoch, kGridRunning);
   }
   // Relaxed: read by the other blocks only after the grid barrier that follows.
-  store_relaxed(args.grid->directive[(epoch + 1) & 1u], directive);
-  return directive;
+  store_relaxed(args.grid->directive[round & 1u], directive);
+}
+
+// Block 0's leader, after the barrier of a park round: every block has finished `epoch`.
+// Reports the park (again whenever the host's generation moved, so the host knows the park
+// answers its latest request), then waits until the host changes something.
+PKRT_HD inline void park(BlockState& bs, ControlView& control, std::uint64_t epoch,
+                         bool& parked, std::uint32_t& reported_generation) {
+  const KernelArgs& args = *bs.args;
+  HostControl& hc = args.control->host;
+  if (!parked || reported_generation != control.generation) {
+    parked = true;
+    reported_generation = control.generation;
+    report_grid(args, epoch, kGridParked);
+    const std::uint32_t g = control.generation;
+    publish_k2h(bs, kOpPaused, kFlagNone, kNoActor, make_envelope(epoch, 0, &g, sizeof g));
+  }
+  // Acquire: pairs with the host's store_release of the doorbell (see decide_next_round).
+  const std::uint32_t bell = load_acquire(hc.doorbell);
+  control.refresh(hc);
+  if (control.generation == reported_generation) wait_for_change(hc.doorbell, bell, args.idle_spin);
 }
 
 // Runs block `env.block` until the grid stops. Call from every thread of the block.
@@ -195,16 +233,28 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
     }
   }
 
+  if (leader && bs.active) {
+    // Relaxed: read by block 0 only after the next grid barrier (K2K sent during init).
+    store_relaxed(args.block_lines[b].active_epoch, args.start_epoch + 1);
+  }
+
   std::uint64_t epoch = args.start_epoch;
+  std::uint64_t round = 0;
   bool parked = false;
-  for (;;) {
+  std::uint32_t reported_generation = 0;
+  ControlView control;
+  for (;; ++round) {
     if constexpr (kEventDriven) sync_grid(env);
-    if (b == 0 && leader) decide_next_epoch<kEventDriven>(bs, epoch, parked);
+    if (b == 0 && leader) decide_next_round<kEventDriven>(bs, control, epoch, round, parked);
     sync_grid(env);
     // Relaxed: written by block 0 before the barrier just passed.
-    const std::uint32_t directive = block_broadcast(
-        leader ? load_relaxed(args.grid->directive[(epoch + 1) & 1u]) : 0u);
+    const std::uint32_t directive =
+        block_broadcast(leader ? load_relaxed(args.grid->directive[round & 1u]) : 0u);
     if (directive == kDirectiveStop) break;
+    if (directive == kDirectivePark) {
+      if (b == 0 && leader) park(bs, control, epoch, parked, reported_generation);
+      continue;
+    }
 
     bs.epoch = ++epoch;
     bs.active = false;
@@ -217,7 +267,7 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
     }
     if (leader) {
       // Relaxed: read by block 0 only after the next grid barrier.
-      if (bs.active) store_relaxed(args.block_lines[b].active_epoch, epoch);
+      if (bs.active) store_relaxed(args.block_lines[b].active_epoch, epoch + 1);
       // Relaxed: progress counter for the host watchdog; it orders nothing.
       store_relaxed(args.heartbeats[b].epoch, epoch);
     }

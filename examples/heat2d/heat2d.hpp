@@ -6,6 +6,8 @@
 // alpha <= 0.25 for stability. Epoch e: every tile reads the neighbours' edges sent in e-1,
 // computes the new field, adds the heat injected for epoch e (in command order), then sends
 // its new edges. Every `stats_every` epochs each tile emits kHeat2dStats.
+// Limit: at most kMaxPendingInjections injections per tile per epoch; more are rejected
+// (kRingFull error reply), so a schedule that dense depends on the tiling.
 #pragma once
 
 #include <pkrt/actor.hpp>
@@ -107,6 +109,17 @@ struct Heat2d {
   PKRT_HD static float update(float c, float n, float s, float e, float w, float alpha) {
     const float lap = fsub(fadd(fadd(n, s), fadd(e, w)), fmul(4.0f, c));
     return fadd(c, fmul(alpha, lap));
+  }
+
+  static const char* check_params(const Params& p, std::uint32_t num_actors) {
+    if (p.tiles_x == 0 || p.tiles_y == 0 || std::uint64_t{p.tiles_x} * p.tiles_y != num_actors)
+      return "tiles_x * tiles_y must equal the number of actors (use heat2d_choose_tiles)";
+    if (p.tiles_x > p.width || p.tiles_y > p.height)
+      return "more tiles than cells along a side would leave empty tiles; use fewer actors or a "
+             "larger grid";
+    if (!(p.alpha > 0.0f && p.alpha <= 0.25f))
+      return "alpha must be in (0, 0.25] for the explicit scheme to be stable";
+    return nullptr;
   }
 
   static std::uint64_t region_bytes(const Params& p, std::uint32_t, std::uint32_t actor,

@@ -85,6 +85,7 @@ Status check_k2k(const SelftestOptions& o, BackendKind backend, std::string& det
   auto created = Runtime::create(examples::token_ring_program(), p, base_options(o, backend, kActors));
   if (!created.ok()) return created.status();
   Runtime& rt = *created.value();
+  PKRT_RETURN_IF_ERROR(rt.set_target_epoch(kEpochs));
   PKRT_RETURN_IF_ERROR(rt.start());
   PKRT_RETURN_IF_ERROR(rt.run_until(kEpochs, std::chrono::seconds(60)));
   std::uint64_t received = 0;
@@ -117,15 +118,20 @@ Status check_heat2d(const SelftestOptions& o, BackendKind backend, std::string& 
   auto created = Runtime::create(examples::heat2d_program(), p, base_options(o, backend, kActors));
   if (!created.ok()) return created.status();
   Runtime& rt = *created.value();
-  PKRT_RETURN_IF_ERROR(rt.start());
+  PKRT_RETURN_IF_ERROR(rt.set_target_epoch(kEpochs));
   std::vector<std::future<Reply>> acks;
   for (const auto& inj : injections)
     acks.push_back(rt.send(examples::Heat2d::actor_of(p, inj.inject.x, inj.inject.y), examples::kHeat2dInject,
                            inj.inject, inj.epoch));
+  PKRT_RETURN_IF_ERROR(rt.start());
   PKRT_RETURN_IF_ERROR(rt.run_until(kEpochs, std::chrono::seconds(60)));
-  for (auto& a : acks) {
-    Reply r = a.get();
+  for (std::size_t i = 0; i < acks.size(); ++i) {
+    Reply r = acks[i].get();
     if (!r.status.ok()) return r.status;
+    if (r.event.epoch != injections[i].epoch)
+      return Status(StatusCode::kInternal, "injection " + std::to_string(i) + " applied at epoch " +
+                                               std::to_string(r.event.epoch) + ", not " +
+                                               std::to_string(injections[i].epoch));
   }
   auto field = examples::heat2d_gather(rt, p);
   if (!field.ok()) return field.status();

@@ -20,7 +20,8 @@
 //   };
 //
 // Required: kName, Params, State, step. Optional: init (default: State zeroed), on_message
-// (default: every message is answered with kUnknownOpcode), variable-size named regions
+// (default: every message is answered with kUnknownOpcode), check_params (host-side
+// validation: return nullptr, or a message saying what is wrong and the fix), variable-size named regions
 // (kRegionNames + region_bytes), K2K mailboxes (kK2KChannels + k2k_payload_bytes), an
 // app-wide region (global_bytes), kStepsWhenIdle = false for event-driven actors (the grid
 // then waits for the host instead of spinning through empty epochs), kCudaBlockThreads.
@@ -278,6 +279,11 @@ concept ActorHasK2K = requires(const typename App::Params& p) {
 template <class App>
 concept ActorHasGlobal = requires(const typename App::Params& p) {
   { App::global_bytes(p) } -> std::convertible_to<std::uint64_t>;
+};
+
+template <class App>
+concept ActorHasParamCheck = requires(const typename App::Params& p) {
+  { App::check_params(p, std::uint32_t{}) } -> std::convertible_to<const char*>;
 };
 
 template <class App>

@@ -30,12 +30,18 @@ enum GridState : std::uint32_t {
 // No target: run until paused or shut down.
 inline constexpr std::uint64_t kNoTargetEpoch = ~std::uint64_t{0};
 
+// Protocol: the host changes target_epoch/pause/shutdown/abort, then stores a new
+// generation (release), then rings the doorbell (release). Block 0 loads the generation with
+// acquire once per round and re-reads the other words only when it changed, so a running
+// grid pays one PCIe read per epoch for host control. kOpPaused carries the generation it
+// answers, so the host can tell a park it asked for from an older one still in the ring.
 struct HostControl {
-  // One line, host-written. Block 0 reads these with load_acquire once per epoch.
+  // One line, host-written.
   alignas(64) std::uint64_t target_epoch;  // park after completing this epoch
   std::uint32_t pause;                     // nonzero: park at the next epoch boundary
   std::uint32_t shutdown;                  // nonzero: stop at the next epoch boundary
   std::uint32_t abort;                     // nonzero: stop now; actors should return early
+  std::uint32_t generation;                // bumped after every change of the words above
   std::uint32_t doorbell;                  // bumped after every H2K publish and request
 };
 

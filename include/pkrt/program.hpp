@@ -46,6 +46,9 @@ struct Program {
   const void* cuda_kernel;  // __global__ void(KernelArgs), or nullptr without nvcc
   std::uint32_t cuda_block_threads;
   bool event_driven;
+  // The app's check_params: nullptr when the params suit `num_actors`, else what is wrong
+  // and how to fix it. nullptr when the app defines none.
+  const char* (*check_params)(const void* params, std::uint32_t num_actors);
 };
 
 namespace detail {
@@ -71,6 +74,17 @@ ProgramLayout program_layout(const void* params_ptr, std::uint32_t num_actors) {
   }
   if constexpr (ActorHasGlobal<App>) layout.global_bytes = App::global_bytes(params);
   return layout;
+}
+
+template <class App>
+constexpr auto check_params_entry() -> const char* (*)(const void*, std::uint32_t) {
+  if constexpr (ActorHasParamCheck<App>) {
+    return [](const void* params, std::uint32_t num_actors) -> const char* {
+      return App::check_params(*static_cast<const typename App::Params*>(params), num_actors);
+    };
+  } else {
+    return nullptr;
+  }
 }
 
 template <class App>
@@ -107,6 +121,7 @@ const Program& make_program() {
 #endif
       detail::cuda_block_threads<App>(),
       !actor_steps_when_idle<App>(),
+      detail::check_params_entry<App>(),
   };
   return program;
 }

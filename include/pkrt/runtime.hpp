@@ -5,6 +5,8 @@
 // CUDA kernel) and the host pump thread.
 //
 // Lifecycle: create() -> start() -> { send(), run_until(), pause()/resume() }* -> shutdown().
+// To make commands apply at exact epochs from the first one on, set the target epoch and
+// send before start(): commands queue in the H2K rings and the grid never overshoots.
 // The destructor shuts down if needed and never leaves a thread behind (a block stuck in
 // user code past the abort timeout is reported, and its memory is kept alive rather than
 // freed under it).
@@ -124,7 +126,8 @@ class Runtime {
   // (set_target_epoch; default: none), a pause, or shutdown.
   Status start();
 
-  // Epochs advance until `epoch` is complete, then the grid parks. Non-blocking.
+  // Epochs advance until `epoch` is complete, then the grid parks. Non-blocking; may be
+  // called before start() (the grid then parks there, however fast it runs).
   Status set_target_epoch(std::uint64_t epoch);
   // set_target_epoch(epoch) and wait until the grid parks there (or fails).
   Status run_until(std::uint64_t epoch, std::chrono::milliseconds timeout = std::chrono::hours(24));
@@ -134,7 +137,9 @@ class Runtime {
   // Waits until the grid is parked (pause or target); the parked epoch is in stats().epoch.
   Status wait_parked(std::chrono::milliseconds timeout);
 
-  // Sends a command to an actor, applied at `apply_epoch` (0: the next epoch). The future
+  // Sends a command to an actor, applied at `apply_epoch` (0: the next epoch; a parked grid
+  // applies it when it next runs). Allowed before start(). Commands to one block apply in
+  // the order sent, so one due late holds back those behind it on that block. The future
   // completes with the actor's reply, an ack, or an error (unknown opcode, bad actor, ring
   // full after ring_full_timeout, shutdown).
   std::future<Reply> send(std::uint32_t actor, std::uint16_t opcode, const void* data,

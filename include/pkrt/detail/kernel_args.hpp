@@ -33,16 +33,16 @@ enum GridDirective : std::uint32_t {
   kDirectiveStop = 2,
 };
 
-// Double-buffered by epoch parity: block 0 writes the entry for epoch e + 1 while a slow
-// block may still read the entry for epoch e, which is the other one.
+// Double-buffered by loop round (see kernels/persistent_loop.hpp): block 0 writes the entry
+// for round r + 1 while a slow block may still read the entry for round r, the other one.
 struct GridScratch {
-  alignas(64) std::uint32_t directive[2];  // GridDirective for epoch e is directive[e & 1]
+  alignas(64) std::uint32_t directive[2];  // GridDirective of round r is directive[r & 1]
   std::uint32_t stop_reason;               // StopReason once a stop directive is written
 };
 
 // Device-side line per block: written by its leader, read by block 0 between barriers.
 struct BlockLine {
-  alignas(64) std::uint64_t active_epoch;  // last epoch in which the block did any work
+  alignas(64) std::uint64_t active_epoch;  // 1 + last epoch in which the block did work (0: never)
 };
 
 struct KernelArgs {

@@ -1,0 +1,16 @@
+# heat2d's final checksum is the same with 16 actors and with 1 (and 7 on one thread).
+foreach(args "--actors;16" "--actors;1" "--actors;7;--threads;1")
+  execute_process(COMMAND ${PKRT} run --app heat2d --epochs 500 ${args} --quiet --json
+                  RESULT_VARIABLE rc OUTPUT_VARIABLE out)
+  if(NOT rc EQUAL 0)
+    message(FATAL_ERROR "pkrt run ${args} exited ${rc}")
+  endif()
+  string(JSON sum GET "${out}" checksum)
+  message("pkrt run --app heat2d --epochs 500 ${args}: checksum ${sum}")
+  list(APPEND sums ${sum})
+endforeach()
+list(REMOVE_DUPLICATES sums)
+list(LENGTH sums n)
+if(NOT n EQUAL 1)
+  message(FATAL_ERROR "checksums differ: ${sums}")
+endif()

@@ -1,0 +1,14 @@
+// tests/ptx/ring_probe.cu: compiled to PTX only. Each extern "C" kernel wraps one ring path
+// so tests/ptx_ordering_test.cpp can find its body and check the memory operations nvcc
+// emitted for it.
+#include <pkrt/ring.hpp>
+
+extern "C" __global__ void pkrt_probe_publish(pkrt::RingHeader* ring, pkrt::Envelope env, int* ok) {
+  pkrt::RingProducer producer(ring);
+  *ok = producer.try_publish(0x1000, 0, 1, env) ? 1 : 0;
+}
+
+extern "C" __global__ void pkrt_probe_poll(pkrt::RingHeader* ring, pkrt::Slot* out, int* ok) {
+  pkrt::RingConsumer consumer(ring);
+  *ok = consumer.try_consume(*out) ? 1 : 0;
+}

@@ -1,0 +1,53 @@
+// Ptx: the ring's device paths keep system-scope release/acquire after compilation. Reads
+// the PTX that the build produced from tests/ptx/ring_probe.cu (path in PKRT_PROBE_PTX).
+#include <gtest/gtest.h>
+
+#include <fstream>
+#include <regex>
+#include <sstream>
+#include <string>
+
+namespace {
+
+std::string function_body(const std::string& ptx, const std::string& name) {
+  const auto start = ptx.find(".entry " + name);
+  if (start == std::string::npos) return "";
+  const auto open = ptx.find('{', start);
+  int depth = 0;
+  for (std::size_t i = open; i < ptx.size(); ++i) {
+    if (ptx[i] == '{') ++depth;
+    if (ptx[i] == '}' && --depth == 0) return ptx.substr(open, i - open + 1);
+  }
+  return "";
+}
+
+std::string read_ptx() {
+  std::ifstream in(PKRT_PROBE_PTX);
+  std::stringstream ss;
+  ss << in.rdbuf();
+  return ss.str();
+}
+
+TEST(Ptx, PublishStoresTheSequenceWithSystemScopeRelease) {
+  const std::string body = function_body(read_ptx(), "pkrt_probe_publish");
+  ASSERT_FALSE(body.empty()) << "pkrt_probe_publish not found in " << PKRT_PROBE_PTX;
+  // The slot's sequence store: st.release.sys (or a fence.acq_rel.sys/sc.sys before a
+  // relaxed/volatile system store on older targets).
+  const bool release_store = std::regex_search(body, std::regex(R"(st\.release\.sys(\.global)?\.[bu]64)"));
+  const bool fenced_store = std::regex_search(body, std::regex(R"(fence\.(acq_rel|sc)\.sys)")) &&
+                            std::regex_search(body, std::regex(R"(st\.(relaxed|volatile)\.sys(\.global)?\.[bu]64)"));
+  EXPECT_TRUE(release_store || fenced_store) << body;
+  // The consumer index reload on a full ring: an acquire load at system scope.
+  EXPECT_TRUE(std::regex_search(body, std::regex(R"(ld\.acquire\.sys(\.global)?\.[bu]64)"))) << body;
+}
+
+TEST(Ptx, PollLoadsTheSequenceWithSystemScopeAcquireAndReleasesTheHead) {
+  const std::string body = function_body(read_ptx(), "pkrt_probe_poll");
+  ASSERT_FALSE(body.empty()) << "pkrt_probe_poll not found in " << PKRT_PROBE_PTX;
+  EXPECT_TRUE(std::regex_search(body, std::regex(R"(ld\.acquire\.sys(\.global)?\.[bu]64)"))) << body;
+  EXPECT_TRUE(std::regex_search(body, std::regex(R"(st\.release\.sys(\.global)?\.[bu]64)"))) << body;
+  // No read-modify-write atomics: they do not work across PCIe.
+  EXPECT_FALSE(std::regex_search(body, std::regex(R"(atom\.)"))) << body;
+}
+
+}  // namespace
