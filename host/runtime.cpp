@@ -85,6 +85,7 @@ std::string hex_opcode(std::uint16_t op) {
 
 struct Runtime::Impl {
   const Program* program = nullptr;
+  BackendKind backend_kind = BackendKind::kCpu;
   std::vector<std::byte> params;
   RuntimeOptions options;
   ProgramLayout layout;
@@ -505,6 +506,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
     }
   }
   if (!impl->backend) impl->backend = host::make_cpu_backend();
+  impl->backend_kind = impl->backend->kind();
 
   auto plan = impl->backend->plan(program, options.num_actors, options.threads);
   if (!plan.ok()) return plan.status();
@@ -679,8 +681,16 @@ Status Runtime::run_until(std::uint64_t epoch, std::chrono::milliseconds timeout
     return Status(StatusCode::kFailedPrecondition, "run_until() needs a started runtime");
   PKRT_RETURN_IF_ERROR(set_target_epoch(epoch));
   std::unique_lock<std::mutex> lock(m.mu);
-  return wait_for(m, lock, timeout, [&] { return m.parked_now() && m.parked_epoch >= epoch; },
-                  "the grid to reach epoch " + std::to_string(epoch));
+  PKRT_RETURN_IF_ERROR(wait_for(m, lock, timeout,
+                                [&] { return m.parked_now() && m.parked_epoch >= epoch; },
+                                "the grid to reach epoch " + std::to_string(epoch)));
+  if (m.parked_epoch > epoch) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "run_until(" + std::to_string(epoch) + "): the grid had already completed epoch " +
+                      std::to_string(m.parked_epoch) + " and is parked there. Fix: call "
+                      "set_target_epoch() before start() (or before the grid passes the epoch)");
+  }
+  return Status();
 }
 
 Status Runtime::wait_parked(std::chrono::milliseconds timeout) {
@@ -743,13 +753,15 @@ Status Runtime::read_region(std::uint32_t actor, int region, void* out, std::siz
 
 Status Runtime::shutdown() {
   Impl& m = *impl_;
-  if (m.phase == Phase::kCreated) {
-    m.phase = Phase::kStopped;
-    return Status();
-  }
   if (m.phase == Phase::kStopped) return health();
-  m.set_control(&HostControl::shutdown, 1u);
-  Status waited = m.backend->wait_finished(m.options.stop_timeout);
+  const bool launched = m.phase == Phase::kRunning;
+  if (launched) {
+    m.set_control(&HostControl::shutdown, 1u);
+  } else {
+    // Never started: nothing runs, but commands queued before start() must still complete.
+    m.kernel_done = true;
+  }
+  Status waited = launched ? m.backend->wait_finished(m.options.stop_timeout) : Status();
   if (!waited.ok() && waited.code() == StatusCode::kTimeout) {
     m.abort_kernel();
     waited = m.backend->wait_finished(m.options.stop_timeout);
@@ -805,7 +817,7 @@ std::uint64_t Runtime::epoch() const {
   return detail::load_relaxed(impl_->control->grid.epoch);
 }
 
-BackendKind Runtime::backend() const { return impl_->backend ? impl_->backend->kind() : BackendKind::kCpu; }
+BackendKind Runtime::backend() const { return impl_->backend_kind; }
 const std::string& Runtime::backend_description() const { return impl_->description; }
 const Program& Runtime::program() const { return *impl_->program; }
 const RuntimeOptions& Runtime::options() const { return impl_->options; }

@@ -133,6 +133,7 @@ TEST(Heat2d, StatisticsEventsSumToTheFieldTotal) {
     sum += ev.as<Heat2dStatsData>().sum;
     ++tiles;
   });
+  ASSERT_TRUE(rt.set_target_epoch(30).ok());
   ASSERT_TRUE(rt.start().ok());
   ASSERT_TRUE(rt.run_until(30, 60s).ok());
   auto field = heat2d_gather(rt, p);

@@ -26,6 +26,13 @@ using testing::probe_program;
 using testing::Probe;
 
 int thread_count() {
+  // Sanitizer runtimes start helper threads lazily on the first thread creation; create one
+  // first so they are counted in every baseline.
+  static const bool warmed = [] {
+    std::thread([] {}).join();
+    return true;
+  }();
+  (void)warmed;
   int n = 0;
   if (DIR* d = opendir("/proc/self/task")) {
     while (dirent* e = readdir(d))
@@ -82,6 +89,7 @@ TEST(Runtime, DestructorStopsARunningKernel) {
 
 TEST(Runtime, CommandAppliesAtItsApplyEpochAndTheReplyCarriesIt) {
   auto rt = make_probe(3, 2);
+  ASSERT_TRUE(rt->set_target_epoch(5).ok());
   ASSERT_TRUE(rt->start().ok());
   ASSERT_TRUE(rt->run_until(5, 10s).ok());
   auto later = rt->send(2, kProbeEpoch, std::uint64_t{0}, /*apply_epoch=*/40);
@@ -137,6 +145,7 @@ TEST(Runtime, OutOfRangeActorYieldsErrorEventNamingTheRange) {
 
 TEST(Runtime, RunUntilParksAtExactlyTheTargetEpoch) {
   auto rt = make_probe(4, 2);
+  ASSERT_TRUE(rt->set_target_epoch(123).ok());  // before start: no overshoot
   ASSERT_TRUE(rt->start().ok());
   ASSERT_TRUE(rt->run_until(123, 10s).ok());
   EXPECT_EQ(rt->epoch(), 123u);
@@ -200,6 +209,16 @@ TEST(Runtime, AParkFromBeforeAControlChangeDoesNotCount) {
   EXPECT_TRUE(rt->read_region(0, -1, &s, sizeof s).ok());
 }
 
+TEST(Runtime, RunUntilAnEpochAlreadyPassedSaysSo) {
+  auto rt = make_probe(1, 1);
+  ASSERT_TRUE(rt->set_target_epoch(50).ok());
+  ASSERT_TRUE(rt->start().ok());
+  ASSERT_TRUE(rt->run_until(50, 10s).ok());
+  Status st = rt->run_until(20, 10s);
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.message().find("epoch 50"), std::string::npos) << st.message();
+}
+
 TEST(Runtime, ReadRegionIsRefusedWhileTheGridRuns) {
   auto rt = make_probe(2, 2);
   ASSERT_TRUE(rt->start().ok());
@@ -213,6 +232,7 @@ TEST(Runtime, ReadRegionIsRefusedWhileTheGridRuns) {
 TEST(Runtime, ShutdownWhileParkedStopsCleanlyAndFailsPendingCommands) {
   const int before = thread_count();
   auto rt = make_probe(2, 2);
+  ASSERT_TRUE(rt->set_target_epoch(10).ok());
   ASSERT_TRUE(rt->start().ok());
   ASSERT_TRUE(rt->run_until(10, 10s).ok());
   auto never = rt->send(1, kProbeEpoch, std::uint64_t{0}, 1000);
@@ -306,6 +326,13 @@ TEST(Runtime, RejectsMismatchedParamsAndBadOptions) {
   o.ring_capacity = 16;
   o.num_actors = 0;
   EXPECT_EQ(Runtime::create(probe_program(), Probe::Params{}, o).status().code(), StatusCode::kInvalidArgument);
+}
+
+TEST(Runtime, CommandsQueuedBeforeAStartThatNeverComesCompleteAsAborted) {
+  auto rt = make_probe(1, 1);
+  auto queued = rt->send(0, kProbeEpoch, std::uint64_t{0});
+  EXPECT_TRUE(rt->shutdown().ok());
+  EXPECT_EQ(queued.get().status.code(), StatusCode::kAborted);
 }
 
 TEST(Runtime, StartTwiceIsRefused) {

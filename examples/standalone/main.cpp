@@ -21,6 +21,8 @@ int main() {
   }
   pkrt::Runtime& rt = *created.value();
   std::printf("counter_app: backend %s\n", rt.backend_description().c_str());
+  // Park after epoch 100 however fast the grid runs (set before start: no overshoot).
+  if (pkrt::Status st = rt.set_target_epoch(100); !st.ok()) return 1;
   if (pkrt::Status st = rt.start(); !st.ok()) {
     std::fprintf(stderr, "counter_app: %s\n", st.to_string().c_str());
     return 1;

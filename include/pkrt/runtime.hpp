@@ -129,7 +129,8 @@ class Runtime {
   // Epochs advance until `epoch` is complete, then the grid parks. Non-blocking; may be
   // called before start() (the grid then parks there, however fast it runs).
   Status set_target_epoch(std::uint64_t epoch);
-  // set_target_epoch(epoch) and wait until the grid parks there (or fails).
+  // set_target_epoch(epoch) and wait until the grid parks there (or fails). If the grid had
+  // already passed `epoch` it parks where it is and this returns kFailedPrecondition.
   Status run_until(std::uint64_t epoch, std::chrono::milliseconds timeout = std::chrono::hours(24));
 
   Status pause();   // park at the next epoch boundary (returns once requested)
