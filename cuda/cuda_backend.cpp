@@ -230,7 +230,8 @@ Result<std::unique_ptr<Backend>> make_cuda_backend(int device) {
   if (err != cudaSuccess) {
     (void)cudaGetLastError();
     return Status(StatusCode::kDeviceUnavailable,
-                  std::string("CUDA backend unavailable: cudaGetDeviceCount failed with ") +
+                  "CUDA backend unavailable for device " + std::to_string(device) +
+                      ": cudaGetDeviceCount failed with " +
                       cudaGetErrorName(err) + " (" + cudaGetErrorString(err) +
                       "). No usable NVIDIA GPU/driver on this machine. Fix: install the NVIDIA "
                       "driver and check `nvidia-smi`, or run with --backend cpu");

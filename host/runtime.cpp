@@ -10,6 +10,7 @@
 #include "host/backend.hpp"
 
 #include <pkrt/detail/block_platform.hpp>
+#include <pkrt/detail/futex.hpp>
 #include <pkrt/detail/system_atomic.hpp>
 
 #include <algorithm>
@@ -126,6 +127,7 @@ struct Runtime::Impl {
   bool kernel_done = false;
   bool leaked = false;
 
+  // Statistics counters: every access is relaxed; they order nothing and are only reported.
   std::atomic<std::uint64_t> commands_sent{0}, events_received{0}, replies{0}, errors{0};
 
   // ---- host control ----------------------------------------------------------------------
@@ -207,11 +209,11 @@ struct Runtime::Impl {
   }
 
   void handle(const Slot& slot, std::uint32_t block) {
-    events_received.fetch_add(1, std::memory_order_relaxed);
+    events_received.fetch_add(1, std::memory_order_relaxed);  // Relaxed: statistics only.
     const Event ev = to_event(slot, block);
-    if (ev.opcode == kOpError) errors.fetch_add(1, std::memory_order_relaxed);
+    if (ev.opcode == kOpError) errors.fetch_add(1, std::memory_order_relaxed);  // statistics
     if ((ev.flags & kFlagReply) != 0) {
-      replies.fetch_add(1, std::memory_order_relaxed);
+      replies.fetch_add(1, std::memory_order_relaxed);  // Relaxed: statistics only.
       Pending p;
       bool found = false;
       {
@@ -270,6 +272,27 @@ struct Runtime::Impl {
     cv.notify_all();
   }
 
+  bool any_k2h_ready() const {
+    for (const RingConsumer& c : k2h)
+      if (c.ready()) return true;
+    return false;
+  }
+
+  // CPU backend: after spinning and yielding, sleep on the pump doorbell until a block
+  // publishes (see PumpDoorbell) or 5 ms pass (the watchdog's tick).
+  void sleep_until_k2h() {
+    PumpDoorbell& pd = control->pump;
+    // Relaxed: the value only needs to be the one the futex compares against.
+    const std::uint32_t bell = std::atomic_ref<std::uint32_t>(pd.bell).load(std::memory_order_relaxed);
+    // Relaxed store, then a seq_cst fence: pairs with the fence in wake_host_pump.
+    std::atomic_ref<std::uint32_t>(pd.sleeping).store(1, std::memory_order_relaxed);
+    std::atomic_thread_fence(std::memory_order_seq_cst);
+    if (!any_k2h_ready() && !backend->kernel_finished())
+      detail::futex_wait_for(&pd.bell, bell, std::chrono::milliseconds(5));
+    // Relaxed: blocks that still see 1 only make one spare wake-up.
+    std::atomic_ref<std::uint32_t>(pd.sleeping).store(0, std::memory_order_relaxed);
+  }
+
   // Minimum and maximum heartbeat epoch over all blocks.
   std::pair<std::uint64_t, std::uint64_t> heartbeat_range() const {
     std::uint64_t lo = ~0ull, hi = 0;
@@ -326,9 +349,10 @@ struct Runtime::Impl {
             kernel_done = true;
           }
           cv.notify_all();
+          // Acquire: pairs with shutdown()'s release store, made after the kernel finished.
           if (pump_stop.load(std::memory_order_acquire)) break;
         }
-      } else if (pump_stop.load(std::memory_order_acquire)) {
+      } else if (pump_stop.load(std::memory_order_acquire)) {  // Acquire: as above.
         // Shutdown gave up waiting on a stuck kernel; nothing more will be drained.
         break;
       }
@@ -365,8 +389,13 @@ struct Runtime::Impl {
         }
       }
       if (any) continue;
-      if (!finished) backoff.pause();
-      else std::this_thread::sleep_for(std::chrono::microseconds(200));
+      if (finished) {
+        std::this_thread::sleep_for(std::chrono::microseconds(200));
+      } else if (backend_kind == BackendKind::kCpu && backoff.count() >= 256 + 64) {
+        sleep_until_k2h();
+      } else {
+        backoff.pause();
+      }
     }
   }
 
@@ -401,7 +430,7 @@ struct Runtime::Impl {
       }
       backoff.pause();
     }
-    commands_sent.fetch_add(1, std::memory_order_relaxed);
+    commands_sent.fetch_add(1, std::memory_order_relaxed);  // Relaxed: statistics only.
     return Status();
   }
 
@@ -766,6 +795,7 @@ Status Runtime::shutdown() {
     m.abort_kernel();
     waited = m.backend->wait_finished(m.options.stop_timeout);
   }
+  // Release: pairs with the pump's acquire load; it exits after a final drain.
   m.pump_stop.store(true, std::memory_order_release);
   if (m.pump.joinable()) m.pump.join();
   if (!waited.ok()) {
@@ -803,6 +833,7 @@ Status Runtime::shutdown() {
 RuntimeStats Runtime::stats() const {
   RuntimeStats s;
   s.epoch = epoch();
+  // Relaxed (all four): statistics counters, see Impl.
   s.commands_sent = impl_->commands_sent.load(std::memory_order_relaxed);
   s.events_received = impl_->events_received.load(std::memory_order_relaxed);
   s.replies = impl_->replies.load(std::memory_order_relaxed);

@@ -102,6 +102,7 @@ PKRT_HD inline bool publish_k2h(BlockState& bs, std::uint16_t opcode, std::uint1
     if (load_acquire(bs.args->control->host.abort) != 0) return false;
     backoff.pause();
   }
+  wake_host_pump(bs.args->control->pump);
   ++bs.events;
   bs.active = true;
   return true;

@@ -57,9 +57,22 @@ struct BlockHeartbeat {
   std::uint32_t state;              // GridState as this block sees it
 };
 
+// CPU backend only: how blocks wake a sleeping host pump after a K2H publish. Blocks on the
+// CUDA backend never touch it (a GPU cannot wake a host futex; the pump polls with back-off).
+//   pump:  store sleeping = 1; seq_cst fence; check every K2H ring; futex-wait on `bell`
+//          while it still holds the value read before; store sleeping = 0.
+//   block: publish the slot; seq_cst fence; if sleeping: bell += 1 (host RMW), futex wake.
+// The two fences make it impossible for the pump to miss the slot and the block to miss the
+// sleeper at once. Data visibility still comes from the ring's own release/acquire.
+struct PumpDoorbell {
+  alignas(64) std::uint32_t sleeping;  // written by the pump only
+  alignas(64) std::uint32_t bell;      // incremented by CPU-backend blocks (host threads)
+};
+
 struct ControlBlock {
   HostControl host;
   GridReport grid;
+  PumpDoorbell pump;
 };
 
 static_assert(sizeof(HostControl) == 64 && sizeof(GridReport) == 64 &&

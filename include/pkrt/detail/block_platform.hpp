@@ -6,6 +6,7 @@
 #pragma once
 
 #include <pkrt/config.hpp>
+#include <pkrt/control.hpp>
 #include <pkrt/detail/system_atomic.hpp>
 
 #include <cstdint>
@@ -18,6 +19,8 @@
 #include <barrier>
 #include <chrono>
 #include <thread>
+
+#include <pkrt/detail/futex.hpp>
 #endif
 
 namespace pkrt::detail {
@@ -143,6 +146,24 @@ PKRT_HD inline std::uint32_t wait_for_change(const std::uint32_t& word, std::uin
     }
 #endif
   }
+}
+
+// After a K2H publish: wake the host pump if it sleeps (CPU backend; see PumpDoorbell).
+// A no-op in the device pass.
+PKRT_HD inline void wake_host_pump(PumpDoorbell& pump) {
+#if !PKRT_DEVICE_PASS
+  // Seq_cst fence: orders the slot's publication before the load of `sleeping` below,
+  // pairing with the pump's fence between its store of `sleeping` and its ring checks.
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  // Relaxed: the fences above and in the pump provide the ordering.
+  if (std::atomic_ref<std::uint32_t>(pump.sleeping).load(std::memory_order_relaxed) != 0) {
+    // Relaxed RMW on host memory by host threads only: the value just has to change.
+    std::atomic_ref<std::uint32_t>(pump.bell).fetch_add(1, std::memory_order_relaxed);
+    futex_wake_all(&pump.bell);
+  }
+#else
+  (void)pump;
+#endif
 }
 
 }  // namespace pkrt::detail
