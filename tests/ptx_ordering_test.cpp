@@ -50,4 +50,10 @@ TEST(Ptx, PollLoadsTheSequenceWithSystemScopeAcquireAndReleasesTheHead) {
   EXPECT_FALSE(std::regex_search(body, std::regex(R"(atom\.)"))) << body;
 }
 
+TEST(Ptx, DeviceCrc32ReadsItsTablesFromConstantMemory) {
+  const std::string body = function_body(read_ptx(), "pkrt_probe_crc32");
+  ASSERT_FALSE(body.empty()) << "pkrt_probe_crc32 not found in " << PKRT_PROBE_PTX;
+  EXPECT_TRUE(std::regex_search(body, std::regex(R"(ld\.const\.u32)"))) << body;
+}
+
 }  // namespace
