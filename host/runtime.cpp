@@ -123,6 +123,7 @@ struct Runtime::Impl {
   std::uint64_t parked_epoch = 0;
   std::uint32_t parked_generation = 0;  // control generation the last kOpPaused answered
   std::uint32_t generation = 0;         // control generation last stored (guarded by control_mu)
+  bool pause_requested = false;         // host copy of HostControl::pause
   bool stopped_event = false;
   bool kernel_done = false;
   bool leaked = false;
@@ -134,6 +135,9 @@ struct Runtime::Impl {
 
   // Callers hold control_mu.
   void ring_doorbell_locked() {
+    // Release: the published count covers every slot whose publish finished before now;
+    // block 0 compares it with the consumed counts to decide whether an idle grid may sleep.
+    detail::store_release(control->host.published, commands_sent.load(std::memory_order_relaxed));
     ++doorbell;
     // Release: everything published before (ring slots, control words) is visible to the
     // block-0 leader that acquires the new doorbell value.
@@ -208,6 +212,33 @@ struct Runtime::Impl {
     return Status(code, what);
   }
 
+  // Park/resume/stop reports seen during the current pump pass; applied (and waiters woken)
+  // only after the pass drained every ring, so that the events other blocks published in
+  // the parked epoch (ordered before kOpPaused by the grid barrier) are delivered first.
+  std::vector<Event> deferred_reports;
+
+  void apply_reports() {
+    if (deferred_reports.empty()) return;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      for (const Event& ev : deferred_reports) {
+        if (ev.opcode == kOpPaused) {
+          parked = true;
+          parked_epoch = ev.epoch;
+          parked_generation = ev.as<std::uint32_t>();
+        } else if (ev.opcode == kOpResumed) {
+          parked = false;
+        } else {
+          stopped_event = true;
+          parked = false;
+          parked_epoch = ev.as<StopData>().final_epoch;
+        }
+      }
+    }
+    deferred_reports.clear();
+    cv.notify_all();
+  }
+
   void handle(const Slot& slot, std::uint32_t block) {
     events_received.fetch_add(1, std::memory_order_relaxed);  // Relaxed: statistics only.
     const Event ev = to_event(slot, block);
@@ -239,37 +270,16 @@ struct Runtime::Impl {
       }
       return;
     }
-    switch (ev.opcode) {
-      case kOpPaused: {
-        std::lock_guard<std::mutex> lock(mu);
-        parked = true;
-        parked_epoch = ev.epoch;
-        parked_generation = ev.as<std::uint32_t>();
-        break;
-      }
-      case kOpResumed: {
-        std::lock_guard<std::mutex> lock(mu);
-        parked = false;
-        break;
-      }
-      case kOpStopped: {
-        std::lock_guard<std::mutex> lock(mu);
-        stopped_event = true;
-        parked = false;
-        parked_epoch = ev.as<StopData>().final_epoch;
-        break;
-      }
-      default: {
-        EventCallback cb;
-        {
-          std::lock_guard<std::mutex> lock(mu);
-          cb = on_event;
-        }
-        if (cb) cb(ev);
-        return;
-      }
+    if (ev.opcode == kOpPaused || ev.opcode == kOpResumed || ev.opcode == kOpStopped) {
+      deferred_reports.push_back(ev);
+      return;
     }
-    cv.notify_all();
+    EventCallback cb;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      cb = on_event;
+    }
+    if (cb) cb(ev);
   }
 
   bool any_k2h_ready() const {
@@ -332,6 +342,7 @@ struct Runtime::Impl {
           any = true;
         }
       }
+      apply_reports();
       if (any) backoff.reset();
       const bool finished = !any && backend->kernel_finished();
       if (finished) {
@@ -343,6 +354,7 @@ struct Runtime::Impl {
             more = true;
           }
         }
+        apply_reports();
         if (!more) {
           {
             std::lock_guard<std::mutex> lock(mu);
@@ -674,11 +686,19 @@ Status Runtime::set_target_epoch(std::uint64_t epoch) {
 }
 
 Status Runtime::pause() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->pause_requested = true;
+  }
   impl_->set_control(&HostControl::pause, 1u);
   return Status();
 }
 
 Status Runtime::resume() {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->pause_requested = false;
+  }
   impl_->set_control(&HostControl::pause, 0u);
   return Status();
 }
@@ -708,6 +728,14 @@ Status Runtime::run_until(std::uint64_t epoch, std::chrono::milliseconds timeout
   Impl& m = *impl_;
   if (m.phase != Phase::kRunning)
     return Status(StatusCode::kFailedPrecondition, "run_until() needs a started runtime");
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    if (m.pause_requested) {
+      return Status(StatusCode::kFailedPrecondition,
+                    "run_until(" + std::to_string(epoch) + ") on a paused runtime would wait forever. "
+                    "Fix: call resume() first");
+    }
+  }
   PKRT_RETURN_IF_ERROR(set_target_epoch(epoch));
   std::unique_lock<std::mutex> lock(m.mu);
   PKRT_RETURN_IF_ERROR(wait_for(m, lock, timeout,
@@ -767,6 +795,8 @@ Status Runtime::read_region(std::uint32_t actor, int region, void* out, std::siz
                   "asked for " + std::to_string(bytes) + " bytes of a " +
                       std::to_string(region_bytes(region)) + "-byte region");
   }
+  // Held through the copy: resume() and set_target_epoch() cannot release the grid mid-copy.
+  std::lock_guard<std::mutex> control_lock(m.control_mu);
   {
     std::lock_guard<std::mutex> lock(m.mu);
     const bool quiet = m.phase == Phase::kCreated || m.kernel_done || m.parked_now();
@@ -786,10 +816,8 @@ Status Runtime::shutdown() {
   const bool launched = m.phase == Phase::kRunning;
   if (launched) {
     m.set_control(&HostControl::shutdown, 1u);
-  } else {
-    // Never started: nothing runs, but commands queued before start() must still complete.
-    m.kernel_done = true;
   }
+  // Never started: nothing runs; commands queued before start() are failed below.
   Status waited = launched ? m.backend->wait_finished(m.options.stop_timeout) : Status();
   if (!waited.ok() && waited.code() == StatusCode::kTimeout) {
     m.abort_kernel();

@@ -101,19 +101,20 @@ PKRT_HD void apply_due_commands(BlockState& bs, std::uint32_t first, std::uint32
   }
 }
 
-// Whether any block has a command waiting or did work in `epoch` (event-driven apps).
-// Block 0's leader calls it between the two barriers, when every block is quiescent.
+// Whether any block did work in `epoch` or a command is waiting anywhere (event-driven
+// apps). Block 0's leader calls it between the two barriers, when every block is quiescent.
+// One PCIe read: the host's count of published H2K slots against the blocks' consumed
+// counts, which live in device memory.
 PKRT_HD inline bool grid_has_work(const KernelArgs& args, std::uint64_t epoch) {
+  std::uint64_t consumed = 0;
   for (std::uint32_t b = 0; b < args.num_blocks; ++b) {
-    // Relaxed: written by block b's leader before the barrier we just passed, which orders it.
+    // Relaxed (both): written by block b's leader before the barrier we just passed.
     if (load_relaxed(args.block_lines[b].active_epoch) == epoch + 1) return true;
-    RingHeader* ring = ring_at(args.h2k, args.ring_stride, b);
-    // Relaxed: block b's own consumer index, stored before the barrier; read-only here.
-    const std::uint64_t head = load_relaxed(ring->head);
-    // Acquire: pairs with the host's store_release of the slot's seq (publish).
-    if (load_acquire(ring_slots(ring)[head & ring->mask].header.seq) == head + 1) return true;
+    consumed += load_relaxed(args.block_lines[b].consumed);
   }
-  return false;
+  // Acquire: pairs with the host's store_release of `published`, made before the doorbell
+  // store the caller already acquired.
+  return load_acquire(args.control->host.published) > consumed;
 }
 
 PKRT_HD inline void report_grid(const KernelArgs& args, std::uint64_t epoch, GridState state) {
@@ -167,7 +168,8 @@ PKRT_HD void decide_next_round(BlockState& bs, ControlView& control, std::uint64
     } else if (control.wants_park(epoch)) {
       directive = kDirectivePark;
     } else if constexpr (kEventDriven) {
-      if (!grid_has_work(args, epoch)) {
+      // A target epoch ahead is work too: run_until() must reach it even with no commands.
+      if (control.target_epoch == kNoTargetEpoch && !grid_has_work(args, epoch)) {
         report_grid(args, epoch, kGridIdle);
         wait_for_change(hc.doorbell, bell, args.idle_spin);
         continue;
@@ -266,8 +268,9 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
       sync_block();
     }
     if (leader) {
-      // Relaxed: read by block 0 only after the next grid barrier.
+      // Relaxed (both): read by block 0 only after the next grid barrier.
       if (bs.active) store_relaxed(args.block_lines[b].active_epoch, epoch + 1);
+      if constexpr (kEventDriven) store_relaxed(args.block_lines[b].consumed, bs.h2k.position());
       // Relaxed: progress counter for the host watchdog; it orders nothing.
       store_relaxed(args.heartbeats[b].epoch, epoch);
     }

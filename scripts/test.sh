@@ -3,14 +3,16 @@
 #   build/       Release; the CUDA backend is compiled when nvcc exists; all tests
 #   build-asan/  CPU backend under AddressSanitizer + UndefinedBehaviorSanitizer
 #   build-tsan/  CPU backend under ThreadSanitizer
+#   fuzz         libFuzzer targets (clang) for PKRT_FUZZ_SECONDS each (default 30); a crash
+#                fails the suite and is kept in tests/fuzz/regressions/
 # Ends with one line "tests: N passed, M failed". Exit 0 only if every suite passed.
-# PKRT_TEST_SUITES="default asan tsan" picks suites; PKRT_JOBS sets parallelism.
+# PKRT_TEST_SUITES="default asan tsan fuzz" picks suites; PKRT_JOBS sets parallelism.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/deps.sh
 pkrt_ensure_deps
 jobs=$(pkrt_jobs)
-suites=${PKRT_TEST_SUITES:-default asan tsan}
+suites=${PKRT_TEST_SUITES:-default asan tsan fuzz}
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:strict_string_checks=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
@@ -51,7 +53,18 @@ for s in $suites; do
     tsan) mkdir -p build-tsan
       run_suite tsan build-tsan -DPKRT_ENABLE_CUDA=OFF -DPKRT_SANITIZE=thread \
         -DCMAKE_BUILD_TYPE=RelWithDebInfo || failed_suites+=(tsan) ;;
-    *) echo "unknown suite '$s' (use default, asan, tsan)" >&2; exit 2 ;;
+    fuzz)
+      echo "==> [fuzz] libFuzzer targets, ${PKRT_FUZZ_SECONDS:-30}s each"
+      if PKRT_FUZZ_SECONDS=${PKRT_FUZZ_SECONDS:-30} bash scripts/fuzz.sh >build-fuzz.log 2>&1; then
+        tail -3 build-fuzz.log
+        total_pass=$((total_pass + 1))
+        echo "==> [fuzz] 1 passed, 0 failed"
+      else
+        tail -30 build-fuzz.log
+        total_fail=$((total_fail + 1))
+        failed_suites+=(fuzz)
+      fi ;;
+    *) echo "unknown suite '$s' (use default, asan, tsan, fuzz)" >&2; exit 2 ;;
   esac
 done
 

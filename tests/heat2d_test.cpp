@@ -8,6 +8,8 @@
 #include <gtest/gtest.h>
 
 #include <cstring>
+#include <map>
+#include <mutex>
 #include <random>
 #include <tuple>
 
@@ -144,6 +146,36 @@ TEST(Heat2d, StatisticsEventsSumToTheFieldTotal) {
   std::lock_guard<std::mutex> lock(mu);
   EXPECT_EQ(tiles, 4);
   EXPECT_NEAR(sum, total, 1e-9 * total);
+}
+
+TEST(Heat2d, RunUntilReturnsOnlyAfterEveryTilesEventsForThatEpoch) {
+  // The grid barrier orders every block's epoch-e events before block 0's park report; the
+  // host must deliver them before run_until(e) returns.
+  Heat2d::Params p;
+  p.width = 32;
+  p.height = 16;
+  p.stats_every = 1;
+  heat2d_choose_tiles(p, 8);
+  RuntimeOptions o;
+  o.backend = BackendKind::kCpu;
+  o.num_actors = 8;
+  o.threads = 2;
+  auto created = Runtime::create(heat2d_program(), p, o);
+  ASSERT_TRUE(created.ok());
+  Runtime& rt = *created.value();
+  std::mutex mu;
+  std::map<std::uint64_t, int> per_epoch;
+  rt.set_event_callback([&](const Event& ev) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (ev.opcode == kHeat2dStats) ++per_epoch[ev.epoch];
+  });
+  ASSERT_TRUE(rt.set_target_epoch(1).ok());
+  ASSERT_TRUE(rt.start().ok());
+  for (std::uint64_t e = 1; e <= 300; ++e) {
+    ASSERT_TRUE(rt.run_until(e, 60s).ok());
+    std::lock_guard<std::mutex> lock(mu);
+    ASSERT_EQ(per_epoch[e], 8) << "epoch " << e << ": events still in flight when run_until returned";
+  }
 }
 
 TEST(Heat2d, ParamsThatLeaveEmptyTilesAreRejected) {

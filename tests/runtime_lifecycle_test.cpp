@@ -305,6 +305,28 @@ TEST(Runtime, EventDrivenGridIdlesInsteadOfSpinningThroughEpochs) {
   EXPECT_TRUE(rt.shutdown().ok());
 }
 
+TEST(Runtime, RunUntilReachesTheTargetOnAnIdleEventDrivenGrid) {
+  auto created = Runtime::create(examples::echo_program(), examples::Echo::Params{}, cpu_options(3, 2));
+  ASSERT_TRUE(created.ok());
+  Runtime& rt = *created.value();
+  ASSERT_TRUE(rt.set_target_epoch(2).ok());
+  ASSERT_TRUE(rt.start().ok());
+  ASSERT_TRUE(rt.run_until(2, 10s).ok());
+  ASSERT_TRUE(rt.run_until(7, 10s).ok()) << "an idle grid still advances to a target ahead of it";
+  EXPECT_EQ(rt.epoch(), 7u);
+}
+
+TEST(Runtime, RunUntilOnAPausedRuntimeSaysResumeFirst) {
+  auto rt = make_probe(2, 2);
+  ASSERT_TRUE(rt->start().ok());
+  ASSERT_TRUE(rt->pause().ok());
+  ASSERT_TRUE(rt->wait_parked(10s).ok());
+  Status st = rt->run_until(rt->epoch() + 10, 10s);
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.message().find("resume()"), std::string::npos) << st.message();
+  ASSERT_TRUE(rt->resume().ok());
+}
+
 TEST(Runtime, CallbackSendCompletesOnThePumpThread) {
   auto rt = make_probe(2, 2);
   std::promise<std::uint64_t> got;

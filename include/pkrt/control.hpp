@@ -43,6 +43,7 @@ struct HostControl {
   std::uint32_t abort;                     // nonzero: stop now; actors should return early
   std::uint32_t generation;                // bumped after every change of the words above
   std::uint32_t doorbell;                  // bumped after every H2K publish and request
+  std::uint64_t published;                 // H2K slots published so far, all rings (idle check)
 };
 
 struct GridReport {

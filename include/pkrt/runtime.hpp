@@ -12,9 +12,10 @@
 // freed under it).
 //
 // Thread safety
-// - send(), pause(), resume(), set_target_epoch(), stats(), epoch(), health() may be called
-//   from any thread concurrently. start(), run_until(), read_region() and shutdown() must not
-//   race with each other.
+// - send(), pause(), resume(), set_target_epoch(), wait_parked(), read_region(), stats(),
+//   epoch(), health() may be called from any thread concurrently (read_region blocks control
+//   changes while it copies). start(), run_until() and shutdown() must not race with each
+//   other.
 // - Reply callbacks and the event/error callbacks run on the pump thread: keep them short
 //   and never call shutdown() from them.
 //
@@ -157,7 +158,8 @@ class Runtime {
             std::uint64_t apply_epoch, ReplyCallback callback);
 
   // Copies an actor's State (region -1) or named region r to `out` (`bytes` at most the
-  // region's size). Only while the grid is parked or after shutdown.
+  // region's size). Only while the grid is parked, after shutdown, or before start() (then
+  // the state is still zero: init runs on the first launch).
   Status read_region(std::uint32_t actor, int region, void* out, std::size_t bytes);
   std::uint64_t region_bytes(int region) const;
 

@@ -43,6 +43,7 @@ struct GridScratch {
 // Device-side line per block: written by its leader, read by block 0 between barriers.
 struct BlockLine {
   alignas(64) std::uint64_t active_epoch;  // 1 + last epoch in which the block did work (0: never)
+  std::uint64_t consumed;                  // H2K slots this block has consumed so far
 };
 
 struct KernelArgs {

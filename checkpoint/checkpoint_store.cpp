@@ -1,0 +1,256 @@
+// checkpoint/checkpoint_store.cpp: file and memory stores, history scan, delta-chain restore.
+#include <pkrt/checkpoint_store.hpp>
+#include <pkrt/crc32.hpp>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstring>
+#include <filesystem>
+
+namespace pkrt {
+namespace {
+
+constexpr const char* kSuffix = ".pkck";
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+Status io_error(const std::string& what, const std::string& path, int err, const std::string& fix) {
+  return Status(StatusCode::kIoError, what + " '" + path + "' failed: " + std::strerror(err) + ". Fix: " + fix);
+}
+
+bool valid_name(const std::string& name) {
+  return !name.empty() && name.find('/') == std::string::npos && name[0] != '.' && ends_with(name, kSuffix);
+}
+
+Status bad_name(const std::string& name) {
+  return Status(StatusCode::kInvalidArgument,
+                "checkpoint name '" + name + "' is invalid: it must end in .pkck, not start with '.', "
+                "and contain no '/'");
+}
+
+Status fsync_directory(const std::string& dir) {
+  const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (fd < 0) return io_error("opening directory", dir, errno, "check the directory exists and is readable");
+  const int rc = ::fsync(fd);
+  const int err = errno;
+  ::close(fd);
+  if (rc != 0) return io_error("fsync of directory", dir, err, "check the filesystem is healthy and not full");
+  return Status();
+}
+
+}  // namespace
+
+Result<std::unique_ptr<FileCheckpointStore>> FileCheckpointStore::open(const std::string& directory) {
+  std::error_code ec;
+  std::filesystem::create_directories(directory, ec);
+  if (ec || !std::filesystem::is_directory(directory, ec)) {
+    return Status(StatusCode::kIoError, "checkpoint directory '" + directory + "' cannot be created or is not a "
+                                        "directory. Fix: pass a writable directory to --checkpoint-dir");
+  }
+  return std::unique_ptr<FileCheckpointStore>(new FileCheckpointStore(directory));
+}
+
+std::string FileCheckpointStore::describe(const std::string& name) const { return dir_ + "/" + name; }
+
+Status FileCheckpointStore::put(const std::string& name, const std::vector<std::byte>& bytes) {
+  if (!valid_name(name)) return bad_name(name);
+  std::uint64_t n;
+  {
+    std::lock_guard<std::mutex> lock(mu_);
+    n = counter_++;
+  }
+  const std::string tmp = dir_ + "/." + name + "." + std::to_string(::getpid()) + "." + std::to_string(n) + ".tmp";
+  const std::string final_path = describe(name);
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
+  if (fd < 0) return io_error("creating", tmp, errno, "check the checkpoint directory is writable");
+  const std::byte* p = bytes.data();
+  std::size_t left = bytes.size();
+  while (left > 0) {
+    const ssize_t w = ::write(fd, p, left);
+    if (w < 0 && errno == EINTR) continue;
+    if (w <= 0) {
+      const int err = w < 0 ? errno : EIO;
+      ::close(fd);
+      ::unlink(tmp.c_str());
+      return io_error("writing", tmp, err, "free disk space or pick another --checkpoint-dir");
+    }
+    p += w;
+    left -= static_cast<std::size_t>(w);
+  }
+  if (::fsync(fd) != 0) {
+    const int err = errno;
+    ::close(fd);
+    ::unlink(tmp.c_str());
+    return io_error("fsync of", tmp, err, "check the filesystem is healthy and not full");
+  }
+  ::close(fd);
+  if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return io_error("renaming into", final_path, err, "check the checkpoint directory is writable");
+  }
+  return fsync_directory(dir_);
+}
+
+Result<std::vector<std::byte>> FileCheckpointStore::get(const std::string& name) const {
+  if (!valid_name(name)) return bad_name(name);
+  const std::string path = describe(name);
+  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return io_error("opening", path, errno, "check the path (pkrt checkpoint list DIR shows what exists)");
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return Status(StatusCode::kIoError, "'" + path + "' is not a regular file. Fix: pass a checkpoint file");
+  }
+  std::vector<std::byte> out(static_cast<std::size_t>(st.st_size));
+  std::size_t got = 0;
+  while (got < out.size()) {
+    const ssize_t r = ::read(fd, out.data() + got, out.size() - got);
+    if (r < 0 && errno == EINTR) continue;
+    if (r < 0) {
+      const int err = errno;
+      ::close(fd);
+      return io_error("reading", path, err, "check the disk");
+    }
+    if (r == 0) break;  // shrank while reading: return what is there; the parser rejects it
+    got += static_cast<std::size_t>(r);
+  }
+  ::close(fd);
+  out.resize(got);
+  return out;
+}
+
+Result<std::vector<std::string>> FileCheckpointStore::list() const {
+  DIR* d = ::opendir(dir_.c_str());
+  if (d == nullptr) return io_error("listing", dir_, errno, "check the directory exists and is readable");
+  std::vector<std::string> names;
+  while (dirent* e = ::readdir(d)) {
+    const std::string n = e->d_name;
+    if (valid_name(n)) names.push_back(n);
+  }
+  ::closedir(d);
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+Status FileCheckpointStore::remove(const std::string& name) {
+  if (!valid_name(name)) return bad_name(name);
+  const std::string path = describe(name);
+  if (::unlink(path.c_str()) != 0 && errno != ENOENT)
+    return io_error("removing", path, errno, "check the checkpoint directory is writable");
+  return fsync_directory(dir_);
+}
+
+Status MemoryCheckpointStore::put(const std::string& name, const std::vector<std::byte>& bytes) {
+  if (!valid_name(name)) return bad_name(name);
+  std::lock_guard<std::mutex> lock(mu_);
+  files_[name] = bytes;
+  return Status();
+}
+
+Result<std::vector<std::byte>> MemoryCheckpointStore::get(const std::string& name) const {
+  std::lock_guard<std::mutex> lock(mu_);
+  auto it = files_.find(name);
+  if (it == files_.end()) return Status(StatusCode::kIoError, "no checkpoint named '" + name + "' in memory");
+  return it->second;
+}
+
+Result<std::vector<std::string>> MemoryCheckpointStore::list() const {
+  std::lock_guard<std::mutex> lock(mu_);
+  std::vector<std::string> names;
+  for (const auto& [n, b] : files_) names.push_back(n);
+  return names;
+}
+
+Status MemoryCheckpointStore::remove(const std::string& name) {
+  std::lock_guard<std::mutex> lock(mu_);
+  files_.erase(name);
+  return Status();
+}
+
+Result<std::vector<CheckpointRecord>> scan_checkpoints(const CheckpointStore& store) {
+  auto names = store.list();
+  if (!names.ok()) return names.status();
+  std::vector<CheckpointRecord> records;
+  for (const std::string& name : names.value()) {
+    CheckpointRecord rec;
+    rec.name = name;
+    auto bytes = store.get(name);
+    if (!bytes.ok()) {
+      rec.status = bytes.status();
+    } else {
+      rec.file_bytes = bytes->size();
+      auto parsed = parse_checkpoint(bytes.value(), store.describe(name));
+      if (parsed.ok()) rec.info = parsed->info;
+      else rec.status = parsed.status();
+    }
+    records.push_back(std::move(rec));
+  }
+  std::stable_sort(records.begin(), records.end(), [](const CheckpointRecord& a, const CheckpointRecord& b) {
+    if (a.status.ok() != b.status.ok()) return a.status.ok();
+    if (a.info.actor != b.info.actor) return a.info.actor < b.info.actor;
+    if (a.info.epoch != b.info.epoch) return a.info.epoch < b.info.epoch;
+    return a.info.delta > b.info.delta;  // a full and a delta at one epoch: full last (preferred)
+  });
+  return records;
+}
+
+Result<std::vector<std::byte>> load_actor_state(const CheckpointStore& store,
+                                                const std::vector<CheckpointRecord>& history, std::uint32_t actor,
+                                                std::uint64_t epoch) {
+  // Prefer a full checkpoint at that epoch; else a delta.
+  const CheckpointRecord* target = nullptr;
+  for (const auto& r : history)
+    if (r.status.ok() && r.info.actor == actor && r.info.epoch == epoch && (target == nullptr || !r.info.delta))
+      target = &r;
+  if (target == nullptr) {
+    return Status(StatusCode::kInvalidArgument,
+                  "no intact checkpoint of actor " + std::to_string(actor) + " at epoch " + std::to_string(epoch) +
+                      ". Fix: pick an epoch that `pkrt checkpoint list` shows");
+  }
+  // Walk parents down to the full base.
+  std::vector<const CheckpointRecord*> chain{target};
+  while (chain.back()->info.delta) {
+    const CheckpointRecord* parent = nullptr;
+    for (const auto& r : history)
+      if (r.status.ok() && r.info.actor == actor && r.info.digest == chain.back()->info.parent_digest) parent = &r;
+    if (parent == nullptr || parent->info.epoch >= chain.back()->info.epoch || chain.size() > history.size()) {
+      return Status(StatusCode::kCorruptData,
+                    "delta checkpoint '" + store.describe(chain.back()->name) +
+                        "' needs a parent that is missing or damaged, so actor " + std::to_string(actor) +
+                        " cannot be restored at epoch " + std::to_string(epoch) +
+                        ". Fix: restore an earlier epoch whose chain is complete");
+    }
+    chain.push_back(parent);
+  }
+  std::vector<std::byte> state;
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+    const CheckpointRecord& rec = **it;
+    const std::string where = store.describe(rec.name);
+    auto bytes = store.get(rec.name);
+    if (!bytes.ok()) return bytes.status();
+    auto parsed = parse_checkpoint(bytes.value(), where);
+    if (!parsed.ok()) return parsed.status();
+    if (it == chain.rbegin()) {
+      state.assign(parsed->info.state_bytes, std::byte{0});
+    } else if (parsed->info.state_bytes != state.size()) {
+      return Status(StatusCode::kCorruptData, "delta '" + where + "' changes the state size; the chain is inconsistent");
+    }
+    PKRT_RETURN_IF_ERROR(decode_chunks(parsed.value(), bytes.value(), where, state));
+    if (crc32(state.data(), state.size()) != parsed->info.state_crc) {
+      return Status(StatusCode::kCorruptData,
+                    "state rebuilt from '" + where + "' does not match its recorded CRC: the delta chain is "
+                    "inconsistent. Fix: restore from an earlier full checkpoint");
+    }
+  }
+  return state;
+}
+
+}  // namespace pkrt

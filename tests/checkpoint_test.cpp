@@ -1,0 +1,275 @@
+// Checkpoint: the file format round-trips, every damaged byte and every truncation is
+// caught (or provably harmless), stores commit atomically, and delta chains restore.
+#include <pkrt/checkpoint.hpp>
+#include <pkrt/checkpoint_store.hpp>
+#include <pkrt/crc32.hpp>
+
+#include <gtest/gtest.h>
+
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <random>
+
+namespace pkrt {
+namespace {
+
+std::vector<std::byte> float_field(std::size_t bytes, std::uint64_t seed) {
+  std::vector<std::byte> v(bytes);
+  std::mt19937_64 rng(seed);
+  for (std::size_t i = 0; i + 4 <= bytes; i += 4) {
+    const float f = 300.0f + 20.0f * std::sin(static_cast<float>(i) * 1e-3f) + static_cast<float>(rng() % 100) * 1e-4f;
+    std::memcpy(&v[i], &f, 4);
+  }
+  for (std::size_t i = bytes / 4 * 4; i < bytes; ++i) v[i] = static_cast<std::byte>(rng());
+  return v;
+}
+
+CheckpointInfo info_for(std::uint64_t bytes, std::uint32_t chunk, std::uint64_t epoch) {
+  CheckpointInfo info;
+  info.app = "heat2d";
+  info.params = {std::byte{1}, std::byte{2}, std::byte{3}};
+  info.regions = {{"state", 0, bytes}};
+  info.epoch = epoch;
+  info.actor = 2;
+  info.num_actors = 4;
+  info.state_bytes = bytes;
+  info.chunk_bytes = chunk;
+  return info;
+}
+
+std::vector<std::uint32_t> all_chunks(const CheckpointInfo& info) {
+  std::vector<std::uint32_t> v(info.chunk_count());
+  for (std::uint32_t i = 0; i < v.size(); ++i) v[i] = i;
+  return v;
+}
+
+std::vector<std::byte> encode_full(const std::vector<std::byte>& state, std::uint32_t chunk, std::uint64_t epoch,
+                                   CheckpointEncodeOptions opts = {}) {
+  CheckpointInfo info = info_for(state.size(), chunk, epoch);
+  info.state_crc = crc32(state.data(), state.size());
+  auto file = encode_checkpoint(info, state, all_chunks(info), opts);
+  EXPECT_TRUE(file.ok()) << file.status().to_string();
+  return file.ok() ? file.value() : std::vector<std::byte>{};
+}
+
+Result<std::vector<std::byte>> decode(const std::vector<std::byte>& file) {
+  auto parsed = parse_checkpoint(file, "test.pkck");
+  if (!parsed.ok()) return parsed.status();
+  std::vector<std::byte> state(parsed->info.state_bytes);
+  PKRT_RETURN_IF_ERROR(decode_chunks(parsed.value(), file, "test.pkck", state));
+  return state;
+}
+
+TEST(Checkpoint, FullRoundTripsForEverySizeClass) {
+  constexpr std::uint32_t kChunk = 4096;
+  for (std::size_t bytes : {std::size_t{0}, std::size_t{1}, std::size_t{kChunk - 1}, std::size_t{kChunk},
+                            std::size_t{kChunk + 1}, std::size_t{37 * kChunk + 123}}) {
+    for (int level : {0, 1, 3}) {
+      const auto state = float_field(bytes, bytes);
+      CheckpointEncodeOptions opts;
+      opts.zstd_level = level;
+      auto back = decode(encode_full(state, kChunk, 10, opts));
+      ASSERT_TRUE(back.ok()) << back.status().to_string() << " for " << bytes << " bytes, level " << level;
+      EXPECT_EQ(back.value(), state) << bytes << " bytes, level " << level;
+    }
+  }
+}
+
+TEST(Checkpoint, ShuffleMakesAFloatFieldCompressBetter) {
+  const auto state = float_field(256 * 1024, 5);
+  CheckpointEncodeOptions plain, shuffled;
+  plain.shuffle_element = 0;
+  shuffled.shuffle_element = 4;
+  const auto a = encode_full(state, 65536, 1, plain);
+  const auto b = encode_full(state, 65536, 1, shuffled);
+  EXPECT_LT(b.size(), a.size());
+  ASSERT_TRUE(decode(b).ok());
+  EXPECT_EQ(decode(b).value(), state);
+}
+
+TEST(Checkpoint, DeltaChainRestoresEveryEpochThroughItsParents) {
+  constexpr std::uint32_t kChunk = 1024;
+  MemoryCheckpointStore store;
+  std::vector<std::byte> state = float_field(20 * kChunk + 77, 9);
+  std::vector<std::vector<std::byte>> expected;
+  std::uint64_t parent = 0;
+  std::mt19937_64 rng(10);
+  for (std::uint64_t epoch = 100; epoch <= 500; epoch += 100) {
+    CheckpointInfo info = info_for(state.size(), kChunk, epoch);
+    std::vector<std::uint32_t> chunks = all_chunks(info);
+    if (epoch > 100) {
+      chunks.clear();
+      for (int k = 0; k < 3; ++k) {  // change 3 chunks, one of them the short last chunk
+        const std::uint32_t c = k == 0 ? info.chunk_count() - 1 : static_cast<std::uint32_t>(rng() % info.chunk_count());
+        state[std::uint64_t{c} * kChunk] ^= std::byte{0x5A};
+        chunks.push_back(c);
+      }
+      std::sort(chunks.begin(), chunks.end());
+      chunks.erase(std::unique(chunks.begin(), chunks.end()), chunks.end());
+      info.delta = true;
+      info.parent_digest = parent;
+    }
+    info.state_crc = crc32(state.data(), state.size());
+    auto file = encode_checkpoint(info, state, chunks, {});
+    ASSERT_TRUE(file.ok()) << file.status().to_string();
+    auto parsed = parse_checkpoint(file.value(), "x");
+    ASSERT_TRUE(parsed.ok());
+    parent = parsed->info.digest;
+    ASSERT_TRUE(store.put(checkpoint_file_name(info), file.value()).ok());
+    expected.push_back(state);
+  }
+  auto history = scan_checkpoints(store);
+  ASSERT_TRUE(history.ok());
+  ASSERT_EQ(history->size(), 5u);
+  for (std::size_t i = 0; i < 5; ++i) {
+    auto got = load_actor_state(store, history.value(), 2, 100 * (i + 1));
+    ASSERT_TRUE(got.ok()) << got.status().to_string();
+    EXPECT_EQ(got.value(), expected[i]) << "epoch " << 100 * (i + 1);
+  }
+  // Losing the middle of the chain makes later epochs unrestorable, with a clear message.
+  ASSERT_TRUE(store.remove(history->at(2).name).ok());
+  auto after = scan_checkpoints(store);
+  auto broken = load_actor_state(store, after.value(), 2, 500);
+  EXPECT_EQ(broken.status().code(), StatusCode::kCorruptData);
+  EXPECT_NE(broken.status().message().find("parent"), std::string::npos) << broken.status().message();
+  EXPECT_TRUE(load_actor_state(store, after.value(), 2, 200).ok());
+}
+
+TEST(Checkpoint, EverySingleByteChangeIsDetectedOrHarmless) {
+  const auto state = float_field(3 * 256 + 10, 21);
+  const auto file = encode_full(state, 256, 7);
+  std::size_t detected = 0, harmless = 0;
+  for (std::size_t pos = 0; pos < file.size(); ++pos) {
+    for (std::byte flip : {std::byte{0x01}, std::byte{0x80}, std::byte{0xFF}}) {
+      auto bad = file;
+      bad[pos] ^= flip;
+      auto got = decode(bad);
+      if (!got.ok()) {
+        ASSERT_EQ(got.status().code(), StatusCode::kCorruptData) << "byte " << pos;
+        ++detected;
+      } else {
+        ASSERT_EQ(got.value(), state) << "byte " << pos << " changed the decoded state undetected";
+        ++harmless;
+      }
+    }
+  }
+  EXPECT_GT(detected, file.size() * 2);
+  std::printf("[ info ] %zu flips detected, %zu decoded to the identical state\n", detected, harmless);
+}
+
+TEST(Checkpoint, EveryTruncationIsDetected) {
+  const auto file = encode_full(float_field(1000, 3), 256, 7);
+  for (std::size_t n = 0; n < file.size(); ++n) {
+    std::vector<std::byte> cut(file.begin(), file.begin() + static_cast<std::ptrdiff_t>(n));
+    auto got = parse_checkpoint(cut, "cut.pkck");
+    ASSERT_FALSE(got.ok()) << "truncated to " << n << " bytes";
+    ASSERT_EQ(got.status().code(), StatusCode::kCorruptData);
+  }
+  auto longer = file;
+  longer.push_back(std::byte{0});
+  EXPECT_FALSE(parse_checkpoint(longer, "long.pkck").ok()) << "trailing bytes are detected too";
+}
+
+TEST(Checkpoint, ErrorsNameTheFileAndThePart) {
+  auto file = encode_full(float_field(1000, 3), 256, 7);
+  file[0] = std::byte{'X'};
+  auto magic = parse_checkpoint(file, "/ck/a.pkck");
+  EXPECT_NE(magic.status().message().find("/ck/a.pkck"), std::string::npos);
+  EXPECT_NE(magic.status().message().find("magic"), std::string::npos);
+  auto good = encode_full(float_field(1000, 3), 256, 7);
+  auto parsed = parse_checkpoint(good, "b.pkck");
+  ASSERT_TRUE(parsed.ok());
+  good[parsed->chunks[1].offset + 1] ^= std::byte{0x10};
+  auto chunk = decode(good);
+  ASSERT_FALSE(chunk.ok());
+  EXPECT_NE(chunk.status().message().find("chunk 1"), std::string::npos) << chunk.status().message();
+}
+
+TEST(Checkpoint, FileStoreCommitsAtomicallyAndListsOnlyFinalNames) {
+  const auto dir = std::filesystem::temp_directory_path() / ("pkrt_store_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  auto store = FileCheckpointStore::open(dir.string());
+  ASSERT_TRUE(store.ok()) << store.status().to_string();
+  const auto file = encode_full(float_field(5000, 1), 1024, 42);
+  ASSERT_TRUE(store.value()->put("heat2d-a000002-e000000000042-full.pkck", file).ok());
+  std::FILE* junk = std::fopen((dir / ".heat2d-a000002-e000000000043-full.pkck.1.0.tmp").c_str(), "w");
+  ASSERT_NE(junk, nullptr);
+  std::fputs("partial", junk);
+  std::fclose(junk);
+  auto names = store.value()->list();
+  ASSERT_TRUE(names.ok());
+  ASSERT_EQ(names->size(), 1u);
+  auto back = store.value()->get(names->front());
+  ASSERT_TRUE(back.ok());
+  EXPECT_EQ(back.value(), file);
+  EXPECT_EQ(store.value()->put("../escape.pkck", file).code(), StatusCode::kInvalidArgument);
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Checkpoint, HistoryIsOrderedByEpochNumericallyNotByName) {
+  MemoryCheckpointStore store;
+  for (std::uint64_t epoch : {9ull, 100ull, 10ull}) {
+    const auto state = float_field(100, epoch);
+    CheckpointInfo info = info_for(state.size(), 64, epoch);
+    info.state_crc = crc32(state.data(), state.size());
+    auto file = encode_checkpoint(info, state, all_chunks(info), {});
+    ASSERT_TRUE(file.ok());
+    // Names that sort the wrong way on purpose.
+    ASSERT_TRUE(store.put("z" + std::to_string(1000 - epoch) + ".pkck", file.value()).ok());
+  }
+  ASSERT_TRUE(store.put("broken.pkck", std::vector<std::byte>(10)).ok());
+  auto history = scan_checkpoints(store);
+  ASSERT_TRUE(history.ok());
+  ASSERT_EQ(history->size(), 4u);
+  EXPECT_EQ(history->at(0).info.epoch, 9u);
+  EXPECT_EQ(history->at(1).info.epoch, 10u);
+  EXPECT_EQ(history->at(2).info.epoch, 100u);
+  EXPECT_FALSE(history->at(3).status.ok()) << "damaged files are listed last, with their error";
+}
+
+TEST(Checkpoint, KilledWriterLeavesOnlyCompleteVerifiableCheckpoints) {
+  const std::uint64_t seed = 20261122;
+  std::printf("[ seed ] %llu\n", static_cast<unsigned long long>(seed));
+  std::mt19937_64 rng(seed);
+  const auto dir = std::filesystem::temp_directory_path() / ("pkrt_kill_" + std::to_string(::getpid()));
+  for (int round = 0; round < 12; ++round) {
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      auto store = FileCheckpointStore::open(dir.string());
+      if (!store.ok()) ::_exit(3);
+      for (std::uint64_t epoch = 1;; ++epoch) {
+        const auto state = float_field(200 * 1024, epoch);
+        CheckpointInfo info = info_for(state.size(), 65536, epoch);
+        info.state_crc = crc32(state.data(), state.size());
+        auto file = encode_checkpoint(info, state, all_chunks(info), {});
+        if (!file.ok() || !store.value()->put(checkpoint_file_name(info), file.value()).ok()) ::_exit(4);
+      }
+    }
+    ::usleep(static_cast<useconds_t>(2000 + rng() % 60000));
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the writer stopped on its own (status " << status << ")";
+    auto store = FileCheckpointStore::open(dir.string());
+    ASSERT_TRUE(store.ok());
+    auto history = scan_checkpoints(*store.value());
+    ASSERT_TRUE(history.ok());
+    for (const auto& rec : history.value()) {
+      ASSERT_TRUE(rec.status.ok()) << rec.name << ": " << rec.status.to_string();
+      auto state = load_actor_state(*store.value(), history.value(), rec.info.actor, rec.info.epoch);
+      ASSERT_TRUE(state.ok()) << rec.name << ": " << state.status().to_string();
+      EXPECT_EQ(state.value(), float_field(200 * 1024, rec.info.epoch));
+    }
+  }
+  std::filesystem::remove_all(dir);
+}
+
+}  // namespace
+}  // namespace pkrt

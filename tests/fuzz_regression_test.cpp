@@ -1,0 +1,36 @@
+// FuzzRegression: every corpus input and every crash the fuzzers ever found is replayed
+// through the fuzz target bodies in every build (under ASan/UBSan in the sanitizer suite).
+#include "tests/fuzz/fuzz_targets.hpp"
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+
+namespace {
+
+std::size_t replay_dir(const std::filesystem::path& dir,
+                       void (*target)(const std::uint8_t*, std::size_t)) {
+  std::size_t n = 0;
+  if (!std::filesystem::exists(dir)) return 0;
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (!entry.is_regular_file() || entry.path().filename() == "README.md") continue;
+    std::ifstream in(entry.path(), std::ios::binary);
+    const std::vector<char> bytes((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+    SCOPED_TRACE(entry.path().string());
+    target(reinterpret_cast<const std::uint8_t*>(bytes.data()), bytes.size());
+    ++n;
+  }
+  return n;
+}
+
+TEST(FuzzRegression, CheckpointReaderSurvivesItsCorpusAndEveryRecordedCrash) {
+  const std::filesystem::path root = PKRT_FUZZ_DIR;
+  const std::size_t corpus = replay_dir(root / "corpus" / "checkpoint", &pkrt::fuzz::checkpoint_reader);
+  const std::size_t crashes = replay_dir(root / "regressions" / "checkpoint", &pkrt::fuzz::checkpoint_reader);
+  EXPECT_GE(corpus, 4u) << "the seed corpus is missing from " << root;
+  std::printf("[ info ] replayed %zu corpus inputs and %zu recorded crashes\n", corpus, crashes);
+}
+
+}  // namespace
