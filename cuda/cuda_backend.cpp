@@ -26,6 +26,7 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <mutex>
 #include <thread>
 
 namespace pkrt::host {
@@ -107,6 +108,7 @@ class CudaBackend final : public Backend {
   }
 
   Status copy_to_device(void* dst, const void* src, std::size_t bytes) override {
+    std::lock_guard<std::mutex> lock(copy_mu_);  // one bounce buffer, callers on several threads
     auto* d = static_cast<std::byte*>(dst);
     const auto* s = static_cast<const std::byte*>(src);
     for (std::size_t off = 0; off < bytes; off += kBounceBytes) {
@@ -119,6 +121,7 @@ class CudaBackend final : public Backend {
   }
 
   Status copy_to_host(void* dst, const void* src, std::size_t bytes) override {
+    std::lock_guard<std::mutex> lock(copy_mu_);  // one bounce buffer, callers on several threads
     auto* d = static_cast<std::byte*>(dst);
     const auto* s = static_cast<const std::byte*>(src);
     for (std::size_t off = 0; off < bytes; off += kBounceBytes) {
@@ -213,6 +216,7 @@ class CudaBackend final : public Backend {
   cudaStream_t kernel_stream_ = nullptr;
   cudaStream_t copy_stream_ = nullptr;
   void* bounce_ = nullptr;
+  std::mutex copy_mu_;
   detail::KernelArgs args_{};
   bool launched_ = false;
 };

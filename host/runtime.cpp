@@ -11,6 +11,7 @@
 
 #include <pkrt/detail/block_platform.hpp>
 #include <pkrt/detail/futex.hpp>
+#include <pkrt/crc32.hpp>
 #include <pkrt/detail/system_atomic.hpp>
 
 #include <algorithm>
@@ -95,7 +96,9 @@ struct Runtime::Impl {
   std::string description;
 
   host::Buffer control_buf, heartbeat_buf, h2k_buf, k2h_buf, state_buf, k2k_buf, global_buf,
-      grid_buf, lines_buf, params_buf;
+      grid_buf, lines_buf, params_buf, staging_buf, prev_crc_buf, actor_flag_buf;
+  ImageLayout image;
+  std::vector<std::vector<std::byte>> mirror;  // per actor: last snapshot image (pump thread)
   ControlBlock* control = nullptr;      // host pointer
   BlockHeartbeat* heartbeats = nullptr;  // host pointer
   std::uint64_t ring_stride = 0;
@@ -118,6 +121,12 @@ struct Runtime::Impl {
   std::uint64_t next_request = 1;
   EventCallback on_event;
   ErrorCallback on_error;
+  SnapshotSink on_snapshot;
+  struct SnapshotRequest {
+    std::chrono::steady_clock::time_point requested;
+    std::uint32_t outstanding;  // actors whose image (or error) has not arrived
+  };
+  std::unordered_map<std::uint64_t, SnapshotRequest> snapshot_requests;
   Status sticky;
   bool parked = false;                  // last park report not yet followed by kOpResumed
   std::uint64_t parked_epoch = 0;
@@ -163,6 +172,22 @@ struct Runtime::Impl {
       g = ++generation;
     }
     // Release: block 0 that acquires this generation sees the word stored above.
+    detail::store_release(control->host.generation, g);
+    ring_doorbell_locked();
+  }
+
+  // Several control words as one change: `store` runs under control_mu, then the generation
+  // moves and the doorbell rings once.
+  template <class Fn>
+  void update_control(Fn&& store) {
+    std::lock_guard<std::mutex> lock(control_mu);
+    store();
+    std::uint32_t g;
+    {
+      std::lock_guard<std::mutex> state_lock(mu);
+      g = ++generation;
+    }
+    // Release: block 0 that acquires this generation sees the words stored above.
     detail::store_release(control->host.generation, g);
     ring_doorbell_locked();
   }
@@ -242,6 +267,26 @@ struct Runtime::Impl {
   void handle(const Slot& slot, std::uint32_t block) {
     events_received.fetch_add(1, std::memory_order_relaxed);  // Relaxed: statistics only.
     const Event ev = to_event(slot, block);
+    if (ev.opcode == kOpSnapshotReady) {
+      handle_snapshot(ev);
+      return;
+    }
+    if (ev.opcode == kOpError && ev.as<ErrorData>().opcode == kOpSnapshotActor) {
+      errors.fetch_add(1, std::memory_order_relaxed);  // Relaxed: statistics only.
+      SnapshotImage failed;
+      failed.actor = ev.actor;
+      failed.epoch = ev.epoch;
+      failed.request = ev.request;
+      failed.status = Status(static_cast<StatusCode>(ev.as<ErrorData>().code),
+                             "snapshot of actor " + std::to_string(ev.actor) + " at epoch " +
+                                 std::to_string(ev.epoch) + " refused: " +
+                                 (ev.as<ErrorData>().code == static_cast<std::uint16_t>(StatusCode::kFailedPrecondition)
+                                      ? "its staging slot still holds an unreleased snapshot"
+                                      : status_code_name(static_cast<StatusCode>(ev.as<ErrorData>().code))));
+      deliver_snapshot(std::move(failed));
+      return;
+    }
+    if (ev.request == 0 && ev.opcode == kOpAck) return;  // internal commands (ReleaseStaging)
     if (ev.opcode == kOpError) errors.fetch_add(1, std::memory_order_relaxed);  // statistics
     if ((ev.flags & kFlagReply) != 0) {
       replies.fetch_add(1, std::memory_order_relaxed);  // Relaxed: statistics only.
@@ -280,6 +325,85 @@ struct Runtime::Impl {
       cb = on_event;
     }
     if (cb) cb(ev);
+  }
+
+  // Pump thread: a staging slot is ready. Copy the changed chunks into the host mirror,
+  // check the whole image's CRC, release the slot, and hand the image to the sink.
+  void handle_snapshot(const Event& ev) {
+    const auto ready = ev.as<SnapshotReadyData>();
+    SnapshotImage img;
+    img.actor = ev.actor;
+    img.epoch = ev.epoch;
+    img.request = ev.request;
+    img.crc = ready.crc;
+    img.stall_ns = ready.stall_ns;
+    img.status = copy_snapshot(ev.actor, ready, img);
+    // Release even after a failed copy: the device must not stay blocked on this slot.
+    Status released = publish(ev.actor, kOpReleaseStaging, nullptr, 0, 0, 0);
+    if (released.ok()) ring_doorbell();
+    if (img.status.ok() && !released.ok()) img.status = released;
+    img.copied = std::chrono::steady_clock::now();
+    deliver_snapshot(std::move(img));
+  }
+
+  Status copy_snapshot(std::uint32_t actor, const SnapshotReadyData& ready, SnapshotImage& img) {
+    if (ready.image_bytes != image.image_bytes || ready.chunks != image.chunks) {
+      return Status(StatusCode::kInternal, "snapshot of actor " + std::to_string(actor) +
+                                               " reports a layout the host did not allocate");
+    }
+    const auto* slot = static_cast<const std::byte*>(staging_buf.device()) + args.staging_stride * actor;
+    std::vector<std::uint8_t> changed(image.chunks);
+    PKRT_RETURN_IF_ERROR(backend->copy_to_host(changed.data(), slot + args.changed_offset, image.chunks));
+    std::vector<std::byte>& m = mirror[actor];
+    if (m.size() != image.image_bytes) m.assign(image.image_bytes, std::byte{0});
+    // Coalesce runs of changed chunks into one copy each.
+    for (std::uint32_t c = 0; c < image.chunks;) {
+      if (changed[c] == 0) {
+        ++c;
+        continue;
+      }
+      std::uint32_t end = c;
+      while (end < image.chunks && changed[end] != 0) img.changed.push_back(end++);
+      const std::uint64_t off = std::uint64_t{c} * image.chunk_bytes;
+      const std::uint64_t len = std::min<std::uint64_t>(std::uint64_t{end} * image.chunk_bytes, image.image_bytes) - off;
+      PKRT_RETURN_IF_ERROR(backend->copy_to_host(m.data() + off, slot + off, len));
+      img.bytes_copied += len;
+      c = end;
+    }
+    if (crc32(m.data(), m.size()) != ready.crc) {
+      return Status(StatusCode::kCorruptData,
+                    "snapshot of actor " + std::to_string(actor) + " at epoch " + std::to_string(img.epoch) +
+                        ": the host copy does not match the device CRC (a chunk was missed or damaged in "
+                        "transfer). The next snapshot of this actor should be full");
+    }
+    img.image = std::make_shared<const std::vector<std::byte>>(m);
+    return Status();
+  }
+
+  void deliver_snapshot(SnapshotImage img) {
+    SnapshotSink sink;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      auto it = snapshot_requests.find(img.request);
+      if (it != snapshot_requests.end()) {
+        img.requested = it->second.requested;
+        if (--it->second.outstanding == 0) snapshot_requests.erase(it);
+      }
+      sink = on_snapshot;
+    }
+    if (!img.status.ok()) {
+      record_snapshot_failure(img.status);
+    }
+    if (sink) sink(std::move(img));
+  }
+
+  void record_snapshot_failure(const Status& st) {
+    ErrorCallback cb;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      cb = on_error;
+    }
+    if (cb) cb(st);
   }
 
   bool any_k2h_ready() const {
@@ -586,6 +710,22 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   const std::uint64_t k2k_stride =
       lay.k2k_channels == 0 ? 0 : align_up(detail::kK2KHeaderBytes + lay.k2k_payload_bytes, 64);
   const std::uint64_t k2k_bytes = 2ull * options.num_actors * lay.k2k_channels * k2k_stride;
+  if (options.snapshots &&
+      (options.chunk_bytes < 256 || (options.chunk_bytes & (options.chunk_bytes - 1)) != 0)) {
+    return Status(StatusCode::kInvalidArgument,
+                  "chunk size " + std::to_string(options.chunk_bytes) +
+                      " is invalid. Fix: use a power of two of at least 256 bytes (default 65536)");
+  }
+  ImageLayout& img = impl->image;
+  img.arena_bytes = impl->state_stride;
+  img.inbox_bytes = std::uint64_t{lay.k2k_channels} * k2k_stride;
+  img.image_bytes = img.arena_bytes + img.inbox_bytes;
+  img.chunk_bytes = options.chunk_bytes;
+  img.chunks = static_cast<std::uint32_t>((img.image_bytes + img.chunk_bytes - 1) / img.chunk_bytes);
+  img.regions.push_back({"state", 0, lay.state_bytes});
+  for (std::uint32_t r = 0; r < lay.region_count; ++r)
+    img.regions.push_back({lay.region_names[r], a.region_offset[r], lay.region_bytes[r]});
+  if (img.inbox_bytes > 0) img.regions.push_back({"k2k_inbox", img.arena_bytes, img.inbox_bytes});
 
   PKRT_RETURN_IF_ERROR(alloc_hv(impl->control_buf, sizeof(ControlBlock)));
   PKRT_RETURN_IF_ERROR(alloc_hv(impl->heartbeat_buf, sizeof(BlockHeartbeat) * blocks));
@@ -597,6 +737,21 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   PKRT_RETURN_IF_ERROR(alloc_dev(impl->grid_buf, sizeof(detail::GridScratch)));
   PKRT_RETURN_IF_ERROR(alloc_dev(impl->lines_buf, sizeof(detail::BlockLine) * blocks));
   PKRT_RETURN_IF_ERROR(alloc_dev(impl->params_buf, std::max<std::size_t>(params_bytes, 1)));
+  if (options.snapshots) {
+    a.image_bytes = img.image_bytes;
+    a.chunk_bytes = img.chunk_bytes;
+    a.chunks = img.chunks;
+    a.crc_offset = align_up(img.image_bytes, detail::kRegionAlign);
+    a.changed_offset = a.crc_offset + align_up(std::uint64_t{img.chunks} * 4, detail::kRegionAlign);
+    a.staging_stride = a.changed_offset + align_up(img.chunks, detail::kRegionAlign);
+    PKRT_RETURN_IF_ERROR(alloc_dev(impl->staging_buf, a.staging_stride * options.num_actors));
+    PKRT_RETURN_IF_ERROR(alloc_dev(impl->prev_crc_buf, std::uint64_t{img.chunks} * 4 * options.num_actors));
+    PKRT_RETURN_IF_ERROR(alloc_dev(impl->actor_flag_buf, 4ull * options.num_actors));
+    a.staging = static_cast<std::byte*>(impl->staging_buf.device());
+    a.prev_crcs = static_cast<std::uint32_t*>(impl->prev_crc_buf.device());
+    a.actor_flags = static_cast<std::uint32_t*>(impl->actor_flag_buf.device());
+    impl->mirror.resize(options.num_actors);
+  }
 
   impl->control = static_cast<ControlBlock*>(impl->control_buf.host());
   impl->heartbeats = static_cast<BlockHeartbeat*>(impl->heartbeat_buf.host());
@@ -835,7 +990,7 @@ Status Runtime::shutdown() {
       m.leaked = true;
       for (host::Buffer* b : {&m.control_buf, &m.heartbeat_buf, &m.h2k_buf, &m.k2h_buf,
                               &m.state_buf, &m.k2k_buf, &m.global_buf, &m.grid_buf, &m.lines_buf,
-                              &m.params_buf})
+                              &m.params_buf, &m.staging_buf, &m.prev_crc_buf, &m.actor_flag_buf})
         b->leak();
       (void)m.backend.release();
     }
@@ -856,6 +1011,129 @@ Status Runtime::shutdown() {
   }
   m.cv.notify_all();
   return health();
+}
+
+void Runtime::set_snapshot_sink(SnapshotSink sink) {
+  std::lock_guard<std::mutex> lock(impl_->mu);
+  impl_->on_snapshot = std::move(sink);
+}
+
+const ImageLayout& Runtime::image_layout() const { return impl_->image; }
+
+namespace {
+
+Status snapshots_disabled() {
+  return Status(StatusCode::kFailedPrecondition,
+                "snapshots are disabled for this runtime (RuntimeOptions::snapshots = false). Fix: "
+                "create it with snapshots enabled");
+}
+
+}  // namespace
+
+Result<std::uint64_t> Runtime::snapshot_all(std::uint64_t epoch, bool full) {
+  Impl& m = *impl_;
+  if (!m.options.snapshots) return snapshots_disabled();
+  std::uint64_t id;
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    if (m.phase == Phase::kStopped) return Status(StatusCode::kFailedPrecondition, "runtime was shut down");
+    if (!m.sticky.ok()) return Status(m.sticky.code(), "runtime failed earlier: " + m.sticky.message());
+    id = m.next_request++;
+    m.snapshot_requests[id] = {std::chrono::steady_clock::now(), m.options.num_actors};
+  }
+  m.update_control([&] {
+    // Release (all three): pair with block 0's acquire loads in ControlView::refresh.
+    detail::store_release(m.control->host.snapshot_epoch, epoch);
+    detail::store_release(m.control->host.snapshot_full, full ? 1u : 0u);
+    detail::store_release(m.control->host.snapshot_request, id);
+  });
+  return id;
+}
+
+Result<std::uint64_t> Runtime::snapshot_actor(std::uint32_t actor, bool full, std::uint64_t apply_epoch) {
+  Impl& m = *impl_;
+  if (!m.options.snapshots) return snapshots_disabled();
+  if (actor >= m.options.num_actors)
+    return Status(StatusCode::kOutOfRange, "actor " + std::to_string(actor) + " is out of range (app has " +
+                                               std::to_string(m.options.num_actors) + " actors)");
+  std::uint64_t id;
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    if (m.phase == Phase::kStopped) return Status(StatusCode::kFailedPrecondition, "runtime was shut down");
+    id = m.next_request++;
+    m.snapshot_requests[id] = {std::chrono::steady_clock::now(), 1};
+  }
+  const SnapshotRequestData req{full ? 1u : 0u};
+  Status st = m.publish(actor, kOpSnapshotActor, &req, sizeof req, apply_epoch, id);
+  if (!st.ok()) {
+    std::lock_guard<std::mutex> lock(m.mu);
+    m.snapshot_requests.erase(id);
+    return st;
+  }
+  m.ring_doorbell();
+  return id;
+}
+
+Status Runtime::restore_before_start(std::uint64_t epoch, const std::vector<std::vector<std::byte>>& images) {
+  Impl& m = *impl_;
+  if (m.phase != Phase::kCreated)
+    return Status(StatusCode::kFailedPrecondition, "restore_before_start() must come before start()");
+  if (images.size() != m.options.num_actors) {
+    return Status(StatusCode::kInvalidArgument,
+                  std::to_string(images.size()) + " images for " + std::to_string(m.options.num_actors) +
+                      " actors. Fix: restore every actor from the same checkpoint epoch");
+  }
+  const ImageLayout& img = m.image;
+  for (std::uint32_t a = 0; a < images.size(); ++a) {
+    if (images[a].size() != img.image_bytes) {
+      return Status(StatusCode::kInvalidArgument,
+                    "image of actor " + std::to_string(a) + " has " + std::to_string(images[a].size()) +
+                        " bytes; this runtime's actors need " + std::to_string(img.image_bytes) +
+                        ". Fix: restore with the same app parameters and actor count as the checkpoint");
+    }
+    auto* arena = static_cast<std::byte*>(m.state_buf.device()) + m.state_stride * a;
+    PKRT_RETURN_IF_ERROR(m.backend->copy_to_device(arena, images[a].data(), img.arena_bytes));
+    if (img.inbox_bytes > 0) {
+      auto* inbox = static_cast<std::byte*>(m.k2k_buf.device()) +
+                    ((epoch & 1u) * m.options.num_actors + a) * img.inbox_bytes;
+      PKRT_RETURN_IF_ERROR(m.backend->copy_to_device(inbox, images[a].data() + img.arena_bytes, img.inbox_bytes));
+    }
+    if (m.options.snapshots) m.mirror[a] = images[a];
+  }
+  m.args.start_epoch = epoch;
+  m.args.run_init = 0;
+  // Plain stores: the kernel has not been launched; the launch orders them.
+  m.control->grid.epoch = epoch;
+  return Status();
+}
+
+std::future<Reply> Runtime::restore_actor(std::uint32_t actor, const std::vector<std::byte>& image,
+                                          std::uint64_t source_epoch, std::uint64_t apply_epoch) {
+  Impl& m = *impl_;
+  auto fail = [](Status st) {
+    std::promise<Reply> p;
+    p.set_value(Reply{std::move(st), Event{}});
+    return p.get_future();
+  };
+  if (!m.options.snapshots) return fail(snapshots_disabled());
+  if (actor >= m.options.num_actors)
+    return fail(Status(StatusCode::kOutOfRange, "actor " + std::to_string(actor) + " is out of range"));
+  if (image.size() != m.image.image_bytes)
+    return fail(Status(StatusCode::kInvalidArgument, "image of " + std::to_string(image.size()) +
+                                                         " bytes; actors need " + std::to_string(m.image.image_bytes)));
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    if (!m.snapshot_requests.empty())
+      return fail(Status(StatusCode::kFailedPrecondition,
+                         "a snapshot is in flight and may be using the staging slot. Fix: wait for "
+                         "pending snapshots (CheckpointManager::flush) before a live restore"));
+  }
+  // The slot is free (no snapshot in flight, the last one released); the kernel does not
+  // touch it until the restore command applies.
+  auto* slot = static_cast<std::byte*>(m.staging_buf.device()) + m.args.staging_stride * actor;
+  Status st = m.backend->copy_to_device(slot, image.data(), image.size());
+  if (!st.ok()) return fail(st);
+  return send(actor, kOpRestoreActor, &source_epoch, sizeof source_epoch, apply_epoch);
 }
 
 RuntimeStats Runtime::stats() const {

@@ -16,11 +16,15 @@
 //      stop: leave the loop.  park: every block has finished epoch e (they all passed the
 //      barrier), so block 0's leader now reports kOpPaused and waits for the host to change
 //      a control word; the others go round to the next barrier and wait there.
+//      A snapshot_all due at e is served here first, by every block (kernels/snapshot.hpp).
 //   5. run: leader applies the H2K commands due at e + 1 (apply_epoch <= e + 1) in ring
 //      order, calls on_message, and acknowledges each on K2H (reply, kOpAck or kOpError) with
-//      the applied epoch. Unknown opcodes and bad actor indices produce kOpError.
-//   6. All threads step every actor of the block.
-//   7. Leader writes the heartbeat (epoch e + 1).
+//      the applied epoch. Unknown opcodes and bad actor indices produce kOpError. Snapshot
+//      and restore commands are queued for step 6/7.
+//   6. All threads restore queued actors from staging, then step every actor of the block.
+//   7. All threads serve queued snapshots, then the snapshot_all if the directive says so:
+//      the state at the end of e + 1 goes to staging with its chunk CRCs (kOpSnapshotReady).
+//   8. Leader writes the heartbeat (epoch e + 1).
 //   K2H events (step 6) are published as they are emitted.
 //
 // Why the directive has two slots: block 0 writes slot (r + 1) & 1 in round r + 1, possibly
@@ -38,11 +42,13 @@
 #include <pkrt/detail/block_platform.hpp>
 #include <pkrt/detail/kernel_args.hpp>
 #include <pkrt/detail/system_atomic.hpp>
+#include <pkrt/kernels/snapshot.hpp>
 #include <pkrt/ring.hpp>
 #include <pkrt/slot.hpp>
 #include <pkrt/status.hpp>
 
 #include <cstdint>
+#include <cstring>
 
 namespace pkrt::detail {
 
@@ -79,11 +85,35 @@ PKRT_HD void apply_due_commands(BlockState& bs, std::uint32_t first, std::uint32
     bs.h2k.pop();
     bs.active = true;
     const std::uint32_t actor = cmd.header.actor;
+    const bool mine = actor < args.num_actors && actor >= first && actor < last;
     if (cmd.header.opcode == kOpPing) {
+      publish_ack(bs, cmd);
+    } else if (!mine && cmd.header.opcode >= kOpSnapshotActor && cmd.header.opcode <= kOpRestoreActor) {
+      publish_error(bs, cmd, StatusCode::kOutOfRange, args.num_actors);
+    } else if (cmd.header.opcode == kOpSnapshotActor || cmd.header.opcode == kOpRestoreActor) {
+      const bool snapshot = cmd.header.opcode == kOpSnapshotActor;
+      if (args.chunks == 0) {
+        publish_error(bs, cmd, StatusCode::kUnsupported, 0);  // runtime built without staging
+      } else if ((args.actor_flags[actor] & kSnapshotStagingBusy) != 0) {
+        publish_error(bs, cmd, StatusCode::kFailedPrecondition, 0);  // host has not released
+      } else if ((snapshot ? bs.snapshots : bs.restores) == kMaxBoundaryOps) {
+        publish_error(bs, cmd, StatusCode::kRingFull, kMaxBoundaryOps);
+      } else if (snapshot) {
+        SnapshotRequestData req;
+        std::memcpy(&req, cmd.payload.data, sizeof req);
+        bs.snapshot_ops[bs.snapshots++] = {actor, req.full, cmd.payload.request};
+      } else {
+        std::uint64_t source_epoch;
+        std::memcpy(&source_epoch, cmd.payload.data, sizeof source_epoch);
+        bs.restore_ops[bs.restores++] = {actor, 0, source_epoch};
+        publish_ack(bs, cmd);
+      }
+    } else if (cmd.header.opcode == kOpReleaseStaging) {
+      args.actor_flags[actor] &= ~kSnapshotStagingBusy;
       publish_ack(bs, cmd);
     } else if (cmd.header.opcode < kUserOpcodeBase) {
       publish_error(bs, cmd, StatusCode::kUnknownOpcode, 0);
-    } else if (actor >= args.num_actors || actor < first || actor >= last) {
+    } else if (!mine) {
       publish_error(bs, cmd, StatusCode::kOutOfRange, args.num_actors);
     } else {
       Message msg{cmd.header.opcode, actor, cmd.payload.request, bs.epoch, cmd.payload.data};
@@ -128,6 +158,9 @@ struct ControlView {
   std::uint32_t generation = ~0u;
   std::uint64_t target_epoch = 0;
   bool pause = false, shutdown = false, abort = false;
+  std::uint64_t snapshot_epoch = 0, snapshot_request = 0;
+  bool snapshot_full = false;
+  std::uint64_t served_snapshot = 0;  // block 0's record of the last snapshot_all scheduled
 
   PKRT_HD void refresh(HostControl& hc) {
     // Acquire: pairs with the host's store_release of the generation, which follows its
@@ -141,6 +174,9 @@ struct ControlView {
     pause = load_acquire(hc.pause) != 0;
     shutdown = load_acquire(hc.shutdown) != 0;
     abort = load_acquire(hc.abort) != 0;
+    snapshot_epoch = load_acquire(hc.snapshot_epoch);
+    snapshot_full = load_acquire(hc.snapshot_full) != 0;
+    snapshot_request = load_acquire(hc.snapshot_request);
   }
   PKRT_HD bool wants_park(std::uint64_t epoch) const { return pause || epoch >= target_epoch; }
 };
@@ -169,13 +205,27 @@ PKRT_HD void decide_next_round(BlockState& bs, ControlView& control, std::uint64
       directive = kDirectivePark;
     } else if constexpr (kEventDriven) {
       // A target epoch ahead is work too: run_until() must reach it even with no commands.
-      if (control.target_epoch == kNoTargetEpoch && !grid_has_work(args, epoch)) {
+      // So is a snapshot_all not yet served.
+      const bool snapshot_pending =
+          control.snapshot_request != 0 && control.snapshot_request != control.served_snapshot;
+      if (control.target_epoch == kNoTargetEpoch && !snapshot_pending && !grid_has_work(args, epoch)) {
         report_grid(args, epoch, kGridIdle);
         wait_for_change(hc.doorbell, bell, args.idle_spin);
         continue;
       }
     }
     break;
+  }
+  // A snapshot_all due by the end of the coming epoch is served in it by every block; one
+  // due now is served in a park round, on the parked epoch.
+  if (directive != kDirectiveStop && control.snapshot_request != 0 &&
+      control.snapshot_request != control.served_snapshot &&
+      (directive == kDirectiveRun ? epoch + 1 : epoch) >= control.snapshot_epoch) {
+    control.served_snapshot = control.snapshot_request;
+    directive |= kDirectiveSnapshotBit;
+    // Relaxed (both): read by the other blocks only after the grid barrier that follows.
+    store_relaxed(args.grid->snapshot_request[round & 1u], control.snapshot_request);
+    store_relaxed(args.grid->snapshot_full[round & 1u], control.snapshot_full ? 1u : 0u);
   }
   if (directive == kDirectiveRun) {
     if (parked) {
@@ -208,6 +258,33 @@ PKRT_HD inline void park(BlockState& bs, ControlView& control, std::uint64_t epo
   if (control.generation == reported_generation) wait_for_change(hc.doorbell, bell, args.idle_spin);
 }
 
+// snapshot_all: every actor of the block, at the end of bs.epoch. Call from all threads.
+PKRT_HD inline void serve_snapshot_all(BlockState& bs, std::uint64_t round, std::uint32_t first,
+                                       std::uint32_t last) {
+  const KernelArgs& args = *bs.args;
+  if (args.chunks == 0) return;
+  const bool leader = thread_rank() == 0;
+  // Relaxed (both): written by block 0 before the barrier of this round.
+  const std::uint64_t request = load_relaxed(args.grid->snapshot_request[round & 1u]);
+  const bool full = load_relaxed(args.grid->snapshot_full[round & 1u]) != 0;
+  for (std::uint32_t a = first; a < last; ++a) {
+    // A slot the host has not released is skipped with an error event, never overwritten.
+    const std::uint32_t busy = block_broadcast(leader ? (args.actor_flags[a] & kSnapshotStagingBusy) : 0u);
+    if (busy != 0) {
+      if (leader) {
+        Slot cmd{};
+        cmd.header.opcode = kOpSnapshotActor;
+        cmd.header.actor = a;
+        cmd.payload.request = request;
+        publish_error(bs, cmd, StatusCode::kFailedPrecondition, 0);
+      }
+      continue;
+    }
+    serve_snapshot(bs, a, request, full);
+    sync_block();
+  }
+}
+
 // Runs block `env.block` until the grid stops. Call from every thread of the block.
 template <class App>
 PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
@@ -218,7 +295,10 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
   const std::uint32_t first = block_first_actor(b, args.num_blocks, args.num_actors);
   const std::uint32_t last = block_first_actor(b + 1, args.num_blocks, args.num_actors);
 
-  BlockState bs{&args, env, RingProducer{}, RingConsumer{}, args.start_epoch, 0, false};
+  BlockState bs{};
+  bs.args = &args;
+  bs.env = env;
+  bs.epoch = args.start_epoch;
   if (leader) {
     bs.k2h = RingProducer(ring_at(args.k2h, args.ring_stride, b));
     bs.h2k = RingConsumer(ring_at(args.h2k, args.ring_stride, b));
@@ -252,21 +332,45 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
     // Relaxed: written by block 0 before the barrier just passed.
     const std::uint32_t directive =
         block_broadcast(leader ? load_relaxed(args.grid->directive[round & 1u]) : 0u);
-    if (directive == kDirectiveStop) break;
-    if (directive == kDirectivePark) {
+    const bool snapshot_all = (directive & kDirectiveSnapshotBit) != 0;
+    const std::uint32_t action = directive & 0xFFu;
+    if (action == kDirectiveStop) break;
+    if (action == kDirectivePark) {
+      // A snapshot_all of the parked epoch: every block has finished it (barrier).
+      if (snapshot_all) serve_snapshot_all(bs, round, first, last);
       if (b == 0 && leader) park(bs, control, epoch, parked, reported_generation);
       continue;
     }
 
     bs.epoch = ++epoch;
     bs.active = false;
+    bs.snapshots = 0;
+    bs.restores = 0;
     if (leader) apply_due_commands<App>(bs, first, last);
     sync_block();  // handler writes are visible to every thread before the step
+    const std::uint32_t restores = block_broadcast(bs.restores);
+    for (std::uint32_t i = 0; i < restores; ++i) {
+      const std::uint32_t actor = block_broadcast(leader ? bs.restore_ops[i].actor : 0u);
+      const std::uint32_t lo = block_broadcast(leader ? static_cast<std::uint32_t>(bs.restore_ops[i].request) : 0u);
+      const std::uint32_t hi = block_broadcast(leader ? static_cast<std::uint32_t>(bs.restore_ops[i].request >> 32) : 0u);
+      serve_restore(bs, actor, (std::uint64_t{hi} << 32) | lo);
+    }
     for (std::uint32_t a = first; a < last; ++a) {
       ActorContext ctx(bs, a);
       App::step(actor_state<App>(args, a), ctx);
       sync_block();
     }
+    // Snapshots: commands for single actors, then a grid-wide snapshot_all if directed.
+    const std::uint32_t snapshots = block_broadcast(bs.snapshots);
+    for (std::uint32_t i = 0; i < snapshots; ++i) {
+      const std::uint32_t actor = block_broadcast(leader ? bs.snapshot_ops[i].actor : 0u);
+      const std::uint32_t full = block_broadcast(leader ? bs.snapshot_ops[i].full : 0u);
+      const std::uint32_t lo = block_broadcast(leader ? static_cast<std::uint32_t>(bs.snapshot_ops[i].request) : 0u);
+      const std::uint32_t hi = block_broadcast(leader ? static_cast<std::uint32_t>(bs.snapshot_ops[i].request >> 32) : 0u);
+      serve_snapshot(bs, actor, (std::uint64_t{hi} << 32) | lo, full != 0);
+      sync_block();
+    }
+    if (snapshot_all) serve_snapshot_all(bs, round, first, last);
     if (leader) {
       // Relaxed (both): read by block 0 only after the next grid barrier.
       if (bs.active) store_relaxed(args.block_lines[b].active_epoch, epoch + 1);

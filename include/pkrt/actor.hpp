@@ -81,7 +81,17 @@ struct K2KMessage {
 
 namespace detail {
 
-// Per-block loop state the contexts reach into. Owned by the persistent loop.
+inline constexpr std::uint32_t kMaxBoundaryOps = 32;  // snapshots/restores per block per epoch
+
+// A snapshot or restore the leader accepted this epoch; served by all threads of the block.
+struct BoundaryOp {
+  std::uint32_t actor;
+  std::uint32_t full;     // snapshot: mark every chunk changed
+  std::uint64_t request;  // snapshot: request id; restore: the image's epoch
+};
+
+// Per-block loop state the contexts reach into. Owned by the persistent loop; the leader's
+// copy is the one that counts (other threads' copies hold only args, env and epoch).
 struct BlockState {
   const KernelArgs* args;
   BlockEnv env;
@@ -90,6 +100,10 @@ struct BlockState {
   std::uint64_t epoch;
   std::uint64_t events;  // K2H slots published by this block (leader)
   bool active;           // this epoch applied a command, sent K2K or emitted (leader)
+  std::uint32_t snapshots;  // pending snapshot ops this epoch (leader)
+  std::uint32_t restores;   // pending restore ops this epoch (leader)
+  BoundaryOp snapshot_ops[kMaxBoundaryOps];
+  BoundaryOp restore_ops[kMaxBoundaryOps];
 };
 
 // Publishes one K2H slot, waiting while the ring is full. Only the host pump drains K2H, so

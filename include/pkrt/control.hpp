@@ -44,6 +44,9 @@ struct HostControl {
   std::uint32_t generation;                // bumped after every change of the words above
   std::uint32_t doorbell;                  // bumped after every H2K publish and request
   std::uint64_t published;                 // H2K slots published so far, all rings (idle check)
+  std::uint64_t snapshot_epoch;            // snapshot_all: every actor at the end of this epoch
+  std::uint64_t snapshot_request;          // snapshot_all: request id (0: none); a new id = new request
+  std::uint32_t snapshot_full;             // snapshot_all: nonzero marks every chunk changed
 };
 
 struct GridReport {

@@ -38,6 +38,7 @@
 #include <memory>
 #include <string>
 #include <type_traits>
+#include <vector>
 
 namespace pkrt {
 
@@ -57,6 +58,40 @@ struct RuntimeOptions {
   std::chrono::milliseconds ring_full_timeout{5000};  // H2K backpressure bound
   std::chrono::milliseconds stop_timeout{10000};      // shutdown waits this long for blocks
   std::uint32_t idle_spin = 256;  // polls before an idle block starts backing off
+  // Snapshots: one device staging slot per actor (as large as its state + K2K inbox) and a
+  // host mirror of each actor's image. Off: no staging memory, snapshots refused.
+  bool snapshots = true;
+  std::uint32_t chunk_bytes = 64 * 1024;  // CRC / delta granularity, power of two >= 256
+};
+
+// How an actor's snapshot image is laid out: [arena: State, named regions][K2K inbox].
+struct ImageLayout {
+  std::uint64_t image_bytes = 0;
+  std::uint64_t arena_bytes = 0;   // state_stride
+  std::uint64_t inbox_bytes = 0;   // K2K channels x mailbox slot
+  std::uint32_t chunk_bytes = 0;
+  std::uint32_t chunks = 0;
+  struct Region {
+    std::string name;
+    std::uint64_t offset = 0;
+    std::uint64_t bytes = 0;
+  };
+  std::vector<Region> regions;  // "state", each named region, "k2k_inbox"
+};
+
+// One actor's snapshot, copied to the host (delivered to the snapshot sink on the pump thread).
+struct SnapshotImage {
+  Status status;                 // not ok: the snapshot failed (staging busy, copy error...)
+  std::uint32_t actor = 0;
+  std::uint64_t epoch = 0;       // state at the end of this epoch
+  std::uint64_t request = 0;     // snapshot_all / snapshot_actor id
+  std::uint32_t crc = 0;         // CRC32 of the whole image, verified on the host copy
+  std::vector<std::uint32_t> changed;  // chunks that differ from the actor's previous snapshot
+  std::shared_ptr<const std::vector<std::byte>> image;  // the whole image (host mirror copy)
+  std::uint64_t stall_ns = 0;    // device: actor held for the copy + CRC
+  std::uint64_t bytes_copied = 0;  // device -> host bytes for this snapshot
+  std::chrono::steady_clock::time_point requested;  // host asked (snapshot_all/actor call)
+  std::chrono::steady_clock::time_point copied;     // changed chunks on the host, staging released
 };
 
 // One K2H slot as the host sees it.
@@ -156,6 +191,28 @@ class Runtime {
   // Same, completing through a callback on the pump thread (or inline on a send failure).
   void send(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
             std::uint64_t apply_epoch, ReplyCallback callback);
+
+  // ---- Snapshots and restore (kernels/snapshot.hpp; checkpoint files: CheckpointManager) --
+
+  using SnapshotSink = std::function<void(SnapshotImage)>;
+  // Receives every snapshot (or its failure) on the pump thread; keep it short (hand the
+  // image to a writer pool). Set before the first snapshot.
+  void set_snapshot_sink(SnapshotSink sink);
+  // Every actor at the end of `epoch` (or of the parked epoch, or the next one if `epoch`
+  // has passed): one consistent cut. Returns the request id the images carry.
+  Result<std::uint64_t> snapshot_all(std::uint64_t epoch, bool full = false);
+  // One actor at the end of the epoch the command applies at (0: next).
+  Result<std::uint64_t> snapshot_actor(std::uint32_t actor, bool full = false,
+                                       std::uint64_t apply_epoch = 0);
+  const ImageLayout& image_layout() const;
+  // Before start(): every actor's image (as a snapshot produced it, all at `epoch`); the run
+  // continues with epoch + 1 and skips App::init.
+  Status restore_before_start(std::uint64_t epoch,
+                              const std::vector<std::vector<std::byte>>& images);
+  // While running: replaces one actor's state at the start of `apply_epoch` (0: next) with
+  // an image taken at `source_epoch`. Its next snapshot is full.
+  std::future<Reply> restore_actor(std::uint32_t actor, const std::vector<std::byte>& image,
+                                   std::uint64_t source_epoch, std::uint64_t apply_epoch = 0);
 
   // Copies an actor's State (region -1) or named region r to `out` (`bytes` at most the
   // region's size). Only while the grid is parked, after shutdown, or before start() (then

@@ -26,6 +26,10 @@ enum Opcode : std::uint16_t {
   // pkrt/control.hpp) because they concern every block at once; these slots let a block be
   // told directly and are acknowledged like any command.
   kOpPing = 1,  // H2K: acknowledged at the epoch it is applied; measures the round trip
+  // H2K, checkpointing (see kernels/snapshot.hpp). The actor field names the actor.
+  kOpSnapshotActor = 2,  // data: SnapshotRequestData; served at the end of the applied epoch
+  kOpReleaseStaging = 3, // the host copied the actor's staging slot; it may be reused
+  kOpRestoreActor = 4,   // copy the actor's staging slot (uploaded by the host) into its state
 
   // K2H, runtime-level.
   kOpAck = 0x40,      // command applied; data: AckData
@@ -35,6 +39,7 @@ enum Opcode : std::uint16_t {
   kOpResumed = 0x44,  // grid left a park
   kOpStopped = 0x45,  // kernel is exiting; data: StopData
   kOpEvent = 0x46,    // unsolicited event from an actor (statistics, digests); data: app-defined
+  kOpSnapshotReady = 0x47,  // a snapshot is in the actor's staging slot; data: SnapshotReadyData
 
   kUserOpcodeBase = 0x1000,
 };
@@ -91,6 +96,22 @@ struct ErrorData {
 struct StopData {
   std::uint64_t final_epoch;  // last epoch every block completed
   std::uint16_t reason;       // StopReason
+};
+
+// Data of kOpSnapshotActor.
+struct SnapshotRequestData {
+  std::uint32_t full;  // nonzero: mark every chunk changed (a base for later deltas)
+};
+
+// Data of kOpSnapshotReady. The envelope's epoch is the epoch at whose end the state was
+// copied; its request is the snapshot request id (command request or snapshot_all id).
+struct SnapshotReadyData {
+  std::uint32_t chunks;   // chunks in the image
+  std::uint32_t changed;  // chunks whose CRC differs from the previous snapshot (all if full)
+  std::uint32_t crc;      // CRC32 of the whole image (combined from chunk CRCs)
+  std::uint32_t flags;    // bit 0: full (every chunk marked changed)
+  std::uint64_t stall_ns; // time the actor was held for the device-local copy + CRC
+  std::uint64_t image_bytes;
 };
 
 enum StopReason : std::uint16_t {

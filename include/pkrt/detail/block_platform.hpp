@@ -18,6 +18,7 @@
 #include <atomic>
 #include <barrier>
 #include <chrono>
+#include <cstring>
 #include <thread>
 
 #include <pkrt/detail/futex.hpp>
@@ -64,6 +65,40 @@ PKRT_HD inline std::uint32_t threads_per_block() {
 PKRT_HD inline void sync_block() {
 #if PKRT_DEVICE_PASS
   __syncthreads();
+#endif
+}
+
+// Nanoseconds from a monotonic clock of the agent running the block (stall measurements).
+PKRT_HD inline std::uint64_t now_ns() {
+#if PKRT_DEVICE_PASS
+  std::uint64_t t;
+  asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(t));
+  return t;
+#else
+  return static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(
+                                        std::chrono::steady_clock::now().time_since_epoch())
+                                        .count());
+#endif
+}
+
+// Copies `bytes` bytes with every thread of the block (call from all of them).
+PKRT_HD inline void block_copy(std::byte* dst, const std::byte* src, std::uint64_t bytes) {
+  const std::uint32_t rank = thread_rank(), n = threads_per_block();
+#if PKRT_DEVICE_PASS
+  // 16-byte words where both sides allow it (staging and arenas are 256-byte aligned).
+  if (((reinterpret_cast<std::uintptr_t>(dst) | reinterpret_cast<std::uintptr_t>(src)) & 15u) == 0) {
+    const std::uint64_t words = bytes / 16;
+    auto* d = reinterpret_cast<uint4*>(dst);
+    const auto* s = reinterpret_cast<const uint4*>(src);
+    for (std::uint64_t i = rank; i < words; i += n) d[i] = s[i];
+    for (std::uint64_t i = words * 16 + rank; i < bytes; i += n) dst[i] = src[i];
+    return;
+  }
+  for (std::uint64_t i = rank; i < bytes; i += n) dst[i] = src[i];
+#else
+  (void)rank;
+  (void)n;
+  if (bytes > 0) std::memcpy(dst, src, bytes);
 #endif
 }
 

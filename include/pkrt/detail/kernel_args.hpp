@@ -38,7 +38,12 @@ enum GridDirective : std::uint32_t {
 struct GridScratch {
   alignas(64) std::uint32_t directive[2];  // GridDirective of round r is directive[r & 1]
   std::uint32_t stop_reason;               // StopReason once a stop directive is written
+  std::uint32_t snapshot_full[2];          // with kDirectiveSnapshotBit: full snapshot?
+  std::uint64_t snapshot_request[2];       // with kDirectiveSnapshotBit: request id
 };
+
+// Set on a run directive: every block snapshots all its actors at the end of that epoch.
+inline constexpr std::uint32_t kDirectiveSnapshotBit = 0x100;
 
 // Device-side line per block: written by its leader, read by block 0 between barriers.
 struct BlockLine {
@@ -64,6 +69,18 @@ struct KernelArgs {
   std::uint64_t k2k_slot_stride;  // header + payload capacity, rounded
   std::uint64_t k2k_payload_bytes;
 
+  // Snapshots (kernels/snapshot.hpp): one staging slot per actor, each holding the image
+  // (arena + K2K inbox), its chunk CRCs and its changed-chunk flags.
+  std::byte* staging;          // device
+  std::uint64_t staging_stride;
+  std::uint64_t image_bytes;   // state_stride + k2k_channels * k2k_slot_stride
+  std::uint64_t crc_offset;    // inside a staging slot: chunk CRC table
+  std::uint64_t changed_offset;  // inside a staging slot: one byte per chunk, 1 = changed
+  std::uint32_t chunk_bytes;
+  std::uint32_t chunks;
+  std::uint32_t* prev_crcs;    // device: [actor][chunk] CRCs of the previous snapshot
+  std::uint32_t* actor_flags;  // device: per actor, SnapshotFlags
+
   std::byte* global;           // device: app-wide region (global_bytes)
   std::uint64_t global_bytes;
   GridScratch* grid;           // device
@@ -75,6 +92,11 @@ struct KernelArgs {
   std::uint64_t start_epoch;   // epoch already completed when the kernel starts (0: fresh)
   std::uint32_t run_init;      // nonzero: call App::init for every actor before epoch 1
   std::uint32_t idle_spin;     // polls before an idle block starts backing off
+};
+
+enum SnapshotFlags : std::uint32_t {
+  kSnapshotHasPrevious = 1u << 0,  // prev_crcs holds the last snapshot's chunk CRCs
+  kSnapshotStagingBusy = 1u << 1,  // the staging slot holds an image the host has not released
 };
 
 PKRT_HD inline RingHeader* ring_at(std::byte* base, std::uint64_t stride, std::uint32_t block) {

@@ -1,0 +1,102 @@
+// kernels/snapshot.hpp: the device half of the two-phase snapshot protocol, and restore.
+//
+// Snapshot of actor a at the end of epoch e (after its step; the actor is held only for
+// this device-local work):
+//   1. all threads copy the image = [arena (State + named regions)][a's K2K inbox of parity
+//      e & 1, i.e. what it will read in e + 1] into a's staging slot;
+//   2. all threads compute the CRC32 of every chunk (any split of chunks over threads);
+//   3. the leader combines them into the image CRC (crc32_combine: independent of launch
+//      shape), marks chunks whose CRC differs from a's previous snapshot (all if full or if
+//      there is none), records the new CRCs, marks the slot busy, and publishes
+//      kOpSnapshotReady. The host copies the changed chunks out and sends kOpReleaseStaging.
+// Restore of actor a at the start of epoch e (kOpRestoreActor, the host uploaded the image
+// into a's free staging slot first): all threads copy the image back into the arena and
+// the inbox of parity (e - 1) & 1 (read in epoch e); the next snapshot of a is full.
+#pragma once
+
+#include <pkrt/actor.hpp>
+#include <pkrt/detail/block_platform.hpp>
+#include <pkrt/detail/kernel_args.hpp>
+#include <pkrt/kernels/crc32.hpp>
+#include <pkrt/slot.hpp>
+
+#include <cstdint>
+
+namespace pkrt::detail {
+
+PKRT_HD inline std::byte* staging_slot(const KernelArgs& args, std::uint32_t actor) {
+  return args.staging + args.staging_stride * actor;
+}
+
+PKRT_HD inline std::byte* actor_arena(const KernelArgs& args, std::uint32_t actor) {
+  return args.state + args.state_stride * actor;
+}
+
+// Actor's K2K inbox slots of one parity: contiguous, k2k_channels slots.
+PKRT_HD inline std::byte* actor_inbox(const KernelArgs& args, std::uint64_t parity, std::uint32_t actor) {
+  return args.k2k + (parity * args.num_actors + actor) * std::uint64_t{args.k2k_channels} * args.k2k_slot_stride;
+}
+
+PKRT_HD inline std::uint64_t inbox_bytes(const KernelArgs& args) {
+  return std::uint64_t{args.k2k_channels} * args.k2k_slot_stride;
+}
+
+// Call from every thread of the block. Publishes kOpSnapshotReady (leader).
+PKRT_HD inline void serve_snapshot(BlockState& bs, std::uint32_t actor, std::uint64_t request, bool full) {
+  const KernelArgs& args = *bs.args;
+  const std::uint64_t t0 = now_ns();
+  std::byte* slot = staging_slot(args, actor);
+  block_copy(slot, actor_arena(args, actor), args.state_stride);
+  block_copy(slot + args.state_stride, actor_inbox(args, bs.epoch & 1u, actor), inbox_bytes(args));
+  sync_block();
+  auto* crcs = reinterpret_cast<std::uint32_t*>(slot + args.crc_offset);
+  crc::crc32_chunks(slot, args.image_bytes, args.chunk_bytes, thread_rank(), threads_per_block(), crcs);
+  sync_block();
+  if (thread_rank() == 0) {
+    const std::uint32_t image_crc = crc::crc32_combine_chunks(crcs, args.image_bytes, args.chunk_bytes);
+    std::uint32_t* prev = args.prev_crcs + std::uint64_t{actor} * args.chunks;
+    auto* changed = reinterpret_cast<std::uint8_t*>(slot + args.changed_offset);
+    std::uint32_t& flags = args.actor_flags[actor];
+    const bool all = full || (flags & kSnapshotHasPrevious) == 0;
+    std::uint32_t count = 0;
+    for (std::uint32_t c = 0; c < args.chunks; ++c) {
+      const bool diff = all || prev[c] != crcs[c];
+      changed[c] = diff ? 1u : 0u;
+      count += diff ? 1u : 0u;
+      prev[c] = crcs[c];
+    }
+    flags |= kSnapshotHasPrevious | kSnapshotStagingBusy;
+    SnapshotReadyData ready{};
+    ready.chunks = args.chunks;
+    ready.changed = count;
+    ready.crc = image_crc;
+    ready.flags = all ? 1u : 0u;
+    ready.stall_ns = now_ns() - t0;
+    ready.image_bytes = args.image_bytes;
+    publish_k2h(bs, kOpSnapshotReady, kFlagNone, actor, make_envelope(bs.epoch, request, &ready, sizeof ready));
+  }
+}
+
+// Call from every thread of the block, before the step of bs.epoch. `source_epoch` is the
+// epoch the image was taken at: its inbox messages (header epoch == source_epoch) become
+// the ones this epoch reads; older ones stay stale.
+PKRT_HD inline void serve_restore(BlockState& bs, std::uint32_t actor, std::uint64_t source_epoch) {
+  const KernelArgs& args = *bs.args;
+  const std::byte* slot = staging_slot(args, actor);
+  block_copy(actor_arena(args, actor), slot, args.state_stride);
+  block_copy(actor_inbox(args, (bs.epoch - 1) & 1u, actor), slot + args.state_stride, inbox_bytes(args));
+  // The inbox headers carry the epoch they were written in; the restored messages must be
+  // the ones this epoch reads.
+  sync_block();
+  if (thread_rank() == 0) {
+    std::byte* inbox = actor_inbox(args, (bs.epoch - 1) & 1u, actor);
+    for (std::uint32_t c = 0; c < args.k2k_channels; ++c) {
+      auto* h = reinterpret_cast<K2KSlotHeader*>(inbox + c * args.k2k_slot_stride);
+      h->epoch = h->epoch == source_epoch ? bs.epoch - 1 : ~std::uint64_t{0};
+    }
+    args.actor_flags[actor] &= ~kSnapshotHasPrevious;
+  }
+  sync_block();
+}
+
+}  // namespace pkrt::detail
