@@ -84,6 +84,8 @@ TEST(Snapshot, SnapshotAllOfAParkedGridIsOneConsistentCutMatchingTheState) {
   ASSERT_TRUE(id.ok()) << id.status().to_string();
   const auto got = images.wait(id.value(), 4);
   ASSERT_EQ(got.size(), 4u);
+  ASSERT_TRUE(rt.wait_parked(30s).ok()) << "a snapshot_all of a parked grid leaves it parked";
+  EXPECT_EQ(rt.epoch(), 10u);
   const ImageLayout& layout = rt.image_layout();
   for (std::uint32_t a = 0; a < 4; ++a) {
     const SnapshotImage& img = got[a];

@@ -199,7 +199,8 @@ class Runtime {
   // image to a writer pool). Set before the first snapshot.
   void set_snapshot_sink(SnapshotSink sink);
   // Every actor at the end of `epoch` (or of the parked epoch, or the next one if `epoch`
-  // has passed): one consistent cut. Returns the request id the images carry.
+  // has passed): one consistent cut. Returns the request id the images carry. It is a
+  // control change: a parked grid stays parked and re-reports its park (wait_parked()).
   Result<std::uint64_t> snapshot_all(std::uint64_t epoch, bool full = false);
   // One actor at the end of the epoch the command applies at (0: next).
   Result<std::uint64_t> snapshot_actor(std::uint32_t actor, bool full = false,
