@@ -96,7 +96,7 @@ struct Runtime::Impl {
   std::string description;
 
   host::Buffer control_buf, heartbeat_buf, h2k_buf, k2h_buf, state_buf, k2k_buf, global_buf,
-      grid_buf, lines_buf, params_buf, staging_buf, prev_crc_buf, actor_flag_buf;
+      grid_buf, lines_buf, params_buf, staging_buf, prev_crc_buf, actor_flag_buf, deferred_buf;
   ImageLayout image;
   std::vector<std::vector<std::byte>> mirror;  // per actor: last snapshot image (pump thread)
   ControlBlock* control = nullptr;      // host pointer
@@ -737,6 +737,10 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   PKRT_RETURN_IF_ERROR(alloc_dev(impl->grid_buf, sizeof(detail::GridScratch)));
   PKRT_RETURN_IF_ERROR(alloc_dev(impl->lines_buf, sizeof(detail::BlockLine) * blocks));
   PKRT_RETURN_IF_ERROR(alloc_dev(impl->params_buf, std::max<std::size_t>(params_bytes, 1)));
+  // Deferred commands: as many per block as its ring holds, so deferring never loses one.
+  PKRT_RETURN_IF_ERROR(alloc_dev(impl->deferred_buf, sizeof(Slot) * options.ring_capacity * blocks));
+  a.deferred = static_cast<Slot*>(impl->deferred_buf.device());
+  a.deferred_capacity = options.ring_capacity;
   if (options.snapshots) {
     a.image_bytes = img.image_bytes;
     a.chunk_bytes = img.chunk_bytes;
@@ -990,7 +994,8 @@ Status Runtime::shutdown() {
       m.leaked = true;
       for (host::Buffer* b : {&m.control_buf, &m.heartbeat_buf, &m.h2k_buf, &m.k2h_buf,
                               &m.state_buf, &m.k2k_buf, &m.global_buf, &m.grid_buf, &m.lines_buf,
-                              &m.params_buf, &m.staging_buf, &m.prev_crc_buf, &m.actor_flag_buf})
+                              &m.params_buf, &m.staging_buf, &m.prev_crc_buf, &m.actor_flag_buf,
+                              &m.deferred_buf})
         b->leak();
       (void)m.backend.release();
     }
@@ -1048,6 +1053,24 @@ Result<std::uint64_t> Runtime::snapshot_all(std::uint64_t epoch, bool full) {
     detail::store_release(m.control->host.snapshot_request, id);
   });
   return id;
+}
+
+bool Runtime::cancel_snapshot(std::uint64_t request) {
+  Impl& m = *impl_;
+  bool withdrawn = false;
+  m.update_control([&] {
+    // Relaxed: our own last store (control_mu is held); nobody else writes this word.
+    if (detail::load_relaxed(m.control->host.snapshot_request) == request) {
+      // Release: pairs with block 0's acquire load in ControlView::refresh.
+      detail::store_release(m.control->host.snapshot_request, std::uint64_t{0});
+      withdrawn = true;
+    }
+  });
+  if (withdrawn) {
+    std::lock_guard<std::mutex> lock(m.mu);
+    m.snapshot_requests.erase(request);
+  }
+  return withdrawn;
 }
 
 Result<std::uint64_t> Runtime::snapshot_actor(std::uint32_t actor, bool full, std::uint64_t apply_epoch) {
@@ -1159,6 +1182,7 @@ const std::string& Runtime::backend_description() const { return impl_->descript
 const Program& Runtime::program() const { return *impl_->program; }
 const RuntimeOptions& Runtime::options() const { return impl_->options; }
 const ProgramLayout& Runtime::layout() const { return impl_->layout; }
+const std::vector<std::byte>& Runtime::params() const { return impl_->params; }
 
 Status Runtime::health() const {
   std::lock_guard<std::mutex> lock(impl_->mu);

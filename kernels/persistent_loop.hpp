@@ -17,9 +17,10 @@
 //      barrier), so block 0's leader now reports kOpPaused and waits for the host to change
 //      a control word; the others go round to the next barrier and wait there.
 //      A snapshot_all due at e is served here first, by every block (kernels/snapshot.hpp).
-//   5. run: leader applies the H2K commands due at e + 1 (apply_epoch <= e + 1) in ring
-//      order, calls on_message, and acknowledges each on K2H (reply, kOpAck or kOpError) with
-//      the applied epoch. Unknown opcodes and bad actor indices produce kOpError. Snapshot
+//   5. run: leader applies the H2K commands due at e + 1 (apply_epoch <= e + 1) in
+//      (apply_epoch, send) order; commands not yet due move from the ring to a block-local
+//      deferred list, so none holds back another. It calls on_message and acknowledges each
+//      on K2H (reply, kOpAck or kOpError) with the applied epoch. Unknown opcodes and bad actor indices produce kOpError. Snapshot
 //      and restore commands are queued for step 6/7.
 //   6. All threads restore queued actors from staging, then step every actor of the block.
 //   7. All threads serve queued snapshots, then the snapshot_all if the directive says so:
@@ -75,14 +76,11 @@ PKRT_HD inline void publish_ack(BlockState& bs, const Slot& cmd) {
               make_envelope(bs.epoch, cmd.payload.request, &ack, sizeof(ack)));
 }
 
-// Leader only. Applies every command due at bs.epoch, in ring order.
+// Leader only. Applies one command at bs.epoch.
 template <class App>
-PKRT_HD void apply_due_commands(BlockState& bs, std::uint32_t first, std::uint32_t last) {
+PKRT_HD void apply_command(BlockState& bs, const Slot& cmd, std::uint32_t first, std::uint32_t last) {
   const KernelArgs& args = *bs.args;
-  Slot cmd;
-  while (bs.h2k.peek(cmd)) {
-    if (cmd.payload.epoch > bs.epoch) break;  // not due yet; later commands wait behind it
-    bs.h2k.pop();
+  {
     bs.active = true;
     const std::uint32_t actor = cmd.header.actor;
     const bool mine = actor < args.num_actors && actor >= first && actor < last;
@@ -131,6 +129,45 @@ PKRT_HD void apply_due_commands(BlockState& bs, std::uint32_t first, std::uint32
   }
 }
 
+// Leader only. Applies every command due at bs.epoch: first the deferred ones that came
+// due, in (apply_epoch, publication) order, then the ring's, deferring those not yet due.
+// A command due later therefore never holds back one due sooner (a snapshot release, say),
+// and commands due at the same epoch apply in the order they were sent.
+template <class App>
+PKRT_HD void apply_due_commands(BlockState& bs, std::uint32_t first, std::uint32_t last) {
+  const KernelArgs& args = *bs.args;
+  Slot* deferred = args.deferred + std::uint64_t{args.deferred_capacity} * block_index(bs.env);
+  while (bs.deferred_count > 0 && bs.epoch >= bs.deferred_min) {
+    std::uint32_t pick = bs.deferred_count;
+    for (std::uint32_t i = 0; i < bs.deferred_count; ++i) {
+      const Slot& d = deferred[i];
+      if (d.payload.epoch > bs.epoch) continue;
+      if (pick == bs.deferred_count || d.payload.epoch < deferred[pick].payload.epoch ||
+          (d.payload.epoch == deferred[pick].payload.epoch && d.header.seq < deferred[pick].header.seq))
+        pick = i;
+    }
+    if (pick == bs.deferred_count) break;
+    const Slot cmd = deferred[pick];
+    deferred[pick] = deferred[--bs.deferred_count];
+    apply_command<App>(bs, cmd, first, last);
+    bs.deferred_min = ~std::uint64_t{0};
+    for (std::uint32_t i = 0; i < bs.deferred_count; ++i)
+      bs.deferred_min = deferred[i].payload.epoch < bs.deferred_min ? deferred[i].payload.epoch : bs.deferred_min;
+  }
+  Slot cmd;
+  while (bs.h2k.peek(cmd)) {
+    if (cmd.payload.epoch > bs.epoch) {
+      if (bs.deferred_count == args.deferred_capacity) break;  // full: the ring backs up
+      deferred[bs.deferred_count++] = cmd;
+      bs.deferred_min = cmd.payload.epoch < bs.deferred_min ? cmd.payload.epoch : bs.deferred_min;
+      bs.h2k.pop();
+      continue;
+    }
+    bs.h2k.pop();
+    apply_command<App>(bs, cmd, first, last);
+  }
+}
+
 // Whether any block did work in `epoch` or a command is waiting anywhere (event-driven
 // apps). Block 0's leader calls it between the two barriers, when every block is quiescent.
 // One PCIe read: the host's count of published H2K slots against the blocks' consumed
@@ -138,8 +175,9 @@ PKRT_HD void apply_due_commands(BlockState& bs, std::uint32_t first, std::uint32
 PKRT_HD inline bool grid_has_work(const KernelArgs& args, std::uint64_t epoch) {
   std::uint64_t consumed = 0;
   for (std::uint32_t b = 0; b < args.num_blocks; ++b) {
-    // Relaxed (both): written by block b's leader before the barrier we just passed.
+    // Relaxed (all three): written by block b's leader before the barrier we just passed.
     if (load_relaxed(args.block_lines[b].active_epoch) == epoch + 1) return true;
+    if (load_relaxed(args.block_lines[b].deferred) != 0) return true;  // commands due later
     consumed += load_relaxed(args.block_lines[b].consumed);
   }
   // Acquire: pairs with the host's store_release of `published`, made before the doorbell
@@ -299,6 +337,7 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
   bs.args = &args;
   bs.env = env;
   bs.epoch = args.start_epoch;
+  bs.deferred_min = ~std::uint64_t{0};
   if (leader) {
     bs.k2h = RingProducer(ring_at(args.k2h, args.ring_stride, b));
     bs.h2k = RingConsumer(ring_at(args.h2k, args.ring_stride, b));
@@ -374,7 +413,10 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
     if (leader) {
       // Relaxed (both): read by block 0 only after the next grid barrier.
       if (bs.active) store_relaxed(args.block_lines[b].active_epoch, epoch + 1);
-      if constexpr (kEventDriven) store_relaxed(args.block_lines[b].consumed, bs.h2k.position());
+      if constexpr (kEventDriven) {
+        store_relaxed(args.block_lines[b].consumed, bs.h2k.position());
+        store_relaxed(args.block_lines[b].deferred, std::uint64_t{bs.deferred_count});
+      }
       // Relaxed: progress counter for the host watchdog; it orders nothing.
       store_relaxed(args.heartbeats[b].epoch, epoch);
     }

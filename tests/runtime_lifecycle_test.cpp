@@ -93,9 +93,8 @@ TEST(Runtime, CommandAppliesAtItsApplyEpochAndTheReplyCarriesIt) {
   ASSERT_TRUE(rt->start().ok());
   ASSERT_TRUE(rt->run_until(5, 10s).ok());
   auto later = rt->send(2, kProbeEpoch, std::uint64_t{0}, /*apply_epoch=*/40);
-  // Actor 0 is on block 0; actor 2 on block 1, whose ring is FIFO: a command due at 40
-  // there would hold back later ones on the same ring.
-  auto soon = rt->send(0, kProbeEpoch, std::uint64_t{0}, /*apply_epoch=*/0);
+  // Actors 1 and 2 share block 1: the command due at 40 must not hold back this one.
+  auto soon = rt->send(1, kProbeEpoch, std::uint64_t{0}, /*apply_epoch=*/0);
   ASSERT_TRUE(rt->run_until(100, 10s).ok());
   Reply a = later.get();
   Reply b = soon.get();
@@ -104,6 +103,21 @@ TEST(Runtime, CommandAppliesAtItsApplyEpochAndTheReplyCarriesIt) {
   EXPECT_EQ(a.event.as<std::uint64_t>(), 40u);
   EXPECT_EQ(a.event.epoch, 40u) << "the reply slot carries the applied epoch";
   EXPECT_EQ(b.event.epoch, 6u) << "apply_epoch 0 means the next epoch after the park at 5";
+}
+
+TEST(Runtime, CommandsDueAtOneEpochApplyInTheOrderSent) {
+  auto rt = make_probe(1, 1);
+  std::vector<std::future<Reply>> replies;
+  for (std::uint64_t apply : {30u, 20u, 30u, 10u, 20u, 30u})
+    replies.push_back(rt->send(0, kProbeEpoch, std::uint64_t{0}, apply));
+  std::promise<void> order_checked;
+  std::vector<std::uint64_t> applied;
+  ASSERT_TRUE(rt->set_target_epoch(40).ok());
+  ASSERT_TRUE(rt->start().ok());
+  ASSERT_TRUE(rt->run_until(40, 10s).ok());
+  for (auto& f : replies) applied.push_back(f.get().event.epoch);
+  EXPECT_EQ(applied, (std::vector<std::uint64_t>{30, 20, 30, 10, 20, 30})) << "each at its own epoch";
+  EXPECT_EQ(rt->stats().replies, 6u);
 }
 
 TEST(Runtime, HandlerWithoutReplyIsAcknowledgedWithTheAppliedEpoch) {

@@ -25,6 +25,17 @@ struct RunOptions {
   int cuda_device = 0;
   bool json = false;
   bool quiet = false;
+  std::string checkpoint_dir;        // write checkpoints here
+  std::uint64_t checkpoint_every = 0;  // epochs between checkpoints (0: only at the end)
+  std::uint32_t checkpoint_keep = 3;
+  int zstd_level = 1;
+  std::string restore;               // checkpoint file or directory to start from
+  std::int64_t restore_epoch = -1;   // with a directory: this epoch instead of the newest
+};
+
+struct CheckpointOptions {
+  std::string path;
+  bool json = false;
 };
 
 struct SelftestOptions {
@@ -40,5 +51,9 @@ int run_command(const RunOptions& opts);
 
 void add_selftest_command(CLI::App& app, SelftestOptions& opts);
 int selftest_command(const SelftestOptions& opts);
+
+// `pkrt checkpoint list|inspect|verify`; returns the subcommand to dispatch on.
+void add_checkpoint_command(CLI::App& app, CheckpointOptions& opts);
+int checkpoint_command(const CLI::App& app, const CheckpointOptions& opts);
 
 }  // namespace pkrt::cli

@@ -1,4 +1,4 @@
-// host/cli/main.cpp: the `pkrt` command line: `pkrt run` and `pkrt selftest`.
+// host/cli/main.cpp: the `pkrt` command line: `pkrt run`, `pkrt selftest`, `pkrt checkpoint`.
 #include "host/cli/cli_common.hpp"
 #include "host/cli/commands.hpp"
 
@@ -44,6 +44,8 @@ int main(int argc, char** argv) {
   add_run_command(app, run);
   SelftestOptions selftest;
   add_selftest_command(app, selftest);
+  CheckpointOptions checkpoint;
+  add_checkpoint_command(app, checkpoint);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
@@ -52,5 +54,6 @@ int main(int argc, char** argv) {
   }
   if (app.got_subcommand("run")) return run_command(run);
   if (app.got_subcommand("selftest")) return selftest_command(selftest);
+  if (app.got_subcommand("checkpoint")) return checkpoint_command(app, checkpoint);
   return kExitUsage;
 }

@@ -6,6 +6,7 @@
 #include "host/cli/cli_common.hpp"
 #include "host/cli/commands.hpp"
 
+#include <pkrt/checkpoint_manager.hpp>
 #include <pkrt/crc32.hpp>
 #include <pkrt/runtime.hpp>
 
@@ -13,11 +14,13 @@
 
 #include <algorithm>
 #include <array>
+#include <filesystem>
 #include <functional>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <mutex>
 #include <random>
 #include <vector>
@@ -39,6 +42,7 @@ struct RunSummary {
   std::vector<std::pair<std::string, std::string>> extra;  // app-specific rows
   nlohmann::json extra_json = nlohmann::json::object();
   bool check_failed = false;
+  std::uint64_t restored_epoch = 0;
 };
 
 Result<std::pair<std::uint32_t, std::uint32_t>> parse_grid(const std::string& text) {
@@ -88,6 +92,128 @@ Status run_with_progress(Runtime& rt, std::uint64_t target, ProgressLine& progre
   return Status();
 }
 
+// --checkpoint-dir, --checkpoint-every and --restore, shared by the apps.
+class CheckpointSession {
+ public:
+  explicit CheckpointSession(const RunOptions& o) : o_(o) {}
+
+  static Status validate(const RunOptions& o) {
+    if (o.checkpoint_every != 0 && o.checkpoint_dir.empty())
+      return Status(StatusCode::kInvalidArgument, "--checkpoint-every needs --checkpoint-dir DIR");
+    if (o.restore_epoch >= 0 && o.restore.empty())
+      return Status(StatusCode::kInvalidArgument, "--restore-epoch needs --restore DIR");
+    return Status();
+  }
+
+  // Before start(): loads the restore point into the runtime. Returns its epoch (0: none).
+  Result<std::uint64_t> restore(Runtime& rt) {
+    if (o_.restore.empty()) return std::uint64_t{0};
+    std::error_code ec;
+    std::string dir = o_.restore;
+    std::optional<std::uint64_t> epoch;
+    if (o_.restore_epoch >= 0) epoch = static_cast<std::uint64_t>(o_.restore_epoch);
+    if (std::filesystem::is_regular_file(o_.restore, ec)) {
+      // A file names its directory and (unless --restore-epoch says otherwise) its epoch.
+      const std::filesystem::path file(o_.restore);
+      dir = file.has_parent_path() ? file.parent_path().string() : ".";
+      auto store = FileCheckpointStore::open(dir);
+      if (!store.ok()) return store.status();
+      auto bytes = store.value()->get(file.filename().string());
+      if (!bytes.ok()) return bytes.status();
+      auto parsed = parse_checkpoint(bytes.value(), o_.restore);
+      if (!parsed.ok()) return parsed.status();
+      if (!epoch) epoch = parsed->info.epoch;
+    } else if (!std::filesystem::is_directory(o_.restore, ec)) {
+      return Status(StatusCode::kInvalidArgument,
+                    "--restore '" + o_.restore + "' is neither a checkpoint file nor a directory");
+    }
+    auto store = FileCheckpointStore::open(dir);
+    if (!store.ok()) return store.status();
+    auto point = find_restore_point(*store.value(), rt.program().name, rt.params(), rt.options().num_actors, epoch);
+    if (!point.ok()) return Status(point.status().code(), "--restore " + o_.restore + ": " + point.status().message());
+    PKRT_RETURN_IF_ERROR(rt.restore_before_start(point->epoch, point->images));
+    std::fprintf(stderr, "pkrt: restored %u actors from epoch %llu (%s)\n", rt.options().num_actors,
+                 static_cast<unsigned long long>(point->epoch), dir.c_str());
+    return point->epoch;
+  }
+
+  Status attach(Runtime& rt) {
+    if (o_.checkpoint_dir.empty()) return Status();
+    auto store = FileCheckpointStore::open(o_.checkpoint_dir);
+    if (!store.ok()) return store.status();
+    CheckpointPolicy policy;
+    policy.keep_per_actor = o_.checkpoint_keep;
+    policy.encode.zstd_level = o_.zstd_level;
+    auto manager = CheckpointManager::create(rt, std::move(store.value()), policy);
+    if (!manager.ok()) return manager.status();
+    manager_ = std::move(manager.value());
+    return Status();
+  }
+
+  // Runs from `start` to `target`, checkpointing at every multiple of --checkpoint-every,
+  // or only at `target` when it is 0. Each is taken on the parked epoch (one consistent
+  // cut) and written by the manager's threads while the grid runs on.
+  Status run(Runtime& rt, std::uint64_t start, std::uint64_t target, ProgressLine& progress,
+             const std::function<std::string()>& extra) {
+    std::uint64_t e = start;
+    while (e < target) {
+      std::uint64_t next = target;
+      if (manager_ && o_.checkpoint_every != 0)
+        next = std::min(target, (e / o_.checkpoint_every + 1) * o_.checkpoint_every);
+      PKRT_RETURN_IF_ERROR(run_with_progress(rt, next, progress, extra));
+      e = next;
+      if (manager_ && (o_.checkpoint_every == 0 ? e == target : e % o_.checkpoint_every == 0)) {
+        PKRT_RETURN_IF_ERROR(manager_->wait_served());
+        auto id = manager_->checkpoint_at(e);
+        if (!id.ok()) return id.status();
+        PKRT_RETURN_IF_ERROR(manager_->wait_served());
+      }
+    }
+    if (manager_) PKRT_RETURN_IF_ERROR(rt.wait_parked(std::chrono::minutes(10)));
+    return Status();
+  }
+
+  Status finish() { return manager_ ? manager_->flush() : Status(); }
+
+  void summarize(RunSummary& sum) const {
+    if (sum.restored_epoch != 0) sum.extra.push_back({"restored from", "epoch " + std::to_string(sum.restored_epoch)});
+    if (!manager_) return;
+    const CheckpointCounters c = manager_->counters();
+    const auto stats = manager_->snapshot_stats();
+    double stall = 0, latency = 0;
+    std::size_t deltas = 0;
+    for (const auto& s : stats) {
+      stall += static_cast<double>(s.stall_ns) / 1e3;
+      latency += s.request_to_durable_ms;
+      deltas += s.delta ? 1 : 0;
+    }
+    const double n = stats.empty() ? 1.0 : static_cast<double>(stats.size());
+    char buf[256];
+    std::snprintf(buf, sizeof buf, "%llu written (%zu delta), %llu failed, %llu deleted by retention, %s",
+                  static_cast<unsigned long long>(c.written), deltas, static_cast<unsigned long long>(c.failed),
+                  static_cast<unsigned long long>(c.deleted), o_.checkpoint_dir.c_str());
+    sum.extra.push_back({"checkpoints", buf});
+    std::snprintf(buf, sizeof buf, "stall %.1f us, request-to-durable %.2f ms (means); copied %llu B, written %llu B",
+                  stall / n, latency / n, static_cast<unsigned long long>(c.bytes_copied),
+                  static_cast<unsigned long long>(c.bytes_written));
+    sum.extra.push_back({"snapshot cost", buf});
+    nlohmann::json snaps = nlohmann::json::array();
+    for (const auto& s : stats) {
+      snaps.push_back({{"actor", s.actor}, {"epoch", s.epoch}, {"delta", s.delta}, {"ok", s.status.ok()},
+                       {"stall_ns", s.stall_ns}, {"bytes_copied", s.bytes_copied}, {"bytes_written", s.bytes_written},
+                       {"request_to_durable_ms", s.request_to_durable_ms}, {"file", s.file}});
+    }
+    sum.extra_json["checkpoints"] = {{"directory", o_.checkpoint_dir}, {"written", c.written},
+                                     {"failed", c.failed}, {"deleted", c.deleted}, {"bytes_copied", c.bytes_copied},
+                                     {"bytes_written", c.bytes_written}, {"snapshots", snaps}};
+    if (c.failed != 0) sum.check_failed = true;
+  }
+
+ private:
+  const RunOptions& o_;
+  std::unique_ptr<CheckpointManager> manager_;
+};
+
 Status run_heat2d(const RunOptions& o, BackendKind backend, RunSummary& sum, ProgressLine& progress) {
   auto grid = parse_grid(o.grid);
   if (!grid.ok()) return grid.status();
@@ -107,10 +233,22 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, RunSummary& sum, Pro
                   "--injections " + std::to_string(o.injections) + " exceeds half the ring capacity (" +
                       std::to_string(o.ring_capacity) + "). Fix: raise --ring-capacity");
   }
+  PKRT_RETURN_IF_ERROR(CheckpointSession::validate(o));
   auto created = Runtime::create(examples::heat2d_program(), p, runtime_options(o, backend));
   if (!created.ok()) return created.status();
   Runtime& rt = *created.value();
+  // Declared after the runtime: its manager must be destroyed first.
+  CheckpointSession checkpoints(o);
   std::fprintf(stderr, "pkrt: backend %s\n", rt.backend_description().c_str());
+  auto restored = checkpoints.restore(rt);
+  if (!restored.ok()) return restored.status();
+  sum.restored_epoch = restored.value();
+  if (sum.restored_epoch >= o.epochs) {
+    return Status(StatusCode::kInvalidArgument,
+                  "the restore point is at epoch " + std::to_string(sum.restored_epoch) + ", not before --epochs " +
+                      std::to_string(o.epochs) + ". Fix: pass a larger --epochs (the epoch to stop at)");
+  }
+  PKRT_RETURN_IF_ERROR(checkpoints.attach(rt));
 
   std::mutex mu;
   std::map<std::uint64_t, std::pair<double, std::uint32_t>> heat;  // epoch -> (sum, tiles)
@@ -146,17 +284,23 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, RunSummary& sum, Pro
   }
   std::stable_sort(injections.begin(), injections.end(),
                    [](const auto& a, const auto& b) { return a.epoch < b.epoch; });
+  // A restored run already holds the injections up to its restore epoch in its state.
+  std::erase_if(injections, [&](const auto& inj) { return inj.epoch <= sum.restored_epoch; });
 
-  // Target and commands before the launch: the grid cannot overshoot --epochs, and every
-  // injection is in its ring before its epoch comes.
-  PKRT_RETURN_IF_ERROR(rt.set_target_epoch(o.epochs));
+  // Commands before the launch: every injection is in its ring before its epoch comes.
   std::vector<std::future<Reply>> acks;
   for (const auto& inj : injections)
     acks.push_back(rt.send(examples::Heat2d::actor_of(p, inj.inject.x, inj.inject.y),
                            examples::kHeat2dInject, inj.inject, inj.epoch));
   const auto t0 = Clock::now();
+  // The first segment's target is set inside run(); set it before the launch too, so the
+  // grid cannot run past it.
+  PKRT_RETURN_IF_ERROR(rt.set_target_epoch(
+      o.checkpoint_every != 0 ? std::min<std::uint64_t>(o.epochs, (sum.restored_epoch / o.checkpoint_every + 1) * o.checkpoint_every)
+                              : o.epochs));
   PKRT_RETURN_IF_ERROR(rt.start());
-  PKRT_RETURN_IF_ERROR(run_with_progress(rt, o.epochs, progress, latest_heat));
+  PKRT_RETURN_IF_ERROR(checkpoints.run(rt, sum.restored_epoch, o.epochs, progress, latest_heat));
+  PKRT_RETURN_IF_ERROR(checkpoints.finish());
   sum.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   std::uint64_t applied_late = 0;
   for (std::size_t i = 0; i < acks.size(); ++i) {
@@ -184,7 +328,9 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, RunSummary& sum, Pro
   sum.extra_json = {{"grid", {p.width, p.height}},
                     {"tiles", {p.tiles_x, p.tiles_y}},
                     {"injections", injections.size()},
-                    {"total_heat", total}};
+                    {"total_heat", total},
+                    {"restored_epoch", sum.restored_epoch}};
+  checkpoints.summarize(sum);
   return Status();
 }
 
@@ -288,6 +434,12 @@ void add_run_command(CLI::App& app, RunOptions& o) {
   run->add_option("--watchdog-ms", o.watchdog_ms, "Heartbeat timeout before the run is stopped")->check(CLI::Range(10u, 3600000u))->capture_default_str();
   run->add_option("--ring-capacity", o.ring_capacity, "Slots per H2K/K2H ring (power of two)")->capture_default_str();
   run->add_option("--cuda-device", o.cuda_device, "CUDA device index")->capture_default_str();
+  run->add_option("--checkpoint-dir", o.checkpoint_dir, "heat2d: write checkpoints to this directory");
+  run->add_option("--checkpoint-every", o.checkpoint_every, "Epochs between checkpoints (0: one at the end)")->capture_default_str();
+  run->add_option("--checkpoint-keep", o.checkpoint_keep, "Newest checkpoints kept per actor")->check(CLI::Range(1u, 1000000u))->capture_default_str();
+  run->add_option("--zstd-level", o.zstd_level, "zstd level for checkpoint chunks (0: store raw)")->check(CLI::Range(0, 19))->capture_default_str();
+  run->add_option("--restore", o.restore, "heat2d: start from a checkpoint FILE, or the newest complete one in a DIR");
+  run->add_option("--restore-epoch", o.restore_epoch, "With --restore DIR: the epoch to restore")->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
   run->add_flag("--json", o.json, "Print the summary as JSON on stdout");
   run->add_flag("--quiet", o.quiet, "No progress line");
 }
@@ -307,7 +459,10 @@ int run_command(const RunOptions& o) {
   progress.finish();
   if (!st.ok()) return report_error("run", st);
 
-  const double eps = sum.seconds > 0 ? static_cast<double>(sum.stats.epoch) / sum.seconds : 0.0;
+  // A restored run only ran the epochs after its restore point.
+  const double eps =
+      sum.seconds > 0 ? static_cast<double>(sum.stats.epoch - std::min(sum.stats.epoch, sum.restored_epoch)) / sum.seconds
+                      : 0.0;
   if (o.json) {
     nlohmann::json j = {
         {"app", sum.app},

@@ -100,6 +100,8 @@ struct BlockState {
   std::uint64_t epoch;
   std::uint64_t events;  // K2H slots published by this block (leader)
   bool active;           // this epoch applied a command, sent K2K or emitted (leader)
+  std::uint32_t deferred_count;  // commands in this block's deferred list (leader)
+  std::uint64_t deferred_min;    // smallest apply epoch among them (leader)
   std::uint32_t snapshots;  // pending snapshot ops this epoch (leader)
   std::uint32_t restores;   // pending restore ops this epoch (leader)
   BoundaryOp snapshot_ops[kMaxBoundaryOps];

@@ -175,8 +175,8 @@ class Runtime {
   Status wait_parked(std::chrono::milliseconds timeout);
 
   // Sends a command to an actor, applied at `apply_epoch` (0: the next epoch; a parked grid
-  // applies it when it next runs). Allowed before start(). Commands to one block apply in
-  // the order sent, so one due late holds back those behind it on that block. The future
+  // applies it when it next runs). Allowed before start(). Commands due at the same epoch
+  // apply in the order sent; one due later never holds back one due sooner. The future
   // completes with the actor's reply, an ack, or an error (unknown opcode, bad actor, ring
   // full after ring_full_timeout, shutdown).
   std::future<Reply> send(std::uint32_t actor, std::uint16_t opcode, const void* data,
@@ -202,6 +202,9 @@ class Runtime {
   // has passed): one consistent cut. Returns the request id the images carry. It is a
   // control change: a parked grid stays parked and re-reports its park (wait_parked()).
   Result<std::uint64_t> snapshot_all(std::uint64_t epoch, bool full = false);
+  // Withdraws a snapshot_all the grid has not latched yet. Returns false if `request` is
+  // not the pending one. Images of a request the grid had already latched still arrive.
+  bool cancel_snapshot(std::uint64_t request);
   // One actor at the end of the epoch the command applies at (0: next).
   Result<std::uint64_t> snapshot_actor(std::uint32_t actor, bool full = false,
                                        std::uint64_t apply_epoch = 0);
@@ -232,6 +235,7 @@ class Runtime {
   const Program& program() const;
   const RuntimeOptions& options() const;
   const ProgramLayout& layout() const;
+  const std::vector<std::byte>& params() const;  // the app's Params as bytes
   Status health() const;  // first sticky error, or ok
 
   struct Impl;

@@ -49,6 +49,7 @@ inline constexpr std::uint32_t kDirectiveSnapshotBit = 0x100;
 struct BlockLine {
   alignas(64) std::uint64_t active_epoch;  // 1 + last epoch in which the block did work (0: never)
   std::uint64_t consumed;                  // H2K slots this block has consumed so far
+  std::uint64_t deferred;                  // commands taken from the ring, not yet due
 };
 
 struct KernelArgs {
@@ -84,6 +85,8 @@ struct KernelArgs {
   std::byte* global;           // device: app-wide region (global_bytes)
   std::uint64_t global_bytes;
   GridScratch* grid;           // device
+  Slot* deferred;              // device: deferred_capacity slots per block (not-yet-due commands)
+  std::uint32_t deferred_capacity;
   BlockLine* block_lines;      // device, num_blocks lines
 
   const void* params;          // device copy of App::Params
