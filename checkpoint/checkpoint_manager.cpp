@@ -40,6 +40,7 @@ struct CheckpointManager::Impl {
   std::vector<SnapshotStats> stats;
   Status first_failure;
   std::uint64_t in_flight = 0;        // snapshot_all request id, 0 when none
+  std::uint64_t in_flight_epoch = 0;  // its epoch
   std::uint32_t in_flight_left = 0;   // images of it still to arrive
   std::vector<std::deque<SnapshotImage>> queues;  // per writer thread
   std::uint64_t writing = 0;          // jobs popped and not finished
@@ -63,6 +64,7 @@ struct CheckpointManager::Impl {
     auto id = rt.snapshot_all(epoch);
     if (!id.ok()) return id.status();
     in_flight = id.value();
+    in_flight_epoch = epoch;
     in_flight_left = rt.options().num_actors;
     ++counters.requested;
     counters.pending += rt.options().num_actors;
@@ -210,7 +212,10 @@ struct CheckpointManager::Impl {
       const std::uint64_t now_epoch = rt.epoch();
       lock.unlock();
       if (policy.every_epochs != 0) {
-        if (next_epoch <= now_epoch) next_epoch = (now_epoch / policy.every_epochs + 1) * policy.every_epochs;
+        // The next multiple the grid cannot have reached by the time block 0 sees the request
+        // (one epoch of margin); a grid already past it is snapshotted at its next epoch.
+        if (next_epoch <= now_epoch + 1)
+          next_epoch = ((now_epoch + 1) / policy.every_epochs + 1) * policy.every_epochs;
         if (request(next_epoch).ok()) next_epoch += policy.every_epochs;
       } else if (policy.every_time.count() > 0 &&
                  std::chrono::steady_clock::now() - last_time >= policy.every_time) {
@@ -255,6 +260,12 @@ Result<std::unique_ptr<CheckpointManager>> CheckpointManager::create(Runtime& ru
 
 CheckpointManager::~CheckpointManager() {
   (void)flush(std::chrono::minutes(1)).ok();
+  std::uint64_t left;
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    left = impl_->in_flight;
+  }
+  if (left != 0) (void)cancel(left);  // a scheduled request the grid never reached
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->stopping = true;
@@ -300,7 +311,10 @@ Status CheckpointManager::flush(std::chrono::milliseconds timeout) {
   const bool done = m.cv.wait_for(lock, timeout, [&] {
     bool queued = false;
     for (const auto& q : m.queues) queued = queued || !q.empty();
-    return m.in_flight == 0 && !queued && m.writing == 0;
+    // A request for an epoch the grid has not reached is not waited for: a parked grid
+    // would never serve it.
+    const bool due = m.in_flight != 0 && m.in_flight_epoch <= m.rt.epoch();
+    return !due && !queued && m.writing == 0;
   });
   if (!done) {
     return Status(StatusCode::kTimeout, "checkpoints still pending after " + std::to_string(timeout.count()) +

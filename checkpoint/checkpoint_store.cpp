@@ -101,7 +101,10 @@ Status FileCheckpointStore::put(const std::string& name, const std::vector<std::
 
 Result<std::vector<std::byte>> FileCheckpointStore::get(const std::string& name) const {
   if (!valid_name(name)) return bad_name(name);
-  const std::string path = describe(name);
+  return read_checkpoint_file(describe(name));
+}
+
+Result<std::vector<std::byte>> read_checkpoint_file(const std::string& path) {
   const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
   if (fd < 0) return io_error("opening", path, errno, "check the path (pkrt checkpoint list DIR shows what exists)");
   struct stat st {};

@@ -26,6 +26,9 @@ struct Probe {
     std::uint64_t steps;
     std::uint64_t stalls;
   };
+  // Untouched after init: snapshots of a probe change only the chunk holding State.
+  static constexpr const char* kRegionNames[] = {"ballast"};
+  static std::uint64_t region_bytes(const Params&, std::uint32_t, std::uint32_t, std::uint32_t) { return 2048; }
 
   PKRT_HD static void step(State& s, ActorContext& ctx) {
     if (ctx.leader()) ++s.steps;

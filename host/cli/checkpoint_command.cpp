@@ -92,7 +92,7 @@ int list_command(const CheckpointOptions& o) {
 int inspect_command(const CheckpointOptions& o) {
   auto opened = open_path(o.path, true, false);
   if (!opened.ok()) return report_error("checkpoint inspect", opened.status());
-  auto bytes = opened->store->get(opened->file);
+  auto bytes = read_checkpoint_file(o.path);
   if (!bytes.ok()) return report_error("checkpoint inspect", bytes.status());
   auto parsed = parse_checkpoint(bytes.value(), o.path);
   if (!parsed.ok()) {
@@ -158,8 +158,9 @@ int verify_command(const CheckpointOptions& o) {
   }
   std::size_t bad = 0;
   for (const std::string& name : names) {
-    const std::string where = opened->store->describe(name);
-    auto bytes = opened->store->get(name);
+    // An explicit file is read whatever its name; a directory's files through the store.
+    const std::string where = opened->file.empty() ? opened->store->describe(name) : o.path;
+    auto bytes = opened->file.empty() ? opened->store->get(name) : read_checkpoint_file(o.path);
     Status st = bytes.status();
     if (st.ok()) {
       auto parsed = parse_checkpoint(bytes.value(), where);

@@ -116,9 +116,7 @@ class CheckpointSession {
       // A file names its directory and (unless --restore-epoch says otherwise) its epoch.
       const std::filesystem::path file(o_.restore);
       dir = file.has_parent_path() ? file.parent_path().string() : ".";
-      auto store = FileCheckpointStore::open(dir);
-      if (!store.ok()) return store.status();
-      auto bytes = store.value()->get(file.filename().string());
+      auto bytes = read_checkpoint_file(o_.restore);
       if (!bytes.ok()) return bytes.status();
       auto parsed = parse_checkpoint(bytes.value(), o_.restore);
       if (!parsed.ok()) return parsed.status();

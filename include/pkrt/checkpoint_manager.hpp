@@ -2,7 +2,8 @@
 // retained checkpoint files, on a schedule or on demand; and finds restore points.
 //
 // Contract
-// - Scheduling: every N epochs and/or every T of wall time, plus checkpoint_now() /
+// - Scheduling: every N epochs (requested ahead of the grid, so they land on multiples of N
+//   unless the grid outruns the request) and/or every T of wall time, plus checkpoint_now() /
 //   checkpoint_at(). One snapshot_all is in flight at a time; requests are counted
 //   (requested, written, failed, cancelled, pending) and failures are reported to the
 //   error callback and counted, never dropped silently.
@@ -84,8 +85,9 @@ class CheckpointManager {
   // Waits until the grid has served the request in flight (its images are on the host; they
   // may still be being written).
   Status wait_served(std::chrono::milliseconds timeout = std::chrono::minutes(10));
-  // Waits until every image received so far is durable (or failed), and no request is in
-  // flight. Returns the first failure since the last flush, else ok.
+  // Waits until every image received so far is durable (or failed), and no request for an
+  // epoch the grid has reached is still in flight. Returns the first failure since the
+  // last flush, else ok.
   Status flush(std::chrono::milliseconds timeout = std::chrono::minutes(10));
 
   CheckpointCounters counters() const;

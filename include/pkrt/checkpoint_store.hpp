@@ -69,6 +69,9 @@ class MemoryCheckpointStore final : public CheckpointStore {
   std::map<std::string, std::vector<std::byte>> files_;
 };
 
+// Reads any file (whatever its name) with the same bounded read as FileCheckpointStore::get.
+Result<std::vector<std::byte>> read_checkpoint_file(const std::string& path);
+
 struct CheckpointRecord {
   std::string name;
   CheckpointInfo info;  // valid only if status is ok
