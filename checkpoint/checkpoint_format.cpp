@@ -11,6 +11,7 @@
 #include <bit>
 #include <cstdio>
 #include <cstring>
+#include <thread>
 
 namespace pkrt {
 namespace {
@@ -171,36 +172,53 @@ Result<std::vector<std::byte>> encode_checkpoint(const CheckpointInfo& in,
   const std::vector<std::byte> meta = encode_metadata(info);
   std::vector<CheckpointChunkEntry> entries(chunk_indices.size());
   std::vector<std::vector<std::byte>> stored(chunk_indices.size());
-  std::vector<std::byte> shuffled;
-  ZSTD_CCtx* cctx = options.zstd_level > 0 ? ZSTD_createCCtx() : nullptr;
-  for (std::size_t i = 0; i < chunk_indices.size(); ++i) {
-    const std::uint64_t off = std::uint64_t{chunk_indices[i]} * info.chunk_bytes;
-    const std::size_t raw = static_cast<std::size_t>(std::min<std::uint64_t>(info.chunk_bytes, info.state_bytes - off));
-    const std::byte* src = state.data() + off;
-    CheckpointChunkEntry& e = entries[i];
-    e.index = chunk_indices[i];
-    e.raw_bytes = static_cast<std::uint32_t>(raw);
-    e.raw_crc = crc32(src, raw);
-    if (cctx != nullptr) {
-      const std::byte* input = src;
-      if (info.element_bytes != 0) {
-        shuffled.resize(raw);
-        byte_shuffle(src, shuffled.data(), raw, info.element_bytes);
-        input = shuffled.data();
+  // Chunks are independent: threads take every k-th one, each with its own zstd context.
+  auto compress_range = [&](std::size_t first, std::size_t stride) {
+    std::vector<std::byte> shuffled;
+    ZSTD_CCtx* cctx = options.zstd_level > 0 ? ZSTD_createCCtx() : nullptr;
+    for (std::size_t i = first; i < chunk_indices.size(); i += stride) {
+      const std::uint64_t off = std::uint64_t{chunk_indices[i]} * info.chunk_bytes;
+      const std::size_t raw =
+          static_cast<std::size_t>(std::min<std::uint64_t>(info.chunk_bytes, info.state_bytes - off));
+      const std::byte* src = state.data() + off;
+      CheckpointChunkEntry& e = entries[i];
+      e.index = chunk_indices[i];
+      e.raw_bytes = static_cast<std::uint32_t>(raw);
+      e.raw_crc = crc32(src, raw);
+      if (cctx != nullptr) {
+        const std::byte* input = src;
+        if (info.element_bytes != 0) {
+          shuffled.resize(raw);
+          byte_shuffle(src, shuffled.data(), raw, info.element_bytes);
+          input = shuffled.data();
+        }
+        std::vector<std::byte> out(ZSTD_compressBound(raw));
+        const std::size_t n = ZSTD_compressCCtx(cctx, out.data(), out.size(), input, raw, options.zstd_level);
+        if (!ZSTD_isError(n) && n < raw) {
+          out.resize(n);
+          stored[i] = std::move(out);
+          e.compression = 1;
+          e.filter = info.element_bytes != 0 ? 1 : 0;
+          continue;
+        }
       }
-      std::vector<std::byte> out(ZSTD_compressBound(raw));
-      const std::size_t n = ZSTD_compressCCtx(cctx, out.data(), out.size(), input, raw, options.zstd_level);
-      if (!ZSTD_isError(n) && n < raw) {
-        out.resize(n);
-        stored[i] = std::move(out);
-        e.compression = 1;
-        e.filter = info.element_bytes != 0 ? 1 : 0;
-        continue;
-      }
+      stored[i].assign(src, src + raw);  // incompressible or level 0: stored raw
     }
-    stored[i].assign(src, src + raw);  // incompressible or level 0: stored raw
+    if (cctx != nullptr) ZSTD_freeCCtx(cctx);
+  };
+  std::size_t threads = options.threads;
+  if (threads == 0) {
+    threads = std::min<std::size_t>(std::max(1u, std::thread::hardware_concurrency()), chunk_indices.size() / 16);
   }
-  if (cctx != nullptr) ZSTD_freeCCtx(cctx);
+  threads = std::clamp<std::size_t>(threads, 1, std::max<std::size_t>(1, chunk_indices.size()));
+  if (threads == 1 || options.zstd_level == 0) {
+    compress_range(0, 1);
+  } else {
+    std::vector<std::thread> pool;
+    for (std::size_t t = 1; t < threads; ++t) pool.emplace_back(compress_range, t, threads);
+    compress_range(0, threads);
+    for (auto& th : pool) th.join();
+  }
 
   std::vector<std::byte> file;
   ByteWriter w(file);

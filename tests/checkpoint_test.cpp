@@ -79,6 +79,17 @@ TEST(Checkpoint, FullRoundTripsForEverySizeClass) {
   }
 }
 
+TEST(Checkpoint, ParallelCompressionWritesTheSameFileAsOneThread) {
+  const auto state = float_field(100 * 4096 + 5, 8);
+  CheckpointEncodeOptions one, four;
+  one.threads = 1;
+  four.threads = 4;
+  const auto a = encode_full(state, 4096, 3, one);
+  const auto b = encode_full(state, 4096, 3, four);
+  EXPECT_EQ(a, b) << "chunks compress independently, so the file does not depend on threads";
+  ASSERT_TRUE(decode(b).ok());
+}
+
 TEST(Checkpoint, ShuffleMakesAFloatFieldCompressBetter) {
   const auto state = float_field(256 * 1024, 5);
   CheckpointEncodeOptions plain, shuffled;
@@ -89,6 +100,39 @@ TEST(Checkpoint, ShuffleMakesAFloatFieldCompressBetter) {
   EXPECT_LT(b.size(), a.size());
   ASSERT_TRUE(decode(b).ok());
   EXPECT_EQ(decode(b).value(), state);
+}
+
+TEST(Checkpoint, DeltaRoundTripsForEverySizeClass) {
+  constexpr std::uint32_t kChunk = 512;
+  for (std::size_t bytes : {std::size_t{0}, std::size_t{1}, std::size_t{kChunk - 1}, std::size_t{kChunk},
+                            std::size_t{kChunk + 1}, std::size_t{40 * kChunk + 9}}) {
+    MemoryCheckpointStore store;
+    std::vector<std::byte> state = float_field(bytes, bytes + 1);
+    CheckpointInfo base = info_for(bytes, kChunk, 1);
+    base.state_crc = crc32(state.data(), state.size());
+    auto full = encode_checkpoint(base, state, all_chunks(base), {});
+    ASSERT_TRUE(full.ok());
+    ASSERT_TRUE(store.put(checkpoint_file_name(base), full.value()).ok());
+    std::vector<std::uint32_t> changed;
+    if (bytes > 0) {  // change the first and the (possibly short) last chunk
+      state.front() ^= std::byte{0xA5};
+      state.back() ^= std::byte{0x3C};
+      changed.push_back(0);
+      if (base.chunk_count() > 1) changed.push_back(base.chunk_count() - 1);
+    }
+    CheckpointInfo delta = info_for(bytes, kChunk, 2);
+    delta.delta = true;
+    delta.parent_digest = checkpoint_digest(base);
+    delta.state_crc = crc32(state.data(), state.size());
+    auto file = encode_checkpoint(delta, state, changed, {});
+    ASSERT_TRUE(file.ok()) << file.status().to_string();
+    ASSERT_TRUE(store.put(checkpoint_file_name(delta), file.value()).ok());
+    auto history = scan_checkpoints(store);
+    ASSERT_TRUE(history.ok());
+    auto got = load_actor_state(store, history.value(), 2, 2);
+    ASSERT_TRUE(got.ok()) << got.status().to_string() << " for " << bytes << " bytes";
+    EXPECT_EQ(got.value(), state) << bytes << " bytes";
+  }
 }
 
 TEST(Checkpoint, DeltaChainRestoresEveryEpochThroughItsParents) {

@@ -53,6 +53,9 @@ struct CheckpointInfo {
 struct CheckpointEncodeOptions {
   int zstd_level = 1;                // 0: store raw
   std::uint16_t shuffle_element = 4; // 4 or 8: byte-shuffle before zstd; 0: off
+  // Threads compressing chunks in parallel (one zstd context each); 0: up to the hardware
+  // concurrency, one per 16 chunks, so small states stay on the calling thread.
+  std::uint32_t threads = 0;
 };
 
 struct CheckpointChunkEntry {
