@@ -29,6 +29,10 @@ constexpr std::size_t kMaxParams = 64 * 1024;
 constexpr std::size_t kMaxRegions = 16;
 constexpr std::size_t kMaxRegionName = 64;
 constexpr std::uint32_t kFlagDelta = 1;
+constexpr std::uint32_t kMinChunkBytes = 256;
+constexpr std::uint32_t kMaxChunkBytes = 64u << 20;
+
+bool chunk_size_ok(std::uint32_t c) { return c >= kMinChunkBytes && c <= kMaxChunkBytes && (c & (c - 1)) == 0; }
 
 class ByteWriter {
  public:
@@ -117,7 +121,9 @@ std::vector<std::byte> encode_metadata(const CheckpointInfo& info) {
 }  // namespace
 
 std::uint32_t CheckpointInfo::chunk_count() const {
-  return chunk_bytes == 0 ? 0 : static_cast<std::uint32_t>((state_bytes + chunk_bytes - 1) / chunk_bytes);
+  if (chunk_bytes == 0) return 0;
+  const std::uint64_t n = state_bytes / chunk_bytes + (state_bytes % chunk_bytes != 0 ? 1 : 0);
+  return n > 0xFFFFFFFFull ? 0xFFFFFFFFu : static_cast<std::uint32_t>(n);
 }
 
 std::uint64_t checkpoint_digest(const CheckpointInfo& info) {
@@ -148,11 +154,12 @@ Result<std::vector<std::byte>> encode_checkpoint(const CheckpointInfo& in,
                                                  const CheckpointEncodeOptions& options) {
   CheckpointInfo info = in;
   if (info.app.empty() || info.app.size() > kMaxAppName || info.params.size() > kMaxParams ||
-      info.regions.size() > kMaxRegions || info.chunk_bytes == 0 || state.size() != info.state_bytes) {
+      info.regions.size() > kMaxRegions || !chunk_size_ok(info.chunk_bytes) || state.size() != info.state_bytes ||
+      info.state_bytes / info.chunk_bytes >= 0xFFFFFFFFull) {
     return Status(StatusCode::kInvalidArgument,
                   "cannot encode checkpoint of actor " + std::to_string(info.actor) +
-                      ": app name 1..255 bytes, params <= 64 KiB, <= 16 regions, nonzero chunk "
-                      "size and a state buffer of state_bytes are required");
+                      ": app name 1..255 bytes, params <= 64 KiB, <= 16 regions, a power-of-two chunk "
+                      "size of 256 B..64 MiB and a state buffer of state_bytes are required");
   }
   for (const auto& r : info.regions)
     if (r.name.empty() || r.name.size() > kMaxRegionName)
@@ -308,7 +315,8 @@ Result<ParsedCheckpoint> parse_checkpoint(std::span<const std::byte> file, const
   for (std::size_t i = 88; i < 124; ++i) reserved_zero = reserved_zero && file[i] == std::byte{0};
   if (header_bytes != kHeaderBytes || (flags & ~kFlagDelta) != 0 || !reserved_zero)
     return corrupt(name, "header has unknown flags or nonzero reserved fields (a newer format?)");
-  if (info.chunk_bytes == 0 || info.chunk_count() != chunk_count || stored_chunks > chunk_count ||
+  if (!chunk_size_ok(info.chunk_bytes) || info.state_bytes / info.chunk_bytes >= 0xFFFFFFFFull ||
+      info.chunk_count() != chunk_count || stored_chunks > chunk_count ||
       (!info.delta && stored_chunks != chunk_count) || (info.delta == (info.parent_digest == 0)) ||
       info.actor >= info.num_actors ||
       (info.element_bytes != 0 && info.element_bytes != 4 && info.element_bytes != 8))
@@ -385,7 +393,7 @@ Result<ParsedCheckpoint> parse_checkpoint(std::span<const std::byte> file, const
         std::min<std::uint64_t>(info.chunk_bytes, info.state_bytes - std::uint64_t{e.index} * info.chunk_bytes);
     if (e.index >= chunk_count || (i > 0 && e.index <= out.chunks.back().index) || e.raw_bytes != expect_raw ||
         e.offset != data_off || e.stored_bytes > footer_at - std::min<std::uint64_t>(data_off, footer_at) ||
-        e.compression > 1 || e.filter > 1 || (e.filter == 1 && info.element_bytes == 0) ||
+        e.compression > 1 || e.filter > 1 || (e.filter == 1 && (info.element_bytes == 0 || e.compression == 0)) ||
         load_at<std::uint16_t>(file, at + 22) != 0 || (e.compression == 0 && e.stored_bytes != e.raw_bytes))
       return corrupt(name, "chunk table entry " + std::to_string(i) + " (chunk " + std::to_string(e.index) +
                                ") has inconsistent index, sizes or offset");
@@ -395,6 +403,53 @@ Result<ParsedCheckpoint> parse_checkpoint(std::span<const std::byte> file, const
   if (data_off != footer_at) return corrupt(name, "chunk data does not end where the footer starts");
   out.file_bytes = file.size();
   return out;
+}
+
+namespace {
+
+// Decodes one stored chunk into dst (e.raw_bytes bytes) and checks its CRC.
+Status decode_chunk(const CheckpointInfo& info, const CheckpointChunkEntry& e, std::span<const std::byte> file,
+                    const std::string& name, std::byte* dst, std::vector<std::byte>& scratch, ZSTD_DCtx*& dctx) {
+  const std::byte* src = file.data() + e.offset;
+  if (e.compression == 0) {
+    std::memcpy(dst, src, e.raw_bytes);
+  } else {
+    if (dctx == nullptr) dctx = ZSTD_createDCtx();
+    std::byte* target = dst;
+    if (e.filter == 1) {
+      scratch.resize(e.raw_bytes);
+      target = scratch.data();
+    }
+    const std::size_t n = ZSTD_decompressDCtx(dctx, target, e.raw_bytes, src, e.stored_bytes);
+    if (ZSTD_isError(n) || n != e.raw_bytes) {
+      return corrupt(name, "chunk " + std::to_string(e.index) + " does not decompress to " +
+                               std::to_string(e.raw_bytes) + " bytes (" +
+                               (ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size") + ")");
+    }
+    if (e.filter == 1) byte_unshuffle(scratch.data(), dst, e.raw_bytes, info.element_bytes);
+  }
+  if (crc32(dst, e.raw_bytes) != e.raw_crc)
+    return corrupt(name, "chunk " + std::to_string(e.index) + " CRC mismatch (its data is damaged)");
+  return Status();
+}
+
+}  // namespace
+
+Result<std::uint32_t> verify_chunks(const ParsedCheckpoint& parsed, std::span<const std::byte> file,
+                                    const std::string& name) {
+  std::vector<std::byte> chunk, scratch;
+  ZSTD_DCtx* dctx = nullptr;
+  std::uint32_t running = 0;
+  Status st;
+  for (const CheckpointChunkEntry& e : parsed.chunks) {
+    chunk.resize(e.raw_bytes);
+    st = decode_chunk(parsed.info, e, file, name, chunk.data(), scratch, dctx);
+    if (!st.ok()) break;
+    running = crc32(chunk.data(), chunk.size(), running);
+  }
+  if (dctx != nullptr) ZSTD_freeDCtx(dctx);
+  if (!st.ok()) return st;
+  return running;
 }
 
 Status decode_chunks(const ParsedCheckpoint& parsed, std::span<const std::byte> file, const std::string& name,
@@ -407,30 +462,8 @@ Status decode_chunks(const ParsedCheckpoint& parsed, std::span<const std::byte> 
   ZSTD_DCtx* dctx = nullptr;
   Status result;
   for (const CheckpointChunkEntry& e : parsed.chunks) {
-    std::byte* dst = state.data() + std::uint64_t{e.index} * info.chunk_bytes;
-    const std::byte* src = file.data() + e.offset;
-    if (e.compression == 0) {
-      std::memcpy(dst, src, e.raw_bytes);
-    } else {
-      if (dctx == nullptr) dctx = ZSTD_createDCtx();
-      std::byte* target = dst;
-      if (e.filter == 1) {
-        scratch.resize(e.raw_bytes);
-        target = scratch.data();
-      }
-      const std::size_t n = ZSTD_decompressDCtx(dctx, target, e.raw_bytes, src, e.stored_bytes);
-      if (ZSTD_isError(n) || n != e.raw_bytes) {
-        result = corrupt(name, "chunk " + std::to_string(e.index) + " does not decompress to " +
-                                   std::to_string(e.raw_bytes) + " bytes (" +
-                                   (ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size") + ")");
-        break;
-      }
-      if (e.filter == 1) byte_unshuffle(scratch.data(), dst, e.raw_bytes, info.element_bytes);
-    }
-    if (crc32(dst, e.raw_bytes) != e.raw_crc) {
-      result = corrupt(name, "chunk " + std::to_string(e.index) + " CRC mismatch (its data is damaged)");
-      break;
-    }
+    result = decode_chunk(info, e, file, name, state.data() + std::uint64_t{e.index} * info.chunk_bytes, scratch, dctx);
+    if (!result.ok()) break;
   }
   if (dctx != nullptr) ZSTD_freeDCtx(dctx);
   return result;

@@ -158,10 +158,14 @@ struct CheckpointManager::Impl {
       return st;
     }
     st.bytes_written = file->size();
-    st.request_to_durable_ms =
-        std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - img.requested).count();
+    // Unknown when the request was withdrawn after the grid had latched it.
+    if (img.requested != std::chrono::steady_clock::time_point{})
+      st.request_to_durable_ms =
+          std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - img.requested).count();
     chain.last_digest = checkpoint_digest(info);
     chain.chain = info.delta ? chain.chain + 1 : 0;
+    // A file of the same name (an earlier run that reached this epoch) was just replaced.
+    std::erase_if(chain.files, [&](const auto& f) { return f.name == st.file; });
     chain.files.push_back({st.file, info.epoch, chain.last_digest, info.parent_digest});
     retain(chain);
     return st;
@@ -173,19 +177,23 @@ struct CheckpointManager::Impl {
               [](const auto& a, const auto& b) { return a.epoch < b.epoch; });
     const std::size_t keep = std::max<std::uint32_t>(policy.keep_per_actor, 1);
     if (chain.files.size() <= keep) return;
-    std::set<std::uint64_t> needed;
+    std::set<std::string> needed;  // by name
     for (std::size_t i = chain.files.size() - keep; i < chain.files.size(); ++i) {
       std::uint64_t d = chain.files[i].digest;
       // Follow parents: every file on the way to the full base stays.
-      for (std::size_t guard = 0; d != 0 && guard <= chain.files.size(); ++guard) {
-        if (!needed.insert(d).second) break;
-        auto it = std::find_if(chain.files.begin(), chain.files.end(), [&](const auto& f) { return f.digest == d; });
-        d = it == chain.files.end() ? 0 : it->parent;
+      const ActorChain::File* f = &chain.files[i];
+      for (std::size_t guard = 0; f != nullptr && guard <= chain.files.size(); ++guard) {
+        if (!needed.insert(f->name).second) break;
+        const std::uint64_t parent = f->parent;
+        f = nullptr;
+        // The parent is the newest earlier file with that digest.
+        for (const auto& g : chain.files)
+          if (parent != 0 && g.digest == parent && g.epoch < chain.files[i].epoch) f = &g;
       }
     }
     std::vector<ActorChain::File> kept;
     for (auto& f : chain.files) {
-      if (needed.count(f.digest) != 0) {
+      if (needed.count(f.name) != 0) {
         kept.push_back(f);
         continue;
       }
@@ -202,8 +210,11 @@ struct CheckpointManager::Impl {
 
   // ---- scheduling ------------------------------------------------------------------------
 
+  // Requests the next multiple of every_epochs ahead of the grid, so it lands exactly; one
+  // the grid has already reached (parked there, or ran past while the previous checkpoint
+  // was in flight) is requested at the grid's epoch: late, never skipped.
   void scheduler_loop() {
-    std::uint64_t next_epoch = 0;
+    std::uint64_t next_epoch = policy.every_epochs;
     auto last_time = std::chrono::steady_clock::now();
     std::unique_lock<std::mutex> lock(mu);
     while (!stopping) {
@@ -212,11 +223,8 @@ struct CheckpointManager::Impl {
       const std::uint64_t now_epoch = rt.epoch();
       lock.unlock();
       if (policy.every_epochs != 0) {
-        // The next multiple the grid cannot have reached by the time block 0 sees the request
-        // (one epoch of margin); a grid already past it is snapshotted at its next epoch.
-        if (next_epoch <= now_epoch + 1)
-          next_epoch = ((now_epoch + 1) / policy.every_epochs + 1) * policy.every_epochs;
-        if (request(next_epoch).ok()) next_epoch += policy.every_epochs;
+        const std::uint64_t at = std::max(next_epoch, now_epoch);
+        if (request(at).ok()) next_epoch = (at / policy.every_epochs + 1) * policy.every_epochs;
       } else if (policy.every_time.count() > 0 &&
                  std::chrono::steady_clock::now() - last_time >= policy.every_time) {
         last_time = std::chrono::steady_clock::now();
@@ -241,10 +249,15 @@ Result<std::unique_ptr<CheckpointManager>> CheckpointManager::create(Runtime& ru
   impl->params = runtime.params();
   impl->chains.resize(runtime.options().num_actors);
   // Files already there (an earlier run): retention must see them; chains start fresh.
+  // Files past the runtime's current epoch (a restore into the directory it came from) are
+  // neither counted as newest nor deleted: this run will write its own for those epochs.
   auto history = scan_checkpoints(*impl->store);
   if (!history.ok()) return history.status();
+  const std::uint64_t now = runtime.epoch();
   for (const auto& rec : history.value()) {
-    if (!rec.status.ok() || rec.info.app != runtime.program().name || rec.info.actor >= impl->chains.size()) continue;
+    if (!rec.status.ok() || rec.info.app != runtime.program().name || rec.info.actor >= impl->chains.size() ||
+        rec.info.epoch > now)
+      continue;
     impl->chains[rec.info.actor].files.push_back(
         {rec.name, rec.info.epoch, rec.info.digest, rec.info.delta ? rec.info.parent_digest : 0});
   }
@@ -259,6 +272,17 @@ Result<std::unique_ptr<CheckpointManager>> CheckpointManager::create(Runtime& ru
 }
 
 CheckpointManager::~CheckpointManager() {
+  // Stop scheduling first, so no new request races the teardown.
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stopping = true;
+  }
+  impl_->cv.notify_all();
+  if (impl_->scheduler.joinable()) impl_->scheduler.join();
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    impl_->stopping = false;  // writers keep draining until the flush below
+  }
   (void)flush(std::chrono::minutes(1)).ok();
   std::uint64_t left;
   {
@@ -266,14 +290,14 @@ CheckpointManager::~CheckpointManager() {
     left = impl_->in_flight;
   }
   if (left != 0) (void)cancel(left);  // a scheduled request the grid never reached
+  // Waits for a sink call in progress: after this no image reaches accept().
+  impl_->rt.set_snapshot_sink(nullptr);
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
     impl_->stopping = true;
   }
   impl_->cv.notify_all();
-  if (impl_->scheduler.joinable()) impl_->scheduler.join();
   for (auto& t : impl_->writers) t.join();
-  impl_->rt.set_snapshot_sink(nullptr);
 }
 
 Result<std::uint64_t> CheckpointManager::checkpoint_at(std::uint64_t epoch) { return impl_->request(epoch); }

@@ -3,12 +3,14 @@
 #include <pkrt/crc32.hpp>
 
 #include <dirent.h>
+#include <signal.h>
 #include <fcntl.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 #include <filesystem>
 
@@ -54,6 +56,18 @@ Result<std::unique_ptr<FileCheckpointStore>> FileCheckpointStore::open(const std
     return Status(StatusCode::kIoError, "checkpoint directory '" + directory + "' cannot be created or is not a "
                                         "directory. Fix: pass a writable directory to --checkpoint-dir");
   }
+  // Temporary files of writers that died (their pid is gone) are debris of a crash: no
+  // reader ever uses them, so clear them out. A live writer's are left alone.
+  for (const auto& entry : std::filesystem::directory_iterator(directory, ec)) {
+    const std::string n = entry.path().filename().string();
+    if (n.size() < 6 || n[0] != '.' || !ends_with(n, ".tmp")) continue;
+    // .<name>.<pid>.<n>.tmp
+    const std::size_t last = n.rfind('.', n.size() - 5);
+    const std::size_t pid_dot = last == std::string::npos || last == 0 ? std::string::npos : n.rfind('.', last - 1);
+    if (pid_dot == std::string::npos) continue;
+    const long pid = std::strtol(n.c_str() + pid_dot + 1, nullptr, 10);
+    if (pid > 0 && ::kill(static_cast<pid_t>(pid), 0) != 0 && errno == ESRCH) std::filesystem::remove(entry.path(), ec);
+  }
   return std::unique_ptr<FileCheckpointStore>(new FileCheckpointStore(directory));
 }
 
@@ -90,7 +104,11 @@ Status FileCheckpointStore::put(const std::string& name, const std::vector<std::
     ::unlink(tmp.c_str());
     return io_error("fsync of", tmp, err, "check the filesystem is healthy and not full");
   }
-  ::close(fd);
+  if (::close(fd) != 0) {
+    const int err = errno;
+    ::unlink(tmp.c_str());
+    return io_error("closing", tmp, err, "check the filesystem is healthy and not full");
+  }
   if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());

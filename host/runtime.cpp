@@ -109,6 +109,9 @@ struct Runtime::Impl {
   std::unique_ptr<std::mutex[]> h2k_mu;
   std::vector<RingConsumer> k2h;
   std::mutex control_mu;  // serialises HostControl stores so generation and doorbell only grow
+  std::mutex sink_mu;     // held while the snapshot sink runs: replacing it waits for the call
+  std::vector<std::uint32_t> pending_releases;  // pump thread: staging slots to release
+  std::uint32_t restores_in_flight = 0;         // guarded by mu: live restores not yet applied
   std::uint32_t doorbell = 0;
 
   Phase phase = Phase::kCreated;
@@ -191,6 +194,11 @@ struct Runtime::Impl {
     detail::store_release(control->host.generation, g);
     ring_doorbell_locked();
   }
+
+  // Callers hold mu; pending_releases itself is pump-thread state, read here only as a hint
+  // through its size, which the pump updates under mu (retry_releases swaps under mu).
+  bool pending_releases_empty() const { return pending_release_count == 0; }
+  std::size_t pending_release_count = 0;  // guarded by mu: mirror of pending_releases.size()
 
   // The grid is parked in answer to the latest control change. Callers hold mu.
   bool parked_now() const { return parked && parked_generation == generation; }
@@ -339,11 +347,32 @@ struct Runtime::Impl {
     img.stall_ns = ready.stall_ns;
     img.status = copy_snapshot(ev.actor, ready, img);
     // Release even after a failed copy: the device must not stay blocked on this slot.
-    Status released = publish(ev.actor, kOpReleaseStaging, nullptr, 0, 0, 0);
-    if (released.ok()) ring_doorbell();
-    if (img.status.ok() && !released.ok()) img.status = released;
+    // A full H2K ring is retried by the pump (retry_releases), never given up.
+    pending_releases.push_back(ev.actor);
+    retry_releases();
     img.copied = std::chrono::steady_clock::now();
     deliver_snapshot(std::move(img));
+  }
+
+  // Pump thread: one attempt each; what does not fit stays queued for the next pass.
+  void retry_releases() {
+    if (pending_releases.empty()) return;
+    std::vector<std::uint32_t> left;
+    for (std::uint32_t actor : pending_releases) {
+      const std::uint32_t b = detail::block_of_actor(actor, plan.blocks, options.num_actors);
+      const Envelope env = detail::make_envelope(0, 0, nullptr, 0);
+      bool done;
+      {
+        std::lock_guard<std::mutex> lock(h2k_mu[b]);
+        done = h2k[b].try_publish(kOpReleaseStaging, kFlagNone, actor, env);
+      }
+      if (done) commands_sent.fetch_add(1, std::memory_order_relaxed);  // Relaxed: statistics only.
+      else left.push_back(actor);
+    }
+    if (left.size() != pending_releases.size()) ring_doorbell();
+    pending_releases.swap(left);
+    std::lock_guard<std::mutex> lock(mu);
+    pending_release_count = pending_releases.size();
   }
 
   Status copy_snapshot(std::uint32_t actor, const SnapshotReadyData& ready, SnapshotImage& img) {
@@ -355,7 +384,12 @@ struct Runtime::Impl {
     std::vector<std::uint8_t> changed(image.chunks);
     PKRT_RETURN_IF_ERROR(backend->copy_to_host(changed.data(), slot + args.changed_offset, image.chunks));
     std::vector<std::byte>& m = mirror[actor];
-    if (m.size() != image.image_bytes) m.assign(image.image_bytes, std::byte{0});
+    // No valid mirror (first snapshot, or the last copy failed): take every chunk; the
+    // staging slot always holds the whole image.
+    if (m.size() != image.image_bytes) {
+      m.assign(image.image_bytes, std::byte{0});
+      std::fill(changed.begin(), changed.end(), std::uint8_t{1});
+    }
     // Coalesce runs of changed chunks into one copy each.
     for (std::uint32_t c = 0; c < image.chunks;) {
       if (changed[c] == 0) {
@@ -366,11 +400,16 @@ struct Runtime::Impl {
       while (end < image.chunks && changed[end] != 0) img.changed.push_back(end++);
       const std::uint64_t off = std::uint64_t{c} * image.chunk_bytes;
       const std::uint64_t len = std::min<std::uint64_t>(std::uint64_t{end} * image.chunk_bytes, image.image_bytes) - off;
-      PKRT_RETURN_IF_ERROR(backend->copy_to_host(m.data() + off, slot + off, len));
+      Status copied = backend->copy_to_host(m.data() + off, slot + off, len);
+      if (!copied.ok()) {
+        m.clear();  // partly updated: the next snapshot of this actor copies everything
+        return copied;
+      }
       img.bytes_copied += len;
       c = end;
     }
     if (crc32(m.data(), m.size()) != ready.crc) {
+      m.clear();  // the next snapshot of this actor copies everything again
       return Status(StatusCode::kCorruptData,
                     "snapshot of actor " + std::to_string(actor) + " at epoch " + std::to_string(img.epoch) +
                         ": the host copy does not match the device CRC (a chunk was missed or damaged in "
@@ -381,7 +420,6 @@ struct Runtime::Impl {
   }
 
   void deliver_snapshot(SnapshotImage img) {
-    SnapshotSink sink;
     {
       std::lock_guard<std::mutex> lock(mu);
       auto it = snapshot_requests.find(img.request);
@@ -389,12 +427,10 @@ struct Runtime::Impl {
         img.requested = it->second.requested;
         if (--it->second.outstanding == 0) snapshot_requests.erase(it);
       }
-      sink = on_snapshot;
     }
-    if (!img.status.ok()) {
-      record_snapshot_failure(img.status);
-    }
-    if (sink) sink(std::move(img));
+    if (!img.status.ok()) record_snapshot_failure(img.status);
+    std::lock_guard<std::mutex> lock(sink_mu);
+    if (on_snapshot) on_snapshot(std::move(img));
   }
 
   void record_snapshot_failure(const Status& st) {
@@ -467,6 +503,7 @@ struct Runtime::Impl {
         }
       }
       apply_reports();
+      retry_releases();
       if (any) backoff.reset();
       const bool finished = !any && backend->kernel_finished();
       if (finished) {
@@ -1019,7 +1056,9 @@ Status Runtime::shutdown() {
 }
 
 void Runtime::set_snapshot_sink(SnapshotSink sink) {
-  std::lock_guard<std::mutex> lock(impl_->mu);
+  // Waits for a sink call in progress on the pump thread, so the old sink's owner may be
+  // destroyed as soon as this returns.
+  std::lock_guard<std::mutex> lock(impl_->sink_mu);
   impl_->on_snapshot = std::move(sink);
 }
 
@@ -1043,6 +1082,9 @@ Result<std::uint64_t> Runtime::snapshot_all(std::uint64_t epoch, bool full) {
     std::lock_guard<std::mutex> lock(m.mu);
     if (m.phase == Phase::kStopped) return Status(StatusCode::kFailedPrecondition, "runtime was shut down");
     if (!m.sticky.ok()) return Status(m.sticky.code(), "runtime failed earlier: " + m.sticky.message());
+    if (m.restores_in_flight != 0)
+      return Status(StatusCode::kFailedPrecondition,
+                    "a live restore is in flight through the staging slots. Fix: wait for its reply first");
     id = m.next_request++;
     m.snapshot_requests[id] = {std::chrono::steady_clock::now(), m.options.num_actors};
   }
@@ -1083,6 +1125,9 @@ Result<std::uint64_t> Runtime::snapshot_actor(std::uint32_t actor, bool full, st
   {
     std::lock_guard<std::mutex> lock(m.mu);
     if (m.phase == Phase::kStopped) return Status(StatusCode::kFailedPrecondition, "runtime was shut down");
+    if (m.restores_in_flight != 0)
+      return Status(StatusCode::kFailedPrecondition,
+                    "a live restore is in flight through the staging slots. Fix: wait for its reply first");
     id = m.next_request++;
     m.snapshot_requests[id] = {std::chrono::steady_clock::now(), 1};
   }
@@ -1145,18 +1190,34 @@ std::future<Reply> Runtime::restore_actor(std::uint32_t actor, const std::vector
     return fail(Status(StatusCode::kInvalidArgument, "image of " + std::to_string(image.size()) +
                                                          " bytes; actors need " + std::to_string(m.image.image_bytes)));
   {
+    // Snapshots and live restores share the staging slots: one kind at a time.
     std::lock_guard<std::mutex> lock(m.mu);
-    if (!m.snapshot_requests.empty())
+    if (!m.snapshot_requests.empty() || !m.pending_releases_empty())
       return fail(Status(StatusCode::kFailedPrecondition,
                          "a snapshot is in flight and may be using the staging slot. Fix: wait for "
                          "pending snapshots (CheckpointManager::flush) before a live restore"));
+    ++m.restores_in_flight;
   }
   // The slot is free (no snapshot in flight, the last one released); the kernel does not
   // touch it until the restore command applies.
   auto* slot = static_cast<std::byte*>(m.staging_buf.device()) + m.args.staging_stride * actor;
   Status st = m.backend->copy_to_device(slot, image.data(), image.size());
-  if (!st.ok()) return fail(st);
-  return send(actor, kOpRestoreActor, &source_epoch, sizeof source_epoch, apply_epoch);
+  if (!st.ok()) {
+    std::lock_guard<std::mutex> lock(m.mu);
+    --m.restores_in_flight;
+    return fail(st);
+  }
+  auto done = std::make_shared<std::promise<Reply>>();
+  std::future<Reply> f = done->get_future();
+  Impl* impl = impl_.get();
+  send(actor, kOpRestoreActor, &source_epoch, sizeof source_epoch, apply_epoch, [impl, done](const Reply& r) {
+    {
+      std::lock_guard<std::mutex> lock(impl->mu);
+      --impl->restores_in_flight;
+    }
+    done->set_value(r);
+  });
+  return f;
 }
 
 RuntimeStats Runtime::stats() const {

@@ -23,8 +23,11 @@
 //      on K2H (reply, kOpAck or kOpError) with the applied epoch. Unknown opcodes and bad actor indices produce kOpError. Snapshot
 //      and restore commands are queued for step 6/7.
 //   6. All threads restore queued actors from staging, then step every actor of the block.
-//   7. All threads serve queued snapshots, then the snapshot_all if the directive says so:
-//      the state at the end of e + 1 goes to staging with its chunk CRCs (kOpSnapshotReady).
+//   7. Snapshots due at the end of e + 1 (commands, and the snapshot_all the directive
+//      carries) are queued and served right after the next round's barrier, when every block
+//      has finished e + 1 and all its K2K messages are in place: the image goes to staging
+//      with its chunk CRCs (kOpSnapshotReady). Releases of staging slots at the ring head are
+//      applied every round, parked or not.
 //   8. Leader writes the heartbeat (epoch e + 1).
 //   K2H events (step 6) are published as they are emitted.
 //
@@ -100,6 +103,9 @@ PKRT_HD void apply_command(BlockState& bs, const Slot& cmd, std::uint32_t first,
         SnapshotRequestData req;
         std::memcpy(&req, cmd.payload.data, sizeof req);
         bs.snapshot_ops[bs.snapshots++] = {actor, req.full, cmd.payload.request};
+        // Busy from now: a second request for this actor in the same epoch is refused
+        // rather than overwriting the first one's changed flags.
+        args.actor_flags[actor] |= kSnapshotStagingBusy;
       } else {
         std::uint64_t source_epoch;
         std::memcpy(&source_epoch, cmd.payload.data, sizeof source_epoch);
@@ -212,9 +218,11 @@ struct ControlView {
     pause = load_acquire(hc.pause) != 0;
     shutdown = load_acquire(hc.shutdown) != 0;
     abort = load_acquire(hc.abort) != 0;
+    // The request first: the host stores epoch and full before it (release), so a new
+    // request is never paired with the previous request's epoch.
+    snapshot_request = load_acquire(hc.snapshot_request);
     snapshot_epoch = load_acquire(hc.snapshot_epoch);
     snapshot_full = load_acquire(hc.snapshot_full) != 0;
-    snapshot_request = load_acquire(hc.snapshot_request);
   }
   PKRT_HD bool wants_park(std::uint64_t epoch) const { return pause || epoch >= target_epoch; }
 };
@@ -244,8 +252,9 @@ PKRT_HD void decide_next_round(BlockState& bs, ControlView& control, std::uint64
     } else if constexpr (kEventDriven) {
       // A target epoch ahead is work too: run_until() must reach it even with no commands.
       // So is a snapshot_all not yet served.
-      const bool snapshot_pending =
-          control.snapshot_request != 0 && control.snapshot_request != control.served_snapshot;
+      const bool snapshot_pending = control.snapshot_request != 0 &&
+                                    control.snapshot_request != control.served_snapshot &&
+                                    control.snapshot_epoch <= epoch + 1;
       if (control.target_epoch == kNoTargetEpoch && !snapshot_pending && !grid_has_work(args, epoch)) {
         report_grid(args, epoch, kGridIdle);
         wait_for_change(hc.doorbell, bell, args.idle_spin);
@@ -297,14 +306,11 @@ PKRT_HD inline void park(BlockState& bs, ControlView& control, std::uint64_t epo
 }
 
 // snapshot_all: every actor of the block, at the end of bs.epoch. Call from all threads.
-PKRT_HD inline void serve_snapshot_all(BlockState& bs, std::uint64_t round, std::uint32_t first,
+PKRT_HD inline void serve_snapshot_all(BlockState& bs, std::uint64_t request, bool full, std::uint32_t first,
                                        std::uint32_t last) {
   const KernelArgs& args = *bs.args;
   if (args.chunks == 0) return;
   const bool leader = thread_rank() == 0;
-  // Relaxed (both): written by block 0 before the barrier of this round.
-  const std::uint64_t request = load_relaxed(args.grid->snapshot_request[round & 1u]);
-  const bool full = load_relaxed(args.grid->snapshot_full[round & 1u]) != 0;
   for (std::uint32_t a = first; a < last; ++a) {
     // A slot the host has not released is skipped with an error event, never overwritten.
     const std::uint32_t busy = block_broadcast(leader ? (args.actor_flags[a] & kSnapshotStagingBusy) : 0u);
@@ -320,6 +326,45 @@ PKRT_HD inline void serve_snapshot_all(BlockState& bs, std::uint64_t round, std:
     }
     serve_snapshot(bs, a, request, full);
     sync_block();
+  }
+}
+
+PKRT_HD inline std::uint64_t block_broadcast64(std::uint64_t value) {
+  const std::uint32_t lo = block_broadcast(static_cast<std::uint32_t>(value));
+  const std::uint32_t hi = block_broadcast(static_cast<std::uint32_t>(value >> 32));
+  return (std::uint64_t{hi} << 32) | lo;
+}
+
+// Snapshots due at the end of bs.epoch, queued in its run round; served after the next
+// grid barrier, when every block has finished the epoch and every K2K message sent in it is
+// in place. Call from all threads.
+PKRT_HD inline void serve_queued_snapshots(BlockState& bs, std::uint32_t first, std::uint32_t last) {
+  const bool leader = thread_rank() == 0;
+  const std::uint32_t n = block_broadcast(bs.snapshots);
+  for (std::uint32_t i = 0; i < n; ++i) {
+    const std::uint32_t actor = block_broadcast(leader ? bs.snapshot_ops[i].actor : 0u);
+    const std::uint32_t full = block_broadcast(leader ? bs.snapshot_ops[i].full : 0u);
+    const std::uint64_t request = block_broadcast64(leader ? bs.snapshot_ops[i].request : 0u);
+    serve_snapshot(bs, actor, request, full != 0);
+    sync_block();
+  }
+  if (block_broadcast(bs.all_pending ? 1u : 0u) != 0) {
+    const std::uint64_t request = block_broadcast64(leader ? bs.all_request : 0u);
+    const bool full = block_broadcast(leader && bs.all_full ? 1u : 0u) != 0;
+    serve_snapshot_all(bs, request, full, first, last);
+  }
+  bs.snapshots = 0;
+  bs.all_pending = false;
+}
+
+// Leader, every round: applies kOpReleaseStaging commands at the head of the ring even in a
+// park round, so a parked grid can serve one snapshot after another.
+template <class App>
+PKRT_HD void apply_leading_releases(BlockState& bs, std::uint32_t first, std::uint32_t last) {
+  Slot cmd;
+  while (bs.h2k.peek(cmd) && cmd.header.opcode == kOpReleaseStaging && cmd.payload.epoch <= bs.epoch) {
+    bs.h2k.pop();
+    apply_command<App>(bs, cmd, first, last);
   }
 }
 
@@ -354,6 +399,8 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
     }
   }
 
+  // A restored grid may hold K2K messages for its next epoch: an event-driven app must run it.
+  if (args.run_init == 0) bs.active = true;
   if (leader && bs.active) {
     // Relaxed: read by block 0 only after the next grid barrier (K2K sent during init).
     store_relaxed(args.block_lines[b].active_epoch, args.start_epoch + 1);
@@ -373,43 +420,45 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
         block_broadcast(leader ? load_relaxed(args.grid->directive[round & 1u]) : 0u);
     const bool snapshot_all = (directive & kDirectiveSnapshotBit) != 0;
     const std::uint32_t action = directive & 0xFFu;
+    if (leader) apply_leading_releases<App>(bs, first, last);
+    serve_queued_snapshots(bs, first, last);
     if (action == kDirectiveStop) break;
     if (action == kDirectivePark) {
       // A snapshot_all of the parked epoch: every block has finished it (barrier).
-      if (snapshot_all) serve_snapshot_all(bs, round, first, last);
+      if (snapshot_all) {
+        // Relaxed (both): written by block 0 before the barrier of this round.
+        const std::uint64_t request = load_relaxed(args.grid->snapshot_request[round & 1u]);
+        const bool full = load_relaxed(args.grid->snapshot_full[round & 1u]) != 0;
+        serve_snapshot_all(bs, request, full, first, last);
+      }
       if (b == 0 && leader) park(bs, control, epoch, parked, reported_generation);
       continue;
     }
 
     bs.epoch = ++epoch;
     bs.active = false;
-    bs.snapshots = 0;
     bs.restores = 0;
     if (leader) apply_due_commands<App>(bs, first, last);
     sync_block();  // handler writes are visible to every thread before the step
     const std::uint32_t restores = block_broadcast(bs.restores);
     for (std::uint32_t i = 0; i < restores; ++i) {
       const std::uint32_t actor = block_broadcast(leader ? bs.restore_ops[i].actor : 0u);
-      const std::uint32_t lo = block_broadcast(leader ? static_cast<std::uint32_t>(bs.restore_ops[i].request) : 0u);
-      const std::uint32_t hi = block_broadcast(leader ? static_cast<std::uint32_t>(bs.restore_ops[i].request >> 32) : 0u);
-      serve_restore(bs, actor, (std::uint64_t{hi} << 32) | lo);
+      serve_restore(bs, actor, block_broadcast64(leader ? bs.restore_ops[i].request : 0u));
     }
     for (std::uint32_t a = first; a < last; ++a) {
       ActorContext ctx(bs, a);
       App::step(actor_state<App>(args, a), ctx);
       sync_block();
     }
-    // Snapshots: commands for single actors, then a grid-wide snapshot_all if directed.
-    const std::uint32_t snapshots = block_broadcast(bs.snapshots);
-    for (std::uint32_t i = 0; i < snapshots; ++i) {
-      const std::uint32_t actor = block_broadcast(leader ? bs.snapshot_ops[i].actor : 0u);
-      const std::uint32_t full = block_broadcast(leader ? bs.snapshot_ops[i].full : 0u);
-      const std::uint32_t lo = block_broadcast(leader ? static_cast<std::uint32_t>(bs.snapshot_ops[i].request) : 0u);
-      const std::uint32_t hi = block_broadcast(leader ? static_cast<std::uint32_t>(bs.snapshot_ops[i].request >> 32) : 0u);
-      serve_snapshot(bs, actor, (std::uint64_t{hi} << 32) | lo, full != 0);
-      sync_block();
+    // A snapshot_all due at the end of this epoch joins the queued single-actor snapshots;
+    // all are served after the next barrier (serve_queued_snapshots).
+    if (snapshot_all && leader) {
+      bs.all_pending = true;
+      // Relaxed (both): written by block 0 before this round's barrier; copied now, since
+      // block 0 may rewrite this parity slot two rounds on.
+      bs.all_request = load_relaxed(args.grid->snapshot_request[round & 1u]);
+      bs.all_full = load_relaxed(args.grid->snapshot_full[round & 1u]) != 0;
     }
-    if (snapshot_all) serve_snapshot_all(bs, round, first, last);
     if (leader) {
       // Relaxed (both): read by block 0 only after the next grid barrier.
       if (bs.active) store_relaxed(args.block_lines[b].active_epoch, epoch + 1);

@@ -1,7 +1,8 @@
 // kernels/snapshot.hpp: the device half of the two-phase snapshot protocol, and restore.
 //
-// Snapshot of actor a at the end of epoch e (after its step; the actor is held only for
-// this device-local work):
+// Snapshot of actor a at the end of epoch e, served after the grid barrier that follows
+// epoch e (every block has finished it, so a's inbox is complete); the actor is held only for
+// this device-local work:
 //   1. all threads copy the image = [arena (State + named regions)][a's K2K inbox of parity
 //      e & 1, i.e. what it will read in e + 1] into a's staging slot;
 //   2. all threads compute the CRC32 of every chunk (any split of chunks over threads);

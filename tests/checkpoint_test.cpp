@@ -258,7 +258,7 @@ TEST(Checkpoint, HistoryIsOrderedByEpochNumericallyNotByName) {
   MemoryCheckpointStore store;
   for (std::uint64_t epoch : {9ull, 100ull, 10ull}) {
     const auto state = float_field(100, epoch);
-    CheckpointInfo info = info_for(state.size(), 64, epoch);
+    CheckpointInfo info = info_for(state.size(), 256, epoch);
     info.state_crc = crc32(state.data(), state.size());
     auto file = encode_checkpoint(info, state, all_chunks(info), {});
     ASSERT_TRUE(file.ok());

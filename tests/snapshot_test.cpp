@@ -185,6 +185,43 @@ INSTANTIATE_TEST_SUITE_P(Threads, RestoreEquivalence,
                                   "threads";
                          });
 
+TEST(Snapshot, SnapshotOfARunningGridHoldsEveryK2KMessageOfItsEpoch) {
+  // Requested before the launch, served mid-run (never parked at 100): the image must still
+  // hold the halos all neighbours sent in epoch 100, or the restored run diverges.
+  constexpr std::uint32_t kActors = 8;
+  const auto p = heat_params(kActors);
+  for (int round = 0; round < 5; ++round) {
+    auto straight = Runtime::create(examples::heat2d_program(), p, cpu(kActors, 2));
+    ASSERT_TRUE(straight.ok());
+    SnapshotCollector images(*straight.value());
+    auto id = straight.value()->snapshot_all(100);
+    ASSERT_TRUE(id.ok());
+    ASSERT_TRUE(straight.value()->set_target_epoch(200).ok());
+    send_injections(*straight.value(), p, 0);
+    ASSERT_TRUE(straight.value()->start().ok());
+    ASSERT_TRUE(straight.value()->run_until(200, 60s).ok());
+    auto expected = examples::heat2d_gather(*straight.value(), p);
+    ASSERT_TRUE(expected.ok());
+    std::vector<std::vector<std::byte>> cut;
+    for (const auto& img : images.wait(id.value(), kActors)) {
+      ASSERT_TRUE(img.status.ok()) << img.status.to_string();
+      ASSERT_EQ(img.epoch, 100u);
+      cut.push_back(*img.image);
+    }
+    ASSERT_EQ(cut.size(), kActors);
+    auto resumed = Runtime::create(examples::heat2d_program(), p, cpu(kActors, 2));
+    ASSERT_TRUE(resumed.ok());
+    ASSERT_TRUE(resumed.value()->restore_before_start(100, cut).ok());
+    ASSERT_TRUE(resumed.value()->set_target_epoch(200).ok());
+    send_injections(*resumed.value(), p, 100);
+    ASSERT_TRUE(resumed.value()->start().ok());
+    ASSERT_TRUE(resumed.value()->run_until(200, 60s).ok());
+    auto got = examples::heat2d_gather(*resumed.value(), p);
+    ASSERT_TRUE(got.ok());
+    ASSERT_EQ(examples::heat2d_checksum(got.value()), examples::heat2d_checksum(expected.value())) << "round " << round;
+  }
+}
+
 TEST(Snapshot, LiveRestoreRewindsOneActorAtAnEpochBoundary) {
   auto created = Runtime::create(testing::probe_program(), testing::Probe::Params{}, cpu(3, 2, 256));
   ASSERT_TRUE(created.ok());

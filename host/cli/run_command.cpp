@@ -232,6 +232,10 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, RunSummary& sum, Pro
                       std::to_string(o.ring_capacity) + "). Fix: raise --ring-capacity");
   }
   PKRT_RETURN_IF_ERROR(CheckpointSession::validate(o));
+  // Declared before the runtime: its pump thread calls the event callback that uses them
+  // until the runtime is destroyed.
+  std::mutex mu;
+  std::map<std::uint64_t, std::pair<double, std::uint32_t>> heat;  // epoch -> (sum, tiles)
   auto created = Runtime::create(examples::heat2d_program(), p, runtime_options(o, backend));
   if (!created.ok()) return created.status();
   Runtime& rt = *created.value();
@@ -247,9 +251,6 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, RunSummary& sum, Pro
                       std::to_string(o.epochs) + ". Fix: pass a larger --epochs (the epoch to stop at)");
   }
   PKRT_RETURN_IF_ERROR(checkpoints.attach(rt));
-
-  std::mutex mu;
-  std::map<std::uint64_t, std::pair<double, std::uint32_t>> heat;  // epoch -> (sum, tiles)
   rt.set_event_callback([&](const Event& ev) {
     if (ev.opcode != examples::kHeat2dStats) return;
     std::lock_guard<std::mutex> lock(mu);
@@ -378,12 +379,13 @@ Status run_echo(const RunOptions& o, BackendKind backend, RunSummary& sum, Progr
 Status run_racy_sum(const RunOptions& o, BackendKind backend, RunSummary& sum, ProgressLine& progress) {
   examples::RacySum::Params p;
   p.seed = o.seed;
+  // Declared before the runtime, whose pump calls the callback that uses them.
+  std::mutex mu;
+  std::map<std::uint64_t, float> totals;
   auto created = Runtime::create(examples::racy_sum_program(), p, runtime_options(o, backend));
   if (!created.ok()) return created.status();
   Runtime& rt = *created.value();
   std::fprintf(stderr, "pkrt: backend %s\n", rt.backend_description().c_str());
-  std::mutex mu;
-  std::map<std::uint64_t, float> totals;
   rt.set_event_callback([&](const Event& ev) {
     if (ev.opcode != examples::kRacySumTotal) return;
     const auto d = ev.as<examples::RacySumTotalData>();

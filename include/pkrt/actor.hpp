@@ -104,6 +104,9 @@ struct BlockState {
   std::uint64_t deferred_min;    // smallest apply epoch among them (leader)
   std::uint32_t snapshots;  // pending snapshot ops this epoch (leader)
   std::uint32_t restores;   // pending restore ops this epoch (leader)
+  bool all_pending;         // a snapshot_all is due at the end of this epoch (leader)
+  bool all_full;
+  std::uint64_t all_request;
   BoundaryOp snapshot_ops[kMaxBoundaryOps];
   BoundaryOp restore_ops[kMaxBoundaryOps];
 };

@@ -92,6 +92,12 @@ Result<ParsedCheckpoint> parse_checkpoint(std::span<const std::byte> file, const
 Status decode_chunks(const ParsedCheckpoint& parsed, std::span<const std::byte> file,
                      const std::string& name, std::span<std::byte> state);
 
+// Decompresses and verifies every stored chunk one at a time (memory: one chunk), without
+// a state buffer. Returns the CRC32 of the stored chunks' raw bytes in order, which for a
+// full checkpoint is the whole state's CRC.
+Result<std::uint32_t> verify_chunks(const ParsedCheckpoint& parsed, std::span<const std::byte> file,
+                                    const std::string& name);
+
 // The file name for a checkpoint (informational; identity comes from the header).
 std::string checkpoint_file_name(const CheckpointInfo& info);
 

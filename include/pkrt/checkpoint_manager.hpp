@@ -2,8 +2,9 @@
 // retained checkpoint files, on a schedule or on demand; and finds restore points.
 //
 // Contract
-// - Scheduling: every N epochs (requested ahead of the grid, so they land on multiples of N
-//   unless the grid outruns the request) and/or every T of wall time, plus checkpoint_now() /
+// - Scheduling: every N epochs (requested ahead of the grid, so they land on multiples of N;
+//   one the grid outran is taken late, never skipped) and/or every T of wall time, plus
+//   checkpoint_now() /
 //   checkpoint_at(). One snapshot_all is in flight at a time; requests are counted
 //   (requested, written, failed, cancelled, pending) and failures are reported to the
 //   error callback and counted, never dropped silently.
