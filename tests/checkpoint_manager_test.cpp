@@ -3,6 +3,7 @@
 // failures are counted; a restart rebuilds the history from the directory.
 #include "examples/heat2d/heat2d_host.hpp"
 #include "tests/probe_actor.hpp"
+#include "tests/test_support.hpp"
 
 #include <pkrt/checkpoint_manager.hpp>
 #include <pkrt/runtime.hpp>
@@ -21,12 +22,7 @@ namespace {
 using namespace std::chrono_literals;
 
 RuntimeOptions cpu(std::uint32_t actors, std::uint32_t threads, std::uint32_t chunk = 256) {
-  RuntimeOptions o;
-  o.backend = BackendKind::kCpu;
-  o.num_actors = actors;
-  o.threads = threads;
-  o.chunk_bytes = chunk;
-  return o;
+  return testing::cpu_runtime(actors, threads, chunk);
 }
 
 // A store whose writes can be made to fail, to see failures counted and chains restarted.

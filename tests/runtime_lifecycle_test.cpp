@@ -2,6 +2,7 @@
 #include "examples/echo/echo.hpp"
 #include "examples/heat2d/heat2d_host.hpp"
 #include "tests/probe_actor.hpp"
+#include "tests/test_support.hpp"
 
 #include <pkrt/runtime.hpp>
 
@@ -43,11 +44,7 @@ int thread_count() {
 }
 
 RuntimeOptions cpu_options(std::uint32_t actors, std::uint32_t threads) {
-  RuntimeOptions o;
-  o.backend = BackendKind::kCpu;
-  o.num_actors = actors;
-  o.threads = threads;
-  return o;
+  return testing::cpu_runtime(actors, threads);
 }
 
 std::unique_ptr<Runtime> make_probe(std::uint32_t actors, std::uint32_t threads, RuntimeOptions o = {}) {

@@ -2,6 +2,7 @@
 // that copy only changed chunks, restore before start and live restore.
 #include "examples/heat2d/heat2d_host.hpp"
 #include "tests/probe_actor.hpp"
+#include "tests/test_support.hpp"
 
 #include <pkrt/crc32.hpp>
 #include <pkrt/runtime.hpp>
@@ -53,12 +54,7 @@ examples::Heat2d::Params heat_params(std::uint32_t actors) {
 }
 
 RuntimeOptions cpu(std::uint32_t actors, std::uint32_t threads, std::uint32_t chunk = 1024) {
-  RuntimeOptions o;
-  o.backend = BackendKind::kCpu;
-  o.num_actors = actors;
-  o.threads = threads;
-  o.chunk_bytes = chunk;
-  return o;
+  return testing::cpu_runtime(actors, threads, chunk);
 }
 
 const std::vector<examples::Heat2dScheduledInjection> kInjections = {
