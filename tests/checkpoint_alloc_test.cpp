@@ -14,10 +14,12 @@ std::atomic<bool> g_watch{false};
 std::atomic<std::size_t> g_largest{0};
 }  // namespace
 
+// The counters are atomics only because operator new may run on any thread; the parser
+// runs on the test thread, which also reads them, so every access is relaxed.
 void* operator new(std::size_t n) {
-  if (g_watch.load(std::memory_order_relaxed)) {  // Relaxed: one test thread reads it later
-    std::size_t prev = g_largest.load(std::memory_order_relaxed);
-    while (n > prev && !g_largest.compare_exchange_weak(prev, n, std::memory_order_relaxed)) {
+  if (g_watch.load(std::memory_order_relaxed)) {  // Relaxed: see above
+    std::size_t prev = g_largest.load(std::memory_order_relaxed);  // Relaxed: see above
+    while (n > prev && !g_largest.compare_exchange_weak(prev, n, std::memory_order_relaxed)) {  // Relaxed
     }
   }
   if (void* p = std::malloc(n == 0 ? 1 : n)) return p;
