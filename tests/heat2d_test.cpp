@@ -1,6 +1,7 @@
 // Heat2d: the tiled actors match the serial reference bit for bit, for any tiling, block
 // count and thread count, with host injections at chosen epochs.
 #include "examples/heat2d/heat2d_host.hpp"
+#include "tests/test_support.hpp"
 
 #include <pkrt/crc32.hpp>
 #include <pkrt/runtime.hpp>
@@ -52,10 +53,7 @@ TEST_P(Heat2dMatchesReference, BitIdenticalFieldWithInjections) {
   std::printf("[ seed ] %llu, %u actors as %ux%u tiles, %u threads\n", static_cast<unsigned long long>(p.seed),
               actors, p.tiles_x, p.tiles_y, threads);
 
-  RuntimeOptions o;
-  o.backend = BackendKind::kCpu;
-  o.num_actors = actors;
-  o.threads = threads;
+  const RuntimeOptions o = testing::cpu_runtime(actors, threads);
   auto created = Runtime::create(heat2d_program(), p, o);
   ASSERT_TRUE(created.ok()) << created.status().to_string();
   Runtime& rt = *created.value();
@@ -119,10 +117,7 @@ TEST(Heat2d, StatisticsEventsSumToTheFieldTotal) {
   p.height = 30;
   p.stats_every = 10;
   heat2d_choose_tiles(p, 4);
-  RuntimeOptions o;
-  o.backend = BackendKind::kCpu;
-  o.num_actors = 4;
-  o.threads = 2;
+  const RuntimeOptions o = testing::cpu_runtime(4, 2);
   auto created = Runtime::create(heat2d_program(), p, o);
   ASSERT_TRUE(created.ok());
   Runtime& rt = *created.value();
@@ -156,10 +151,7 @@ TEST(Heat2d, RunUntilReturnsOnlyAfterEveryTilesEventsForThatEpoch) {
   p.height = 16;
   p.stats_every = 1;
   heat2d_choose_tiles(p, 8);
-  RuntimeOptions o;
-  o.backend = BackendKind::kCpu;
-  o.num_actors = 8;
-  o.threads = 2;
+  const RuntimeOptions o = testing::cpu_runtime(8, 2);
   auto created = Runtime::create(heat2d_program(), p, o);
   ASSERT_TRUE(created.ok());
   Runtime& rt = *created.value();

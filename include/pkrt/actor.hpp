@@ -98,7 +98,6 @@ struct BlockState {
   RingProducer k2h;   // leader thread only
   RingConsumer h2k;   // leader thread only
   std::uint64_t epoch;
-  std::uint64_t events;  // K2H slots published by this block (leader)
   bool active;           // this epoch applied a command, sent K2K or emitted (leader)
   std::uint32_t deferred_count;  // commands in this block's deferred list (leader)
   std::uint64_t deferred_min;    // smallest apply epoch among them (leader)
@@ -122,7 +121,6 @@ PKRT_HD inline bool publish_k2h(BlockState& bs, std::uint16_t opcode, std::uint1
     backoff.pause();
   }
   wake_host_pump(bs.args->control->pump);
-  ++bs.events;
   bs.active = true;
   return true;
 }
