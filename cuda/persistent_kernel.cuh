@@ -17,7 +17,7 @@ namespace pkrt::cuda_detail {
 // most as many blocks as can be co-resident (the backend sizes it with the occupancy API).
 template <class App>
 __global__ void persistent_kernel(pkrt::detail::KernelArgs args) {
-  const pkrt::detail::BlockEnv env{blockIdx.x, nullptr};
+  const pkrt::detail::BlockEnv env{blockIdx.x, nullptr, nullptr};
   pkrt::detail::run_persistent_block<App>(args, env);
 }
 

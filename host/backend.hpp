@@ -71,6 +71,8 @@ struct LaunchPlan {
   std::uint32_t blocks = 0;
   std::uint32_t threads_per_block = 0;
   std::string description;  // e.g. "cuda: NVIDIA H100 (sm_90), 132 blocks x 128 threads"
+  bool chaos = false;       // CPU only (the runtime refuses it for CUDA): pkrt/detail/chaos.hpp
+  std::uint64_t chaos_seed = 0;
 };
 
 class Backend {

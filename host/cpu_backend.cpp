@@ -55,12 +55,18 @@ class CpuBackend final : public Backend {
   Status launch(const Program& program, const detail::KernelArgs& args,
                 const LaunchPlan& plan) override {
     barrier_ = std::make_unique<detail::HostEpochBarrier>(plan.blocks);
+    if (plan.chaos) {
+      chaos_ = std::make_unique<detail::ChaosTurn>();
+      chaos_->seed = plan.chaos_seed;
+      chaos_->blocks = plan.blocks;
+      chaos_->start_epoch = args.start_epoch;
+    }
     args_ = args;
     running_ = plan.blocks;
     workers_.reserve(plan.blocks);
     for (std::uint32_t b = 0; b < plan.blocks; ++b) {
       workers_.emplace_back([this, &program, b] {
-        const detail::BlockEnv env{b, barrier_.get()};
+        const detail::BlockEnv env{b, barrier_.get(), chaos_.get()};
         program.run_block_cpu(args_, env);
         std::lock_guard<std::mutex> lock(mu_);
         --running_;
@@ -108,6 +114,7 @@ class CpuBackend final : public Backend {
 
   detail::KernelArgs args_{};
   std::unique_ptr<detail::HostEpochBarrier> barrier_;
+  std::unique_ptr<detail::ChaosTurn> chaos_;
   std::vector<std::thread> workers_;
   std::mutex mu_;
   std::condition_variable cv_;

@@ -9,6 +9,7 @@
 
 #include "host/backend.hpp"
 
+#include <pkrt/replay.hpp>
 #include <pkrt/detail/block_platform.hpp>
 #include <pkrt/detail/futex.hpp>
 #include <pkrt/crc32.hpp>
@@ -26,6 +27,8 @@
 #include <vector>
 
 namespace pkrt {
+
+const char* version() { return PKRT_VERSION_STRING; }
 
 const char* backend_name(BackendKind kind) {
   switch (kind) {
@@ -139,6 +142,18 @@ struct Runtime::Impl {
   bool stopped_event = false;
   bool kernel_done = false;
   bool leaked = false;
+
+  // Replay log (optional). `complete_epoch` is the pump's horizon: every K2H slot of epochs up
+  // to it has been consumed (and logged). Written by the pump, read by senders for their
+  // records' epoch_observed; relaxed both ways, it is a label and orders nothing.
+  std::shared_ptr<ReplayLogWriter> log;
+  std::atomic<std::uint64_t> complete_epoch{0};
+  // Commands sent before start() are held here until start() has written the run's
+  // metadata (restore_before_start may still change its start epoch), then logged in the
+  // order they were sent.
+  std::mutex log_mu;
+  bool log_begun = false;                                    // guarded by log_mu
+  std::vector<std::pair<std::uint32_t, Slot>> prestart_h2k;  // guarded by log_mu
 
   // Statistics counters: every access is relaxed; they order nothing and are only reported.
   std::atomic<std::uint64_t> commands_sent{0}, events_received{0}, replies{0}, errors{0};
@@ -361,10 +376,13 @@ struct Runtime::Impl {
     for (std::uint32_t actor : pending_releases) {
       const std::uint32_t b = detail::block_of_actor(actor, plan.blocks, options.num_actors);
       const Envelope env = detail::make_envelope(0, 0, nullptr, 0);
-      bool done;
+      bool done = false;
       {
         std::lock_guard<std::mutex> lock(h2k_mu[b]);
-        done = h2k[b].try_publish(kOpReleaseStaging, kFlagNone, actor, env);
+        if (h2k[b].has_room()) {
+          log_h2k(b, kOpReleaseStaging, actor, env);
+          done = h2k[b].try_publish(kOpReleaseStaging, kFlagNone, actor, env);
+        }
       }
       if (done) commands_sent.fetch_add(1, std::memory_order_relaxed);  // Relaxed: statistics only.
       else left.push_back(actor);
@@ -475,6 +493,59 @@ struct Runtime::Impl {
     return {lo, hi};
   }
 
+  // The smallest heartbeat, acquired: every K2H slot of epochs up to it is visible now
+  // (each block stores its heartbeat with release after publishing the epoch's slots).
+  std::uint64_t acquire_min_heartbeat() const {
+    std::uint64_t lo = ~0ull;
+    for (std::uint32_t b = 0; b < plan.blocks; ++b) {
+      // Acquire: pairs with the block's store_release of its heartbeat epoch.
+      lo = std::min(lo, detail::load_acquire(heartbeats[b].epoch));
+    }
+    return lo;
+  }
+
+  // Callers hold h2k_mu[b] and have checked has_room(), so the publish that follows cannot
+  // fail: the record is in the log before the kernel can see the command, hence before
+  // its acknowledgement.
+  void log_h2k(std::uint32_t b, std::uint16_t opcode, std::uint32_t actor, const Envelope& env) {
+    if (!log) return;
+    Slot slot{};
+    slot.header.seq = h2k[b].position() + 1;
+    slot.header.opcode = opcode;
+    slot.header.flags = kFlagNone;
+    slot.header.actor = actor;
+    slot.payload = env;
+    std::lock_guard<std::mutex> lock(log_mu);
+    if (!log_begun) {
+      prestart_h2k.emplace_back(b, slot);
+      return;
+    }
+    // Relaxed: a label for the record (see complete_epoch); it orders nothing.
+    log->append(ReplayDirection::kH2K, b, complete_epoch.load(std::memory_order_relaxed), env.epoch, slot);
+  }
+
+  // Pump thread: consumes everything block b's K2H ring holds, logging each slot first.
+  bool drain_k2h(std::uint32_t b) {
+    // Relaxed: the pump's own value; the records' epoch_observed label.
+    const std::uint64_t observed = complete_epoch.load(std::memory_order_relaxed);
+    bool any = false;
+    Slot slot;
+    while (k2h[b].try_consume(slot)) {
+      if (log) log->append(ReplayDirection::kK2H, b, observed, slot.payload.epoch, slot);
+      handle(slot, b);
+      any = true;
+    }
+    return any;
+  }
+
+  // Pump thread, after a pass that drained every ring: K2H is complete through `horizon`.
+  void advance_horizon(std::uint64_t horizon) {
+    // Relaxed: a label for later records; see complete_epoch.
+    if (horizon <= complete_epoch.load(std::memory_order_relaxed)) return;
+    complete_epoch.store(horizon, std::memory_order_relaxed);
+    if (log) log->set_complete_epoch(horizon);
+  }
+
   std::string stalled_blocks(std::uint64_t lo) const {
     std::string out;
     for (std::uint32_t b = 0; b < plan.blocks; ++b) {
@@ -495,26 +566,20 @@ struct Runtime::Impl {
     bool fault_reported = false;
     for (;;) {
       bool any = false;
-      Slot slot;
-      for (std::uint32_t b = 0; b < plan.blocks; ++b) {
-        while (k2h[b].try_consume(slot)) {
-          handle(slot, b);
-          any = true;
-        }
-      }
+      // Read before the pass: the pass drains every slot published up to this epoch.
+      std::uint64_t horizon = acquire_min_heartbeat();
+      for (std::uint32_t b = 0; b < plan.blocks; ++b) any |= drain_k2h(b);
+      advance_horizon(horizon);
       apply_reports();
       retry_releases();
       if (any) backoff.reset();
       const bool finished = !any && backend->kernel_finished();
       if (finished) {
         // Drain once more: slots published right before the kernel returned.
+        horizon = acquire_min_heartbeat();
         bool more = false;
-        for (std::uint32_t b = 0; b < plan.blocks; ++b) {
-          while (k2h[b].try_consume(slot)) {
-            handle(slot, b);
-            more = true;
-          }
-        }
+        for (std::uint32_t b = 0; b < plan.blocks; ++b) more |= drain_k2h(b);
+        advance_horizon(horizon);
         apply_reports();
         if (!more) {
           {
@@ -583,7 +648,7 @@ struct Runtime::Impl {
     const auto deadline = std::chrono::steady_clock::now() + options.ring_full_timeout;
     detail::Backoff backoff(64);
     std::lock_guard<std::mutex> lock(h2k_mu[b]);
-    while (!h2k[b].try_publish(opcode, kFlagNone, actor, env)) {
+    while (!h2k[b].has_room()) {
       if (std::chrono::steady_clock::now() >= deadline) {
         return Status(StatusCode::kRingFull,
                       "H2K ring of block " + std::to_string(b) + " stayed full (capacity " +
@@ -603,6 +668,9 @@ struct Runtime::Impl {
       }
       backoff.pause();
     }
+    log_h2k(b, opcode, actor, env);
+    // Cannot fail: we hold the ring's only producer lock and has_room() said yes.
+    (void)h2k[b].try_publish(opcode, kFlagNone, actor, env);
     commands_sent.fetch_add(1, std::memory_order_relaxed);  // Relaxed: statistics only.
     return Status();
   }
@@ -687,9 +755,16 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   }
   impl->layout = program.layout(impl->params.data(), options.num_actors);
 
-  // Backend selection.
+  // Backend selection. Chaos mode perturbs CPU worker threads; a GPU schedules on its own.
   std::string note;
-  if (options.backend == BackendKind::kCuda) {
+  if (options.chaos && options.backend == BackendKind::kCuda) {
+    return Status(StatusCode::kInvalidArgument,
+                  "chaos mode perturbs the CPU backend's worker threads and cannot run on the "
+                  "CUDA backend. Fix: drop --chaos, or use --backend cpu");
+  }
+  if (options.chaos && options.backend == BackendKind::kAuto) {
+    note = "; chaos mode runs on the CPU";
+  } else if (options.backend == BackendKind::kCuda) {
     auto cuda = host::make_cuda_backend(options.cuda_device);
     if (!cuda.ok()) return cuda.status();
     impl->backend = std::move(cuda.value());
@@ -713,6 +788,9 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   auto plan = impl->backend->plan(program, options.num_actors, options.threads);
   if (!plan.ok()) return plan.status();
   impl->plan = plan.value();
+  impl->plan.chaos = options.chaos;
+  impl->plan.chaos_seed = options.chaos_seed;
+  if (options.chaos) impl->plan.description += ", chaos seed " + std::to_string(options.chaos_seed);
   impl->description = impl->plan.description +
                       (options.backend == BackendKind::kAuto ? ", picked by --backend auto" + note : "");
 
@@ -839,6 +917,8 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   a.start_epoch = 0;
   a.run_init = 1;
   a.idle_spin = options.idle_spin;
+  a.digest_period = options.digest_period;
+  impl->log = options.replay_log;
 
   impl->h2k_mu = std::make_unique<std::mutex[]>(blocks);
   for (std::uint32_t b = 0; b < blocks; ++b) {
@@ -866,6 +946,33 @@ Status Runtime::start() {
     return Status(StatusCode::kFailedPrecondition,
                   "start() called twice; a Runtime launches its kernel once. Fix: create a new "
                   "Runtime to run again");
+  }
+  if (m.log) {
+    ReplayRunInfo info;
+    info.app = m.program->name;
+    info.params = m.params;
+    info.backend = backend_name(m.backend_kind);
+    info.num_actors = m.options.num_actors;
+    info.blocks = m.plan.blocks;
+    info.threads_per_block = m.plan.threads_per_block;
+    info.ring_capacity = m.options.ring_capacity;
+    info.digest_period = m.options.digest_period;
+    info.chaos = m.options.chaos;
+    info.chaos_seed = m.options.chaos_seed;
+    info.start_epoch = m.args.start_epoch;
+    info.config_hash = replay_config_hash(*m.program, m.params, m.options.num_actors, m.options.digest_period);
+    info.pkrt_version = version();
+    info.created_unix_ns = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
+    std::lock_guard<std::mutex> lock(m.log_mu);
+    PKRT_RETURN_IF_ERROR(m.log->begin_run(info));
+    // Relaxed: senders read it only as a label, under log_mu from here on.
+    m.complete_epoch.store(m.args.start_epoch, std::memory_order_relaxed);
+    m.log->set_complete_epoch(m.args.start_epoch);
+    for (const auto& [b, slot] : m.prestart_h2k)
+      m.log->append(ReplayDirection::kH2K, b, m.args.start_epoch, slot.payload.epoch, slot);
+    m.prestart_h2k.clear();
+    m.log_begun = true;
   }
   PKRT_RETURN_IF_ERROR(m.backend->launch(*m.program, m.args, m.plan));
   {

@@ -28,7 +28,10 @@
 //      has finished e + 1 and all its K2K messages are in place: the image goes to staging
 //      with its chunk CRCs (kOpSnapshotReady). Releases of staging slots at the ring head are
 //      applied every round, parked or not.
-//   8. Leader writes the heartbeat (epoch e + 1).
+//   6b. Digests (kernels/digest.hpp) of every actor when e + 1 is a multiple of the period.
+//   8. Leader writes the heartbeat (epoch e + 1), after every K2H slot of the epoch.
+// Chaos mode (CPU backend only, pkrt/detail/chaos.hpp): steps 5 and 6 are taken in turns,
+// one block at a time, in a seeded order per epoch.
 //   K2H events (step 6) are published as they are emitted.
 //
 // Why the directive has two slots: block 0 writes slot (r + 1) & 1 in round r + 1, possibly
@@ -46,6 +49,7 @@
 #include <pkrt/detail/block_platform.hpp>
 #include <pkrt/detail/kernel_args.hpp>
 #include <pkrt/detail/system_atomic.hpp>
+#include <pkrt/kernels/digest.hpp>
 #include <pkrt/kernels/snapshot.hpp>
 #include <pkrt/ring.hpp>
 #include <pkrt/slot.hpp>
@@ -438,6 +442,7 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
     bs.epoch = ++epoch;
     bs.active = false;
     bs.restores = 0;
+    begin_step_turn(env, epoch);  // chaos mode (CPU) only: blocks take turns in a seeded order
     if (leader) apply_due_commands<App>(bs, first, last);
     sync_block();  // handler writes are visible to every thread before the step
     const std::uint32_t restores = block_broadcast(bs.restores);
@@ -450,6 +455,8 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
       App::step(actor_state<App>(args, a), ctx);
       sync_block();
     }
+    end_step_turn(env);
+    serve_digests(bs, first, last);
     // A snapshot_all due at the end of this epoch joins the queued single-actor snapshots;
     // all are served after the next barrier (serve_queued_snapshots).
     if (snapshot_all && leader) {
@@ -466,8 +473,9 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
         store_relaxed(args.block_lines[b].consumed, bs.h2k.position());
         store_relaxed(args.block_lines[b].deferred, std::uint64_t{bs.deferred_count});
       }
-      // Relaxed: progress counter for the host watchdog; it orders nothing.
-      store_relaxed(args.heartbeats[b].epoch, epoch);
+      // Release: pairs with the pump's acquire of the smallest heartbeat; every K2H slot
+      // this block published for epochs up to `epoch` is visible to a pump that sees it.
+      store_release(args.heartbeats[b].epoch, epoch);
     }
   }
 

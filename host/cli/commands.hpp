@@ -31,6 +31,29 @@ struct RunOptions {
   int zstd_level = 1;
   std::string restore;               // checkpoint file or directory to start from
   std::int64_t restore_epoch = -1;   // with a directory: this epoch instead of the newest
+  std::string replay_log;            // record every ring slot into this replay log
+  std::uint64_t replay_log_capacity = std::uint64_t{1} << 20;  // records
+  std::uint32_t replay_log_sync_ms = 0;  // background msync period (0: at the end only)
+  std::uint32_t digest_every = 10;   // with --replay-log: state digests every N epochs (0: none)
+  std::int64_t chaos = -1;           // CPU chaos seed (-1: off)
+};
+
+struct ReplayOptions {
+  std::string log;
+  std::string backend = "cpu";
+  std::uint32_t threads = 0;
+  std::int64_t chaos = -1;
+  std::string from_checkpoint;
+  std::string record_to;
+  std::uint32_t context = 5;
+  bool json = false;
+  bool quiet = false;
+};
+
+struct LogDumpOptions {
+  std::string log;
+  bool json = false;
+  std::uint64_t tail = 0;  // only the newest N records (0: all)
 };
 
 struct CheckpointOptions {
@@ -51,6 +74,13 @@ int run_command(const RunOptions& opts);
 
 void add_selftest_command(CLI::App& app, SelftestOptions& opts);
 int selftest_command(const SelftestOptions& opts);
+
+void add_replay_command(CLI::App& app, ReplayOptions& opts);
+int replay_command(const ReplayOptions& opts);
+
+// `pkrt log dump`.
+void add_log_command(CLI::App& app, LogDumpOptions& opts);
+int log_command(const LogDumpOptions& opts);
 
 // `pkrt checkpoint list|inspect|verify`; returns the subcommand to dispatch on.
 void add_checkpoint_command(CLI::App& app, CheckpointOptions& opts);

@@ -1,4 +1,5 @@
-// host/cli/main.cpp: the `pkrt` command line: `pkrt run`, `pkrt selftest`, `pkrt checkpoint`.
+// host/cli/main.cpp: the `pkrt` command line: `pkrt run`, `pkrt replay`, `pkrt log`,
+// `pkrt selftest`, `pkrt checkpoint`.
 #include "host/cli/cli_common.hpp"
 #include "host/cli/commands.hpp"
 
@@ -44,6 +45,10 @@ int main(int argc, char** argv) {
   add_run_command(app, run);
   SelftestOptions selftest;
   add_selftest_command(app, selftest);
+  ReplayOptions replay;
+  add_replay_command(app, replay);
+  LogDumpOptions log;
+  add_log_command(app, log);
   CheckpointOptions checkpoint;
   add_checkpoint_command(app, checkpoint);
   try {
@@ -53,6 +58,8 @@ int main(int argc, char** argv) {
     return rc == 0 ? kExitOk : kExitUsage;
   }
   if (app.got_subcommand("run")) return run_command(run);
+  if (app.got_subcommand("replay")) return replay_command(replay);
+  if (app.got_subcommand("log")) return log_command(log);
   if (app.got_subcommand("selftest")) return selftest_command(selftest);
   if (app.got_subcommand("checkpoint")) return checkpoint_command(app, checkpoint);
   return kExitUsage;

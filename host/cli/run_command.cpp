@@ -8,6 +8,7 @@
 
 #include <pkrt/checkpoint_manager.hpp>
 #include <pkrt/crc32.hpp>
+#include <pkrt/replay_log.hpp>
 #include <pkrt/runtime.hpp>
 
 #include <nlohmann/json.hpp>
@@ -19,6 +20,7 @@
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <limits>
 #include <map>
 #include <optional>
 #include <mutex>
@@ -61,8 +63,48 @@ Result<std::pair<std::uint32_t, std::uint32_t>> parse_grid(const std::string& te
                 "--grid '" + text + "' is not WIDTHxHEIGHT. Fix: e.g. --grid 256x256 (1..65536 each)");
 }
 
-RuntimeOptions runtime_options(const RunOptions& o, BackendKind backend) {
+// --replay-log: the writer every app's runtime records into, and its summary rows.
+class ReplayLogSession {
+ public:
+  Status open(const RunOptions& o) {
+    if (o.replay_log.empty()) {
+      if (o.replay_log_capacity != (std::uint64_t{1} << 20) || o.replay_log_sync_ms != 0)
+        return Status(StatusCode::kInvalidArgument, "--replay-log-capacity and --replay-log-sync-ms need --replay-log FILE");
+      return Status();
+    }
+    ReplayLogOptions lo;
+    lo.capacity_records = o.replay_log_capacity;
+    lo.sync_interval = std::chrono::milliseconds(o.replay_log_sync_ms);
+    auto writer = ReplayLogWriter::create(o.replay_log, lo);
+    if (!writer.ok()) return Status(writer.status().code(), "--replay-log: " + writer.status().message());
+    writer_ = std::move(writer.value());
+    return Status();
+  }
+  const std::shared_ptr<ReplayLogWriter>& writer() const { return writer_; }
+
+  // Closes the log (a durability point) and adds its rows to the summary.
+  Status finish(RunSummary& sum) {
+    if (!writer_) return Status();
+    const std::uint64_t written = writer_->written(), capacity = writer_->capacity();
+    PKRT_RETURN_IF_ERROR(writer_->close());
+    std::string row = std::to_string(written) + " records, " + writer_->path();
+    if (written > capacity) row += " (wrapped: the oldest " + std::to_string(written - capacity) + " were overwritten)";
+    sum.extra.push_back({"replay log", row});
+    sum.extra_json["replay_log"] = {{"path", writer_->path()}, {"records", written}, {"capacity", capacity},
+                                    {"wrapped", written > capacity}};
+    return Status();
+  }
+
+ private:
+  std::shared_ptr<ReplayLogWriter> writer_;
+};
+
+RuntimeOptions runtime_options(const RunOptions& o, BackendKind backend, const ReplayLogSession& log) {
   RuntimeOptions ro;
+  ro.replay_log = log.writer();
+  ro.digest_period = log.writer() ? o.digest_every : 0;
+  ro.chaos = o.chaos >= 0;
+  ro.chaos_seed = o.chaos >= 0 ? static_cast<std::uint64_t>(o.chaos) : 0;
   ro.backend = backend;
   ro.num_actors = o.actors;
   ro.threads = o.threads;
@@ -212,7 +254,8 @@ class CheckpointSession {
   std::unique_ptr<CheckpointManager> manager_;
 };
 
-Status run_heat2d(const RunOptions& o, BackendKind backend, RunSummary& sum, ProgressLine& progress) {
+Status run_heat2d(const RunOptions& o, BackendKind backend, const ReplayLogSession& log, RunSummary& sum,
+                  ProgressLine& progress) {
   auto grid = parse_grid(o.grid);
   if (!grid.ok()) return grid.status();
   examples::Heat2d::Params p;
@@ -236,7 +279,7 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, RunSummary& sum, Pro
   // until the runtime is destroyed.
   std::mutex mu;
   std::map<std::uint64_t, std::pair<double, std::uint32_t>> heat;  // epoch -> (sum, tiles)
-  auto created = Runtime::create(examples::heat2d_program(), p, runtime_options(o, backend));
+  auto created = Runtime::create(examples::heat2d_program(), p, runtime_options(o, backend, log));
   if (!created.ok()) return created.status();
   Runtime& rt = *created.value();
   // Declared after the runtime: its manager must be destroyed first.
@@ -333,8 +376,9 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, RunSummary& sum, Pro
   return Status();
 }
 
-Status run_echo(const RunOptions& o, BackendKind backend, RunSummary& sum, ProgressLine& progress) {
-  auto created = Runtime::create(examples::echo_program(), examples::Echo::Params{}, runtime_options(o, backend));
+Status run_echo(const RunOptions& o, BackendKind backend, const ReplayLogSession& log, RunSummary& sum,
+                ProgressLine& progress) {
+  auto created = Runtime::create(examples::echo_program(), examples::Echo::Params{}, runtime_options(o, backend, log));
   if (!created.ok()) return created.status();
   Runtime& rt = *created.value();
   std::fprintf(stderr, "pkrt: backend %s\n", rt.backend_description().c_str());
@@ -376,13 +420,14 @@ Status run_echo(const RunOptions& o, BackendKind backend, RunSummary& sum, Progr
   return Status();
 }
 
-Status run_racy_sum(const RunOptions& o, BackendKind backend, RunSummary& sum, ProgressLine& progress) {
+Status run_racy_sum(const RunOptions& o, BackendKind backend, const ReplayLogSession& log, RunSummary& sum,
+                    ProgressLine& progress) {
   examples::RacySum::Params p;
   p.seed = o.seed;
   // Declared before the runtime, whose pump calls the callback that uses them.
   std::mutex mu;
   std::map<std::uint64_t, float> totals;
-  auto created = Runtime::create(examples::racy_sum_program(), p, runtime_options(o, backend));
+  auto created = Runtime::create(examples::racy_sum_program(), p, runtime_options(o, backend, log));
   if (!created.ok()) return created.status();
   Runtime& rt = *created.value();
   std::fprintf(stderr, "pkrt: backend %s\n", rt.backend_description().c_str());
@@ -440,6 +485,13 @@ void add_run_command(CLI::App& app, RunOptions& o) {
   run->add_option("--zstd-level", o.zstd_level, "zstd level for checkpoint chunks (0: store raw)")->check(CLI::Range(0, 19))->capture_default_str();
   run->add_option("--restore", o.restore, "heat2d: start from a checkpoint FILE, or the newest complete one in a DIR");
   run->add_option("--restore-epoch", o.restore_epoch, "With --restore DIR: the epoch to restore")->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
+  run->add_option("--replay-log", o.replay_log, "Record every ring slot into this replay log (pkrt replay FILE checks it)");
+  run->add_option("--replay-log-capacity", o.replay_log_capacity, "Records the log holds; a longer run keeps the newest")
+      ->check(CLI::Range(std::uint64_t{16}, kReplayMaxCapacity))->capture_default_str();
+  run->add_option("--replay-log-sync-ms", o.replay_log_sync_ms, "msync the log this often (0: only at the end)")->capture_default_str();
+  run->add_option("--digest-every", o.digest_every, "With --replay-log: actors report a CRC32 of their state every N epochs (0: never)")->capture_default_str();
+  run->add_option("--chaos", o.chaos, "CPU chaos mode with this seed: seeded block order and worker delays")
+      ->check(CLI::Range(std::int64_t{0}, std::numeric_limits<std::int64_t>::max()));
   run->add_flag("--json", o.json, "Print the summary as JSON on stdout");
   run->add_flag("--quiet", o.quiet, "No progress line");
 }
@@ -452,11 +504,15 @@ int run_command(const RunOptions& o) {
   sum.app = o.app;
   sum.actors = o.actors;
   sum.epochs = o.epochs;
-  Status st;
-  if (o.app == "heat2d") st = run_heat2d(o, backend.value(), sum, progress);
-  else if (o.app == "echo") st = run_echo(o, backend.value(), sum, progress);
-  else st = run_racy_sum(o, backend.value(), sum, progress);
+  ReplayLogSession log;
+  Status st = log.open(o);
+  if (st.ok()) {
+    if (o.app == "heat2d") st = run_heat2d(o, backend.value(), log, sum, progress);
+    else if (o.app == "echo") st = run_echo(o, backend.value(), log, sum, progress);
+    else st = run_racy_sum(o, backend.value(), log, sum, progress);
+  }
   progress.finish();
+  if (st.ok()) st = log.finish(sum);
   if (!st.ok()) return report_error("run", st);
 
   // A restored run only ran the epochs after its restore point.

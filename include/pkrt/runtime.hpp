@@ -25,6 +25,7 @@
 #pragma once
 
 #include <pkrt/program.hpp>
+#include <pkrt/replay_log.hpp>
 #include <pkrt/slot.hpp>
 #include <pkrt/status.hpp>
 
@@ -41,6 +42,9 @@
 #include <vector>
 
 namespace pkrt {
+
+// pkrt's version, e.g. "0.1.0" (recorded in replay logs).
+const char* version();
 
 enum class BackendKind : std::uint8_t { kAuto, kCpu, kCuda };
 
@@ -62,6 +66,20 @@ struct RuntimeOptions {
   // host mirror of each actor's image. Off: no staging memory, snapshots refused.
   bool snapshots = true;
   std::uint32_t chunk_bytes = 64 * 1024;  // CRC / delta granularity, power of two >= 256
+  // Replay (pkrt/replay_log.hpp, pkrt/replay.hpp). With a log, the runtime writes the run
+  // metadata into it at create() and mirrors every H2K slot when it publishes it and every
+  // K2H slot when the pump consumes it. One log records one run.
+  std::shared_ptr<ReplayLogWriter> replay_log;
+  // Every digest_period epochs each actor reports the CRC32 of its state (State + named
+  // regions) as a kOpDigest event, so a replay sees state divergence even when no message
+  // differs. 0: off.
+  std::uint32_t digest_period = 0;
+  // CPU backend only: seeded chaos. Each epoch the blocks apply commands and step their
+  // actors one at a time, in an order drawn from (seed, epoch), and workers are delayed at
+  // seeded points, so schedule-dependent results change with the seed and are reproducible
+  // for a given seed. kInvalidArgument with the CUDA backend.
+  bool chaos = false;
+  std::uint64_t chaos_seed = 0;
 };
 
 // How an actor's snapshot image is laid out: [arena: State, named regions][K2K inbox].

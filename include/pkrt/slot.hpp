@@ -40,6 +40,7 @@ enum Opcode : std::uint16_t {
   kOpStopped = 0x45,  // kernel is exiting; data: StopData
   kOpEvent = 0x46,    // unsolicited event from an actor (statistics, digests); data: app-defined
   kOpSnapshotReady = 0x47,  // a snapshot is in the actor's staging slot; data: SnapshotReadyData
+  kOpDigest = 0x48,   // periodic CRC32 of an actor's state (RuntimeOptions::digest_period); data: DigestData
 
   kUserOpcodeBase = 0x1000,
 };
@@ -112,6 +113,13 @@ struct SnapshotReadyData {
   std::uint32_t flags;    // bit 0: full (every chunk marked changed)
   std::uint64_t stall_ns; // time the actor was held for the device-local copy + CRC
   std::uint64_t image_bytes;
+};
+
+// Data of kOpDigest. The envelope's epoch is the epoch at whose end the state was digested.
+struct DigestData {
+  std::uint32_t crc;     // CRC32 (zlib) of the actor's arena: State + named regions
+  std::uint32_t reserved;
+  std::uint64_t bytes;   // bytes digested
 };
 
 enum StopReason : std::uint16_t {

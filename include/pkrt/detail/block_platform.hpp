@@ -21,6 +21,7 @@
 #include <cstring>
 #include <thread>
 
+#include <pkrt/detail/chaos.hpp>
 #include <pkrt/detail/futex.hpp>
 #endif
 
@@ -30,6 +31,7 @@ namespace pkrt::detail {
 struct BlockEnv {
   std::uint32_t block;    // this block's index
   void* host_barrier;     // CPU backend: std::barrier<>* shared by all workers; unused on CUDA
+  void* host_chaos;       // CPU backend with chaos mode: ChaosTurn* (pkrt/detail/chaos.hpp); else null
 };
 
 #if !PKRT_DEVICE_PASS
@@ -114,6 +116,20 @@ PKRT_HD inline std::uint32_t block_broadcast(std::uint32_t value) {
   return value;
 }
 
+#if !PKRT_DEVICE_PASS
+// Chaos mode: a seeded yield or short sleep at the worker's n-th chaos point.
+inline void chaos_delay(const ChaosTurn& chaos, std::uint32_t block) {
+  thread_local std::uint64_t points = 0;  // one worker thread per block
+  const std::uint64_t h = chaos_hash(chaos.seed, block, ++points);
+  const std::uint64_t pick = h % 64;
+  if (pick < 2) {
+    std::this_thread::sleep_for(std::chrono::microseconds(20 + (h >> 8) % 200));
+  } else if (pick < 10) {
+    std::this_thread::yield();
+  }
+}
+#endif
+
 // Barrier among all blocks of the grid. Orders every block's writes before it with every
 // block's reads after it (grid.sync() fences at device scope; std::barrier's completion
 // synchronises-with every arrival).
@@ -122,7 +138,58 @@ PKRT_HD inline void sync_grid(const BlockEnv& env) {
   (void)env;
   cooperative_groups::this_grid().sync();
 #else
+  if (env.host_chaos != nullptr) chaos_delay(*static_cast<const ChaosTurn*>(env.host_chaos), env.block);
   static_cast<HostEpochBarrier*>(env.host_barrier)->arrive_and_wait();
+#endif
+}
+
+// Chaos mode only (CPU): waits until it is this block's turn to apply commands and step its
+// actors in `epoch` (the seeded order of pkrt/detail/chaos.hpp). No-op otherwise and on
+// the device. Every block takes exactly one turn per run epoch, between two grid barriers.
+PKRT_HD inline void begin_step_turn(const BlockEnv& env, std::uint64_t epoch) {
+#if PKRT_DEVICE_PASS
+  (void)env;
+  (void)epoch;
+#else
+  auto* chaos = static_cast<ChaosTurn*>(env.host_chaos);
+  if (chaos == nullptr) return;
+  chaos_delay(*chaos, env.block);
+  const std::vector<std::uint32_t> order = chaos_block_order(chaos->seed, epoch, chaos->blocks);
+  std::uint64_t position = 0;
+  while (order[position] != env.block) ++position;
+  const std::uint64_t mine = (epoch - chaos->start_epoch - 1) * chaos->blocks + position;
+  for (;;) {
+    // Acquire: pairs with the previous block's release in end_step_turn, so what it wrote
+    // in its turn (app-wide region, its K2K sends) happens before ours.
+    const std::uint64_t turn = chaos->turns.load(std::memory_order_acquire);
+    if (turn == mine) return;
+    chaos->turns.wait(turn, std::memory_order_acquire);
+  }
+#endif
+}
+
+// Chaos mode only (CPU): hands the step turn to the next block of the epoch's order.
+PKRT_HD inline void end_step_turn(const BlockEnv& env) {
+#if PKRT_DEVICE_PASS
+  (void)env;
+#else
+  auto* chaos = static_cast<ChaosTurn*>(env.host_chaos);
+  if (chaos == nullptr) return;
+  // Release: our turn's writes happen before the next block's acquire of the count; only
+  // the block holding the turn increments, so this RMW never races with another writer.
+  chaos->turns.fetch_add(1, std::memory_order_release);
+  chaos->turns.notify_all();
+#endif
+}
+
+// Scratch words in block-shared memory, one per thread of the block (CPU: the worker's own).
+PKRT_HD inline std::uint32_t* block_scratch_words() {
+#if PKRT_DEVICE_PASS
+  __shared__ std::uint32_t words[1024];  // the largest CUDA block
+  return words;
+#else
+  thread_local std::uint32_t words[1];
+  return words;
 #endif
 }
 

@@ -95,6 +95,7 @@ struct KernelArgs {
   std::uint64_t start_epoch;   // epoch already completed when the kernel starts (0: fresh)
   std::uint32_t run_init;      // nonzero: call App::init for every actor before epoch 1
   std::uint32_t idle_spin;     // polls before an idle block starts backing off
+  std::uint32_t digest_period; // kOpDigest of every actor every this many epochs (0: none)
 };
 
 enum SnapshotFlags : std::uint32_t {

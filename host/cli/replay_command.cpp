@@ -1,0 +1,237 @@
+// host/cli/replay_command.cpp: `pkrt replay FILE` (differential replay of a recorded run of
+// a built-in example) and `pkrt log dump FILE` (what a replay log holds).
+#include "examples/echo/echo.hpp"
+#include "examples/heat2d/heat2d_host.hpp"
+#include "examples/racy_sum/racy_sum.hpp"
+#include "examples/token_ring/token_ring.hpp"
+#include "host/cli/cli_common.hpp"
+#include "host/cli/commands.hpp"
+
+#include <pkrt/replay.hpp>
+#include <pkrt/replay_log.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <array>
+#include <cinttypes>
+#include <cstdio>
+#include <cstring>
+#include <limits>
+
+namespace pkrt::cli {
+namespace {
+
+std::string hex64(std::uint64_t v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%016" PRIx64, v);
+  return buf;
+}
+
+std::string hex_bytes(const std::byte* data, std::size_t n) {
+  std::string out;
+  char buf[4];
+  for (std::size_t i = 0; i < n; ++i) {
+    std::snprintf(buf, sizeof buf, "%02x", static_cast<unsigned>(data[i]));
+    out += buf;
+  }
+  return out;
+}
+
+nlohmann::json record_json(const ReplayRecord& r) {
+  return {{"seq", r.seq},
+          {"time_ns", r.time_ns},
+          {"direction", replay_direction_name(static_cast<ReplayDirection>(r.direction))},
+          {"block", r.block},
+          {"epoch_observed", r.epoch_observed},
+          {"epoch_applied", r.epoch_applied},
+          {"ring_seq", r.slot.header.seq},
+          {"opcode", r.slot.header.opcode},
+          {"opcode_name", replay_opcode_name(r.slot.header.opcode)},
+          {"flags", r.slot.header.flags},
+          {"actor", r.slot.header.actor},
+          {"epoch", r.slot.payload.epoch},
+          {"request", r.slot.payload.request},
+          {"data", hex_bytes(r.slot.payload.data, kEnvelopeDataBytes)}};
+}
+
+nlohmann::json run_info_json(const ReplayLog& log) {
+  const ReplayRunInfo& i = log.info;
+  return {{"app", i.app},
+          {"params", hex_bytes(i.params.data(), i.params.size())},
+          {"backend", i.backend},
+          {"actors", i.num_actors},
+          {"blocks", i.blocks},
+          {"threads_per_block", i.threads_per_block},
+          {"ring_capacity", i.ring_capacity},
+          {"digest_period", i.digest_period},
+          {"chaos", i.chaos},
+          {"chaos_seed", i.chaos_seed},
+          {"start_epoch", i.start_epoch},
+          {"config_hash", hex64(i.config_hash)},
+          {"pkrt_version", i.pkrt_version},
+          {"created_unix_ns", i.created_unix_ns},
+          {"capacity", log.capacity},
+          {"written", log.written},
+          {"wrapped", log.wrapped},
+          {"first_seq", log.first_seq},
+          {"complete_epoch", log.complete_epoch},
+          {"closed_cleanly", log.closed_cleanly},
+          {"counters_recovered", log.counters_recovered},
+          {"stop_note", log.stop_note}};
+}
+
+const std::array<const Program*, 4>& builtin_programs() {
+  static const std::array<const Program*, 4> programs = {&examples::heat2d_program(), &examples::echo_program(),
+                                                         &examples::racy_sum_program(),
+                                                         &examples::token_ring_program()};
+  return programs;
+}
+
+nlohmann::json divergence_json(const ReplayDivergence& d) {
+  nlohmann::json commands = nlohmann::json::array();
+  for (const auto& c : d.preceding_commands) {
+    nlohmann::json j = record_json(c.record);
+    j["applied_epoch"] = c.applied_epoch;
+    commands.push_back(j);
+  }
+  return {{"kind", replay_divergence_kind_name(d.kind)},
+          {"epoch", d.epoch},
+          {"actor", d.actor},
+          {"opcode", d.opcode},
+          {"opcode_name", replay_opcode_name(d.opcode)},
+          {"field", d.field},
+          {"index", d.index},
+          {"expected", d.expected ? record_json(*d.expected) : nlohmann::json(nullptr)},
+          {"actual", d.actual ? record_json(*d.actual) : nlohmann::json(nullptr)},
+          {"preceding_commands", commands}};
+}
+
+}  // namespace
+
+void add_replay_command(CLI::App& app, ReplayOptions& o) {
+  CLI::App* cmd = app.add_subcommand(
+      "replay",
+      "Replay a recorded run of a built-in example and compare it with the recording.\n"
+      "Exit codes: 0 identical, 1 diverged (the first divergence is printed), 2 the log cannot be replayed");
+  cmd->add_option("FILE", o.log, "Replay log written by `pkrt run --replay-log FILE`")->required();
+  cmd->add_option("--backend", o.backend, "cpu, cuda, or auto for the replay")
+      ->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
+  cmd->add_option("--threads", o.threads, "CPU worker threads (0: as many blocks as the recording had)")
+      ->check(CLI::Range(0u, 1024u))->capture_default_str();
+  cmd->add_option("--chaos", o.chaos, "CPU chaos mode for the replay, with this seed")
+      ->check(CLI::Range(std::int64_t{0}, std::numeric_limits<std::int64_t>::max()));
+  cmd->add_option("--from-checkpoint", o.from_checkpoint,
+                  "Start from the newest complete checkpoint in this directory (within the log) instead of the log's start");
+  cmd->add_option("--record-to", o.record_to, "Keep the replay's own log in this file");
+  cmd->add_option("--context", o.context, "Recorded commands listed before a divergence")->capture_default_str();
+  cmd->add_flag("--json", o.json, "Print the verdict as JSON on stdout");
+  cmd->add_flag("--quiet", o.quiet, "No progress line");
+}
+
+int replay_command(const ReplayOptions& o) {
+  auto backend = parse_backend(o.backend);
+  if (!backend.ok()) return report_error("replay", backend.status());
+  auto log = read_replay_log(o.log);
+  if (!log.ok()) {
+    std::fprintf(stderr, "pkrt replay: error: %s\n", log.status().to_string().c_str());
+    return kExitUsage;
+  }
+  pkrt::ReplayOptions ro;
+  ro.backend = backend.value();
+  ro.threads = o.threads;
+  ro.chaos = o.chaos >= 0;
+  ro.chaos_seed = o.chaos >= 0 ? static_cast<std::uint64_t>(o.chaos) : 0;
+  ro.from_checkpoint = o.from_checkpoint;
+  ro.record_to = o.record_to;
+  ro.context_commands = o.context;
+  ProgressLine progress(!o.quiet);
+  ro.progress = [&progress](std::uint64_t epoch, std::uint64_t end) {
+    progress.update("replay: epoch " + std::to_string(epoch) + "/" + std::to_string(end));
+  };
+  const auto& programs = builtin_programs();
+  auto result = replay_log(log.value(), programs, ro);
+  progress.finish();
+  if (!result.ok()) {
+    // Whatever stops a replay (bad input, a log it cannot cover, a run that failed) means
+    // no verdict: exit 2, never 0 or 1.
+    std::fprintf(stderr, "pkrt replay: error: %s\n", result.status().to_string().c_str());
+    return kExitUsage;
+  }
+  const ReplayResult& r = result.value();
+  if (o.json) {
+    nlohmann::json j = {{"verdict", r.identical ? "identical" : "diverged"},
+                        {"app", r.app},
+                        {"log", o.log},
+                        {"recorded_run", r.recorded_run},
+                        {"replay_run", r.replay_run},
+                        {"from_checkpoint", r.from_checkpoint},
+                        {"start_epoch", r.start_epoch},
+                        {"end_epoch", r.end_epoch},
+                        {"commands_injected", r.commands_injected},
+                        {"observations_compared", r.observations_compared},
+                        {"notes", r.notes},
+                        {"divergence", r.divergence ? divergence_json(*r.divergence) : nlohmann::json(nullptr)}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    std::fputs(format_replay_report(r).c_str(), stdout);
+  }
+  return r.identical ? kExitOk : kExitFailed;
+}
+
+void add_log_command(CLI::App& app, LogDumpOptions& o) {
+  CLI::App* log = app.add_subcommand("log", "Inspect a replay log");
+  log->require_subcommand(1);
+  CLI::App* dump = log->add_subcommand(
+      "dump",
+      "Print a replay log's run metadata and records.\n"
+      "Exit codes: 0 every counted record intact, 1 the log is damaged (the intact part is printed), 2 unreadable");
+  dump->add_option("FILE", o.log, "Replay log")->required();
+  dump->add_flag("--json", o.json, "Print as JSON on stdout");
+  dump->add_option("--tail", o.tail, "Only the newest N records (0: all)")->capture_default_str();
+}
+
+int log_command(const LogDumpOptions& o) {
+  auto log = read_replay_log(o.log);
+  if (!log.ok()) {
+    std::fprintf(stderr, "pkrt log dump: error: %s\n", log.status().to_string().c_str());
+    return kExitUsage;
+  }
+  const ReplayLog& l = log.value();
+  const std::size_t first = o.tail != 0 && o.tail < l.records.size() ? l.records.size() - o.tail : 0;
+  const bool damaged = !l.stop_note.empty();
+  if (o.json) {
+    nlohmann::json records = nlohmann::json::array();
+    for (std::size_t i = first; i < l.records.size(); ++i) records.push_back(record_json(l.records[i]));
+    nlohmann::json j = {{"log", o.log}, {"header", run_info_json(l)}, {"records", records}};
+    std::printf("%s\n", j.dump(2).c_str());
+  } else {
+    const ReplayRunInfo& i = l.info;
+    std::string run = i.backend + ", " + std::to_string(i.num_actors) + " actors on " + std::to_string(i.blocks) +
+                      " block(s) x " + std::to_string(i.threads_per_block) + " thread(s)";
+    if (i.chaos) run += ", chaos seed " + std::to_string(i.chaos_seed);
+    std::string records = std::to_string(l.records.size()) + " readable of " + std::to_string(l.written) +
+                          " written (capacity " + std::to_string(l.capacity) + ")";
+    if (l.wrapped) records += ", wrapped: records before " + std::to_string(l.first_seq) + " were overwritten";
+    print_table(stdout, "pkrt replay log " + o.log,
+                {{"app", i.app + " (params " + std::to_string(i.params.size()) + " bytes, config " +
+                             hex64(i.config_hash) + ")"},
+                 {"run", run},
+                 {"recorded by", "pkrt " + i.pkrt_version},
+                 {"digests", i.digest_period == 0 ? std::string("off") : "every " + std::to_string(i.digest_period) + " epochs"},
+                 {"epochs", "after " + std::to_string(i.start_epoch) + ", complete through " + std::to_string(l.complete_epoch)},
+                 {"records", records},
+                 {"closed", l.closed_cleanly ? "cleanly" : "no (the writer did not finish: crash or still running)"},
+                 {"damage", damaged ? l.stop_note : std::string("none")}});
+    if (first > 0) std::printf("(showing the newest %zu records)\n", l.records.size() - first);
+    const std::uint64_t t0 = l.records.empty() ? 0 : l.records.front().time_ns;
+    for (std::size_t k = first; k < l.records.size(); ++k) {
+      const ReplayRecord& r = l.records[k];
+      std::printf("%10" PRIu64 "  %+12.3f ms  %s\n", r.seq, (static_cast<double>(r.time_ns) - static_cast<double>(t0)) / 1e6,
+                  format_replay_record(r).c_str());
+    }
+  }
+  if (damaged) std::fprintf(stderr, "pkrt log dump: %s: %s\n", o.log.c_str(), l.stop_note.c_str());
+  return damaged ? kExitFailed : kExitOk;
+}
+
+}  // namespace pkrt::cli

@@ -1,0 +1,616 @@
+// replay/replayer.cpp: differential replay (pkrt/replay.hpp): re-run a recorded log's
+// commands at the epochs they were applied, record the new K2H stream, diff the two.
+#include <pkrt/replay.hpp>
+
+#include <pkrt/checkpoint_manager.hpp>
+#include <pkrt/checkpoint_store.hpp>
+
+#include <algorithm>
+#include <atomic>
+#include <cinttypes>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <unistd.h>
+#include <unordered_map>
+
+namespace pkrt {
+namespace {
+
+// FNV-1a, 64-bit: stable across builds and platforms (the hash is stored in logs).
+class ConfigHasher {
+ public:
+  void bytes(const void* data, std::size_t n) {
+    const auto* p = static_cast<const unsigned char*>(data);
+    for (std::size_t i = 0; i < n; ++i) {
+      h_ ^= p[i];
+      h_ *= 0x100000001B3ull;
+    }
+  }
+  void u64(std::uint64_t v) {
+    unsigned char b[8];
+    for (int i = 0; i < 8; ++i) b[i] = static_cast<unsigned char>(v >> (8 * i));
+    bytes(b, 8);
+  }
+  void str(const char* s) {
+    const std::size_t n = s == nullptr ? 0 : std::strlen(s);
+    u64(n);
+    bytes(s, n);
+  }
+  std::uint64_t value() const { return h_; }
+
+ private:
+  std::uint64_t h_ = 0xCBF29CE484222325ull;
+};
+
+bool is_infrastructure_command(std::uint16_t opcode) {
+  return opcode == kOpSnapshotActor || opcode == kOpReleaseStaging || opcode == kOpRestoreActor;
+}
+
+std::uint16_t data_u16(const Slot& s, std::size_t offset) {
+  std::uint16_t v;
+  std::memcpy(&v, s.payload.data + offset, sizeof v);
+  return v;
+}
+
+bool is_completion(const Slot& s) { return (s.header.flags & kFlagReply) != 0 && s.payload.request != 0; }
+
+// Observable K2H records of `log` in (after, through], ordered by (epoch, actor), each
+// actor's observations in the order it produced them (log order within one ring).
+std::vector<const ReplayRecord*> observations(const ReplayLog& log, std::uint64_t after, std::uint64_t through) {
+  std::vector<const ReplayRecord*> out;
+  for (const ReplayRecord& r : log.records) {
+    if (r.direction != static_cast<std::uint8_t>(ReplayDirection::kK2H)) continue;
+    if (r.slot.payload.epoch <= after || r.slot.payload.epoch > through) continue;
+    if (!replay_observable(r.slot)) continue;
+    out.push_back(&r);
+  }
+  std::stable_sort(out.begin(), out.end(), [](const ReplayRecord* a, const ReplayRecord* b) {
+    if (a->slot.payload.epoch != b->slot.payload.epoch) return a->slot.payload.epoch < b->slot.payload.epoch;
+    return a->slot.header.actor < b->slot.header.actor;
+  });
+  return out;
+}
+
+// A recorded command with the epoch at which the recorded run applied it.
+struct AppliedCommand {
+  const ReplayRecord* record;
+  std::uint64_t applied_epoch;
+  std::uint64_t completion_index;  // position of its completion in the log
+};
+
+// Every non-infrastructure H2K command of `log` that has a completion, in application
+// order: (applied epoch, completion order).
+std::vector<AppliedCommand> applied_commands(const ReplayLog& log) {
+  std::unordered_map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>> completion;  // request -> (epoch, index)
+  for (std::uint64_t i = 0; i < log.records.size(); ++i) {
+    const ReplayRecord& r = log.records[i];
+    if (r.direction == static_cast<std::uint8_t>(ReplayDirection::kK2H) && is_completion(r.slot))
+      completion.emplace(r.slot.payload.request, std::make_pair(r.slot.payload.epoch, i));
+  }
+  std::vector<AppliedCommand> out;
+  for (const ReplayRecord& r : log.records) {
+    if (r.direction != static_cast<std::uint8_t>(ReplayDirection::kH2K)) continue;
+    if (is_infrastructure_command(r.slot.header.opcode) || r.slot.payload.request == 0) continue;
+    auto it = completion.find(r.slot.payload.request);
+    if (it == completion.end()) continue;
+    out.push_back({&r, it->second.first, it->second.second});
+  }
+  std::sort(out.begin(), out.end(), [](const AppliedCommand& a, const AppliedCommand& b) {
+    return a.applied_epoch != b.applied_epoch ? a.applied_epoch < b.applied_epoch
+                                              : a.completion_index < b.completion_index;
+  });
+  return out;
+}
+
+std::string hex(std::uint64_t v, int width = 0) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "0x%0*" PRIx64, width, v);
+  return buf;
+}
+
+std::string describe_run(const ReplayRunInfo& info) {
+  std::string s = info.backend + ", " + std::to_string(info.blocks) + " block" + (info.blocks == 1 ? "" : "s");
+  if (info.chaos) s += ", chaos seed " + std::to_string(info.chaos_seed);
+  return s;
+}
+
+// The first epoch after which a wrapped log still holds every K2H slot: for each ring whose
+// oldest kept slot is not its first, slots up to that slot's epoch may be gone (a ring's
+// epochs never decrease).
+std::uint64_t covered_from(const ReplayLog& log) {
+  std::uint64_t from = log.info.start_epoch;
+  if (!log.wrapped) return from;
+  std::map<std::uint32_t, bool> seen;
+  for (const ReplayRecord& r : log.records) {
+    if (r.direction != static_cast<std::uint8_t>(ReplayDirection::kK2H) || seen[r.block]) continue;
+    seen[r.block] = true;
+    if (r.slot.header.seq > 1) from = std::max(from, r.slot.payload.epoch);
+  }
+  return from;
+}
+
+std::uint64_t next_pow2(std::uint64_t v) {
+  std::uint64_t p = 1;
+  while (p < v) p <<= 1;
+  return p;
+}
+
+}  // namespace
+
+std::uint64_t replay_config_hash(const Program& program, std::span<const std::byte> params,
+                                 std::uint32_t num_actors, std::uint32_t digest_period) {
+  ConfigHasher h;
+  h.str(program.name);
+  h.u64(params.size());
+  h.bytes(params.data(), params.size());
+  h.u64(num_actors);
+  h.u64(digest_period);
+  if (params.size() == program.params_bytes) {
+    const ProgramLayout lay = program.layout(params.data(), num_actors);
+    h.u64(lay.state_bytes);
+    h.u64(lay.region_count);
+    for (std::uint32_t r = 0; r < lay.region_count && r < detail::kMaxRegions; ++r) {
+      h.str(lay.region_names[r]);
+      h.u64(lay.region_bytes[r]);
+    }
+    h.u64(lay.k2k_channels);
+    h.u64(lay.k2k_payload_bytes);
+    h.u64(lay.global_bytes);
+  }
+  return h.value();
+}
+
+bool replay_observable(const Slot& slot) {
+  switch (slot.header.opcode) {
+    case kOpPaused:
+    case kOpResumed:
+    case kOpStopped:
+    case kOpSnapshotReady:
+      return false;
+    case kOpAck:  // AckData::opcode at byte 0
+      return !is_infrastructure_command(data_u16(slot, 0));
+    case kOpError:  // ErrorData::opcode at byte 2
+      return !is_infrastructure_command(data_u16(slot, 2));
+    default:
+      return true;
+  }
+}
+
+const char* replay_divergence_kind_name(ReplayDivergence::Kind kind) {
+  switch (kind) {
+    case ReplayDivergence::Kind::kDiffers: return "differs";
+    case ReplayDivergence::Kind::kMissing: return "missing";
+    case ReplayDivergence::Kind::kUnexpected: return "unexpected";
+  }
+  return "unknown";
+}
+
+std::string replay_opcode_name(std::uint16_t opcode) {
+  switch (opcode) {
+    case kOpNop: return "nop";
+    case kOpPing: return "ping";
+    case kOpSnapshotActor: return "snapshot_actor";
+    case kOpReleaseStaging: return "release_staging";
+    case kOpRestoreActor: return "restore_actor";
+    case kOpAck: return "ack";
+    case kOpError: return "error";
+    case kOpReply: return "reply";
+    case kOpPaused: return "paused";
+    case kOpResumed: return "resumed";
+    case kOpStopped: return "stopped";
+    case kOpEvent: return "event";
+    case kOpSnapshotReady: return "snapshot_ready";
+    case kOpDigest: return "digest";
+    default: break;
+  }
+  return opcode >= kUserOpcodeBase ? "app+" + hex(opcode - kUserOpcodeBase) : hex(opcode, 4);
+}
+
+std::string format_replay_record(const ReplayRecord& r) {
+  const Slot& s = r.slot;
+  const bool h2k = r.direction == static_cast<std::uint8_t>(ReplayDirection::kH2K);
+  std::string out = replay_direction_name(static_cast<ReplayDirection>(r.direction));
+  out += (h2k ? " apply_epoch " : " epoch ") + std::to_string(s.payload.epoch) + " actor ";
+  out += s.header.actor == kNoActor ? std::string("-") : std::to_string(s.header.actor);
+  out += " block " + std::to_string(r.block) + " " + replay_opcode_name(s.header.opcode);
+  if (s.header.flags != 0) out += " flags " + hex(s.header.flags);
+  if (s.payload.request != 0) out += " request " + std::to_string(s.payload.request);
+  if (s.header.opcode == kOpDigest) {
+    DigestData d;
+    std::memcpy(&d, s.payload.data, sizeof d);
+    out += " crc " + hex(d.crc, 8) + " over " + std::to_string(d.bytes) + " bytes";
+  } else if (s.header.opcode == kOpAck || s.header.opcode == kOpError) {
+    const std::uint16_t of = data_u16(s, s.header.opcode == kOpAck ? 0 : 2);
+    out += " (of " + replay_opcode_name(of) + ")";
+    if (s.header.opcode == kOpError)
+      out += std::string(" code ") + status_code_name(static_cast<StatusCode>(data_u16(s, 0)));
+  } else {
+    out += " data";
+    for (std::size_t i = 0; i < kEnvelopeDataBytes; i += 8) {
+      std::uint64_t w;
+      std::memcpy(&w, s.payload.data + i, 8);
+      out += " " + hex(w, 16);
+    }
+  }
+  return out;
+}
+
+ReplayComparison compare_replay_logs(const ReplayLog& expected, const ReplayLog& actual,
+                                     std::uint64_t after_epoch, std::uint64_t through_epoch,
+                                     const std::vector<std::pair<std::uint64_t, std::uint64_t>>& request_map,
+                                     std::size_t context_commands) {
+  const auto exp = observations(expected, after_epoch, through_epoch);
+  const auto act = observations(actual, after_epoch, through_epoch);
+  std::unordered_map<std::uint64_t, std::uint64_t> to_expected(request_map.begin(), request_map.end());
+  auto mapped = [&](std::uint64_t request) {
+    auto it = to_expected.find(request);
+    return it == to_expected.end() ? request : it->second;
+  };
+
+  ReplayComparison cmp;
+  const std::size_t n = std::max(exp.size(), act.size());
+  for (std::size_t i = 0; i < n; ++i) {
+    const ReplayRecord* e = i < exp.size() ? exp[i] : nullptr;
+    const ReplayRecord* a = i < act.size() ? act[i] : nullptr;
+    std::string field;
+    if (e != nullptr && a != nullptr) {
+      const Slot& x = e->slot;
+      const Slot& y = a->slot;
+      if (x.payload.epoch != y.payload.epoch) field = "epoch";
+      else if (x.header.actor != y.header.actor) field = "actor";
+      else if (x.header.opcode != y.header.opcode) field = "opcode";
+      else if (x.header.flags != y.header.flags) field = "flags";
+      else if (x.payload.request != mapped(y.payload.request)) field = "request";
+      else if (std::memcmp(x.payload.data, y.payload.data, kEnvelopeDataBytes) != 0) field = "data";
+      if (field.empty()) {
+        ++cmp.compared;
+        continue;
+      }
+    }
+    ReplayDivergence d;
+    d.index = i;
+    if (e != nullptr) d.expected = *e;
+    if (a != nullptr) d.actual = *a;
+    d.field = field;
+    if (a == nullptr) {
+      d.kind = ReplayDivergence::Kind::kMissing;
+    } else if (e == nullptr) {
+      d.kind = ReplayDivergence::Kind::kUnexpected;
+    } else if (field == "epoch" || field == "actor") {
+      // The streams are ordered by (epoch, actor): the side with the smaller key has an
+      // observation the other lacks.
+      const bool expected_first = std::make_pair(e->slot.payload.epoch, e->slot.header.actor) <
+                                  std::make_pair(a->slot.payload.epoch, a->slot.header.actor);
+      d.kind = expected_first ? ReplayDivergence::Kind::kMissing : ReplayDivergence::Kind::kUnexpected;
+    } else {
+      d.kind = ReplayDivergence::Kind::kDiffers;
+    }
+    const ReplayRecord& at = d.kind == ReplayDivergence::Kind::kUnexpected ? *a : *e;
+    d.epoch = at.slot.payload.epoch;
+    d.actor = at.slot.header.actor;
+    d.opcode = at.slot.header.opcode;
+    for (const AppliedCommand& c : applied_commands(expected)) {
+      if (c.applied_epoch > d.epoch) break;
+      d.preceding_commands.push_back({*c.record, c.applied_epoch});
+    }
+    if (d.preceding_commands.size() > context_commands) {
+      d.preceding_commands.erase(d.preceding_commands.begin(),
+                                 d.preceding_commands.end() - static_cast<std::ptrdiff_t>(context_commands));
+    }
+    cmp.divergence = std::move(d);
+    break;
+  }
+  return cmp;
+}
+
+Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* const> programs,
+                                const ReplayOptions& options) {
+  const ReplayRunInfo& info = log.info;
+  const Program* program = nullptr;
+  std::string known;
+  for (const Program* p : programs) {
+    if (p->name == info.app) program = p;
+    known += (known.empty() ? "" : ", ") + std::string(p->name);
+  }
+  if (program == nullptr) {
+    return Status(StatusCode::kInvalidArgument,
+                  "the log records app '" + info.app + "', which this binary does not register (it has: " +
+                      known + "). Fix: replay it with the application's own binary, which passes its "
+                      "programs to pkrt::replay_log");
+  }
+  if (info.params.size() != program->params_bytes) {
+    return Status(StatusCode::kInvalidArgument,
+                  "the log's parameters for app '" + info.app + "' are " + std::to_string(info.params.size()) +
+                      " bytes; this binary's " + info.app + " takes " + std::to_string(program->params_bytes) +
+                      ". The log was recorded by a different build of the app. Fix: replay with the binary "
+                      "that recorded it (pkrt " + info.pkrt_version + ")");
+  }
+  const std::uint64_t hash = replay_config_hash(*program, info.params, info.num_actors, info.digest_period);
+  if (hash != info.config_hash) {
+    return Status(StatusCode::kInvalidArgument,
+                  "the log's configuration hash " + hex(info.config_hash, 16) + " does not match app '" +
+                      info.app + "' in this binary (" + hex(hash, 16) + "): its state layout, regions, "
+                      "channels or parameters differ from the recording's. Fix: replay with the binary that "
+                      "recorded it (pkrt " + info.pkrt_version + ")");
+  }
+  for (const ReplayRecord& r : log.records) {
+    if (r.direction == static_cast<std::uint8_t>(ReplayDirection::kH2K) && r.slot.header.opcode == kOpRestoreActor) {
+      return Status(StatusCode::kUnsupported,
+                    "the log contains a live restore of actor " + std::to_string(r.slot.header.actor) +
+                        " (record " + std::to_string(r.seq) + "); the restored image is not in the log, so "
+                        "the run cannot be replayed across it. Fix: replay from a checkpoint taken after it "
+                        "(--from-checkpoint)");
+    }
+  }
+
+  ReplayResult result;
+  result.app = info.app;
+  result.recorded_run = describe_run(info);
+  if (!log.stop_note.empty()) result.notes.push_back("log: " + log.stop_note);
+  if (log.wrapped) {
+    result.notes.push_back("log wrapped: " + std::to_string(log.written - log.capacity) +
+                           " oldest records were overwritten; it keeps records " + std::to_string(log.first_seq) +
+                           ".." + std::to_string(log.written - 1));
+  }
+  const std::uint64_t end = log.complete_epoch;
+  const std::uint64_t covered = covered_from(log);
+
+  RuntimeOptions ro;
+  ro.backend = options.backend;
+  ro.num_actors = info.num_actors;
+  ro.threads = options.threads != 0 ? options.threads : info.blocks;
+  ro.digest_period = info.digest_period;
+  ro.chaos = options.chaos;
+  ro.chaos_seed = options.chaos_seed;
+  ro.snapshots = false;
+
+  // Where to start: the log's start, or a checkpoint.
+  std::uint64_t start = info.start_epoch;
+  RestorePoint point;
+  if (!options.from_checkpoint.empty()) {
+    auto store = FileCheckpointStore::open(options.from_checkpoint);
+    if (!store.ok()) return store.status();
+    auto found = find_restore_point(*store.value(), info.app, info.params, info.num_actors, std::nullopt);
+    if (!found.ok()) {
+      return Status(found.status().code(), "--from-checkpoint " + options.from_checkpoint + ": " +
+                                               found.status().message());
+    }
+    point = std::move(found.value());
+    if (point.epoch > end) {
+      // The newest is past the log's horizon: take the newest complete one within it.
+      auto history = scan_checkpoints(*store.value());
+      if (!history.ok()) return history.status();
+      std::vector<std::uint64_t> epochs;
+      for (const CheckpointRecord& c : history.value())
+        if (c.status.ok() && c.info.epoch <= end) epochs.push_back(c.info.epoch);
+      std::sort(epochs.rbegin(), epochs.rend());
+      epochs.erase(std::unique(epochs.begin(), epochs.end()), epochs.end());
+      std::optional<RestorePoint> inside;
+      for (std::uint64_t e : epochs) {
+        auto at = find_restore_point(*store.value(), info.app, info.params, info.num_actors, e);
+        if (at.ok()) {
+          inside = std::move(at.value());
+          break;
+        }
+      }
+      if (!inside) {
+        return Status(StatusCode::kFailedPrecondition,
+                      "--from-checkpoint " + options.from_checkpoint + ": its newest checkpoint (epoch " +
+                          std::to_string(point.epoch) + ") is past the log's last complete epoch " +
+                          std::to_string(end) + " and none lies within the log. Fix: keep older checkpoints "
+                          "or record a longer log");
+      }
+      point = std::move(*inside);
+    }
+    if (point.epoch < info.start_epoch) {
+      return Status(StatusCode::kFailedPrecondition,
+                    "--from-checkpoint " + options.from_checkpoint + ": its checkpoint is at epoch " +
+                        std::to_string(point.epoch) + ", before the recorded run started (epoch " +
+                        std::to_string(info.start_epoch) + "). Fix: use a checkpoint of this run");
+    }
+    start = point.epoch;
+    result.from_checkpoint = true;
+  }
+  if (start < covered) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "the log wrapped: it lost the oldest " + std::to_string(log.written - log.capacity) +
+                      " records and holds the whole stream only after epoch " + std::to_string(covered) +
+                      (result.from_checkpoint ? ", but the checkpoint is at epoch " + std::to_string(start)
+                                              : ", so it cannot be replayed from the run's start") +
+                      ". Fix: pass --from-checkpoint DIR with a checkpoint at or after epoch " +
+                      std::to_string(covered) + ", or record with a larger --replay-log-capacity");
+  }
+  if (end <= start) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "the log holds no complete epoch after epoch " + std::to_string(start) +
+                      " (its K2H stream is complete through epoch " + std::to_string(end) +
+                      "), so there is nothing to compare. Fix: record a longer run, or replay from an "
+                      "earlier checkpoint");
+  }
+  result.start_epoch = start;
+  result.end_epoch = end;
+
+  // The commands to re-inject: applied after `start`, through `end`.
+  std::vector<AppliedCommand> commands;
+  std::map<std::uint64_t, std::uint64_t> per_epoch;
+  for (const AppliedCommand& c : applied_commands(log)) {
+    if (c.applied_epoch <= start || c.applied_epoch > end) continue;
+    commands.push_back(c);
+    ++per_epoch[c.applied_epoch];
+  }
+  // Every completion in range must have its command: a wrapped log may have lost it.
+  {
+    std::unordered_map<std::uint64_t, bool> have;
+    for (const ReplayRecord& r : log.records)
+      if (r.direction == static_cast<std::uint8_t>(ReplayDirection::kH2K)) have[r.slot.payload.request] = true;
+    for (const ReplayRecord& r : log.records) {
+      if (r.direction != static_cast<std::uint8_t>(ReplayDirection::kK2H) || !is_completion(r.slot) ||
+          !replay_observable(r.slot) || r.slot.payload.epoch <= start || r.slot.payload.epoch > end)
+        continue;
+      if (!have.count(r.slot.payload.request)) {
+        return Status(StatusCode::kFailedPrecondition,
+                      "the command with request " + std::to_string(r.slot.payload.request) + " (applied at epoch " +
+                          std::to_string(r.slot.payload.epoch) + " to actor " + std::to_string(r.slot.header.actor) +
+                          ") is not in the log: it was overwritten when the log wrapped. Fix: replay from a "
+                          "later checkpoint, or record with a larger --replay-log-capacity");
+      }
+    }
+  }
+  std::uint64_t busiest = 0;
+  for (const auto& [epoch, count] : per_epoch) busiest = std::max(busiest, count);
+  ro.ring_capacity = static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(kMaxRingCapacity, std::max<std::uint64_t>(info.ring_capacity, next_pow2(busiest + 1))));
+
+  // The replay's own log.
+  std::string record_path = options.record_to;
+  bool temporary = false;
+  if (record_path.empty()) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string dir = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
+    static std::atomic<std::uint64_t> counter{0};
+    // Relaxed: only uniqueness matters.
+    record_path = dir + "/pkrt-replay-" + std::to_string(::getpid()) + "-" +
+                  std::to_string(counter.fetch_add(1, std::memory_order_relaxed)) + ".log";
+    temporary = true;
+  }
+  struct Unlink {
+    std::string path;
+    bool active;
+    ~Unlink() {
+      if (active) std::filesystem::remove(path);
+    }
+  } cleanup{record_path, temporary};
+  ReplayLogOptions lo;
+  lo.capacity_records = std::max<std::uint64_t>(4096, 2 * log.records.size() + 1024);
+  auto writer = ReplayLogWriter::create(record_path, lo);
+  if (!writer.ok()) return writer.status();
+  std::shared_ptr<ReplayLogWriter> actual_log(std::move(writer.value()));
+  ro.replay_log = actual_log;
+
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> request_map;
+  {
+    auto created = Runtime::create(*program, info.params.data(), info.params.size(), ro);
+    if (!created.ok()) return created.status();
+    std::unique_ptr<Runtime> rt = std::move(created.value());
+    result.replay_run = rt->backend_description();
+    if (result.from_checkpoint) PKRT_RETURN_IF_ERROR(rt->restore_before_start(point.epoch, point.images));
+
+    std::mutex failure_mu;
+    Status failure;
+    auto on_reply = [&failure_mu, &failure](const Reply& reply) {
+      // A kernel-produced error is part of the compared stream; anything else (ring full,
+      // shutdown) means the command never reached the replay.
+      if (reply.status.ok() || reply.event.opcode == kOpError) return;
+      std::lock_guard<std::mutex> lock(failure_mu);
+      if (failure.ok()) failure = reply.status;
+    };
+    const auto deadline = std::chrono::steady_clock::now() + options.timeout;
+    auto target_for = [&](std::size_t next) {
+      return next < commands.size() ? std::min(commands[next].applied_epoch - 1, end) : end;
+    };
+    PKRT_RETURN_IF_ERROR(rt->set_target_epoch(target_for(0)));
+    PKRT_RETURN_IF_ERROR(rt->start());
+    std::size_t i = 0;
+    while (i < commands.size()) {
+      // The grid is held at or before applied_epoch - 1 until this epoch's commands are in.
+      const std::uint64_t epoch = commands[i].applied_epoch;
+      for (; i < commands.size() && commands[i].applied_epoch == epoch; ++i) {
+        const Slot& s = commands[i].record->slot;
+        rt->send(s.header.actor, s.header.opcode, s.payload.data, kEnvelopeDataBytes, epoch, on_reply);
+        ++result.commands_injected;
+      }
+      {
+        std::lock_guard<std::mutex> lock(failure_mu);
+        if (!failure.ok()) {
+          (void)rt->shutdown();
+          return Status(failure.code(), "replay could not inject the command for epoch " + std::to_string(epoch) +
+                                            ": " + failure.message());
+        }
+      }
+      PKRT_RETURN_IF_ERROR(rt->set_target_epoch(target_for(i)));
+      if (options.progress) options.progress(rt->epoch(), end);
+      if (std::chrono::steady_clock::now() > deadline) {
+        (void)rt->shutdown();
+        return Status(StatusCode::kTimeout, "replay did not finish within the timeout");
+      }
+    }
+    const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    Status ran = rt->run_until(end, std::max(left, std::chrono::milliseconds(1)));
+    if (options.progress) options.progress(rt->epoch(), end);
+    Status stopped = rt->shutdown();
+    if (!ran.ok()) return Status(ran.code(), "replay run: " + ran.message());
+    if (!stopped.ok()) return Status(stopped.code(), "replay run: " + stopped.message());
+    std::lock_guard<std::mutex> lock(failure_mu);
+    if (!failure.ok()) return Status(failure.code(), "replay could not inject a command: " + failure.message());
+  }
+  PKRT_RETURN_IF_ERROR(actual_log->close());
+  auto actual = read_replay_log(record_path);
+  if (!actual.ok()) return Status(actual.status().code(), "reading the replay's own log: " + actual.status().message());
+
+  // Map the replay's request ids to the recording's: the replay sent the commands in order,
+  // one thread, so its H2K records (minus runtime traffic) are that order.
+  std::size_t k = 0;
+  for (const ReplayRecord& r : actual->records) {
+    if (r.direction != static_cast<std::uint8_t>(ReplayDirection::kH2K) || is_infrastructure_command(r.slot.header.opcode))
+      continue;
+    if (k == commands.size()) break;
+    request_map.emplace_back(r.slot.payload.request, commands[k++].record->slot.payload.request);
+  }
+  if (k != commands.size()) {
+    return Status(StatusCode::kInternal, "the replay's log holds " + std::to_string(k) + " of the " +
+                                             std::to_string(commands.size()) + " commands it sent");
+  }
+  ReplayComparison cmp = compare_replay_logs(log, actual.value(), start, end, request_map, options.context_commands);
+  result.observations_compared = cmp.compared;
+  result.divergence = std::move(cmp.divergence);
+  result.identical = !result.divergence.has_value();
+  return result;
+}
+
+std::string format_replay_report(const ReplayResult& r) {
+  std::string out;
+  const std::string range = "epochs " + std::to_string(r.start_epoch + 1) + ".." + std::to_string(r.end_epoch);
+  const std::string from = r.from_checkpoint ? "from the checkpoint at epoch " + std::to_string(r.start_epoch)
+                                             : "from the log's start";
+  for (const std::string& n : r.notes) out += "note: " + n + "\n";
+  out += "recorded: " + r.app + " on " + r.recorded_run + "\n";
+  out += "replayed: " + r.replay_run + ", " + from + ", " + std::to_string(r.commands_injected) +
+         " commands re-injected\n";
+  if (r.identical) {
+    out += "verdict: identical (" + std::to_string(r.observations_compared) + " observations over " + range +
+           " match)\n";
+    return out;
+  }
+  const ReplayDivergence& d = *r.divergence;
+  out += "verdict: diverged at epoch " + std::to_string(d.epoch) + ", actor " +
+         (d.actor == kNoActor ? std::string("-") : std::to_string(d.actor)) + ", opcode " +
+         replay_opcode_name(d.opcode) + " (" + std::to_string(r.observations_compared) +
+         " observations matched before it, " + range + ")\n";
+  switch (d.kind) {
+    case ReplayDivergence::Kind::kDiffers:
+      out += "  the " + d.field + " differs\n";
+      break;
+    case ReplayDivergence::Kind::kMissing:
+      out += "  the recorded run has an observation the replay did not produce\n";
+      break;
+    case ReplayDivergence::Kind::kUnexpected:
+      out += "  the replay produced an observation the recorded run did not\n";
+      break;
+  }
+  out += "  expected: " + (d.expected ? format_replay_record(*d.expected) : std::string("(none)")) + "\n";
+  out += "  actual:   " + (d.actual ? format_replay_record(*d.actual) : std::string("(none)")) + "\n";
+  if (d.preceding_commands.empty()) {
+    out += "  no recorded command was applied before it\n";
+  } else {
+    out += "  last commands before it:\n";
+    for (const auto& c : d.preceding_commands)
+      out += "    applied at epoch " + std::to_string(c.applied_epoch) + ": " + format_replay_record(c.record) + "\n";
+  }
+  return out;
+}
+
+}  // namespace pkrt
