@@ -179,7 +179,6 @@ struct CheckpointManager::Impl {
     if (chain.files.size() <= keep) return;
     std::set<std::string> needed;  // by name
     for (std::size_t i = chain.files.size() - keep; i < chain.files.size(); ++i) {
-      std::uint64_t d = chain.files[i].digest;
       // Follow parents: every file on the way to the full base stays.
       const ActorChain::File* f = &chain.files[i];
       for (std::size_t guard = 0; f != nullptr && guard <= chain.files.size(); ++guard) {

@@ -233,7 +233,8 @@ std::string format_replay_record(const ReplayRecord& r) {
     for (std::size_t i = 0; i < kEnvelopeDataBytes; i += 8) {
       std::uint64_t w;
       std::memcpy(&w, s.payload.data + i, 8);
-      out += " " + hex(w, 16);
+      out += ' ';
+      out += hex(w, 16);
     }
   }
   return out;
@@ -356,7 +357,15 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
                            " oldest records were overwritten; it keeps records " + std::to_string(log.first_seq) +
                            ".." + std::to_string(log.written - 1));
   }
-  const std::uint64_t end = log.complete_epoch;
+  std::uint64_t end = log.complete_epoch;
+  if (log.records.size() < log.written - log.first_seq) {
+    // The log ends early (torn or damaged): the stream is known complete only through the
+    // epoch the last intact record says had been drained when it was appended.
+    end = std::min(end, log.records.empty() ? info.start_epoch : log.records.back().epoch_observed);
+    result.notes.push_back("the readable log ends at record " + std::to_string(log.first_seq + log.records.size()) +
+                           "; compared only through epoch " + std::to_string(end) +
+                           ", the last one complete before it");
+  }
   const std::uint64_t covered = covered_from(log);
 
   RuntimeOptions ro;

@@ -9,6 +9,8 @@
 
 namespace pkrt::cli {
 
+inline constexpr std::uint64_t kDefaultReplayLogCapacity = std::uint64_t{1} << 18;  // 32 MiB of records
+
 struct RunOptions {
   std::string app = "heat2d";
   std::string backend = "auto";
@@ -32,7 +34,7 @@ struct RunOptions {
   std::string restore;               // checkpoint file or directory to start from
   std::int64_t restore_epoch = -1;   // with a directory: this epoch instead of the newest
   std::string replay_log;            // record every ring slot into this replay log
-  std::uint64_t replay_log_capacity = std::uint64_t{1} << 20;  // records
+  std::uint64_t replay_log_capacity = kDefaultReplayLogCapacity;  // records
   std::uint32_t replay_log_sync_ms = 0;  // background msync period (0: at the end only)
   std::uint32_t digest_every = 10;   // with --replay-log: state digests every N epochs (0: none)
   std::int64_t chaos = -1;           // CPU chaos seed (-1: off)

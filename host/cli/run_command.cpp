@@ -68,7 +68,7 @@ class ReplayLogSession {
  public:
   Status open(const RunOptions& o) {
     if (o.replay_log.empty()) {
-      if (o.replay_log_capacity != (std::uint64_t{1} << 20) || o.replay_log_sync_ms != 0)
+      if (o.replay_log_capacity != kDefaultReplayLogCapacity || o.replay_log_sync_ms != 0)
         return Status(StatusCode::kInvalidArgument, "--replay-log-capacity and --replay-log-sync-ms need --replay-log FILE");
       return Status();
     }

@@ -1,0 +1,56 @@
+# The replay CLI contract: `pkrt replay` exits 0 on an identical replay, 1 with the first
+# divergent epoch and actor on a diverged one (racy_sum under another chaos seed), 2 on an
+# unusable log; `pkrt log dump` exits 0 on a whole log, 1 on a truncated one (printing its
+# intact records and where it stopped), 2 on a file that is not a log.
+file(REMOVE_RECURSE "${WORK}")
+file(MAKE_DIRECTORY "${WORK}")
+function(run_pkrt out_var rc_var)
+  execute_process(COMMAND ${PKRT} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
+  set(${out_var} "${out}${err}" PARENT_SCOPE)
+  set(${rc_var} ${rc} PARENT_SCOPE)
+endfunction()
+function(expect rc want out regex what)
+  if(NOT rc EQUAL want OR NOT out MATCHES "${regex}")
+    message(FATAL_ERROR "${what}: exit ${rc} (want ${want}), output does not match '${regex}':\n${out}")
+  endif()
+  message("${what}: exit ${rc} as expected")
+endfunction()
+
+set(log "${WORK}/racy.log")
+run_pkrt(out rc run --app racy_sum --actors 8 --threads 4 --epochs 60 --chaos 1 --replay-log ${log} --quiet)
+expect(${rc} 0 "${out}" "replay log +[0-9]+ records" "recording racy_sum with chaos seed 1")
+
+run_pkrt(out rc replay ${log} --chaos 1 --quiet)
+expect(${rc} 0 "${out}" "verdict: identical" "replay with the recording's seed")
+
+run_pkrt(out rc replay ${log} --chaos 2 --quiet)
+expect(${rc} 1 "${out}" "verdict: diverged at epoch [0-9]+, actor 0" "replay with another chaos seed")
+message("${out}")
+
+run_pkrt(out rc replay ${log} --chaos 2 --quiet --json)
+expect(${rc} 1 "${out}" "\"verdict\": \"diverged\"" "replay --json with another chaos seed")
+if(NOT out MATCHES "\"epoch\": [0-9]+" OR NOT out MATCHES "\"expected\": {" OR NOT out MATCHES "\"actual\": {")
+  message(FATAL_ERROR "the JSON verdict lacks the divergence's epoch, expected and actual:\n${out}")
+endif()
+
+run_pkrt(out rc log dump ${log} --json --tail 3)
+expect(${rc} 0 "${out}" "\"records\": \\[" "log dump --json --tail 3")
+string(REGEX MATCHALL "\"seq\": " seqs "${out}")
+list(LENGTH seqs n)
+if(NOT n EQUAL 3)
+  message(FATAL_ERROR "--tail 3 printed ${n} records:\n${out}")
+endif()
+
+# Truncated mid-record: the intact prefix is printed and the dump says where it stopped.
+set(cut "${WORK}/cut.log")
+execute_process(COMMAND sh -c "head -c 5400 '${log}' > '${cut}'" RESULT_VARIABLE src)
+run_pkrt(out rc log dump ${cut})
+expect(${rc} 1 "${out}" "truncated|ends|stopped" "log dump of a truncated log")
+
+file(WRITE "${WORK}/garbage.log" "this is not a replay log at all, just text")
+run_pkrt(out rc log dump "${WORK}/garbage.log")
+expect(${rc} 2 "${out}" "error: corrupt_data" "log dump of a text file")
+run_pkrt(out rc replay "${WORK}/garbage.log")
+expect(${rc} 2 "${out}" "error: corrupt_data" "replay of a text file")
+run_pkrt(out rc replay "${WORK}/does-not-exist.log")
+expect(${rc} 2 "${out}" "error: io_error" "replay of a missing file")
