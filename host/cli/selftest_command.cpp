@@ -1,23 +1,31 @@
 // host/cli/selftest_command.cpp: `pkrt selftest`: the first thing to run on a new machine.
 // On the chosen backend it checks, end to end: the H2K/K2H ring round trip (echo, every
 // reply compared byte for byte; error events for a bad actor and an unknown opcode), K2K
-// mailboxes (token_ring: every token checked for sender, epoch and value), and heat2d against
-// the serial reference (bit-identical field with injections).
+// mailboxes (token_ring: every token checked for sender, epoch and value), heat2d against
+// the serial reference (bit-identical field with injections), and differential replay: a
+// heat2d run recorded on the chosen backend (with state digests computed there) replayed on
+// the CPU backend under chaos must be identical, which on a GPU checks that the device's
+// digests and physics match the host's bit for bit.
 #include "examples/echo/echo.hpp"
 #include "examples/heat2d/heat2d_host.hpp"
 #include "examples/token_ring/token_ring.hpp"
 #include "host/cli/cli_common.hpp"
 #include "host/cli/commands.hpp"
 
+#include <pkrt/replay.hpp>
 #include <pkrt/runtime.hpp>
 
 #include <nlohmann/json.hpp>
 
+#include <array>
 #include <chrono>
 #include <cstdio>
 #include <cstring>
+#include <cstdlib>
+#include <filesystem>
 #include <functional>
 #include <random>
+#include <unistd.h>
 
 namespace pkrt::cli {
 namespace {
@@ -150,11 +158,73 @@ Status check_heat2d(const SelftestOptions& o, BackendKind backend, std::string& 
   return Status();
 }
 
+Status check_replay(const SelftestOptions& o, BackendKind backend, std::string& detail) {
+  constexpr std::uint32_t kActors = 5;
+  constexpr std::uint64_t kEpochs = 100;
+  examples::Heat2d::Params p;
+  p.width = 50;
+  p.height = 30;
+  p.seed = o.seed;
+  p.stats_every = 10;
+  examples::heat2d_choose_tiles(p, kActors);
+  const char* tmp = std::getenv("TMPDIR");
+  const std::string path = std::string(tmp != nullptr && *tmp != '\0' ? tmp : "/tmp") + "/pkrt-selftest-" +
+                           std::to_string(::getpid()) + ".replay";
+  struct Remove {
+    std::string path;
+    ~Remove() { std::filesystem::remove(path); }
+  } cleanup{path};
+  ReplayLogOptions lo;
+  lo.capacity_records = 4096;
+  auto writer = ReplayLogWriter::create(path, lo);
+  if (!writer.ok()) return writer.status();
+  RuntimeOptions ro = base_options(o, backend, kActors);
+  ro.replay_log = std::move(writer.value());
+  ro.digest_period = 5;
+  std::string recorded_on;
+  {
+    auto created = Runtime::create(examples::heat2d_program(), p, ro);
+    if (!created.ok()) return created.status();
+    Runtime& rt = *created.value();
+    recorded_on = rt.backend_description();
+    PKRT_RETURN_IF_ERROR(rt.set_target_epoch(kEpochs));
+    std::vector<std::future<Reply>> acks;
+    for (std::uint64_t e : {3u, 3u, 30u, 61u, 99u}) {
+      const examples::Heat2dInjectData inj{static_cast<std::uint32_t>(e % p.width), static_cast<std::uint32_t>(e % p.height),
+                                           0.5f + static_cast<float>(e)};
+      acks.push_back(rt.send(examples::Heat2d::actor_of(p, inj.x, inj.y), examples::kHeat2dInject, inj, e));
+    }
+    PKRT_RETURN_IF_ERROR(rt.start());
+    PKRT_RETURN_IF_ERROR(rt.run_until(kEpochs, std::chrono::seconds(60)));
+    for (auto& a : acks) PKRT_RETURN_IF_ERROR(a.get().status);
+    PKRT_RETURN_IF_ERROR(rt.shutdown());
+  }
+  PKRT_RETURN_IF_ERROR(ro.replay_log->close());
+  auto log = read_replay_log(path);
+  if (!log.ok()) return log.status();
+  pkrt::ReplayOptions replay;
+  replay.backend = BackendKind::kCpu;
+  replay.threads = 2;
+  replay.chaos = true;
+  replay.chaos_seed = o.seed + 1;
+  const std::array<const Program*, 1> programs = {&examples::heat2d_program()};
+  auto result = replay_log(log.value(), programs, replay);
+  if (!result.ok()) return result.status();
+  if (!result->identical) {
+    return Status(StatusCode::kInternal, "the run recorded on " + recorded_on +
+                                             " does not replay identically on the CPU backend:\n" +
+                                             format_replay_report(result.value()));
+  }
+  detail = "recorded on " + recorded_on + ", replayed on cpu (2 threads, chaos): identical, " +
+           std::to_string(result->observations_compared) + " observations";
+  return Status();
+}
+
 }  // namespace
 
 void add_selftest_command(CLI::App& app, SelftestOptions& o) {
   CLI::App* cmd = app.add_subcommand(
-      "selftest", "Check rings, K2K and heat2d end to end on a backend (run this first on a GPU machine)");
+      "selftest", "Check rings, K2K, heat2d and replay end to end on a backend (run this first on a GPU machine)");
   cmd->add_option("--backend", o.backend, "auto, cpu, or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
   cmd->add_option("--threads", o.threads, "CPU backend worker threads (0: hardware concurrency)")->capture_default_str();
   cmd->add_option("--seed", o.seed, "Seed for payloads and initial data")->capture_default_str();
@@ -176,6 +246,7 @@ int selftest_command(const SelftestOptions& o) {
       {"ring round trip", [&](std::string& d) { return check_ring_round_trip(o, backend.value(), d); }},
       {"k2k mailboxes", [&](std::string& d) { return check_k2k(o, backend.value(), d); }},
       {"heat2d vs reference", [&](std::string& d) { return check_heat2d(o, backend.value(), d); }},
+      {"replay across backends", [&](std::string& d) { return check_replay(o, backend.value(), d); }},
   };
   std::vector<CheckResult> results;
   bool all = true;
