@@ -172,7 +172,7 @@ struct ReplayLogWriter::Impl {
   std::size_t map_bytes = 0;
 
   // Guards everything below; appends are ordered by it.
-  mutable std::mutex mutex;
+  std::mutex mutex;
   std::byte* map = nullptr;  // null once closed
   std::uint64_t written = 0;
   std::uint64_t complete_epoch = 0;
@@ -182,20 +182,21 @@ struct ReplayLogWriter::Impl {
   std::thread sync_thread;
   std::mutex sync_mutex;
   std::condition_variable sync_wake;
-  bool sync_stop = false;     // guarded by sync_mutex
-  Status sync_error;          // first failure of the background thread; guarded by sync_mutex
+  bool sync_stop = false;  // guarded by sync_mutex
+  Status sync_error;       // first failure of the background thread; guarded by sync_mutex
 
   // Rewrites the counters block from the fields above; mutex held.
   void publish_counters(std::uint32_t state) {
+    // The CRC is ready before the count changes: a kill between the two stores (which the
+    // reader repairs by scanning) has the shortest possible window.
+    const auto covered = encode_counters(written, complete_epoch, state);
+    const std::uint32_t covered_crc = crc32(covered.data(), covered.size());
     store_at(map, kCompleteEpochAt, complete_epoch);
     store_at(map, kStateAt, state);
-    // Release: the record (and the fields above) reach the map before the count that
-    // covers them, for a reader of the map after SIGKILL or a live reader; pairs with
-    // that reader's acquire load of the count (or its later read() of the file).
+    // Release: record bytes before the count covering them (for a live or post-SIGKILL reader).
     std::atomic_ref<std::uint64_t>(*reinterpret_cast<std::uint64_t*>(map + kWrittenAt))
         .store(written, std::memory_order_release);
-    const auto covered = encode_counters(written, complete_epoch, state);
-    store_at(map, kCountersCrcAt, crc32(covered.data(), covered.size()));
+    store_at(map, kCountersCrcAt, covered_crc);
   }
 
   // msync of the whole map. Outside `mutex`: appends go on while the kernel writes back.
@@ -208,11 +209,13 @@ struct ReplayLogWriter::Impl {
     if (m == nullptr)
       return Status(StatusCode::kFailedPrecondition,
                     "sync of " + quoted(path) + " after close(): close() already synced it");
-    if (::msync(m, map_bytes, MS_SYNC) != 0)
+    if (::msync(m, map_bytes, MS_SYNC) != 0) {
+      const int err = errno;
       return Status(StatusCode::kIoError,
-                    "msync of " + quoted(path) + " failed: " + errno_text(errno) +
+                    "msync of " + quoted(path) + " failed: " + errno_text(err) +
                         ". Records appended since the last successful sync may not survive a "
                         "power loss. Fix: check the disk (dmesg) and free space");
+    }
     return Status();
   }
 
@@ -318,8 +321,9 @@ void ReplayLogWriter::append(ReplayDirection direction, std::uint32_t block,
   record.seq = impl_->written;
   record.time_ns = steady_ns();
   record.crc = replay_record_crc(record);
-  std::memcpy(impl_->map + kReplayLogHeaderBytes + (record.seq % impl_->capacity) * kReplayRecordBytes,
-              &record, sizeof record);
+  const std::uint64_t slot_index = record.seq % impl_->capacity;
+  std::memcpy(impl_->map + kReplayLogHeaderBytes + slot_index * kReplayRecordBytes, &record,
+              sizeof record);
   ++impl_->written;
   impl_->publish_counters(kStateOpen);
 }
@@ -346,18 +350,21 @@ Status ReplayLogWriter::close() {
   if (impl_->map == nullptr) return Status();
   // Marked closed before the msync so that the mark is durable with the records.
   impl_->publish_counters(kStateClosed);
-  Status result;
-  if (::msync(impl_->map, impl_->map_bytes, MS_SYNC) != 0)
-    result = Status(StatusCode::kIoError, "msync of " + quoted(impl_->path) + " at close failed: " +
-                                              errno_text(errno) +
-                                              ". The log may be incomplete after a power loss. "
-                                              "Fix: check the disk (dmesg) and free space");
+  const int msync_error = ::msync(impl_->map, impl_->map_bytes, MS_SYNC) != 0 ? errno : 0;
   ::munmap(impl_->map, impl_->map_bytes);
   impl_->map = nullptr;
-  if (::close(impl_->fd) != 0 && result.ok())
-    result = Status(StatusCode::kIoError, "close of " + quoted(impl_->path) + " failed: " +
-                                              errno_text(errno) + ". Fix: check the disk (dmesg)");
+  const int close_error = ::close(impl_->fd) != 0 ? errno : 0;
   impl_->fd = -1;
+  Status result;
+  if (msync_error != 0)
+    result = Status(StatusCode::kIoError, "msync of " + quoted(impl_->path) + " at close failed: " +
+                                              errno_text(msync_error) +
+                                              ". The log may be incomplete after a power loss. "
+                                              "Fix: check the disk (dmesg) and free space");
+  else if (close_error != 0)
+    result = Status(StatusCode::kIoError, "close of " + quoted(impl_->path) + " failed: " +
+                                              errno_text(close_error) +
+                                              ". Fix: check the disk (dmesg)");
   if (result.ok() && !impl_->sync_error.ok()) result = impl_->sync_error;
   return result;
 }
@@ -505,7 +512,8 @@ Result<ReplayLog> parse_log(std::span<const std::byte> file, const std::string& 
     if (const auto problem = record_problem(file, log.capacity, seq, record)) {
       append_note(log.stop_note, "record " + std::to_string(seq) + " (the oldest, at offset " +
                                      std::to_string(record_offset(seq, log.capacity)) + "): " +
-                                     *problem + "; the writer stopped while overwriting it: skipped");
+                                     *problem +
+                                     "; the writer stopped while overwriting it: skipped");
       ++seq;
     }
   }
@@ -556,8 +564,8 @@ Result<ReplayLog> read_replay_log(const std::string& path) {
   }
   // Never more than the largest log there can be, whatever the file's size.
   const std::uint64_t limit = kReplayLogHeaderBytes + kReplayMaxCapacity * kReplayRecordBytes;
-  std::vector<std::byte> bytes(
-      static_cast<std::size_t>(std::min<std::uint64_t>(static_cast<std::uint64_t>(st.st_size), limit)));
+  const auto file_bytes = static_cast<std::uint64_t>(st.st_size);
+  std::vector<std::byte> bytes(static_cast<std::size_t>(std::min(file_bytes, limit)));
   std::size_t got = 0;
   while (got < bytes.size()) {
     const ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);

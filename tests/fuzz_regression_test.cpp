@@ -33,4 +33,12 @@ TEST(FuzzRegression, CheckpointReaderSurvivesItsCorpusAndEveryRecordedCrash) {
   std::printf("[ info ] replayed %zu corpus inputs and %zu recorded crashes\n", corpus, crashes);
 }
 
+TEST(FuzzRegression, ReplayLogReaderSurvivesItsCorpusAndEveryRecordedCrash) {
+  const std::filesystem::path root = PKRT_FUZZ_DIR;
+  const std::size_t corpus = replay_dir(root / "corpus" / "replay_log", &pkrt::fuzz::replay_log_reader);
+  const std::size_t crashes = replay_dir(root / "regressions" / "replay_log", &pkrt::fuzz::replay_log_reader);
+  EXPECT_GE(corpus, 4u) << "the seed corpus is missing from " << root;
+  std::printf("[ info ] replayed %zu corpus inputs and %zu recorded crashes\n", corpus, crashes);
+}
+
 }  // namespace

@@ -22,7 +22,9 @@
 //   degrades cleanly: a file shorter than the header says (truncated), a damaged counters
 //   block (recovered by scanning the records), or a record whose CRC or sequence does not
 //   match (torn by a crash, or corrupted) ends the readable log there; every intact record
-//   before that point is returned and `stop_note` says where and why it stopped.
+//   before that point is returned and `stop_note` says where and why it stopped. (One
+//   exception: in a wrapped log the writer did not close, the oldest record shares its slot
+//   with the append a crash interrupted; if damaged it is skipped, and stop_note says so.)
 // - Thread safety: ReplayLogWriter::append() and set_complete_epoch() may be called from
 //   several threads (an internal mutex orders records); sync() from any thread. The
 //   reader functions are pure.
@@ -111,16 +113,20 @@ class ReplayLogWriter {
   ReplayLogWriter& operator=(const ReplayLogWriter&) = delete;
 
   // Writes the run metadata. Exactly once, before the first append (kFailedPrecondition
-  // otherwise; kInvalidArgument if the app name or params are too long).
+  // otherwise; kInvalidArgument if the app name is empty or too long, the params are too
+  // long, or backend / pkrt_version exceed 15 bytes; strings must not contain NUL).
   Status begin_run(const ReplayRunInfo& info);
-  // Appends one record (its seq, time and CRC are filled in here). Thread-safe.
+  // Appends one record (its seq, time and CRC are filled in here). Thread-safe. After
+  // close() it does nothing.
   void append(ReplayDirection direction, std::uint32_t block, std::uint64_t epoch_observed,
               std::uint64_t epoch_applied, const Slot& slot);
   // Records that every K2H event of epochs <= epoch has been appended (monotonic).
   void set_complete_epoch(std::uint64_t epoch);
   // Durability point: msync(MS_SYNC) of the header and every record written so far.
+  // kIoError with the errno text; kFailedPrecondition after close().
   Status sync();
-  // sync(), mark the log closed cleanly, unmap. Idempotent.
+  // Mark the log closed cleanly, sync(), unmap. Idempotent. Also reports the first failure
+  // of the background sync thread, if any.
   Status close();
 
   std::uint64_t written() const;  // records ever appended

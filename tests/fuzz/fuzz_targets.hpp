@@ -4,9 +4,11 @@
 #pragma once
 
 #include <pkrt/checkpoint.hpp>
+#include <pkrt/replay_log.hpp>
 
 #include <cstddef>
 #include <cstdint>
+#include <cstdlib>
 #include <span>
 #include <vector>
 
@@ -23,6 +25,25 @@ inline void checkpoint_reader(const std::uint8_t* data, std::size_t size) {
   if (parsed->info.state_bytes > (std::uint64_t{64} << 20)) return;
   std::vector<std::byte> state(parsed->info.state_bytes);
   (void)decode_chunks(parsed.value(), file, "fuzz.pkck", state).ok();
+}
+
+// Parses a replay log image. Must never crash, hang, read out of bounds or allocate beyond
+// the input's size; what it returns must keep the reader's promises (abort otherwise, so
+// the fuzzer reports it).
+inline void replay_log_reader(const std::uint8_t* data, std::size_t size) {
+  const std::span<const std::byte> file(reinterpret_cast<const std::byte*>(data), size);
+  auto log = parse_replay_log(file);
+  if (!log.ok()) return;
+  const ReplayLog& l = log.value();
+  if (l.records.size() > l.capacity || l.records.size() * kReplayRecordBytes > size)
+    std::abort();
+  for (std::size_t i = 0; i < l.records.size(); ++i) {
+    const ReplayRecord& r = l.records[i];
+    if (r.seq != l.first_seq + i || r.seq >= l.written || r.crc != replay_record_crc(r))
+      std::abort();
+  }
+  const bool all_read = l.first_seq + l.records.size() == l.written;
+  if (!all_read && l.stop_note.empty()) std::abort();  // a short log always says why
 }
 
 }  // namespace pkrt::fuzz

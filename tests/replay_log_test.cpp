@@ -1,0 +1,589 @@
+// ReplayLog: the replay log round-trips, every truncation and damaged byte ends the log at
+// the damage (or is provably harmless), a SIGKILLed writer leaves only intact counted
+// records, and concurrent appends get one contiguous sequence. Offsets below are the ones
+// docs/replay-log-format.md specifies.
+#include <pkrt/replay_log.hpp>
+
+#include <gtest/gtest.h>
+
+#include <signal.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <random>
+#include <thread>
+
+namespace pkrt {
+namespace {
+
+constexpr std::size_t kHeader = kReplayLogHeaderBytes;
+constexpr std::size_t kRecord = kReplayRecordBytes;
+constexpr std::size_t kMetadataEnd = 2244;  // magic .. metadata CRC
+constexpr std::size_t kCountersBegin = 2304;
+constexpr std::size_t kCountersEnd = 2328;
+
+void print_seed(std::uint64_t seed) {
+  std::printf("[ seed ] %llu\n", static_cast<unsigned long long>(seed));
+}
+
+// A fresh directory under the system temp dir, removed with everything in it.
+class TempDir {
+ public:
+  TempDir() {
+    static std::atomic<int> next{0};
+    const auto* test = ::testing::UnitTest::GetInstance()->current_test_info();
+    path_ = std::filesystem::temp_directory_path() /
+            ("pkrt_replaylog_" + std::to_string(::getpid()) + "_" + std::to_string(next++) + "_" +
+             test->name());
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~TempDir() { std::filesystem::remove_all(path_); }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+
+ private:
+  std::filesystem::path path_;
+};
+
+ReplayRunInfo run_info() {
+  ReplayRunInfo info;
+  info.app = "heat2d";
+  info.params = {std::byte{1}, std::byte{0}, std::byte{0xfe}, std::byte{7}};
+  info.backend = "cpu";
+  info.num_actors = 16;
+  info.blocks = 4;
+  info.threads_per_block = 1;
+  info.ring_capacity = 256;
+  info.digest_period = 10;
+  info.chaos = true;
+  info.chaos_seed = 0x1234567890abcdefull;
+  info.start_epoch = 300;
+  info.config_hash = 0xfeedfacecafebeefull;
+  info.pkrt_version = "0.1.0";
+  info.created_unix_ns = 1700000000123456789ull;
+  return info;
+}
+
+// What record `seq` of a test log holds: a function of (seed, seq) alone, so that any
+// reader can check a record without knowing how it was written.
+struct Expected {
+  ReplayDirection direction;
+  std::uint32_t block;
+  std::uint64_t epoch_observed;
+  std::uint64_t epoch_applied;
+  Slot slot;
+};
+
+// splitmix64: cheap enough that a writer killed at a random moment is usually inside append().
+std::uint64_t mix(std::uint64_t x) {
+  x += 0x9e3779b97f4a7c15ull;
+  x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ull;
+  x = (x ^ (x >> 27)) * 0x94d049bb133111ebull;
+  return x ^ (x >> 31);
+}
+
+Expected expected_record(std::uint64_t seed, std::uint64_t seq) {
+  std::uint64_t state = mix(seed) ^ seq;
+  auto next = [&] { return state = mix(state); };
+  Expected e{};
+  e.direction = (next() & 1) ? ReplayDirection::kH2K : ReplayDirection::kK2H;
+  e.block = static_cast<std::uint32_t>(next() % 8);
+  e.epoch_observed = seq / 3;
+  e.epoch_applied = next() % 100;
+  e.slot.header.seq = seq + 1;
+  e.slot.header.opcode = static_cast<std::uint16_t>(kUserOpcodeBase + next() % 16);
+  e.slot.header.flags = kFlagNone;
+  e.slot.header.actor = static_cast<std::uint32_t>(next() % 16);
+  e.slot.payload.epoch = e.epoch_applied;
+  e.slot.payload.request = next();
+  for (std::size_t i = 0; i < kEnvelopeDataBytes; i += 8) {
+    const std::uint64_t word = next();
+    std::memcpy(e.slot.payload.data + i, &word, 8);
+  }
+  return e;
+}
+
+void append_expected(ReplayLogWriter& writer, std::uint64_t seed, std::uint64_t seq) {
+  const Expected e = expected_record(seed, seq);
+  writer.append(e.direction, e.block, e.epoch_observed, e.epoch_applied, e.slot);
+}
+
+// True when `r` is exactly record r.seq of the log written with `seed`.
+::testing::AssertionResult is_expected(const ReplayRecord& r, std::uint64_t seed) {
+  const Expected e = expected_record(seed, r.seq);
+  if (r.crc != replay_record_crc(r))
+    return ::testing::AssertionFailure() << "record " << r.seq << ": bad CRC";
+  if (r.direction != static_cast<std::uint8_t>(e.direction) || r.block != e.block ||
+      r.epoch_observed != e.epoch_observed || r.epoch_applied != e.epoch_applied ||
+      std::memcmp(&r.slot, &e.slot, sizeof(Slot)) != 0)
+    return ::testing::AssertionFailure() << "record " << r.seq << " differs from what was appended";
+  return ::testing::AssertionSuccess();
+}
+
+// Writes a closed log of `records` records; returns its path.
+std::string write_log(const TempDir& dir, std::uint64_t capacity, std::uint64_t records,
+                      std::uint64_t seed) {
+  const std::string path = dir.file("run.pkrl");
+  auto writer = ReplayLogWriter::create(path, {.capacity_records = capacity});
+  EXPECT_TRUE(writer.ok()) << writer.status().to_string();
+  if (!writer.ok()) return path;
+  EXPECT_TRUE(writer.value()->begin_run(run_info()).ok());
+  for (std::uint64_t s = 0; s < records; ++s) append_expected(*writer.value(), seed, s);
+  writer.value()->set_complete_epoch(records / 3);
+  EXPECT_TRUE(writer.value()->close().ok());
+  return path;
+}
+
+std::vector<std::byte> file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  const std::vector<char> chars((std::istreambuf_iterator<char>(in)),
+                                std::istreambuf_iterator<char>());
+  std::vector<std::byte> bytes(chars.size());
+  std::memcpy(bytes.data(), chars.data(), chars.size());
+  return bytes;
+}
+
+void expect_same_info(const ReplayRunInfo& a, const ReplayRunInfo& b) {
+  EXPECT_EQ(a.app, b.app);
+  EXPECT_EQ(a.params, b.params);
+  EXPECT_EQ(a.backend, b.backend);
+  EXPECT_EQ(a.num_actors, b.num_actors);
+  EXPECT_EQ(a.blocks, b.blocks);
+  EXPECT_EQ(a.threads_per_block, b.threads_per_block);
+  EXPECT_EQ(a.ring_capacity, b.ring_capacity);
+  EXPECT_EQ(a.digest_period, b.digest_period);
+  EXPECT_EQ(a.chaos, b.chaos);
+  EXPECT_EQ(a.chaos_seed, b.chaos_seed);
+  EXPECT_EQ(a.start_epoch, b.start_epoch);
+  EXPECT_EQ(a.config_hash, b.config_hash);
+  EXPECT_EQ(a.pkrt_version, b.pkrt_version);
+  EXPECT_EQ(a.created_unix_ns, b.created_unix_ns);
+}
+
+TEST(ReplayLog, RoundTripKeepsEveryRecordAndTheRunMetadata) {
+  const std::uint64_t seed = 101;
+  print_seed(seed);
+  TempDir dir;
+  const std::string path = dir.file("run.pkrl");
+  ReplayRunInfo info = run_info();
+  info.app = std::string(kReplayMaxAppName, 'a');  // the longest accepted values
+  info.params.resize(kReplayMaxParamsBytes);
+  for (std::size_t i = 0; i < info.params.size(); ++i)
+    info.params[i] = static_cast<std::byte>(i * 7);
+  {
+    auto writer = ReplayLogWriter::create(path, {.capacity_records = 64});
+    ASSERT_TRUE(writer.ok()) << writer.status().to_string();
+    ASSERT_TRUE(writer.value()->begin_run(info).ok());
+    for (std::uint64_t s = 0; s < 50; ++s) append_expected(*writer.value(), seed, s);
+    writer.value()->set_complete_epoch(16);
+    EXPECT_EQ(writer.value()->written(), 50u);
+    EXPECT_EQ(writer.value()->capacity(), 64u);
+    EXPECT_EQ(writer.value()->path(), path);
+    ASSERT_TRUE(writer.value()->sync().ok());
+    ASSERT_TRUE(writer.value()->close().ok());
+  }
+  EXPECT_EQ(std::filesystem::file_size(path), kHeader + 64 * kRecord);
+  auto log = read_replay_log(path);
+  ASSERT_TRUE(log.ok()) << log.status().to_string();
+  expect_same_info(log->info, info);
+  EXPECT_EQ(log->capacity, 64u);
+  EXPECT_EQ(log->written, 50u);
+  EXPECT_EQ(log->complete_epoch, 16u);
+  EXPECT_TRUE(log->closed_cleanly);
+  EXPECT_FALSE(log->wrapped);
+  EXPECT_FALSE(log->counters_recovered);
+  EXPECT_EQ(log->first_seq, 0u);
+  EXPECT_EQ(log->stop_note, "");
+  ASSERT_EQ(log->records.size(), 50u);
+  for (std::uint64_t s = 0; s < 50; ++s) {
+    EXPECT_EQ(log->records[s].seq, s);
+    EXPECT_TRUE(is_expected(log->records[s], seed));
+    if (s > 0) {
+      EXPECT_GE(log->records[s].time_ns, log->records[s - 1].time_ns);
+    }
+  }
+}
+
+TEST(ReplayLog, TruncationAtEveryRecordBoundaryAndMidRecordReturnsTheIntactPrefix) {
+  const std::uint64_t seed = 202;
+  print_seed(seed);
+  TempDir dir;
+  const auto full = file_bytes(write_log(dir, 16, 12, seed));
+  ASSERT_EQ(full.size(), kHeader + 16 * kRecord);
+  for (std::size_t k = 0; k <= 12; ++k) {
+    for (std::size_t into : {0, 1, 60, 64, 127}) {
+      const std::size_t size = kHeader + k * kRecord + into;
+      SCOPED_TRACE("file cut to " + std::to_string(size) + " bytes");
+      auto log = parse_replay_log(std::span(full).first(size));
+      ASSERT_TRUE(log.ok()) << log.status().to_string();
+      ASSERT_EQ(log->records.size(), k);
+      for (std::size_t s = 0; s < k; ++s) EXPECT_TRUE(is_expected(log->records[s], seed));
+      EXPECT_EQ(log->written, 12u);
+      if (k < 12) {
+        EXPECT_NE(log->stop_note.find("record " + std::to_string(k) + " at offset " +
+                                      std::to_string(kHeader + k * kRecord)),
+                  std::string::npos)
+            << log->stop_note;
+        EXPECT_NE(log->stop_note.find("truncated"), std::string::npos) << log->stop_note;
+        EXPECT_LE(log->complete_epoch,
+                  k == 0 ? std::uint64_t{0} : log->records.back().epoch_observed);
+      } else {
+        EXPECT_EQ(log->stop_note, "");
+      }
+    }
+  }
+}
+
+TEST(ReplayLog, TruncationInsideTheHeaderIsCorruptDataNotACrash) {
+  TempDir dir;
+  const auto full = file_bytes(write_log(dir, 8, 3, 1));
+  for (std::size_t size : {0, 7, 8, 100, 2243, 2244, 2327, 4095}) {
+    auto log = parse_replay_log(std::span(full).first(size));
+    ASSERT_FALSE(log.ok()) << size;
+    EXPECT_EQ(log.status().code(), StatusCode::kCorruptData) << size;
+  }
+}
+
+TEST(ReplayLog, EverySingleByteFlipInRecordsEndsTheLogAtTheDamagedRecord) {
+  const std::uint64_t seed = 303;
+  print_seed(seed);
+  std::mt19937_64 rng(seed);
+  TempDir dir;
+  const auto good = file_bytes(write_log(dir, 8, 6, seed));
+  for (std::size_t at = kHeader; at < kHeader + 6 * kRecord; ++at) {
+    auto bad = good;
+    bad[at] ^= static_cast<std::byte>(1 + rng() % 255);
+    const std::size_t damaged = (at - kHeader) / kRecord;
+    auto log = parse_replay_log(bad);
+    ASSERT_TRUE(log.ok()) << "byte " << at << ": " << log.status().to_string();
+    ASSERT_EQ(log->records.size(), damaged) << "byte " << at;
+    EXPECT_NE(log->stop_note.find("record " + std::to_string(damaged) + " at offset"),
+              std::string::npos)
+        << "byte " << at << ": " << log->stop_note;
+    EXPECT_NE(log->stop_note.find(std::to_string(damaged) + " records before it are intact"),
+              std::string::npos)
+        << log->stop_note;
+  }
+}
+
+TEST(ReplayLog, EverySingleByteFlipInTheHeaderIsDetectedOrHarmless) {
+  const std::uint64_t seed = 404;
+  print_seed(seed);
+  std::mt19937_64 rng(seed);
+  TempDir dir;
+  const auto good = file_bytes(write_log(dir, 8, 6, seed));
+  auto intact = parse_replay_log(good);
+  ASSERT_TRUE(intact.ok());
+  for (std::size_t at = 0; at < kHeader; ++at) {
+    auto bad = good;
+    bad[at] ^= static_cast<std::byte>(1 + rng() % 255);
+    auto log = parse_replay_log(bad);
+    SCOPED_TRACE("byte " + std::to_string(at));
+    if (at < kMetadataEnd) {
+      ASSERT_FALSE(log.ok());
+      EXPECT_EQ(log.status().code(), StatusCode::kCorruptData);
+      continue;
+    }
+    ASSERT_TRUE(log.ok()) << log.status().to_string();
+    ASSERT_EQ(log->records.size(), 6u);
+    for (const auto& r : log->records) EXPECT_TRUE(is_expected(r, seed));
+    EXPECT_EQ(log->written, 6u);
+    if (at >= kCountersBegin && at < kCountersEnd) {
+      EXPECT_TRUE(log->counters_recovered);
+      EXPECT_FALSE(log->closed_cleanly);
+      EXPECT_NE(log->stop_note.find("recovered by scanning"), std::string::npos);
+    } else {
+      EXPECT_FALSE(log->counters_recovered);
+      EXPECT_TRUE(log->closed_cleanly);
+      EXPECT_EQ(log->complete_epoch, intact->complete_epoch);
+      EXPECT_EQ(log->stop_note, "");
+    }
+  }
+}
+
+TEST(ReplayLog, DamagedRunMetadataSaysTheRunCannotBeRecreated) {
+  TempDir dir;
+  const std::string path = write_log(dir, 8, 2, 5);
+  auto bytes = file_bytes(path);
+  bytes[40] ^= std::byte{1};  // inside the app name
+  std::ofstream(path, std::ios::binary | std::ios::trunc)
+      .write(reinterpret_cast<const char*>(bytes.data()),
+             static_cast<std::streamsize>(bytes.size()));
+  auto log = read_replay_log(path);
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().code(), StatusCode::kCorruptData);
+  const std::string& message = log.status().message();
+  EXPECT_NE(message.find(path), std::string::npos) << message;
+  EXPECT_NE(message.find("metadata CRC mismatch (bytes 0..2239"), std::string::npos) << message;
+  EXPECT_NE(message.find("cannot be recreated"), std::string::npos) << message;
+}
+
+TEST(ReplayLog, WrapAroundKeepsTheNewestRecordsAndSaysSo) {
+  const std::uint64_t seed = 505;
+  print_seed(seed);
+  TempDir dir;
+  auto log = read_replay_log(write_log(dir, 8, 29, seed));
+  ASSERT_TRUE(log.ok()) << log.status().to_string();
+  EXPECT_TRUE(log->wrapped);
+  EXPECT_EQ(log->written, 29u);
+  EXPECT_EQ(log->first_seq, 21u);
+  EXPECT_EQ(log->stop_note, "");
+  ASSERT_EQ(log->records.size(), 8u);
+  for (std::uint64_t i = 0; i < 8; ++i) {
+    EXPECT_EQ(log->records[i].seq, 21 + i);
+    EXPECT_TRUE(is_expected(log->records[i], seed));
+  }
+}
+
+TEST(ReplayLog, ALiveLogReadsAsOpenWithEveryCountedRecord) {
+  const std::uint64_t seed = 606;
+  print_seed(seed);
+  TempDir dir;
+  const std::string path = dir.file("live.pkrl");
+  auto writer = ReplayLogWriter::create(path, {.capacity_records = 32});
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE(writer.value()->begin_run(run_info()).ok());
+  for (std::uint64_t s = 0; s < 20; ++s) append_expected(*writer.value(), seed, s);
+  writer.value()->set_complete_epoch(5);
+  auto log = read_replay_log(path);  // no sync: a reader sees the page cache
+  ASSERT_TRUE(log.ok()) << log.status().to_string();
+  EXPECT_FALSE(log->closed_cleanly);
+  EXPECT_EQ(log->written, 20u);
+  EXPECT_EQ(log->complete_epoch, 5u);
+  EXPECT_EQ(log->records.size(), 20u);
+  EXPECT_EQ(log->stop_note, "");
+  expect_same_info(log->info, run_info());
+}
+
+TEST(ReplayLog, ATornOldestRecordOfAnUnclosedWrappedLogIsSkipped) {
+  const std::uint64_t seed = 707;
+  print_seed(seed);
+  TempDir dir;
+  const std::string path = dir.file("torn.pkrl");
+  auto writer = ReplayLogWriter::create(path, {.capacity_records = 8});
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE(writer.value()->begin_run(run_info()).ok());
+  for (std::uint64_t s = 0; s < 20; ++s) append_expected(*writer.value(), seed, s);
+  auto bytes = file_bytes(path);  // as a SIGKILL during append 20 would leave it:
+  bytes[kHeader + (12 % 8) * kRecord + 70] ^= std::byte{0x55};  // slot of 12 half rewritten
+  auto log = parse_replay_log(bytes);
+  ASSERT_TRUE(log.ok()) << log.status().to_string();
+  EXPECT_EQ(log->first_seq, 13u);
+  ASSERT_EQ(log->records.size(), 7u);
+  for (const auto& r : log->records) EXPECT_TRUE(is_expected(r, seed));
+  EXPECT_NE(log->stop_note.find("record 12 (the oldest"), std::string::npos) << log->stop_note;
+}
+
+TEST(ReplayLog, SigkillMidAppendLeavesOnlyIntactCountedRecords) {
+  const std::uint64_t seed = 808;
+  print_seed(seed);
+  std::mt19937_64 rng(seed);
+  TempDir dir;
+  const std::string path = dir.file("killed.pkrl");
+  for (int round = 0; round < 10; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    // Small logs wrap thousands of times before the kill; large ones may not wrap at all.
+    const std::uint64_t capacity = round % 2 == 0 ? 1024 : 65536;
+    int ready[2];
+    ASSERT_EQ(::pipe(ready), 0);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      ::close(ready[0]);
+      auto writer = ReplayLogWriter::create(path, {.capacity_records = capacity});
+      if (!writer.ok() || !writer.value()->begin_run(run_info()).ok()) ::_exit(3);
+      const char byte = 'r';
+      if (::write(ready[1], &byte, 1) != 1) ::_exit(4);
+      for (std::uint64_t s = 0;; ++s) append_expected(*writer.value(), seed, s);
+    }
+    ::close(ready[1]);
+    char byte = 0;
+    ASSERT_EQ(::read(ready[0], &byte, 1), 1) << "the writer failed to start";
+    ::close(ready[0]);
+    ::usleep(static_cast<useconds_t>(rng() % 20000));
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the writer stopped on its own (status " << status << ")";
+
+    auto log = read_replay_log(path);
+    ASSERT_TRUE(log.ok()) << log.status().to_string();
+    EXPECT_FALSE(log->closed_cleanly);
+    expect_same_info(log->info, run_info());
+    const std::uint64_t readable = std::min(log->written, capacity);
+    // Only the oldest slot (the one the interrupted append was overwriting) may be lost.
+    ASSERT_GE(log->records.size() + 1, readable) << log->stop_note;
+    if (log->records.size() < readable) {
+      EXPECT_NE(log->stop_note.find("(the oldest"), std::string::npos) << log->stop_note;
+    }
+    for (std::size_t i = 0; i < log->records.size(); ++i) {
+      ASSERT_EQ(log->records[i].seq, log->first_seq + i);
+      ASSERT_TRUE(is_expected(log->records[i], seed));
+    }
+    if (!log->records.empty()) {
+      EXPECT_EQ(log->records.back().seq + 1, log->written);
+    }
+    std::printf("[ info ] round %d: %llu written, %zu read%s%s\n", round,
+                static_cast<unsigned long long>(log->written), log->records.size(),
+                log->stop_note.empty() ? "" : "; ", log->stop_note.c_str());
+  }
+}
+
+TEST(ReplayLog, ConcurrentAppendsGetUniqueContiguousSequences) {
+  constexpr std::uint32_t kThreads = 4;
+  constexpr std::uint64_t kPerThread = 5000;
+  TempDir dir;
+  const std::string path = dir.file("concurrent.pkrl");
+  {
+    auto writer = ReplayLogWriter::create(path, {.capacity_records = kThreads * kPerThread});
+    ASSERT_TRUE(writer.ok());
+    ASSERT_TRUE(writer.value()->begin_run(run_info()).ok());
+    std::vector<std::thread> threads;
+    for (std::uint32_t t = 0; t < kThreads; ++t) {
+      threads.emplace_back([&, t] {
+        for (std::uint64_t i = 0; i < kPerThread; ++i) {
+          Slot slot{};
+          slot.header.actor = t;
+          slot.payload.request = i;
+          writer.value()->append(ReplayDirection::kK2H, t, i, 0, slot);
+          writer.value()->set_complete_epoch(i);
+        }
+      });
+    }
+    for (auto& th : threads) th.join();
+    ASSERT_TRUE(writer.value()->close().ok());
+  }
+  auto log = read_replay_log(path);
+  ASSERT_TRUE(log.ok()) << log.status().to_string();
+  ASSERT_EQ(log->records.size(), kThreads * kPerThread);
+  EXPECT_EQ(log->complete_epoch, kPerThread - 1);
+  std::vector<std::uint64_t> next(kThreads, 0);  // each thread's appends stay in its order
+  for (std::size_t i = 0; i < log->records.size(); ++i) {
+    const ReplayRecord& r = log->records[i];
+    ASSERT_EQ(r.seq, i);
+    ASSERT_LT(r.block, kThreads);
+    ASSERT_EQ(r.slot.header.actor, r.block);
+    ASSERT_EQ(r.slot.payload.request, next[r.block]++);
+  }
+  for (std::uint32_t t = 0; t < kThreads; ++t) EXPECT_EQ(next[t], kPerThread);
+}
+
+TEST(ReplayLog, SetCompleteEpochNeverGoesBackwards) {
+  TempDir dir;
+  const std::string path = dir.file("epochs.pkrl");
+  {
+    auto writer = ReplayLogWriter::create(path, {.capacity_records = 8});
+    ASSERT_TRUE(writer.ok());
+    writer.value()->set_complete_epoch(10);
+    writer.value()->set_complete_epoch(4);
+    ASSERT_TRUE(writer.value()->close().ok());
+  }
+  auto log = read_replay_log(path);
+  ASSERT_TRUE(log.ok()) << log.status().to_string();
+  EXPECT_EQ(log->complete_epoch, 10u);
+}
+
+TEST(ReplayLog, CreateFailsWithAClearMessageForAnUnwritablePath) {
+  TempDir dir;
+  const std::string missing = dir.file("no/such/dir/run.pkrl");
+  auto writer = ReplayLogWriter::create(missing, {.capacity_records = 8});
+  ASSERT_FALSE(writer.ok());
+  EXPECT_EQ(writer.status().code(), StatusCode::kIoError);
+  const std::string& message = writer.status().message();
+  EXPECT_NE(message.find(missing), std::string::npos) << message;
+  EXPECT_NE(message.find(std::strerror(ENOENT)), std::string::npos) << message;
+  EXPECT_NE(message.find("Fix:"), std::string::npos) << message;
+
+  auto is_dir = ReplayLogWriter::create(dir.file(""), {.capacity_records = 8});
+  ASSERT_FALSE(is_dir.ok());
+  EXPECT_EQ(is_dir.status().code(), StatusCode::kIoError);
+}
+
+TEST(ReplayLog, CreateRejectsAZeroOrHugeCapacity) {
+  TempDir dir;
+  for (std::uint64_t capacity : {std::uint64_t{0}, kReplayMaxCapacity + 1}) {
+    auto writer = ReplayLogWriter::create(dir.file("cap.pkrl"), {.capacity_records = capacity});
+    ASSERT_FALSE(writer.ok());
+    EXPECT_EQ(writer.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_FALSE(std::filesystem::exists(dir.file("cap.pkrl")));
+  }
+}
+
+TEST(ReplayLog, ReadingAMissingFileIsAnIoErrorNamingThePath) {
+  TempDir dir;
+  auto log = read_replay_log(dir.file("absent.pkrl"));
+  ASSERT_FALSE(log.ok());
+  EXPECT_EQ(log.status().code(), StatusCode::kIoError);
+  EXPECT_NE(log.status().message().find("absent.pkrl"), std::string::npos);
+}
+
+TEST(ReplayLog, BeginRunRejectsTooLongNamesAndParams) {
+  TempDir dir;
+  auto writer = ReplayLogWriter::create(dir.file("names.pkrl"), {.capacity_records = 8});
+  ASSERT_TRUE(writer.ok());
+  ReplayRunInfo long_app = run_info();
+  long_app.app.assign(kReplayMaxAppName + 1, 'x');
+  ReplayRunInfo long_params = run_info();
+  long_params.params.resize(kReplayMaxParamsBytes + 1);
+  ReplayRunInfo empty_app = run_info();
+  empty_app.app.clear();
+  ReplayRunInfo long_backend = run_info();
+  long_backend.backend.assign(16, 'b');
+  for (const ReplayRunInfo* bad : {&long_app, &long_params, &empty_app, &long_backend}) {
+    const Status st = writer.value()->begin_run(*bad);
+    EXPECT_EQ(st.code(), StatusCode::kInvalidArgument) << st.to_string();
+    EXPECT_NE(st.message().find("Fix:"), std::string::npos) << st.message();
+  }
+  EXPECT_TRUE(writer.value()->begin_run(run_info()).ok()) << "rejections must not use up the run";
+}
+
+TEST(ReplayLog, BeginRunIsAllowedOnceAndOnlyBeforeTheFirstAppend) {
+  TempDir dir;
+  auto twice = ReplayLogWriter::create(dir.file("twice.pkrl"), {.capacity_records = 8});
+  ASSERT_TRUE(twice.ok());
+  ASSERT_TRUE(twice.value()->begin_run(run_info()).ok());
+  EXPECT_EQ(twice.value()->begin_run(run_info()).code(), StatusCode::kFailedPrecondition);
+
+  auto late = ReplayLogWriter::create(dir.file("late.pkrl"), {.capacity_records = 8});
+  ASSERT_TRUE(late.ok());
+  late.value()->append(ReplayDirection::kH2K, 0, 0, 0, Slot{});
+  EXPECT_EQ(late.value()->begin_run(run_info()).code(), StatusCode::kFailedPrecondition);
+}
+
+TEST(ReplayLog, BackgroundSyncThreadStopsPromptlyOnClose) {
+  const std::uint64_t seed = 909;
+  print_seed(seed);
+  TempDir dir;
+  for (auto interval : {std::chrono::milliseconds(1), std::chrono::milliseconds(3600 * 1000)}) {
+    SCOPED_TRACE("sync every " + std::to_string(interval.count()) + " ms");
+    const std::string path = dir.file("synced.pkrl");
+    auto writer =
+        ReplayLogWriter::create(path, {.capacity_records = 4096, .sync_interval = interval});
+    ASSERT_TRUE(writer.ok());
+    ASSERT_TRUE(writer.value()->begin_run(run_info()).ok());
+    for (std::uint64_t s = 0; s < 3000; ++s) {  // over ~30 ms: the 1 ms thread syncs meanwhile
+      append_expected(*writer.value(), seed, s);
+      if (s % 100 == 0) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    }
+    const auto start = std::chrono::steady_clock::now();
+    ASSERT_TRUE(writer.value()->close().ok());
+    const auto took = std::chrono::steady_clock::now() - start;
+    EXPECT_LT(took, std::chrono::seconds(2)) << "close() waited for the sync interval";
+    EXPECT_TRUE(writer.value()->close().ok()) << "close() is idempotent";
+    auto log = read_replay_log(path);
+    ASSERT_TRUE(log.ok()) << log.status().to_string();
+    EXPECT_TRUE(log->closed_cleanly);
+    EXPECT_EQ(log->records.size(), 3000u);
+  }
+}
+
+}  // namespace
+}  // namespace pkrt
