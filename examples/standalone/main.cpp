@@ -1,8 +1,13 @@
-// main.cpp: runs 6 counters for 100 epochs on the best available backend and checks them.
+// main.cpp: runs 6 counters for 100 epochs on the best available backend, checks them, and
+// replays its own recorded run on the CPU backend (another thread count, chaos on): an
+// application replays its logs with its own programs through pkrt::replay_log.
 #include "counter.hpp"
 
+#include <pkrt/replay.hpp>
 #include <pkrt/runtime.hpp>
 
+#include <array>
+#include <string>
 #include <chrono>
 #include <cstdio>
 #include <future>
@@ -12,6 +17,14 @@ int main() {
   pkrt::RuntimeOptions options;
   options.num_actors = 6;
   options.threads = 2;
+  const std::string log_path = "counter_app.replay";
+  auto log_writer = pkrt::ReplayLogWriter::create(log_path);
+  if (!log_writer.ok()) {
+    std::fprintf(stderr, "counter_app: %s\n", log_writer.status().to_string().c_str());
+    return 2;
+  }
+  options.replay_log = std::move(log_writer.value());
+  options.digest_period = 10;
   Counter::Params params;
   params.step = 3;
   auto created = pkrt::Runtime::create(counter_program(), params, options);
@@ -53,7 +66,28 @@ int main() {
     std::fprintf(stderr, "counter_app: %s\n", st.to_string().c_str());
     return 1;
   }
-  std::printf("counter_app: %u counters at 300 after 100 epochs, K2K intact: %s\n",
-              options.num_actors, failures == 0 ? "ok" : "FAILED");
-  return failures == 0 ? 0 : 1;
+  if (pkrt::Status st = options.replay_log->close(); !st.ok()) {
+    std::fprintf(stderr, "counter_app: %s\n", st.to_string().c_str());
+    return 1;
+  }
+  auto log = pkrt::read_replay_log(log_path);
+  if (!log.ok()) {
+    std::fprintf(stderr, "counter_app: %s\n", log.status().to_string().c_str());
+    return 1;
+  }
+  pkrt::ReplayOptions replay;
+  replay.backend = pkrt::BackendKind::kCpu;
+  replay.threads = 3;
+  replay.chaos = true;
+  replay.chaos_seed = 17;
+  const std::array<const pkrt::Program*, 1> programs = {&counter_program()};
+  auto verdict = pkrt::replay_log(log.value(), programs, replay);
+  if (!verdict.ok()) {
+    std::fprintf(stderr, "counter_app: replay: %s\n", verdict.status().to_string().c_str());
+    return 1;
+  }
+  if (!verdict->identical) std::fputs(pkrt::format_replay_report(verdict.value()).c_str(), stderr);
+  std::printf("counter_app: %u counters at 300 after 100 epochs, K2K intact: %s, replay: %s\n",
+              options.num_actors, failures == 0 ? "ok" : "FAILED", verdict->identical ? "identical" : "DIVERGED");
+  return failures == 0 && verdict->identical ? 0 : 1;
 }
