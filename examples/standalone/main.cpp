@@ -7,6 +7,7 @@
 #include <pkrt/runtime.hpp>
 
 #include <array>
+#include <filesystem>
 #include <string>
 #include <chrono>
 #include <cstdio>
@@ -17,8 +18,10 @@ int main() {
   pkrt::RuntimeOptions options;
   options.num_actors = 6;
   options.threads = 2;
-  const std::string log_path = "counter_app.replay";
-  auto log_writer = pkrt::ReplayLogWriter::create(log_path);
+  const std::string log_path = (std::filesystem::temp_directory_path() / "counter_app.replay").string();
+  pkrt::ReplayLogOptions log_options;
+  log_options.capacity_records = 4096;  // 512 KiB: plenty for this run's slots
+  auto log_writer = pkrt::ReplayLogWriter::create(log_path, log_options);
   if (!log_writer.ok()) {
     std::fprintf(stderr, "counter_app: %s\n", log_writer.status().to_string().c_str());
     return 2;
@@ -71,6 +74,7 @@ int main() {
     return 1;
   }
   auto log = pkrt::read_replay_log(log_path);
+  std::filesystem::remove(log_path);
   if (!log.ok()) {
     std::fprintf(stderr, "counter_app: %s\n", log.status().to_string().c_str());
     return 1;
