@@ -17,7 +17,7 @@ function(expect rc want out regex what)
 endfunction()
 
 set(log "${WORK}/racy.log")
-run_pkrt(out rc run --app racy_sum --actors 8 --threads 4 --epochs 60 --chaos 1 --replay-log ${log} --quiet)
+run_pkrt(out rc run --app racy_sum --actors 8 --threads 4 --epochs 60 --chaos 1 --replay-log ${log} --replay-log-capacity 4096 --quiet)
 expect(${rc} 0 "${out}" "replay log +[0-9]+ records" "recording racy_sum with chaos seed 1")
 
 run_pkrt(out rc replay ${log} --chaos 1 --quiet)

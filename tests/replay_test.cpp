@@ -208,7 +208,9 @@ void record_racy_sum(const std::string& path, std::uint32_t actors, std::uint32_
   RacySum::Params p;
   p.seed = 9;
   p.report_every = 1;
-  auto writer = ReplayLogWriter::create(path);
+  ReplayLogOptions lo;
+  lo.capacity_records = 1u << 14;
+  auto writer = ReplayLogWriter::create(path, lo);
   ASSERT_TRUE(writer.ok()) << writer.status().to_string();
   RuntimeOptions o = testing::cpu_runtime(actors, threads);
   o.replay_log = std::move(writer.value());
@@ -414,7 +416,9 @@ TEST(Replay, TornLogIsComparedOnlyThroughItsLastCompleteEpoch) {
 TEST(ReplayCli, LogOfAnAppTheCliDoesNotRegisterExits2WithTheAppsName) {
   ScratchDir dir("cli_app");
   {
-    auto writer = ReplayLogWriter::create(dir.file("probe.log"));
+    ReplayLogOptions lo;
+    lo.capacity_records = 1024;
+    auto writer = ReplayLogWriter::create(dir.file("probe.log"), lo);
     ASSERT_TRUE(writer.ok()) << writer.status().to_string();
     RuntimeOptions o = testing::cpu_runtime(2, 1);
     o.replay_log = std::move(writer.value());
