@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# bench/report.sh: builds pkrt_bench (Release, the default configuration: the CUDA variants
+# are compiled when nvcc exists), runs the whole suite in short mode (a few minutes on 2 cores),
+# and writes BENCHMARKS.md (every figure against its in-run baseline, the target, pass/fail)
+# and bench/snapshot_latency.png (latency and stall against state size, log-log, floor drawn).
+#
+#   bash bench/report.sh                  build + run + report
+#   bash bench/report.sh --from FILE.json report from an earlier run's JSON, no build or run
+# Environment: PKRT_BENCH_BUILD (build directory; default build/, reused when scripts/test.sh
+# configured it), PKRT_BENCH_FILTER (a --benchmark_filter regex), PKRT_JOBS.
+# Exit 0 when the report was written (whatever the targets say: the table does), 2 when a
+# tool is missing, 1 when the build or the run failed.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$(pwd)
+source scripts/deps.sh
+
+from=""
+if [ "${1:-}" = "--from" ]; then
+  from=${2:?"usage: bench/report.sh [--from RESULTS.json]"}
+fi
+
+# ---- gnuplot for the PNG (Debian: gnuplot-nox) ----------------------------------------------
+if ! command -v gnuplot >/dev/null 2>&1; then
+  if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "report.sh: installing gnuplot-nox (draws bench/snapshot_latency.png)"
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || true
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnuplot-nox >/dev/null 2>&1 || true
+  fi
+  if ! command -v gnuplot >/dev/null 2>&1; then
+    echo "report.sh: gnuplot is needed to draw bench/snapshot_latency.png and could not be installed." >&2
+    echo "report.sh: fix: sudo apt-get install -y gnuplot-nox   (then re-run bench/report.sh)" >&2
+    exit 2
+  fi
+fi
+if ! command -v python3 >/dev/null 2>&1; then
+  echo "report.sh: python3 is needed for the table. Fix: sudo apt-get install -y python3" >&2
+  exit 2
+fi
+
+build=${PKRT_BENCH_BUILD:-build}
+if [ -z "$from" ]; then
+  pkrt_ensure_deps
+  jobs=$(pkrt_jobs)
+  # Reuse a Release build without sanitizers (scripts/test.sh's build/); otherwise configure one.
+  if [ -f "$build/CMakeCache.txt" ]; then
+    if ! grep -q '^CMAKE_BUILD_TYPE:STRING=Release$' "$build/CMakeCache.txt" ||
+       grep -q '^PKRT_SANITIZE:STRING=..*$' "$build/CMakeCache.txt"; then
+      echo "report.sh: $build is not a plain Release build; using build-report/ instead"
+      build=build-report
+    fi
+  fi
+  if [ ! -f "$build/CMakeCache.txt" ]; then
+    echo "==> configure $build (Release; CUDA variants when nvcc exists)"
+    cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >"$build.configure.log" 2>&1 ||
+      { cat "$build.configure.log"; exit 1; }
+  fi
+  echo "==> build pkrt_bench in $build"
+  cmake --build "$build" --target pkrt_bench -j "$jobs" >"$build/bench.build.log" 2>&1 ||
+    { tail -40 "$build/bench.build.log"; exit 1; }
+  results="$root/$build/bench-results.json"
+  plotdir="$build"
+  echo "==> run the suite (short mode); console output in $build/bench-run.log"
+  mkdir -p "$build/bench-scratch"
+  start=$(date +%s)
+  (cd "$build" && PKRT_BENCH_SHORT=1 PKRT_BENCH_DIR="$root/$build/bench-scratch" \
+     ./bin/pkrt_bench --benchmark_min_time=0.5 \
+       ${PKRT_BENCH_FILTER:+--benchmark_filter="$PKRT_BENCH_FILTER"} \
+       --benchmark_out="$results" --benchmark_out_format=json) 2>&1 | tee "$build/bench-run.log" ||
+    { echo "report.sh: pkrt_bench failed (see $build/bench-run.log)" >&2; exit 1; }
+  rm -rf "$build/bench-scratch"
+  echo "==> suite ran in $(( $(date +%s) - start )) s"
+  command_text="short mode, \`PKRT_BENCH_SHORT=1 pkrt_bench --benchmark_min_time=0.5\`"
+else
+  results=$from
+  [ -f "$results" ] || { echo "report.sh: no such file: $results" >&2; exit 2; }
+  plotdir=$(dirname "$results")
+  command_text="from \`$from\`"
+fi
+
+echo "==> BENCHMARKS.md and bench/snapshot_latency.png"
+python3 bench/report.py "$results" --markdown BENCHMARKS.md --plot-data "$plotdir" \
+  --png "$root/bench/snapshot_latency.png" --command "$command_text"
+gnuplot "$plotdir/snapshot_latency.gp"
+echo "report.sh: wrote BENCHMARKS.md and bench/snapshot_latency.png"
