@@ -196,7 +196,11 @@ Result<std::vector<std::byte>> encode_checkpoint(const CheckpointInfo& in,
         const std::byte* input = src;
         if (info.element_bytes != 0) {
           shuffled.resize(raw);
-          byte_shuffle(src, shuffled.data(), raw, info.element_bytes);
+          if (options.word_delta) {
+            delta_byte_shuffle(src, shuffled.data(), raw, info.element_bytes);
+          } else {
+            byte_shuffle(src, shuffled.data(), raw, info.element_bytes);
+          }
           input = shuffled.data();
         }
         std::vector<std::byte> out(ZSTD_compressBound(raw));
@@ -205,7 +209,7 @@ Result<std::vector<std::byte>> encode_checkpoint(const CheckpointInfo& in,
           out.resize(n);
           stored[i] = std::move(out);
           e.compression = 1;
-          e.filter = info.element_bytes != 0 ? 1 : 0;
+          e.filter = info.element_bytes == 0 ? 0 : options.word_delta ? 2 : 1;
           continue;
         }
       }
@@ -393,7 +397,7 @@ Result<ParsedCheckpoint> parse_checkpoint(std::span<const std::byte> file, const
         std::min<std::uint64_t>(info.chunk_bytes, info.state_bytes - std::uint64_t{e.index} * info.chunk_bytes);
     if (e.index >= chunk_count || (i > 0 && e.index <= out.chunks.back().index) || e.raw_bytes != expect_raw ||
         e.offset != data_off || e.stored_bytes > footer_at - std::min<std::uint64_t>(data_off, footer_at) ||
-        e.compression > 1 || e.filter > 1 || (e.filter == 1 && (info.element_bytes == 0 || e.compression == 0)) ||
+        e.compression > 1 || e.filter > 2 || (e.filter != 0 && (info.element_bytes == 0 || e.compression == 0)) ||
         load_at<std::uint16_t>(file, at + 22) != 0 || (e.compression == 0 && e.stored_bytes != e.raw_bytes))
       return corrupt(name, "chunk table entry " + std::to_string(i) + " (chunk " + std::to_string(e.index) +
                                ") has inconsistent index, sizes or offset");
@@ -416,7 +420,7 @@ Status decode_chunk(const CheckpointInfo& info, const CheckpointChunkEntry& e, s
   } else {
     if (dctx == nullptr) dctx = ZSTD_createDCtx();
     std::byte* target = dst;
-    if (e.filter == 1) {
+    if (e.filter != 0) {
       scratch.resize(e.raw_bytes);
       target = scratch.data();
     }
@@ -427,6 +431,7 @@ Status decode_chunk(const CheckpointInfo& info, const CheckpointChunkEntry& e, s
                                (ZSTD_isError(n) ? ZSTD_getErrorName(n) : "wrong size") + ")");
     }
     if (e.filter == 1) byte_unshuffle(scratch.data(), dst, e.raw_bytes, info.element_bytes);
+    if (e.filter == 2) delta_byte_unshuffle(scratch.data(), dst, e.raw_bytes, info.element_bytes);
   }
   if (crc32(dst, e.raw_bytes) != e.raw_crc)
     return corrupt(name, "chunk " + std::to_string(e.index) + " CRC mismatch (its data is damaged)");

@@ -14,6 +14,7 @@
 #include <pkrt/detail/futex.hpp>
 #include <pkrt/crc32.hpp>
 #include <pkrt/detail/system_atomic.hpp>
+#include <pkrt/kernels/crc32.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -101,7 +102,13 @@ struct Runtime::Impl {
   host::Buffer control_buf, heartbeat_buf, h2k_buf, k2h_buf, state_buf, k2k_buf, global_buf,
       grid_buf, lines_buf, params_buf, staging_buf, prev_crc_buf, actor_flag_buf, deferred_buf;
   ImageLayout image;
-  std::vector<std::vector<std::byte>> mirror;  // per actor: last snapshot image (pump thread)
+  // Per actor: the last snapshot image on the host (pump thread). Handed to the sink without a
+  // copy; while a handed-out image is alive (`lent`), the next snapshot copies it first.
+  struct MirrorImage {
+    std::vector<std::byte> bytes;
+    std::atomic<bool> lent{false};
+  };
+  std::vector<std::shared_ptr<MirrorImage>> mirror;
   ControlBlock* control = nullptr;      // host pointer
   BlockHeartbeat* heartbeats = nullptr;  // host pointer
   std::uint64_t ring_stride = 0;
@@ -401,13 +408,24 @@ struct Runtime::Impl {
     const auto* slot = static_cast<const std::byte*>(staging_buf.device()) + args.staging_stride * actor;
     std::vector<std::uint8_t> changed(image.chunks);
     PKRT_RETURN_IF_ERROR(backend->copy_to_host(changed.data(), slot + args.changed_offset, image.chunks));
-    std::vector<std::byte>& m = mirror[actor];
-    // No valid mirror (first snapshot, or the last copy failed): take every chunk; the
-    // staging slot always holds the whole image.
-    if (m.size() != image.image_bytes) {
-      m.assign(image.image_bytes, std::byte{0});
+    std::shared_ptr<MirrorImage>& mp = mirror[actor];
+    bool whole = false;
+    if (!mp || mp->bytes.size() != image.image_bytes) {
+      // No valid mirror (first snapshot, or the last copy failed): take every chunk; the
+      // staging slot always holds the whole image.
+      mp = std::make_shared<MirrorImage>();
+      mp->bytes.assign(image.image_bytes, std::byte{0});
       std::fill(changed.begin(), changed.end(), std::uint8_t{1});
+      whole = true;
+    } else if (mp->lent.load(std::memory_order_acquire)) {
+      // Acquire (this and the false case): pairs with the release in the lent image's
+      // deleter, so the sink's reads of the bytes happen before we overwrite them. Still
+      // lent: copy on write; the sink keeps reading the old buffer.
+      auto fresh = std::make_shared<MirrorImage>();
+      fresh->bytes = mp->bytes;
+      mp = std::move(fresh);
     }
+    std::vector<std::byte>& m = mp->bytes;
     // Coalesce runs of changed chunks into one copy each.
     for (std::uint32_t c = 0; c < image.chunks;) {
       if (changed[c] == 0) {
@@ -420,21 +438,47 @@ struct Runtime::Impl {
       const std::uint64_t len = std::min<std::uint64_t>(std::uint64_t{end} * image.chunk_bytes, image.image_bytes) - off;
       Status copied = backend->copy_to_host(m.data() + off, slot + off, len);
       if (!copied.ok()) {
-        m.clear();  // partly updated: the next snapshot of this actor copies everything
+        mp.reset();  // partly updated: the next snapshot of this actor copies everything
         return copied;
       }
       img.bytes_copied += len;
       c = end;
     }
-    if (crc32(m.data(), m.size()) != ready.crc) {
-      m.clear();  // the next snapshot of this actor copies everything again
+    if (!mirror_matches_device(actor, m, img.changed, whole, ready.crc)) {
+      mp.reset();  // the next snapshot of this actor copies everything again
       return Status(StatusCode::kCorruptData,
                     "snapshot of actor " + std::to_string(actor) + " at epoch " + std::to_string(img.epoch) +
                         ": the host copy does not match the device CRC (a chunk was missed or damaged in "
                         "transfer). The next snapshot of this actor should be full");
     }
-    img.image = std::make_shared<const std::vector<std::byte>>(m);
+    // Relaxed: the pump alone sets it, before the image leaves this thread.
+    mp->lent.store(true, std::memory_order_relaxed);
+    img.image = std::shared_ptr<const std::vector<std::byte>>(&mp->bytes, [keep = mp](const std::vector<std::byte>*) {
+      // Release: the sink's reads of the bytes happen before the pump reuses the buffer.
+      keep->lent.store(false, std::memory_order_release);
+    });
     return Status();
+  }
+
+  // Whether the host mirror holds the image the device CRC'd. When most chunks changed, one
+  // CRC of the whole mirror. A delta checks only what it copied: each copied chunk against
+  // the device's chunk CRC, and the device's chunk CRCs against its image CRC (unchanged
+  // chunks have the CRCs the mirror was verified with before), so a delta costs the host
+  // work proportional to what changed.
+  bool mirror_matches_device(std::uint32_t actor, const std::vector<std::byte>& m,
+                             const std::vector<std::uint32_t>& copied, bool whole, std::uint32_t image_crc) {
+    if (whole || copied.size() * 4 >= image.chunks) return crc32(m.data(), m.size()) == image_crc;
+    const auto* slot = static_cast<const std::byte*>(staging_buf.device()) + args.staging_stride * actor;
+    std::vector<std::uint32_t> crcs(image.chunks);
+    if (!backend->copy_to_host(crcs.data(), slot + args.crc_offset, crcs.size() * sizeof(std::uint32_t)).ok())
+      return false;
+    if (crc::crc32_combine_chunks(crcs.data(), image.image_bytes, image.chunk_bytes) != image_crc) return false;
+    for (std::uint32_t c : copied) {
+      const std::uint64_t off = std::uint64_t{c} * image.chunk_bytes;
+      const std::uint64_t len = std::min<std::uint64_t>(image.chunk_bytes, image.image_bytes - off);
+      if (crc32(m.data() + off, len) != crcs[c]) return false;
+    }
+    return true;
   }
 
   void deliver_snapshot(SnapshotImage img) {
@@ -1273,7 +1317,10 @@ Status Runtime::restore_before_start(std::uint64_t epoch, const std::vector<std:
                     ((epoch & 1u) * m.options.num_actors + a) * img.inbox_bytes;
       PKRT_RETURN_IF_ERROR(m.backend->copy_to_device(inbox, images[a].data() + img.arena_bytes, img.inbox_bytes));
     }
-    if (m.options.snapshots) m.mirror[a] = images[a];
+    if (m.options.snapshots) {
+      m.mirror[a] = std::make_shared<Impl::MirrorImage>();
+      m.mirror[a]->bytes = images[a];
+    }
   }
   m.args.start_epoch = epoch;
   m.args.run_init = 0;

@@ -15,6 +15,9 @@
 #pragma once
 
 #include <pkrt/config.hpp>
+#if !PKRT_DEVICE_PASS
+#include <pkrt/crc32.hpp>
+#endif
 
 #include <cstdint>
 
@@ -92,6 +95,17 @@ PKRT_HD inline std::uint32_t crc32_update(std::uint32_t crc, const void* data, s
   }
   while (n-- > 0) c = t.slice[0][(c ^ *p++) & 0xFFu] ^ (c >> 8);
   return ~c;
+}
+
+// crc32_update with the fastest code of the agent running it: on the host pass pkrt::crc32
+// (ISA-L, folding with carry-less multiplies), on the device the slice-by-8 above. Same
+// values. Snapshots use it; tests check the portable crc32_update itself.
+PKRT_HD inline std::uint32_t crc32_update_native(std::uint32_t crc, const void* data, std::uint64_t n) {
+#if PKRT_DEVICE_PASS
+  return crc32_update(crc, data, n);
+#else
+  return pkrt::crc32(data, static_cast<std::size_t>(n), crc);
+#endif
 }
 
 // x^(8 * bytes) mod P: the factor that shifts a CRC over `bytes` zero bytes.

@@ -5,7 +5,9 @@
 // this device-local work:
 //   1. all threads copy the image = [arena (State + named regions)][a's K2K inbox of parity
 //      e & 1, i.e. what it will read in e + 1] into a's staging slot;
-//   2. all threads compute the CRC32 of every chunk (any split of chunks over threads);
+//   2. all threads compute the CRC32 of every chunk (any split of chunks over threads).
+//      A CPU worker does 1 and 2 chunk by chunk, CRC-ing each chunk while it is in cache
+//      (kSnapshotCopiesChunkByChunk), with ISA-L (crc32_update_native);
 //   3. the leader combines them into the image CRC (crc32_combine: independent of launch
 //      shape), marks chunks whose CRC differs from a's previous snapshot (all if full or if
 //      there is none), records the new CRCs, marks the slot busy, and publishes
@@ -42,16 +44,37 @@ PKRT_HD inline std::uint64_t inbox_bytes(const KernelArgs& args) {
   return std::uint64_t{args.k2k_channels} * args.k2k_slot_stride;
 }
 
+// Copies image bytes [off, off + n) (arena first, then inbox) into the staging slot.
+PKRT_HD inline void copy_image_range(const KernelArgs& args, std::byte* slot, const std::byte* arena,
+                                     const std::byte* inbox, std::uint64_t off, std::uint64_t n) {
+  if (off < args.state_stride) {
+    const std::uint64_t m = args.state_stride - off < n ? args.state_stride - off : n;
+    block_copy(slot + off, arena + off, m);
+    off += m;
+    n -= m;
+  }
+  if (n > 0) block_copy(slot + off, inbox + (off - args.state_stride), n);
+}
+
 // Call from every thread of the block. Publishes kOpSnapshotReady (leader).
 PKRT_HD inline void serve_snapshot(BlockState& bs, std::uint32_t actor, std::uint64_t request, bool full) {
   const KernelArgs& args = *bs.args;
   const std::uint64_t t0 = now_ns();
   std::byte* slot = staging_slot(args, actor);
-  block_copy(slot, actor_arena(args, actor), args.state_stride);
-  block_copy(slot + args.state_stride, actor_inbox(args, bs.epoch & 1u, actor), inbox_bytes(args));
-  sync_block();
+  const std::byte* arena = actor_arena(args, actor);
+  const std::byte* inbox = actor_inbox(args, bs.epoch & 1u, actor);
   auto* crcs = reinterpret_cast<std::uint32_t*>(slot + args.crc_offset);
-  crc::crc32_chunks(slot, args.image_bytes, args.chunk_bytes, thread_rank(), threads_per_block(), crcs);
+  if (kSnapshotCopiesChunkByChunk) {
+    for (std::uint64_t off = 0, c = 0; off < args.image_bytes; off += args.chunk_bytes, ++c) {
+      const std::uint64_t n = args.image_bytes - off < args.chunk_bytes ? args.image_bytes - off : args.chunk_bytes;
+      copy_image_range(args, slot, arena, inbox, off, n);
+      crcs[c] = crc::crc32_update_native(0, slot + off, n);
+    }
+  } else {
+    copy_image_range(args, slot, arena, inbox, 0, args.image_bytes);
+    sync_block();
+    crc::crc32_chunks(slot, args.image_bytes, args.chunk_bytes, thread_rank(), threads_per_block(), crcs);
+  }
   sync_block();
   if (thread_rank() == 0) {
     const std::uint32_t image_crc = crc::crc32_combine_chunks(crcs, args.image_bytes, args.chunk_bytes);

@@ -1,5 +1,7 @@
 // Checkpoint: the file format round-trips, every damaged byte and every truncation is
 // caught (or provably harmless), stores commit atomically, and delta chains restore.
+#include "checkpoint/byte_shuffle.hpp"
+
 #include <pkrt/checkpoint.hpp>
 #include <pkrt/checkpoint_store.hpp>
 #include <pkrt/crc32.hpp>
@@ -64,17 +66,37 @@ Result<std::vector<std::byte>> decode(const std::vector<std::byte>& file) {
   return state;
 }
 
-TEST(Checkpoint, FullRoundTripsForEverySizeClass) {
+TEST(Checkpoint, FullRoundTripsForEverySizeClassLevelAndFilter) {
   constexpr std::uint32_t kChunk = 4096;
   for (std::size_t bytes : {std::size_t{0}, std::size_t{1}, std::size_t{kChunk - 1}, std::size_t{kChunk},
                             std::size_t{kChunk + 1}, std::size_t{37 * kChunk + 123}}) {
     for (int level : {0, 1, 3}) {
-      const auto state = float_field(bytes, bytes);
-      CheckpointEncodeOptions opts;
-      opts.zstd_level = level;
-      auto back = decode(encode_full(state, kChunk, 10, opts));
-      ASSERT_TRUE(back.ok()) << back.status().to_string() << " for " << bytes << " bytes, level " << level;
-      EXPECT_EQ(back.value(), state) << bytes << " bytes, level " << level;
+      for (std::uint16_t element : {0, 4, 8}) {
+        for (bool word_delta : {false, true}) {
+          const auto state = float_field(bytes, bytes);
+          CheckpointEncodeOptions opts;
+          opts.zstd_level = level;
+          opts.shuffle_element = element;
+          opts.word_delta = word_delta;
+          auto back = decode(encode_full(state, kChunk, 10, opts));
+          ASSERT_TRUE(back.ok()) << back.status().to_string() << " for " << bytes << " bytes, level " << level;
+          EXPECT_EQ(back.value(), state) << bytes << " bytes, level " << level << ", element " << element
+                                         << ", word delta " << word_delta;
+        }
+      }
+    }
+  }
+}
+
+TEST(Checkpoint, WordDeltaShuffleRoundTripsEveryWordSizeAndTail) {
+  std::mt19937_64 rng(11);
+  for (std::size_t k : {std::size_t{4}, std::size_t{8}}) {
+    for (std::size_t n : {std::size_t{0}, std::size_t{3}, std::size_t{8}, std::size_t{1001}}) {
+      std::vector<std::byte> src(n), mid(n), back(n);
+      for (auto& b : src) b = static_cast<std::byte>(rng());
+      delta_byte_shuffle(src.data(), mid.data(), n, k);
+      delta_byte_unshuffle(mid.data(), back.data(), n, k);
+      EXPECT_EQ(back, src) << n << " bytes, words of " << k;
     }
   }
 }
@@ -90,16 +112,22 @@ TEST(Checkpoint, ParallelCompressionWritesTheSameFileAsOneThread) {
   ASSERT_TRUE(decode(b).ok());
 }
 
-TEST(Checkpoint, ShuffleMakesAFloatFieldCompressBetter) {
+TEST(Checkpoint, ShuffleMakesAFloatFieldCompressBetterAndWordDeltaBetterStill) {
   const auto state = float_field(256 * 1024, 5);
-  CheckpointEncodeOptions plain, shuffled;
+  CheckpointEncodeOptions plain, shuffled, delta;
   plain.shuffle_element = 0;
   shuffled.shuffle_element = 4;
+  shuffled.word_delta = false;
+  delta.shuffle_element = 4;
   const auto a = encode_full(state, 65536, 1, plain);
   const auto b = encode_full(state, 65536, 1, shuffled);
+  const auto c = encode_full(state, 65536, 1, delta);
   EXPECT_LT(b.size(), a.size());
-  ASSERT_TRUE(decode(b).ok());
-  EXPECT_EQ(decode(b).value(), state);
+  EXPECT_LT(c.size(), b.size());
+  for (const auto* file : {&b, &c}) {
+    ASSERT_TRUE(decode(*file).ok());
+    EXPECT_EQ(decode(*file).value(), state);
+  }
 }
 
 TEST(Checkpoint, DeltaRoundTripsForEverySizeClass) {

@@ -52,7 +52,8 @@ struct CheckpointInfo {
 
 struct CheckpointEncodeOptions {
   int zstd_level = 1;                // 0: store raw
-  std::uint16_t shuffle_element = 4; // 4 or 8: byte-shuffle before zstd; 0: off
+  std::uint16_t shuffle_element = 4; // 4 or 8: shuffle before zstd; 0: off
+  bool word_delta = true;            // with a shuffle: difference neighbouring words first (filter 2)
   // Threads compressing chunks in parallel (one zstd context each); 0: up to the hardware
   // concurrency, one per 16 chunks, so small states stay on the calling thread.
   std::uint32_t threads = 0;
@@ -64,7 +65,7 @@ struct CheckpointChunkEntry {
   std::uint64_t offset = 0;
   std::uint32_t stored_bytes = 0;
   std::uint8_t compression = 0;  // 0 raw, 1 zstd
-  std::uint8_t filter = 0;       // 0 none, 1 byte-shuffle
+  std::uint8_t filter = 0;       // 0 none, 1 byte-shuffle, 2 word delta + byte-shuffle
   std::uint32_t raw_crc = 0;
 };
 

@@ -104,6 +104,11 @@ PKRT_HD inline void block_copy(std::byte* dst, const std::byte* src, std::uint64
 #endif
 }
 
+// How a block fills a snapshot's staging slot. A CPU worker copies one chunk and CRCs it
+// while it is still in cache (one pass over memory). A GPU block copies the whole image with
+// every thread first (coalesced), then splits the chunk CRCs over its threads.
+inline constexpr bool kSnapshotCopiesChunkByChunk = !PKRT_DEVICE_PASS;
+
 // Leader's value, delivered to every thread of the block. Call from all threads.
 PKRT_HD inline std::uint32_t block_broadcast(std::uint32_t value) {
 #if PKRT_DEVICE_PASS
