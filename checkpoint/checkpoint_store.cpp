@@ -2,6 +2,8 @@
 #include <pkrt/checkpoint_store.hpp>
 #include <pkrt/crc32.hpp>
 
+#include "host/file_read.hpp"
+
 #include <dirent.h>
 #include <signal.h>
 #include <fcntl.h>
@@ -123,29 +125,14 @@ Result<std::vector<std::byte>> FileCheckpointStore::get(const std::string& name)
 }
 
 Result<std::vector<std::byte>> read_checkpoint_file(const std::string& path) {
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return io_error("opening", path, errno, "check the path (pkrt checkpoint list DIR shows what exists)");
-  struct stat st {};
-  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
-    ::close(fd);
+  std::vector<std::byte> out;
+  const host::FileReadFailure failed = host::read_file_bounded(path.c_str(), ~std::uint64_t{0}, out);
+  if (failed.step == nullptr) return out;
+  if (failed.error == 0)
     return Status(StatusCode::kIoError, "'" + path + "' is not a regular file. Fix: pass a checkpoint file");
-  }
-  std::vector<std::byte> out(static_cast<std::size_t>(st.st_size));
-  std::size_t got = 0;
-  while (got < out.size()) {
-    const ssize_t r = ::read(fd, out.data() + got, out.size() - got);
-    if (r < 0 && errno == EINTR) continue;
-    if (r < 0) {
-      const int err = errno;
-      ::close(fd);
-      return io_error("reading", path, err, "check the disk");
-    }
-    if (r == 0) break;  // shrank while reading: return what is there; the parser rejects it
-    got += static_cast<std::size_t>(r);
-  }
-  ::close(fd);
-  out.resize(got);
-  return out;
+  if (std::string(failed.step) == "open")
+    return io_error("opening", path, failed.error, "check the path (pkrt checkpoint list DIR shows what exists)");
+  return io_error("reading", path, failed.error, "check the disk");
 }
 
 Result<std::vector<std::string>> FileCheckpointStore::list() const {

@@ -3,6 +3,8 @@
 #include <pkrt/crc32.hpp>
 #include <pkrt/replay_log.hpp>
 
+#include "host/file_read.hpp"
+
 #include <fcntl.h>
 #include <sys/mman.h>
 #include <sys/stat.h>
@@ -549,37 +551,15 @@ Result<ReplayLog> parse_replay_log(std::span<const std::byte> bytes) {
 }
 
 Result<ReplayLog> read_replay_log(const std::string& path) {
-  auto io_error = [&](const char* step, int err) {
-    return Status(StatusCode::kIoError, "cannot read " + quoted(path) + ": " + step + ": " +
-                                            errno_text(err) +
-                                            ". Fix: check the path and its permissions");
-  };
-  const int fd = ::open(path.c_str(), O_RDONLY | O_CLOEXEC);
-  if (fd < 0) return io_error("open", errno);
-  struct stat st {};
-  if (::fstat(fd, &st) != 0) {
-    const int err = errno;
-    ::close(fd);
-    return io_error("fstat", err);
-  }
+  std::vector<std::byte> bytes;
   // Never more than the largest log there can be, whatever the file's size.
-  const std::uint64_t limit = kReplayLogHeaderBytes + kReplayMaxCapacity * kReplayRecordBytes;
-  const auto file_bytes = static_cast<std::uint64_t>(st.st_size);
-  std::vector<std::byte> bytes(static_cast<std::size_t>(std::min(file_bytes, limit)));
-  std::size_t got = 0;
-  while (got < bytes.size()) {
-    const ssize_t n = ::read(fd, bytes.data() + got, bytes.size() - got);
-    if (n < 0 && errno == EINTR) continue;
-    if (n < 0) {
-      const int err = errno;
-      ::close(fd);
-      return io_error("read", err);
-    }
-    if (n == 0) break;  // shrank since fstat: parse what is there
-    got += static_cast<std::size_t>(n);
+  const host::FileReadFailure failed =
+      host::read_file_bounded(path.c_str(), kReplayLogHeaderBytes + kReplayMaxCapacity * kReplayRecordBytes, bytes);
+  if (failed.step != nullptr) {
+    return Status(StatusCode::kIoError, "cannot read " + quoted(path) + ": " + failed.step +
+                                            (failed.error != 0 ? ": " + errno_text(failed.error) : std::string()) +
+                                            ". Fix: check the path and its permissions");
   }
-  ::close(fd);
-  bytes.resize(got);
   return parse_log(bytes, path);
 }
 
