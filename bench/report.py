@@ -128,7 +128,7 @@ def build_rows(r):
         "does not help on 2 cores: three threads spin. Closing most of it: let the waiting "
         "sender drive the pump (consume K2H itself while it waits, under the pump's lock), so a "
         "round trip is sender -> block -> sender like the callback chain; then trim the idle "
-        "block's per-round work. See docs/performance.md, 'Ring round trip'. "
+        "block's per-round work. See docs/performance.md, 'Ring round trip'."
         % (fmt_time(ring_rt), ratio(ring_rt, boost_rt) or 0, fmt_time(cb_rt), ratio(cb_rt, boost_rt) or 0,
            fmt_time(poll_rt)))
     add("Ring round trip, bare pkrt ring (two host threads)", fmt_time(ring_rt),
@@ -151,10 +151,12 @@ def build_rows(r):
         "does per message: a mutex + an unordered_map insert for the pending reply, a "
         "std::function/promise, the ring mutex, and a doorbell (control mutex + two release "
         "stores + a notify); the block then answers every command on K2H and the pump completes "
-        "it. That is ~1 us of host work per message, against ~10-50 ns for a queue push. A "
-        "batched send (publish N slots, ring the doorbell once) and fire-and-forget commands "
-        "(no pending-reply entry) would close most of it."
-        % (fmt_rate(ring_tp, "msg/s"), ratio(ring_tp, boost_tp) or 0))
+        "it. That is %s per message end to end (1 / the measured rate), against %s per message "
+        "for the Boost queue in the same run. A batched send (publish N slots, ring the doorbell "
+        "once) and fire-and-forget commands (no pending-reply entry) would close most of it; "
+        "see docs/performance.md, 'Ring throughput'."
+        % (fmt_rate(ring_tp, "msg/s"), ratio(ring_tp, boost_tp) or 0,
+           fmt_time(None if not echo_tp else 1e9 / echo_tp), fmt_time(None if not boost_tp else 1e9 / boost_tp)))
     add("Ring throughput, bare pkrt ring", fmt_rate(ring_tp, "msg/s"), "Boost.Lockfree " + fmt_rate(boost_tp, "msg/s"),
         ratio(ring_tp, boost_tp), ">=", 1.0, "Noise: two spinning threads on two shared cores.", kind="info")
 
@@ -222,40 +224,48 @@ def build_rows(r):
         floor_ms, sfloor_ms, floor_kind = pf, psf, "paired "
     else:
         floor_kind = ""
+    fw = r.value(full, "bytes_written")
     add("Full snapshot, 64 MiB, request to durable (CPU backend)", ms(full_ms),
         floor_kind + "floor: memcpy + ISA-L CRC + write + fsync " + ms(floor_ms), ratio(full_ms, floor_ms), "<=", 1.5,
         "The product path does more than the floor: the actor stall (%s, see below), the pump's "
-        "copy into the host mirror and an ISA-L CRC of the whole mirror, a second full copy of "
-        "the mirror handed to the writer (make_shared of a 64 MiB vector, page faults included), "
-        "byte shuffle + zstd of every chunk, assembling the file in memory, then write + fsync + "
-        "rename + fsync of the directory; zstd makes the file ~6x smaller than the floor's, "
-        "which is why it is close at all. Closing it: the stall fix below and handing the writer "
-        "the mirror itself (copy on write); with both applied in a scratch copy the full "
-        "snapshot measured 1.10x its paired floor (138.7 vs 126.6 ms; docs/performance.md)."
-        % ms(stall_ms))
+        "copy of every chunk into the host mirror and one ISA-L CRC of the whole mirror (a full "
+        "snapshot changes every chunk), word delta + byte shuffle + zstd of every chunk, the file "
+        "assembled in memory, then write + fsync + rename + fsync of the directory. The mirror "
+        "itself goes to the writer (copied only while the writer still holds the previous "
+        "image). zstd makes the file %s smaller than the floor's (%s vs 64 MiB written), which "
+        "is why it comes close at all, and the floor's fsync time swings with whatever else "
+        "writes to the disk. What would close more of it: build the shuffle filters for a "
+        "compile-time element size (the writer passes it at run time, and that build of the word "
+        "delta + shuffle ran at 0.69 GB/s against 4.7 GB/s with k = 4 in a standalone "
+        "measurement, not this run), then write the chunks as they are compressed (writev of "
+        "header, table and chunk buffers) instead of assembling the file in memory "
+        "(docs/performance.md)."
+        % (ms(stall_ms), "n/a" if fw is None else "%.1fx" % (MIB64 / fw),
+           "n/a" if fw is None else "%.2f MB" % (fw / 1e6)))
     fused_ms = r.value("BM_SnapshotLatency/%d/stall_fused" % MIB64, "durable_ms")
     add("Actor stall, full snapshot, 64 MiB (CPU backend)", ms(stall_ms),
         floor_kind + "memcpy + ISA-L CRC of the state " + ms(sfloor_ms), ratio(stall_ms, sfloor_ms), "<=", 1.2,
-        "On the CPU backend the device-side CRC is the kernels' portable slice-by-8 "
-        "(%s for 64 MiB in this run, vs %s for ISA-L), run after a full copy, by one worker "
-        "thread. Closing it: on the host pass, serve_snapshot copies a chunk and CRCs it with "
-        "ISA-L while it is in cache (a crc32_update_native that calls pkrt::crc32 on the host). "
-        "That loop, measured alone in this run (stall_fused), takes %s: %sx the floor. With the "
-        "patch applied in a scratch copy the product's stall measured 0.70x its paired floor "
-        "(docs/performance.md)."
-        % (ms(s8_ms), ms(isal_ms), ms(fused_ms), "n/a" if ratio(fused_ms, sfloor_ms) is None else "%.2f" % ratio(fused_ms, sfloor_ms)))
+        "On the CPU backend serve_snapshot copies each 64 KiB chunk into staging and CRCs it with "
+        "ISA-L while it is still in cache (crc32_update_native), one pass over memory, where the "
+        "floor copies the whole state and then reads it again for the CRC. The same loop measured "
+        "alone in this run (stall_fused) takes %s: %sx the floor. The device pass keeps the "
+        "portable slice-by-8 after a whole-image copy; on this host that CRC alone would take %s "
+        "for 64 MiB (vs %s for ISA-L). A miss here is run-to-run noise: re-run bench/report.sh."
+        % (ms(fused_ms), "n/a" if ratio(fused_ms, sfloor_ms) is None else "%.2f" % ratio(fused_ms, sfloor_ms),
+           ms(s8_ms), ms(isal_ms)))
+    dw = r.value(delta, "bytes_written")
+    dc = r.value(delta, "bytes_copied")
     add("Delta snapshot (1% of chunks changed) vs full, 64 MiB, request to durable", ms(delta_ms),
         "full " + ms(full_ms), ratio(delta_ms, full_ms), "<=", 0.1,
-        "A delta writes ~1%% of the bytes, but the rest of its path is still proportional to the "
-        "whole state: the device copy + CRC of every chunk (stall %s), the host CRC of the whole "
-        "mirror, and the full copy of the mirror handed to the writer. Closing it: the stall fix "
-        "above, verifying only the changed chunks on the host (their CRCs come from the device) "
-        "and handing the writer the mirror itself (copy on write) instead of a copy. With those "
-        "applied in a scratch copy, a 64 MiB delta measured 11.9 ms against 138.7 ms for a full "
-        "one (0.086x; docs/performance.md)."
-        % ms(dstall_ms))
-    dw = r.value(delta, "bytes_written")
-    fw = r.value(full, "bytes_written")
+        "A delta's host work is proportional to what changed: the pump copies only the changed "
+        "chunks into the mirror (%s here), checks each against the device's chunk CRC and the "
+        "device's chunk CRCs against its image CRC (no CRC of the whole mirror), hands the "
+        "mirror to the writer without a copy, and the writer encodes and writes only those "
+        "chunks (%s). What stays proportional to the whole state is the device side: the stall "
+        "(%s of the delta's %s) copies and CRCs every chunk to find the changed ones. A miss "
+        "here would mean a slow fsync of the small file in a noisy moment: re-run."
+        % ("n/a" if dc is None else "%.2f MB" % (dc / 1e6), "n/a" if dw is None else "%.2f MB" % (dw / 1e6),
+           ms(dstall_ms), ms(delta_ms)))
     add("Delta vs full, 64 MiB, bytes written", "n/a" if dw is None else "%.2f MB" % (dw / 1e6),
         "full " + ("n/a" if fw is None else "%.2f MB" % (fw / 1e6)), ratio(dw, fw), "<=", 0.1, "", kind="info")
 
@@ -281,13 +291,14 @@ def build_rows(r):
         parts + floor_note + "What gets closest: publish the header's counters (and their CRC) every N "
         "records and at sync() instead of per append (readers already recover the count by "
         "scanning), take the timestamp once per pump pass, and CRC the record in one call with "
-        "the crc field zeroed (a format change). In a scratch copy, counters every 64 records "
-        "and one CRC call took append from 95 to 74 ns; the clock read and the mutex are most of "
-        "the rest.")
+        "the crc field zeroed (a format change). Not in the product yet: in an earlier scratch "
+        "copy (not this run), counters every 64 records and one CRC call took append from 95 to "
+        "74 ns; the clock read and the mutex are most of the rest.")
     add("Replay log append vs pwrite + cursor write", fmt_time(app), "pwrite + cursor " + fmt_time(pw), ratio(app, pw),
-        "<=", 0.05, parts + "It needs append <= %s: the fixes above (~74 ns measured in a scratch "
-        "copy) plus dropping the per-append clock read (~25 ns) would reach it."
-        % fmt_time(None if pw is None else 0.05 * pw))
+        "<=", 0.05, parts + "It needs append <= %s. The proposals of the row above (74 ns in an "
+        "earlier scratch copy where append measured 95 ns) plus taking the timestamp once per "
+        "pump pass (the clock read is %s in this run) would reach it."
+        % (fmt_time(None if pw is None else 0.05 * pw), fmt_time(p_clk)))
 
     # 6. heat2d
     def h(mode):
@@ -321,7 +332,8 @@ def build_rows(r):
         "before the byte shuffle. A byte shuffle alone makes the exponent and high-mantissa "
         "planes compressible but leaves the two low mantissa planes of a diffusing field noisy: "
         "it measures %s here (x%s vs none), on a field 200 epochs from random; its gain grows as "
-        "the field smooths (x1.5 after ~1000 epochs)." % (x(r1), x(ratio(r1, r0))))
+        "the field smooths (x1.5 after ~1000 epochs). The field and zstd are deterministic, so "
+        "these ratios do not vary between runs; only the speeds do." % (x(r1), x(ratio(r1, r0))))
     add("zstd level 1 ratio, byte shuffle alone (filter 1)", x(r1), "without " + x(r0), ratio(r1, r0),
         ">=", 1.5, "", kind="info")
     return rows
