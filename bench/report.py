@@ -234,11 +234,8 @@ def build_rows(r):
         "itself goes to the writer (copied only while the writer still holds the previous "
         "image). zstd makes the file %s smaller than the floor's (%s vs 64 MiB written), which "
         "is why it comes close at all, and the floor's fsync time swings with whatever else "
-        "writes to the disk. What would close more of it: build the shuffle filters for a "
-        "compile-time element size (the writer passes it at run time, and that build of the word "
-        "delta + shuffle ran at 0.69 GB/s against 4.7 GB/s with k = 4 in a standalone "
-        "measurement, not this run), then write the chunks as they are compressed (writev of "
-        "header, table and chunk buffers) instead of assembling the file in memory "
+        "writes to the disk. What would close more of it: write the chunks as they are compressed "
+        "(writev of header, table and chunk buffers) instead of assembling the file in memory "
         "(docs/performance.md)."
         % (ms(stall_ms), "n/a" if fw is None else "%.1fx" % (MIB64 / fw),
            "n/a" if fw is None else "%.2f MB" % (fw / 1e6)))
