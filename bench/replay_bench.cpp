@@ -9,7 +9,7 @@
 // What append() spends its time on, measured alone in the same run (for the report):
 //   BM_ReplayAppend/part:mutex        an uncontended std::mutex lock + unlock
 //   BM_ReplayAppend/part:clock        std::chrono::steady_clock::now()
-//   BM_ReplayAppend/part:record_crc   replay_record_crc (pkrt::crc32 over 60 + 64 bytes)
+//   BM_ReplayAppend/part:record_crc   replay_record_crc (pkrt::crc32 over the 128 bytes, crc field zeroed)
 #include "bench/bench_util.hpp"
 
 #include <pkrt/replay_log.hpp>

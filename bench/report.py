@@ -274,7 +274,7 @@ def build_rows(r):
     p_clk = r.time_ns("BM_ReplayAppend/part:clock")
     p_crc = r.time_ns("BM_ReplayAppend/part:record_crc")
     parts = ("Measured alone in this run: mutex lock+unlock %s, steady_clock::now %s, the record's "
-             "CRC32 (ISA-L on 60 + 64 bytes) %s; append() also CRCs the header's counters block on "
+             "CRC32 (ISA-L, one call over the 128 bytes) %s; append() also CRCs the header's counters block on "
              "every record (another small CRC) and stores the counters. "
              % (fmt_time(p_mu), fmt_time(p_clk), fmt_time(p_crc)))
     crc_isal = r.time_ns("BM_Crc32/isal/128")

@@ -160,9 +160,11 @@ const char* replay_direction_name(ReplayDirection direction) {
 }
 
 std::uint32_t replay_record_crc(const ReplayRecord& record) {
-  const auto* p = reinterpret_cast<const std::byte*>(&record);
-  const std::uint32_t head = crc32(p, offsetof(ReplayRecord, crc));
-  return crc32(p + offsetof(ReplayRecord, slot), sizeof(Slot), head);
+  // One call over all 128 bytes with the crc field as zero: ISA-L's setup cost is per call,
+  // and two calls (60 + 64 bytes) measured ~4x one.
+  ReplayRecord copy = record;
+  copy.crc = 0;
+  return crc32(&copy, sizeof copy);
 }
 
 // ---- Writer ---------------------------------------------------------------------------------
@@ -322,7 +324,7 @@ void ReplayLogWriter::append(ReplayDirection direction, std::uint32_t block,
   if (impl_->map == nullptr) return;  // closed: documented to drop
   record.seq = impl_->written;
   record.time_ns = steady_ns();
-  record.crc = replay_record_crc(record);
+  record.crc = crc32(&record, sizeof record);  // = replay_record_crc: the field is still zero
   const std::uint64_t slot_index = record.seq % impl_->capacity;
   std::memcpy(impl_->map + kReplayLogHeaderBytes + slot_index * kReplayRecordBytes, &record,
               sizeof record);
@@ -406,7 +408,11 @@ std::uint64_t record_offset(std::uint64_t seq, std::uint64_t capacity) {
 std::optional<std::string> record_problem(std::span<const std::byte> file, std::uint64_t capacity,
                                           std::uint64_t seq, ReplayRecord& out) {
   std::memcpy(&out, file.data() + record_offset(seq, capacity), sizeof out);
-  if (out.crc != replay_record_crc(out)) return std::string("CRC mismatch (torn or corrupted)");
+  const std::uint32_t stored = out.crc;
+  out.crc = 0;  // replay_record_crc's definition, without another copy of the record
+  const bool intact = crc32(&out, sizeof out) == stored;
+  out.crc = stored;
+  if (!intact) return std::string("CRC mismatch (torn or corrupted)");
   if (out.seq != seq)
     return "it holds record " + std::to_string(out.seq) + " (stale, or corrupted)";
   const bool reserved_zero =

@@ -86,14 +86,14 @@ struct alignas(64) ReplayRecord {
   std::uint32_t block;           // ring (block) the slot went through
   std::uint8_t direction;        // ReplayDirection
   std::uint8_t reserved[23];     // zero
-  std::uint32_t crc;             // CRC32 of bytes [0, 60) and [64, 128) of this record
+  std::uint32_t crc;             // CRC32 of the 128 record bytes with this field as zero
   Slot slot;
 };
 static_assert(sizeof(ReplayRecord) == kReplayRecordBytes, "a replay record is 128 bytes");
 static_assert(offsetof(ReplayRecord, crc) == 60 && offsetof(ReplayRecord, slot) == 64,
               "record header layout is part of the file format");
 
-// CRC32 a record must carry (computed over everything but the crc field).
+// CRC32 a record must carry: of all 128 bytes, with the crc field taken as zero.
 std::uint32_t replay_record_crc(const ReplayRecord& record);
 
 struct ReplayLogOptions {
