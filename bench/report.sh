@@ -55,6 +55,11 @@ if [ -z "$from" ]; then
     cmake -S . -B "$build" -DCMAKE_BUILD_TYPE=Release >"$build.configure.log" 2>&1 ||
       { cat "$build.configure.log"; exit 1; }
   fi
+  if grep -q '^PKRT_BUILD_BENCH:BOOL=OFF$' "$build/CMakeCache.txt"; then
+    echo "==> $build was configured without benchmarks; turning PKRT_BUILD_BENCH on"
+    cmake -S . -B "$build" -DPKRT_BUILD_BENCH=ON >"$build.configure.log" 2>&1 ||
+      { cat "$build.configure.log"; exit 1; }
+  fi
   echo "==> build pkrt_bench in $build"
   cmake --build "$build" --target pkrt_bench -j "$jobs" >"$build/bench.build.log" 2>&1 ||
     { tail -40 "$build/bench.build.log"; exit 1; }
