@@ -401,13 +401,19 @@ struct Runtime::Impl {
   }
 
   Status copy_snapshot(std::uint32_t actor, const SnapshotReadyData& ready, SnapshotImage& img) {
+    // Every failure below drops the mirror: the device has moved its chunk CRCs on to this
+    // snapshot either way, so the next one must copy (and check) the whole image.
     if (ready.image_bytes != image.image_bytes || ready.chunks != image.chunks) {
+      mirror[actor].reset();
       return Status(StatusCode::kInternal, "snapshot of actor " + std::to_string(actor) +
                                                " reports a layout the host did not allocate");
     }
     const auto* slot = static_cast<const std::byte*>(staging_buf.device()) + args.staging_stride * actor;
     std::vector<std::uint8_t> changed(image.chunks);
-    PKRT_RETURN_IF_ERROR(backend->copy_to_host(changed.data(), slot + args.changed_offset, image.chunks));
+    if (Status st = backend->copy_to_host(changed.data(), slot + args.changed_offset, image.chunks); !st.ok()) {
+      mirror[actor].reset();
+      return st;
+    }
     std::shared_ptr<MirrorImage>& mp = mirror[actor];
     bool whole = false;
     if (!mp || mp->bytes.size() != image.image_bytes) {

@@ -14,6 +14,7 @@
 #include <filesystem>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <unistd.h>
 #include <unordered_map>
 
@@ -118,19 +119,36 @@ std::string describe_run(const ReplayRunInfo& info) {
   return s;
 }
 
-// The first epoch after which a wrapped log still holds every K2H slot: for each ring whose
-// oldest kept slot is not its first, slots up to that slot's epoch may be gone (a ring's
-// epochs never decrease).
-std::uint64_t covered_from(const ReplayLog& log) {
+// The first epoch after which a wrapped log still holds every K2H slot, or nullopt when the
+// kept records cannot bound what was lost.
+// - Per ring: a ring's epochs never decrease, so if its oldest kept slot is not its first,
+//   its lost slots are of epochs up to that slot's epoch.
+// - Rings with no kept slot at all (a quiet block) are bounded through the pump's labels:
+//   K2H records carry the horizon the pump had read one pass before appending them, and the
+//   labels only grow. A record whose label is the second increase after the oldest kept
+//   record's label was appended at least two passes later, so its label was read after
+//   every lost slot was appended, when every block had completed all but the epoch it was
+//   in: lost slots are of epochs up to that label + 1.
+std::optional<std::uint64_t> covered_from(const ReplayLog& log) {
   std::uint64_t from = log.info.start_epoch;
   if (!log.wrapped) return from;
   std::map<std::uint32_t, bool> seen;
+  std::optional<std::uint64_t> first_label, second_label, third_label;
   for (const ReplayRecord& r : log.records) {
-    if (r.direction != static_cast<std::uint8_t>(ReplayDirection::kK2H) || seen[r.block]) continue;
+    if (r.direction != static_cast<std::uint8_t>(ReplayDirection::kK2H)) continue;
+    if (!first_label) {
+      first_label = r.epoch_observed;
+    } else if (!second_label && r.epoch_observed > *first_label) {
+      second_label = r.epoch_observed;
+    } else if (second_label && !third_label && r.epoch_observed > *second_label) {
+      third_label = r.epoch_observed;
+    }
+    if (seen[r.block]) continue;
     seen[r.block] = true;
     if (r.slot.header.seq > 1) from = std::max(from, r.slot.payload.epoch);
   }
-  return from;
+  if (!third_label) return std::nullopt;
+  return std::max(from, *third_label + 1);
 }
 
 std::uint64_t next_pow2(std::uint64_t v) {
@@ -366,7 +384,19 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
                            "; compared only through epoch " + std::to_string(end) +
                            ", the last one complete before it");
   }
-  const std::uint64_t covered = covered_from(log);
+  const std::optional<std::uint64_t> coverage = covered_from(log);
+  if (!coverage) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "the log wrapped and what it kept is too short to tell which epochs it still holds "
+                  "completely. Fix: record with a larger --replay-log-capacity");
+  }
+  const std::uint64_t covered = *coverage;
+  if (info.start_epoch != 0 && options.from_checkpoint.empty()) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "the recorded run started from a checkpoint at epoch " + std::to_string(info.start_epoch) +
+                      ", which the log does not hold. Fix: pass --from-checkpoint DIR with that run's "
+                      "checkpoints");
+  }
 
   RuntimeOptions ro;
   ro.backend = options.backend;

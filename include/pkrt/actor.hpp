@@ -34,6 +34,9 @@
 //   K2K messages written in the previous epoch and writes ones read in the next.
 // - emit, reply and k2k_commit are leader-only. Float arithmetic that must match across
 //   backends uses pkrt::fadd/fmul/fsub (pkrt/config.hpp).
+// - State digests and snapshots cover the arena byte for byte, padding included: assign
+//   fields rather than whole State structs (a struct copy may carry unspecified padding
+//   bytes), or make State padding-free with explicit reserved members.
 // - Host/device: everything here is PKRT_HD. Not thread-safe across blocks by design:
 //   an actor touches only its own state, its outboxes and (racy by choice) the global region.
 #pragma once
