@@ -290,14 +290,16 @@ Result<ParsedCheckpoint> parse_checkpoint(std::span<const std::byte> file, const
     return corrupt(name, "only " + std::to_string(file.size()) + " bytes, shorter than a header and footer (160)");
   if (std::memcmp(file.data(), kMagic, 8) != 0) return corrupt(name, "bad magic in the header (not PKRTCKPT)");
   const auto version = load_at<std::uint16_t>(file, 8);
-  if (version != kCheckpointVersion)
+  if (version < kOldestCheckpointVersion || version > kCheckpointVersion)
     return Status(StatusCode::kCorruptData,
                   "checkpoint '" + name + "': format version " + std::to_string(version) +
-                      ", this pkrt reads version " + std::to_string(kCheckpointVersion) +
-                      ". Fix: read it with a pkrt that supports that version");
+                      ", this pkrt reads versions " + std::to_string(kOldestCheckpointVersion) + " to " +
+                      std::to_string(kCheckpointVersion) + ". Fix: read it with a pkrt that supports that version");
+  const std::uint8_t newest_filter = version >= 2 ? 2 : 1;
   if (load_at<std::uint32_t>(file, 124) != crc32(file.data(), 124))
     return corrupt(name, "header CRC mismatch (bytes 0..123 damaged)");
   ParsedCheckpoint out;
+  out.version = version;
   CheckpointInfo& info = out.info;
   const auto header_bytes = load_at<std::uint16_t>(file, 10);
   const auto flags = load_at<std::uint32_t>(file, 12);
@@ -397,7 +399,7 @@ Result<ParsedCheckpoint> parse_checkpoint(std::span<const std::byte> file, const
         std::min<std::uint64_t>(info.chunk_bytes, info.state_bytes - std::uint64_t{e.index} * info.chunk_bytes);
     if (e.index >= chunk_count || (i > 0 && e.index <= out.chunks.back().index) || e.raw_bytes != expect_raw ||
         e.offset != data_off || e.stored_bytes > footer_at - std::min<std::uint64_t>(data_off, footer_at) ||
-        e.compression > 1 || e.filter > 2 || (e.filter != 0 && (info.element_bytes == 0 || e.compression == 0)) ||
+        e.compression > 1 || e.filter > newest_filter || (e.filter != 0 && (info.element_bytes == 0 || e.compression == 0)) ||
         load_at<std::uint16_t>(file, at + 22) != 0 || (e.compression == 0 && e.stored_bytes != e.raw_bytes))
       return corrupt(name, "chunk table entry " + std::to_string(i) + " (chunk " + std::to_string(e.index) +
                                ") has inconsistent index, sizes or offset");

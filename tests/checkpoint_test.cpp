@@ -88,6 +88,34 @@ TEST(Checkpoint, FullRoundTripsForEverySizeClassLevelAndFilter) {
   }
 }
 
+// A copy of `file` relabelled as format version `version` (header CRC recomputed).
+std::vector<std::byte> with_version(std::vector<std::byte> file, std::uint16_t version) {
+  std::memcpy(file.data() + 8, &version, sizeof version);
+  const std::uint32_t crc = crc32(file.data(), 124);
+  std::memcpy(file.data() + 124, &crc, sizeof crc);
+  return file;
+}
+
+TEST(Checkpoint, Version1FilesStillReadAndFilter2NeedsVersion2) {
+  const auto state = float_field(3 * 4096 + 17, 21);
+  CheckpointEncodeOptions filter1;
+  filter1.word_delta = false;
+  auto v1 = decode(with_version(encode_full(state, 4096, 7, filter1), 1));
+  ASSERT_TRUE(v1.ok()) << v1.status().to_string();
+  EXPECT_EQ(v1.value(), state);
+  auto parsed = parse_checkpoint(with_version(encode_full(state, 4096, 7, filter1), 1), "v1.pkck");
+  ASSERT_TRUE(parsed.ok());
+  EXPECT_EQ(parsed->version, 1u);
+
+  auto mislabelled = decode(with_version(encode_full(state, 4096, 7), 1));
+  ASSERT_FALSE(mislabelled.ok());
+  EXPECT_NE(mislabelled.status().message().find("chunk table entry"), std::string::npos)
+      << mislabelled.status().message();
+  auto future = decode(with_version(encode_full(state, 4096, 7), kCheckpointVersion + 1));
+  ASSERT_FALSE(future.ok());
+  EXPECT_NE(future.status().message().find("format version"), std::string::npos) << future.status().message();
+}
+
 TEST(Checkpoint, WordDeltaShuffleRoundTripsEveryWordSizeAndTail) {
   std::mt19937_64 rng(11);
   for (std::size_t k : {std::size_t{4}, std::size_t{8}}) {

@@ -117,8 +117,9 @@ int inspect_command(const CheckpointOptions& o) {
     nlohmann::json chunks = nlohmann::json::array();
     for (const auto& c : parsed->chunks)
       chunks.push_back({{"index", c.index}, {"raw_bytes", c.raw_bytes}, {"stored_bytes", c.stored_bytes},
-                        {"compression", c.compression == 0 ? "raw" : "zstd"}, {"shuffle", c.filter == 1}});
-    nlohmann::json j = {{"file", o.path}, {"version", kCheckpointVersion}, {"app", i.app}, {"actor", i.actor},
+                        {"compression", c.compression == 0 ? "raw" : "zstd"}, {"shuffle", c.filter != 0},
+                        {"filter", c.filter == 0 ? "none" : c.filter == 1 ? "byte_shuffle" : "word_delta_byte_shuffle"}});
+    nlohmann::json j = {{"file", o.path}, {"version", parsed->version}, {"app", i.app}, {"actor", i.actor},
                         {"num_actors", i.num_actors}, {"epoch", i.epoch}, {"kind", i.delta ? "delta" : "full"},
                         {"digest", digest}, {"parent_digest", i.delta ? parent : ""}, {"state_bytes", i.state_bytes},
                         {"state_crc", crc}, {"chunk_bytes", i.chunk_bytes}, {"chunk_count", i.chunk_count()},

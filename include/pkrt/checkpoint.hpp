@@ -22,7 +22,10 @@
 
 namespace pkrt {
 
-inline constexpr std::uint16_t kCheckpointVersion = 1;
+// Version 2 added chunk filter 2 (word delta + byte shuffle); readers accept 1 and 2, and
+// filter 2 only in version 2 files. Writers write version 2.
+inline constexpr std::uint16_t kCheckpointVersion = 2;
+inline constexpr std::uint16_t kOldestCheckpointVersion = 1;
 inline constexpr std::uint32_t kDefaultChunkBytes = 64 * 1024;
 
 struct CheckpointRegion {
@@ -70,6 +73,7 @@ struct CheckpointChunkEntry {
 };
 
 struct ParsedCheckpoint {
+  std::uint16_t version = 0;  // format version of the file
   CheckpointInfo info;
   std::vector<CheckpointChunkEntry> chunks;  // in file (and index) order
   std::uint64_t file_bytes = 0;
