@@ -2,11 +2,7 @@
 # with one flipped byte (naming the damaged part), 2 on a path that does not exist; a run
 # restored from the directory ends with the original checksum.
 file(REMOVE_RECURSE "${WORK}")
-function(run_pkrt out_var rc_var)
-  execute_process(COMMAND ${PKRT} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  set(${out_var} "${out}${err}" PARENT_SCOPE)
-  set(${rc_var} ${rc} PARENT_SCOPE)
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/cli_run_pkrt.cmake)
 set(common run --app heat2d --grid 64x48 --epochs 300 --actors 4 --injections 10 --quiet --json)
 run_pkrt(out rc ${common} --checkpoint-dir ${WORK} --checkpoint-every 100)
 if(NOT rc EQUAL 0)

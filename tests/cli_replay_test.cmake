@@ -4,11 +4,7 @@
 # intact records and where it stopped), 2 on a file that is not a log.
 file(REMOVE_RECURSE "${WORK}")
 file(MAKE_DIRECTORY "${WORK}")
-function(run_pkrt out_var rc_var)
-  execute_process(COMMAND ${PKRT} ${ARGN} RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err)
-  set(${out_var} "${out}${err}" PARENT_SCOPE)
-  set(${rc_var} ${rc} PARENT_SCOPE)
-endfunction()
+include(${CMAKE_CURRENT_LIST_DIR}/cli_run_pkrt.cmake)
 function(expect rc want out regex what)
   if(NOT rc EQUAL want OR NOT out MATCHES "${regex}")
     message(FATAL_ERROR "${what}: exit ${rc} (want ${want}), output does not match '${regex}':\n${out}")

@@ -336,14 +336,19 @@ TEST(Replay, LogOfARunThatStartedFromACheckpointNeedsThatCheckpoint) {
   EXPECT_NE(r.status().message().find("--from-checkpoint"), std::string::npos) << r.status().message();
 }
 
-TEST(Replay, WrappedLogWithoutACoveringCheckpointIsRefused) {
-  ScratchDir dir("wrap");
+// 300 epochs into a 128-record log: it wraps, keeping roughly the last 140 epochs.
+Recording wrapping_recording() {
   Recording rec;
   rec.capacity = 128;
   rec.epochs = 300;
   rec.digest_period = 10;
   rec.park_every = 10;
-  record_heat2d(dir.file("run.log"), rec);
+  return rec;
+}
+
+TEST(Replay, WrappedLogWithoutACoveringCheckpointIsRefused) {
+  ScratchDir dir("wrap");
+  record_heat2d(dir.file("run.log"), wrapping_recording());
   const ReplayLog log = read_log(dir.file("run.log"));
   ASSERT_TRUE(log.wrapped);
   EXPECT_EQ(log.records.size(), 128u);
@@ -357,11 +362,7 @@ TEST(Replay, WrappedLogWithoutACoveringCheckpointIsRefused) {
 
 TEST(Replay, WrappedLogReplaysFromACheckpointItCovers) {
   ScratchDir dir("wrap_ckpt");
-  Recording rec;
-  rec.capacity = 128;
-  rec.epochs = 300;
-  rec.digest_period = 10;
-  rec.park_every = 10;
+  Recording rec = wrapping_recording();
   rec.injections_until = 100;  // the injections' records are the oldest, overwritten ones
   rec.checkpoint_epoch = 260;
   rec.checkpoint_dir = dir.file("ckpt");
