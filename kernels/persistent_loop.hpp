@@ -19,9 +19,11 @@
 //      A snapshot_all due at e is served here first, by every block (kernels/snapshot.hpp).
 //   5. run: leader applies the H2K commands due at e + 1 (apply_epoch <= e + 1) in
 //      (apply_epoch, send) order; commands not yet due move from the ring to a block-local
-//      deferred list, so none holds back another. It calls on_message and acknowledges each
-//      on K2H (reply, kOpAck or kOpError) with the applied epoch. Unknown opcodes and bad actor indices produce kOpError. Snapshot
-//      and restore commands are queued for step 6/7.
+//      deferred list, so none holds back another. It calls on_message and answers each on K2H
+//      with the applied epoch: its reply, kOpError, or (no reply) a kOpAckRange covering a run
+//      of consecutive commands, published before the block's next K2H slot. Unknown opcodes
+//      and bad actor indices produce kOpError. Snapshot and restore commands are queued for
+//      step 6/7.
 //   6. All threads restore queued actors from staging, then step every actor of the block.
 //   7. Snapshots due at the end of e + 1 (commands, and the snapshot_all the directive
 //      carries) are queued and served right after the next round's barrier, when every block
@@ -76,7 +78,13 @@ PKRT_HD inline void publish_error(BlockState& bs, const Slot& cmd, StatusCode co
               make_envelope(bs.epoch, cmd.payload.request, &err, sizeof(err)));
 }
 
+// A command applied without a reply. Commands sent or posted by the host coalesce into
+// kOpAckRange (coalesce_ack); runtime-internal ones (no request id) get their own kOpAck.
 PKRT_HD inline void publish_ack(BlockState& bs, const Slot& cmd) {
+  if (is_command_request(cmd.payload.request)) {
+    coalesce_ack(bs, cmd);
+    return;
+  }
   AckData ack{};
   ack.opcode = cmd.header.opcode;
   publish_k2h(bs, kOpAck, kFlagReply, cmd.header.actor,
@@ -84,6 +92,11 @@ PKRT_HD inline void publish_ack(BlockState& bs, const Slot& cmd) {
 }
 
 // Leader only. Applies one command at bs.epoch.
+// H2K slots a block consumes before it hands them back to the host with one store of the
+// ring's head: one store per batch instead of per slot, and the host's producer never waits
+// on more than this many slots it could already reuse.
+inline constexpr std::uint64_t kH2KCommitBatch = 64;
+
 template <class App>
 PKRT_HD void apply_command(BlockState& bs, const Slot& cmd, std::uint32_t first, std::uint32_t last) {
   const KernelArgs& args = *bs.args;
@@ -125,7 +138,7 @@ PKRT_HD void apply_command(BlockState& bs, const Slot& cmd, std::uint32_t first,
       publish_error(bs, cmd, StatusCode::kOutOfRange, args.num_actors);
     } else {
       Message msg{cmd.header.opcode, actor, cmd.payload.request, bs.epoch, cmd.payload.data};
-      MessageContext ctx(bs, msg);
+      MessageContext ctx(bs, msg, (cmd.header.flags & kFlagPost) != 0);
       StatusCode rc = StatusCode::kUnknownOpcode;
       if constexpr (ActorHasMessageHandler<App>) {
         rc = App::on_message(actor_state<App>(args, actor), msg, ctx);
@@ -142,7 +155,9 @@ PKRT_HD void apply_command(BlockState& bs, const Slot& cmd, std::uint32_t first,
 // Leader only. Applies every command due at bs.epoch: first the deferred ones that came
 // due, in (apply_epoch, publication) order, then the ring's, deferring those not yet due.
 // A command due later therefore never holds back one due sooner (a snapshot release, say),
-// and commands due at the same epoch apply in the order they were sent.
+// and commands due at the same epoch apply in the order they were sent. Ring slots are handed
+// back in batches (one head store per kH2KCommitBatch slots and at the end), and the
+// acknowledgements of the epoch's commands go out as kOpAckRange runs at the end.
 template <class App>
 PKRT_HD void apply_due_commands(BlockState& bs, std::uint32_t first, std::uint32_t last) {
   const KernelArgs& args = *bs.args;
@@ -170,12 +185,14 @@ PKRT_HD void apply_due_commands(BlockState& bs, std::uint32_t first, std::uint32
       if (bs.deferred_count == args.deferred_capacity) break;  // full: the ring backs up
       deferred[bs.deferred_count++] = cmd;
       bs.deferred_min = cmd.payload.epoch < bs.deferred_min ? cmd.payload.epoch : bs.deferred_min;
-      bs.h2k.pop();
-      continue;
+    } else {
+      apply_command<App>(bs, cmd, first, last);
     }
-    bs.h2k.pop();
-    apply_command<App>(bs, cmd, first, last);
+    bs.h2k.advance();
+    if (bs.h2k.uncommitted() >= kH2KCommitBatch) bs.h2k.commit();
   }
+  bs.h2k.commit();
+  flush_acks(bs);
 }
 
 // Whether any block did work in `epoch` or a command is waiting anywhere (event-driven
@@ -261,7 +278,8 @@ PKRT_HD void decide_next_round(BlockState& bs, ControlView& control, std::uint64
                                     control.snapshot_epoch <= epoch + 1;
       if (control.target_epoch == kNoTargetEpoch && !snapshot_pending && !grid_has_work(args, epoch)) {
         report_grid(args, epoch, kGridIdle);
-        wait_for_change(hc.doorbell, bell, args.idle_spin);
+        wait_for_change(hc.doorbell, bell, args.idle_spin, args.poll_sleep_cap_ns,
+                        args.control->doorbell_sleeper);
         continue;
       }
     }
@@ -306,7 +324,9 @@ PKRT_HD inline void park(BlockState& bs, ControlView& control, std::uint64_t epo
   // Acquire: pairs with the host's store_release of the doorbell (see decide_next_round).
   const std::uint32_t bell = load_acquire(hc.doorbell);
   control.refresh(hc);
-  if (control.generation == reported_generation) wait_for_change(hc.doorbell, bell, args.idle_spin);
+  if (control.generation == reported_generation)
+    wait_for_change(hc.doorbell, bell, args.idle_spin, args.poll_sleep_cap_ns,
+                    args.control->doorbell_sleeper);
 }
 
 // snapshot_all: every actor of the block, at the end of bs.epoch. Call from all threads.

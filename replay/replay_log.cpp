@@ -320,16 +320,33 @@ void ReplayLogWriter::append(ReplayDirection direction, std::uint32_t block,
   record.block = block;
   record.direction = static_cast<std::uint8_t>(direction);
   record.slot = slot;
+  append_batch(std::span<ReplayRecord>(&record, 1));
+}
+
+void ReplayLogWriter::append_batch(std::span<ReplayRecord> records) {
+  if (records.empty()) return;
   std::lock_guard lock(impl_->mutex);
   if (impl_->map == nullptr) return;  // closed: documented to drop
-  record.seq = impl_->written;
-  record.time_ns = steady_ns();
-  record.crc = crc32(&record, sizeof record);  // = replay_record_crc: the field is still zero
-  const std::uint64_t slot_index = record.seq % impl_->capacity;
-  std::memcpy(impl_->map + kReplayLogHeaderBytes + slot_index * kReplayRecordBytes, &record,
-              sizeof record);
-  ++impl_->written;
-  impl_->publish_counters(kStateOpen);
+  const std::uint64_t now = steady_ns();
+  for (std::size_t done = 0; done < records.size();) {
+    const std::size_t n = std::min(records.size() - done, kReplayMaxBatch);
+    ReplayRecord* batch = records.data() + done;
+    // The header fields first, for the whole batch: by the time a record is CRC'd below its
+    // stores have left the store buffer, so the CRC's wide loads do not stall on them.
+    for (std::size_t i = 0; i < n; ++i) {
+      batch[i].seq = impl_->written + i;
+      batch[i].time_ns = now;
+      batch[i].crc = 0;
+    }
+    for (std::size_t i = 0; i < n; ++i) {
+      batch[i].crc = crc32(&batch[i], sizeof(ReplayRecord));  // = replay_record_crc: the field is zero
+      std::memcpy(impl_->map + kReplayLogHeaderBytes + (batch[i].seq % impl_->capacity) * kReplayRecordBytes,
+                  &batch[i], sizeof(ReplayRecord));
+    }
+    impl_->written += n;
+    impl_->publish_counters(kStateOpen);
+    done += n;
+  }
 }
 
 void ReplayLogWriter::set_complete_epoch(std::uint64_t epoch) {
@@ -514,15 +531,25 @@ Result<ReplayLog> parse_log(std::span<const std::byte> file, const std::string& 
   std::uint64_t seq = log.wrapped ? log.written - log.capacity : 0;
   auto in_file = [&](std::uint64_t s) { return s % log.capacity < slots_in_file; };
   ReplayRecord record;
-  // Once the log has wrapped, the oldest counted record's slot is the one the next append
-  // overwrites: a writer stopped mid-append leaves it torn, or already replaced.
-  if (!log.closed_cleanly && log.written >= log.capacity && in_file(seq)) {
-    if (const auto problem = record_problem(file, log.capacity, seq, record)) {
-      append_note(log.stop_note, "record " + std::to_string(seq) + " (the oldest, at offset " +
-                                     std::to_string(record_offset(seq, log.capacity)) + "): " +
-                                     *problem +
-                                     "; the writer stopped while overwriting it: skipped");
+  // Once the log has wrapped, the oldest counted records' slots are the ones the next batch
+  // overwrites: a writer stopped mid-batch leaves some of them torn, or already replaced.
+  if (!log.closed_cleanly && log.written >= log.capacity) {
+    std::uint64_t skipped = 0;
+    std::string first_problem;
+    while (skipped < kReplayMaxBatch && seq < log.written && in_file(seq)) {
+      const auto problem = record_problem(file, log.capacity, seq, record);
+      if (!problem) break;
+      if (skipped == 0) first_problem = *problem;
+      ++skipped;
       ++seq;
+    }
+    if (skipped > 0) {
+      const std::uint64_t from = seq - skipped;
+      append_note(log.stop_note, (skipped == 1 ? "record " + std::to_string(from)
+                                               : "records " + std::to_string(from) + ".." + std::to_string(seq - 1)) +
+                                     " (the oldest, from offset " + std::to_string(record_offset(from, log.capacity)) +
+                                     "): " + first_problem + "; the writer stopped while overwriting " +
+                                     (skipped == 1 ? "it" : "them") + ": skipped");
     }
   }
   log.first_seq = seq;

@@ -83,14 +83,29 @@ struct AppliedCommand {
   std::uint64_t completion_index;  // position of its completion in the log
 };
 
+// The requests a K2H record completes: its own (a reply or error), or every request of a
+// kOpAckRange, in the order they were applied.
+template <class Fn>
+void for_each_completed(const ReplayRecord& r, Fn&& fn) {
+  if (r.direction != static_cast<std::uint8_t>(ReplayDirection::kK2H)) return;
+  if (r.slot.header.opcode == kOpAckRange) {
+    AckRangeData range;
+    std::memcpy(&range, r.slot.payload.data, sizeof range);
+    for (std::uint32_t i = 0; i < range.count; ++i) fn(range.first_request + i);
+  } else if (is_completion(r.slot)) {
+    fn(r.slot.payload.request);
+  }
+}
+
 // Every non-infrastructure H2K command of `log` that has a completion, in application
 // order: (applied epoch, completion order).
 std::vector<AppliedCommand> applied_commands(const ReplayLog& log) {
   std::unordered_map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>> completion;  // request -> (epoch, index)
-  for (std::uint64_t i = 0; i < log.records.size(); ++i) {
-    const ReplayRecord& r = log.records[i];
-    if (r.direction == static_cast<std::uint8_t>(ReplayDirection::kK2H) && is_completion(r.slot))
-      completion.emplace(r.slot.payload.request, std::make_pair(r.slot.payload.epoch, i));
+  std::uint64_t index = 0;  // completion order: a range's requests in their own order
+  for (const ReplayRecord& r : log.records) {
+    for_each_completed(r, [&](std::uint64_t request) {
+      completion.emplace(request, std::make_pair(r.slot.payload.epoch, index++));
+    });
   }
   std::vector<AppliedCommand> out;
   for (const ReplayRecord& r : log.records) {
@@ -188,6 +203,8 @@ bool replay_observable(const Slot& slot) {
     case kOpResumed:
     case kOpStopped:
     case kOpSnapshotReady:
+    case kOpAckRange:  // how acknowledgements group follows blocks and timing; each command's
+                       // applied epoch is what the replay re-injects at
       return false;
     case kOpAck:  // AckData::opcode at byte 0
       return !is_infrastructure_command(data_u16(slot, 0));
@@ -223,6 +240,7 @@ std::string replay_opcode_name(std::uint16_t opcode) {
     case kOpEvent: return "event";
     case kOpSnapshotReady: return "snapshot_ready";
     case kOpDigest: return "digest";
+    case kOpAckRange: return "ack_range";
     default: break;
   }
   return opcode >= kUserOpcodeBase ? "app+" + hex(opcode - kUserOpcodeBase) : hex(opcode, 4);
@@ -235,12 +253,17 @@ std::string format_replay_record(const ReplayRecord& r) {
   out += (h2k ? " apply_epoch " : " epoch ") + std::to_string(s.payload.epoch) + " actor ";
   out += s.header.actor == kNoActor ? std::string("-") : std::to_string(s.header.actor);
   out += " block " + std::to_string(r.block) + " " + replay_opcode_name(s.header.opcode);
-  if (s.header.flags != 0) out += " flags " + hex(s.header.flags);
+  if (s.header.flags != 0) out += " flags " + hex(s.header.flags) + ((s.header.flags & kFlagPost) != 0 && h2k ? " (post)" : "");
   if (s.payload.request != 0) out += " request " + std::to_string(s.payload.request);
   if (s.header.opcode == kOpDigest) {
     DigestData d;
     std::memcpy(&d, s.payload.data, sizeof d);
     out += " crc " + hex(d.crc, 8) + " over " + std::to_string(d.bytes) + " bytes";
+  } else if (s.header.opcode == kOpAckRange) {
+    AckRangeData range;
+    std::memcpy(&range, s.payload.data, sizeof range);
+    out += " requests " + std::to_string(range.first_request) + ".." +
+           std::to_string(range.first_request + range.count - 1) + " (" + std::to_string(range.count) + ")";
   } else if (s.header.opcode == kOpAck || s.header.opcode == kOpError) {
     const std::uint16_t of = data_u16(s, s.header.opcode == kOpAck ? 0 : 2);
     out += " (of " + replay_opcode_name(of) + ")";
@@ -487,15 +510,18 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
     for (const ReplayRecord& r : log.records)
       if (r.direction == static_cast<std::uint8_t>(ReplayDirection::kH2K)) have[r.slot.payload.request] = true;
     for (const ReplayRecord& r : log.records) {
-      if (r.direction != static_cast<std::uint8_t>(ReplayDirection::kK2H) || !is_completion(r.slot) ||
-          !replay_observable(r.slot) || r.slot.payload.epoch <= start || r.slot.payload.epoch > end)
-        continue;
-      if (!have.count(r.slot.payload.request)) {
+      if (r.slot.payload.epoch <= start || r.slot.payload.epoch > end) continue;
+      if (r.slot.header.opcode != kOpAckRange && !replay_observable(r.slot)) continue;
+      std::optional<std::uint64_t> lost;
+      for_each_completed(r, [&](std::uint64_t request) {
+        if (!lost && !have.count(request)) lost = request;
+      });
+      if (lost) {
         return Status(StatusCode::kFailedPrecondition,
-                      "the command with request " + std::to_string(r.slot.payload.request) + " (applied at epoch " +
-                          std::to_string(r.slot.payload.epoch) + " to actor " + std::to_string(r.slot.header.actor) +
-                          ") is not in the log: it was overwritten when the log wrapped. Fix: replay from a "
-                          "later checkpoint, or record with a larger --replay-log-capacity");
+                      "the command with request " + std::to_string(*lost) + " (applied at epoch " +
+                          std::to_string(r.slot.payload.epoch) + ") is not in the log: it was overwritten when the "
+                          "log wrapped. Fix: replay from a later checkpoint, or record with a larger "
+                          "--replay-log-capacity");
       }
     }
   }
@@ -559,7 +585,17 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
       const std::uint64_t epoch = commands[i].applied_epoch;
       for (; i < commands.size() && commands[i].applied_epoch == epoch; ++i) {
         const Slot& s = commands[i].record->slot;
-        rt->send(s.header.actor, s.header.opcode, s.payload.data, kEnvelopeDataBytes, epoch, on_reply);
+        // Posted commands are posted again: their acknowledgements (and dropped replies)
+        // then follow the same rules as in the recording.
+        if ((s.header.flags & kFlagPost) != 0) {
+          Status posted = rt->post(s.header.actor, s.header.opcode, s.payload.data, kEnvelopeDataBytes, epoch);
+          if (!posted.ok()) {
+            std::lock_guard<std::mutex> lock(failure_mu);
+            if (failure.ok()) failure = posted;
+          }
+        } else {
+          rt->send(s.header.actor, s.header.opcode, s.payload.data, kEnvelopeDataBytes, epoch, on_reply);
+        }
         ++result.commands_injected;
       }
       {

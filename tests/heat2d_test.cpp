@@ -59,7 +59,7 @@ TEST_P(Heat2dMatchesReference, BitIdenticalFieldWithInjections) {
   Runtime& rt = *created.value();
   // Target and commands before the launch, so every injection is queued before its epoch.
   ASSERT_TRUE(rt.set_target_epoch(kEpochs).ok());
-  std::vector<std::future<Reply>> acks;
+  std::vector<ReplyFuture> acks;
   for (const auto& inj : injections)
     acks.push_back(rt.send(Heat2d::actor_of(p, inj.inject.x, inj.inject.y), kHeat2dInject, inj.inject, inj.epoch));
   ASSERT_TRUE(rt.start().ok());

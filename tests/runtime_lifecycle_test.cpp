@@ -104,6 +104,7 @@ TEST(Runtime, CommandAppliesAtItsApplyEpochAndTheReplyCarriesIt) {
 
 TEST(Runtime, CommandsDueAtOneEpochApplyInTheOrderSent) {
   auto rt = make_probe(1, 1);
+  // std::future<Reply>, as code written before ReplyFuture names it: still compiles and works.
   std::vector<std::future<Reply>> replies;
   for (std::uint64_t apply : {30u, 20u, 30u, 10u, 20u, 30u})
     replies.push_back(rt->send(0, kProbeEpoch, std::uint64_t{0}, apply));
@@ -288,7 +289,7 @@ TEST(Runtime, FullH2KRingReportsRingFullNamingTheRingAndItsCapacity) {
   ASSERT_TRUE(rt->start().ok());
   ASSERT_TRUE(rt->pause().ok());
   ASSERT_TRUE(rt->wait_parked(10s).ok());
-  std::vector<std::future<Reply>> queued;
+  std::vector<ReplyFuture> queued;
   for (int i = 0; i < 4; ++i) queued.push_back(rt->send(0, kProbeEpoch, std::uint64_t{0}));
   Reply refused = rt->send(0, kProbeEpoch, std::uint64_t{0}).get();
   EXPECT_EQ(refused.status.code(), StatusCode::kRingFull);

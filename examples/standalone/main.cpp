@@ -49,7 +49,7 @@ int main() {
   }
   // Queued while the grid is parked at 100; they apply at the start of epoch 101, before its
   // step, once the target moves there.
-  std::vector<std::future<pkrt::Reply>> replies;
+  std::vector<pkrt::ReplyFuture> replies;
   for (std::uint32_t a = 0; a < options.num_actors; ++a)
     replies.push_back(rt.send(a, kCounterGet, std::uint64_t{0}));
   if (pkrt::Status st = rt.set_target_epoch(101); !st.ok()) return 1;

@@ -24,6 +24,7 @@ struct RunOptions {
   std::uint32_t stats_every = 50;
   std::uint32_t watchdog_ms = 10000;
   std::uint32_t ring_capacity = 1024;
+  std::string poll = "auto";         // poll policy: auto, latency, balanced, low_power
   int cuda_device = 0;
   bool json = false;
   bool quiet = false;

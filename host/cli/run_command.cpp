@@ -35,6 +35,7 @@ using Clock = std::chrono::steady_clock;
 struct RunSummary {
   std::string app;
   std::string backend;
+  std::string poll;  // the poll policy in force
   std::uint32_t actors = 0;
   std::uint32_t blocks = 0;
   std::uint64_t epochs = 0;
@@ -109,6 +110,9 @@ RuntimeOptions runtime_options(const RunOptions& o, BackendKind backend, const R
   ro.num_actors = o.actors;
   ro.threads = o.threads;
   ro.ring_capacity = o.ring_capacity;
+  // Checked by the option's validator: one of the names parse_poll_policy takes.
+  const auto poll = parse_poll_policy(o.poll);
+  ro.poll = poll.ok() ? poll.value() : PollPolicy::kAuto;
   ro.cuda_device = o.cuda_device;
   ro.watchdog_timeout = std::chrono::milliseconds(o.watchdog_ms);
   return ro;
@@ -330,7 +334,7 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, const ReplayLogSessi
   std::erase_if(injections, [&](const auto& inj) { return inj.epoch <= sum.restored_epoch; });
 
   // Commands before the launch: every injection is in its ring before its epoch comes.
-  std::vector<std::future<Reply>> acks;
+  std::vector<ReplyFuture> acks;
   for (const auto& inj : injections)
     acks.push_back(rt.send(examples::Heat2d::actor_of(p, inj.inject.x, inj.inject.y),
                            examples::kHeat2dInject, inj.inject, inj.epoch));
@@ -356,6 +360,7 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, const ReplayLogSessi
   sum.stats = rt.stats();
   PKRT_RETURN_IF_ERROR(rt.shutdown());
   sum.backend = rt.backend_description();
+  sum.poll = poll_policy_name(rt.poll_policy());
   sum.blocks = sum.stats.blocks;
   double total = 0;
   for (float v : field.value()) total += v;
@@ -405,6 +410,7 @@ Status run_echo(const RunOptions& o, BackendKind backend, const ReplayLogSession
   sum.stats = rt.stats();
   PKRT_RETURN_IF_ERROR(rt.shutdown());
   sum.backend = rt.backend_description();
+  sum.poll = poll_policy_name(rt.poll_policy());
   sum.blocks = sum.stats.blocks;
   sum.epochs = sum.stats.epoch;
   sum.checksum = crc;
@@ -445,6 +451,7 @@ Status run_racy_sum(const RunOptions& o, BackendKind backend, const ReplayLogSes
   sum.stats = rt.stats();
   PKRT_RETURN_IF_ERROR(rt.shutdown());
   sum.backend = rt.backend_description();
+  sum.poll = poll_policy_name(rt.poll_policy());
   sum.blocks = sum.stats.blocks;
   std::uint32_t crc = 0;
   float last = 0;
@@ -478,6 +485,11 @@ void add_run_command(CLI::App& app, RunOptions& o) {
   run->add_option("--stats-every", o.stats_every, "heat2d: epochs between statistics events (0: none)")->capture_default_str();
   run->add_option("--watchdog-ms", o.watchdog_ms, "Heartbeat timeout before the run is stopped")->check(CLI::Range(10u, 3600000u))->capture_default_str();
   run->add_option("--ring-capacity", o.ring_capacity, "Slots per H2K/K2H ring (power of two)")->capture_default_str();
+  run->add_option("--poll", o.poll,
+                  "How idle pollers wait: latency (spin while a request is outstanding; CUDA default), "
+                  "balanced (spin, yield, then sleeps of at most 50 us; CPU default), low_power, or auto")
+      ->check(CLI::IsMember({"auto", "latency", "balanced", "low_power"}))
+      ->capture_default_str();
   run->add_option("--cuda-device", o.cuda_device, "CUDA device index")->capture_default_str();
   run->add_option("--checkpoint-dir", o.checkpoint_dir, "heat2d: write checkpoints to this directory");
   run->add_option("--checkpoint-every", o.checkpoint_every, "Epochs between checkpoints (0: one at the end)")->capture_default_str();
@@ -529,8 +541,9 @@ int run_command(const RunOptions& o) {
         {"epochs", sum.stats.epoch},
         {"seconds", sum.seconds},
         {"epochs_per_second", eps},
+        {"poll", sum.poll},
         {"messages", {{"h2k", sum.stats.commands_sent}, {"k2h", sum.stats.events_received},
-                      {"replies", sum.stats.replies}, {"errors", sum.stats.errors}}},
+                      {"replies", sum.stats.replies}, {"errors", sum.stats.errors}, {"posts", sum.stats.posts}}},
         {"checksum", hex32(sum.checksum)},
         {"check_failed", sum.check_failed},
     };
@@ -543,6 +556,7 @@ int run_command(const RunOptions& o) {
     std::vector<std::pair<std::string, std::string>> rows = {
         {"app", sum.app},
         {"backend", sum.backend},
+        {"poll policy", sum.poll},
         {"actors", std::to_string(sum.actors) + " on " + std::to_string(sum.blocks) + " block(s) x " +
                        std::to_string(sum.stats.threads_per_block) + " thread(s)"},
         {"epochs", std::to_string(sum.stats.epoch)},

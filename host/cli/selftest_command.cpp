@@ -57,7 +57,7 @@ Status check_ring_round_trip(const SelftestOptions& o, BackendKind backend, std:
   PKRT_RETURN_IF_ERROR(rt.start());
   std::mt19937_64 rng(o.seed);
   std::vector<std::array<std::uint64_t, 4>> sent(kPings);
-  std::vector<std::future<Reply>> replies;
+  std::vector<ReplyFuture> replies;
   replies.reserve(kPings);
   for (std::uint64_t i = 0; i < kPings; ++i) {
     sent[i] = {rng(), rng(), rng(), i};
@@ -127,7 +127,7 @@ Status check_heat2d(const SelftestOptions& o, BackendKind backend, std::string& 
   if (!created.ok()) return created.status();
   Runtime& rt = *created.value();
   PKRT_RETURN_IF_ERROR(rt.set_target_epoch(kEpochs));
-  std::vector<std::future<Reply>> acks;
+  std::vector<ReplyFuture> acks;
   for (const auto& inj : injections)
     acks.push_back(rt.send(examples::Heat2d::actor_of(p, inj.inject.x, inj.inject.y), examples::kHeat2dInject,
                            inj.inject, inj.epoch));
@@ -188,7 +188,7 @@ Status check_replay(const SelftestOptions& o, BackendKind backend, std::string& 
     Runtime& rt = *created.value();
     recorded_on = rt.backend_description();
     PKRT_RETURN_IF_ERROR(rt.set_target_epoch(kEpochs));
-    std::vector<std::future<Reply>> acks;
+    std::vector<ReplyFuture> acks;
     for (std::uint64_t e : {3u, 3u, 30u, 61u, 99u}) {
       const examples::Heat2dInjectData inj{static_cast<std::uint32_t>(e % p.width), static_cast<std::uint32_t>(e % p.height),
                                            0.5f + static_cast<float>(e)};

@@ -109,15 +109,21 @@ struct BlockState {
   bool all_pending;         // a snapshot_all is due at the end of this epoch (leader)
   bool all_full;
   std::uint64_t all_request;
+  // Pending kOpAckRange (leader): commands ack_first .. ack_first + ack_count - 1 applied this
+  // epoch without a reply. ack_wanted: one of them is a send (someone waits) or posts are
+  // acknowledged; otherwise the range is dropped instead of published.
+  std::uint64_t ack_first;
+  std::uint32_t ack_count;
+  bool ack_wanted;
   BoundaryOp snapshot_ops[kMaxBoundaryOps];
   BoundaryOp restore_ops[kMaxBoundaryOps];
 };
 
-// Publishes one K2H slot, waiting while the ring is full. Only the host pump drains K2H, so
-// a full ring means the host is slow: wait rather than drop, but give up on abort.
-PKRT_HD inline bool publish_k2h(BlockState& bs, std::uint16_t opcode, std::uint16_t flags,
-                                std::uint32_t actor, const Envelope& env) {
-  Backoff backoff;
+// Publishes one K2H slot as it is, waiting while the ring is full. Only the host drains K2H,
+// so a full ring means the host is slow: wait rather than drop, but give up on abort.
+PKRT_HD inline bool publish_k2h_slot(BlockState& bs, std::uint16_t opcode, std::uint16_t flags,
+                                     std::uint32_t actor, const Envelope& env) {
+  Backoff backoff(64, bs.args->poll_sleep_cap_ns);
   while (!bs.k2h.try_publish(opcode, flags, actor, env)) {
     // Acquire: pairs with the host's store_release of abort (stop waiting for a dead pump).
     if (load_acquire(bs.args->control->host.abort) != 0) return false;
@@ -126,6 +132,48 @@ PKRT_HD inline bool publish_k2h(BlockState& bs, std::uint16_t opcode, std::uint1
   wake_host_pump(bs.args->control->pump);
   bs.active = true;
   return true;
+}
+
+// Publishes the pending kOpAckRange, if anyone wants it, and clears it. Leader only, at the
+// epoch the commands were applied in.
+PKRT_HD inline void flush_acks(BlockState& bs) {
+  if (bs.ack_count == 0) return;
+  if (bs.ack_wanted) {
+    AckRangeData range{};
+    range.first_request = bs.ack_first;
+    range.count = bs.ack_count;
+    Envelope env{};
+    env.epoch = bs.epoch;
+    std::memcpy(env.data, &range, sizeof range);
+    publish_k2h_slot(bs, kOpAckRange, kFlagNone, kNoActor, env);
+  }
+  bs.ack_count = 0;
+  bs.ack_wanted = false;
+}
+
+// Publishes one K2H slot after the pending acknowledgements, so the host sees every command's
+// completion in the order the block applied them. Leader only.
+PKRT_HD inline bool publish_k2h(BlockState& bs, std::uint16_t opcode, std::uint16_t flags,
+                                std::uint32_t actor, const Envelope& env) {
+  flush_acks(bs);
+  return publish_k2h_slot(bs, opcode, flags, actor, env);
+}
+
+// A command applied without a reply: joins the pending kOpAckRange when its request id
+// follows the range's last one, else flushes the range and starts a new one. Leader only.
+PKRT_HD inline void coalesce_ack(BlockState& bs, const Slot& cmd) {
+  const std::uint64_t request = cmd.payload.request;
+  const bool wanted = (cmd.header.flags & kFlagPost) == 0 || bs.args->ack_posts != 0;
+  bs.active = true;
+  if (bs.ack_count > 0 && request == bs.ack_first + bs.ack_count) {
+    ++bs.ack_count;
+    bs.ack_wanted = bs.ack_wanted || wanted;
+    return;
+  }
+  flush_acks(bs);
+  bs.ack_first = request;
+  bs.ack_count = 1;
+  bs.ack_wanted = wanted;
 }
 
 PKRT_HD inline Envelope make_envelope(std::uint64_t epoch, std::uint64_t request,
@@ -249,13 +297,15 @@ class ActorContext {
 // The context of a message handler: an ActorContext that can also reply.
 class MessageContext : public ActorContext {
  public:
-  PKRT_HD MessageContext(detail::BlockState& bs, const Message& msg)
-      : ActorContext(bs, msg.actor), opcode_(msg.opcode), request_(msg.request) {}
+  PKRT_HD MessageContext(detail::BlockState& bs, const Message& msg, bool posted = false)
+      : ActorContext(bs, msg.actor), opcode_(msg.opcode), request_(msg.request), posted_(posted) {}
 
   // Completes the host's future for this command with up to 32 bytes. At most once; a
-  // handler that does not reply gets an automatic kOpAck.
+  // handler that does not reply gets an automatic acknowledgement. A reply to a posted
+  // command (Runtime::post) is dropped unless the runtime records it (replay log).
   PKRT_HD bool reply(const void* data, std::size_t bytes) {
     replied_ = true;
+    if (posted_ && bs_->args->ack_posts == 0) return true;
     return detail::publish_k2h(*bs_, opcode_, kFlagReply, actor_,
                                detail::make_envelope(bs_->epoch, request_, data, bytes));
   }
@@ -270,6 +320,7 @@ class MessageContext : public ActorContext {
  private:
   std::uint16_t opcode_;
   std::uint64_t request_;
+  bool posted_;
   bool replied_ = false;
 };
 

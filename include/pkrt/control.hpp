@@ -42,8 +42,9 @@ struct HostControl {
   std::uint32_t shutdown;                  // nonzero: stop at the next epoch boundary
   std::uint32_t abort;                     // nonzero: stop now; actors should return early
   std::uint32_t generation;                // bumped after every change of the words above
-  std::uint32_t doorbell;                  // bumped after every H2K publish and request
-  std::uint64_t published;                 // H2K slots published so far, all rings (idle check)
+  std::uint32_t doorbell;                  // bumped after every H2K publish and request (host RMW)
+  std::uint64_t published;                 // H2K slots published so far, all rings (idle check;
+                                           // host RMW by concurrent senders, device loads only)
   std::uint64_t snapshot_epoch;            // snapshot_all: every actor at the end of this epoch
   std::uint64_t snapshot_request;          // snapshot_all: request id (0: none); a new id = new request
   std::uint32_t snapshot_full;             // snapshot_all: nonzero marks every chunk changed
@@ -61,22 +62,39 @@ struct BlockHeartbeat {
   std::uint32_t state;              // GridState as this block sees it
 };
 
-// CPU backend only: how blocks wake a sleeping host pump after a K2H publish. Blocks on the
-// CUDA backend never touch it (a GPU cannot wake a host futex; the pump polls with back-off).
-//   pump:  store sleeping = 1; seq_cst fence; check every K2H ring; futex-wait on `bell`
-//          while it still holds the value read before; store sleeping = 0.
-//   block: publish the slot; seq_cst fence; if sleeping: bell += 1 (host RMW), futex wake.
-// The two fences make it impossible for the pump to miss the slot and the block to miss the
-// sleeper at once. Data visibility still comes from the ring's own release/acquire.
+// How a sleeping host pump is woken (host threads only: a GPU cannot wake a host futex).
+//   pump:   store sleeping = 1; seq_cst fence; check every K2H ring; futex-wait on `bell`
+//           (bounded by the poll policy) while it still holds the value read before; store
+//           sleeping = 0.
+//   waker:  make its change visible (a CPU-backend block: its K2H publish; a sender on the
+//           CUDA backend: its H2K publish); seq_cst fence; if sleeping: bell += 1 (a host RMW:
+//           only host threads touch these words), futex wake.
+// The two fences make it impossible for the pump to miss the change and the waker to miss
+// the sleeper at once. Data visibility still comes from the rings' own release/acquire.
+// `drainers` counts host threads waiting on a reply that drain their K2H ring themselves
+// (pkrt/reply_future.hpp): while one does, a CPU-backend block does not wake the pump for
+// its K2H publishes (the drainer consumes them); a drainer that leaves with slots still in a
+// ring, or stops at one only the pump may handle, wakes the pump itself.
 struct PumpDoorbell {
   alignas(64) std::uint32_t sleeping;  // written by the pump only
-  alignas(64) std::uint32_t bell;      // incremented by CPU-backend blocks (host threads)
+  alignas(64) std::uint32_t bell;      // incremented by wakers (host threads)
+  alignas(64) std::uint32_t drainers;  // incremented/decremented by draining waiters (host threads)
+};
+
+// CPU backend only: block 0's leader sleeping on HostControl::doorbell (an idle event-driven
+// grid, or a park). Same fence pairing as PumpDoorbell: block 0 stores sleeping = 1, seq_cst
+// fence, re-reads the doorbell, then futex-waits on it; a host thread that bumped the doorbell
+// issues a seq_cst fence and wakes the futex only when it sees sleeping = 1, so a send to a
+// running grid costs no system call.
+struct DoorbellSleeper {
+  alignas(64) std::uint32_t sleeping;  // written by block 0's leader (a host thread) only
 };
 
 struct ControlBlock {
   HostControl host;
   GridReport grid;
   PumpDoorbell pump;
+  DoorbellSleeper doorbell_sleeper;
 };
 
 static_assert(sizeof(HostControl) == 64 && sizeof(GridReport) == 64 &&

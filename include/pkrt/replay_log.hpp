@@ -12,8 +12,11 @@
 // - Writing: ReplayLogWriter maps the file with mmap(MAP_SHARED) after preallocating it
 //   (posix_fallocate: a full disk fails create(), never a later store with SIGBUS) and
 //   pre-faulting it. append() is a copy into the map plus a CRC32 of the record: no
-//   syscall. The record is fully written before the header's count covers it, so a process
-//   killed mid-append (SIGKILL) leaves a log whose counted records are all intact.
+//   syscall. append_batch() appends many records under one lock, one clock read and one
+//   update of the counters block (each record keeps its own CRC): the host pump logs a
+//   whole pass that way. Records are fully written before the header's count covers them,
+//   so a process killed mid-append (SIGKILL) leaves a log whose counted records are all
+//   intact.
 //   Durability against power loss comes only from sync() (msync MS_SYNC), which is
 //   explicit: call it at the points that matter, or set sync_interval for a background
 //   thread that syncs periodically; close() syncs.
@@ -23,8 +26,9 @@
 //   block (recovered by scanning the records), or a record whose CRC or sequence does not
 //   match (torn by a crash, or corrupted) ends the readable log there; every intact record
 //   before that point is returned and `stop_note` says where and why it stopped. (One
-//   exception: in a wrapped log the writer did not close, the oldest record shares its slot
-//   with the append a crash interrupted; if damaged it is skipped, and stop_note says so.)
+//   exception: in a wrapped log the writer did not close, the oldest records share their
+//   slots with the batch a crash interrupted (at most kReplayMaxBatch); damaged ones among
+//   them are skipped, and stop_note says so.)
 // - Thread safety: ReplayLogWriter::append() and set_complete_epoch() may be called from
 //   several threads (an internal mutex orders records); sync() from any thread. The
 //   reader functions are pure.
@@ -50,6 +54,9 @@ inline constexpr std::size_t kReplayRecordBytes = 128;
 inline constexpr std::size_t kReplayMaxAppName = 63;      // bytes, without the terminator
 inline constexpr std::size_t kReplayMaxParamsBytes = 2048;
 inline constexpr std::uint64_t kReplayMaxCapacity = std::uint64_t{1} << 32;  // records
+// Records one counters update covers at most (append_batch splits larger batches): bounds what
+// a crash mid-batch can tear at the old end of a wrapped log.
+inline constexpr std::size_t kReplayMaxBatch = 256;
 
 enum class ReplayDirection : std::uint8_t {
   kH2K = 1,  // a command the host published to a block's H2K ring
@@ -120,6 +127,11 @@ class ReplayLogWriter {
   // close() it does nothing.
   void append(ReplayDirection direction, std::uint32_t block, std::uint64_t epoch_observed,
               std::uint64_t epoch_applied, const Slot& slot);
+  // Appends records[0..n) in order, as if by n append() calls but under one lock, with one
+  // clock read (they share time_ns) and one counters update per kReplayMaxBatch records.
+  // The caller fills direction, block, epoch_observed, epoch_applied and slot; seq, time_ns
+  // and crc are filled in here (in the caller's array too); reserved bytes must be zero.
+  void append_batch(std::span<ReplayRecord> records);
   // Records that every K2H event of epochs <= epoch has been appended (monotonic).
   void set_complete_epoch(std::uint64_t epoch);
   // Durability point: msync(MS_SYNC) of the header and every record written so far.

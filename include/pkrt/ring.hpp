@@ -29,6 +29,11 @@
 //     2. read the slot with plain loads (copy it out).
 //     3. store_release(head, h + 1)          -- hands the slot back; pairs with producer 1.
 //
+//   Batches: a producer may reserve room for n slots with one head check, write them, and
+//   store each slot's seq (release, in position order) and `published` once; a consumer may
+//   advance past several slots (steps 1-2 each) and hand them all back with one store of head
+//   (commit). Neither changes the protocol: each slot still has its own release/acquire pair.
+//
 //   Neither side writes the other's index; no read-modify-write crosses agents; each index
 //   sits alone on its cache line so the peers do not false-share.
 //
@@ -113,11 +118,33 @@ class RingProducer {
   }
 
   // Whether a publish would succeed now (reloads the consumer's head if needed).
-  PKRT_HD bool has_room() {
-    if (tail_ - cached_head_ < capacity_) return true;
-    // Acquire: pairs with the consumer's store_release(head).
-    cached_head_ = detail::load_acquire(ring_->head);
-    return tail_ - cached_head_ < capacity_;
+  PKRT_HD bool has_room() { return room() > 0; }
+
+  // Free slots now: at least what the cached head promises, reloaded when that is short.
+  PKRT_HD std::uint32_t room(std::uint32_t wanted = 1) {
+    if (tail_ - cached_head_ + wanted > capacity_) {
+      // Acquire: pairs with the consumer's store_release(head) after it copied slots out.
+      cached_head_ = detail::load_acquire(ring_->head);
+    }
+    return static_cast<std::uint32_t>(capacity_ - (tail_ - cached_head_));
+  }
+
+  // Publishes slots[0..n) in order; the caller checked room() >= n. The payload of every slot
+  // is written before its own sequence word, so the consumer may start on the first slot
+  // while later ones are still being written.
+  PKRT_HD void publish_reserved(const Slot* slots, std::uint32_t n) {
+    for (std::uint32_t i = 0; i < n; ++i) {
+      Slot& slot = slots_[(tail_ + i) & mask_];
+      slot.header.opcode = slots[i].header.opcode;
+      slot.header.flags = slots[i].header.flags;
+      slot.header.actor = slots[i].header.actor;
+      slot.payload = slots[i].payload;
+      // Release: the fields above are visible before the consumer's load_acquire of seq.
+      detail::store_release(slot.header.seq, tail_ + i + 1);
+    }
+    tail_ += n;
+    // Relaxed: diagnostic count for depth reporting; nothing is read through it.
+    detail::store_relaxed(ring_->published, tail_);
   }
 
   PKRT_HD std::uint64_t position() const { return tail_; }
@@ -140,7 +167,7 @@ class RingConsumer {
   PKRT_HD explicit RingConsumer(RingHeader* ring)
       : ring_(ring), slots_(ring_slots(ring)), mask_(ring->mask),
         // Relaxed: our own previous value.
-        head_(detail::load_relaxed(ring->head)) {}
+        head_(detail::load_relaxed(ring->head)), committed_(head_) {}
 
   // Copies the next slot into `out` without consuming it; false when none is published.
   PKRT_HD bool peek(Slot& out) const {
@@ -163,10 +190,23 @@ class RingConsumer {
 
   // Consumes the slot last returned by peek(): hands it back to the producer.
   PKRT_HD void pop() {
-    ++head_;
+    committed_ = ++head_;
     // Release: our reads of the slot happen before the producer may overwrite it.
     detail::store_release(ring_->head, head_);
   }
+
+  // Batched consumption: advance() moves past the slot last returned by peek() without
+  // handing it back; commit() hands back everything advanced past so far with one store.
+  // Until commit() the producer sees those slots as still occupied.
+  PKRT_HD void advance() { ++head_; }
+  PKRT_HD void commit() {
+    if (committed_ == head_) return;
+    committed_ = head_;
+    // Release: our reads of every slot advanced past happen before the producer reuses them.
+    detail::store_release(ring_->head, head_);
+  }
+  // Slots advanced past but not yet handed back.
+  PKRT_HD std::uint64_t uncommitted() const { return head_ - committed_; }
 
   // peek + pop.
   PKRT_HD bool try_consume(Slot& out) {
@@ -183,6 +223,7 @@ class RingConsumer {
   Slot* slots_ = nullptr;
   std::uint32_t mask_ = 0;
   std::uint64_t head_ = 0;
+  std::uint64_t committed_ = 0;  // head_ as last stored to ring_->head
 };
 
 // Slots published but not yet consumed, as seen by an observer (approximate while both

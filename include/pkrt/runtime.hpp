@@ -12,20 +12,29 @@
 // freed under it).
 //
 // Thread safety
-// - send(), pause(), resume(), set_target_epoch(), wait_parked(), read_region(), stats(),
-//   epoch(), health() may be called from any thread concurrently (read_region blocks control
-//   changes while it copies). start(), run_until() and shutdown() must not race with each
-//   other.
+// - send(), post(), send_batch(), post_batch(), pause(), resume(), set_target_epoch(),
+//   wait_parked(), read_region(), stats(), epoch(), health() may be called from any thread
+//   concurrently (read_region blocks control changes while it copies). start(), run_until()
+//   and shutdown() must not race with each other.
 // - Reply callbacks and the event/error callbacks run on the pump thread: keep them short
 //   and never call shutdown() from them.
+//
+// Messaging fast path (docs/architecture.md, "Messaging"): a send takes one record from a
+// lock-free pool, the H2K ring's own lock (one per block, not global), and bumps the
+// doorbell with two host atomics; a system call only when block 0 sleeps. Batches share one
+// ring reservation, one publish and one doorbell; posts need no record and, unless a replay
+// log records them, no acknowledgement. Commands applied without a reply are acknowledged
+// in runs (kOpAckRange). A thread waiting on a reply completes it itself (ReplyFuture).
 //
 // Host pump: one thread polls every K2H ring, completes replies, forwards events, reports
 // device errors and runs the watchdog (a block with no heartbeat for watchdog_timeout while
 // the grid should be running is a stall: the runtime reports kWatchdogTimeout and stops).
+// How it and the device's pollers wait when idle is the poll policy (PollPolicy).
 #pragma once
 
 #include <pkrt/program.hpp>
 #include <pkrt/replay_log.hpp>
+#include <pkrt/reply_future.hpp>
 #include <pkrt/slot.hpp>
 #include <pkrt/status.hpp>
 
@@ -37,6 +46,7 @@
 #include <functional>
 #include <future>
 #include <memory>
+#include <span>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -52,6 +62,45 @@ const char* backend_name(BackendKind kind);
 // Parses "auto", "cpu" or "cuda".
 Result<BackendKind> parse_backend(const std::string& text);
 
+// How the host pump, waiting senders and the device's pollers wait when there is nothing to
+// do (CPU cost and worst-case pickup delay of each: docs/performance.md, "Poll policies").
+// Whatever the policy, while a request is outstanding on the CUDA backend no poller on either
+// side sleeps 20 us or more, and a send wakes (resets the back-off of) a sleeping pump.
+enum class PollPolicy : std::uint8_t {
+  kAuto,      // kLatency on the CUDA backend, kBalanced on the CPU backend
+  kLatency,   // the pump spins while any request is outstanding; waiters spin ~100 us;
+              // device pollers sleep at most 256 ns between polls; CPU blocks spin longer
+  kBalanced,  // spin, yield, then sleeps bounded at 50 us (the pump on CUDA) or a futex
+              // woken by the blocks (CPU); waiters spin ~20 us; device sleeps <= 2 us
+  kLowPower,  // short spins; the pump sleeps up to 1 ms when nothing is outstanding (16 us
+              // when something is, on CUDA); waiters spin ~2 us; device sleeps <= 16 us
+};
+
+const char* poll_policy_name(PollPolicy policy);
+// Parses "auto", "latency", "balanced" or "low_power".
+Result<PollPolicy> parse_poll_policy(const std::string& text);
+
+// One command of a batch (Runtime::send_batch, Runtime::post_batch).
+struct Command {
+  std::uint32_t actor = 0;
+  std::uint16_t opcode = 0;
+  std::uint64_t apply_epoch = 0;  // 0: the next epoch
+  std::array<std::byte, kEnvelopeDataBytes> data{};
+
+  template <class T>
+  static Command make(std::uint32_t actor, std::uint16_t opcode, const T& value,
+                      std::uint64_t apply_epoch = 0) {
+    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEnvelopeDataBytes,
+                  "pkrt: message data is at most 32 trivially copyable bytes");
+    Command c;
+    c.actor = actor;
+    c.opcode = opcode;
+    c.apply_epoch = apply_epoch;
+    std::memcpy(c.data.data(), &value, sizeof(T));
+    return c;
+  }
+};
+
 struct RuntimeOptions {
   BackendKind backend = BackendKind::kAuto;
   std::uint32_t num_actors = 1;
@@ -61,7 +110,10 @@ struct RuntimeOptions {
   std::chrono::milliseconds watchdog_timeout{10000};
   std::chrono::milliseconds ring_full_timeout{5000};  // H2K backpressure bound
   std::chrono::milliseconds stop_timeout{10000};      // shutdown waits this long for blocks
-  std::uint32_t idle_spin = 256;  // polls before an idle block starts backing off
+  // Polls before an idle block (block 0, waiting for the host) starts backing off; 0: from
+  // the poll policy.
+  std::uint32_t idle_spin = 0;
+  PollPolicy poll = PollPolicy::kAuto;
   // Snapshots: one device staging slot per actor (as large as its state + K2K inbox) and a
   // host mirror of each actor's image. Off: no staging memory, snapshots refused.
   bool snapshots = true;
@@ -112,39 +164,14 @@ struct SnapshotImage {
   std::chrono::steady_clock::time_point copied;     // changed chunks on the host, staging released
 };
 
-// One K2H slot as the host sees it.
-struct Event {
-  std::uint16_t opcode = 0;
-  std::uint16_t flags = 0;
-  std::uint32_t actor = kNoActor;
-  std::uint32_t block = 0;
-  std::uint64_t epoch = 0;
-  std::uint64_t request = 0;
-  std::array<std::byte, kEnvelopeDataBytes> data{};
-
-  template <class T>
-  T as() const {
-    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEnvelopeDataBytes,
-                  "pkrt: event data is at most 32 trivially copyable bytes");
-    T value;
-    std::memcpy(&value, data.data(), sizeof(T));
-    return value;
-  }
-};
-
-// What completes a send(): the actor's reply, an automatic ack, or an error (status not ok;
-// event holds the kOpError slot when the kernel produced it).
-struct Reply {
-  Status status;
-  Event event;
-};
-
 struct RuntimeStats {
   std::uint64_t epoch = 0;            // last epoch the whole grid completed
   std::uint64_t commands_sent = 0;    // H2K slots published
   std::uint64_t events_received = 0;  // K2H slots consumed
-  std::uint64_t replies = 0;          // K2H slots that completed a command
+  std::uint64_t replies = 0;          // commands completed by the kernel (replies, errors and
+                                      // the commands a kOpAckRange covers)
   std::uint64_t errors = 0;           // kOpError slots
+  std::uint64_t posts = 0;            // commands posted (post, post_batch)
   std::uint32_t blocks = 0;
   std::uint32_t threads_per_block = 0;
 };
@@ -196,12 +223,12 @@ class Runtime {
   // applies it when it next runs). Allowed before start(). Commands due at the same epoch
   // apply in the order sent; one due later never holds back one due sooner. The future
   // completes with the actor's reply, an ack, or an error (unknown opcode, bad actor, ring
-  // full after ring_full_timeout, shutdown).
-  std::future<Reply> send(std::uint32_t actor, std::uint16_t opcode, const void* data,
-                          std::size_t bytes, std::uint64_t apply_epoch = 0);
+  // full after ring_full_timeout, runtime failed or shut down).
+  ReplyFuture send(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+                   std::uint64_t apply_epoch = 0);
   template <class T>
-  std::future<Reply> send(std::uint32_t actor, std::uint16_t opcode, const T& value,
-                          std::uint64_t apply_epoch = 0) {
+  ReplyFuture send(std::uint32_t actor, std::uint16_t opcode, const T& value,
+                   std::uint64_t apply_epoch = 0) {
     static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEnvelopeDataBytes,
                   "pkrt: message data is at most 32 trivially copyable bytes");
     return send(actor, opcode, &value, sizeof(T), apply_epoch);
@@ -209,6 +236,33 @@ class Runtime {
   // Same, completing through a callback on the pump thread (or inline on a send failure).
   void send(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
             std::uint64_t apply_epoch, ReplyCallback callback);
+
+  // Fire and forget: the command is applied exactly like a send's, but nobody waits for it.
+  // Ok once it is in the H2K ring; kOutOfRange for an actor the runtime does not have,
+  // kRingFull after ring_full_timeout, kFailedPrecondition/kAborted when the runtime cannot
+  // take commands. An error the kernel reports for a posted command (unknown opcode, a
+  // handler's error) goes to the error callback and stats().errors; a reply is dropped.
+  // With a replay log, posts are acknowledged in runs so the log still holds each one's
+  // applied epoch.
+  Status post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+              std::uint64_t apply_epoch = 0);
+  template <class T>
+  Status post(std::uint32_t actor, std::uint16_t opcode, const T& value,
+              std::uint64_t apply_epoch = 0) {
+    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEnvelopeDataBytes,
+                  "pkrt: message data is at most 32 trivially copyable bytes");
+    return post(actor, opcode, &value, sizeof(T), apply_epoch);
+  }
+
+  // Batches: the commands of one block go out with one ring reservation and one publish per
+  // ring-full, and the whole batch rings the doorbell once. Commands keep their order per
+  // block (so per actor). post_batch returns ok when every command is in a ring; on an error
+  // it says how many were posted (the first ones, in order, per block).
+  Status post_batch(std::span<const Command> commands);
+  // One future per command, in order. `replies` must be as long as `commands` (else every
+  // entry gets kInvalidArgument); the overload returning a vector allocates it.
+  void send_batch(std::span<const Command> commands, std::span<ReplyFuture> replies);
+  std::vector<ReplyFuture> send_batch(std::span<const Command> commands);
 
   // ---- Snapshots and restore (kernels/snapshot.hpp; checkpoint files: CheckpointManager) --
 
@@ -254,6 +308,7 @@ class Runtime {
   const RuntimeOptions& options() const;
   const ProgramLayout& layout() const;
   const std::vector<std::byte>& params() const;  // the app's Params as bytes
+  PollPolicy poll_policy() const;  // the policy in force (kAuto resolved)
   Status health() const;  // first sticky error, or ok
 
   struct Impl;

@@ -41,6 +41,7 @@ enum Opcode : std::uint16_t {
   kOpEvent = 0x46,    // unsolicited event from an actor (statistics, digests); data: app-defined
   kOpSnapshotReady = 0x47,  // a snapshot is in the actor's staging slot; data: SnapshotReadyData
   kOpDigest = 0x48,   // periodic CRC32 of an actor's state (RuntimeOptions::digest_period); data: DigestData
+  kOpAckRange = 0x49, // commands applied without a reply, coalesced; data: AckRangeData
 
   kUserOpcodeBase = 0x1000,
 };
@@ -49,7 +50,30 @@ enum Opcode : std::uint16_t {
 enum SlotFlags : std::uint16_t {
   kFlagNone = 0,
   kFlagReply = 1u << 0,  // K2H: this slot completes the command with the same request id
+  kFlagPost = 1u << 1,   // H2K: fire-and-forget (Runtime::post): nobody waits for a reply
 };
+
+// Request ids (Envelope::request). 0: none (unsolicited events, runtime-internal commands).
+// Commands sent by send()/post() and their batches carry (block << 40) | seq, where seq counts
+// the commands published to that block's H2K ring from 1, so one block's ids are contiguous in
+// ring order: a kOpAckRange names a run of them by its first id and a count. Snapshot
+// requests (snapshot_all, snapshot_actor) carry kSnapshotRequestTag | n.
+inline constexpr std::uint64_t kRequestSeqBits = 40;
+inline constexpr std::uint64_t kRequestSeqMask = (std::uint64_t{1} << kRequestSeqBits) - 1;
+inline constexpr std::uint64_t kSnapshotRequestTag = std::uint64_t{1} << 62;
+
+PKRT_HD constexpr std::uint64_t make_command_request(std::uint32_t block, std::uint64_t seq) {
+  return (std::uint64_t{block} << kRequestSeqBits) | (seq & kRequestSeqMask);
+}
+PKRT_HD constexpr bool is_command_request(std::uint64_t request) {
+  return request != 0 && (request & kSnapshotRequestTag) == 0;
+}
+PKRT_HD constexpr std::uint32_t command_request_block(std::uint64_t request) {
+  return static_cast<std::uint32_t>((request & ~kSnapshotRequestTag) >> kRequestSeqBits);
+}
+PKRT_HD constexpr std::uint64_t command_request_seq(std::uint64_t request) {
+  return request & kRequestSeqMask;
+}
 
 // Actor index meaning "no particular actor" (runtime-level commands and events).
 inline constexpr std::uint32_t kNoActor = 0xFFFFFFFFu;
@@ -83,6 +107,17 @@ static_assert(std::is_trivially_copyable_v<Slot>, "slots are copied byte for byt
 struct AckData {
   std::uint16_t opcode;  // opcode of the acknowledged command
   std::uint16_t reserved[3];
+};
+
+// Data of kOpAckRange: the commands with request ids first_request .. first_request + count - 1
+// (one block's, see make_command_request) were applied at the envelope's epoch, in that order,
+// and none of them replied or failed. The block publishes it before any other K2H slot of its
+// own, so it is never reordered with the replies and events around it. Posts are covered only
+// when the runtime asked for their acknowledgement (it does when it records a replay log).
+struct AckRangeData {
+  std::uint64_t first_request;
+  std::uint32_t count;
+  std::uint32_t reserved;
 };
 
 // Data of kOpError.

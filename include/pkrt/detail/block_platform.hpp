@@ -198,20 +198,50 @@ PKRT_HD inline std::uint32_t* block_scratch_words() {
 #endif
 }
 
-// Escalating wait for polling loops: spin, then yield/sleep (host) or __nanosleep (device),
-// so an idle poller neither saturates PCIe nor starves a 2-core machine.
+// One iteration of a busy-wait: tells the core we are spinning (x86 `pause`), so the sibling
+// hyperthread and the memory system are not flooded. Host pass only; the device pass
+// backs off with __nanosleep instead.
+PKRT_HD inline void cpu_relax() {
+#if !PKRT_DEVICE_PASS
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#elif defined(__aarch64__)
+  asm volatile("yield" ::: "memory");
+#endif
+#endif
+}
+
+// Device polling: the longest __nanosleep between two polls of mapped host memory, per poll
+// policy (pkrt::PollPolicy; the runtime puts the value in KernelArgs::poll_sleep_cap_ns).
+// Why these numbers: one poll of mapped memory is one PCIe read, about 1 us round trip
+// (0.7-1.5 us on Gen4/Gen5 x86 hosts). A poller that sleeps about as long as a poll costs
+// issues half the reads of one that polls back to back and adds at most one poll time to the
+// pickup of a new command; sleeping longer saves nothing that matters (one outstanding
+// 64-byte read per microsecond is ~64 MB/s, under 0.2% of a Gen5 x16 link) and only adds
+// latency. So: latency 256 ns (polls back to back: pickup <= ~1.3 us), balanced 2 us (pickup
+// <= ~3 us), low_power 16 us (pickup <= ~17 us, still under the 20 us bound pkrt keeps for
+// any path while a request is outstanding).
+inline constexpr std::uint32_t kDevicePollCapLatencyNs = 256;
+inline constexpr std::uint32_t kDevicePollCapBalancedNs = 2000;
+inline constexpr std::uint32_t kDevicePollCapLowPowerNs = 16000;
+
+// Escalating wait for polling loops: spin, then yield/sleep (host) or __nanosleep (device,
+// 32 ns doubling up to `sleep_cap_ns`), so an idle poller neither saturates PCIe nor starves a
+// 2-core machine.
 class Backoff {
  public:
-  PKRT_HD explicit Backoff(std::uint32_t spin_limit = 64) : spin_limit_(spin_limit) {}
+  PKRT_HD explicit Backoff(std::uint32_t spin_limit = 64,
+                           std::uint32_t sleep_cap_ns = kDevicePollCapLowPowerNs)
+      : spin_limit_(spin_limit), sleep_cap_ns_(sleep_cap_ns) {}
 
   PKRT_HD void pause() {
 #if PKRT_DEVICE_PASS
-    // 32 ns doubling to 16 us: a poll of mapped memory costs ~1 us of PCIe round trip.
     const std::uint32_t shift = n_ < 9 ? n_ : 9;
-    __nanosleep(32u << shift);
+    const std::uint32_t ns = 32u << shift;
+    __nanosleep(ns < sleep_cap_ns_ ? ns : sleep_cap_ns_);
 #else
     if (n_ < spin_limit_) {
-      // Spin: a publish usually lands within a few hundred nanoseconds.
+      cpu_relax();  // a publish usually lands within a few hundred nanoseconds
     } else if (n_ < spin_limit_ + 64) {
       std::this_thread::yield();
     } else {
@@ -227,43 +257,57 @@ class Backoff {
 
  private:
   std::uint32_t spin_limit_;
+  std::uint32_t sleep_cap_ns_;
   std::uint32_t n_ = 0;
 };
 
-// Waits until `word` differs from `seen` (a host-written doorbell). The host side pairs it
-// with notify_doorbell(). Spins first; then the host pass blocks in a futex wait and the
-// device pass sleeps with __nanosleep between polls. Returns the new value.
+// Block 0's leader waits until the host doorbell `word` differs from `seen`. Spins first
+// (`spin_limit` polls); then the device pass polls with __nanosleep capped at `sleep_cap_ns`,
+// and the host pass sleeps in a futex, announced through `sleeper` (see DoorbellSleeper in
+// pkrt/control.hpp) so that hosts wake it only when it sleeps. Returns the new value.
 PKRT_HD inline std::uint32_t wait_for_change(const std::uint32_t& word, std::uint32_t seen,
-                                             std::uint32_t spin_limit) {
-  Backoff backoff(spin_limit);
+                                             std::uint32_t spin_limit, std::uint32_t sleep_cap_ns,
+                                             DoorbellSleeper& sleeper) {
+  Backoff backoff(spin_limit, sleep_cap_ns);
   for (;;) {
-    // Acquire: pairs with the host's store_release of the doorbell, which follows its
-    // publishes; what the host published before ringing is visible after this load.
+    // Acquire: pairs with the host's release of the doorbell, which follows its publishes;
+    // what the host published before ringing is visible after this load.
     const std::uint32_t now = load_acquire(word);
     if (now != seen) return now;
 #if PKRT_DEVICE_PASS
+    (void)sleeper;
     backoff.pause();
 #else
     if (backoff.count() < spin_limit) {
       backoff.pause();
-    } else {
-      // Futex wait: the host calls notify_all after every doorbell store.
-      std::atomic_ref<std::uint32_t>(const_cast<std::uint32_t&>(word)).wait(seen,
-                                                                           std::memory_order_acquire);
+      continue;
     }
+    std::atomic_ref<std::uint32_t> word_ref(const_cast<std::uint32_t&>(word));
+    std::atomic_ref<std::uint32_t> flag(sleeper.sleeping);
+    // Seq_cst store and load: pairs with the host's seq_cst doorbell bump and its seq_cst load
+    // of `sleeping` (ring_doorbell): either it sees us asleep, or we see its new value here.
+    flag.store(1, std::memory_order_seq_cst);
+    if (word_ref.load(std::memory_order_seq_cst) == seen) {
+      // The 1 s bound is a safety net only; hosts wake this futex whenever they ring.
+      futex_wait_for(const_cast<std::uint32_t*>(&word), seen, std::chrono::seconds(1));
+    }
+    // Relaxed: a host that still sees 1 makes one spare wake-up.
+    flag.store(0, std::memory_order_relaxed);
 #endif
   }
 }
 
-// After a K2H publish: wake the host pump if it sleeps (CPU backend; see PumpDoorbell).
-// A no-op in the device pass.
+// After a K2H publish: wake the host pump if it sleeps and no draining waiter is about to
+// consume the slot itself (CPU backend; see PumpDoorbell). A no-op in the device pass.
 PKRT_HD inline void wake_host_pump(PumpDoorbell& pump) {
 #if !PKRT_DEVICE_PASS
-  // Seq_cst fence: orders the slot's publication before the load of `sleeping` below,
-  // pairing with the pump's fence between its store of `sleeping` and its ring checks.
+  // Seq_cst fence: orders the slot's publication before the loads below, pairing with the
+  // pump's fence between its store of `sleeping` and its ring checks, and with a leaving
+  // drainer's fence between its decrement of `drainers` and its ring checks.
   std::atomic_thread_fence(std::memory_order_seq_cst);
-  // Relaxed: the fences above and in the pump provide the ordering.
-  if (std::atomic_ref<std::uint32_t>(pump.sleeping).load(std::memory_order_relaxed) != 0) {
+  // Relaxed (both): the fences above and in the pump and drainers provide the ordering.
+  if (std::atomic_ref<std::uint32_t>(pump.sleeping).load(std::memory_order_relaxed) != 0 &&
+      std::atomic_ref<std::uint32_t>(pump.drainers).load(std::memory_order_relaxed) == 0) {
     // Relaxed RMW on host memory by host threads only: the value just has to change.
     std::atomic_ref<std::uint32_t>(pump.bell).fetch_add(1, std::memory_order_relaxed);
     futex_wake_all(&pump.bell);

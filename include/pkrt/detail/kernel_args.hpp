@@ -96,6 +96,8 @@ struct KernelArgs {
   std::uint32_t run_init;      // nonzero: call App::init for every actor before epoch 1
   std::uint32_t idle_spin;     // polls before an idle block starts backing off
   std::uint32_t digest_period; // kOpDigest of every actor every this many epochs (0: none)
+  std::uint32_t poll_sleep_cap_ns;  // device: longest __nanosleep between polls (poll policy)
+  std::uint32_t ack_posts;     // nonzero: posts are acknowledged too (kOpAckRange; replay log)
 };
 
 enum SnapshotFlags : std::uint32_t {

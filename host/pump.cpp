@@ -1,0 +1,315 @@
+// host/pump.cpp: the host pump thread. It owns everything on K2H that is not a reply a waiting
+// thread completes itself: events and their callback, reply callbacks, kernel errors,
+// snapshots, park/resume/stop reports; it keeps the replay log's horizon, runs the watchdog,
+// and releases snapshot staging.
+//
+// One pass: read the smallest heartbeat (acquire), then for every ring that may hold a slot,
+// take its K2H lane try-lock and consume what it holds (up to kPumpDrainPerRing); log the
+// whole pass as one batch (one lock, one clock read, one counters update), hand the slots
+// back, then handle them. If every ring was empty or drained, every K2H slot of epochs up to
+// that heartbeat is in the log: the horizon (complete_epoch) moves there. A ring held by a
+// waiting thread is skipped; the horizon then waits for the next pass.
+//
+// Idle: after a pass with nothing, the pump waits as its poll policy says (PollSettings):
+// spin, yield, then sleep. On the CPU backend it sleeps in a futex that blocks wake after a
+// K2H publish (unless a waiting thread is draining); on CUDA a GPU cannot wake it, so it
+// sleeps in bounded steps (<= 16 us while a request is outstanding, <= the policy's cap
+// otherwise), and a send wakes it.
+#include "host/runtime_impl.hpp"
+
+#include <pkrt/detail/futex.hpp>
+
+#include <algorithm>
+
+namespace pkrt {
+namespace {
+
+// Slots the pump takes from one ring in one pass: bounds the pass (and its log batch) so
+// that the other rings and the watchdog are served between busy passes.
+constexpr std::uint32_t kPumpDrainPerRing = 256;
+
+// The pump's wait after empty passes, per poll policy.
+class PumpIdle {
+ public:
+  void reset() { empty_passes_ = 0; }
+
+  void wait(Runtime::Impl& m) {
+    const PollSettings& p = m.poll;
+    const bool outstanding = m.requests->outstanding() > 0;
+    if (p.pump_spins_while_outstanding && outstanding) {
+      detail::cpu_relax();
+      return;
+    }
+    ++empty_passes_;
+    if (empty_passes_ <= p.pump_spins) {
+      detail::cpu_relax();
+      return;
+    }
+    if (empty_passes_ <= p.pump_spins + p.pump_yields) {
+      std::this_thread::yield();
+      return;
+    }
+    std::chrono::microseconds sleep{5000};  // CPU: blocks wake us; this is the watchdog tick
+    if (m.backend_kind != BackendKind::kCpu) {
+      const std::uint32_t k = std::min<std::uint32_t>(empty_passes_ - p.pump_spins - p.pump_yields - 1, 20);
+      sleep = std::min(std::chrono::microseconds(std::uint64_t{1} << k),
+                       outstanding ? p.pump_sleep_cap_outstanding : p.pump_sleep_cap);
+    }
+    m.sleep_until_k2h(sleep);
+  }
+
+  // A send (CUDA) or a block (CPU) rang while we slept: start over from spinning.
+  void woken() { empty_passes_ = 0; }
+
+ private:
+  std::uint32_t empty_passes_ = 0;
+};
+
+}  // namespace
+
+void Runtime::Impl::sleep_until_k2h(std::chrono::microseconds timeout) {
+  PumpDoorbell& pd = control->pump;
+  std::atomic_ref<std::uint32_t> bell(pd.bell);
+  std::atomic_ref<std::uint32_t> sleeping(pd.sleeping);
+  // Relaxed: the value only needs to be the one the futex compares against.
+  const std::uint32_t seen = bell.load(std::memory_order_relaxed);
+  // Relaxed store, then a seq_cst fence: pairs with the fence of whoever wakes us (a block's
+  // wake_host_pump, a sender's or a drainer's wake_pump).
+  sleeping.store(1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  bool ready = backend->kernel_finished();
+  for (std::uint32_t b = 0; b < plan.blocks && !ready; ++b) ready = k2h_maybe_ready(b);
+  if (!ready) detail::futex_wait_for(&pd.bell, seen, timeout);
+  // Relaxed: a waker that still sees 1 only makes one spare wake-up.
+  sleeping.store(0, std::memory_order_relaxed);
+}
+
+std::pair<std::uint64_t, std::uint64_t> Runtime::Impl::heartbeat_range() const {
+  std::uint64_t lo = ~0ull, hi = 0;
+  for (std::uint32_t b = 0; b < plan.blocks; ++b) {
+    // Relaxed: a progress counter; the watchdog needs no ordering with other data.
+    const std::uint64_t e = detail::load_relaxed(heartbeats[b].epoch);
+    lo = std::min(lo, e);
+    hi = std::max(hi, e);
+  }
+  return {lo, hi};
+}
+
+std::uint64_t Runtime::Impl::acquire_min_heartbeat() const {
+  std::uint64_t lo = ~0ull;
+  for (std::uint32_t b = 0; b < plan.blocks; ++b) {
+    // Acquire: pairs with the block's store_release of its heartbeat epoch; every K2H slot
+    // of epochs up to it is visible now.
+    lo = std::min(lo, detail::load_acquire(heartbeats[b].epoch));
+  }
+  return lo;
+}
+
+std::string Runtime::Impl::stalled_blocks(std::uint64_t lo) const {
+  std::string out;
+  for (std::uint32_t b = 0; b < plan.blocks; ++b) {
+    // Relaxed: diagnostics only.
+    if (detail::load_relaxed(heartbeats[b].epoch) == lo) {
+      if (!out.empty()) out += ",";
+      out += std::to_string(b);
+    }
+  }
+  return out;
+}
+
+void Runtime::Impl::advance_horizon(std::uint64_t horizon) {
+  // Relaxed: a label for later records; see complete_epoch.
+  if (horizon <= complete_epoch.load(std::memory_order_relaxed)) return;
+  complete_epoch.store(horizon, std::memory_order_relaxed);
+  if (log) log->set_complete_epoch(horizon);
+}
+
+void Runtime::Impl::apply_reports() {
+  if (deferred_reports.empty()) return;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    for (const Event& ev : deferred_reports) {
+      if (ev.opcode == kOpPaused) {
+        parked = true;
+        parked_epoch = ev.epoch;
+        parked_generation = ev.as<std::uint32_t>();
+      } else if (ev.opcode == kOpResumed) {
+        parked = false;
+      } else {
+        stopped_event = true;
+        parked = false;
+        parked_epoch = ev.as<StopData>().final_epoch;
+      }
+    }
+  }
+  deferred_reports.clear();
+  cv.notify_all();
+}
+
+void Runtime::Impl::handle(const Slot& slot, std::uint32_t block) {
+  const std::uint16_t opcode = slot.header.opcode;
+  const std::uint64_t request = slot.payload.request;
+  if (opcode == kOpAck && request == 0) return;  // runtime-internal command (ReleaseStaging)
+  const bool snapshot_refused = opcode == kOpError && [&] {
+    ErrorData err;
+    std::memcpy(&err, slot.payload.data, sizeof err);
+    return err.opcode == kOpSnapshotActor;
+  }();
+  if (!snapshot_refused &&
+      (opcode == kOpAckRange || ((slot.header.flags & kFlagReply) != 0 && is_command_request(request)))) {
+    complete_commands(slot, block);
+    return;
+  }
+  if (opcode == kOpError) errors.fetch_add(1, std::memory_order_relaxed);  // Relaxed: statistics only.
+  const Event ev = to_event(slot, block);
+  if (opcode == kOpSnapshotReady) {
+    handle_snapshot(ev);
+  } else if (snapshot_refused) {
+    handle_snapshot_refusal(ev);
+  } else if ((slot.header.flags & kFlagReply) != 0) {
+    if (opcode == kOpError)
+      report_error(Status(StatusCode::kInternal, "error event for unknown request " + std::to_string(request) +
+                                                     ": " + error_status(ev).to_string()));
+  } else if (opcode == kOpPaused || opcode == kOpResumed || opcode == kOpStopped) {
+    deferred_reports.push_back(ev);
+  } else {
+    EventCallback cb;
+    {
+      std::lock_guard<std::mutex> lock(mu);
+      cb = on_event;
+    }
+    if (cb) cb(ev);
+  }
+}
+
+Runtime::Impl::PassResult Runtime::Impl::pump_pass() {
+  PassResult result;
+  // Read before the pass: the pass drains every slot published up to this epoch.
+  const std::uint64_t horizon = acquire_min_heartbeat();
+  // Relaxed: a label for the records (see complete_epoch).
+  const std::uint64_t observed = complete_epoch.load(std::memory_order_relaxed);
+  pass_records.clear();
+  pass_locked.clear();
+  for (std::uint32_t b = 0; b < plan.blocks; ++b) {
+    if (!k2h_maybe_ready(b)) continue;
+    K2HLane& lane = k2h[b];
+    if (!lane.try_lock()) {
+      result.all_drained = false;  // a waiting thread drains it right now
+      continue;
+    }
+    pass_locked.push_back(b);
+    Slot slot;
+    std::uint32_t n = 0;
+    while (n < kPumpDrainPerRing && lane.consumer.peek(slot)) {
+      ReplayRecord& r = pass_records.emplace_back();
+      r.direction = static_cast<std::uint8_t>(ReplayDirection::kK2H);
+      r.block = b;
+      r.epoch_observed = observed;
+      r.epoch_applied = slot.payload.epoch;
+      r.slot = slot;
+      lane.consumer.advance();
+      ++n;
+    }
+    if (n == kPumpDrainPerRing) result.all_drained = false;
+  }
+  // Logged before handed back: see k2h_maybe_ready.
+  if (log && !pass_records.empty()) log->append_batch(std::span<ReplayRecord>(pass_records));
+  for (std::uint32_t b : pass_locked) {
+    k2h[b].consumer.commit();
+    k2h[b].unlock();
+  }
+  if (!pass_records.empty()) {
+    result.any = true;
+    events_received.fetch_add(pass_records.size(), std::memory_order_relaxed);  // Relaxed: statistics only.
+    for (const ReplayRecord& r : pass_records) handle(r.slot, r.block);
+  }
+  if (result.all_drained) advance_horizon(horizon);
+  apply_reports();
+  retry_releases();
+  return result;
+}
+
+void Runtime::Impl::watchdog_tick(bool finished, bool& fault_reported,
+                                  std::chrono::steady_clock::time_point& last_progress, std::uint64_t& last_sum) {
+  const auto now = std::chrono::steady_clock::now();
+  if (!fault_reported) {
+    Status fault = backend->poll_fault();
+    if (!fault.ok()) {
+      fault_reported = true;
+      record_error(fault);
+    }
+  }
+  // Acquire: pairs with block 0's store_release of the grid state.
+  const auto state = detail::load_acquire(control->grid.state);
+  const auto [lo, hi] = heartbeat_range();
+  const std::uint64_t sum = lo * 1000003u + hi;
+  // Parked, idle, not yet started (init may be long) or stopped grids owe no heartbeat.
+  if (finished || state != kGridRunning || sum != last_sum) {
+    last_sum = sum;
+    last_progress = now;
+  } else if (now - last_progress > options.watchdog_timeout) {
+    record_error(Status(StatusCode::kWatchdogTimeout,
+                        "no heartbeat for " + std::to_string(options.watchdog_timeout.count()) + " ms from block(s) " +
+                            stalled_blocks(lo) + " of app '" + program->name + "' (stuck in epoch " +
+                            std::to_string(lo + 1) + "; grid completed epoch " + std::to_string(lo) +
+                            "). An actor's step or message handler is not returning; the runtime is stopping. "
+                            "Fix: look for an infinite loop or a wait on a message that never comes, or raise "
+                            "the watchdog timeout for long epochs"));
+    abort_kernel();
+    last_progress = now;
+  }
+}
+
+void Runtime::Impl::pump_loop() {
+  PumpIdle idle;
+  auto last_progress = std::chrono::steady_clock::now();
+  auto last_check = last_progress;
+  std::uint64_t last_sum = ~0ull;
+  bool fault_reported = false;
+  pass_records.reserve(std::size_t{plan.blocks} * kPumpDrainPerRing);
+  pass_locked.reserve(plan.blocks);
+  for (;;) {
+    const PassResult pass = pump_pass();
+    // Acquire: pairs with shutdown()'s release store, made after the kernel finished (or
+    // after it gave up waiting for a stuck one).
+    const bool stop = pump_stop.load(std::memory_order_acquire);
+    const bool kernel_exited = (!pass.any || stop) && backend->kernel_finished();
+    bool finished = false;
+    if (kernel_exited && !pass.any && pass.all_drained) {
+      // Drain once more: slots published right before the kernel returned.
+      const PassResult more = pump_pass();
+      if (!more.any && more.all_drained) {
+        finished = true;
+        {
+          std::lock_guard<std::mutex> lock(mu);
+          kernel_done = true;
+        }
+        cv.notify_all();
+        if (stop) break;
+      }
+    } else if (stop && !kernel_exited) {
+      // Shutdown gave up waiting on a stuck kernel; nothing more will be drained.
+      break;
+    }
+    const auto now = std::chrono::steady_clock::now();
+    if (now - last_check >= std::chrono::milliseconds(5)) {
+      last_check = now;
+      watchdog_tick(finished, fault_reported, last_progress, last_sum);
+    }
+    if (pass.any) {
+      idle.reset();
+      continue;
+    }
+    if (finished) {
+      std::this_thread::sleep_for(std::chrono::microseconds(200));
+      continue;
+    }
+    // Relaxed: compared only to notice that a waker rang while we slept.
+    const std::uint32_t bell = std::atomic_ref<std::uint32_t>(control->pump.bell).load(std::memory_order_relaxed);
+    idle.wait(*this);
+    // Relaxed: as above.
+    if (std::atomic_ref<std::uint32_t>(control->pump.bell).load(std::memory_order_relaxed) != bell) idle.woken();
+  }
+}
+
+}  // namespace pkrt

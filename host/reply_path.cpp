@@ -1,0 +1,187 @@
+// host/reply_path.cpp: how answers reach the threads and callbacks waiting for them.
+//
+// The holder of a block's K2H lane try-lock (the pump, or a thread waiting on a future of
+// that block) consumes its slots: a reply or kOpError completes its request's record; a
+// kOpAckRange completes each record in its range with a synthesised kOpAck. Slots a waiting
+// thread may not complete itself (callbacks, which run on the pump thread; events,
+// snapshots, park reports; errors of posts, which go to the error callback) stop its drain
+// and are left to the pump, which it wakes. Every drain logs its slots (one batch) before it
+// hands them back to the ring, so the pump's horizon never runs ahead of the log.
+#include "host/runtime_impl.hpp"
+
+#include <cstdio>
+
+namespace pkrt {
+
+Event to_event(const Slot& slot, std::uint32_t block) {
+  Event ev;
+  ev.opcode = slot.header.opcode;
+  ev.flags = slot.header.flags;
+  ev.actor = slot.header.actor;
+  ev.block = block;
+  ev.epoch = slot.payload.epoch;
+  ev.request = slot.payload.request;
+  std::memcpy(ev.data.data(), slot.payload.data, kEnvelopeDataBytes);
+  return ev;
+}
+
+std::string hex_opcode(std::uint16_t op) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "0x%04x", op);
+  return buf;
+}
+
+// ---- answers ------------------------------------------------------------------------------
+
+Status Runtime::Impl::error_status(const Event& ev) const {
+  const auto err = ev.as<ErrorData>();
+  const auto code = static_cast<StatusCode>(err.code);
+  std::string what;
+  switch (code) {
+    case StatusCode::kOutOfRange:
+      what = "actor " + std::to_string(err.actor) + " is out of range: app '" + program->name + "' has " +
+             std::to_string(err.detail) + " actors (0.." + std::to_string(err.detail == 0 ? 0 : err.detail - 1) +
+             "). Fix: address an actor below " + std::to_string(err.detail);
+      break;
+    case StatusCode::kUnknownOpcode:
+      what = "opcode " + hex_opcode(err.opcode) + " is not handled by app '" + program->name + "' (actor " +
+             std::to_string(err.actor) + ", epoch " + std::to_string(ev.epoch) +
+             "). Fix: send an opcode the actor's on_message handles (application opcodes start at 0x1000)";
+      break;
+    default:
+      what = "actor " + std::to_string(err.actor) + " of app '" + program->name + "' rejected opcode " +
+             hex_opcode(err.opcode) + " at epoch " + std::to_string(ev.epoch) + " with " + status_code_name(code);
+      break;
+  }
+  return Status(code, what);
+}
+
+bool Runtime::Impl::k2h_maybe_ready(std::uint32_t b) const {
+  RingHeader* ring = detail::ring_at(static_cast<std::byte*>(k2h_buf.host()), ring_stride, b);
+  // Acquire: pairs with the consumer's release of head (commit), made after its records
+  // were logged; relaxed would do for the hint, acquire keeps the horizon argument simple.
+  const std::uint64_t head = detail::load_acquire(ring->head);
+  // Acquire: pairs with the block's release of the slot's seq.
+  return detail::load_acquire(ring_slots(ring)[head & ring->mask].header.seq) == head + 1;
+}
+
+bool Runtime::Impl::waiter_may_consume(const Slot& slot) const {
+  const std::uint64_t request = slot.payload.request;
+  if (slot.header.opcode == kOpAckRange) {
+    AckRangeData range;
+    std::memcpy(&range, slot.payload.data, sizeof range);
+    for (std::uint32_t i = 0; i < range.count; ++i)
+      if (requests->waiter_of(range.first_request + i) == detail::RequestTable::Waiter::kCallback) return false;
+    return true;
+  }
+  if ((slot.header.flags & kFlagReply) != 0 && is_command_request(request)) {
+    switch (requests->waiter_of(request)) {
+      case detail::RequestTable::Waiter::kFuture: return true;
+      case detail::RequestTable::Waiter::kCallback: return false;
+      case detail::RequestTable::Waiter::kNone: return slot.header.opcode != kOpError;  // the pump reports it
+    }
+  }
+  return slot.header.opcode == kOpAck && request == 0;  // a runtime-internal command's ack
+}
+
+void Runtime::Impl::complete_commands(const Slot& slot, std::uint32_t block) {
+  if (slot.header.opcode == kOpAckRange) {
+    AckRangeData range;
+    std::memcpy(&range, slot.payload.data, sizeof range);
+    replies.fetch_add(range.count, std::memory_order_relaxed);  // Relaxed: statistics only.
+    for (std::uint32_t i = 0; i < range.count; ++i) {
+      const std::uint64_t request = range.first_request + i;
+      requests->complete(request, [&](const detail::RequestTable::Record& r) {
+        Reply reply;
+        reply.event.opcode = kOpAck;
+        reply.event.flags = kFlagReply;
+        reply.event.actor = r.actor;
+        reply.event.block = block;
+        reply.event.epoch = slot.payload.epoch;
+        reply.event.request = request;
+        AckData ack{};
+        ack.opcode = r.opcode;
+        std::memcpy(reply.event.data.data(), &ack, sizeof ack);
+        return reply;
+      });
+    }
+    return;
+  }
+  replies.fetch_add(1, std::memory_order_relaxed);  // Relaxed: statistics only.
+  if (slot.header.opcode == kOpError) errors.fetch_add(1, std::memory_order_relaxed);  // Relaxed: statistics only.
+  const Event ev = to_event(slot, block);
+  const bool completed = requests->complete(slot.payload.request, [&](const detail::RequestTable::Record&) {
+    Reply reply;
+    reply.event = ev;
+    if (ev.opcode == kOpError) reply.status = error_status(ev);
+    return reply;
+  });
+  // Nobody waits: a post (its reply is dropped, its error reported) or a request already
+  // failed by shutdown.
+  if (!completed && ev.opcode == kOpError) {
+    const Status st = error_status(ev);
+    report_error(Status(st.code(), "a posted command failed: " + st.message()));
+  }
+}
+
+void Runtime::Impl::drain_for_waiter(std::uint32_t block) {
+  if (block >= plan.blocks || !k2h_maybe_ready(block)) return;
+  K2HLane& lane = k2h[block];
+  if (!lane.try_lock()) return;
+  ReplayRecord batch[32];
+  std::uint32_t n = 0;
+  bool pump_needed = false;
+  // Relaxed: a label for the records (see complete_epoch).
+  const std::uint64_t observed = complete_epoch.load(std::memory_order_relaxed);
+  Slot slot;
+  while (n < 32 && lane.consumer.peek(slot)) {
+    if (!waiter_may_consume(slot)) {
+      pump_needed = true;
+      break;
+    }
+    ReplayRecord& r = batch[n++];
+    r = ReplayRecord{};
+    r.direction = static_cast<std::uint8_t>(ReplayDirection::kK2H);
+    r.block = block;
+    r.epoch_observed = observed;
+    r.epoch_applied = slot.payload.epoch;
+    r.slot = slot;
+    lane.consumer.advance();
+  }
+  if (n != 0) {
+    if (log) log->append_batch(std::span<ReplayRecord>(batch, n));
+    lane.consumer.commit();
+  }
+  lane.unlock();
+  if (n != 0) {
+    events_received.fetch_add(n, std::memory_order_relaxed);  // Relaxed: statistics only.
+    for (std::uint32_t i = 0; i < n; ++i) {
+      const Slot& s = batch[i].slot;
+      if (s.header.opcode == kOpAck && s.payload.request == 0) continue;
+      complete_commands(s, block);
+    }
+  }
+  if (pump_needed) wake_pump();
+}
+
+void Runtime::Impl::drainer_arrives() {
+  // Relaxed RMW: host threads only; CPU blocks read it after their seq_cst fence
+  // (wake_host_pump), ordered by the fence in drainer_leaves when it drops to zero.
+  std::atomic_ref<std::uint32_t>(control->pump.drainers).fetch_add(1, std::memory_order_relaxed);
+}
+
+void Runtime::Impl::drainer_leaves() {
+  // Relaxed RMW, then a seq_cst fence: pairs with the fence a CPU block issues after its
+  // K2H publish (wake_host_pump). Either it sees no drainer and wakes the pump, or we see its
+  // slot below and wake the pump ourselves: no slot waits for the pump's timeout.
+  std::atomic_ref<std::uint32_t>(control->pump.drainers).fetch_sub(1, std::memory_order_relaxed);
+  std::atomic_thread_fence(std::memory_order_seq_cst);
+  for (std::uint32_t b = 0; b < plan.blocks; ++b) {
+    if (k2h_maybe_ready(b)) {
+      wake_pump();
+      return;
+    }
+  }
+}
+
+}  // namespace pkrt

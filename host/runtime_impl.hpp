@@ -1,0 +1,273 @@
+// host/runtime_impl.hpp: Runtime::Impl, the runtime's state, shared by the files that each
+// own one responsibility:
+//   host/runtime.cpp                  create, start, shutdown, region reads, accessors
+//   host/runtime_control.cpp          host control (target epoch, pause/resume, parks), doorbell
+//   host/send_path.cpp                send/post/batches: H2K lanes, request records, completions,
+//                                     draining for waiting threads
+//   host/pump.cpp                     the pump thread: K2H passes, horizon, reports, watchdog,
+//                                     poll policy
+//   host/snapshot_orchestration.cpp   snapshots (copy, verify, release), restores
+//
+// Shared words and who writes them (see pkrt/control.hpp and pkrt/ring.hpp):
+//   HostControl words     control changes under control_mu (runtime_control.cpp); published and
+//                         doorbell by any sender (host RMW, device loads only)
+//   H2K producer b        h2k[b].producer, under h2k[b].mutex (any host thread)
+//   K2H consumer b        k2h[b].consumer, under k2h[b]'s try-lock (the pump, or a waiting
+//                         thread draining its own block)
+//   GridReport, BlockHeartbeat, device-side ring indices: read only.
+#pragma once
+
+#include <pkrt/runtime.hpp>
+
+#include "host/backend.hpp"
+#include "host/request_table.hpp"
+
+#include <pkrt/detail/block_platform.hpp>
+#include <pkrt/detail/system_atomic.hpp>
+#include <pkrt/replay_log.hpp>
+
+#include <atomic>
+#include <chrono>
+#include <condition_variable>
+#include <cstdint>
+#include <memory>
+#include <mutex>
+#include <span>
+#include <string>
+#include <thread>
+#include <unordered_map>
+#include <vector>
+
+namespace pkrt {
+
+enum class RuntimePhase { kCreated, kRunning, kStopped };
+
+// What one poll policy means for each poller (pkrt::PollPolicy; docs/performance.md).
+struct PollSettings {
+  PollPolicy policy = PollPolicy::kBalanced;
+  std::uint32_t pump_spins = 256;          // empty passes spent spinning before yielding
+  std::uint32_t pump_yields = 64;          // then yielding before sleeping
+  bool pump_spins_while_outstanding = false;
+  std::chrono::microseconds pump_sleep_cap{50};   // CUDA: longest sleep, nothing outstanding
+  std::chrono::microseconds pump_sleep_cap_outstanding{16};  // CUDA: ... something outstanding
+  std::chrono::nanoseconds waiter_spin{20000};    // a waiting thread spins (draining) this long
+  std::uint32_t block_idle_spin = 2048;    // CPU block 0: polls before it sleeps in a futex
+  std::uint32_t device_sleep_cap_ns = detail::kDevicePollCapBalancedNs;
+};
+
+PollSettings poll_settings(PollPolicy policy, BackendKind backend);
+
+struct Runtime::Impl final : detail::ReplyDrainer {
+  ~Impl() override;
+
+  // ---- configuration (create) ------------------------------------------------------------
+  const Program* program = nullptr;
+  BackendKind backend_kind = BackendKind::kCpu;
+  std::vector<std::byte> params;
+  RuntimeOptions options;
+  PollSettings poll;
+  ProgramLayout layout;
+  std::unique_ptr<host::Backend> backend;
+  host::LaunchPlan plan;
+  std::string description;
+  host::Buffer control_buf, heartbeat_buf, h2k_buf, k2h_buf, state_buf, k2k_buf, global_buf,
+      grid_buf, lines_buf, params_buf, staging_buf, prev_crc_buf, actor_flag_buf, deferred_buf;
+  ImageLayout image;
+  ControlBlock* control = nullptr;       // host pointer
+  BlockHeartbeat* heartbeats = nullptr;  // host pointer
+  std::uint64_t ring_stride = 0;
+  std::uint64_t state_stride = 0;
+  detail::KernelArgs args{};
+
+  // ---- lifecycle and shared state (runtime.cpp) ------------------------------------------
+  RuntimePhase phase = RuntimePhase::kCreated;  // written under mu; start/shutdown do not race
+  std::thread pump;
+  std::atomic<bool> pump_stop{false};
+  mutable std::mutex mu;  // guards the fields below that say so
+  std::condition_variable cv;
+  Status sticky;                        // guarded by mu
+  EventCallback on_event;               // guarded by mu
+  ErrorCallback on_error;               // guarded by mu
+  bool parked = false;                  // guarded by mu: last park report not yet followed by kOpResumed
+  std::uint64_t parked_epoch = 0;       // guarded by mu
+  std::uint32_t parked_generation = 0;  // guarded by mu: control generation the last kOpPaused answered
+  bool pause_requested = false;         // guarded by mu: host copy of HostControl::pause
+  bool stopped_event = false;           // guarded by mu
+  bool kernel_done = false;             // guarded by mu
+  bool leaked = false;                  // guarded by mu
+
+  // A fatal error: sticky, stops admission, fails every pending request, error callback.
+  void record_error(const Status& st);
+  bool parked_now() const { return parked && parked_generation == generation; }  // mu held
+
+  // ---- host control (runtime_control.cpp) ------------------------------------------------
+  std::mutex control_mu;         // serialises control changes so the generation only grows
+  std::uint32_t generation = 0;  // guarded by control_mu and mu (written with both held)
+  // After publishing `published` H2K slots (any thread, no lock): counts them for the idle
+  // check, bumps the doorbell, and wakes block 0 (CPU) or the pump (CUDA) only if asleep.
+  void ring_doorbell(std::uint64_t published);
+  template <class T>
+  void set_control(T HostControl::*field, T value);
+  template <class Fn>
+  void update_control(Fn&& store);
+  void abort_kernel();
+  // Wakes the pump if it sleeps (host threads only; see PumpDoorbell).
+  void wake_pump();
+
+  // ---- send path (send_path.cpp) ---------------------------------------------------------
+  struct alignas(64) H2KLane {
+    std::mutex mutex;              // the ring's one producer at a time
+    RingProducer producer;         // guarded by mutex
+    std::uint64_t next_seq = 0;    // guarded by mutex: last command sequence number issued
+  };
+  std::unique_ptr<H2KLane[]> h2k;
+  detail::RequestTable* requests = nullptr;  // one reference held by this runtime
+  // Admission: read under a lane's mutex by senders; cleared (then every lane mutex taken
+  // once) by close_admission, so that no sender is between its check and its publish when
+  // the pending requests are failed.
+  std::atomic<bool> admitting{true};
+  Status refusal;  // guarded by mu: why admission closed
+  void close_admission(const Status& why);
+
+  ReplyFuture send_one(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+                       std::uint64_t apply_epoch, ReplyCallback* callback);
+  Status post_one(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+                  std::uint64_t apply_epoch);
+  // Sends (replies != nullptr, one future each) or posts a batch.
+  Status publish_batch(std::span<const Command> commands, ReplyFuture* replies);
+  // Runtime-internal commands (snapshot requests, staging releases): no request record.
+  // wait = false: kRingFull at once when the ring has no room (the pump must not block).
+  Status publish_internal(std::uint32_t block, std::uint16_t opcode, std::uint32_t actor,
+                          const Envelope& env, bool wait);
+  // Publishes slots[0..n) into lane b (mutex held, room checked), logging them first.
+  void publish_locked(std::uint32_t b, Slot* slots, std::uint32_t n);
+  // Waits (lane mutex held) until lane b has room for `wanted` slots, or fails: ring full
+  // after ring_full_timeout, admission closed, kernel stopped. `unannounced` slots already
+  // published are announced (doorbell) before the first wait.
+  Status wait_for_room(std::uint32_t b, std::uint32_t wanted, std::uint32_t actor,
+                       std::uint64_t& unannounced, std::uint32_t& room);
+  Status refusal_status() const;
+  std::uint32_t block_of(std::uint32_t actor) const;
+
+  // ---- K2H lanes: the pump and draining waiters (send_path.cpp, pump.cpp) -----------------
+  struct alignas(64) K2HLane {
+    std::atomic<bool> busy{false};  // try-lock: whoever holds it is the ring's consumer
+    RingConsumer consumer;          // guarded by busy
+    bool try_lock() {
+      // Relaxed then acquire: skip the RMW while someone else holds it; the acquire pairs
+      // with unlock's release (the previous holder's use of the consumer).
+      return !busy.load(std::memory_order_relaxed) && !busy.exchange(true, std::memory_order_acquire);
+    }
+    void unlock() { busy.store(false, std::memory_order_release); }  // Release: see try_lock.
+  };
+  std::unique_ptr<K2HLane[]> k2h;
+  // Without the lock: whether ring b may hold an unconsumed slot (the slot after the last
+  // committed head is published). False means every slot published before the caller's
+  // acquire of a heartbeat has been consumed, logged and handed back.
+  bool k2h_maybe_ready(std::uint32_t b) const;
+  // Whether a waiting thread may consume this slot itself (future replies, acks).
+  bool waiter_may_consume(const Slot& slot) const;
+  // Completes the command(s) a reply, error or kOpAckRange answers. Runs callbacks: only the
+  // pump calls it with slots a waiter may not consume.
+  void complete_commands(const Slot& slot, std::uint32_t block);
+  Status error_status(const Event& ev) const;
+  // ReplyDrainer
+  void drain_for_waiter(std::uint32_t block) override;
+  void drainer_arrives() override;
+  void drainer_leaves() override;
+
+  // ---- pump (pump.cpp) ---------------------------------------------------------------------
+  std::vector<ReplayRecord> pass_records;  // pump thread: one pass's K2H slots
+  std::vector<std::uint32_t> pass_locked;  // pump thread: lanes locked in this pass
+  // Park/resume/stop reports of the current pass, applied once every ring is drained.
+  std::vector<Event> deferred_reports;     // pump thread
+  struct PassResult {
+    bool any = false;         // consumed something
+    bool all_drained = true;  // every ring is empty or was drained (none held by a waiter)
+  };
+  PassResult pump_pass();
+  void pump_loop();
+  void handle(const Slot& slot, std::uint32_t block);
+  void apply_reports();
+  void sleep_until_k2h(std::chrono::microseconds timeout);
+  std::uint64_t acquire_min_heartbeat() const;
+  std::pair<std::uint64_t, std::uint64_t> heartbeat_range() const;
+  std::string stalled_blocks(std::uint64_t lo) const;
+  void advance_horizon(std::uint64_t horizon);
+  void watchdog_tick(bool finished, bool& fault_reported,
+                     std::chrono::steady_clock::time_point& last_progress, std::uint64_t& last_sum);
+
+  // ---- snapshots (snapshot_orchestration.cpp) --------------------------------------------
+  // Per actor: the last snapshot image on the host (pump thread). Handed to the sink without
+  // a copy; while a handed-out image is alive (`lent`), the next snapshot copies it first.
+  struct MirrorImage {
+    std::vector<std::byte> bytes;
+    std::atomic<bool> lent{false};
+  };
+  std::vector<std::shared_ptr<MirrorImage>> mirror;
+  std::mutex sink_mu;  // held while the snapshot sink runs: replacing it waits for the call
+  SnapshotSink on_snapshot;                     // guarded by sink_mu
+  std::vector<std::uint32_t> pending_releases;  // pump thread: staging slots to release
+  std::size_t pending_release_count = 0;        // guarded by mu: pending_releases.size()
+  std::uint32_t restores_in_flight = 0;         // guarded by mu: live restores not yet applied
+  std::uint64_t next_snapshot = 1;              // guarded by mu: snapshot request counter
+  struct SnapshotRequest {
+    std::chrono::steady_clock::time_point requested;
+    std::uint32_t outstanding;  // actors whose image (or error) has not arrived
+  };
+  std::unordered_map<std::uint64_t, SnapshotRequest> snapshot_requests;  // guarded by mu
+  void handle_snapshot(const Event& ev);
+  void handle_snapshot_refusal(const Event& ev);
+  void retry_releases();
+  Status copy_snapshot(std::uint32_t actor, const SnapshotReadyData& ready, SnapshotImage& img);
+  bool mirror_matches_device(std::uint32_t actor, const std::vector<std::byte>& m,
+                             const std::vector<std::uint32_t>& copied, bool whole, std::uint32_t image_crc);
+  void deliver_snapshot(SnapshotImage img);
+  void report_error(const Status& st);  // error callback only (not sticky)
+
+  // ---- replay log ------------------------------------------------------------------------
+  // `complete_epoch` is the pump's horizon: every K2H slot of epochs up to it has been
+  // consumed and logged. Written by the pump, read by senders and drainers for their
+  // records' epoch_observed; relaxed both ways, it is a label and orders nothing.
+  std::shared_ptr<ReplayLogWriter> log;
+  std::atomic<std::uint64_t> complete_epoch{0};
+  // Commands sent before start() are held here until start() has written the run's
+  // metadata (restore_before_start may still change its start epoch), then logged in the
+  // order they were sent.
+  std::mutex log_mu;
+  std::atomic<bool> log_begun{false};        // set under log_mu
+  std::vector<ReplayRecord> prestart_h2k;    // guarded by log_mu
+  // Logs H2K slots about to be published to lane b (its mutex held); `slots[i].header.seq`
+  // is set to the ring position + 1 they will take.
+  void log_h2k(std::uint32_t b, const Slot* slots, std::uint32_t n);
+
+  // ---- statistics: every access is relaxed; they order nothing and are only reported ------
+  std::atomic<std::uint64_t> commands_sent{0}, events_received{0}, replies{0}, errors{0}, posts{0};
+};
+
+template <class T>
+void Runtime::Impl::set_control(T HostControl::*field, T value) {
+  update_control([&] {
+    // Release: pairs with block 0's acquire loads in ControlView::refresh.
+    detail::store_release(control->host.*field, value);
+  });
+}
+
+template <class Fn>
+void Runtime::Impl::update_control(Fn&& store) {
+  std::lock_guard<std::mutex> lock(control_mu);
+  store();
+  std::uint32_t g;
+  {
+    std::lock_guard<std::mutex> state_lock(mu);
+    g = ++generation;
+  }
+  // Release: block 0 that acquires this generation sees the words stored above.
+  detail::store_release(control->host.generation, g);
+  ring_doorbell(0);
+}
+
+Event to_event(const Slot& slot, std::uint32_t block);
+std::string hex_opcode(std::uint16_t op);
+
+}  // namespace pkrt

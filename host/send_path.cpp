@@ -1,0 +1,325 @@
+// host/send_path.cpp: how commands reach the actors and how their answers come back.
+//
+// Send (any thread; nothing global is locked, nothing is allocated on the heap):
+//   1. a request record from the lock-free pool (RequestTable::allocate);
+//   2. the block's H2K lane mutex: check admission, wait (bounded) for room, take the next
+//      sequence number (request id = block << 40 | seq), prepare + bind the record, log the
+//      slot (replay), publish; batches do this once per ring-full of slots;
+//   3. the doorbell (ring_doorbell): two host RMWs, a system call only if block 0 sleeps.
+// Posts skip the record; sends and posts to one block share its sequence, so the kernel can
+// acknowledge a run of either with one kOpAckRange.
+// The answers come back through host/reply_path.cpp.
+#include "host/runtime_impl.hpp"
+
+#include <pkrt/detail/futex.hpp>
+
+#include <algorithm>
+
+namespace pkrt {
+namespace {
+
+// Slots one lane publish or one drain handles at a time (stack buffers).
+constexpr std::uint32_t kLaneBatch = 64;
+
+Slot make_slot(std::uint16_t opcode, std::uint16_t flags, std::uint32_t actor, const Envelope& env) {
+  Slot slot{};
+  slot.header.opcode = opcode;
+  slot.header.flags = flags;
+  slot.header.actor = actor;
+  slot.payload = env;
+  return slot;
+}
+
+}  // namespace
+
+std::uint32_t Runtime::Impl::block_of(std::uint32_t actor) const {
+  // Out of range: block 0 rejects it with kOpError (a send's future gets kOutOfRange).
+  return actor < options.num_actors ? detail::block_of_actor(actor, plan.blocks, options.num_actors) : 0;
+}
+
+Status Runtime::Impl::refusal_status() const {
+  std::lock_guard<std::mutex> lock(mu);
+  return refusal;
+}
+
+void Runtime::Impl::close_admission(const Status& why) {
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (!refusal.ok()) return;
+    refusal = why;
+  }
+  // Relaxed: senders read it under their lane's mutex; taking every mutex once below makes
+  // every sender that still saw `true` finish its publish before we return.
+  admitting.store(false, std::memory_order_relaxed);
+  for (std::uint32_t b = 0; b < plan.blocks; ++b) std::lock_guard<std::mutex> lane(h2k[b].mutex);
+}
+
+// ---- H2K lanes ------------------------------------------------------------------------------
+
+void Runtime::Impl::log_h2k(std::uint32_t b, const Slot* slots, std::uint32_t n) {
+  if (!log) return;
+  ReplayRecord records[kLaneBatch];
+  // Relaxed: a label for the records (see complete_epoch); it orders nothing.
+  const std::uint64_t observed = complete_epoch.load(std::memory_order_relaxed);
+  const std::uint64_t position = h2k[b].producer.position();
+  for (std::uint32_t i = 0; i < n; ++i) {
+    ReplayRecord& r = records[i];
+    r = ReplayRecord{};
+    r.direction = static_cast<std::uint8_t>(ReplayDirection::kH2K);
+    r.block = b;
+    r.epoch_observed = observed;
+    r.epoch_applied = slots[i].payload.epoch;
+    r.slot = slots[i];
+    r.slot.header.seq = position + i + 1;
+  }
+  // Acquire: pairs with start()'s release after it logged the commands sent before it.
+  if (!log_begun.load(std::memory_order_acquire)) {
+    std::lock_guard<std::mutex> lock(log_mu);
+    // Relaxed: log_mu orders it now.
+    if (!log_begun.load(std::memory_order_relaxed)) {
+      prestart_h2k.insert(prestart_h2k.end(), records, records + n);
+      return;
+    }
+  }
+  log->append_batch(std::span<ReplayRecord>(records, n));
+}
+
+void Runtime::Impl::publish_locked(std::uint32_t b, Slot* slots, std::uint32_t n) {
+  // The records precede the slots: a command's record is in the log before the kernel can
+  // see the command, hence before its acknowledgement.
+  log_h2k(b, slots, n);
+  h2k[b].producer.publish_reserved(slots, n);
+}
+
+Status Runtime::Impl::wait_for_room(std::uint32_t b, std::uint32_t wanted, std::uint32_t actor,
+                                    std::uint64_t& unannounced, std::uint32_t& room) {
+  H2KLane& lane = h2k[b];
+  room = lane.producer.room(wanted);
+  if (room >= wanted) return Status();
+  // Slow path: tell the kernel about what we already published, then wait for it.
+  if (unannounced != 0) {
+    ring_doorbell(unannounced);
+    unannounced = 0;
+  }
+  const auto deadline = std::chrono::steady_clock::now() + options.ring_full_timeout;
+  detail::Backoff backoff(64);
+  for (;;) {
+    room = lane.producer.room(wanted);
+    if (room >= wanted) return Status();
+    // Relaxed: see close_admission (we hold the lane mutex it takes).
+    if (!admitting.load(std::memory_order_relaxed)) return refusal_status();
+    // Acquire: pairs with block 0's release of the grid state; a stopped kernel never
+    // drains the ring.
+    if (detail::load_acquire(control->grid.state) == kGridStopped)
+      return Status(StatusCode::kAborted, "the kernel stopped; the command to actor " + std::to_string(actor) +
+                                              " was not sent");
+    if (std::chrono::steady_clock::now() >= deadline) {
+      return Status(StatusCode::kRingFull,
+                    "H2K ring of block " + std::to_string(b) + " stayed full (capacity " +
+                        std::to_string(options.ring_capacity) + " slots) for " +
+                        std::to_string(options.ring_full_timeout.count()) + " ms; the command to actor " +
+                        std::to_string(actor) + " was not sent. The kernel is not consuming commands "
+                        "(parked, stalled, or commands far in the future block the ring). Fix: resume "
+                        "the runtime, raise ring_capacity (--ring-capacity), or send fewer commands "
+                        "ahead of time");
+    }
+    backoff.pause();
+  }
+}
+
+ReplyFuture Runtime::Impl::send_one(std::uint32_t actor, std::uint16_t opcode, const void* data,
+                                    std::size_t bytes, std::uint64_t apply_epoch, ReplyCallback* callback) {
+  const std::uint32_t index = requests->allocate();
+  if (index == detail::RequestTable::kNoRecord) {
+    Reply failed{Status(StatusCode::kRingFull,
+                        "16777216 requests are outstanding; the command to actor " + std::to_string(actor) +
+                            " was not sent. Fix: wait for replies (get() or drop the futures) before "
+                            "sending more"),
+                 Event{}};
+    if (callback != nullptr && *callback) (*callback)(failed);
+    return ReplyFuture();
+  }
+  const std::uint32_t b = block_of(actor);
+  H2KLane& lane = h2k[b];
+  Envelope env = detail::make_envelope(apply_epoch, 0, data, bytes);
+  ReplyFuture future;
+  Status failure;
+  {
+    std::lock_guard<std::mutex> lock(lane.mutex);
+    std::uint64_t unannounced = 0;
+    std::uint32_t room = 0;
+    // Relaxed: see close_admission.
+    failure = admitting.load(std::memory_order_relaxed) ? wait_for_room(b, 1, actor, unannounced, room)
+                                                        : refusal_status();
+    if (failure.ok()) {
+      env.request = make_command_request(b, ++lane.next_seq);
+      future = requests->prepare(index, env.request, actor, opcode, callback);
+      requests->bind(env.request, index);
+      Slot slot = make_slot(opcode, kFlagNone, actor, env);
+      publish_locked(b, &slot, 1);
+    }
+  }
+  if (!failure.ok()) {
+    future = requests->prepare(index, 0, actor, opcode, callback);
+    requests->fail_unbound(index, std::move(failure));
+    return future;
+  }
+  commands_sent.fetch_add(1, std::memory_order_relaxed);  // Relaxed: statistics only.
+  ring_doorbell(1);
+  return future;
+}
+
+Status Runtime::Impl::post_one(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+                               std::uint64_t apply_epoch) {
+  Command c;
+  c.actor = actor;
+  c.opcode = opcode;
+  c.apply_epoch = apply_epoch;
+  if (bytes != 0) std::memcpy(c.data.data(), data, std::min(bytes, kEnvelopeDataBytes));
+  return publish_batch(std::span<const Command>(&c, 1), nullptr);
+}
+
+Status Runtime::Impl::publish_batch(std::span<const Command> commands, ReplyFuture* replies) {
+  const bool post = replies == nullptr;
+  const std::size_t n = commands.size();
+  if (post) {
+    for (std::size_t i = 0; i < n; ++i) {
+      if (commands[i].actor >= options.num_actors)
+        return Status(StatusCode::kOutOfRange,
+                      "command " + std::to_string(i) + " of the batch is for actor " + std::to_string(commands[i].actor) +
+                          ", but app '" + program->name + "' has " + std::to_string(options.num_actors) +
+                          " actors; nothing was posted. Fix: address actors below " +
+                          std::to_string(options.num_actors));
+    }
+  }
+  // Sends: every record first, outside the lanes' mutexes.
+  std::vector<std::uint32_t> indices;
+  if (!post) {
+    indices.resize(n, detail::RequestTable::kNoRecord);
+    for (std::size_t i = 0; i < n; ++i) indices[i] = requests->allocate();
+  }
+  std::size_t done = 0;  // commands published, in order
+  std::uint64_t unannounced = 0;
+  Status failure;
+  Slot slots[kLaneBatch];
+  while (done < n && failure.ok()) {
+    // One run of consecutive commands for the same block: one lane, one reservation per
+    // ring-full.
+    const std::uint32_t b = block_of(commands[done].actor);
+    std::size_t end = done + 1;
+    while (end < n && block_of(commands[end].actor) == b) ++end;
+    H2KLane& lane = h2k[b];
+    std::lock_guard<std::mutex> lock(lane.mutex);
+    // Relaxed: see close_admission.
+    if (!admitting.load(std::memory_order_relaxed)) {
+      failure = refusal_status();
+      break;
+    }
+    while (done < end) {
+      std::uint32_t room = 0;
+      const auto wanted = static_cast<std::uint32_t>(std::min<std::size_t>(
+          {end - done, std::size_t{kLaneBatch}, std::size_t{options.ring_capacity}}));
+      failure = wait_for_room(b, 1, commands[done].actor, unannounced, room);
+      if (!failure.ok()) break;
+      const std::uint32_t m = std::min(room, wanted);
+      std::uint32_t built = 0;
+      for (; built < m; ++built) {
+        const Command& c = commands[done + built];
+        if (!post && indices[done + built] == detail::RequestTable::kNoRecord) {
+          failure = Status(StatusCode::kRingFull, "16777216 requests are outstanding; command " +
+                                                      std::to_string(done + built) + " of the batch was not sent");
+          break;
+        }
+        Envelope env = detail::make_envelope(c.apply_epoch, 0, c.data.data(), kEnvelopeDataBytes);
+        env.request = make_command_request(b, ++lane.next_seq);
+        if (!post) {
+          const std::uint32_t index = indices[done + built];
+          replies[done + built] = requests->prepare(index, env.request, c.actor, c.opcode, nullptr);
+          requests->bind(env.request, index);
+        }
+        slots[built] = make_slot(c.opcode, post ? kFlagPost : kFlagNone, c.actor, env);
+      }
+      if (built != 0) {
+        publish_locked(b, slots, built);
+        done += built;
+        unannounced += built;
+      }
+      if (!failure.ok()) break;
+    }
+  }
+  if (unannounced != 0) {
+    commands_sent.fetch_add(unannounced, std::memory_order_relaxed);  // Relaxed: statistics only.
+    if (post) posts.fetch_add(unannounced, std::memory_order_relaxed);  // Relaxed: statistics only.
+    ring_doorbell(unannounced);
+  }
+  if (failure.ok()) return Status();
+  for (std::size_t i = done; i < n && !post; ++i) {
+    if (indices[i] == detail::RequestTable::kNoRecord) continue;
+    replies[i] = requests->prepare(indices[i], 0, commands[i].actor, commands[i].opcode, nullptr);
+    requests->fail_unbound(indices[i], failure);
+  }
+  return Status(failure.code(), failure.message() + " (" + std::to_string(done) + " of the batch's " +
+                                    std::to_string(n) + " commands were " + (post ? "posted" : "sent") + ")");
+}
+
+Status Runtime::Impl::publish_internal(std::uint32_t block, std::uint16_t opcode, std::uint32_t actor,
+                                       const Envelope& env, bool wait) {
+  H2KLane& lane = h2k[block];
+  std::uint64_t unannounced = 0;
+  {
+    std::lock_guard<std::mutex> lock(lane.mutex);
+    std::uint32_t room = 0;
+    if (!wait && !lane.producer.has_room())
+      return Status(StatusCode::kRingFull, "H2K ring of block " + std::to_string(block) + " is full");
+    PKRT_RETURN_IF_ERROR(wait_for_room(block, 1, actor, unannounced, room));
+    Slot slot = make_slot(opcode, kFlagNone, actor, env);
+    publish_locked(block, &slot, 1);
+  }
+  commands_sent.fetch_add(1, std::memory_order_relaxed);  // Relaxed: statistics only.
+  ring_doorbell(1);
+  return Status();
+}
+
+// ---- Runtime's send API ---------------------------------------------------------------------
+
+ReplyFuture Runtime::send(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+                          std::uint64_t apply_epoch) {
+  return impl_->send_one(actor, opcode, data, bytes, apply_epoch, nullptr);
+}
+
+void Runtime::send(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+                   std::uint64_t apply_epoch, ReplyCallback callback) {
+  (void)impl_->send_one(actor, opcode, data, bytes, apply_epoch, &callback);
+}
+
+Status Runtime::post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+                     std::uint64_t apply_epoch) {
+  return impl_->post_one(actor, opcode, data, bytes, apply_epoch);
+}
+
+Status Runtime::post_batch(std::span<const Command> commands) { return impl_->publish_batch(commands, nullptr); }
+
+void Runtime::send_batch(std::span<const Command> commands, std::span<ReplyFuture> replies) {
+  if (replies.size() != commands.size()) {
+    const Status bad(StatusCode::kInvalidArgument,
+                     "send_batch: " + std::to_string(commands.size()) + " commands but room for " +
+                         std::to_string(replies.size()) + " replies; nothing was sent. Fix: pass a span of "
+                         "futures as long as the commands");
+    for (ReplyFuture& f : replies) {
+      const std::uint32_t index = impl_->requests->allocate();
+      if (index == detail::RequestTable::kNoRecord) continue;
+      f = impl_->requests->prepare(index, 0, 0, 0, nullptr);
+      impl_->requests->fail_unbound(index, bad);
+    }
+    return;
+  }
+  (void)impl_->publish_batch(commands, replies.data());
+}
+
+std::vector<ReplyFuture> Runtime::send_batch(std::span<const Command> commands) {
+  std::vector<ReplyFuture> replies(commands.size());
+  send_batch(commands, std::span<ReplyFuture>(replies));
+  return replies;
+}
+
+}  // namespace pkrt

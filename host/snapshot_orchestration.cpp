@@ -1,0 +1,349 @@
+// host/snapshot_orchestration.cpp: the host's half of the snapshot protocol
+// (kernels/snapshot.hpp) and restores.
+//
+// Snapshot: the host asks (snapshot_all through the control block, snapshot_actor as an H2K
+// command); the kernel copies the actor's image into its staging slot with chunk CRCs and
+// answers kOpSnapshotReady. The pump then copies the changed chunks into the host mirror,
+// verifies them against the device's CRCs, releases the staging slot (kOpReleaseStaging,
+// retried every pass while the ring is full, never given up) and hands the image to the sink.
+// Restore: before start (restore_before_start: straight into the arenas and K2K inboxes) or
+// live (restore_actor: upload into the staging slot, then kOpRestoreActor at an epoch
+// boundary). Snapshots and live restores share the staging slots: one kind at a time.
+#include "host/runtime_impl.hpp"
+
+#include <pkrt/crc32.hpp>
+#include <pkrt/kernels/crc32.hpp>
+
+#include <algorithm>
+
+namespace pkrt {
+
+void Runtime::Impl::report_error(const Status& st) {
+  ErrorCallback cb;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    cb = on_error;
+  }
+  if (cb) cb(st);
+}
+
+void Runtime::Impl::handle_snapshot(const Event& ev) {
+  const auto ready = ev.as<SnapshotReadyData>();
+  SnapshotImage img;
+  img.actor = ev.actor;
+  img.epoch = ev.epoch;
+  img.request = ev.request;
+  img.crc = ready.crc;
+  img.stall_ns = ready.stall_ns;
+  img.status = copy_snapshot(ev.actor, ready, img);
+  // Release even after a failed copy: the device must not stay blocked on this slot.
+  pending_releases.push_back(ev.actor);
+  retry_releases();
+  img.copied = std::chrono::steady_clock::now();
+  deliver_snapshot(std::move(img));
+}
+
+void Runtime::Impl::handle_snapshot_refusal(const Event& ev) {
+  const auto err = ev.as<ErrorData>();
+  SnapshotImage failed;
+  failed.actor = ev.actor;
+  failed.epoch = ev.epoch;
+  failed.request = ev.request;
+  failed.status = Status(static_cast<StatusCode>(err.code),
+                         "snapshot of actor " + std::to_string(ev.actor) + " at epoch " + std::to_string(ev.epoch) +
+                             " refused: " +
+                             (err.code == static_cast<std::uint16_t>(StatusCode::kFailedPrecondition)
+                                  ? "its staging slot still holds an unreleased snapshot"
+                                  : status_code_name(static_cast<StatusCode>(err.code))));
+  deliver_snapshot(std::move(failed));
+}
+
+void Runtime::Impl::retry_releases() {
+  if (pending_releases.empty()) return;
+  std::vector<std::uint32_t> left;
+  for (std::uint32_t actor : pending_releases) {
+    const Envelope env = detail::make_envelope(0, 0, nullptr, 0);
+    // One attempt each: the pump must never wait on a full ring (the kernel may be waiting
+    // on the pump); what does not fit is retried next pass.
+    if (!publish_internal(block_of(actor), kOpReleaseStaging, actor, env, /*wait=*/false).ok())
+      left.push_back(actor);
+  }
+  pending_releases.swap(left);
+  std::lock_guard<std::mutex> lock(mu);
+  pending_release_count = pending_releases.size();
+}
+
+Status Runtime::Impl::copy_snapshot(std::uint32_t actor, const SnapshotReadyData& ready, SnapshotImage& img) {
+  // Every failure below drops the mirror: the device has moved its chunk CRCs on to this
+  // snapshot either way, so the next one must copy (and check) the whole image.
+  if (ready.image_bytes != image.image_bytes || ready.chunks != image.chunks) {
+    mirror[actor].reset();
+    return Status(StatusCode::kInternal,
+                  "snapshot of actor " + std::to_string(actor) + " reports a layout the host did not allocate");
+  }
+  const auto* slot = static_cast<const std::byte*>(staging_buf.device()) + args.staging_stride * actor;
+  std::vector<std::uint8_t> changed(image.chunks);
+  if (Status st = backend->copy_to_host(changed.data(), slot + args.changed_offset, image.chunks); !st.ok()) {
+    mirror[actor].reset();
+    return st;
+  }
+  std::shared_ptr<MirrorImage>& mp = mirror[actor];
+  bool whole = false;
+  if (!mp || mp->bytes.size() != image.image_bytes) {
+    // No valid mirror (first snapshot, or the last copy failed): take every chunk; the
+    // staging slot always holds the whole image.
+    mp = std::make_shared<MirrorImage>();
+    mp->bytes.assign(image.image_bytes, std::byte{0});
+    std::fill(changed.begin(), changed.end(), std::uint8_t{1});
+    whole = true;
+  } else if (mp->lent.load(std::memory_order_acquire)) {
+    // Acquire (this and the false case): pairs with the release in the lent image's
+    // deleter, so the sink's reads of the bytes happen before we overwrite them. Still
+    // lent: copy on write; the sink keeps reading the old buffer.
+    auto fresh = std::make_shared<MirrorImage>();
+    fresh->bytes = mp->bytes;
+    mp = std::move(fresh);
+  }
+  std::vector<std::byte>& m = mp->bytes;
+  // Coalesce runs of changed chunks into one copy each.
+  for (std::uint32_t c = 0; c < image.chunks;) {
+    if (changed[c] == 0) {
+      ++c;
+      continue;
+    }
+    std::uint32_t end = c;
+    while (end < image.chunks && changed[end] != 0) img.changed.push_back(end++);
+    const std::uint64_t off = std::uint64_t{c} * image.chunk_bytes;
+    const std::uint64_t len =
+        std::min<std::uint64_t>(std::uint64_t{end} * image.chunk_bytes, image.image_bytes) - off;
+    Status copied = backend->copy_to_host(m.data() + off, slot + off, len);
+    if (!copied.ok()) {
+      mp.reset();  // partly updated: the next snapshot of this actor copies everything
+      return copied;
+    }
+    img.bytes_copied += len;
+    c = end;
+  }
+  if (!mirror_matches_device(actor, m, img.changed, whole, ready.crc)) {
+    mp.reset();  // the next snapshot of this actor copies everything again
+    return Status(StatusCode::kCorruptData,
+                  "snapshot of actor " + std::to_string(actor) + " at epoch " + std::to_string(img.epoch) +
+                      ": the host copy does not match the device CRC (a chunk was missed or damaged in "
+                      "transfer). The next snapshot of this actor should be full");
+  }
+  // Relaxed: the pump alone sets it, before the image leaves this thread.
+  mp->lent.store(true, std::memory_order_relaxed);
+  img.image = std::shared_ptr<const std::vector<std::byte>>(&mp->bytes, [keep = mp](const std::vector<std::byte>*) {
+    // Release: the sink's reads of the bytes happen before the pump reuses the buffer.
+    keep->lent.store(false, std::memory_order_release);
+  });
+  return Status();
+}
+
+// Whether the host mirror holds the image the device CRC'd. When most chunks changed, one CRC
+// of the whole mirror. A delta checks only what it copied: each copied chunk against the
+// device's chunk CRC, and the device's chunk CRCs against its image CRC (unchanged chunks
+// have the CRCs the mirror was verified with before), so a delta costs the host work
+// proportional to what changed.
+bool Runtime::Impl::mirror_matches_device(std::uint32_t actor, const std::vector<std::byte>& m,
+                                          const std::vector<std::uint32_t>& copied, bool whole,
+                                          std::uint32_t image_crc) {
+  if (whole || copied.size() * 4 >= image.chunks) return crc32(m.data(), m.size()) == image_crc;
+  const auto* slot = static_cast<const std::byte*>(staging_buf.device()) + args.staging_stride * actor;
+  std::vector<std::uint32_t> crcs(image.chunks);
+  if (!backend->copy_to_host(crcs.data(), slot + args.crc_offset, crcs.size() * sizeof(std::uint32_t)).ok())
+    return false;
+  if (crc::crc32_combine_chunks(crcs.data(), image.image_bytes, image.chunk_bytes) != image_crc) return false;
+  for (std::uint32_t c : copied) {
+    const std::uint64_t off = std::uint64_t{c} * image.chunk_bytes;
+    const std::uint64_t len = std::min<std::uint64_t>(image.chunk_bytes, image.image_bytes - off);
+    if (crc32(m.data() + off, len) != crcs[c]) return false;
+  }
+  return true;
+}
+
+void Runtime::Impl::deliver_snapshot(SnapshotImage img) {
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = snapshot_requests.find(img.request);
+    if (it != snapshot_requests.end()) {
+      img.requested = it->second.requested;
+      if (--it->second.outstanding == 0) snapshot_requests.erase(it);
+    }
+  }
+  if (!img.status.ok()) report_error(img.status);
+  std::lock_guard<std::mutex> lock(sink_mu);
+  if (on_snapshot) on_snapshot(std::move(img));
+}
+
+// ---- Runtime's snapshot API -----------------------------------------------------------------
+
+void Runtime::set_snapshot_sink(SnapshotSink sink) {
+  // Waits for a sink call in progress on the pump thread, so the old sink's owner may be
+  // destroyed as soon as this returns.
+  std::lock_guard<std::mutex> lock(impl_->sink_mu);
+  impl_->on_snapshot = std::move(sink);
+}
+
+const ImageLayout& Runtime::image_layout() const { return impl_->image; }
+
+namespace {
+
+Status snapshots_disabled() {
+  return Status(StatusCode::kFailedPrecondition,
+                "snapshots are disabled for this runtime (RuntimeOptions::snapshots = false). Fix: "
+                "create it with snapshots enabled");
+}
+
+}  // namespace
+
+Result<std::uint64_t> Runtime::snapshot_all(std::uint64_t epoch, bool full) {
+  Impl& m = *impl_;
+  if (!m.options.snapshots) return snapshots_disabled();
+  std::uint64_t id;
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    if (m.phase == RuntimePhase::kStopped) return Status(StatusCode::kFailedPrecondition, "runtime was shut down");
+    if (!m.sticky.ok()) return Status(m.sticky.code(), "runtime failed earlier: " + m.sticky.message());
+    if (m.restores_in_flight != 0)
+      return Status(StatusCode::kFailedPrecondition,
+                    "a live restore is in flight through the staging slots. Fix: wait for its reply first");
+    id = kSnapshotRequestTag | m.next_snapshot++;
+    m.snapshot_requests[id] = {std::chrono::steady_clock::now(), m.options.num_actors};
+  }
+  m.update_control([&] {
+    // Release (all three): pair with block 0's acquire loads in ControlView::refresh.
+    detail::store_release(m.control->host.snapshot_epoch, epoch);
+    detail::store_release(m.control->host.snapshot_full, full ? 1u : 0u);
+    detail::store_release(m.control->host.snapshot_request, id);
+  });
+  return id;
+}
+
+bool Runtime::cancel_snapshot(std::uint64_t request) {
+  Impl& m = *impl_;
+  bool withdrawn = false;
+  m.update_control([&] {
+    // Relaxed: our own last store (control_mu is held); nobody else writes this word.
+    if (detail::load_relaxed(m.control->host.snapshot_request) == request) {
+      // Release: pairs with block 0's acquire load in ControlView::refresh.
+      detail::store_release(m.control->host.snapshot_request, std::uint64_t{0});
+      withdrawn = true;
+    }
+  });
+  if (withdrawn) {
+    std::lock_guard<std::mutex> lock(m.mu);
+    m.snapshot_requests.erase(request);
+  }
+  return withdrawn;
+}
+
+Result<std::uint64_t> Runtime::snapshot_actor(std::uint32_t actor, bool full, std::uint64_t apply_epoch) {
+  Impl& m = *impl_;
+  if (!m.options.snapshots) return snapshots_disabled();
+  if (actor >= m.options.num_actors)
+    return Status(StatusCode::kOutOfRange, "actor " + std::to_string(actor) + " is out of range (app has " +
+                                               std::to_string(m.options.num_actors) + " actors)");
+  std::uint64_t id;
+  {
+    std::lock_guard<std::mutex> lock(m.mu);
+    if (m.phase == RuntimePhase::kStopped) return Status(StatusCode::kFailedPrecondition, "runtime was shut down");
+    if (m.restores_in_flight != 0)
+      return Status(StatusCode::kFailedPrecondition,
+                    "a live restore is in flight through the staging slots. Fix: wait for its reply first");
+    id = kSnapshotRequestTag | m.next_snapshot++;
+    m.snapshot_requests[id] = {std::chrono::steady_clock::now(), 1};
+  }
+  const SnapshotRequestData req{full ? 1u : 0u};
+  Status st = m.publish_internal(m.block_of(actor), kOpSnapshotActor, actor,
+                                 detail::make_envelope(apply_epoch, id, &req, sizeof req), /*wait=*/true);
+  if (!st.ok()) {
+    std::lock_guard<std::mutex> lock(m.mu);
+    m.snapshot_requests.erase(id);
+    return st;
+  }
+  return id;
+}
+
+Status Runtime::restore_before_start(std::uint64_t epoch, const std::vector<std::vector<std::byte>>& images) {
+  Impl& m = *impl_;
+  if (m.phase != RuntimePhase::kCreated)
+    return Status(StatusCode::kFailedPrecondition, "restore_before_start() must come before start()");
+  if (images.size() != m.options.num_actors) {
+    return Status(StatusCode::kInvalidArgument,
+                  std::to_string(images.size()) + " images for " + std::to_string(m.options.num_actors) +
+                      " actors. Fix: restore every actor from the same checkpoint epoch");
+  }
+  const ImageLayout& img = m.image;
+  for (std::uint32_t a = 0; a < images.size(); ++a) {
+    if (images[a].size() != img.image_bytes) {
+      return Status(StatusCode::kInvalidArgument,
+                    "image of actor " + std::to_string(a) + " has " + std::to_string(images[a].size()) +
+                        " bytes; this runtime's actors need " + std::to_string(img.image_bytes) +
+                        ". Fix: restore with the same app parameters and actor count as the checkpoint");
+    }
+    auto* arena = static_cast<std::byte*>(m.state_buf.device()) + m.state_stride * a;
+    PKRT_RETURN_IF_ERROR(m.backend->copy_to_device(arena, images[a].data(), img.arena_bytes));
+    if (img.inbox_bytes > 0) {
+      auto* inbox = static_cast<std::byte*>(m.k2k_buf.device()) +
+                    ((epoch & 1u) * m.options.num_actors + a) * img.inbox_bytes;
+      PKRT_RETURN_IF_ERROR(m.backend->copy_to_device(inbox, images[a].data() + img.arena_bytes, img.inbox_bytes));
+    }
+    if (m.options.snapshots) {
+      m.mirror[a] = std::make_shared<Impl::MirrorImage>();
+      m.mirror[a]->bytes = images[a];
+    }
+  }
+  m.args.start_epoch = epoch;
+  m.args.run_init = 0;
+  // Plain stores: the kernel has not been launched; the launch orders them.
+  m.control->grid.epoch = epoch;
+  return Status();
+}
+
+std::future<Reply> Runtime::restore_actor(std::uint32_t actor, const std::vector<std::byte>& image,
+                                          std::uint64_t source_epoch, std::uint64_t apply_epoch) {
+  Impl& m = *impl_;
+  auto fail = [](Status st) {
+    std::promise<Reply> p;
+    p.set_value(Reply{std::move(st), Event{}});
+    return p.get_future();
+  };
+  if (!m.options.snapshots) return fail(snapshots_disabled());
+  if (actor >= m.options.num_actors)
+    return fail(Status(StatusCode::kOutOfRange, "actor " + std::to_string(actor) + " is out of range"));
+  if (image.size() != m.image.image_bytes)
+    return fail(Status(StatusCode::kInvalidArgument, "image of " + std::to_string(image.size()) +
+                                                         " bytes; actors need " + std::to_string(m.image.image_bytes)));
+  {
+    // Snapshots and live restores share the staging slots: one kind at a time.
+    std::lock_guard<std::mutex> lock(m.mu);
+    if (!m.snapshot_requests.empty() || m.pending_release_count != 0)
+      return fail(Status(StatusCode::kFailedPrecondition,
+                         "a snapshot is in flight and may be using the staging slot. Fix: wait for "
+                         "pending snapshots (CheckpointManager::flush) before a live restore"));
+    ++m.restores_in_flight;
+  }
+  // The slot is free (no snapshot in flight, the last one released); the kernel does not
+  // touch it until the restore command applies.
+  auto* slot = static_cast<std::byte*>(m.staging_buf.device()) + m.args.staging_stride * actor;
+  Status st = m.backend->copy_to_device(slot, image.data(), image.size());
+  if (!st.ok()) {
+    std::lock_guard<std::mutex> lock(m.mu);
+    --m.restores_in_flight;
+    return fail(st);
+  }
+  auto done = std::make_shared<std::promise<Reply>>();
+  std::future<Reply> f = done->get_future();
+  Impl* impl = impl_.get();
+  send(actor, kOpRestoreActor, &source_epoch, sizeof source_epoch, apply_epoch, [impl, done](const Reply& r) {
+    {
+      std::lock_guard<std::mutex> lock(impl->mu);
+      --impl->restores_in_flight;
+    }
+    done->set_value(r);
+  });
+  return f;
+}
+
+}  // namespace pkrt
