@@ -198,8 +198,8 @@ Status Runtime::Impl::publish_batch(std::span<const Command> commands, ReplyFutu
     indices.resize(n, detail::RequestTable::kNoRecord);
     for (std::size_t i = 0; i < n; ++i) indices[i] = requests->allocate();
   }
-  std::size_t done = 0;  // commands published, in order
-  std::uint64_t unannounced = 0;
+  std::size_t done = 0;         // commands published, in order
+  std::uint64_t unannounced = 0;  // published but not yet counted by a doorbell
   Status failure;
   Slot slots[kLaneBatch];
   while (done < n && failure.ok()) {
@@ -247,10 +247,10 @@ Status Runtime::Impl::publish_batch(std::span<const Command> commands, ReplyFutu
       if (!failure.ok()) break;
     }
   }
-  if (unannounced != 0) {
-    commands_sent.fetch_add(unannounced, std::memory_order_relaxed);  // Relaxed: statistics only.
-    if (post) posts.fetch_add(unannounced, std::memory_order_relaxed);  // Relaxed: statistics only.
-    ring_doorbell(unannounced);
+  if (unannounced != 0) ring_doorbell(unannounced);
+  if (done != 0) {
+    commands_sent.fetch_add(done, std::memory_order_relaxed);  // Relaxed: statistics only.
+    if (post) posts.fetch_add(done, std::memory_order_relaxed);  // Relaxed: statistics only.
   }
   if (failure.ok()) return Status();
   for (std::size_t i = done; i < n && !post; ++i) {

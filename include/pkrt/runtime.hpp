@@ -80,6 +80,11 @@ const char* poll_policy_name(PollPolicy policy);
 // Parses "auto", "latency", "balanced" or "low_power".
 Result<PollPolicy> parse_poll_policy(const std::string& text);
 
+// What the typed send/post overloads take as a message's value: not a pointer or a C array
+// (those mean "data, bytes" and go to the untyped overloads).
+template <class T>
+inline constexpr bool kMessageValue = !std::is_pointer_v<T> && !std::is_array_v<T>;
+
 // One command of a batch (Runtime::send_batch, Runtime::post_batch).
 struct Command {
   std::uint32_t actor = 0;
@@ -88,6 +93,7 @@ struct Command {
   std::array<std::byte, kEnvelopeDataBytes> data{};
 
   template <class T>
+    requires kMessageValue<T>
   static Command make(std::uint32_t actor, std::uint16_t opcode, const T& value,
                       std::uint64_t apply_epoch = 0) {
     static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEnvelopeDataBytes,
@@ -226,7 +232,10 @@ class Runtime {
   // full after ring_full_timeout, runtime failed or shut down).
   ReplyFuture send(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
                    std::uint64_t apply_epoch = 0);
+  // (T is a value: a pointer or a C array goes to the (data, bytes) overload above, so that
+  // send(actor, op, buffer, sizeof buffer) never sends the pointer with apply epoch = size.)
   template <class T>
+    requires kMessageValue<T>
   ReplyFuture send(std::uint32_t actor, std::uint16_t opcode, const T& value,
                    std::uint64_t apply_epoch = 0) {
     static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEnvelopeDataBytes,
@@ -236,6 +245,14 @@ class Runtime {
   // Same, completing through a callback on the pump thread (or inline on a send failure).
   void send(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
             std::uint64_t apply_epoch, ReplyCallback callback);
+  template <class T>
+    requires kMessageValue<T>
+  void send(std::uint32_t actor, std::uint16_t opcode, const T& value, std::uint64_t apply_epoch,
+            ReplyCallback callback) {
+    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEnvelopeDataBytes,
+                  "pkrt: message data is at most 32 trivially copyable bytes");
+    send(actor, opcode, &value, sizeof(T), apply_epoch, std::move(callback));
+  }
 
   // Fire and forget: the command is applied exactly like a send's, but nobody waits for it.
   // Ok once it is in the H2K ring; kOutOfRange for an actor the runtime does not have,
@@ -247,6 +264,7 @@ class Runtime {
   Status post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
               std::uint64_t apply_epoch = 0);
   template <class T>
+    requires kMessageValue<T>
   Status post(std::uint32_t actor, std::uint16_t opcode, const T& value,
               std::uint64_t apply_epoch = 0) {
     static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEnvelopeDataBytes,

@@ -1,0 +1,444 @@
+// tests/messaging_test.cpp: the messaging fast path. Posts and batches deliver every command
+// exactly once, in order per sender; coalesced acknowledgements complete every future; a
+// thread that drains K2H while it waits completes only what it may, and never mixes replies
+// up; every future completes, also across shutdown and after its runtime is gone.
+#include "examples/echo/echo.hpp"
+#include "tests/ledger_actor.hpp"
+#include "tests/test_support.hpp"
+
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <array>
+#include <atomic>
+#include <cstring>
+#include <cstdio>
+#include <mutex>
+#include <random>
+#include <set>
+#include <thread>
+#include <vector>
+
+using namespace std::chrono_literals;
+
+namespace pkrt::testing {
+namespace {
+
+void print_seed(std::uint64_t seed) { std::printf("[ seed     ] %llu\n", static_cast<unsigned long long>(seed)); }
+
+std::unique_ptr<Runtime> make_ledger(std::uint32_t actors, std::uint32_t threads, RuntimeOptions o = {}) {
+  const RuntimeOptions base = cpu_runtime(actors, threads);
+  o.backend = base.backend;
+  o.num_actors = base.num_actors;
+  o.threads = base.threads;
+  o.snapshots = false;
+  auto rt = Runtime::create(ledger_program(), Ledger::Params{}, o);
+  EXPECT_TRUE(rt.ok()) << rt.status().to_string();
+  return rt.ok() ? std::move(rt.value()) : nullptr;
+}
+
+LedgerTotals totals_of(Runtime& rt, std::uint32_t actor) {
+  Reply r = rt.send(actor, kLedgerQuery, std::uint64_t{0}).get();
+  EXPECT_TRUE(r.status.ok()) << r.status.to_string();
+  return r.event.as<LedgerTotals>();
+}
+
+Command append(std::uint32_t actor, std::uint32_t sender, std::uint64_t seq) {
+  return Command::make(actor, kLedgerAppend, LedgerEntry{sender, 0, seq});
+}
+
+TEST(Messaging, PostsAndPostBatchesDeliverEveryCommandOnceInOrderPerSender) {
+  const std::uint64_t seed = 1101;
+  print_seed(seed);
+  constexpr std::uint32_t kActors = 5, kSenders = 4, kPerSender = 3000;
+  RuntimeOptions o;
+  o.ring_capacity = 64;  // small: batches wrap the ring and wait for room
+  auto rt = make_ledger(kActors, 2, o);
+  ASSERT_TRUE(rt->start().ok());
+  std::vector<std::thread> senders;
+  std::vector<std::vector<std::uint64_t>> sent(kSenders, std::vector<std::uint64_t>(kActors, 0));
+  for (std::uint32_t s = 0; s < kSenders; ++s) {
+    senders.emplace_back([&, s] {
+      std::mt19937_64 rng(seed + s);
+      std::vector<Command> batch;
+      std::uint32_t posted = 0;
+      while (posted < kPerSender) {
+        const std::uint32_t n = std::min<std::uint32_t>(kPerSender - posted, 1 + rng() % 100);
+        batch.clear();
+        for (std::uint32_t i = 0; i < n; ++i) {
+          const auto actor = static_cast<std::uint32_t>(rng() % kActors);
+          batch.push_back(append(actor, s, ++sent[s][actor]));
+        }
+        if (n == 1 && rng() % 2 == 0) {
+          const LedgerEntry e{s, 0, sent[s][batch[0].actor]};
+          ASSERT_TRUE(rt->post(batch[0].actor, kLedgerAppend, e).ok());
+        } else {
+          ASSERT_TRUE(rt->post_batch(batch).ok());
+        }
+        posted += n;
+      }
+    });
+  }
+  for (auto& t : senders) t.join();
+  std::uint64_t expected_total = 0;
+  for (std::uint32_t a = 0; a < kActors; ++a) {
+    std::uint64_t expected = 0;
+    for (std::uint32_t s = 0; s < kSenders; ++s) expected += sent[s][a];
+    expected_total += expected;
+    // A query sent after the posts applies after them: commands to one actor keep their order.
+    const LedgerTotals t = totals_of(*rt, a);
+    EXPECT_EQ(t.count, expected) << "actor " << a;
+    EXPECT_EQ(t.violations, 0u) << "actor " << a;
+  }
+  EXPECT_EQ(expected_total, std::uint64_t{kSenders} * kPerSender);
+  EXPECT_EQ(rt->stats().posts, expected_total);
+  EXPECT_TRUE(rt->shutdown().ok());
+}
+
+TEST(Messaging, BatchesLongerThanTheRingWaitForRoomAndLoseNothing) {
+  RuntimeOptions o;
+  o.ring_capacity = 16;
+  auto rt = make_ledger(1, 1, o);
+  ASSERT_TRUE(rt->start().ok());
+  std::vector<Command> batch;
+  for (std::uint64_t i = 1; i <= 1000; ++i) batch.push_back(append(0, 0, i));
+  ASSERT_TRUE(rt->post_batch(batch).ok());
+  batch.clear();
+  for (std::uint64_t i = 1001; i <= 1500; ++i) batch.push_back(append(0, 0, i));
+  std::vector<ReplyFuture> futures = rt->send_batch(batch);
+  ASSERT_EQ(futures.size(), 500u);
+  for (auto& f : futures) EXPECT_TRUE(f.get().status.ok());
+  const LedgerTotals t = totals_of(*rt, 0);
+  EXPECT_EQ(t.count, 1500u);
+  EXPECT_EQ(t.violations, 0u);
+  EXPECT_TRUE(rt->shutdown().ok());
+}
+
+TEST(Messaging, SendBatchFuturesCompleteWithTheirOwnAcknowledgementOrReply) {
+  const std::uint64_t seed = 1202;
+  print_seed(seed);
+  std::mt19937_64 rng(seed);
+  auto rt = make_ledger(3, 2);
+  ASSERT_TRUE(rt->start().ok());
+  std::vector<Command> batch;
+  std::vector<std::uint64_t> next(3, 0);
+  for (int i = 0; i < 300; ++i) {
+    const auto actor = static_cast<std::uint32_t>(rng() % 3);
+    if (rng() % 5 == 0) {
+      batch.push_back(Command::make(actor, kLedgerEcho, std::uint64_t{rng()}));
+    } else {
+      batch.push_back(append(actor, 0, ++next[actor]));
+    }
+  }
+  std::vector<ReplyFuture> futures = rt->send_batch(batch);
+  std::set<std::uint64_t> requests;
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    SCOPED_TRACE("command " + std::to_string(i));
+    Reply r = futures[i].get();
+    ASSERT_TRUE(r.status.ok()) << r.status.to_string();
+    EXPECT_EQ(r.event.actor, batch[i].actor);
+    EXPECT_GT(r.event.epoch, 0u);
+    EXPECT_TRUE(requests.insert(r.event.request).second) << "every command has its own request id";
+    if (batch[i].opcode == kLedgerEcho) {
+      EXPECT_EQ(r.event.opcode, kLedgerEcho);
+      std::uint64_t sent_value;
+      std::memcpy(&sent_value, batch[i].data.data(), sizeof sent_value);
+      EXPECT_EQ(r.event.as<std::uint64_t>(), sent_value);
+    } else {
+      EXPECT_EQ(r.event.opcode, kOpAck);
+      EXPECT_EQ(r.event.flags, kFlagReply);
+      EXPECT_EQ(r.event.as<AckData>().opcode, kLedgerAppend);
+    }
+  }
+  for (std::uint32_t a = 0; a < 3; ++a) EXPECT_EQ(totals_of(*rt, a).violations, 0u);
+  EXPECT_GE(rt->stats().replies, batch.size());
+  EXPECT_TRUE(rt->shutdown().ok());
+}
+
+TEST(Messaging, CoalescedAcknowledgementsCompleteEveryFutureWaitedOnFromManyThreads) {
+  auto rt = make_ledger(4, 2);
+  ASSERT_TRUE(rt->start().ok());
+  constexpr std::uint32_t kSenders = 4, kPerSender = 800;
+  std::atomic<std::uint32_t> failures{0};
+  std::vector<std::thread> senders;
+  for (std::uint32_t s = 0; s < kSenders; ++s) {
+    senders.emplace_back([&, s] {
+      std::vector<ReplyFuture> mine;
+      for (std::uint64_t i = 1; i <= kPerSender; ++i) mine.push_back(rt->send(s, kLedgerAppend, LedgerEntry{s, 0, i}));
+      for (auto& f : mine) {
+        const Reply r = f.get();
+        // Relaxed: a counter read after the joins.
+        if (!r.status.ok() || r.event.opcode != kOpAck || r.event.actor != s) failures.fetch_add(1, std::memory_order_relaxed);
+      }
+    });
+  }
+  for (auto& t : senders) t.join();
+  EXPECT_EQ(failures.load(std::memory_order_relaxed), 0u);  // Relaxed: the joins ordered it.
+  for (std::uint32_t a = 0; a < kSenders; ++a) {
+    const LedgerTotals t = totals_of(*rt, a);
+    EXPECT_EQ(t.count, kPerSender);
+    EXPECT_EQ(t.violations, 0u);
+  }
+  EXPECT_TRUE(rt->shutdown().ok());
+}
+
+TEST(Messaging, WaitersDrainingOneRingNeverTakeOrReorderEachOthersReplies) {
+  const std::uint64_t seed = 1303;
+  print_seed(seed);
+  // One block: every reply of every thread comes through the same K2H ring.
+  RuntimeOptions o;
+  o.poll = PollPolicy::kLatency;
+  auto rt = make_ledger(3, 1, o);
+  ASSERT_TRUE(rt->start().ok());
+  constexpr std::uint32_t kWaiters = 4, kRoundTrips = 1500;
+  std::atomic<std::uint32_t> wrong{0};
+  std::mutex ids_mu;
+  std::set<std::thread::id> sender_ids;
+  std::vector<std::thread::id> callback_ids;
+  std::vector<std::thread> threads;
+  for (std::uint32_t w = 0; w < kWaiters; ++w) {
+    threads.emplace_back([&, w] {
+      {
+        std::lock_guard lock(ids_mu);
+        sender_ids.insert(std::this_thread::get_id());
+      }
+      std::mt19937_64 rng(seed + w);
+      for (std::uint32_t i = 0; i < kRoundTrips; ++i) {
+        const std::array<std::uint64_t, 4> payload{w, i, rng(), rng()};
+        const auto actor = static_cast<std::uint32_t>(rng() % 3);
+        if (w == 0 && i % 3 == 0) {
+          // Callbacks are the pump's: a draining waiter must leave them alone.
+          std::atomic<bool> done{false};
+          rt->send(actor, kLedgerEcho, &payload, sizeof payload, 0, [&](const Reply& r) {
+            if (!r.status.ok() || std::memcmp(r.event.data.data(), &payload, sizeof payload) != 0)
+              wrong.fetch_add(1, std::memory_order_relaxed);  // Relaxed: read after the joins.
+            {
+              std::lock_guard lock(ids_mu);
+              callback_ids.push_back(std::this_thread::get_id());
+            }
+            done.store(true, std::memory_order_release);  // Release: pairs with the acquire below.
+            done.notify_one();
+          });
+          done.wait(false, std::memory_order_acquire);  // Acquire: the callback is finished with `payload`.
+          continue;
+        }
+        ReplyFuture f = rt->send(actor, kLedgerEcho, &payload, sizeof payload);
+        const Reply r = f.get();
+        if (!r.status.ok() || r.event.actor != actor ||
+            std::memcmp(r.event.data.data(), payload.data(), sizeof payload) != 0)
+          wrong.fetch_add(1, std::memory_order_relaxed);  // Relaxed: read after the joins.
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(wrong.load(std::memory_order_relaxed), 0u);  // Relaxed: the joins ordered it.
+  ASSERT_EQ(callback_ids.size(), kRoundTrips / 3);
+  for (const auto& id : callback_ids) EXPECT_EQ(sender_ids.count(id), 0u) << "a callback ran on a waiting thread";
+  EXPECT_TRUE(rt->shutdown().ok());
+}
+
+TEST(Messaging, ShutdownCompletesOutstandingRequestsWithAnErrorAndWakesBlockedWaiters) {
+  auto rt = make_ledger(2, 2);
+  ASSERT_TRUE(rt->start().ok());
+  constexpr std::uint64_t kNever = std::uint64_t{1} << 40;
+  std::vector<ReplyFuture> pending;
+  for (int i = 0; i < 20; ++i) pending.push_back(rt->send(i % 2, kLedgerEcho, std::uint64_t(i), kNever));
+  std::atomic<std::uint32_t> callbacks{0};
+  for (int i = 0; i < 5; ++i) {
+    rt->send(1, kLedgerEcho, std::uint64_t(i), kNever, [&](const Reply& r) {
+      EXPECT_EQ(r.status.code(), StatusCode::kAborted);
+      callbacks.fetch_add(1, std::memory_order_relaxed);  // Relaxed: read after shutdown returned.
+    });
+  }
+  // Threads already asleep in get() when shutdown comes.
+  std::vector<std::thread> waiters;
+  std::atomic<std::uint32_t> aborted{0};
+  for (int w = 0; w < 4; ++w) {
+    waiters.emplace_back([&, w] {
+      ReplyFuture f = std::move(pending[w]);
+      const Reply r = f.get();
+      if (r.status.code() == StatusCode::kAborted) aborted.fetch_add(1, std::memory_order_relaxed);  // Relaxed: joined.
+    });
+  }
+  std::this_thread::sleep_for(50ms);
+  EXPECT_TRUE(rt->shutdown().ok());
+  for (auto& t : waiters) t.join();
+  EXPECT_EQ(aborted.load(std::memory_order_relaxed), 4u);     // Relaxed: joined.
+  EXPECT_EQ(callbacks.load(std::memory_order_relaxed), 5u);   // Relaxed: shutdown ran them.
+  for (std::size_t i = 4; i < pending.size(); ++i) {
+    const Reply r = pending[i].get();
+    EXPECT_EQ(r.status.code(), StatusCode::kAborted);
+    EXPECT_NE(r.status.message().find("was not answered"), std::string::npos) << r.status.message();
+  }
+  // After shutdown, sends fail at once with the reason.
+  const Reply late = rt->send(0, kLedgerEcho, std::uint64_t{1}).get();
+  EXPECT_EQ(late.status.code(), StatusCode::kFailedPrecondition);
+  EXPECT_EQ(rt->post(0, kLedgerEcho, std::uint64_t{1}).code(), StatusCode::kFailedPrecondition);
+}
+
+TEST(Messaging, AFutureMayOutliveItsRuntime) {
+  ReplyFuture f;
+  {
+    auto rt = make_ledger(1, 1);
+    ASSERT_TRUE(rt->start().ok());
+    f = rt->send(0, kLedgerEcho, std::uint64_t{7}, std::uint64_t{1} << 40);
+  }
+  ASSERT_TRUE(f.valid());
+  EXPECT_EQ(f.wait_for(0s), std::future_status::ready);
+  const Reply r = f.get();
+  EXPECT_EQ(r.status.code(), StatusCode::kAborted);
+  EXPECT_FALSE(f.valid());
+}
+
+TEST(Messaging, PostedCommandErrorsGoToTheErrorCallbackAndTheRuntimeKeepsRunning) {
+  auto rt = make_ledger(2, 1);
+  std::mutex mu;
+  std::vector<Status> reported;
+  rt->set_error_callback([&](const Status& st) {
+    std::lock_guard lock(mu);
+    reported.push_back(st);
+  });
+  ASSERT_TRUE(rt->start().ok());
+  ASSERT_TRUE(rt->post(1, kLedgerReject, std::uint64_t{0}).ok());
+  ASSERT_TRUE(rt->post(0, kUserOpcodeBase + 0x77, std::uint64_t{0}).ok());
+  // Applied before the query that follows them on the same actors.
+  EXPECT_EQ(totals_of(*rt, 1).count, 0u);
+  EXPECT_EQ(totals_of(*rt, 0).count, 0u);
+  EXPECT_TRUE(rt->health().ok()) << "a failed post is not fatal";
+  // The pump reports errors after it handles them; wait until both are in.
+  for (int i = 0; i < 500; ++i) {
+    {
+      std::lock_guard lock(mu);
+      if (reported.size() >= 2) break;
+    }
+    std::this_thread::sleep_for(2ms);
+  }
+  std::lock_guard lock(mu);
+  ASSERT_EQ(reported.size(), 2u);
+  std::set<StatusCode> codes{reported[0].code(), reported[1].code()};
+  EXPECT_EQ(codes, (std::set<StatusCode>{StatusCode::kInvalidArgument, StatusCode::kUnknownOpcode}));
+  for (const Status& st : reported) EXPECT_NE(st.message().find("posted command"), std::string::npos) << st.message();
+  EXPECT_EQ(rt->stats().errors, 2u);
+}
+
+TEST(Messaging, PostToAnActorTheRuntimeDoesNotHaveIsRefusedAtOnceAndPostsNothing) {
+  auto rt = make_ledger(2, 1);
+  ASSERT_TRUE(rt->start().ok());
+  const Status one = rt->post(2, kLedgerAppend, LedgerEntry{0, 0, 1});
+  EXPECT_EQ(one.code(), StatusCode::kOutOfRange);
+  EXPECT_NE(one.message().find("actor 2"), std::string::npos) << one.message();
+  const std::vector<Command> batch{append(0, 0, 1), append(7, 0, 1), append(1, 0, 1)};
+  const Status many = rt->post_batch(batch);
+  EXPECT_EQ(many.code(), StatusCode::kOutOfRange);
+  EXPECT_NE(many.message().find("command 1"), std::string::npos) << many.message();
+  EXPECT_EQ(totals_of(*rt, 0).count, 0u);
+  EXPECT_EQ(totals_of(*rt, 1).count, 0u);
+  EXPECT_EQ(rt->stats().posts, 0u);
+}
+
+TEST(Messaging, ACommandDueFarInTheFutureNeverHoldsBackTheThousandsSentAfterIt) {
+  RuntimeOptions o;
+  o.ring_capacity = 64;  // request windows of 1024: the later ids lap the far one's slot
+  auto rt = make_ledger(1, 1, o);
+  ASSERT_TRUE(rt->start().ok());
+  ReplyFuture far = rt->send(0, kLedgerEcho, std::uint64_t{1}, std::uint64_t{1} << 40);
+  for (std::uint64_t i = 1; i <= 5000; ++i) {
+    const Reply r = rt->send(0, kLedgerAppend, LedgerEntry{0, 0, i}).get();
+    ASSERT_TRUE(r.status.ok()) << "send " << i << ": " << r.status.to_string();
+  }
+  EXPECT_EQ(far.wait_for(0s), std::future_status::timeout);
+  EXPECT_EQ(totals_of(*rt, 0).count, 5000u);
+  EXPECT_TRUE(rt->shutdown().ok());
+  EXPECT_EQ(far.get().status.code(), StatusCode::kAborted);
+}
+
+TEST(Messaging, SendBatchWithAShortReplySpanSendsNothingAndSaysSo) {
+  auto rt = make_ledger(1, 1);
+  ASSERT_TRUE(rt->start().ok());
+  const std::vector<Command> batch{append(0, 0, 1), append(0, 0, 2)};
+  std::vector<ReplyFuture> one(1);
+  rt->send_batch(batch, one);
+  const Reply r = one[0].get();
+  EXPECT_EQ(r.status.code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(totals_of(*rt, 0).count, 0u);
+}
+
+TEST(Messaging, ABufferAndItsSizeSendTheBytesNotThePointer) {
+  auto rt = make_ledger(1, 1);
+  ASSERT_TRUE(rt->set_target_epoch(3).ok());
+  ASSERT_TRUE(rt->start().ok());
+  std::byte buffer[kEnvelopeDataBytes];
+  for (std::size_t i = 0; i < sizeof buffer; ++i) buffer[i] = static_cast<std::byte>(i * 7 + 1);
+  const std::array<std::byte, kEnvelopeDataBytes> as_array = std::to_array(buffer);
+  // Arrays and pointers take the (data, bytes) overloads: the size is not an apply epoch.
+  ReplyFuture from_array = rt->send(0, kLedgerEcho, buffer, sizeof buffer);
+  ReplyFuture from_pointer = rt->send(0, kLedgerEcho, &as_array, sizeof as_array);
+  ASSERT_TRUE(rt->run_until(3, 10s).ok());
+  for (ReplyFuture* f : {&from_array, &from_pointer}) {
+    const Reply r = f->get();
+    ASSERT_TRUE(r.status.ok()) << r.status.to_string();
+    EXPECT_EQ(r.event.epoch, 1u) << "applied at the next epoch, not at epoch " << sizeof buffer;
+    EXPECT_EQ(std::memcmp(r.event.data.data(), buffer, sizeof buffer), 0);
+  }
+}
+
+TEST(ReplyFuture, WaitForZeroAndReadyPollWithoutBlocking) {
+  auto rt = make_ledger(1, 1);
+  ASSERT_TRUE(rt->start().ok());
+  ASSERT_TRUE(rt->pause().ok());
+  ASSERT_TRUE(rt->wait_parked(10s).ok());
+  ReplyFuture f = rt->send(0, kLedgerEcho, std::uint64_t{5});
+  const auto t0 = std::chrono::steady_clock::now();
+  EXPECT_EQ(f.wait_for(0s), std::future_status::timeout);
+  EXPECT_FALSE(f.ready());
+  EXPECT_EQ(f.wait_until(std::chrono::steady_clock::now() + 2ms), std::future_status::timeout);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 5s) << "polling must not block";
+  ASSERT_TRUE(rt->resume().ok());
+  f.wait();
+  EXPECT_TRUE(f.ready());
+  EXPECT_EQ(f.get().event.as<std::uint64_t>(), 5u);
+}
+
+TEST(ReplyFuture, GetOnAnEmptyFutureReturnsAnErrorSayingWhy) {
+  ReplyFuture f;
+  EXPECT_FALSE(f.valid());
+  const Reply r = f.get();
+  EXPECT_EQ(r.status.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(r.status.message().find("holds no reply"), std::string::npos);
+}
+
+TEST(ReplyFuture, DroppedFuturesDoNotLoseLaterReplies) {
+  auto rt = make_ledger(1, 1);
+  ASSERT_TRUE(rt->start().ok());
+  for (int round = 0; round < 50; ++round) {
+    for (int i = 0; i < 20; ++i) (void)rt->send(0, kLedgerEcho, std::uint64_t(i));  // dropped at once
+    const Reply r = rt->send(0, kLedgerEcho, static_cast<std::uint64_t>(1000 + round)).get();
+    ASSERT_TRUE(r.status.ok());
+    ASSERT_EQ(r.event.as<std::uint64_t>(), static_cast<std::uint64_t>(1000 + round));
+  }
+}
+
+TEST(PollPolicy, EveryPolicyAnswersAfterIdleGaps) {
+  for (PollPolicy p : {PollPolicy::kAuto, PollPolicy::kLatency, PollPolicy::kBalanced, PollPolicy::kLowPower}) {
+    SCOPED_TRACE(poll_policy_name(p));
+    RuntimeOptions o = cpu_runtime(2, 2);
+    o.poll = p;
+    auto created = Runtime::create(examples::echo_program(), examples::Echo::Params{}, o);
+    ASSERT_TRUE(created.ok());
+    Runtime& rt = *created.value();
+    EXPECT_EQ(rt.poll_policy(), p == PollPolicy::kAuto ? PollPolicy::kBalanced : p) << "auto is balanced on the CPU";
+    ASSERT_TRUE(rt.start().ok());
+    for (auto gap : {0ms, 2ms, 30ms}) {
+      std::this_thread::sleep_for(gap);
+      const Reply r = rt.send(1, examples::kEchoPing, std::uint64_t{42}).get();
+      ASSERT_TRUE(r.status.ok()) << r.status.to_string();
+      EXPECT_EQ(r.event.as<std::uint64_t>(), 42u);
+    }
+    EXPECT_TRUE(rt.shutdown().ok());
+  }
+  EXPECT_EQ(parse_poll_policy("low_power").value(), PollPolicy::kLowPower);
+  EXPECT_EQ(parse_poll_policy("fast").status().code(), StatusCode::kInvalidArgument);
+}
+
+}  // namespace
+}  // namespace pkrt::testing
