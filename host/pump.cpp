@@ -268,6 +268,7 @@ void Runtime::Impl::pump_loop() {
   bool fault_reported = false;
   pass_records.reserve(std::size_t{plan.blocks} * kPumpDrainPerRing);
   pass_locked.reserve(plan.blocks);
+  requests->mark_pump_thread();
   for (;;) {
     const PassResult pass = pump_pass();
     // Acquire: pairs with shutdown()'s release store, made after the kernel finished (or

@@ -124,10 +124,10 @@ void Runtime::Impl::complete_commands(const Slot& slot, std::uint32_t block) {
   }
 }
 
-void Runtime::Impl::drain_for_waiter(std::uint32_t block) {
-  if (block >= plan.blocks || !k2h_maybe_ready(block)) return;
+bool Runtime::Impl::drain_for_waiter(std::uint32_t block) {
+  if (block >= plan.blocks || !k2h_maybe_ready(block)) return false;
   K2HLane& lane = k2h[block];
-  if (!lane.try_lock()) return;
+  if (!lane.try_lock()) return false;
   ReplayRecord batch[32];
   std::uint32_t n = 0;
   bool pump_needed = false;
@@ -162,6 +162,7 @@ void Runtime::Impl::drain_for_waiter(std::uint32_t block) {
     }
   }
   if (pump_needed) wake_pump();
+  return pump_needed;
 }
 
 void Runtime::Impl::drainer_arrives() {

@@ -24,6 +24,9 @@ static_assert(sizeof(std::atomic<std::uint32_t>) == sizeof(std::uint32_t) &&
                   std::atomic<std::uint32_t>::is_always_lock_free,
               "waiters futex-wait on a record's completion word");
 
+// The table whose pump runs on this thread (mark_pump_thread), if any.
+thread_local const RequestTable* tls_pump_table = nullptr;
+
 std::uint32_t phase(std::uint32_t s) { return s & RequestTable::kPhaseMask; }
 std::uint32_t generation_of(std::uint32_t s) { return s >> RequestTable::kGenerationShift; }
 
@@ -346,6 +349,27 @@ bool RequestTable::poll(std::uint32_t index, std::uint32_t generation) {
   return phase(r.state.load(std::memory_order_acquire)) == kDone;
 }
 
+void RequestTable::mark_pump_thread() { tls_pump_table = this; }
+
+bool RequestTable::wait_on_pump_thread(Record& r, std::uint32_t block,
+                                       std::optional<std::chrono::steady_clock::time_point> deadline) {
+  // Acquire: pairs with finish()'s release of kDone.
+  auto done = [&r] { return phase(r.state.load(std::memory_order_acquire)) == kDone; };
+  if (!enter_gate()) return done();
+  bool result = false;
+  for (std::uint32_t i = 0;; ++i) {
+    if (done()) {
+      result = true;
+      break;
+    }
+    if (drainer_->drain_for_waiter(block) && !done()) break;  // only the pump could go on
+    if (deadline && (i & 63) == 63 && std::chrono::steady_clock::now() >= *deadline) break;
+    std::this_thread::yield();
+  }
+  leave_gate();
+  return result;
+}
+
 bool RequestTable::wait(std::uint32_t index, std::uint32_t generation,
                         std::optional<std::chrono::steady_clock::time_point> deadline) {
   (void)generation;
@@ -355,6 +379,7 @@ bool RequestTable::wait(std::uint32_t index, std::uint32_t generation,
   if (done()) return true;
   // Relaxed: see poll().
   const std::uint32_t block = command_request_block(r.request.load(std::memory_order_relaxed));
+  if (tls_pump_table == this) return wait_on_pump_thread(r, block, deadline);
 
   // Spin on our own word, draining our block's K2H ring: no hand-off when the reply is close.
   if (enter_gate()) {
@@ -487,11 +512,21 @@ Reply ReplyFuture::get() {
   if (table_ == nullptr) return empty_future_reply();
   detail::RequestTable* table = table_;
   table_ = nullptr;
-  table->wait(index_, generation_, std::nullopt);
+  if (!table->wait(index_, generation_, std::nullopt)) {
+    // Only on the pump thread: the reply waits behind a slot only the pump handles.
+    table->detach(index_, generation_);
+    return Reply{Status(StatusCode::kFailedPrecondition,
+                        "get() inside a reply, event or error callback (on the pump thread) would wait for "
+                        "the pump itself: the reply is queued behind an event only the pump may handle. "
+                        "Fix: complete the command with a callback, or post it, instead of waiting in a "
+                        "callback"),
+                 Event{}};
+  }
   return table->take(index_);
 }
 
 void ReplyFuture::wait() const {
+  // On the pump thread this may return before the reply (see get()); ready() tells.
   if (table_ != nullptr) table_->wait(index_, generation_, std::nullopt);
 }
 

@@ -49,8 +49,9 @@ class ReplyDrainer {
   virtual ~ReplyDrainer() = default;
   // Completes what block `block`'s K2H ring holds that a waiting thread may complete itself
   // (future replies and acknowledgements), stopping at the first slot only the pump may
-  // handle; never blocks (skips when another thread drains that ring).
-  virtual void drain_for_waiter(std::uint32_t block) = 0;
+  // handle; never blocks (skips when another thread drains that ring). Returns true when it
+  // stopped at such a slot.
+  virtual bool drain_for_waiter(std::uint32_t block) = 0;
   // A thread starts / stops spinning with drains (PumpDoorbell::drainers).
   virtual void drainer_arrives() = 0;
   virtual void drainer_leaves() = 0;
@@ -132,7 +133,12 @@ class RequestTable {
   }
 
   // ---- waiting (ReplyFuture) -------------------------------------------------------------
-  // True once the record is done; false at the deadline (none: wait for ever).
+  // The pump thread calls this once: a wait on that thread (a callback waiting on a future)
+  // never parks, since the thread that would wake it is itself; it drains instead, and gives
+  // up (returns false) when a slot only the pump may handle stands before its reply.
+  void mark_pump_thread();
+  // True once the record is done; false at the deadline (none: wait for ever), or on the
+  // pump thread when waiting would deadlock (see mark_pump_thread).
   bool wait(std::uint32_t index, std::uint32_t generation,
             std::optional<std::chrono::steady_clock::time_point> deadline);
   bool poll(std::uint32_t index, std::uint32_t generation);  // ready() / wait_for(0)
@@ -159,6 +165,8 @@ class RequestTable {
   void drop_reference();
   bool enter_gate();
   void leave_gate();
+  bool wait_on_pump_thread(Record& r, std::uint32_t block,
+                           std::optional<std::chrono::steady_clock::time_point> deadline);
 
   const std::uint32_t blocks_;
   const std::uint32_t window_;  // power of two

@@ -172,7 +172,7 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   void complete_commands(const Slot& slot, std::uint32_t block);
   Status error_status(const Event& ev) const;
   // ReplyDrainer
-  void drain_for_waiter(std::uint32_t block) override;
+  bool drain_for_waiter(std::uint32_t block) override;
   void drainer_arrives() override;
   void drainer_leaves() override;
 

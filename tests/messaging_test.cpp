@@ -12,6 +12,7 @@
 #include <array>
 #include <atomic>
 #include <cstring>
+#include <future>
 #include <cstdio>
 #include <mutex>
 #include <random>
@@ -274,6 +275,21 @@ TEST(Messaging, ShutdownCompletesOutstandingRequestsWithAnErrorAndWakesBlockedWa
   const Reply late = rt->send(0, kLedgerEcho, std::uint64_t{1}).get();
   EXPECT_EQ(late.status.code(), StatusCode::kFailedPrecondition);
   EXPECT_EQ(rt->post(0, kLedgerEcho, std::uint64_t{1}).code(), StatusCode::kFailedPrecondition);
+}
+
+TEST(Messaging, AReplyWaitedForInsideACallbackArrivesWithoutDeadlock) {
+  auto rt = make_ledger(2, 2);
+  ASSERT_TRUE(rt->start().ok());
+  std::promise<Reply> inner;
+  rt->send(0, kLedgerEcho, std::uint64_t{1}, 0, [&](const Reply&) {
+    // On the pump thread: the waiter drains the ring itself instead of parking on the pump.
+    inner.set_value(rt->send(1, kLedgerEcho, std::uint64_t{2}).get());
+  });
+  auto f = inner.get_future();
+  ASSERT_EQ(f.wait_for(30s), std::future_status::ready);
+  const Reply r = f.get();
+  ASSERT_TRUE(r.status.ok()) << r.status.to_string();
+  EXPECT_EQ(r.event.as<std::uint64_t>(), 2u);
 }
 
 TEST(Messaging, AFutureMayOutliveItsRuntime) {

@@ -116,6 +116,20 @@ void append_expected(ReplayLogWriter& writer, std::uint64_t seed, std::uint64_t 
   writer.append(e.direction, e.block, e.epoch_observed, e.epoch_applied, e.slot);
 }
 
+// Records first .. first + n - 1 as one append_batch.
+void append_expected_batch(ReplayLogWriter& writer, std::uint64_t seed, std::uint64_t first, std::size_t n) {
+  std::vector<ReplayRecord> batch(n);
+  for (std::size_t i = 0; i < n; ++i) {
+    const Expected e = expected_record(seed, first + i);
+    batch[i].direction = static_cast<std::uint8_t>(e.direction);
+    batch[i].block = e.block;
+    batch[i].epoch_observed = e.epoch_observed;
+    batch[i].epoch_applied = e.epoch_applied;
+    batch[i].slot = e.slot;
+  }
+  writer.append_batch(batch);
+}
+
 // True when `r` is exactly record r.seq of the log written with `seed`.
 ::testing::AssertionResult is_expected(const ReplayRecord& r, std::uint64_t seed) {
   const Expected e = expected_record(seed, r.seq);
@@ -434,6 +448,112 @@ TEST(ReplayLog, SigkillMidAppendLeavesOnlyIntactCountedRecords) {
     std::printf("[ info ] round %d: %llu written, %zu read%s%s\n", round,
                 static_cast<unsigned long long>(log->written), log->records.size(),
                 log->stop_note.empty() ? "" : "; ", log->stop_note.c_str());
+  }
+}
+
+TEST(ReplayLog, AppendBatchWritesExactlyWhatSingleAppendsWrite) {
+  const std::uint64_t seed = 909;
+  print_seed(seed);
+  std::mt19937_64 rng(seed);
+  TempDir dir;
+  const std::string path = dir.file("batched.pkrl");
+  auto writer = ReplayLogWriter::create(path, {.capacity_records = 4096});
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE(writer.value()->begin_run(run_info()).ok());
+  std::uint64_t seq = 0;
+  // Sizes around the per-update cap, single records, and an empty batch.
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, kReplayMaxBatch - 1, kReplayMaxBatch, kReplayMaxBatch + 1,
+                        3 * kReplayMaxBatch + 7}) {
+    append_expected_batch(*writer.value(), seed, seq, n);
+    seq += n;
+    append_expected(*writer.value(), seed, seq++);
+  }
+  while (seq < 2000) {
+    const std::size_t n = 1 + rng() % 40;
+    append_expected_batch(*writer.value(), seed, seq, n);
+    seq += n;
+  }
+  EXPECT_EQ(writer.value()->written(), seq);
+  ASSERT_TRUE(writer.value()->close().ok());
+  auto log = read_replay_log(path);
+  ASSERT_TRUE(log.ok()) << log.status().to_string();
+  EXPECT_TRUE(log->closed_cleanly);
+  EXPECT_EQ(log->stop_note, "");
+  ASSERT_EQ(log->records.size(), seq);
+  for (std::uint64_t i = 0; i < seq; ++i) {
+    ASSERT_EQ(log->records[i].seq, i);
+    ASSERT_TRUE(is_expected(log->records[i], seed));
+  }
+}
+
+TEST(ReplayLog, TornBatchAtTheOldEndOfAnUnclosedWrappedLogIsSkippedWithANote) {
+  const std::uint64_t seed = 910;
+  print_seed(seed);
+  TempDir dir;
+  const std::string path = dir.file("torn-batch.pkrl");
+  auto writer = ReplayLogWriter::create(path, {.capacity_records = 64});
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE(writer.value()->begin_run(run_info()).ok());
+  append_expected_batch(*writer.value(), seed, 0, 100);
+  auto bytes = file_bytes(path);  // as a SIGKILL in the middle of the next batch would leave it:
+  for (std::uint64_t s = 36; s < 41; ++s) bytes[kHeader + (s % 64) * kRecord + 80] ^= std::byte{0x21};
+  auto log = parse_replay_log(bytes);
+  ASSERT_TRUE(log.ok()) << log.status().to_string();
+  EXPECT_EQ(log->first_seq, 41u);
+  ASSERT_EQ(log->records.size(), 59u);
+  for (const auto& r : log->records) EXPECT_TRUE(is_expected(r, seed));
+  EXPECT_NE(log->stop_note.find("records 36..40 (the oldest"), std::string::npos) << log->stop_note;
+}
+
+TEST(ReplayLog, SigkillMidBatchLeavesOnlyIntactCountedRecords) {
+  const std::uint64_t seed = 911;
+  print_seed(seed);
+  std::mt19937_64 rng(seed);
+  TempDir dir;
+  const std::string path = dir.file("killed-batch.pkrl");
+  for (int round = 0; round < 8; ++round) {
+    SCOPED_TRACE("round " + std::to_string(round));
+    const std::uint64_t capacity = round % 2 == 0 ? 1024 : 65536;
+    int ready[2];
+    ASSERT_EQ(::pipe(ready), 0);
+    const pid_t child = ::fork();
+    ASSERT_GE(child, 0);
+    if (child == 0) {
+      ::close(ready[0]);
+      auto writer = ReplayLogWriter::create(path, {.capacity_records = capacity});
+      if (!writer.ok() || !writer.value()->begin_run(run_info()).ok()) ::_exit(3);
+      const char byte = 'r';
+      if (::write(ready[1], &byte, 1) != 1) ::_exit(4);
+      std::mt19937_64 sizes(seed + 1);
+      for (std::uint64_t s = 0;;) {
+        const std::size_t n = 1 + sizes() % (2 * kReplayMaxBatch);
+        append_expected_batch(*writer.value(), seed, s, n);
+        s += n;
+      }
+    }
+    ::close(ready[1]);
+    char byte = 0;
+    ASSERT_EQ(::read(ready[0], &byte, 1), 1) << "the writer failed to start";
+    ::close(ready[0]);
+    ::usleep(static_cast<useconds_t>(rng() % 20000));
+    ::kill(child, SIGKILL);
+    int status = 0;
+    ::waitpid(child, &status, 0);
+    ASSERT_TRUE(WIFSIGNALED(status)) << "the writer stopped on its own (status " << status << ")";
+
+    auto log = read_replay_log(path);
+    ASSERT_TRUE(log.ok()) << log.status().to_string();
+    const std::uint64_t readable = std::min(log->written, capacity);
+    // At most the oldest slots the interrupted batch was overwriting may be lost.
+    ASSERT_GE(log->records.size() + kReplayMaxBatch, readable) << log->stop_note;
+    if (log->records.size() < readable) {
+      EXPECT_NE(log->stop_note.find("(the oldest"), std::string::npos) << log->stop_note;
+    }
+    for (std::size_t i = 0; i < log->records.size(); ++i) {
+      ASSERT_EQ(log->records[i].seq, log->first_seq + i);
+      ASSERT_TRUE(is_expected(log->records[i], seed));
+    }
+    if (!log->records.empty()) EXPECT_EQ(log->records.back().seq + 1, log->written);
   }
 }
 

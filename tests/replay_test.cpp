@@ -73,6 +73,7 @@ struct Recording {
   // Park every this many epochs (0: never), so the pump drains the rings at known epochs
   // whatever the machine's speed: a wrapped log's coverage then does not depend on timing.
   std::uint64_t park_every = 0;
+  bool post = false;  // injections posted (one post_batch) instead of sent one by one
 };
 
 // Records heat2d with seeded random injections (sent before the launch) into `path`.
@@ -102,11 +103,18 @@ void record_heat2d(const std::string& path, const Recording& r) {
   std::mt19937_64 rng(77 + r.chaos_seed);
   const std::uint64_t span = r.injections_until != 0 ? r.injections_until : r.epochs;
   std::vector<ReplyFuture> acks;
+  std::vector<Command> posts;
   for (int i = 0; i < 24; ++i) {
     examples::Heat2dInjectData inj{static_cast<std::uint32_t>(rng() % p.width), static_cast<std::uint32_t>(rng() % p.height),
                                1.0f + static_cast<float>(rng() % 997) / 7.0f};
-    acks.push_back(rt.send(Heat2d::actor_of(p, inj.x, inj.y), examples::kHeat2dInject, inj, 1 + rng() % span));
+    const std::uint64_t epoch = 1 + rng() % span;
+    if (r.post) {
+      posts.push_back(Command::make(Heat2d::actor_of(p, inj.x, inj.y), examples::kHeat2dInject, inj, epoch));
+    } else {
+      acks.push_back(rt.send(Heat2d::actor_of(p, inj.x, inj.y), examples::kHeat2dInject, inj, epoch));
+    }
   }
+  if (r.post) ASSERT_TRUE(rt.post_batch(posts).ok());
   // One command with an error reply (part of the compared stream) and one ping (acknowledged
   // in a kOpAckRange, which is not compared: its applied epoch is what the replay re-injects).
   acks.push_back(rt.send(99, examples::kHeat2dInject, examples::Heat2dInjectData{}, 17));
@@ -176,6 +184,33 @@ TEST(Replay, Heat2dWithInjectionsReplaysIdenticallyUnderOtherThreadCountsAndChao
     EXPECT_EQ(r->commands_injected, 26u);
     // 6 actors x 20 digests + 6 x 10 statistics events + the one error reply (the other 25
     // commands are acknowledged in kOpAckRange runs, whose grouping follows the blocks).
+    EXPECT_EQ(r->observations_compared, 6u * 20 + 6u * 10 + 1);
+  }
+}
+
+TEST(Replay, PostDrivenHeat2dRunReplaysIdenticallyUnderChaosSeeds) {
+  ScratchDir dir("post");
+  Recording rec;
+  rec.threads = 3;
+  rec.chaos = true;
+  rec.chaos_seed = 5;
+  rec.post = true;
+  record_heat2d(dir.file("run.log"), rec);
+  const ReplayLog log = read_log(dir.file("run.log"));
+  ASSERT_EQ(log.complete_epoch, rec.epochs);
+  std::size_t posted = 0, ranges = 0;
+  for (const ReplayRecord& r : log.records) {
+    if (r.direction == static_cast<std::uint8_t>(ReplayDirection::kH2K) && (r.slot.header.flags & kFlagPost) != 0) ++posted;
+    if (r.slot.header.opcode == kOpAckRange) ++ranges;
+  }
+  EXPECT_EQ(posted, 24u) << "every posted command is in the log";
+  EXPECT_GT(ranges, 0u) << "with a log, posts are acknowledged (in runs) so their applied epochs are known";
+  for (const auto& [threads, seed] : {std::pair{1u, 0ull}, std::pair{2u, 11ull}, std::pair{5u, 99ull}}) {
+    SCOPED_TRACE("threads " + std::to_string(threads) + " seed " + std::to_string(seed));
+    auto r = replay_log(log, kPrograms, replay_with(threads, seed != 0, seed));
+    ASSERT_TRUE(r.ok()) << r.status().to_string();
+    EXPECT_TRUE(r->identical) << verdict(r.value());
+    EXPECT_EQ(r->commands_injected, 26u);
     EXPECT_EQ(r->observations_compared, 6u * 20 + 6u * 10 + 1);
   }
 }
