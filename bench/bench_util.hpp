@@ -1,5 +1,6 @@
 // bench/bench_util.hpp: helpers shared by the benchmark files: short mode, scratch
-// directories, CUDA availability, and running a benchmark body on a fixed batch.
+// directories, CUDA availability, context-switch counts, and running a benchmark body on a
+// fixed batch.
 #pragma once
 
 #include <pkrt/runtime.hpp>
@@ -11,6 +12,7 @@
 #include <cstdint>
 #include <cstdlib>
 #include <filesystem>
+#include <optional>
 #include <string>
 
 namespace pkrt::bench {
@@ -45,6 +47,19 @@ inline bool skip_without_cuda(benchmark::State& state) {
   if (why.ok()) return false;
   state.SkipWithError(("no CUDA GPU: " + why.message()).c_str());
   return true;
+}
+
+// Context switches (voluntary and involuntary) of every thread of this process so far, from
+// /proc/self/task/*/status; nullopt where that is unavailable. A round trip in which no thread
+// sleeps or is preempted adds none: the difference over a timed loop, per operation, tells a
+// spinning hand-off from one through the scheduler.
+std::optional<std::uint64_t> process_context_switches();
+
+// Sets the counter switches_per_op to the context switches since `before` per operation.
+inline void publish_switches(benchmark::State& state, std::optional<std::uint64_t> before, double operations) {
+  const std::optional<std::uint64_t> after = process_context_switches();
+  if (before && after && *after >= *before && operations > 0)
+    state.counters["switches_per_op"] = static_cast<double>(*after - *before) / operations;
 }
 
 inline double seconds_since(std::chrono::steady_clock::time_point t0) {

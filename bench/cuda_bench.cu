@@ -6,14 +6,20 @@
 //                                               device-bandwidth bound of the cost model)
 //   BM_DeviceMemcpy/<bytes>                     cudaMemcpyAsync device to device (the floor)
 //   BM_PcieCopy/<bytes>                         device to pinned host (the delta transfer)
+//   BM_CudaLaunchSync/empty                     an empty kernel launch + cudaStreamSynchronize,
+//                                               timed on the host like a round trip (counters
+//                                               p50_ns, p99_ns, p999_ns): the baseline of
+//                                               BM_RingRoundTrip/echo_cuda/* (bench/ring_bench.cpp)
 // Each is skipped with "no CUDA GPU: ..." where no device can be used.
 #include "bench/bench_util.hpp"
+#include "bench/latency_histogram.hpp"
 
 #include <pkrt/kernels/crc32.hpp>
 
 #include <benchmark/benchmark.h>
 #include <cuda_runtime.h>
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
@@ -37,6 +43,8 @@ __global__ void copy_then_crc(const uint4* __restrict__ src, uint4* __restrict__
     crc::crc32_chunks(dst, bytes, kChunkBytes, rank, threads, crcs);
   }
 }
+
+__global__ void empty_kernel() {}
 
 __global__ void crc_only(const void* data, std::uint64_t bytes, std::uint32_t* crcs) {
   const std::uint64_t rank = std::uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
@@ -136,6 +144,36 @@ void BM_DeviceCopy(benchmark::State& state, cudaMemcpyKind kind) {
   state.SetBytesProcessed(static_cast<std::int64_t>(state.iterations() * bytes));
 }
 
+// What a round trip through a non-persistent kernel costs at the least: launch, run nothing,
+// wait for it. One sample per iteration, host clock, the same two reads as the ring round trips.
+void BM_CudaLaunchSync(benchmark::State& state, const std::string& name) {
+  if (skip_without_device(state)) return;
+  cudaStream_t stream{};
+  if (cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking) != cudaSuccess) {
+    state.SkipWithError(
+        (std::string("cudaStreamCreateWithFlags failed: ") + cudaGetErrorString(cudaGetLastError())).c_str());
+    return;
+  }
+  for (int i = 0; i < 100; ++i) empty_kernel<<<1, 1, 0, stream>>>();  // module load, first-launch costs
+  cudaStreamSynchronize(stream);
+  LatencyHistogram histogram;
+  for (auto _ : state) {
+    const auto t0 = std::chrono::steady_clock::now();
+    empty_kernel<<<1, 1, 0, stream>>>();
+    const cudaError_t err = cudaStreamSynchronize(stream);
+    const auto elapsed = std::chrono::steady_clock::now() - t0;
+    histogram.record(elapsed);
+    state.SetIterationTime(std::chrono::duration<double>(elapsed).count());
+    if (err != cudaSuccess) {
+      state.SkipWithError((std::string("empty kernel failed: ") + cudaGetErrorString(err)).c_str());
+      break;
+    }
+  }
+  cudaStreamDestroy(stream);
+  state.SetItemsProcessed(state.iterations());
+  publish_latency(state, histogram, name);
+}
+
 void register_all() {
   std::vector<std::int64_t> sizes = {64 << 10, 1 << 20, 16 << 20, 64 << 20, 256 << 20};
   if (short_level() >= 1) sizes = {1 << 20, 64 << 20};
@@ -153,6 +191,10 @@ void register_all() {
   }
   d->UseManualTime()->Unit(benchmark::kMicrosecond);
   h->UseManualTime()->Unit(benchmark::kMicrosecond);
+  const std::string launch = "BM_CudaLaunchSync/empty";
+  benchmark::RegisterBenchmark(launch.c_str(), [launch](benchmark::State& state) {
+    BM_CudaLaunchSync(state, launch);
+  })->UseManualTime();
 }
 
 const bool registered = (register_all(), true);

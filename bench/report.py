@@ -1,11 +1,13 @@
 #!/usr/bin/env python3
 """bench/report.py: turns one Google Benchmark JSON run of pkrt_bench into BENCHMARKS.md (every
 figure against its in-run baseline, the ratio, the target, pass/fail, and for a miss the
-reason and what would close it) and the data + gnuplot script for bench/snapshot_latency.png.
+reason and what would close it) and the data + gnuplot scripts for bench/snapshot_latency.png and
+bench/latency_cdf.png.
 
 Standard library only. Usage:
-  report.py RESULTS.json --markdown BENCHMARKS.md --plot-data DIR [--command "how it ran"]
-Writes DIR/snapshot_latency.dat and DIR/snapshot_latency.gp (run gnuplot on the latter).
+  report.py RESULTS.json --markdown BENCHMARKS.md --plot-data DIR [--cdf-dir CDFDIR] [--command "how it ran"]
+Writes DIR/snapshot_latency.dat and DIR/snapshot_latency.gp, and, when CDFDIR holds the round-trip
+benchmarks' .cdf files (PKRT_BENCH_CDF_DIR of the run), DIR/latency_cdf.gp (run gnuplot on each .gp).
 Exit status 0 whether targets pass or not (the table says); 2 on unusable input.
 """
 import argparse
@@ -61,6 +63,38 @@ class Results:
         b = self.get(name)
         return None if b is None else b.get(key)
 
+    def load_cdfs(self, directory):
+        """The round-trip CDFs the benchmarks wrote ($PKRT_BENCH_CDF_DIR): name -> (path, points)."""
+        self.cdfs = {}
+        if not directory or not os.path.isdir(directory):
+            return
+        for entry in sorted(os.listdir(directory)):
+            if not entry.endswith(".cdf"):
+                continue
+            path = os.path.join(directory, entry)
+            name, points = None, []
+            with open(path) as f:
+                for line in f:
+                    if line.startswith("# benchmark: "):
+                        name = line[len("# benchmark: "):].strip()
+                    elif line.strip() and not line.startswith("#"):
+                        edge, frac = line.split()
+                        points.append((float(edge), float(frac)))
+            if name and points:
+                self.cdfs[name] = (path, points)
+
+    def cdf_fraction_above(self, name, ns):
+        """Share of a benchmark's samples above ns (bucket resolution), from its CDF file."""
+        entry = getattr(self, "cdfs", {}).get(name)
+        if entry is None:
+            return None
+        below = 0.0
+        for edge, frac in entry[1]:
+            if edge > ns:
+                break
+            below = frac
+        return 1.0 - below
+
 
 def fmt_time(ns):
     if ns is None:
@@ -92,15 +126,39 @@ def ratio(a, b):
     return a / b
 
 
+def fmt_x(v):
+    return "n/a" if v is None else "%.2f" % v
+
+
+def fmt_num(v):
+    if v is None:
+        return "n/a"
+    return "%.3g" % v
+
+
+def fmt_pct(v):
+    return "n/a" if v is None else "%.2f%%" % (v * 100)
+
+
+def per_record_ns(r, name):
+    """ns per item (record, message) of a benchmark that sets items processed."""
+    v = r.value(name, "items_per_second")
+    return None if not v else 1e9 / v
+
+
 MIB64 = 64 << 20
+POLICIES = ("latency", "balanced", "low_power")
 
 
 def build_rows(r):
     """Each row: figure, measured, baseline, ratio, op, target, why-if-missed, kind."""
     rows = []
 
-    def add(figure, measured, baseline, value, op, target, why, kind="target", band=0.0):
+    def add(figure, measured, baseline, value, op, target, why, kind="target", band=0.0, target_text=None,
+            ratio_text=None):
         # band: run-to-run noise allowed around a target of equality (stated in the table).
+        # target_text / ratio_text: how the table states an absolute target (value is then
+        # measured / limit, and target 1.0).
         if value is None:
             result = "n/a"
         elif op == "<=":
@@ -108,57 +166,183 @@ def build_rows(r):
         else:
             result = "PASS" if value >= target * (1 - band) else "FAIL"
         rows.append(dict(figure=figure, measured=measured, baseline=baseline, ratio=value, op=op,
-                         target=target, result=result, why=why, kind=kind, band=band))
+                         target=target, result=result, why=why, kind=kind, band=band,
+                         target_text=target_text, ratio_text=ratio_text or "%.3fx"))
 
-    # 1. Ring round trip
-    boost_rt = r.time_ns("BM_RingRoundTrip/boost_spsc")
-    ring_rt = r.time_ns("BM_RingRoundTrip/pkrt_ring")
-    fut_rt = r.time_ns("BM_RingRoundTrip/echo_cpu/future")
-    cb_rt = r.value("BM_RingRoundTrip/echo_cpu/callback", "round_trip_ns")
-    poll_rt = r.time_ns("BM_RingRoundTrip/echo_cpu/poll")
-    add("Ring round trip, host -> echo actor -> host (CPU backend, `send().get()`)",
-        fmt_time(fut_rt), "Boost.Lockfree spsc ping-pong " + fmt_time(boost_rt), ratio(fut_rt, boost_rt), "<=", 1.0,
-        "The ring itself is not the cost: pkrt's ring ping-pong between two threads takes %s here "
-        "(%.2fx Boost). End to end, `send().get()` crosses three threads (sender -> block worker "
-        "-> pump -> sender) and each hand-off that finds its peer asleep is a futex wake-up "
-        "(several us on this VM). When no thread sleeps (reply callbacks chaining the next send "
-        "on the pump thread, so only the pump and the block hand off) the runtime's round trip "
-        "is %s (%.1fx Boost): that is the protocol's own cost (two grid barriers, the control "
-        "refresh and the work check per round on the block). A sender polling its future (%s) "
-        "does not help on 2 cores: three threads spin. Closing most of it: let the waiting "
-        "sender drive the pump (consume K2H itself while it waits, under the pump's lock), so a "
-        "round trip is sender -> block -> sender like the callback chain; then trim the idle "
-        "block's per-round work. See docs/performance.md, 'Ring round trip'."
-        % (fmt_time(ring_rt), ratio(ring_rt, boost_rt) or 0, fmt_time(cb_rt), ratio(cb_rt, boost_rt) or 0,
-           fmt_time(poll_rt)))
-    add("Ring round trip, bare pkrt ring (two host threads)", fmt_time(ring_rt),
-        "Boost.Lockfree " + fmt_time(boost_rt), ratio(ring_rt, boost_rt), "<=", 1.0,
-        "Noise: both are spin loops on two shared cores.", kind="info")
-    add("Ring round trip, echo actor, sender polls its future", fmt_time(poll_rt),
-        "Boost.Lockfree " + fmt_time(boost_rt), ratio(poll_rt, boost_rt), "<=", 1.0, "", kind="info")
-    add("Ring round trip, echo actor with chained reply callbacks", fmt_time(cb_rt),
-        "Boost.Lockfree " + fmt_time(boost_rt), ratio(cb_rt, boost_rt), "<=", 1.0,
-        "Two futex hand-offs remain (pump -> block, block -> pump) whenever either side has gone "
-        "to sleep.", kind="info")
+    # 1. Messaging round trip: percentiles from each benchmark's own histogram (one sample per
+    # round trip), all timed the same way (two steady_clock reads around it).
+    rt = "BM_RingRoundTrip/"
+    fut = rt + "echo_cpu/future"
 
-    # 2. Ring throughput
-    boost_tp = r.value("BM_RingThroughput/boost_spsc", "items_per_second")
-    ring_tp = r.value("BM_RingThroughput/pkrt_ring", "items_per_second")
-    echo_tp = r.value("BM_RingThroughput/echo_cpu", "items_per_second")
-    add("Ring throughput, host producer -> echo actor (64-byte slots, CPU backend)", fmt_rate(echo_tp, "msg/s"),
-        "Boost.Lockfree spsc " + fmt_rate(boost_tp, "msg/s"), ratio(echo_tp, boost_tp), ">=", 1.0,
-        "The bare ring moves %s (%.2fx Boost), so the ring is not the limit. Runtime::send() "
-        "does per message: a mutex + an unordered_map insert for the pending reply, a "
-        "std::function/promise, the ring mutex, and a doorbell (control mutex + two release "
-        "stores + a notify); the block then answers every command on K2H and the pump completes "
-        "it. That is %s per message end to end (1 / the measured rate), against %s per message "
-        "for the Boost queue in the same run. A batched send (publish N slots, ring the doorbell "
-        "once) and fire-and-forget commands (no pending-reply entry) would close most of it; "
-        "see docs/performance.md, 'Ring throughput'."
-        % (fmt_rate(ring_tp, "msg/s"), ratio(ring_tp, boost_tp) or 0,
-           fmt_time(None if not echo_tp else 1e9 / echo_tp), fmt_time(None if not boost_tp else 1e9 / boost_tp)))
-    add("Ring throughput, bare pkrt ring", fmt_rate(ring_tp, "msg/s"), "Boost.Lockfree " + fmt_rate(boost_tp, "msg/s"),
-        ratio(ring_tp, boost_tp), ">=", 1.0, "Noise: two spinning threads on two shared cores.", kind="info")
+    def lat(name, key="p50_ns"):
+        return r.value(name, key)
+
+    boost_p50 = lat(rt + "boost_spsc")
+    ring_p50 = lat(rt + "pkrt_ring")
+    fut_p50, fut_p99, fut_p999 = lat(fut), lat(fut, "p99_ns"), lat(fut, "p999_ns")
+    cb_p50 = lat(rt + "echo_cpu/callback")
+    gap100_p50 = lat(fut + "/gap:100us")
+    gap10_p50, gap10_p99 = lat(fut + "/gap:10ms"), lat(fut + "/gap:10ms", "p99_ns")
+    wake100_p50, wake10_p50 = lat(rt + "futex_wake/gap:100us"), lat(rt + "futex_wake/gap:10ms")
+
+    def sw(name):
+        return fmt_num(r.value(name, "switches_per_op"))
+
+    def per_policy(suffix, key="p50_ns"):
+        return "; ".join("%s %s" % (p, fmt_time(lat(fut + suffix + "/policy:" + p, key))) for p in POLICIES)
+
+    policies_text = "; ".join(
+        "%s %s / %s (%s switches)" % (p, fmt_time(lat(fut + "/policy:" + p)), fmt_time(lat(fut + "/policy:" + p, "p99_ns")),
+                                      sw(fut + "/policy:" + p)) for p in POLICIES)
+    load = r.context.get("load_avg", [])
+    load_text = ("%.1f" % load[0]) if load else "?"
+    threads_text = ("`send().get()` involves three threads on two cores: the sender (it spins on its "
+                    "record for the poll policy's budget, draining its actor's K2H ring itself, then "
+                    "parks), block 0's worker (it spins, then sleeps in a futex until a send rings the "
+                    "doorbell) and the pump (it spins, yields, then sleeps until a block wakes it). ")
+    fix_text = ("What would close it (runtime, host/): with fewer cores than runtime threads, "
+                "pollers must not spin through their whole budget (yield between polls, or let the "
+                "pump sleep at once while a sender drains its own reply), so that the thread with "
+                "the work is never waiting for a core held by a spinner.")
+    add("`send().get()` round trip p50, host -> echo actor -> host (CPU backend, default poll policy)",
+        fmt_time(fut_p50), "Boost.Lockfree spsc ping-pong p50 " + fmt_time(boost_p50), ratio(fut_p50, boost_p50),
+        "<=", 3.0,
+        "The ring is not the cost: pkrt's bare ring ping-pong measures p50 %s (%sx Boost) and chained "
+        "reply callbacks (block and pump only) %s. %sWhen every hand-off is a spinning thread a round "
+        "trip has no context switch; this run measured %s switches per round trip (Boost ping-pong: "
+        "%s), and each one is a thread that slept or lost its core, microseconds on this VM (a futex "
+        "round trip after 100 us idle: %s p50). p50 / p99 (switches per round trip) per poll policy: "
+        "%s. The run started at a load average of %s on 2 cores. %s"
+        % (fmt_time(ring_p50), fmt_x(ratio(ring_p50, boost_p50)), fmt_time(cb_p50), threads_text, sw(fut),
+           sw(rt + "boost_spsc"), fmt_time(wake100_p50), policies_text, load_text, fix_text))
+    limit = None if boost_p50 is None else 10 * boost_p50
+    add("`send().get()` round trip p99 (same runs)", fmt_time(fut_p99), "Boost.Lockfree spsc ping-pong p50 " +
+        fmt_time(boost_p50), ratio(fut_p99, boost_p50), "<=", 10.0,
+        "%s of this run's round trips took longer than 10x the Boost p50 (%s); the target allows 1%%. "
+        "Those are the round trips that went through the scheduler (%s switches per round trip on "
+        "average): a parked sender woken by the pump, or a worker woken by the doorbell while a "
+        "spinner holds the other core. p99.9 is %s. p99 per poll policy: %s. %s"
+        % (fmt_pct(r.cdf_fraction_above(fut, limit) if limit else None), fmt_time(limit), sw(fut),
+           fmt_time(fut_p999), per_policy("", "p99_ns"), fix_text))
+    gap_policies = [(p, lat(fut + "/gap:10ms/policy:" + p)) for p in POLICIES]
+    measured_gaps = [x for x in gap_policies if x[1] is not None]
+    slowest = max(measured_gaps, key=lambda x: x[1]) if measured_gaps else (None, None)
+    fastest = min(measured_gaps, key=lambda x: x[1]) if measured_gaps else (None, None)
+    add("Round trip after 10 ms idle, p50 (one `send().get()` after the sender slept 10 ms)", fmt_time(gap10_p50),
+        "absolute target 50 us", ratio(gap10_p50, 50e3), "<=", 1.0,
+        "After 10 ms every poller has given up spinning and sleeps, so the command has to wake block "
+        "0's worker at least. On this machine the cheapest such round trip, a thread asleep in a futex "
+        "woken and answering after 10 ms idle, costs %s p50 (%s switches per round trip); the runtime's "
+        "costs %s (%s switches per round trip), p99 %s; after 100 us idle %s (futex baseline %s). p50 "
+        "after 10 ms idle per poll policy: %s. %s What would close it (runtime, host/): after an "
+        "idle gap, wake only block 0's worker (the sender completes its own reply) and let the "
+        "sender park rather than spin while it runs; the futex baseline above is the floor this "
+        "machine allows."
+        % (fmt_time(wake10_p50), sw(rt + "futex_wake/gap:10ms"), fmt_time(gap10_p50), sw(fut + "/gap:10ms"),
+           fmt_time(gap10_p99), fmt_time(gap100_p50), fmt_time(wake100_p50), per_policy("/gap:10ms"),
+           "The policy that spins longest (latency) is the slowest here and the one that spins least "
+           "(low_power) the fastest: the woken worker waits for a core while the sender and the pump "
+           "spin." if (slowest[0], fastest[0]) == ("latency", "low_power") else
+           "The policies do not order by how long they spin in this run (slowest %s, fastest %s): the "
+           "wake-ups themselves dominate." % (slowest[0] or "n/a", fastest[0] or "n/a")),
+        target_text="<= 50 us (absolute)", ratio_text="%.3fx of 50 us")
+    add("Round trip, bare pkrt ring ping-pong (two host threads), p50", fmt_time(ring_p50),
+        "Boost.Lockfree p50 " + fmt_time(boost_p50), ratio(ring_p50, boost_p50), "<=", 1.0, "", kind="info")
+    add("Round trip, echo actor with chained reply callbacks, p50", fmt_time(cb_p50),
+        "Boost.Lockfree p50 " + fmt_time(boost_p50), ratio(cb_p50, boost_p50), "<=", 1.0, "", kind="info")
+    add("Round trip after 10 ms idle, futex wake-up baseline, p50", fmt_time(wake10_p50), "absolute target 50 us",
+        ratio(wake10_p50, 50e3), "<=", 1.0, "", kind="info", ratio_text="%.3fx of 50 us")
+    add("Round trip after 10 ms idle, p50, vs the futex wake-up baseline", fmt_time(gap10_p50),
+        "futex wake-up " + fmt_time(wake10_p50), ratio(gap10_p50, wake10_p50), "<=", 1.0, "", kind="info")
+    add("Round trip after 100 us idle, p50, vs the futex wake-up baseline", fmt_time(gap100_p50),
+        "futex wake-up " + fmt_time(wake100_p50), ratio(gap100_p50, wake100_p50), "<=", 1.0, "", kind="info")
+
+    # 2. Messaging throughput: messages per second from one host thread, against a Boost spsc
+    # queue drained by a consumer thread.
+    tp = "BM_RingThroughput/"
+
+    def rate(name):
+        return r.value(tp + name, "items_per_second")
+
+    boost_tp = rate("boost_spsc")
+    ring_tp = rate("pkrt_ring")
+    post_tp, batch_tp, single_tp = rate("echo_cpu/post"), rate("echo_cpu/send_batch"), rate("echo_cpu/post_single")
+    post_log, batch_log, single_log = (rate("echo_cpu/post/log"), rate("echo_cpu/send_batch/log"),
+                                       rate("echo_cpu/post_single/log"))
+    rec32 = per_record_ns(r, "BM_ReplayAppend/pkrt_log_batch/32")
+
+    def per_msg(v):
+        return fmt_time(None if not v else 1e9 / v)
+
+    def busy(name):
+        """Share of the wall time the feeding thread was on a core (its CPU time / real time)."""
+        b = r.get(tp + name)
+        return None if b is None or not b.get("real_time") else b["cpu_time"] / b["real_time"]
+
+    def tp_why(name, rate_value):
+        share = busy(name)
+        text = ("Per message this is %s end to end (1 / the rate) against %s for the Boost queue; pkrt's "
+                "bare ring, one slot per publish, moves %s (%sx Boost). The feeding thread was on a core "
+                "%s of the time (its CPU time over wall time) and the process made %s context switches "
+                "per message. " % (per_msg(rate_value), per_msg(boost_tp), fmt_rate(ring_tp, "msg/s"),
+                                   fmt_x(ratio(ring_tp, boost_tp)), fmt_pct(share), sw_tp(name)))
+        if share is not None and share < 0.7:
+            text += ("The feeder spent much of the run off its core: when the H2K ring (1024 slots) is "
+                     "full the sender backs off (spin, yield, then a timed sleep: host/send_path.cpp, "
+                     "wait_for_room), and while it sleeps the block drains the ring and idles. What "
+                     "would close it (runtime, host/): wake a sender waiting for room when the block "
+                     "hands slots back (a futex, like the doorbell in the other direction) instead of "
+                     "a timed sleep.")
+        else:
+            text += ("The feeder was on its core most of the time, so the cost is mostly its own per-message work: "
+                     "`post_batch` %s per message, one `post` per call %s."
+                     % (per_msg(post_tp), per_msg(single_tp)))
+        return text
+
+    def sw_tp(name):
+        return fmt_num(r.value(tp + name, "switches_per_op"))
+
+    add("`post_batch` throughput (64 commands per call), host -> echo actor (CPU backend)", fmt_rate(post_tp, "msg/s"),
+        "Boost.Lockfree spsc " + fmt_rate(boost_tp, "msg/s"), ratio(post_tp, boost_tp), ">=", 0.5,
+        tp_why("echo_cpu/post", post_tp))
+    add("`send_batch` throughput (64 commands per call, a future each, `get()` each)", fmt_rate(batch_tp, "msg/s"),
+        "Boost.Lockfree spsc " + fmt_rate(boost_tp, "msg/s"), ratio(batch_tp, boost_tp), ">=", 0.5,
+        tp_why("echo_cpu/send_batch", batch_tp) +
+        " A send costs %s per message more than a post in this run: it takes a request record from "
+        "the pool and frees it, the block publishes a reply slot per command on K2H, and the thread "
+        "in get() consumes that slot and completes the record (a post has none of these unless a "
+        "replay log wants acknowledgements). What would close it (runtime): fewer per-reply steps, "
+        "e.g. a batch's futures completed in one pass over the K2H ring with one hand-back."
+        % fmt_time(None if not (batch_tp and post_tp) else 1e9 / batch_tp - 1e9 / post_tp))
+    log_why = ("With the log the sender mirrors every H2K slot as it publishes it (under the ring "
+               "lane's lock, one append_batch per publish) and the pump every K2H slot it consumes "
+               "(posts are then acknowledged in runs, so that the log holds each one's applied "
+               "epoch): %s per message more than without in this run, against %s per record for "
+               "append_batch of 32 measured alone. What would close it: the per-record CRC is most of "
+               "an append (see the replay rows), so a cheaper record CRC, or appending outside the "
+               "lane lock.")
+    add("`post_batch` throughput with the replay log on", fmt_rate(post_log, "msg/s"),
+        "without " + fmt_rate(post_tp, "msg/s"), ratio(post_log, post_tp), ">=", 0.5,
+        log_why % (fmt_time(None if not (post_tp and post_log) else 1e9 / post_log - 1e9 / post_tp), fmt_time(rec32)))
+    add("`send_batch` throughput with the replay log on", fmt_rate(batch_log, "msg/s"),
+        "without " + fmt_rate(batch_tp, "msg/s"), ratio(batch_log, batch_tp), ">=", 0.5,
+        log_why % (fmt_time(None if not (batch_tp and batch_log) else 1e9 / batch_log - 1e9 / batch_tp),
+                   fmt_time(rec32)))
+    add("`post` throughput, one command per call", fmt_rate(single_tp, "msg/s"),
+        "Boost.Lockfree spsc " + fmt_rate(boost_tp, "msg/s"), ratio(single_tp, boost_tp), ">=", 0.0, "", kind="info")
+    add("`post` one per call with the replay log on", fmt_rate(single_log, "msg/s"),
+        "without " + fmt_rate(single_tp, "msg/s"), ratio(single_log, single_tp), ">=", 0.0, "", kind="info")
+    add("Throughput, bare pkrt ring", fmt_rate(ring_tp, "msg/s"), "Boost.Lockfree " + fmt_rate(boost_tp, "msg/s"),
+        ratio(ring_tp, boost_tp), ">=", 1.0, "", kind="info")
+
+    # CUDA backend (measured only where a GPU is present)
+    cuda_p50 = r.value(rt + "echo_cuda/future", "p50_ns")
+    launch_p50 = r.value("BM_CudaLaunchSync/empty", "p50_ns")
+    add("CUDA round trip `send().get()` p50", fmt_time(cuda_p50), "empty kernel launch + cudaStreamSynchronize p50 " +
+        fmt_time(launch_p50), ratio(cuda_p50, launch_p50), "<=", 1.0, "", kind="info")
+    cuda_post = rate("echo_cuda/post")
+    add("CUDA `post_batch` throughput", fmt_rate(cuda_post, "msg/s"), "Boost.Lockfree spsc (host) " +
+        fmt_rate(boost_tp, "msg/s"), ratio(cuda_post, boost_tp), ">=", 0.0, "", kind="info")
 
     # 3. CRC32
     isal_1m = r.value("BM_Crc32/isal/1048576", "bytes_per_second")
@@ -266,34 +450,39 @@ def build_rows(r):
     add("Delta vs full, 64 MiB, bytes written", "n/a" if dw is None else "%.2f MB" % (dw / 1e6),
         "full " + ("n/a" if fw is None else "%.2f MB" % (fw / 1e6)), ratio(dw, fw), "<=", 0.1, "", kind="info")
 
-    # 5. Replay append
-    app = r.time_ns("BM_ReplayAppend/pkrt_log")
-    mc = r.time_ns("BM_ReplayAppend/memcpy_mmap")
-    pw = r.time_ns("BM_ReplayAppend/pwrite_cursor")
+    # 5. Replay append, per record (items = records in every variant)
+    app1 = per_record_ns(r, "BM_ReplayAppend/pkrt_log")
+    b1, b32, b256 = (per_record_ns(r, "BM_ReplayAppend/pkrt_log_batch/%d" % n) for n in (1, 32, 256))
+    mc = per_record_ns(r, "BM_ReplayAppend/memcpy_mmap")
+    pw = per_record_ns(r, "BM_ReplayAppend/pwrite_cursor")
     p_mu = r.time_ns("BM_ReplayAppend/part:mutex")
     p_clk = r.time_ns("BM_ReplayAppend/part:clock")
     p_crc = r.time_ns("BM_ReplayAppend/part:record_crc")
-    parts = ("Measured alone in this run: mutex lock+unlock %s, steady_clock::now %s, the record's "
-             "CRC32 (ISA-L, one call over the 128 bytes) %s; append() also CRCs the header's counters block on "
-             "every record (another small CRC) and stores the counters. "
-             % (fmt_time(p_mu), fmt_time(p_clk), fmt_time(p_crc)))
     crc_isal = r.time_ns("BM_Crc32/isal/128")
-    crc_ld = r.time_ns("BM_Crc32/libdeflate/128")
-    floor_note = ("The CRC32 of one 128-byte buffer alone takes %s with ISA-L and %s with libdeflate in "
-                  "this run, against %s for copying the record: a per-record CRC, which the log format "
-                  "requires so that a torn record ends the log cleanly, does not fit in 2x a memcpy. "
-                  % (fmt_time(crc_isal), fmt_time(crc_ld), fmt_time(mc)))
-    add("Replay log append, per 128-byte record", fmt_time(app), "memcpy into a pre-faulted map " + fmt_time(mc),
-        ratio(app, mc), "<=", 2.0,
-        parts + floor_note + "The record is already CRC'd in one ISA-L call (two calls over 60 + 64 "
-        "bytes measured ~4x one). What would get closer: publish the header's counters (and their "
-        "CRC) every N records and at sync() instead of per append (readers would recover the "
-        "count by scanning past it), and take the timestamp once per pump pass; the mutex and "
-        "the record CRC remain.")
-    add("Replay log append vs pwrite + cursor write", fmt_time(app), "pwrite + cursor " + fmt_time(pw), ratio(app, pw),
-        "<=", 0.05, parts + "It needs append <= %s. Dropping the per-append clock read (%s in this "
-        "run) and the per-append counters CRC, as proposed in the row above, would come close; "
-        "not measured in the product." % (fmt_time(None if pw is None else 0.05 * pw), fmt_time(p_clk)))
+    amortized = None if None in (p_mu, p_clk) else (p_mu + p_clk) / 32
+    floor_est = None if None in (mc, p_crc) else mc + p_crc
+    parts = ("Measured alone in this run: the record's CRC32 as append_batch computes it (pkrt::crc32 "
+             "over the 128 bytes) %s (ISA-L called directly on a 128-byte buffer: %s), the mutex %s and "
+             "the clock read %s, the last two paid once per batch (%s per record at 32). A batch "
+             "of 32 costs %s per record, one record per call %s with append (%s with append_batch), a "
+             "batch of 256 %s. "
+             % (fmt_time(p_crc), fmt_time(crc_isal), fmt_time(p_mu), fmt_time(p_clk), fmt_time(amortized),
+                fmt_time(b32), fmt_time(app1), fmt_time(b1), fmt_time(b256)))
+    add("Replay log append per record, `append_batch` of 32", fmt_time(b32), "memcpy into a pre-faulted map " +
+        fmt_time(mc), ratio(b32, mc), "<=", 3.0,
+        parts + "Copy plus record CRC alone add up to %s per record here: the per-record CRC, which "
+        "the log format requires so that a torn record ends the log cleanly, is what does not fit "
+        "in 3x a memcpy. What would get closer: a CRC that runs while the record is copied (one "
+        "pass, as the snapshot path does with its chunks), or a cheaper small-buffer CRC entry "
+        "point than the generic one (compare the two CRC figures above)." % fmt_time(floor_est))
+    add("Replay log append per record, `append_batch` of 32, vs pwrite + cursor write", fmt_time(b32),
+        "pwrite + cursor " + fmt_time(pw), ratio(b32, pw), "<=", 0.03,
+        parts + "It needs append <= %s per record; the record CRC alone is %s."
+        % (fmt_time(None if pw is None else 0.03 * pw), fmt_time(p_crc)))
+    add("Replay log append, one record per call (`append`)", fmt_time(app1), "memcpy into a pre-faulted map " +
+        fmt_time(mc), ratio(app1, mc), "<=", 0.0, "", kind="info")
+    add("Replay log append, `append_batch` of 256", fmt_time(b256), "memcpy into a pre-faulted map " + fmt_time(mc),
+        ratio(b256, mc), "<=", 0.0, "", kind="info")
 
     # 6. heat2d
     def h(mode):
@@ -334,21 +523,62 @@ def build_rows(r):
     return rows
 
 
+def noise_warning(r):
+    """A warning when the in-run baselines themselves did not get the two cores they spin on (another
+    process held one): ratios against them then say nothing about pkrt."""
+    problems = []
+    sw = r.value("BM_RingRoundTrip/boost_spsc", "switches_per_op")
+    if sw is not None and sw > 0.05:
+        problems.append("the Boost ping-pong made %s context switches per round trip (0 when both of its "
+                        "threads have a core)" % fmt_num(sw))
+    b = r.get("BM_RingThroughput/boost_spsc")
+    if b is not None and b.get("real_time"):
+        share = b["cpu_time"] / b["real_time"]
+        if share < 0.8:
+            problems.append("the Boost throughput producer was on a core %s of the time" % fmt_pct(share))
+    if not problems:
+        return None
+    return ("**The baselines did not have two cores in this run**: %s. Another process shared the cores, so "
+            "the messaging ratios below compare pkrt with a slowed-down baseline; re-run bench/report.sh on a "
+            "quiet machine." % "; ".join(problems))
+
+
 def cuda_rows(r):
-    names = ["BM_RingRoundTrip/echo_cuda/future", "BM_SnapshotLatency/%d/full_cuda" % MIB64,
-             "BM_Heat2dEpochs/none_cuda", "BM_SnapshotStallDevice/blocks:1/%d" % MIB64]
+    names = ["BM_RingRoundTrip/echo_cuda/future", "BM_RingRoundTrip/echo_cuda/future/gap:10ms",
+             "BM_CudaLaunchSync/empty", "BM_RingThroughput/echo_cuda/post", "BM_RingThroughput/echo_cuda/send_batch",
+             "BM_SnapshotLatency/%d/full_cuda" % MIB64, "BM_Heat2dEpochs/none_cuda",
+             "BM_SnapshotStallDevice/blocks:1/%d" % MIB64]
     out = []
     for n in names:
         why = r.skipped(n)
-        if why is None:
-            b = r.get(n)
-            out.append("| `%s` | measured: %s |" % (n, fmt_time(r.time_ns(n))))
-        else:
+        if why is not None:
             out.append("| `%s` | %s |" % (n, why.replace("|", "/")[:160]))
+        elif r.value(n, "p50_ns") is not None:
+            out.append("| `%s` | measured: p50 %s, p99 %s |" % (n, fmt_time(r.value(n, "p50_ns")),
+                                                               fmt_time(r.value(n, "p99_ns"))))
+        elif n.startswith("BM_RingThroughput/"):
+            out.append("| `%s` | measured: %s |" % (n, fmt_rate(r.value(n, "items_per_second"), "msg/s")))
+        else:
+            out.append("| `%s` | measured: %s |" % (n, fmt_time(r.time_ns(n))))
     return out
 
 
-def write_markdown(r, rows, path, command, results_path):
+def latency_rows(r):
+    """Every benchmark that reported percentiles, in run order, against the Boost p50."""
+    boost_p50 = r.value("BM_RingRoundTrip/boost_spsc", "p50_ns")
+    out = []
+    for name in r.rows:
+        if r.value(name, "p50_ns") is None:
+            continue
+        samples = r.value(name, "samples")
+        out.append("| `%s` | %s | %s | %s | %s | %s | %s |" % (
+            name, fmt_time(r.value(name, "p50_ns")), fmt_time(r.value(name, "p99_ns")),
+            fmt_time(r.value(name, "p999_ns")), "n/a" if samples is None else "%d" % samples,
+            fmt_num(r.value(name, "switches_per_op")), fmt_x(ratio(r.value(name, "p50_ns"), boost_p50))))
+    return out
+
+
+def write_markdown(r, rows, path, command, results_path, cdf_png):
     ctx = r.context
     lines = []
     lines.append("# Benchmarks")
@@ -362,6 +592,10 @@ def write_markdown(r, rows, path, command, results_path):
         ctx.get("date", "?"), ctx.get("num_cpus", "?"), ctx.get("mhz_per_cpu", "?"),
         ", ".join("%.2f" % v for v in ctx.get("load_avg", [])) or "?"))
     lines.append("")
+    warning = noise_warning(r)
+    if warning:
+        lines.append(warning)
+        lines.append("")
     lines.append("## Targets")
     lines.append("")
     lines.append("| figure | measured | baseline (same run) | ratio | target | result |")
@@ -369,8 +603,8 @@ def write_markdown(r, rows, path, command, results_path):
     for row in rows:
         if row["kind"] != "target":
             continue
-        rv = "n/a" if row["ratio"] is None else "%.3fx" % row["ratio"]
-        tgt = "%s %.2fx" % (row["op"], row["target"])
+        rv = "n/a" if row["ratio"] is None else row["ratio_text"] % row["ratio"]
+        tgt = row["target_text"] or "%s %.2fx" % (row["op"], row["target"])
         if row.get("band"):
             tgt += " (%d%% noise band)" % round(row["band"] * 100)
         lines.append("| %s | %s | %s | %s | %s | %s |" % (row["figure"], row["measured"], row["baseline"], rv, tgt,
@@ -385,7 +619,7 @@ def write_markdown(r, rows, path, command, results_path):
         lines.append("## Why a target is missed, and what would close it")
         lines.append("")
         for row in misses:
-            lines.append("- **%s** (%s): %s" % (row["figure"], "no data" if row["ratio"] is None else "%.3fx" % row["ratio"],
+            lines.append("- **%s** (%s): %s" % (row["figure"], "no data" if row["ratio"] is None else row["ratio_text"] % row["ratio"],
                                                 row["why"]))
         lines.append("")
     lines.append("## Context figures (same run, no target)")
@@ -395,8 +629,26 @@ def write_markdown(r, rows, path, command, results_path):
     for row in rows:
         if row["kind"] != "info":
             continue
-        rv = "n/a" if row["ratio"] is None else "%.3fx" % row["ratio"]
+        rv = "n/a" if row["ratio"] is None else row["ratio_text"] % row["ratio"]
         lines.append("| %s | %s | %s | %s |" % (row["figure"], row["measured"], row["baseline"], rv))
+    lines.append("")
+    lines.append("## Round-trip latency percentiles")
+    lines.append("")
+    lines.append("One sample per round trip (send to reply in hand, two steady_clock reads in every variant), "
+                 "in a log-bucketed histogram (bench/latency_histogram.hpp, buckets at most 1.6% wide). "
+                 "`gap:<t>`: one round trip after the sender slept <t> (not timed), so the pollers' "
+                 "back-off shows; `futex_wake`: their baseline, a round trip to a thread asleep in a "
+                 "futex; `policy:<p>`: RuntimeOptions::poll (the default on the CPU backend is "
+                 "balanced). Switches: context switches of the whole process per round trip (0 when "
+                 "every hand-off is between spinning threads; a gap variant counts the sender's own "
+                 "sleep). A p99.9 of a few hundred samples is close to their maximum.")
+    lines.append("")
+    if cdf_png:
+        lines.append("![round-trip latency CDF](%s)" % cdf_png)
+        lines.append("")
+    lines.append("| benchmark | p50 | p99 | p99.9 | samples | switches per round trip | p50 vs Boost p50 |")
+    lines.append("| --- | --- | --- | --- | --- | --- | --- |")
+    lines.extend(latency_rows(r))
     lines.append("")
     lines.append("## Snapshot latency against state size")
     lines.append("")
@@ -474,12 +726,67 @@ plot '%s' using 1:2 with linespoints lw 2 pt 7 title 'full: request to durable',
     return gp
 
 
+CDF_SERIES = (
+    ("BM_RingRoundTrip/boost_spsc", "Boost.Lockfree spsc ping-pong", "lc rgb 'black' dt 2"),
+    ("BM_RingRoundTrip/pkrt_ring", "bare pkrt ring ping-pong", "lc rgb 'gray40' dt 3"),
+    ("BM_RingRoundTrip/echo_cpu/future", "send().get(), back to back", "lc rgb '#1f77b4'"),
+    ("BM_RingRoundTrip/echo_cpu/future/gap:100us", "send().get() after 100 us idle", "lc rgb '#ff7f0e'"),
+    ("BM_RingRoundTrip/echo_cpu/future/gap:10ms", "send().get() after 10 ms idle", "lc rgb '#d62728'"),
+    ("BM_RingRoundTrip/futex_wake/gap:10ms", "futex wake-up after 10 ms idle (baseline)", "lc rgb '#9467bd' dt 2"),
+    ("BM_RingRoundTrip/echo_cuda/future", "CUDA send().get()", "lc rgb '#2ca02c'"),
+    ("BM_CudaLaunchSync/empty", "CUDA empty launch + sync", "lc rgb '#2ca02c' dt 2"),
+)
+
+
+def write_cdf_plot(r, out_dir, png):
+    """gnuplot script drawing the round-trip CDFs (left) and their tails, 1 - CDF (right), from the
+    benchmarks' own .cdf files. Returns the script's path, or None (and removes a stale script)
+    when this run wrote no CDFs."""
+    gp = out_dir + "/latency_cdf.gp"
+    series = [(r.cdfs[name][0], label, style) for name, label, style in CDF_SERIES if name in r.cdfs]
+    if not series:
+        if os.path.exists(gp):
+            os.remove(gp)
+        return None
+
+    def plot(column):
+        return ", \\\n     ".join("'%s' using 1:%s with steps lw 2 %s title '%s'" % (path, column, style, label)
+                                    for path, label, style in series)
+
+    with open(gp, "w") as f:
+        f.write("""set terminal pngcairo size 1300,640 enhanced font 'DejaVu Sans,10'
+set output '%s'
+set multiplot layout 1,2 margins 0.06,0.98,0.22,0.9 spacing 0.08 title 'pkrt round-trip latency, CPU backend (one run, %s; one sample per round trip)'
+set logscale x
+set xlabel 'round trip (ns)'
+set format x '10^{%%T}'
+set grid xtics ytics mxtics
+set key at screen 0.5, screen 0.01 center bottom
+set title 'CDF'
+set ylabel 'fraction of round trips <= x'
+set yrange [0:1]
+plot %s
+unset key
+set title 'tail: 1 - CDF'
+set logscale y
+set format y '10^{%%T}'
+set ylabel 'fraction of round trips > x'
+set yrange [1e-5:1]
+plot %s
+unset multiplot
+""" % (png, r.context.get("date", "")[:10], plot("2"), plot("(1-$2)")))
+    return gp
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("results")
     ap.add_argument("--markdown", required=True)
     ap.add_argument("--plot-data", required=True, help="directory for the .dat and .gp files")
     ap.add_argument("--png", default="bench/snapshot_latency.png")
+    ap.add_argument("--cdf-dir", help="the benchmarks' .cdf files ($PKRT_BENCH_CDF_DIR); default: bench-cdf "
+                                       "next to RESULTS.json")
+    ap.add_argument("--cdf-png", default="bench/latency_cdf.png")
     ap.add_argument("--command", default="bench/report.sh")
     args = ap.parse_args()
     try:
@@ -492,8 +799,11 @@ def main():
     if not r.rows:
         print("report.py: %s holds no benchmark results" % args.results, file=sys.stderr)
         return 2
+    r.load_cdfs(args.cdf_dir or os.path.join(os.path.dirname(os.path.abspath(args.results)), "bench-cdf"))
     rows = build_rows(r)
-    write_markdown(r, rows, args.markdown, args.command, os.path.relpath(args.results))
+    cdf_gp = write_cdf_plot(r, args.plot_data, args.cdf_png)
+    cdf_png = None if cdf_gp is None else os.path.relpath(args.cdf_png, os.path.dirname(os.path.abspath(args.markdown)))
+    write_markdown(r, rows, args.markdown, args.command, os.path.relpath(args.results), cdf_png)
     write_plot(r, args.plot_data, args.png)
     for row in rows:
         if row["kind"] == "target":

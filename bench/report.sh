@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # bench/report.sh: builds pkrt_bench (Release, the default configuration: the CUDA variants
 # are compiled when nvcc exists), runs the whole suite in short mode (a few minutes on 2 cores),
-# and writes BENCHMARKS.md (every figure against its in-run baseline, the target, pass/fail)
-# and bench/snapshot_latency.png (latency and stall against state size, log-log, floor drawn).
+# and writes BENCHMARKS.md (every figure against its in-run baseline, the target, pass/fail),
+# bench/snapshot_latency.png (latency and stall against state size, log-log, floor drawn) and
+# bench/latency_cdf.png (the round-trip latency CDFs the benchmarks dump into $build/bench-cdf).
 #
 #   bash bench/report.sh                  build + run + report
 #   bash bench/report.sh --from FILE.json report from an earlier run's JSON, no build or run
+#                                         (the CDFs are read from bench-cdf/ next to FILE.json)
 # Environment: PKRT_BENCH_BUILD (build directory; default build/, reused when scripts/test.sh
 # configured it), PKRT_BENCH_FILTER (a --benchmark_filter regex), PKRT_JOBS.
 # Exit 0 when the report was written (whatever the targets say: the table does), 2 when a
@@ -23,12 +25,12 @@ fi
 # ---- gnuplot for the PNG (Debian: gnuplot-nox) ----------------------------------------------
 if ! command -v gnuplot >/dev/null 2>&1; then
   if [ "$(id -u)" -eq 0 ] && command -v apt-get >/dev/null 2>&1; then
-    echo "report.sh: installing gnuplot-nox (draws bench/snapshot_latency.png)"
+    echo "report.sh: installing gnuplot-nox (draws bench/snapshot_latency.png and bench/latency_cdf.png)"
     DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null 2>&1 || true
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq gnuplot-nox >/dev/null 2>&1 || true
   fi
   if ! command -v gnuplot >/dev/null 2>&1; then
-    echo "report.sh: gnuplot is needed to draw bench/snapshot_latency.png and could not be installed." >&2
+    echo "report.sh: gnuplot is needed to draw the report's PNGs and could not be installed." >&2
     echo "report.sh: fix: sudo apt-get install -y gnuplot-nox   (then re-run bench/report.sh)" >&2
     exit 2
   fi
@@ -65,10 +67,13 @@ if [ -z "$from" ]; then
     { tail -40 "$build/bench.build.log"; exit 1; }
   results="$root/$build/bench-results.json"
   plotdir="$build"
+  cdfdir="$root/$build/bench-cdf"
   echo "==> run the suite (short mode); console output in $build/bench-run.log"
   mkdir -p "$build/bench-scratch"
+  rm -rf "$cdfdir"
+  mkdir -p "$cdfdir"
   start=$(date +%s)
-  (cd "$build" && PKRT_BENCH_SHORT=1 PKRT_BENCH_DIR="$root/$build/bench-scratch" \
+  (cd "$build" && PKRT_BENCH_SHORT=1 PKRT_BENCH_DIR="$root/$build/bench-scratch" PKRT_BENCH_CDF_DIR="$cdfdir" \
      ./bin/pkrt_bench --benchmark_min_time=0.5 \
        ${PKRT_BENCH_FILTER:+--benchmark_filter="$PKRT_BENCH_FILTER"} \
        --benchmark_out="$results" --benchmark_out_format=json) 2>&1 | tee "$build/bench-run.log" ||
@@ -80,11 +85,18 @@ else
   results=$from
   [ -f "$results" ] || { echo "report.sh: no such file: $results" >&2; exit 2; }
   plotdir=$(dirname "$results")
+  cdfdir="$plotdir/bench-cdf"
   command_text="from \`$from\`"
 fi
 
-echo "==> BENCHMARKS.md and bench/snapshot_latency.png"
+echo "==> BENCHMARKS.md, bench/snapshot_latency.png and bench/latency_cdf.png"
 python3 bench/report.py "$results" --markdown BENCHMARKS.md --plot-data "$plotdir" \
-  --png "$root/bench/snapshot_latency.png" --command "$command_text"
+  --png "$root/bench/snapshot_latency.png" --cdf-dir "$cdfdir" --cdf-png "$root/bench/latency_cdf.png" \
+  --command "$command_text"
 gnuplot "$plotdir/snapshot_latency.gp"
-echo "report.sh: wrote BENCHMARKS.md and bench/snapshot_latency.png"
+if [ -f "$plotdir/latency_cdf.gp" ]; then
+  gnuplot "$plotdir/latency_cdf.gp"
+  echo "report.sh: wrote BENCHMARKS.md, bench/snapshot_latency.png and bench/latency_cdf.png"
+else
+  echo "report.sh: wrote BENCHMARKS.md and bench/snapshot_latency.png (no round-trip CDFs in this run)"
+fi
