@@ -58,11 +58,11 @@ Status Runtime::Impl::error_status(const Event& ev) const {
 
 bool Runtime::Impl::k2h_maybe_ready(std::uint32_t b) const {
   RingHeader* ring = detail::ring_at(static_cast<std::byte*>(k2h_buf.host()), ring_stride, b);
-  // Acquire: pairs with the consumer's release of head (commit), made after its records
-  // were logged; relaxed would do for the hint, acquire keeps the horizon argument simple.
+  // Acquire (both): head pairs with the consumer's release (commit), made after its records
+  // were logged; published pairs with the block's release after the slots below it. Neither
+  // touches a slot's cache line, so polling this never slows the block's publishes.
   const std::uint64_t head = detail::load_acquire(ring->head);
-  // Acquire: pairs with the block's release of the slot's seq.
-  return detail::load_acquire(ring_slots(ring)[head & ring->mask].header.seq) == head + 1;
+  return detail::load_acquire(ring->published) > head;
 }
 
 bool Runtime::Impl::waiter_may_consume(const Slot& slot) const {

@@ -61,7 +61,9 @@ PollSettings poll_settings(PollPolicy policy, BackendKind backend) {
     case PollPolicy::kLatency:
       s.pump_spins = 1024;
       s.pump_yields = 64;
-      s.pump_spins_while_outstanding = true;
+      // Only a GPU needs a polling pump: CPU-backend blocks wake the pump when they answer,
+      // and a pump spinning beside them and the waiting thread only takes a core away.
+      s.pump_spins_while_outstanding = backend == BackendKind::kCuda;
       s.waiter_spin = std::chrono::microseconds(100);
       s.block_idle_spin = 1u << 14;
       s.device_sleep_cap_ns = detail::kDevicePollCapLatencyNs;

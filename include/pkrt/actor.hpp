@@ -110,26 +110,32 @@ struct BlockState {
   bool all_full;
   std::uint64_t all_request;
   // Pending kOpAckRange (leader): commands ack_first .. ack_first + ack_count - 1 applied this
-  // epoch without a reply. ack_wanted: one of them is a send (someone waits) or posts are
-  // acknowledged; otherwise the range is dropped instead of published.
+  // epoch without a reply. ack_wanted: one of them is a send (someone waits for it);
+  // ack_posts_only: one is a post and posts are acknowledged (a replay log records their
+  // applied epochs). Neither: the range is dropped instead of published.
   std::uint64_t ack_first;
   std::uint32_t ack_count;
   bool ack_wanted;
+  bool ack_posts_only;
   BoundaryOp snapshot_ops[kMaxBoundaryOps];
   BoundaryOp restore_ops[kMaxBoundaryOps];
 };
 
 // Publishes one K2H slot as it is, waiting while the ring is full. Only the host drains K2H,
-// so a full ring means the host is slow: wait rather than drop, but give up on abort.
+// so a full ring means the host is slow: wait rather than drop, but give up on abort (and
+// wake the pump while waiting). `urgent` = false (a slot nobody waits for: acknowledgements
+// of posts only) wakes a sleeping pump only once the ring is half full; the pump's own timed
+// passes collect it otherwise, so a stream of posts costs the block no system calls.
 PKRT_HD inline bool publish_k2h_slot(BlockState& bs, std::uint16_t opcode, std::uint16_t flags,
-                                     std::uint32_t actor, const Envelope& env) {
+                                     std::uint32_t actor, const Envelope& env, bool urgent = true) {
   Backoff backoff(64, bs.args->poll_sleep_cap_ns);
   while (!bs.k2h.try_publish(opcode, flags, actor, env)) {
     // Acquire: pairs with the host's store_release of abort (stop waiting for a dead pump).
     if (load_acquire(bs.args->control->host.abort) != 0) return false;
+    wake_host_pump(bs.args->control->pump);
     backoff.pause();
   }
-  wake_host_pump(bs.args->control->pump);
+  if (urgent || bs.k2h.room(bs.k2h.capacity() / 2) <= bs.k2h.capacity() / 2) wake_host_pump(bs.args->control->pump);
   bs.active = true;
   return true;
 }
@@ -138,17 +144,18 @@ PKRT_HD inline bool publish_k2h_slot(BlockState& bs, std::uint16_t opcode, std::
 // epoch the commands were applied in.
 PKRT_HD inline void flush_acks(BlockState& bs) {
   if (bs.ack_count == 0) return;
-  if (bs.ack_wanted) {
+  if (bs.ack_wanted || bs.ack_posts_only) {
     AckRangeData range{};
     range.first_request = bs.ack_first;
     range.count = bs.ack_count;
     Envelope env{};
     env.epoch = bs.epoch;
     std::memcpy(env.data, &range, sizeof range);
-    publish_k2h_slot(bs, kOpAckRange, kFlagNone, kNoActor, env);
+    publish_k2h_slot(bs, kOpAckRange, kFlagNone, kNoActor, env, /*urgent=*/bs.ack_wanted);
   }
   bs.ack_count = 0;
   bs.ack_wanted = false;
+  bs.ack_posts_only = false;
 }
 
 // Publishes one K2H slot after the pending acknowledgements, so the host sees every command's
@@ -163,17 +170,15 @@ PKRT_HD inline bool publish_k2h(BlockState& bs, std::uint16_t opcode, std::uint1
 // follows the range's last one, else flushes the range and starts a new one. Leader only.
 PKRT_HD inline void coalesce_ack(BlockState& bs, const Slot& cmd) {
   const std::uint64_t request = cmd.payload.request;
-  const bool wanted = (cmd.header.flags & kFlagPost) == 0 || bs.args->ack_posts != 0;
+  const bool post = (cmd.header.flags & kFlagPost) != 0;
   bs.active = true;
-  if (bs.ack_count > 0 && request == bs.ack_first + bs.ack_count) {
-    ++bs.ack_count;
-    bs.ack_wanted = bs.ack_wanted || wanted;
-    return;
+  if (bs.ack_count == 0 || request != bs.ack_first + bs.ack_count) {
+    flush_acks(bs);
+    bs.ack_first = request;
   }
-  flush_acks(bs);
-  bs.ack_first = request;
-  bs.ack_count = 1;
-  bs.ack_wanted = wanted;
+  ++bs.ack_count;
+  bs.ack_wanted = bs.ack_wanted || !post;
+  bs.ack_posts_only = bs.ack_posts_only || (post && bs.args->ack_posts != 0);
 }
 
 PKRT_HD inline Envelope make_envelope(std::uint64_t epoch, std::uint64_t request,
@@ -301,11 +306,12 @@ class MessageContext : public ActorContext {
       : ActorContext(bs, msg.actor), opcode_(msg.opcode), request_(msg.request), posted_(posted) {}
 
   // Completes the host's future for this command with up to 32 bytes. At most once; a
-  // handler that does not reply gets an automatic acknowledgement. A reply to a posted
-  // command (Runtime::post) is dropped unless the runtime records it (replay log).
+  // handler that does not reply gets an automatic acknowledgement. A posted command
+  // (Runtime::post) has nobody to reply to: its reply is dropped, and it is acknowledged like
+  // a command without one (in a kOpAckRange, when the runtime wants posts acknowledged).
   PKRT_HD bool reply(const void* data, std::size_t bytes) {
+    if (posted_) return true;
     replied_ = true;
-    if (posted_ && bs_->args->ack_posts == 0) return true;
     return detail::publish_k2h(*bs_, opcode_, kFlagReply, actor_,
                                detail::make_envelope(bs_->epoch, request_, data, bytes));
   }

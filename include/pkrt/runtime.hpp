@@ -259,9 +259,9 @@ class Runtime {
   // Ok once it is in the H2K ring; kOutOfRange for an actor the runtime does not have,
   // kRingFull after ring_full_timeout, kFailedPrecondition/kAborted when the runtime cannot
   // take commands. An error the kernel reports for a posted command (unknown opcode, a
-  // handler's error) goes to the error callback and stats().errors; a reply is dropped.
-  // With a replay log, posts are acknowledged in runs so the log still holds each one's
-  // applied epoch.
+  // handler's error) goes to the error callback and stats().errors; a reply is dropped in
+  // the kernel (never published). With a replay log, posts are acknowledged in runs
+  // (kOpAckRange) so the log still holds each one's applied epoch.
   Status post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
               std::uint64_t apply_epoch = 0);
   template <class T>
