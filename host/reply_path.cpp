@@ -128,39 +128,42 @@ bool Runtime::Impl::drain_for_waiter(std::uint32_t block) {
   if (block >= plan.blocks || !k2h_maybe_ready(block)) return false;
   K2HLane& lane = k2h[block];
   if (!lane.try_lock()) return false;
-  ReplayRecord batch[32];
-  std::uint32_t n = 0;
+  constexpr std::uint32_t kBatch = 32;  // slots logged and completed per round (stack buffer)
+  ReplayRecord batch[kBatch];
   bool pump_needed = false;
-  // Relaxed: a label for the records (see complete_epoch).
-  const std::uint64_t observed = complete_epoch.load(std::memory_order_relaxed);
-  Slot slot;
-  while (n < 32 && lane.consumer.peek(slot)) {
-    if (!waiter_may_consume(slot)) {
-      pump_needed = true;
-      break;
+  // Until the ring is empty, or a slot only the pump may handle is at its head.
+  for (;;) {
+    std::uint32_t n = 0;
+    // Relaxed: a label for the records (see complete_epoch).
+    const std::uint64_t observed = complete_epoch.load(std::memory_order_relaxed);
+    Slot slot;
+    while (n < kBatch && lane.consumer.peek(slot)) {
+      if (!waiter_may_consume(slot)) {
+        pump_needed = true;
+        break;
+      }
+      ReplayRecord& r = batch[n++];
+      r = ReplayRecord{};
+      r.direction = static_cast<std::uint8_t>(ReplayDirection::kK2H);
+      r.block = block;
+      r.epoch_observed = observed;
+      r.epoch_applied = slot.payload.epoch;
+      r.slot = slot;
+      lane.consumer.advance();
     }
-    ReplayRecord& r = batch[n++];
-    r = ReplayRecord{};
-    r.direction = static_cast<std::uint8_t>(ReplayDirection::kK2H);
-    r.block = block;
-    r.epoch_observed = observed;
-    r.epoch_applied = slot.payload.epoch;
-    r.slot = slot;
-    lane.consumer.advance();
-  }
-  if (n != 0) {
+    if (n == 0) break;
+    // Logged before handed back: see k2h_maybe_ready.
     if (log) log->append_batch(std::span<ReplayRecord>(batch, n));
     lane.consumer.commit();
-  }
-  lane.unlock();
-  if (n != 0) {
     events_received.fetch_add(n, std::memory_order_relaxed);  // Relaxed: statistics only.
     for (std::uint32_t i = 0; i < n; ++i) {
       const Slot& s = batch[i].slot;
       if (s.header.opcode == kOpAck && s.payload.request == 0) continue;
       complete_commands(s, block);
     }
+    if (n < kBatch || pump_needed) break;
   }
+  lane.unlock();
   if (pump_needed) wake_pump();
   return pump_needed;
 }

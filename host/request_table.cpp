@@ -215,8 +215,10 @@ std::uint32_t RequestTable::unbind(std::uint64_t request) {
   // Acquire: pairs with bind()'s release (the record is prepared).
   std::uint64_t key = slot.load(std::memory_order_acquire);
   if (key != 0 && (key >> kIndexBits) == seq) {
-    // Relaxed: only clears our own entry (a newer binding changes the value, failing this).
-    slot.compare_exchange_strong(key, 0, std::memory_order_relaxed);
+    // Relaxed: the zero publishes nothing. No RMW needed: while the entry holds our key no
+    // sender writes it (bind only writes an entry it reads as 0), and only this block's K2H
+    // consumer (us) clears it.
+    slot.store(0, std::memory_order_relaxed);
     return static_cast<std::uint32_t>(key & kIndexMask);
   }
   // Acquire: as in lookup().
@@ -393,9 +395,18 @@ bool RequestTable::wait(std::uint32_t index, std::uint32_t generation,
         break;
       }
       drainer_->drain_for_waiter(block);
-      cpu_relax();
-      if ((i & 63) == 63 && std::chrono::steady_clock::now() >= spin_end) break;
+      // Pause first; then yield, so that the block (or pump) that will answer us gets the
+      // core at once if the scheduler put it on ours (see kHostPureSpins).
+      if (i < kHostPureSpins) {
+        cpu_relax();
+      } else {
+        std::this_thread::yield();
+      }
+      if ((i & 15) == 15 && std::chrono::steady_clock::now() >= spin_end) break;
     }
+    // Replies for other waiters that arrived with ours: complete them now rather than leave
+    // them for the pump, which drainer_leaves would otherwise have to wake.
+    if (completed) drainer_->drain_for_waiter(block);
     drainer_->drainer_leaves();
     leave_gate();
     if (completed) return true;

@@ -51,7 +51,7 @@ struct PollSettings {
   std::chrono::microseconds pump_sleep_cap{50};   // CUDA: longest sleep, nothing outstanding
   std::chrono::microseconds pump_sleep_cap_outstanding{16};  // CUDA: ... something outstanding
   std::chrono::nanoseconds waiter_spin{20000};    // a waiting thread spins (draining) this long
-  std::uint32_t block_idle_spin = 2048;    // CPU block 0: polls before it sleeps in a futex
+  std::uint32_t block_idle_spin = 256;     // CPU block 0: polls (the first 64 pause, then yield) before a futex
   std::uint32_t device_sleep_cap_ns = detail::kDevicePollCapBalancedNs;
 };
 
@@ -103,8 +103,8 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   // ---- host control (runtime_control.cpp) ------------------------------------------------
   std::mutex control_mu;         // serialises control changes so the generation only grows
   std::uint32_t generation = 0;  // guarded by control_mu and mu (written with both held)
-  // After publishing `published` H2K slots (any thread, no lock): counts them for the idle
-  // check, bumps the doorbell, and wakes block 0 (CPU) or the pump (CUDA) only if asleep.
+  // After publishing `published` H2K slots (any thread, no lock; 0 for a control change):
+  // bumps the doorbell, and wakes block 0 (CPU) or the pump (CUDA) only if asleep.
   void ring_doorbell(std::uint64_t published);
   template <class T>
   void set_control(T HostControl::*field, T value);
@@ -139,7 +139,8 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   // wait = false: kRingFull at once when the ring has no room (the pump must not block).
   Status publish_internal(std::uint32_t block, std::uint16_t opcode, std::uint32_t actor,
                           const Envelope& env, bool wait);
-  // Publishes slots[0..n) into lane b (mutex held, room checked), logging them first.
+  // Publishes slots[0..n) into lane b (mutex held, room checked), logging and counting them
+  // (HostControl::published) first; the caller rings the doorbell after.
   void publish_locked(std::uint32_t b, Slot* slots, std::uint32_t n);
   // Waits (lane mutex held) until lane b has room for `wanted` slots, or fails: ring full
   // after ring_full_timeout, admission closed, kernel stopped. `unannounced` slots already

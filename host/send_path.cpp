@@ -88,6 +88,12 @@ void Runtime::Impl::publish_locked(std::uint32_t b, Slot* slots, std::uint32_t n
   // The records precede the slots: a command's record is in the log before the kernel can
   // see the command, hence before its acknowledgement.
   log_h2k(b, slots, n);
+  // Counted before they become visible, never after: block 0's idle check compares this count
+  // with what the blocks consumed, and a slot consumed before it was counted would hide
+  // another one still waiting in a ring (seen: a grid idling with a full ring). Release RMW:
+  // a block that consumes one of these slots (acquiring the ring's `published`, released
+  // below) happens after it, so block 0 never sees more consumed than counted.
+  std::atomic_ref<std::uint64_t>(control->host.published).fetch_add(n, std::memory_order_release);
   h2k[b].producer.publish_reserved(slots, n);
 }
 
@@ -96,13 +102,15 @@ Status Runtime::Impl::wait_for_room(std::uint32_t b, std::uint32_t wanted, std::
   H2KLane& lane = h2k[b];
   room = lane.producer.room(wanted);
   if (room >= wanted) return Status();
-  // Slow path: tell the kernel about what we already published, then wait for it.
-  if (unannounced != 0) {
-    ring_doorbell(unannounced);
-    unannounced = 0;
-  }
+  // Slow path: ring the doorbell before waiting, whether or not we published anything yet.
+  // An idle grid must run to drain this ring, and a sender blocked on this lane's mutex
+  // behind us may hold slots it published elsewhere and has not rung for.
+  ring_doorbell(unannounced);
+  unannounced = 0;
   const auto deadline = std::chrono::steady_clock::now() + options.ring_full_timeout;
-  detail::Backoff backoff(64);
+  // Sleeps of at most 16 us: the ring frees up as soon as the block's next epoch consumes it,
+  // and a sender asleep for a millisecond would cut a full ring's throughput tenfold.
+  detail::Backoff backoff(64, detail::kDevicePollCapLowPowerNs);
   for (;;) {
     room = lane.producer.room(wanted);
     if (room >= wanted) return Status();

@@ -72,9 +72,11 @@ TEST(Messaging, PostsAndPostBatchesDeliverEveryCommandOnceInOrderPerSender) {
         }
         if (n == 1 && rng() % 2 == 0) {
           const LedgerEntry e{s, 0, sent[s][batch[0].actor]};
-          ASSERT_TRUE(rt->post(batch[0].actor, kLedgerAppend, e).ok());
+          const Status st = rt->post(batch[0].actor, kLedgerAppend, e);
+          ASSERT_TRUE(st.ok()) << st.to_string();
         } else {
-          ASSERT_TRUE(rt->post_batch(batch).ok());
+          const Status st = rt->post_batch(batch);
+          ASSERT_TRUE(st.ok()) << st.to_string();
         }
         posted += n;
       }
