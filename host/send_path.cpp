@@ -135,6 +135,18 @@ Status Runtime::Impl::wait_for_room(std::uint32_t b, std::uint32_t wanted, std::
   }
 }
 
+namespace {
+
+Status bad_message(std::uint32_t actor, std::size_t bytes) {
+  return Status(StatusCode::kInvalidArgument,
+                "a message to actor " + std::to_string(actor) + " with " + std::to_string(bytes) +
+                    " bytes of data" + (bytes <= kEnvelopeDataBytes ? " and no data pointer" : "") +
+                    "; nothing was sent. Fix: pass at most " + std::to_string(kEnvelopeDataBytes) +
+                    " bytes (put larger data in the actor's state or a named region)");
+}
+
+}  // namespace
+
 ReplyFuture Runtime::Impl::send_one(std::uint32_t actor, std::uint16_t opcode, const void* data,
                                     std::size_t bytes, std::uint64_t apply_epoch, ReplyCallback* callback) {
   const std::uint32_t index = requests->allocate();
@@ -146,6 +158,11 @@ ReplyFuture Runtime::Impl::send_one(std::uint32_t actor, std::uint16_t opcode, c
                  Event{}};
     if (callback != nullptr && *callback) (*callback)(failed);
     return ReplyFuture();
+  }
+  if (bytes > kEnvelopeDataBytes || (bytes != 0 && data == nullptr)) {
+    ReplyFuture future = requests->prepare(index, 0, actor, opcode, callback);
+    requests->fail_unbound(index, bad_message(actor, bytes));
+    return future;
   }
   const std::uint32_t b = block_of(actor);
   H2KLane& lane = h2k[b];
@@ -179,6 +196,7 @@ ReplyFuture Runtime::Impl::send_one(std::uint32_t actor, std::uint16_t opcode, c
 
 Status Runtime::Impl::post_one(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
                                std::uint64_t apply_epoch) {
+  if (bytes > kEnvelopeDataBytes || (bytes != 0 && data == nullptr)) return bad_message(actor, bytes);
   Command c;
   c.actor = actor;
   c.opcode = opcode;

@@ -400,6 +400,19 @@ TEST(Messaging, ABufferAndItsSizeSendTheBytesNotThePointer) {
   }
 }
 
+TEST(Messaging, MoreThan32BytesOrNoDataPointerIsRefusedNotTruncated) {
+  auto rt = make_ledger(1, 1);
+  ASSERT_TRUE(rt->start().ok());
+  const std::byte big[40] = {};
+  const Reply r = rt->send(0, kLedgerEcho, big, sizeof big).get();
+  EXPECT_EQ(r.status.code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(r.status.message().find("at most 32 bytes"), std::string::npos) << r.status.message();
+  EXPECT_EQ(rt->post(0, kLedgerEcho, big, sizeof big).code(), StatusCode::kInvalidArgument);
+  EXPECT_EQ(rt->post(0, kLedgerEcho, nullptr, 8).code(), StatusCode::kInvalidArgument);
+  EXPECT_TRUE(rt->send(0, kLedgerEcho, nullptr, 0).get().status.ok()) << "no data at all is fine";
+  EXPECT_EQ(rt->stats().commands_sent, 1u);
+}
+
 TEST(ReplyFuture, WaitForZeroAndReadyPollWithoutBlocking) {
   auto rt = make_ledger(1, 1);
   ASSERT_TRUE(rt->start().ok());

@@ -28,11 +28,15 @@ struct Heat2dInjectData {
   float amount;
 };
 
+// Event data is compared byte for byte by replays: no padding (an explicit reserved word
+// instead), so no indeterminate byte is ever emitted.
 struct Heat2dStatsData {
   double sum;  // sum of the tile's cells, row-major, in double
   float min, max;
   std::uint32_t cells;
+  std::uint32_t reserved;  // zero
 };
+static_assert(sizeof(Heat2dStatsData) == 24, "Heat2dStatsData has no padding");
 
 struct Heat2dTile {
   std::uint32_t x0, y0, w, h;
@@ -229,7 +233,7 @@ struct Heat2d {
 
     if (p.stats_every != 0 && ctx.epoch() % p.stats_every == 0 && ctx.leader()) {
       const float* f = buffer(s, ctx, s.cur);
-      Heat2dStatsData st{0.0, f[pitch + 1], f[pitch + 1], cells};
+      Heat2dStatsData st{0.0, f[pitch + 1], f[pitch + 1], cells, 0};
       for (std::uint32_t y = 0; y < h; ++y) {
         for (std::uint32_t x = 0; x < w; ++x) {
           const float v = f[(y + 1ull) * pitch + x + 1];

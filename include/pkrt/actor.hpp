@@ -36,7 +36,9 @@
 //   backends uses pkrt::fadd/fmul/fsub (pkrt/config.hpp).
 // - State digests and snapshots cover the arena byte for byte, padding included: assign
 //   fields rather than whole State structs (a struct copy may carry unspecified padding
-//   bytes), or make State padding-free with explicit reserved members.
+//   bytes), or make State padding-free with explicit reserved members. The same holds for
+//   the values given to emit() and reply(): their bytes, padding included, are what a replay
+//   compares, so give event and reply structs explicit reserved members instead of padding.
 // - Host/device: everything here is PKRT_HD. Not thread-safe across blocks by design:
 //   an actor touches only its own state, its outboxes and (racy by choice) the global region.
 #pragma once

@@ -81,10 +81,10 @@ const char* poll_policy_name(PollPolicy policy);
 // Parses "auto", "latency", "balanced" or "low_power".
 Result<PollPolicy> parse_poll_policy(const std::string& text);
 
-// What the typed send/post overloads take as a message's value: not a pointer or a C array
-// (those mean "data, bytes" and go to the untyped overloads).
+// What the typed send/post overloads take as a message's value: not a pointer, nullptr or a
+// C array (those mean "data, bytes" and go to the untyped overloads).
 template <class T>
-inline constexpr bool kMessageValue = !std::is_pointer_v<T> && !std::is_array_v<T>;
+inline constexpr bool kMessageValue = !std::is_pointer_v<T> && !std::is_null_pointer_v<T> && !std::is_array_v<T>;
 
 // One command of a batch (Runtime::send_batch, Runtime::post_batch).
 struct Command {
