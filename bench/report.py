@@ -309,10 +309,11 @@ def build_rows(r):
         "Boost.Lockfree spsc " + fmt_rate(boost_tp, "msg/s"), ratio(batch_tp, boost_tp), ">=", 0.5,
         tp_why("echo_cpu/send_batch", batch_tp) +
         " A send costs %s per message more than a post in this run: it takes a request record from "
-        "the pool and frees it, the block publishes a reply slot per command on K2H, and the thread "
-        "in get() consumes that slot and completes the record (a post has none of these unless a "
-        "replay log wants acknowledgements). What would close it (runtime): fewer per-reply steps, "
-        "e.g. a batch's futures completed in one pass over the K2H ring with one hand-back."
+        "the pool and frees it, the echo actor publishes a reply slot per command on K2H (commands "
+        "without a reply would share one kOpAckRange), and the thread in get() consumes those slots "
+        "(the whole ring per drain, one hand-back per 32) and completes the records (a post has none "
+        "of these). What would close more of it (runtime): fewer atomic steps per record (about "
+        "nine read-modify-writes from allocation to free, half on lines another thread touched)."
         % fmt_time(None if not (batch_tp and post_tp) else 1e9 / batch_tp - 1e9 / post_tp))
     log_why = ("With the log the sender mirrors every H2K slot as it publishes it (under the ring "
                "lane's lock, one append_batch per publish) and the pump every K2H slot it consumes "
