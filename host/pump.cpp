@@ -118,7 +118,8 @@ std::string Runtime::Impl::stalled_blocks(std::uint64_t lo) const {
 }
 
 void Runtime::Impl::advance_horizon(std::uint64_t horizon) {
-  // Relaxed: a label for later records; see complete_epoch.
+  // Relaxed (load and store): a label for later records, written by the pump alone; see
+  // complete_epoch.
   if (horizon <= complete_epoch.load(std::memory_order_relaxed)) return;
   complete_epoch.store(horizon, std::memory_order_relaxed);
   if (log) log->set_complete_epoch(horizon);
@@ -189,6 +190,7 @@ Runtime::Impl::PassResult Runtime::Impl::pump_pass() {
   // Relaxed: a label for the records (see complete_epoch).
   const std::uint64_t observed = complete_epoch.load(std::memory_order_relaxed);
   pass_records.clear();
+  pass_next = 0;
   pass_locked.clear();
   for (std::uint32_t b = 0; b < plan.blocks; ++b) {
     if (!k2h_maybe_ready(b)) continue;
@@ -221,7 +223,7 @@ Runtime::Impl::PassResult Runtime::Impl::pump_pass() {
   if (!pass_records.empty()) {
     result.any = true;
     events_received.fetch_add(pass_records.size(), std::memory_order_relaxed);  // Relaxed: statistics only.
-    for (const ReplayRecord& r : pass_records) handle(r.slot, r.block);
+    handle_pass();
   }
   if (result.all_drained) advance_horizon(horizon);
   apply_reports();
@@ -229,9 +231,34 @@ Runtime::Impl::PassResult Runtime::Impl::pump_pass() {
   return result;
 }
 
-void Runtime::Impl::watchdog_tick(bool finished, bool& fault_reported,
-                                  std::chrono::steady_clock::time_point& last_progress, std::uint64_t& last_sum) {
+void Runtime::Impl::handle_pass() {
+  while (pass_next < pass_records.size()) {
+    // A copy: a callback waiting on the pump thread may run a new pass (pump_step), which
+    // refills pass_records under us; it handles every record of its own pass before it
+    // returns, so this loop then simply ends.
+    const Slot slot = pass_records[pass_next].slot;
+    const std::uint32_t block = pass_records[pass_next].block;
+    ++pass_next;
+    handle(slot, block);
+  }
+}
+
+bool Runtime::Impl::pump_step() {
+  watchdog_tick(false);
+  if (pass_next < pass_records.size()) {
+    const Slot slot = pass_records[pass_next].slot;
+    const std::uint32_t block = pass_records[pass_next].block;
+    ++pass_next;
+    handle(slot, block);
+    return true;
+  }
+  return pump_pass().any;
+}
+
+void Runtime::Impl::watchdog_tick(bool finished) {
   const auto now = std::chrono::steady_clock::now();
+  if (now - last_check < std::chrono::milliseconds(5)) return;
+  last_check = now;
   if (!fault_reported) {
     Status fault = backend->poll_fault();
     if (!fault.ok()) {
@@ -262,10 +289,8 @@ void Runtime::Impl::watchdog_tick(bool finished, bool& fault_reported,
 
 void Runtime::Impl::pump_loop() {
   PumpIdle idle;
-  auto last_progress = std::chrono::steady_clock::now();
-  auto last_check = last_progress;
-  std::uint64_t last_sum = ~0ull;
-  bool fault_reported = false;
+  last_progress = std::chrono::steady_clock::now();
+  last_check = last_progress;
   pass_records.reserve(std::size_t{plan.blocks} * kPumpDrainPerRing);
   pass_locked.reserve(plan.blocks);
   requests->mark_pump_thread();
@@ -292,11 +317,7 @@ void Runtime::Impl::pump_loop() {
       // Shutdown gave up waiting on a stuck kernel; nothing more will be drained.
       break;
     }
-    const auto now = std::chrono::steady_clock::now();
-    if (now - last_check >= std::chrono::milliseconds(5)) {
-      last_check = now;
-      watchdog_tick(finished, fault_reported, last_progress, last_sum);
-    }
+    watchdog_tick(finished);
     if (pass.any) {
       idle.reset();
       continue;

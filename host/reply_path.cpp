@@ -120,7 +120,8 @@ void Runtime::Impl::complete_commands(const Slot& slot, std::uint32_t block) {
   // failed by shutdown.
   if (!completed && ev.opcode == kOpError) {
     const Status st = error_status(ev);
-    report_error(Status(st.code(), "a posted command failed: " + st.message()));
+    report_error(Status(st.code(), "a command nobody waits for (a posted command, or one whose wait shutdown "
+                                   "already ended) failed: " + st.message()));
   }
 }
 
@@ -169,8 +170,8 @@ bool Runtime::Impl::drain_for_waiter(std::uint32_t block) {
 }
 
 void Runtime::Impl::drainer_arrives() {
-  // Relaxed RMW: host threads only; CPU blocks read it after their seq_cst fence
-  // (wake_host_pump), ordered by the fence in drainer_leaves when it drops to zero.
+  // Relaxed RMW: host threads only. A CPU block that misses the increment wakes the pump
+  // once more than needed; the fence that matters is the one in drainer_leaves.
   std::atomic_ref<std::uint32_t>(control->pump.drainers).fetch_add(1, std::memory_order_relaxed);
 }
 

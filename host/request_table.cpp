@@ -7,6 +7,8 @@
 
 #include <cstdio>
 #include <thread>
+#include <utility>
+#include <vector>
 
 namespace pkrt::detail {
 namespace {
@@ -182,12 +184,28 @@ void RequestTable::bind(std::uint64_t request, std::uint32_t index) {
   overflow_size_.store(static_cast<std::uint32_t>(overflow_.size()), std::memory_order_release);
 }
 
-void RequestTable::fail_unbound(std::uint32_t index, Status status) {
+ReplyFuture RequestTable::complete_unbound(std::uint32_t index, std::uint32_t actor, std::uint16_t opcode,
+                                           Runtime::ReplyCallback* callback, Status status) {
   Record& r = record(index);
-  std::uint32_t claimed;
-  // Relaxed: the record is still ours (prepared, never bound).
-  if (!claim(r, r.request.load(std::memory_order_relaxed), claimed)) return;
-  finish(index, claimed, Reply{std::move(status), Event{}});
+  Reply reply{std::move(status), Event{}};
+  reply.event.actor = actor;
+  reply.event.opcode = opcode;
+  if (callback != nullptr) {
+    Runtime::ReplyCallback cb = std::move(*callback);
+    free_record(index);
+    if (cb) cb(reply);
+    return ReplyFuture();
+  }
+  r.actor = actor;
+  r.opcode = opcode;
+  // Relaxed: nobody but us knows this record; the release below publishes it.
+  r.request.store(0, std::memory_order_relaxed);
+  r.reply = std::move(reply);
+  // Relaxed: our own last store (free_record), made visible to us by allocate's acquire.
+  const std::uint32_t generation = generation_of(r.state.load(std::memory_order_relaxed));
+  // Release: the reply is visible to the future's acquire of kDone.
+  r.state.store(generation << kGenerationShift | kDone, std::memory_order_release);
+  return ReplyFuture(this, index, generation);
 }
 
 // ---- completion side ----------------------------------------------------------------------
@@ -289,6 +307,15 @@ void RequestTable::fail_all(const Status& status, const std::string& program_nam
     std::lock_guard lock(grow_mutex_);
     chunks = chunk_count_;
   }
+  auto failed = [&](const Record& r) {
+    char opcode[16];
+    std::snprintf(opcode, sizeof opcode, "0x%04x", r.opcode);
+    return Reply{Status(status.code(), status.message() + " (the command to actor " + std::to_string(r.actor) +
+                                           " of app '" + program_name + "', opcode " + opcode + ", was not answered)"),
+                 Event{}};
+  };
+  // Phase 1: claim every pending record; complete the futures now, keep the callbacks.
+  std::vector<std::pair<std::uint32_t, std::uint32_t>> callbacks;  // (index, claimed state)
   for (std::uint32_t index = 0; index < chunks * kChunkRecords; ++index) {
     Record& r = record(index);
     // Acquire: as in claim(); a record that is not pending is skipped.
@@ -296,14 +323,14 @@ void RequestTable::fail_all(const Status& status, const std::string& program_nam
     std::uint32_t claimed;
     // Relaxed: claim() re-checks it against the state it acquires.
     if (!claim(r, r.request.load(std::memory_order_relaxed), claimed)) continue;
-    char opcode[16];
-    std::snprintf(opcode, sizeof opcode, "0x%04x", r.opcode);
-    finish(index, claimed,
-           Reply{Status(status.code(), status.message() + " (the command to actor " + std::to_string(r.actor) +
-                                           " of app '" + program_name + "', opcode " + opcode +
-                                           ", was not answered)"),
-                 Event{}});
+    if ((claimed & kCallback) != 0) {
+      callbacks.emplace_back(index, claimed);
+    } else {
+      finish(index, claimed, failed(r));
+    }
   }
+  // Phase 2: the callbacks, which may now wait on any of those futures.
+  for (const auto& [index, claimed] : callbacks) finish(index, claimed, failed(record(index)));
 }
 
 // ---- waiting ------------------------------------------------------------------------------
@@ -331,10 +358,10 @@ void RequestTable::open_drain(ReplyDrainer* drainer, WaitPolicy policy) {
 }
 
 void RequestTable::close_drain() {
-  // Seq_cst: see enter_gate.
+  // Seq_cst (store and loads): the other half of enter_gate's pair, so the two are in one
+  // total order; the loads also acquire leave_gate's release (the drains are finished).
   drain_open_.store(false, std::memory_order_seq_cst);
-  // Acquire: pairs with leave_gate's release.
-  while (inside_gate_.load(std::memory_order_acquire) != 0) std::this_thread::yield();
+  while (inside_gate_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
 }
 
 bool RequestTable::poll(std::uint32_t index, std::uint32_t generation) {
@@ -353,8 +380,7 @@ bool RequestTable::poll(std::uint32_t index, std::uint32_t generation) {
 
 void RequestTable::mark_pump_thread() { tls_pump_table = this; }
 
-bool RequestTable::wait_on_pump_thread(Record& r, std::uint32_t block,
-                                       std::optional<std::chrono::steady_clock::time_point> deadline) {
+bool RequestTable::wait_on_pump_thread(Record& r, std::optional<std::chrono::steady_clock::time_point> deadline) {
   // Acquire: pairs with finish()'s release of kDone.
   auto done = [&r] { return phase(r.state.load(std::memory_order_acquire)) == kDone; };
   if (!enter_gate()) return done();
@@ -364,9 +390,10 @@ bool RequestTable::wait_on_pump_thread(Record& r, std::uint32_t block,
       result = true;
       break;
     }
-    if (drainer_->drain_for_waiter(block) && !done()) break;  // only the pump could go on
+    // We are the pump: do its work (the rest of the current pass first, then new passes)
+    // until our reply is in; there is nobody else to wait for.
+    if (!drainer_->pump_step()) std::this_thread::yield();
     if (deadline && (i & 63) == 63 && std::chrono::steady_clock::now() >= *deadline) break;
-    std::this_thread::yield();
   }
   leave_gate();
   return result;
@@ -381,7 +408,7 @@ bool RequestTable::wait(std::uint32_t index, std::uint32_t generation,
   if (done()) return true;
   // Relaxed: see poll().
   const std::uint32_t block = command_request_block(r.request.load(std::memory_order_relaxed));
-  if (tls_pump_table == this) return wait_on_pump_thread(r, block, deadline);
+  if (tls_pump_table == this) return wait_on_pump_thread(r, deadline);
 
   // Spin on our own word, draining our block's K2H ring: no hand-off when the reply is close.
   if (enter_gate()) {
@@ -524,13 +551,10 @@ Reply ReplyFuture::get() {
   detail::RequestTable* table = table_;
   table_ = nullptr;
   if (!table->wait(index_, generation_, std::nullopt)) {
-    // Only on the pump thread: the reply waits behind a slot only the pump handles.
+    // Only on the pump thread, once the runtime closed its drain gate (shut down).
     table->detach(index_, generation_);
-    return Reply{Status(StatusCode::kFailedPrecondition,
-                        "get() inside a reply, event or error callback (on the pump thread) would wait for "
-                        "the pump itself: the reply is queued behind an event only the pump may handle. "
-                        "Fix: complete the command with a callback, or post it, instead of waiting in a "
-                        "callback"),
+    return Reply{Status(StatusCode::kAborted,
+                        "the runtime shut down while a callback waited in get() for this reply"),
                  Event{}};
   }
   return table->take(index_);

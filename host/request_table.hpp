@@ -9,7 +9,8 @@
 //   callback, the completer right before it calls the callback.
 // - Request id -> record: one window per block, indexed by the id's sequence number (ids of
 //   one block are contiguous: see make_command_request), written by the holder of that
-//   block's H2K lane lock, cleared by the holder of its K2H lane lock. A slot still held by
+//   block's H2K lane lock, cleared by the holder of its K2H lane lock. At most 65536 slots
+//   per block (4 x the ring capacity, at least 1024). A slot still held by
 //   an older unanswered request (one due far in the future) sends the new binding to an
 //   overflow map under a mutex: correct, just slower, and rare.
 // - Lifetime: the runtime holds one reference and every allocated record one more; the table
@@ -25,9 +26,11 @@
 //            and is writing the reply), kDone (reply readable)
 //   bit 2    kParked: a waiter sleeps on this word (the completer must futex-wake it)
 //   bit 3    kDetached: the future was dropped (the completer frees the record)
-//   bit 4    kCallback: completed by calling Record::callback (on the pump thread)
+//   bit 4    kCallback: completed by calling Record::callback (on the pump thread, or on the
+//            thread that fails it in fail_all)
 //   bits 8-31 generation, bumped at every free: a completion for a recycled record fails
-//            its CAS, and a stale ReplyFuture cannot read another request's reply.
+//            its CAS (completers check the request id the record holds, then CAS the state
+//            they read, so a record freed and reused in between fails the CAS).
 #pragma once
 
 #include <pkrt/reply_future.hpp>
@@ -55,6 +58,9 @@ class ReplyDrainer {
   // A thread starts / stops spinning with drains (PumpDoorbell::drainers).
   virtual void drainer_arrives() = 0;
   virtual void drainer_leaves() = 0;
+  // On the pump thread only: one step of the pump's own work (handle the next slot of the
+  // current pass, or run a new pass, with the watchdog). False when there was nothing to do.
+  virtual bool pump_step() = 0;
 };
 
 // How long a waiter spins (draining) before it parks, per poll policy.
@@ -104,8 +110,11 @@ class RequestTable {
                       std::uint16_t opcode, Runtime::ReplyCallback* callback);
   // Binds a prepared record to its request id. Caller holds the block's H2K lane lock.
   void bind(std::uint64_t request, std::uint32_t index);
-  // Completes a prepared, unbound record at once (a send that never reached a ring).
-  void fail_unbound(std::uint32_t index, Status status);
+  // A send that never reached a ring: completes the allocated record at once with `status`,
+  // without ever making it pending (so no completer can see it): a callback runs here and
+  // the record is freed; a future gets a record that is already done.
+  ReplyFuture complete_unbound(std::uint32_t index, std::uint32_t actor, std::uint16_t opcode,
+                               Runtime::ReplyCallback* callback, Status status);
 
   // ---- completion side (holder of the block's K2H lane lock) ----------------------------
   enum class Waiter { kNone, kFuture, kCallback };
@@ -123,7 +132,9 @@ class RequestTable {
     finish(index, s, make(static_cast<const Record&>(r)));
     return true;
   }
-  // Completes every pending record with `status` (shutdown, a fatal runtime error).
+  // Completes every pending record with `status` (shutdown, a fatal runtime error), in two
+  // phases: every future first, then the callbacks, so a callback that waits on a future
+  // finds it done (it runs on the caller's thread).
   void fail_all(const Status& status, const std::string& program_name);
 
   // Requests sent and not yet answered (the pump's poll policy spins while this is > 0).
@@ -134,11 +145,11 @@ class RequestTable {
 
   // ---- waiting (ReplyFuture) -------------------------------------------------------------
   // The pump thread calls this once: a wait on that thread (a callback waiting on a future)
-  // never parks, since the thread that would wake it is itself; it drains instead, and gives
-  // up (returns false) when a slot only the pump may handle stands before its reply.
+  // never parks, since the thread that would wake it is itself; it does the pump's work
+  // instead (ReplyDrainer::pump_step) until its reply is in.
   void mark_pump_thread();
-  // True once the record is done; false at the deadline (none: wait for ever), or on the
-  // pump thread when waiting would deadlock (see mark_pump_thread).
+  // True once the record is done; false at the deadline (none: wait for ever), or when the
+  // runtime closed the drain gate under a wait on the pump thread.
   bool wait(std::uint32_t index, std::uint32_t generation,
             std::optional<std::chrono::steady_clock::time_point> deadline);
   bool poll(std::uint32_t index, std::uint32_t generation);  // ready() / wait_for(0)
@@ -165,8 +176,7 @@ class RequestTable {
   void drop_reference();
   bool enter_gate();
   void leave_gate();
-  bool wait_on_pump_thread(Record& r, std::uint32_t block,
-                           std::optional<std::chrono::steady_clock::time_point> deadline);
+  bool wait_on_pump_thread(Record& r, std::optional<std::chrono::steady_clock::time_point> deadline);
 
   const std::uint32_t blocks_;
   const std::uint32_t window_;  // power of two

@@ -257,7 +257,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   // Request windows: a block has at most a ring of commands queued, a deferred list of them
   // and a K2H ring of answers in flight; twice that again before an id reuses its window slot.
   std::uint32_t window = 1024;
-  while (window < 4ull * options.ring_capacity) window *= 2;
+  while (window < 4ull * options.ring_capacity && window < 65536) window *= 2;  // larger: the overflow map
   impl->requests = detail::RequestTable::create(blocks, window);
   impl->requests->open_drain(impl.get(), detail::WaitPolicy{impl->poll.waiter_spin});
   return std::unique_ptr<Runtime>(new Runtime(std::move(impl)));

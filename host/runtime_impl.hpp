@@ -129,6 +129,8 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   Status refusal;  // guarded by mu: why admission closed
   void close_admission(const Status& why);
 
+  // The next command sequence number of a lane (its mutex held); never 0 in the id's bits.
+  static std::uint64_t next_command_seq(H2KLane& lane);
   ReplyFuture send_one(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
                        std::uint64_t apply_epoch, ReplyCallback* callback);
   Status post_one(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
@@ -176,10 +178,16 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   bool drain_for_waiter(std::uint32_t block) override;
   void drainer_arrives() override;
   void drainer_leaves() override;
+  bool pump_step() override;
 
   // ---- pump (pump.cpp) ---------------------------------------------------------------------
   std::vector<ReplayRecord> pass_records;  // pump thread: one pass's K2H slots
+  std::size_t pass_next = 0;               // pump thread: first of them not yet handled
   std::vector<std::uint32_t> pass_locked;  // pump thread: lanes locked in this pass
+  // Pump thread: the watchdog's state (see watchdog_tick), also driven from pump_step.
+  std::chrono::steady_clock::time_point last_check{}, last_progress{};
+  std::uint64_t last_sum = ~0ull;
+  bool fault_reported = false;
   // Park/resume/stop reports of the current pass, applied once every ring is drained.
   std::vector<Event> deferred_reports;     // pump thread
   struct PassResult {
@@ -195,8 +203,11 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   std::pair<std::uint64_t, std::uint64_t> heartbeat_range() const;
   std::string stalled_blocks(std::uint64_t lo) const;
   void advance_horizon(std::uint64_t horizon);
-  void watchdog_tick(bool finished, bool& fault_reported,
-                     std::chrono::steady_clock::time_point& last_progress, std::uint64_t& last_sum);
+  // Every 5 ms (at most): device faults, and heartbeats against the watchdog timeout.
+  void watchdog_tick(bool finished);
+  // Handles pass_records from pass_next on (a callback waiting on the pump thread may handle
+  // some of them itself, through pump_step).
+  void handle_pass();
 
   // ---- snapshots (snapshot_orchestration.cpp) --------------------------------------------
   // Per actor: the last snapshot image on the host (pump thread). Handed to the sink without

@@ -1,6 +1,7 @@
 // host/send_path.cpp: how commands reach the actors and how their answers come back.
 //
-// Send (any thread; nothing global is locked, nothing is allocated on the heap):
+// Send (any thread; nothing global is locked, nothing is allocated on the heap; a batch of
+// sends allocates the vector of its record indices):
 //   1. a request record from the lock-free pool (RequestTable::allocate);
 //   2. the block's H2K lane mutex: check admission, wait (bounded) for room, take the next
 //      sequence number (request id = block << 40 | seq), prepare + bind the record, log the
@@ -32,6 +33,13 @@ Slot make_slot(std::uint16_t opcode, std::uint16_t flags, std::uint32_t actor, c
 
 }  // namespace
 
+std::uint64_t Runtime::Impl::next_command_seq(H2KLane& lane) {
+  // Sequence numbers live in the low 40 bits of a request id; one that would be 0 there is
+  // skipped (0 would make block 0's id the "no request" id, and a window key of 0 "empty").
+  if ((++lane.next_seq & kRequestSeqMask) == 0) ++lane.next_seq;
+  return lane.next_seq;
+}
+
 std::uint32_t Runtime::Impl::block_of(std::uint32_t actor) const {
   // Out of range: block 0 rejects it with kOpError (a send's future gets kOutOfRange).
   return actor < options.num_actors ? detail::block_of_actor(actor, plan.blocks, options.num_actors) : 0;
@@ -45,11 +53,11 @@ Status Runtime::Impl::refusal_status() const {
 void Runtime::Impl::close_admission(const Status& why) {
   {
     std::lock_guard<std::mutex> lock(mu);
-    if (!refusal.ok()) return;
-    refusal = why;
+    if (refusal.ok()) refusal = why;  // the first reason stays
   }
   // Relaxed: senders read it under their lane's mutex; taking every mutex once below makes
-  // every sender that still saw `true` finish its publish before we return.
+  // every sender that still saw `true` finish its publish before we return (every caller
+  // sweeps, so none returns while another caller's sweep is still under way).
   admitting.store(false, std::memory_order_relaxed);
   for (std::uint32_t b = 0; b < plan.blocks; ++b) std::lock_guard<std::mutex> lane(h2k[b].mutex);
 }
@@ -159,11 +167,8 @@ ReplyFuture Runtime::Impl::send_one(std::uint32_t actor, std::uint16_t opcode, c
     if (callback != nullptr && *callback) (*callback)(failed);
     return ReplyFuture();
   }
-  if (bytes > kEnvelopeDataBytes || (bytes != 0 && data == nullptr)) {
-    ReplyFuture future = requests->prepare(index, 0, actor, opcode, callback);
-    requests->fail_unbound(index, bad_message(actor, bytes));
-    return future;
-  }
+  if (bytes > kEnvelopeDataBytes || (bytes != 0 && data == nullptr))
+    return requests->complete_unbound(index, actor, opcode, callback, bad_message(actor, bytes));
   const std::uint32_t b = block_of(actor);
   H2KLane& lane = h2k[b];
   Envelope env = detail::make_envelope(apply_epoch, 0, data, bytes);
@@ -177,18 +182,14 @@ ReplyFuture Runtime::Impl::send_one(std::uint32_t actor, std::uint16_t opcode, c
     failure = admitting.load(std::memory_order_relaxed) ? wait_for_room(b, 1, actor, unannounced, room)
                                                         : refusal_status();
     if (failure.ok()) {
-      env.request = make_command_request(b, ++lane.next_seq);
+      env.request = make_command_request(b, next_command_seq(lane));
       future = requests->prepare(index, env.request, actor, opcode, callback);
       requests->bind(env.request, index);
       Slot slot = make_slot(opcode, kFlagNone, actor, env);
       publish_locked(b, &slot, 1);
     }
   }
-  if (!failure.ok()) {
-    future = requests->prepare(index, 0, actor, opcode, callback);
-    requests->fail_unbound(index, std::move(failure));
-    return future;
-  }
+  if (!failure.ok()) return requests->complete_unbound(index, actor, opcode, callback, std::move(failure));
   commands_sent.fetch_add(1, std::memory_order_relaxed);  // Relaxed: statistics only.
   ring_doorbell(1);
   return future;
@@ -257,7 +258,7 @@ Status Runtime::Impl::publish_batch(std::span<const Command> commands, ReplyFutu
           break;
         }
         Envelope env = detail::make_envelope(c.apply_epoch, 0, c.data.data(), kEnvelopeDataBytes);
-        env.request = make_command_request(b, ++lane.next_seq);
+        env.request = make_command_request(b, next_command_seq(lane));
         if (!post) {
           const std::uint32_t index = indices[done + built];
           replies[done + built] = requests->prepare(index, env.request, c.actor, c.opcode, nullptr);
@@ -281,8 +282,7 @@ Status Runtime::Impl::publish_batch(std::span<const Command> commands, ReplyFutu
   if (failure.ok()) return Status();
   for (std::size_t i = done; i < n && !post; ++i) {
     if (indices[i] == detail::RequestTable::kNoRecord) continue;
-    replies[i] = requests->prepare(indices[i], 0, commands[i].actor, commands[i].opcode, nullptr);
-    requests->fail_unbound(indices[i], failure);
+    replies[i] = requests->complete_unbound(indices[i], commands[i].actor, commands[i].opcode, nullptr, failure);
   }
   return Status(failure.code(), failure.message() + " (" + std::to_string(done) + " of the batch's " +
                                     std::to_string(n) + " commands were " + (post ? "posted" : "sent") + ")");
@@ -293,7 +293,14 @@ Status Runtime::Impl::publish_internal(std::uint32_t block, std::uint16_t opcode
   H2KLane& lane = h2k[block];
   std::uint64_t unannounced = 0;
   {
-    std::lock_guard<std::mutex> lock(lane.mutex);
+    // Without waiting (the pump): not even for the lane's mutex, which a sender may hold
+    // while it waits for room the kernel can only make once the pump drained K2H.
+    std::unique_lock<std::mutex> lock(lane.mutex, std::defer_lock);
+    if (wait) {
+      lock.lock();
+    } else if (!lock.try_lock()) {
+      return Status(StatusCode::kRingFull, "H2K lane of block " + std::to_string(block) + " is busy");
+    }
     std::uint32_t room = 0;
     if (!wait && !lane.producer.has_room())
       return Status(StatusCode::kRingFull, "H2K ring of block " + std::to_string(block) + " is full");
@@ -334,8 +341,7 @@ void Runtime::send_batch(std::span<const Command> commands, std::span<ReplyFutur
     for (ReplyFuture& f : replies) {
       const std::uint32_t index = impl_->requests->allocate();
       if (index == detail::RequestTable::kNoRecord) continue;
-      f = impl_->requests->prepare(index, 0, 0, 0, nullptr);
-      impl_->requests->fail_unbound(index, bad);
+      f = impl_->requests->complete_unbound(index, 0, 0, nullptr, bad);
     }
     return;
   }

@@ -179,8 +179,11 @@ PKRT_HD void apply_due_commands(BlockState& bs, std::uint32_t first, std::uint32
     for (std::uint32_t i = 0; i < bs.deferred_count; ++i)
       bs.deferred_min = deferred[i].payload.epoch < bs.deferred_min ? deferred[i].payload.epoch : bs.deferred_min;
   }
+  // Only what was published when this epoch's apply began: a host that refills the ring as
+  // fast as the block applies it must not keep one epoch (and its heartbeat) open for ever.
+  const std::uint64_t stop_at = bs.h2k.published();
   Slot cmd;
-  while (bs.h2k.peek(cmd)) {
+  while (bs.h2k.position() < stop_at && bs.h2k.peek(cmd)) {
     if (cmd.payload.epoch > bs.epoch) {
       if (bs.deferred_count == args.deferred_capacity) break;  // full: the ring backs up
       deferred[bs.deferred_count++] = cmd;
@@ -487,7 +490,7 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
       bs.all_full = load_relaxed(args.grid->snapshot_full[round & 1u]) != 0;
     }
     if (leader) {
-      // Relaxed (both): read by block 0 only after the next grid barrier.
+      // Relaxed (all three): read by block 0 only after the next grid barrier.
       if (bs.active) store_relaxed(args.block_lines[b].active_epoch, epoch + 1);
       if constexpr (kEventDriven) {
         store_relaxed(args.block_lines[b].consumed, bs.h2k.position());

@@ -100,11 +100,12 @@ std::optional<std::string> load_string(const std::byte* p, std::size_t off, std:
 // Header bytes [0, kMetadataBytes): identity, capacity, run metadata and their CRC.
 using MetadataBytes = std::array<std::byte, kMetadataBytes>;
 
-MetadataBytes encode_metadata(std::uint64_t capacity, const ReplayRunInfo& info) {
+MetadataBytes encode_metadata(std::uint64_t capacity, const ReplayRunInfo& info,
+                              std::uint32_t version = kReplayLogVersion) {
   MetadataBytes m{};
   std::byte* p = m.data();
   std::memcpy(p, kMagic, sizeof kMagic);
-  store_at(p, kVersionAt, kReplayLogVersion);
+  store_at(p, kVersionAt, version);
   store_at(p, kHeaderBytesAt, static_cast<std::uint32_t>(kReplayLogHeaderBytes));
   store_at(p, kRecordBytesAt, static_cast<std::uint32_t>(kReplayRecordBytes));
   store_at(p, kCapacityAt, capacity);
@@ -460,10 +461,10 @@ Result<ReplayLog> parse_log(std::span<const std::byte> file, const std::string& 
     return metadata_damaged(name, "the file ends at byte " + std::to_string(file.size()) +
                                       ", inside the 4096-byte header (truncated)");
   const auto version = load_at<std::uint32_t>(p, kVersionAt);
-  if (version != kReplayLogVersion)
+  if (version < kReplayLogOldestVersion || version > kReplayLogVersion)
     return Status(StatusCode::kCorruptData,
-                  quoted(name) + ": format version " + std::to_string(version) +
-                      ", this pkrt reads version " + std::to_string(kReplayLogVersion) +
+                  quoted(name) + ": format version " + std::to_string(version) + ", this pkrt reads versions " +
+                      std::to_string(kReplayLogOldestVersion) + ".." + std::to_string(kReplayLogVersion) +
                       ". Fix: read it with a pkrt that supports that version");
   if (load_at<std::uint32_t>(p, kMetadataCrcAt) != crc32(p, kMetadataCrcAt))
     return metadata_damaged(name, "metadata CRC mismatch (bytes 0.." +
@@ -471,6 +472,7 @@ Result<ReplayLog> parse_log(std::span<const std::byte> file, const std::string& 
 
   // The CRC matched: what follows tells a log pkrt wrote from one it would not write.
   ReplayLog log;
+  log.version = version;
   log.capacity = load_at<std::uint64_t>(p, kCapacityAt);
   if (load_at<std::uint32_t>(p, kHeaderBytesAt) != kReplayLogHeaderBytes ||
       load_at<std::uint32_t>(p, kRecordBytesAt) != kReplayRecordBytes || log.capacity == 0 ||
@@ -502,7 +504,7 @@ Result<ReplayLog> parse_log(std::span<const std::byte> file, const std::string& 
   info.created_unix_ns = load_at<std::uint64_t>(p, kCreatedAt);
   // Encoding what was decoded must give the same bytes: this rejects nonzero padding,
   // reserved bytes and non-0/1 flags in one place.
-  if (std::memcmp(encode_metadata(log.capacity, info).data(), p, kMetadataBytes) != 0)
+  if (std::memcmp(encode_metadata(log.capacity, info, version).data(), p, kMetadataBytes) != 0)
     return not_a_log(name, "run metadata has nonzero padding or reserved bytes: written by a "
                            "newer pkrt without a version bump, or not by pkrt");
 
@@ -537,9 +539,10 @@ Result<ReplayLog> parse_log(std::span<const std::byte> file, const std::string& 
   std::uint64_t seq = log.wrapped ? log.written - log.capacity : 0;
   auto in_file = [&](std::uint64_t s) { return s % log.capacity < slots_in_file; };
   ReplayRecord record;
-  // Once the log has wrapped, the oldest counted records' slots are the ones the next batch
-  // overwrites: a writer stopped mid-batch leaves some of them torn, or already replaced.
-  if (!log.closed_cleanly && log.written >= log.capacity) {
+  // Once the log has wrapped, or is one batch from wrapping, the oldest counted records'
+  // slots are the ones the next batch overwrites: a writer stopped mid-batch leaves some of
+  // them torn, or already replaced.
+  if (!log.closed_cleanly && log.written + kReplayMaxBatch > log.capacity) {
     std::uint64_t skipped = 0;
     std::string first_problem;
     while (skipped < kReplayMaxBatch && seq < log.written && in_file(seq)) {

@@ -206,8 +206,11 @@ bool replay_observable(const Slot& slot) {
     case kOpAckRange:  // how acknowledgements group follows blocks and timing; each command's
                        // applied epoch is what the replay re-injects at
       return false;
-    case kOpAck:  // AckData::opcode at byte 0
-      return !is_infrastructure_command(data_u16(slot, 0));
+    case kOpAck:  // acknowledgements are not compared (in version 2 logs commands sent or
+                  // posted are acknowledged in kOpAckRange runs instead; a version 1 log's
+                  // kOpAck would then have nothing to match): their applied epochs drive the
+                  // re-injection, and a command that failed instead shows as its kOpError
+      return false;
     case kOpError:  // ErrorData::opcode at byte 2
       return !is_infrastructure_command(data_u16(slot, 2));
     default:

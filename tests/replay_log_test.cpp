@@ -2,6 +2,7 @@
 // the damage (or is provably harmless), a SIGKILLed writer leaves only intact counted
 // records, and concurrent appends get one contiguous sequence. Offsets below are the ones
 // docs/replay-log-format.md specifies.
+#include <pkrt/crc32.hpp>
 #include <pkrt/replay_log.hpp>
 
 #include <gtest/gtest.h>
@@ -451,6 +452,33 @@ TEST(ReplayLog, SigkillMidAppendLeavesOnlyIntactCountedRecords) {
   }
 }
 
+TEST(ReplayLog, Version1LogsAreStillRead) {
+  const std::uint64_t seed = 913;
+  print_seed(seed);
+  TempDir dir;
+  auto bytes = file_bytes(write_log(dir, 32, 20, seed));
+  EXPECT_EQ(parse_replay_log(bytes)->version, kReplayLogVersion);
+  // The same log as a version 1 writer left it: version field 1, metadata CRC to match.
+  const std::uint32_t one = 1;
+  std::memcpy(bytes.data() + 8, &one, sizeof one);
+  const std::uint32_t crc = crc32(bytes.data(), 2240);
+  std::memcpy(bytes.data() + 2240, &crc, sizeof crc);
+  auto log = parse_replay_log(bytes);
+  ASSERT_TRUE(log.ok()) << log.status().to_string();
+  EXPECT_EQ(log->version, 1u);
+  ASSERT_EQ(log->records.size(), 20u);
+  for (const auto& r : log->records) EXPECT_TRUE(is_expected(r, seed));
+  // A version this pkrt does not know is refused by number.
+  const std::uint32_t future = kReplayLogVersion + 1;
+  std::memcpy(bytes.data() + 8, &future, sizeof future);
+  const std::uint32_t crc2 = crc32(bytes.data(), 2240);
+  std::memcpy(bytes.data() + 2240, &crc2, sizeof crc2);
+  auto refused = parse_replay_log(bytes);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_NE(refused.status().message().find("format version " + std::to_string(future)), std::string::npos)
+      << refused.status().message();
+}
+
 TEST(ReplayLog, AppendBatchWritesExactlyWhatSingleAppendsWrite) {
   const std::uint64_t seed = 909;
   print_seed(seed);
@@ -503,6 +531,43 @@ TEST(ReplayLog, TornBatchAtTheOldEndOfAnUnclosedWrappedLogIsSkippedWithANote) {
   ASSERT_EQ(log->records.size(), 59u);
   for (const auto& r : log->records) EXPECT_TRUE(is_expected(r, seed));
   EXPECT_NE(log->stop_note.find("records 36..40 (the oldest"), std::string::npos) << log->stop_note;
+}
+
+TEST(ReplayLog, ABatchTornWhileItFirstWrapsTheLogLosesOnlyTheSlotsItOverwrote) {
+  const std::uint64_t seed = 912;
+  print_seed(seed);
+  TempDir dir;
+  const std::string path = dir.file("first-wrap.pkrl");
+  auto writer = ReplayLogWriter::create(path, {.capacity_records = 64});
+  ASSERT_TRUE(writer.ok());
+  ASSERT_TRUE(writer.value()->begin_run(run_info()).ok());
+  append_expected_batch(*writer.value(), seed, 0, 50);
+  auto bytes = file_bytes(path);
+  // As a SIGKILL in a batch of records 50..66 would leave it: 50..63 written, 64..66 written
+  // over the slots of records 0..2 (the last one half), the count still 50.
+  std::vector<std::byte> newer(kRecord * 17);
+  {
+    TempDir scratch;
+    const std::string other = scratch.file("newer.pkrl");
+    auto w = ReplayLogWriter::create(other, {.capacity_records = 128});
+    ASSERT_TRUE(w.ok());
+    ASSERT_TRUE(w.value()->begin_run(run_info()).ok());
+    append_expected_batch(*w.value(), seed, 0, 67);
+    const auto full = file_bytes(other);
+    std::memcpy(newer.data(), full.data() + kHeader + 50 * kRecord, newer.size());
+  }
+  for (std::uint64_t i = 0; i < 17; ++i) {
+    const std::uint64_t slot = (50 + i) % 64;
+    const std::size_t len = i == 16 ? kRecord / 2 : kRecord;
+    std::memcpy(bytes.data() + kHeader + slot * kRecord, newer.data() + i * kRecord, len);
+  }
+  auto log = parse_replay_log(bytes);
+  ASSERT_TRUE(log.ok()) << log.status().to_string();
+  EXPECT_EQ(log->written, 50u);
+  EXPECT_EQ(log->first_seq, 3u);
+  ASSERT_EQ(log->records.size(), 47u) << log->stop_note;
+  for (const auto& r : log->records) EXPECT_TRUE(is_expected(r, seed));
+  EXPECT_NE(log->stop_note.find("records 0..2 (the oldest"), std::string::npos) << log->stop_note;
 }
 
 TEST(ReplayLog, SigkillMidBatchLeavesOnlyIntactCountedRecords) {

@@ -48,7 +48,10 @@
 
 namespace pkrt {
 
-inline constexpr std::uint32_t kReplayLogVersion = 1;
+// Version 2: the K2H stream may hold kOpAckRange, and H2K slots kFlagPost (the
+// record layout is version 1's). Readers take both; a version 1 log replays as before.
+inline constexpr std::uint32_t kReplayLogVersion = 2;
+inline constexpr std::uint32_t kReplayLogOldestVersion = 1;
 inline constexpr std::size_t kReplayLogHeaderBytes = 4096;
 inline constexpr std::size_t kReplayRecordBytes = 128;
 inline constexpr std::size_t kReplayMaxAppName = 63;      // bytes, without the terminator
@@ -154,6 +157,7 @@ class ReplayLogWriter {
 
 // A log as read back.
 struct ReplayLog {
+  std::uint32_t version = 0;         // format version of the file (kReplayLogOldestVersion..)
   ReplayRunInfo info;
   std::uint64_t capacity = 0;        // records the file holds
   std::uint64_t written = 0;         // records ever appended (header, or recovered by scan)

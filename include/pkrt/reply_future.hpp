@@ -5,7 +5,8 @@
 //   without its shared state: it names a record in the runtime's request table (a fixed pool,
 //   grown in blocks of records, never per message), so a send allocates nothing on the heap.
 //   Move-only. It converts to std::future<Reply> (from an rvalue) for code that names that
-//   type; that conversion allocates the std::promise and completes on the pump thread.
+//   type; that conversion allocates the std::promise, which is then completed like a reply
+//   callback (on the pump thread; at shutdown on the thread that shuts down).
 // - Waiting without hand-offs: a thread in get()/wait*() first spins on its record's
 //   completion word for a short budget (RuntimeOptions::poll), and while it spins it drains
 //   its actor's K2H ring itself: replies for futures found there (its own, or another

@@ -191,6 +191,15 @@ class RingConsumer {
     return true;
   }
 
+  // Reloads the producer's `published` and returns it: the consumer may read every position
+  // below it. (A consumer that stops there bounds its work by what was published when it
+  // started, however fast the producer refills the ring.)
+  PKRT_HD std::uint64_t published() {
+    // Acquire: pairs with the producer's store_release(published).
+    published_ = detail::load_acquire(ring_->published);
+    return published_;
+  }
+
   // Whether the next slot is published (no copy, and no access to the slot's line).
   PKRT_HD bool ready() {
     if (head_ < published_) return true;

@@ -17,8 +17,10 @@
 //   concurrently (read_region blocks control changes while it copies). start(), run_until()
 //   and shutdown() must not race with each other.
 // - Reply callbacks and the event/error callbacks run on the pump thread: keep them short
-//   and never call shutdown() from them. They may send; a get() inside one returns the reply
-//   when it can be had without the pump, else kFailedPrecondition (it would deadlock).
+//   and never call shutdown() from them. They may send, and wait on a future: a get() there
+//   does the pump's own work until its reply is in (so it cannot deadlock), but meanwhile
+//   no other callback, event or watchdog check runs beyond what that work does: do not wait
+//   there for replies due far in the future.
 //
 // Messaging fast path (docs/architecture.md, "Messaging"): a send takes one record from a
 // lock-free pool, the H2K ring's own lock (one per block, not global), and bumps the
