@@ -412,7 +412,17 @@ bool RequestTable::wait(std::uint32_t index, std::uint32_t generation,
 
   // Spin on our own word, draining our block's K2H ring: no hand-off when the reply is close.
   if (enter_gate()) {
+    // Leaves the gate and the drainers count on every way out (a drain can throw bad_alloc
+    // while it builds an error message; close_drain would otherwise wait for ever).
+    struct Leave {
+      RequestTable* table;
+      ~Leave() {
+        table->drainer_->drainer_leaves();
+        table->leave_gate();
+      }
+    };
     drainer_->drainer_arrives();
+    const Leave leave{this};
     auto spin_end = std::chrono::steady_clock::now() + policy_.spin;
     if (deadline && *deadline < spin_end) spin_end = *deadline;
     bool completed = false;
@@ -433,10 +443,10 @@ bool RequestTable::wait(std::uint32_t index, std::uint32_t generation,
     }
     // Replies for other waiters that arrived with ours: complete them now rather than leave
     // them for the pump, which drainer_leaves would otherwise have to wake.
-    if (completed) drainer_->drain_for_waiter(block);
-    drainer_->drainer_leaves();
-    leave_gate();
-    if (completed) return true;
+    if (completed) {
+      drainer_->drain_for_waiter(block);
+      return true;
+    }
   }
 
   // Park: the pump completes the record and wakes us.
