@@ -1,6 +1,7 @@
 // host/runtime_impl.hpp: Runtime::Impl, the runtime's state, shared by the files that each
 // own one responsibility:
-//   host/runtime.cpp                  create, start, shutdown, region reads, accessors
+//   host/runtime_setup.cpp            create: options, backend, memory layout, KernelArgs
+//   host/runtime.cpp                  start, shutdown, region reads, accessors
 //   host/runtime_control.cpp          host control (target epoch, pause/resume, parks), doorbell
 //   host/send_path.cpp                send/post/batches: H2K lanes, request records, completions,
 //                                     draining for waiting threads

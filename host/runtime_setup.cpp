@@ -1,0 +1,235 @@
+// host/runtime_setup.cpp: Runtime::create: validates the options, picks and initialises the
+// backend, lays out and allocates everything the kernel needs (control block, rings, state
+// arenas, K2K mailboxes, snapshot staging, deferred lists), fills KernelArgs, and sets up
+// the send and reply paths (lanes, request table, poll policy). Nothing runs until start().
+#include "host/runtime_impl.hpp"
+
+#include <algorithm>
+#include <cstring>
+
+namespace pkrt {
+namespace {
+
+constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
+
+}  // namespace
+
+Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const void* params,
+                                                 std::size_t params_bytes,
+                                                 const RuntimeOptions& options) {
+  auto impl = std::make_unique<Impl>();
+  impl->program = &program;
+  impl->options = options;
+  if (params_bytes != program.params_bytes) {
+    return Status(StatusCode::kInvalidArgument,
+                  "params of " + std::to_string(params_bytes) + " bytes given to app '" +
+                      program.name + "', which expects " + std::to_string(program.params_bytes) +
+                      ". Fix: pass the app's own Params struct");
+  }
+  if (options.num_actors == 0 || options.num_actors > (1u << 24)) {
+    return Status(StatusCode::kInvalidArgument,
+                  "actor count " + std::to_string(options.num_actors) +
+                      " is out of range. Fix: use 1..16777216 actors");
+  }
+  if (!ring_capacity_valid(options.ring_capacity)) {
+    return Status(StatusCode::kInvalidArgument,
+                  "ring capacity " + std::to_string(options.ring_capacity) +
+                      " is invalid. Fix: use a power of two between 2 and 1048576");
+  }
+  impl->params.assign(static_cast<const std::byte*>(params),
+                      static_cast<const std::byte*>(params) + params_bytes);
+  if (program.check_params != nullptr) {
+    if (const char* problem = program.check_params(impl->params.data(), options.num_actors)) {
+      return Status(StatusCode::kInvalidArgument,
+                    std::string("params rejected by app '") + program.name + "': " + problem);
+    }
+  }
+  impl->layout = program.layout(impl->params.data(), options.num_actors);
+
+  // Backend selection. Chaos mode perturbs CPU worker threads; a GPU schedules on its own.
+  std::string note;
+  if (options.chaos && options.backend == BackendKind::kCuda) {
+    return Status(StatusCode::kInvalidArgument,
+                  "chaos mode perturbs the CPU backend's worker threads and cannot run on the "
+                  "CUDA backend. Fix: drop --chaos, or use --backend cpu");
+  }
+  if (options.chaos && options.backend == BackendKind::kAuto) {
+    note = "; chaos mode runs on the CPU";
+  } else if (options.backend == BackendKind::kCuda) {
+    auto cuda = host::make_cuda_backend(options.cuda_device);
+    if (!cuda.ok()) return cuda.status();
+    impl->backend = std::move(cuda.value());
+  } else if (options.backend == BackendKind::kAuto) {
+    if (!host::cuda_backend_compiled()) {
+      note = "; CUDA backend not built";
+    } else if (program.cuda_kernel == nullptr) {
+      note = "; app not compiled for CUDA";
+    } else {
+      auto cuda = host::make_cuda_backend(options.cuda_device);
+      if (cuda.ok()) {
+        impl->backend = std::move(cuda.value());
+      } else {
+        note = "; no usable GPU";
+      }
+    }
+  }
+  if (!impl->backend) impl->backend = host::make_cpu_backend();
+  impl->backend_kind = impl->backend->kind();
+
+  auto plan = impl->backend->plan(program, options.num_actors, options.threads);
+  if (!plan.ok()) return plan.status();
+  impl->plan = plan.value();
+  impl->plan.chaos = options.chaos;
+  impl->plan.chaos_seed = options.chaos_seed;
+  if (options.chaos) impl->plan.description += ", chaos seed " + std::to_string(options.chaos_seed);
+  impl->description = impl->plan.description +
+                      (options.backend == BackendKind::kAuto ? ", picked by --backend auto" + note : "");
+
+  host::Backend& be = *impl->backend;
+  const std::uint32_t blocks = impl->plan.blocks;
+  const ProgramLayout& lay = impl->layout;
+
+  // State arenas: [State][region 0][region 1]..., each 256-byte aligned.
+  detail::KernelArgs& a = impl->args;
+  std::uint64_t offset = align_up(std::max<std::uint64_t>(lay.state_bytes, 1), detail::kRegionAlign);
+  a.region_count = lay.region_count;
+  for (std::uint32_t r = 0; r < lay.region_count; ++r) {
+    a.region_offset[r] = offset;
+    a.region_bytes[r] = lay.region_bytes[r];
+    offset += align_up(std::max<std::uint64_t>(lay.region_bytes[r], 1), detail::kRegionAlign);
+  }
+  impl->state_stride = offset;
+  impl->ring_stride = align_up(ring_bytes(options.ring_capacity), 4096);
+
+  auto alloc_hv = [&](host::Buffer& buf, std::size_t bytes) -> Status {
+    auto r = be.alloc_host_visible(bytes);
+    if (!r.ok()) return r.status();
+    buf = std::move(r.value());
+    return Status();
+  };
+  auto alloc_dev = [&](host::Buffer& buf, std::size_t bytes) -> Status {
+    auto r = be.alloc_device(bytes);
+    if (!r.ok()) return r.status();
+    buf = std::move(r.value());
+    return Status();
+  };
+  const std::uint64_t k2k_stride =
+      lay.k2k_channels == 0 ? 0 : align_up(detail::kK2KHeaderBytes + lay.k2k_payload_bytes, 64);
+  const std::uint64_t k2k_bytes = 2ull * options.num_actors * lay.k2k_channels * k2k_stride;
+  if (options.snapshots &&
+      (options.chunk_bytes < 256 || (options.chunk_bytes & (options.chunk_bytes - 1)) != 0)) {
+    return Status(StatusCode::kInvalidArgument,
+                  "chunk size " + std::to_string(options.chunk_bytes) +
+                      " is invalid. Fix: use a power of two of at least 256 bytes (default 65536)");
+  }
+  ImageLayout& img = impl->image;
+  img.arena_bytes = impl->state_stride;
+  img.inbox_bytes = std::uint64_t{lay.k2k_channels} * k2k_stride;
+  img.image_bytes = img.arena_bytes + img.inbox_bytes;
+  img.chunk_bytes = options.chunk_bytes;
+  img.chunks = static_cast<std::uint32_t>((img.image_bytes + img.chunk_bytes - 1) / img.chunk_bytes);
+  img.regions.push_back({"state", 0, lay.state_bytes});
+  for (std::uint32_t r = 0; r < lay.region_count; ++r)
+    img.regions.push_back({lay.region_names[r], a.region_offset[r], lay.region_bytes[r]});
+  if (img.inbox_bytes > 0) img.regions.push_back({"k2k_inbox", img.arena_bytes, img.inbox_bytes});
+
+  PKRT_RETURN_IF_ERROR(alloc_hv(impl->control_buf, sizeof(ControlBlock)));
+  PKRT_RETURN_IF_ERROR(alloc_hv(impl->heartbeat_buf, sizeof(BlockHeartbeat) * blocks));
+  PKRT_RETURN_IF_ERROR(alloc_hv(impl->h2k_buf, impl->ring_stride * blocks));
+  PKRT_RETURN_IF_ERROR(alloc_hv(impl->k2h_buf, impl->ring_stride * blocks));
+  PKRT_RETURN_IF_ERROR(alloc_dev(impl->state_buf, impl->state_stride * options.num_actors));
+  PKRT_RETURN_IF_ERROR(alloc_dev(impl->k2k_buf, std::max<std::uint64_t>(k2k_bytes, 64)));
+  PKRT_RETURN_IF_ERROR(alloc_dev(impl->global_buf, std::max<std::uint64_t>(lay.global_bytes, 64)));
+  PKRT_RETURN_IF_ERROR(alloc_dev(impl->grid_buf, sizeof(detail::GridScratch)));
+  PKRT_RETURN_IF_ERROR(alloc_dev(impl->lines_buf, sizeof(detail::BlockLine) * blocks));
+  PKRT_RETURN_IF_ERROR(alloc_dev(impl->params_buf, std::max<std::size_t>(params_bytes, 1)));
+  // Deferred commands: as many per block as its ring holds, so deferring never loses one.
+  PKRT_RETURN_IF_ERROR(alloc_dev(impl->deferred_buf, sizeof(Slot) * options.ring_capacity * blocks));
+  a.deferred = static_cast<Slot*>(impl->deferred_buf.device());
+  a.deferred_capacity = options.ring_capacity;
+  if (options.snapshots) {
+    a.image_bytes = img.image_bytes;
+    a.chunk_bytes = img.chunk_bytes;
+    a.chunks = img.chunks;
+    a.crc_offset = align_up(img.image_bytes, detail::kRegionAlign);
+    a.changed_offset = a.crc_offset + align_up(std::uint64_t{img.chunks} * 4, detail::kRegionAlign);
+    a.staging_stride = a.changed_offset + align_up(img.chunks, detail::kRegionAlign);
+    PKRT_RETURN_IF_ERROR(alloc_dev(impl->staging_buf, a.staging_stride * options.num_actors));
+    PKRT_RETURN_IF_ERROR(alloc_dev(impl->prev_crc_buf, std::uint64_t{img.chunks} * 4 * options.num_actors));
+    PKRT_RETURN_IF_ERROR(alloc_dev(impl->actor_flag_buf, 4ull * options.num_actors));
+    a.staging = static_cast<std::byte*>(impl->staging_buf.device());
+    a.prev_crcs = static_cast<std::uint32_t*>(impl->prev_crc_buf.device());
+    a.actor_flags = static_cast<std::uint32_t*>(impl->actor_flag_buf.device());
+    impl->mirror.resize(options.num_actors);
+  }
+
+  impl->control = static_cast<ControlBlock*>(impl->control_buf.host());
+  impl->heartbeats = static_cast<BlockHeartbeat*>(impl->heartbeat_buf.host());
+  // Plain store: the kernel is not running yet; the launch orders it.
+  impl->control->host.target_epoch = kNoTargetEpoch;
+  for (std::uint32_t b = 0; b < blocks; ++b) {
+    ring_init(detail::ring_at(static_cast<std::byte*>(impl->h2k_buf.host()), impl->ring_stride, b),
+              options.ring_capacity);
+    ring_init(detail::ring_at(static_cast<std::byte*>(impl->k2h_buf.host()), impl->ring_stride, b),
+              options.ring_capacity);
+  }
+  if (k2k_bytes > 0) {
+    // Every mailbox starts stale (epoch ~0), so an epoch-1 read of a slot nobody wrote in
+    // init is empty rather than a zero-length message from actor 0.
+    std::vector<std::byte> image(k2k_bytes);
+    for (std::uint64_t off = 0; off < k2k_bytes; off += k2k_stride) {
+      detail::K2KSlotHeader h{~0ull, 0, 0};
+      std::memcpy(image.data() + off, &h, sizeof h);
+    }
+    PKRT_RETURN_IF_ERROR(be.copy_to_device(impl->k2k_buf.device(), image.data(), k2k_bytes));
+  }
+  if (params_bytes > 0) {
+    PKRT_RETURN_IF_ERROR(be.copy_to_device(impl->params_buf.device(), params, params_bytes));
+  }
+
+  a.control = static_cast<ControlBlock*>(impl->control_buf.device());
+  a.heartbeats = static_cast<BlockHeartbeat*>(impl->heartbeat_buf.device());
+  a.h2k = static_cast<std::byte*>(impl->h2k_buf.device());
+  a.k2h = static_cast<std::byte*>(impl->k2h_buf.device());
+  a.ring_stride = impl->ring_stride;
+  a.state = static_cast<std::byte*>(impl->state_buf.device());
+  a.state_stride = impl->state_stride;
+  a.k2k = static_cast<std::byte*>(impl->k2k_buf.device());
+  a.k2k_channels = lay.k2k_channels;
+  a.k2k_slot_stride = k2k_stride;
+  a.k2k_payload_bytes = lay.k2k_payload_bytes;
+  a.global = static_cast<std::byte*>(impl->global_buf.device());
+  a.global_bytes = lay.global_bytes;
+  a.grid = static_cast<detail::GridScratch*>(impl->grid_buf.device());
+  a.block_lines = static_cast<detail::BlockLine*>(impl->lines_buf.device());
+  a.params = impl->params_buf.device();
+  a.num_actors = options.num_actors;
+  a.num_blocks = blocks;
+  a.start_epoch = 0;
+  a.run_init = 1;
+  a.digest_period = options.digest_period;
+  impl->log = options.replay_log;
+  impl->poll = poll_settings(options.poll, impl->backend_kind);
+  a.idle_spin = options.idle_spin != 0 ? options.idle_spin : impl->poll.block_idle_spin;
+  a.poll_sleep_cap_ns = impl->poll.device_sleep_cap_ns;
+  // Posts are acknowledged only when someone keeps their applied epochs: the replay log.
+  a.ack_posts = impl->log ? 1u : 0u;
+
+  impl->h2k = std::make_unique<Impl::H2KLane[]>(blocks);
+  impl->k2h = std::make_unique<Impl::K2HLane[]>(blocks);
+  for (std::uint32_t b = 0; b < blocks; ++b) {
+    impl->h2k[b].producer =
+        RingProducer(detail::ring_at(static_cast<std::byte*>(impl->h2k_buf.host()), impl->ring_stride, b));
+    impl->k2h[b].consumer =
+        RingConsumer(detail::ring_at(static_cast<std::byte*>(impl->k2h_buf.host()), impl->ring_stride, b));
+  }
+  // Request windows: a block has at most a ring of commands queued, a deferred list of them
+  // and a K2H ring of answers in flight; twice that again before an id reuses its window slot.
+  std::uint32_t window = 1024;
+  while (window < 4ull * options.ring_capacity && window < 65536) window *= 2;  // larger: the overflow map
+  impl->requests = detail::RequestTable::create(blocks, window);
+  impl->requests->open_drain(impl.get(), detail::WaitPolicy{impl->poll.waiter_spin});
+  return std::unique_ptr<Runtime>(new Runtime(std::move(impl)));
+}
+
+}  // namespace pkrt
