@@ -203,12 +203,7 @@ Runtime::Impl::PassResult Runtime::Impl::pump_pass() {
     Slot slot;
     std::uint32_t n = 0;
     while (n < kPumpDrainPerRing && lane.consumer.peek(slot)) {
-      ReplayRecord& r = pass_records.emplace_back();
-      r.direction = static_cast<std::uint8_t>(ReplayDirection::kK2H);
-      r.block = b;
-      r.epoch_observed = observed;
-      r.epoch_applied = slot.payload.epoch;
-      r.slot = slot;
+      pass_records.push_back(k2h_record(b, observed, slot));
       lane.consumer.advance();
       ++n;
     }

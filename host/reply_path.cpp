@@ -143,13 +143,7 @@ bool Runtime::Impl::drain_for_waiter(std::uint32_t block) {
         pump_needed = true;
         break;
       }
-      ReplayRecord& r = batch[n++];
-      r = ReplayRecord{};
-      r.direction = static_cast<std::uint8_t>(ReplayDirection::kK2H);
-      r.block = block;
-      r.epoch_observed = observed;
-      r.epoch_applied = slot.payload.epoch;
-      r.slot = slot;
+      batch[n++] = k2h_record(block, observed, slot);
       lane.consumer.advance();
     }
     if (n == 0) break;

@@ -283,4 +283,16 @@ void Runtime::Impl::update_control(Fn&& store) {
 Event to_event(const Slot& slot, std::uint32_t block);
 std::string hex_opcode(std::uint16_t op);
 
+// The replay record of a K2H slot consumed from block `block`'s ring (seq, time and CRC are
+// the log writer's to fill).
+inline ReplayRecord k2h_record(std::uint32_t block, std::uint64_t epoch_observed, const Slot& slot) {
+  ReplayRecord r{};
+  r.direction = static_cast<std::uint8_t>(ReplayDirection::kK2H);
+  r.block = block;
+  r.epoch_observed = epoch_observed;
+  r.epoch_applied = slot.payload.epoch;
+  r.slot = slot;
+  return r;
+}
+
 }  // namespace pkrt

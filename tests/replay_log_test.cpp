@@ -18,6 +18,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <functional>
 #include <iterator>
 #include <random>
 #include <thread>
@@ -397,58 +398,67 @@ TEST(ReplayLog, ATornOldestRecordOfAnUnclosedWrappedLogIsSkipped) {
   EXPECT_NE(log->stop_note.find("record 12 (the oldest"), std::string::npos) << log->stop_note;
 }
 
+// Forks a child that creates a log of `capacity` records at `path` and runs `append_forever`
+// on it, SIGKILLs it after a seeded delay, then checks the log: its metadata, every readable
+// record intact and in sequence up to the count, and at most `max_lost` of the oldest lost.
+void kill_writer_and_check(const std::string& path, std::uint64_t capacity, std::uint64_t seed,
+                           std::mt19937_64& rng, std::uint64_t max_lost, int round,
+                           const std::function<void(ReplayLogWriter&)>& append_forever) {
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(ready[0]);
+    auto writer = ReplayLogWriter::create(path, {.capacity_records = capacity});
+    if (!writer.ok() || !writer.value()->begin_run(run_info()).ok()) ::_exit(3);
+    const char byte = 'r';
+    if (::write(ready[1], &byte, 1) != 1) ::_exit(4);
+    append_forever(*writer.value());
+    ::_exit(5);
+  }
+  ::close(ready[1]);
+  char byte = 0;
+  ASSERT_EQ(::read(ready[0], &byte, 1), 1) << "the writer failed to start";
+  ::close(ready[0]);
+  ::usleep(static_cast<useconds_t>(rng() % 20000));
+  ::kill(child, SIGKILL);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  ASSERT_TRUE(WIFSIGNALED(status)) << "the writer stopped on its own (status " << status << ")";
+
+  auto log = read_replay_log(path);
+  ASSERT_TRUE(log.ok()) << log.status().to_string();
+  EXPECT_FALSE(log->closed_cleanly);
+  expect_same_info(log->info, run_info());
+  const std::uint64_t readable = std::min(log->written, capacity);
+  ASSERT_GE(log->records.size() + max_lost, readable) << log->stop_note;
+  if (log->records.size() < readable) {
+    EXPECT_NE(log->stop_note.find("(the oldest"), std::string::npos) << log->stop_note;
+  }
+  for (std::size_t i = 0; i < log->records.size(); ++i) {
+    ASSERT_EQ(log->records[i].seq, log->first_seq + i);
+    ASSERT_TRUE(is_expected(log->records[i], seed));
+  }
+  if (!log->records.empty()) EXPECT_EQ(log->records.back().seq + 1, log->written);
+  std::printf("[ info ] round %d: %llu written, %zu read%s%s\n", round,
+              static_cast<unsigned long long>(log->written), log->records.size(),
+              log->stop_note.empty() ? "" : "; ", log->stop_note.c_str());
+}
+
 TEST(ReplayLog, SigkillMidAppendLeavesOnlyIntactCountedRecords) {
   const std::uint64_t seed = 808;
   print_seed(seed);
   std::mt19937_64 rng(seed);
   TempDir dir;
-  const std::string path = dir.file("killed.pkrl");
   for (int round = 0; round < 10; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
     // Small logs wrap thousands of times before the kill; large ones may not wrap at all.
-    const std::uint64_t capacity = round % 2 == 0 ? 1024 : 65536;
-    int ready[2];
-    ASSERT_EQ(::pipe(ready), 0);
-    const pid_t child = ::fork();
-    ASSERT_GE(child, 0);
-    if (child == 0) {
-      ::close(ready[0]);
-      auto writer = ReplayLogWriter::create(path, {.capacity_records = capacity});
-      if (!writer.ok() || !writer.value()->begin_run(run_info()).ok()) ::_exit(3);
-      const char byte = 'r';
-      if (::write(ready[1], &byte, 1) != 1) ::_exit(4);
-      for (std::uint64_t s = 0;; ++s) append_expected(*writer.value(), seed, s);
-    }
-    ::close(ready[1]);
-    char byte = 0;
-    ASSERT_EQ(::read(ready[0], &byte, 1), 1) << "the writer failed to start";
-    ::close(ready[0]);
-    ::usleep(static_cast<useconds_t>(rng() % 20000));
-    ::kill(child, SIGKILL);
-    int status = 0;
-    ::waitpid(child, &status, 0);
-    ASSERT_TRUE(WIFSIGNALED(status)) << "the writer stopped on its own (status " << status << ")";
-
-    auto log = read_replay_log(path);
-    ASSERT_TRUE(log.ok()) << log.status().to_string();
-    EXPECT_FALSE(log->closed_cleanly);
-    expect_same_info(log->info, run_info());
-    const std::uint64_t readable = std::min(log->written, capacity);
     // Only the oldest slot (the one the interrupted append was overwriting) may be lost.
-    ASSERT_GE(log->records.size() + 1, readable) << log->stop_note;
-    if (log->records.size() < readable) {
-      EXPECT_NE(log->stop_note.find("(the oldest"), std::string::npos) << log->stop_note;
-    }
-    for (std::size_t i = 0; i < log->records.size(); ++i) {
-      ASSERT_EQ(log->records[i].seq, log->first_seq + i);
-      ASSERT_TRUE(is_expected(log->records[i], seed));
-    }
-    if (!log->records.empty()) {
-      EXPECT_EQ(log->records.back().seq + 1, log->written);
-    }
-    std::printf("[ info ] round %d: %llu written, %zu read%s%s\n", round,
-                static_cast<unsigned long long>(log->written), log->records.size(),
-                log->stop_note.empty() ? "" : "; ", log->stop_note.c_str());
+    kill_writer_and_check(dir.file("killed.pkrl"), round % 2 == 0 ? 1024 : 65536, seed, rng, 1, round,
+                          [&](ReplayLogWriter& w) {
+                            for (std::uint64_t s = 0;; ++s) append_expected(w, seed, s);
+                          });
   }
 }
 
@@ -575,50 +585,18 @@ TEST(ReplayLog, SigkillMidBatchLeavesOnlyIntactCountedRecords) {
   print_seed(seed);
   std::mt19937_64 rng(seed);
   TempDir dir;
-  const std::string path = dir.file("killed-batch.pkrl");
   for (int round = 0; round < 8; ++round) {
     SCOPED_TRACE("round " + std::to_string(round));
-    const std::uint64_t capacity = round % 2 == 0 ? 1024 : 65536;
-    int ready[2];
-    ASSERT_EQ(::pipe(ready), 0);
-    const pid_t child = ::fork();
-    ASSERT_GE(child, 0);
-    if (child == 0) {
-      ::close(ready[0]);
-      auto writer = ReplayLogWriter::create(path, {.capacity_records = capacity});
-      if (!writer.ok() || !writer.value()->begin_run(run_info()).ok()) ::_exit(3);
-      const char byte = 'r';
-      if (::write(ready[1], &byte, 1) != 1) ::_exit(4);
-      std::mt19937_64 sizes(seed + 1);
-      for (std::uint64_t s = 0;;) {
-        const std::size_t n = 1 + sizes() % (2 * kReplayMaxBatch);
-        append_expected_batch(*writer.value(), seed, s, n);
-        s += n;
-      }
-    }
-    ::close(ready[1]);
-    char byte = 0;
-    ASSERT_EQ(::read(ready[0], &byte, 1), 1) << "the writer failed to start";
-    ::close(ready[0]);
-    ::usleep(static_cast<useconds_t>(rng() % 20000));
-    ::kill(child, SIGKILL);
-    int status = 0;
-    ::waitpid(child, &status, 0);
-    ASSERT_TRUE(WIFSIGNALED(status)) << "the writer stopped on its own (status " << status << ")";
-
-    auto log = read_replay_log(path);
-    ASSERT_TRUE(log.ok()) << log.status().to_string();
-    const std::uint64_t readable = std::min(log->written, capacity);
     // At most the oldest slots the interrupted batch was overwriting may be lost.
-    ASSERT_GE(log->records.size() + kReplayMaxBatch, readable) << log->stop_note;
-    if (log->records.size() < readable) {
-      EXPECT_NE(log->stop_note.find("(the oldest"), std::string::npos) << log->stop_note;
-    }
-    for (std::size_t i = 0; i < log->records.size(); ++i) {
-      ASSERT_EQ(log->records[i].seq, log->first_seq + i);
-      ASSERT_TRUE(is_expected(log->records[i], seed));
-    }
-    if (!log->records.empty()) EXPECT_EQ(log->records.back().seq + 1, log->written);
+    kill_writer_and_check(dir.file("killed-batch.pkrl"), round % 2 == 0 ? 1024 : 65536, seed, rng,
+                          kReplayMaxBatch, round, [&](ReplayLogWriter& w) {
+                            std::mt19937_64 sizes(seed + 1);
+                            for (std::uint64_t s = 0;;) {
+                              const std::size_t n = 1 + sizes() % (2 * kReplayMaxBatch);
+                              append_expected_batch(w, seed, s, n);
+                              s += n;
+                            }
+                          });
   }
 }
 
