@@ -31,6 +31,7 @@ constexpr std::uint32_t kPumpDrainPerRing = 256;
 // The pump's wait after empty passes, per poll policy.
 class PumpIdle {
  public:
+  // Work came, or a send (CUDA) or a block (CPU) rang while we slept: start over spinning.
   void reset() { empty_passes_ = 0; }
 
   void wait(Runtime::Impl& m) {
@@ -57,9 +58,6 @@ class PumpIdle {
     }
     m.sleep_until_k2h(sleep);
   }
-
-  // A send (CUDA) or a block (CPU) rang while we slept: start over from spinning.
-  void woken() { empty_passes_ = 0; }
 
  private:
   std::uint32_t empty_passes_ = 0;
@@ -226,28 +224,26 @@ Runtime::Impl::PassResult Runtime::Impl::pump_pass() {
   return result;
 }
 
+bool Runtime::Impl::handle_next_pass_record() {
+  if (pass_next == pass_records.size()) return false;
+  // A copy: a callback waiting on the pump thread may run a new pass (pump_step), which
+  // refills pass_records under us; it handles every record of its own pass before it
+  // returns, so the caller's loop then simply ends.
+  const Slot slot = pass_records[pass_next].slot;
+  const std::uint32_t block = pass_records[pass_next].block;
+  ++pass_next;
+  handle(slot, block);
+  return true;
+}
+
 void Runtime::Impl::handle_pass() {
-  while (pass_next < pass_records.size()) {
-    // A copy: a callback waiting on the pump thread may run a new pass (pump_step), which
-    // refills pass_records under us; it handles every record of its own pass before it
-    // returns, so this loop then simply ends.
-    const Slot slot = pass_records[pass_next].slot;
-    const std::uint32_t block = pass_records[pass_next].block;
-    ++pass_next;
-    handle(slot, block);
+  while (handle_next_pass_record()) {
   }
 }
 
 bool Runtime::Impl::pump_step() {
   watchdog_tick(false);
-  if (pass_next < pass_records.size()) {
-    const Slot slot = pass_records[pass_next].slot;
-    const std::uint32_t block = pass_records[pass_next].block;
-    ++pass_next;
-    handle(slot, block);
-    return true;
-  }
-  return pump_pass().any;
+  return handle_next_pass_record() || pump_pass().any;
 }
 
 void Runtime::Impl::watchdog_tick(bool finished) {
@@ -325,7 +321,7 @@ void Runtime::Impl::pump_loop() {
     const std::uint32_t bell = std::atomic_ref<std::uint32_t>(control->pump.bell).load(std::memory_order_relaxed);
     idle.wait(*this);
     // Relaxed: as above.
-    if (std::atomic_ref<std::uint32_t>(control->pump.bell).load(std::memory_order_relaxed) != bell) idle.woken();
+    if (std::atomic_ref<std::uint32_t>(control->pump.bell).load(std::memory_order_relaxed) != bell) idle.reset();
   }
 }
 

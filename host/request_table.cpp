@@ -38,13 +38,14 @@ std::uint32_t* futex_word(std::atomic<std::uint32_t>& word) {
 
 }  // namespace
 
-RequestTable* RequestTable::create(std::uint32_t blocks, std::uint32_t window) {
-  return new RequestTable(blocks, window);
+RequestTable* RequestTable::create(std::uint32_t blocks, std::uint32_t window, bool count_outstanding) {
+  return new RequestTable(blocks, window, count_outstanding);
 }
 
-RequestTable::RequestTable(std::uint32_t blocks, std::uint32_t window)
+RequestTable::RequestTable(std::uint32_t blocks, std::uint32_t window, bool count_outstanding)
     : blocks_(blocks),
       window_(window),
+      count_outstanding_(count_outstanding),
       windows_(std::make_unique<std::atomic<std::uint64_t>[]>(std::size_t{blocks} * window)),
       chunks_(std::make_unique<std::atomic<Record*>[]>(kMaxChunks)) {
   // The first chunk now, so that the first sends never take the grow path.
@@ -155,14 +156,14 @@ ReplyFuture RequestTable::prepare(std::uint32_t index, std::uint64_t request, st
     flags |= kCallback;
   }
   // Relaxed: only a hint for the pump's poll policy.
-  outstanding_.fetch_add(1, std::memory_order_relaxed);
+  if (count_outstanding_) outstanding_.fetch_add(1, std::memory_order_relaxed);
   // Relaxed: our own last store (free_record), made visible to us by allocate's acquire.
   const std::uint32_t generation = generation_of(r.state.load(std::memory_order_relaxed));
   // Release: the fields above are visible to the completer that acquires this state
   // (through the window entry bound next, or fail_all's scan).
   r.state.store(generation << kGenerationShift | flags, std::memory_order_release);
   if (callback != nullptr) return ReplyFuture();
-  return ReplyFuture(this, index, generation);
+  return ReplyFuture(this, index);
 }
 
 void RequestTable::bind(std::uint64_t request, std::uint32_t index) {
@@ -205,7 +206,7 @@ ReplyFuture RequestTable::complete_unbound(std::uint32_t index, std::uint32_t ac
   const std::uint32_t generation = generation_of(r.state.load(std::memory_order_relaxed));
   // Release: the reply is visible to the future's acquire of kDone.
   r.state.store(generation << kGenerationShift | kDone, std::memory_order_release);
-  return ReplyFuture(this, index, generation);
+  return ReplyFuture(this, index);
 }
 
 // ---- completion side ----------------------------------------------------------------------
@@ -281,7 +282,7 @@ bool RequestTable::claim(Record& r, std::uint64_t request, std::uint32_t& claime
 void RequestTable::finish(std::uint32_t index, std::uint32_t claimed_state, Reply reply) {
   Record& r = record(index);
   // Relaxed: a hint for the poll policy.
-  outstanding_.fetch_sub(1, std::memory_order_relaxed);
+  if (count_outstanding_) outstanding_.fetch_sub(1, std::memory_order_relaxed);
   if ((claimed_state & kCallback) != 0) {
     Runtime::ReplyCallback callback = std::move(r.callback);
     r.callback = nullptr;
@@ -364,8 +365,7 @@ void RequestTable::close_drain() {
   while (inside_gate_.load(std::memory_order_seq_cst) != 0) std::this_thread::yield();
 }
 
-bool RequestTable::poll(std::uint32_t index, std::uint32_t generation) {
-  (void)generation;
+bool RequestTable::poll(std::uint32_t index) {
   Record& r = record(index);
   // Acquire (both): pairs with finish()'s release of kDone.
   if (phase(r.state.load(std::memory_order_acquire)) == kDone) return true;
@@ -399,9 +399,7 @@ bool RequestTable::wait_on_pump_thread(Record& r, std::optional<std::chrono::ste
   return result;
 }
 
-bool RequestTable::wait(std::uint32_t index, std::uint32_t generation,
-                        std::optional<std::chrono::steady_clock::time_point> deadline) {
-  (void)generation;
+bool RequestTable::wait(std::uint32_t index, std::optional<std::chrono::steady_clock::time_point> deadline) {
   Record& r = record(index);
   // Acquire: pairs with finish()'s release of kDone (the reply is readable).
   auto done = [&r] { return phase(r.state.load(std::memory_order_acquire)) == kDone; };
@@ -481,8 +479,7 @@ Reply RequestTable::take(std::uint32_t index) {
   return reply;
 }
 
-void RequestTable::detach(std::uint32_t index, std::uint32_t generation) {
-  (void)generation;
+void RequestTable::detach(std::uint32_t index) {
   Record& r = record(index);
   // Acquire: pairs with finish()'s release (a done record is ours to free).
   std::uint32_t s = r.state.load(std::memory_order_acquire);
@@ -498,8 +495,7 @@ void RequestTable::detach(std::uint32_t index, std::uint32_t generation) {
   }
 }
 
-std::future<Reply> RequestTable::to_std_future(std::uint32_t index, std::uint32_t generation) {
-  (void)generation;
+std::future<Reply> RequestTable::to_std_future(std::uint32_t index) {
   auto promise = std::make_shared<std::promise<Reply>>();
   std::future<Reply> future = promise->get_future();
   Record& r = record(index);
@@ -532,17 +528,16 @@ namespace pkrt {
 
 ReplyFuture& ReplyFuture::operator=(ReplyFuture&& other) noexcept {
   if (this != &other) {
-    if (table_ != nullptr) table_->detach(index_, generation_);
+    if (table_ != nullptr) table_->detach(index_);
     table_ = other.table_;
     index_ = other.index_;
-    generation_ = other.generation_;
     other.table_ = nullptr;
   }
   return *this;
 }
 
 ReplyFuture::~ReplyFuture() {
-  if (table_ != nullptr) table_->detach(index_, generation_);
+  if (table_ != nullptr) table_->detach(index_);
 }
 
 namespace {
@@ -560,9 +555,9 @@ Reply ReplyFuture::get() {
   if (table_ == nullptr) return empty_future_reply();
   detail::RequestTable* table = table_;
   table_ = nullptr;
-  if (!table->wait(index_, generation_, std::nullopt)) {
+  if (!table->wait(index_, std::nullopt)) {
     // Only on the pump thread, once the runtime closed its drain gate (shut down).
-    table->detach(index_, generation_);
+    table->detach(index_);
     return Reply{Status(StatusCode::kAborted,
                         "the runtime shut down while a callback waited in get() for this reply"),
                  Event{}};
@@ -572,19 +567,19 @@ Reply ReplyFuture::get() {
 
 void ReplyFuture::wait() const {
   // On the pump thread this may return before the reply (see get()); ready() tells.
-  if (table_ != nullptr) table_->wait(index_, generation_, std::nullopt);
+  if (table_ != nullptr) table_->wait(index_, std::nullopt);
 }
 
 std::future_status ReplyFuture::wait_for(std::chrono::nanoseconds timeout) const {
   if (table_ == nullptr) return std::future_status::ready;  // get() reports the misuse
   if (timeout.count() <= 0)
-    return table_->poll(index_, generation_) ? std::future_status::ready : std::future_status::timeout;
-  return table_->wait(index_, generation_, std::chrono::steady_clock::now() + timeout)
+    return table_->poll(index_) ? std::future_status::ready : std::future_status::timeout;
+  return table_->wait(index_, std::chrono::steady_clock::now() + timeout)
              ? std::future_status::ready
              : std::future_status::timeout;
 }
 
-bool ReplyFuture::ready() const { return table_ != nullptr && table_->poll(index_, generation_); }
+bool ReplyFuture::ready() const { return table_ != nullptr && table_->poll(index_); }
 
 ReplyFuture::operator std::future<Reply>() && {
   if (table_ == nullptr) {
@@ -594,7 +589,7 @@ ReplyFuture::operator std::future<Reply>() && {
   }
   detail::RequestTable* table = table_;
   table_ = nullptr;
-  return table->to_std_future(index_, generation_);
+  return table->to_std_future(index_);
 }
 
 }  // namespace pkrt

@@ -96,8 +96,9 @@ class RequestTable {
     Runtime::ReplyCallback callback;          // kCallback records only
   };
 
-  // windows: per block, a power of two >= 2.
-  static RequestTable* create(std::uint32_t blocks, std::uint32_t window);
+  // windows: per block, a power of two >= 2. count_outstanding: keep outstanding() (two
+  // relaxed RMWs per request); only a pump that must poll (CUDA) reads it.
+  static RequestTable* create(std::uint32_t blocks, std::uint32_t window, bool count_outstanding);
   // The runtime's reference; the table is deleted once every record is freed too.
   void release_runtime_reference();
 
@@ -137,7 +138,8 @@ class RequestTable {
   // finds it done (it runs on the caller's thread).
   void fail_all(const Status& status, const std::string& program_name);
 
-  // Requests sent and not yet answered (the pump's poll policy spins while this is > 0).
+  // Requests sent and not yet answered (the pump's poll policy spins while this is > 0); 0
+  // when the table was created without count_outstanding.
   std::int64_t outstanding() const {
     // Relaxed: a hint for how long to spin; nothing is read through it.
     return outstanding_.load(std::memory_order_relaxed);
@@ -150,19 +152,18 @@ class RequestTable {
   void mark_pump_thread();
   // True once the record is done; false at the deadline (none: wait for ever), or when the
   // runtime closed the drain gate under a wait on the pump thread.
-  bool wait(std::uint32_t index, std::uint32_t generation,
-            std::optional<std::chrono::steady_clock::time_point> deadline);
-  bool poll(std::uint32_t index, std::uint32_t generation);  // ready() / wait_for(0)
+  bool wait(std::uint32_t index, std::optional<std::chrono::steady_clock::time_point> deadline);
+  bool poll(std::uint32_t index);  // ready() / wait_for(0)
   Reply take(std::uint32_t index);                            // after wait() said done
-  void detach(std::uint32_t index, std::uint32_t generation);  // future dropped
-  std::future<Reply> to_std_future(std::uint32_t index, std::uint32_t generation);
+  void detach(std::uint32_t index);  // future dropped
+  std::future<Reply> to_std_future(std::uint32_t index);
 
   // ---- drain gate ------------------------------------------------------------------------
   void open_drain(ReplyDrainer* drainer, WaitPolicy policy);
   void close_drain();  // returns once no thread is inside the gate
 
  private:
-  RequestTable(std::uint32_t blocks, std::uint32_t window);
+  RequestTable(std::uint32_t blocks, std::uint32_t window, bool count_outstanding);
   ~RequestTable();
 
   Record& record(std::uint32_t index) const;
@@ -180,6 +181,7 @@ class RequestTable {
 
   const std::uint32_t blocks_;
   const std::uint32_t window_;  // power of two
+  const bool count_outstanding_;
   std::unique_ptr<std::atomic<std::uint64_t>[]> windows_;  // blocks_ x window_: (seq << 24) | index
 
   std::unique_ptr<std::atomic<Record*>[]> chunks_;  // kMaxChunks entries, filled in order

@@ -23,6 +23,15 @@ Runtime::Impl::~Impl() {
   if (requests != nullptr) requests->release_runtime_reference();
 }
 
+void Runtime::Impl::report_error(const Status& st) {
+  ErrorCallback cb;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    cb = on_error;
+  }
+  if (cb) cb(st);
+}
+
 void Runtime::Impl::record_error(const Status& st) {
   ErrorCallback cb;
   {

@@ -99,6 +99,7 @@ struct Runtime::Impl final : detail::ReplyDrainer {
 
   // A fatal error: sticky, stops admission, fails every pending request, error callback.
   void record_error(const Status& st);
+  void report_error(const Status& st);  // error callback only (not sticky)
   bool parked_now() const { return parked && parked_generation == generation; }  // mu held
 
   // ---- host control (runtime_control.cpp) ------------------------------------------------
@@ -207,8 +208,9 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   // Every 5 ms (at most): device faults, and heartbeats against the watchdog timeout.
   void watchdog_tick(bool finished);
   // Handles pass_records from pass_next on (a callback waiting on the pump thread may handle
-  // some of them itself, through pump_step).
+  // some of them itself, through pump_step); the next one alone (false: none left).
   void handle_pass();
+  bool handle_next_pass_record();
 
   // ---- snapshots (snapshot_orchestration.cpp) --------------------------------------------
   // Per actor: the last snapshot image on the host (pump thread). Handed to the sink without
@@ -236,7 +238,6 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   bool mirror_matches_device(std::uint32_t actor, const std::vector<std::byte>& m,
                              const std::vector<std::uint32_t>& copied, bool whole, std::uint32_t image_crc);
   void deliver_snapshot(SnapshotImage img);
-  void report_error(const Status& st);  // error callback only (not sticky)
 
   // ---- replay log ------------------------------------------------------------------------
   // `complete_epoch` is the pump's horizon: every K2H slot of epochs up to it has been

@@ -227,7 +227,9 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   // and a K2H ring of answers in flight; twice that again before an id reuses its window slot.
   std::uint32_t window = 1024;
   while (window < 4ull * options.ring_capacity && window < 65536) window *= 2;  // larger: the overflow map
-  impl->requests = detail::RequestTable::create(blocks, window);
+  // Only a pump that cannot be woken by the blocks (CUDA) needs to know whether a request
+  // is outstanding; on the CPU backend counting would cost every send two shared RMWs.
+  impl->requests = detail::RequestTable::create(blocks, window, impl->backend_kind == BackendKind::kCuda);
   impl->requests->open_drain(impl.get(), detail::WaitPolicy{impl->poll.waiter_spin});
   return std::unique_ptr<Runtime>(new Runtime(std::move(impl)));
 }

@@ -18,15 +18,6 @@
 
 namespace pkrt {
 
-void Runtime::Impl::report_error(const Status& st) {
-  ErrorCallback cb;
-  {
-    std::lock_guard<std::mutex> lock(mu);
-    cb = on_error;
-  }
-  if (cb) cb(st);
-}
-
 void Runtime::Impl::handle_snapshot(const Event& ev) {
   const auto ready = ev.as<SnapshotReadyData>();
   SnapshotImage img;

@@ -281,6 +281,8 @@ Result<std::unique_ptr<ReplayLogWriter>> ReplayLogWriter::create(const std::stri
   impl->map = static_cast<std::byte*>(map);
   const std::size_t page = static_cast<std::size_t>(::sysconf(_SC_PAGESIZE));
   for (std::size_t off = 0; off < impl->map_bytes; off += page)
+    // Volatile: a store the compiler must emit (to a zero page it cannot see into); it
+    // orders nothing and nobody else reads the map yet.
     *static_cast<volatile std::byte*>(impl->map + off) = std::byte{0};
 
   // A log is a valid (empty, run-less) log from the first moment.

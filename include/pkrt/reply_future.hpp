@@ -103,12 +103,10 @@ class ReplyFuture {
 
  private:
   friend class detail::RequestTable;
-  ReplyFuture(detail::RequestTable* table, std::uint32_t index, std::uint32_t generation)
-      : table_(table), index_(index), generation_(generation) {}
+  ReplyFuture(detail::RequestTable* table, std::uint32_t index) : table_(table), index_(index) {}
 
   detail::RequestTable* table_ = nullptr;
   std::uint32_t index_ = 0;
-  std::uint32_t generation_ = 0;
 };
 
 }  // namespace pkrt
