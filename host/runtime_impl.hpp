@@ -30,7 +30,9 @@
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
+#include <cstddef>
 #include <cstdint>
+#include <cstring>
 #include <memory>
 #include <mutex>
 #include <span>
@@ -286,13 +288,22 @@ std::string hex_opcode(std::uint16_t op);
 
 // The replay record of a K2H slot consumed from block `block`'s ring (seq, time and CRC are
 // the log writer's to fill).
-inline ReplayRecord k2h_record(std::uint32_t block, std::uint64_t epoch_observed, const Slot& slot) {
-  ReplayRecord r{};
-  r.direction = static_cast<std::uint8_t>(ReplayDirection::kK2H);
+// Fills a replay record's fields (seq, time_ns and crc are the writer's). Only the 64-byte
+// header is cleared: the slot half is overwritten whole, and zeroing all 128 bytes per record
+// was a measurable share of a logged post.
+inline void fill_replay_record(ReplayRecord& r, ReplayDirection direction, std::uint32_t block,
+                               std::uint64_t epoch_observed, const Slot& slot) {
+  std::memset(static_cast<void*>(&r), 0, offsetof(ReplayRecord, slot));
+  r.direction = static_cast<std::uint8_t>(direction);
   r.block = block;
   r.epoch_observed = epoch_observed;
   r.epoch_applied = slot.payload.epoch;
   r.slot = slot;
+}
+
+inline ReplayRecord k2h_record(std::uint32_t block, std::uint64_t epoch_observed, const Slot& slot) {
+  ReplayRecord r;
+  fill_replay_record(r, ReplayDirection::kK2H, block, epoch_observed, slot);
   return r;
 }
 

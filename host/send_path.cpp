@@ -72,12 +72,7 @@ void Runtime::Impl::log_h2k(std::uint32_t b, const Slot* slots, std::uint32_t n)
   const std::uint64_t position = h2k[b].producer.position();
   for (std::uint32_t i = 0; i < n; ++i) {
     ReplayRecord& r = records[i];
-    r = ReplayRecord{};
-    r.direction = static_cast<std::uint8_t>(ReplayDirection::kH2K);
-    r.block = b;
-    r.epoch_observed = observed;
-    r.epoch_applied = slots[i].payload.epoch;
-    r.slot = slots[i];
+    fill_replay_record(r, ReplayDirection::kH2K, b, observed, slots[i]);
     r.slot.header.seq = position + i + 1;
   }
   // Acquire: pairs with start()'s release after it logged the commands sent before it.

@@ -156,12 +156,14 @@ PKRT_HD void apply_command(BlockState& bs, const Slot& cmd, std::uint32_t first,
 // due, in (apply_epoch, publication) order, then the ring's, deferring those not yet due.
 // A command due later therefore never holds back one due sooner (a snapshot release, say),
 // and commands due at the same epoch apply in the order they were sent. Ring slots are handed
-// back in batches (one head store per kH2KCommitBatch slots and at the end), and the
-// acknowledgements of the epoch's commands go out as kOpAckRange runs at the end.
+// back in batches (one head store per kH2KCommitBatch slots and at the end), the
+// acknowledgements of the epoch's commands go out as kOpAckRange runs at the end, and the
+// host pump is woken once per kK2HWakeBatch replies and at the end (BlockState::defer_wakes).
 template <class App>
 PKRT_HD void apply_due_commands(BlockState& bs, std::uint32_t first, std::uint32_t last) {
   const KernelArgs& args = *bs.args;
   Slot* deferred = args.deferred + std::uint64_t{args.deferred_capacity} * block_index(bs.env);
+  bs.defer_wakes = true;
   while (bs.deferred_count > 0 && bs.epoch >= bs.deferred_min) {
     std::uint32_t pick = bs.deferred_count;
     for (std::uint32_t i = 0; i < bs.deferred_count; ++i) {
@@ -196,6 +198,8 @@ PKRT_HD void apply_due_commands(BlockState& bs, std::uint32_t first, std::uint32
   }
   bs.h2k.commit();
   flush_acks(bs);
+  bs.defer_wakes = false;
+  announce_k2h(bs);
 }
 
 // Whether any block did work in `epoch` or a command is waiting anywhere (event-driven

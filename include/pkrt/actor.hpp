@@ -119,9 +119,27 @@ struct BlockState {
   std::uint32_t ack_count;
   bool ack_wanted;
   bool ack_posts_only;
+  // While the leader applies a run of commands (apply_due_commands), the pump wake-up of an
+  // urgent K2H slot (a reply) is deferred and made once per kK2HWakeBatch slots and at the
+  // end of the run: each wake-up is a full fence plus a load of a line the host's waiters
+  // write, which cost more than applying an echo command.
+  bool defer_wakes;
+  std::uint32_t unannounced;  // urgent slots published since the last wake-up (leader)
   BoundaryOp snapshot_ops[kMaxBoundaryOps];
   BoundaryOp restore_ops[kMaxBoundaryOps];
 };
+
+// Most urgent K2H slots published between two pump wake-ups while a run of commands is
+// applied: bounds how long a sleeping pump (callbacks, events) waits for the first reply of a
+// large batch to about this many command applications.
+inline constexpr std::uint32_t kK2HWakeBatch = 32;
+
+// Wakes the host pump for the slots whose wake-up was deferred, if any. Leader only.
+PKRT_HD inline void announce_k2h(BlockState& bs) {
+  if (bs.unannounced == 0) return;
+  bs.unannounced = 0;
+  wake_host_pump(bs.args->control->pump);
+}
 
 // Publishes one K2H slot as it is, waiting while the ring is full. Only the host drains K2H,
 // so a full ring means the host is slow: wait rather than drop, but give up on abort (and
@@ -137,7 +155,12 @@ PKRT_HD inline bool publish_k2h_slot(BlockState& bs, std::uint16_t opcode, std::
     wake_host_pump(bs.args->control->pump);
     backoff.pause();
   }
-  if (urgent || bs.k2h.room(bs.k2h.capacity() / 2) <= bs.k2h.capacity() / 2) wake_host_pump(bs.args->control->pump);
+  if (urgent) {
+    ++bs.unannounced;
+    if (!bs.defer_wakes || bs.unannounced >= kK2HWakeBatch) announce_k2h(bs);
+  } else if (bs.k2h.room(bs.k2h.capacity() / 2) <= bs.k2h.capacity() / 2) {
+    wake_host_pump(bs.args->control->pump);
+  }
   bs.active = true;
   return true;
 }
