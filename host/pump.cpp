@@ -246,6 +246,25 @@ bool Runtime::Impl::pump_step() {
   return handle_next_pass_record() || pump_pass().any;
 }
 
+void Runtime::Impl::report_unrequested_exit() {
+  if (exit_reported) return;
+  exit_reported = true;
+  // Acquire (both): pair with set_control's release stores; a kernel that ends after a stop
+  // or abort request was asked to (shutdown and the watchdog report those themselves).
+  if (detail::load_acquire(control->host.shutdown) != 0 || detail::load_acquire(control->host.abort) != 0) return;
+  // A kernel that died of a device error also ends "finished": its fault is the cause.
+  Status fault = backend->poll_fault();
+  if (fault.ok()) {
+    fault = Status(StatusCode::kInternal,
+                   "the persistent kernel of app '" + std::string(program->name) + "' exited after epoch " +
+                       std::to_string(heartbeat_range().first) +
+                       " without a stop request; no command will be applied or answered any more. Fix: "
+                       "this is a pkrt bug, please report it with this message");
+  }
+  fault_reported = true;
+  record_error(fault);
+}
+
 void Runtime::Impl::watchdog_tick(bool finished) {
   const auto now = std::chrono::steady_clock::now();
   if (now - last_check < std::chrono::milliseconds(5)) return;
@@ -303,6 +322,7 @@ void Runtime::Impl::pump_loop() {
         }
         cv.notify_all();
         if (stop) break;
+        report_unrequested_exit();
       }
     } else if (stop && !kernel_exited) {
       // Shutdown gave up waiting on a stuck kernel; nothing more will be drained.

@@ -6,7 +6,8 @@
 // stop the kernel at an epoch boundary, join the pump after its final drain, fail every
 // request still pending (kAborted), close the drain gate (no waiting thread touches the
 // runtime after this), then the destructor frees memory. A fatal error (watchdog, device
-// fault) closes admission and fails the pending requests at once (record_error).
+// fault) closes admission and fails the pending requests and open snapshots at once
+// (record_error); so does a kernel that exits without being asked to (pump_loop).
 #include "host/runtime_impl.hpp"
 
 #include <pkrt/replay.hpp>
@@ -43,6 +44,8 @@ void Runtime::Impl::record_error(const Status& st) {
   // Nothing pending will be answered now (the kernel is aborting or faulted), and nothing
   // new may be sent: fail them with the cause instead of letting them wait for ever.
   close_admission(Status(st.code(), "runtime failed earlier: " + st.message()));
+  // Snapshots first: a thread woken by its failed future then already sees them failed too.
+  fail_open_snapshots(Status(st.code(), "runtime failed: " + st.message()));
   requests->fail_all(Status(st.code(), "runtime failed: " + st.message()), program->name);
   if (cb) cb(st);
   cv.notify_all();
@@ -169,6 +172,7 @@ Status Runtime::shutdown() {
   m.requests->fail_all(Status(StatusCode::kAborted,
                               "runtime shut down before the command's apply epoch was reached or its answer arrived"),
                        m.program->name);
+  m.fail_open_snapshots(Status(StatusCode::kAborted, "the runtime shut down before the snapshot's epoch was served"));
   m.requests->close_drain();
   m.cv.notify_all();
   return health();

@@ -192,6 +192,7 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   std::chrono::steady_clock::time_point last_check{}, last_progress{};
   std::uint64_t last_sum = ~0ull;
   bool fault_reported = false;
+  bool exit_reported = false;  // report_unrequested_exit ran (pump thread only)
   // Park/resume/stop reports of the current pass, applied once every ring is drained.
   std::vector<Event> deferred_reports;     // pump thread
   struct PassResult {
@@ -209,6 +210,9 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   void advance_horizon(std::uint64_t horizon);
   // Every 5 ms (at most): device faults, and heartbeats against the watchdog timeout.
   void watchdog_tick(bool finished);
+  // Once, when the kernel ended and was drained: unless shutdown or an abort asked for it,
+  // records the device fault (or says the kernel exited unasked) so nothing waits for ever.
+  void report_unrequested_exit();
   // Handles pass_records from pass_next on (a callback waiting on the pump thread may handle
   // some of them itself, through pump_step); the next one alone (false: none left).
   void handle_pass();
@@ -231,10 +235,16 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   struct SnapshotRequest {
     std::chrono::steady_clock::time_point requested;
     std::uint32_t outstanding;  // actors whose image (or error) has not arrived
+    std::uint32_t actor;        // snapshot_actor: its actor; snapshot_all: kNoActor
+    std::vector<bool> arrived;  // snapshot_all: per actor, its image (or error) arrived
   };
   std::unordered_map<std::uint64_t, SnapshotRequest> snapshot_requests;  // guarded by mu
   void handle_snapshot(const Event& ev);
   void handle_snapshot_refusal(const Event& ev);
+  // Delivers a failed image (status `why`) for every actor of every open snapshot request,
+  // then forgets them: after a fatal error or at shutdown none of them will be served, and a
+  // sink counting images (CheckpointManager::wait_served) must not wait for them.
+  void fail_open_snapshots(const Status& why);
   void retry_releases();
   Status copy_snapshot(std::uint32_t actor, const SnapshotReadyData& ready, SnapshotImage& img);
   bool mirror_matches_device(std::uint32_t actor, const std::vector<std::byte>& m,

@@ -159,12 +159,37 @@ void Runtime::Impl::deliver_snapshot(SnapshotImage img) {
     auto it = snapshot_requests.find(img.request);
     if (it != snapshot_requests.end()) {
       img.requested = it->second.requested;
+      if (img.actor < it->second.arrived.size()) it->second.arrived[img.actor] = true;
       if (--it->second.outstanding == 0) snapshot_requests.erase(it);
     }
   }
   if (!img.status.ok()) report_error(img.status);
   std::lock_guard<std::mutex> lock(sink_mu);
   if (on_snapshot) on_snapshot(std::move(img));
+}
+
+void Runtime::Impl::fail_open_snapshots(const Status& why) {
+  std::vector<SnapshotImage> failed;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    for (const auto& [request, open] : snapshot_requests) {
+      for (std::uint32_t a = 0; a < options.num_actors; ++a) {
+        const bool owed = open.actor == kNoActor ? !open.arrived[a] : a == open.actor;
+        if (!owed) continue;
+        SnapshotImage img;
+        img.status = Status(why.code(), "snapshot of actor " + std::to_string(a) + " will not be served: " +
+                                            why.message());
+        img.actor = a;
+        img.request = request;
+        img.requested = open.requested;
+        failed.push_back(std::move(img));
+      }
+    }
+    snapshot_requests.clear();
+  }
+  std::lock_guard<std::mutex> lock(sink_mu);
+  if (!on_snapshot) return;
+  for (SnapshotImage& img : failed) on_snapshot(std::move(img));
 }
 
 // ---- Runtime's snapshot API -----------------------------------------------------------------
@@ -200,7 +225,8 @@ Result<std::uint64_t> Runtime::snapshot_all(std::uint64_t epoch, bool full) {
       return Status(StatusCode::kFailedPrecondition,
                     "a live restore is in flight through the staging slots. Fix: wait for its reply first");
     id = kSnapshotRequestTag | m.next_snapshot++;
-    m.snapshot_requests[id] = {std::chrono::steady_clock::now(), m.options.num_actors};
+    m.snapshot_requests[id] = {std::chrono::steady_clock::now(), m.options.num_actors, kNoActor,
+                               std::vector<bool>(m.options.num_actors, false)};
   }
   m.update_control([&] {
     // Release (all three): pair with block 0's acquire loads in ControlView::refresh.
@@ -243,7 +269,7 @@ Result<std::uint64_t> Runtime::snapshot_actor(std::uint32_t actor, bool full, st
       return Status(StatusCode::kFailedPrecondition,
                     "a live restore is in flight through the staging slots. Fix: wait for its reply first");
     id = kSnapshotRequestTag | m.next_snapshot++;
-    m.snapshot_requests[id] = {std::chrono::steady_clock::now(), 1};
+    m.snapshot_requests[id] = {std::chrono::steady_clock::now(), 1, actor, {}};
   }
   const SnapshotRequestData req{full ? 1u : 0u};
   Status st = m.publish_internal(m.block_of(actor), kOpSnapshotActor, actor,

@@ -13,6 +13,7 @@
 #include <atomic>
 #include <chrono>
 #include <mutex>
+#include <set>
 #include <thread>
 
 namespace pkrt {
@@ -279,6 +280,59 @@ TEST(Runtime, WatchdogReportsTheStalledBlockAndStopsCleanly) {
     EXPECT_EQ(errors[0].code(), StatusCode::kWatchdogTimeout);
   }
   EXPECT_EQ(thread_count(), before);
+}
+
+TEST(Runtime, WatchdogAbortFailsEveryPendingRequestAndOpenSnapshotWithoutWaitingForShutdown) {
+  RuntimeOptions o;
+  o.watchdog_timeout = 200ms;
+  auto rt = make_probe(4, 2, o);
+  std::mutex mu;
+  std::vector<SnapshotImage> images;
+  rt->set_snapshot_sink([&](SnapshotImage img) {
+    std::lock_guard<std::mutex> lock(mu);
+    images.push_back(std::move(img));
+  });
+  ASSERT_TRUE(rt->start().ok());
+  // Due long after the stall: only a failure can complete them.
+  auto far = rt->send(0, kProbeEpoch, std::uint64_t{0}, 1'000'000);
+  auto far_all = rt->snapshot_all(1'000'000);
+  ASSERT_TRUE(far_all.ok()) << far_all.status().to_string();
+  auto far_one = rt->snapshot_actor(1, true, 1'000'000);
+  ASSERT_TRUE(far_one.ok()) << far_one.status().to_string();
+  auto stalled = rt->send(3, kProbeStall, std::uint64_t{0});
+  ASSERT_EQ(far.wait_for(20s), std::future_status::ready) << "a pending request outlived the watchdog abort";
+  EXPECT_EQ(far.get().status.code(), StatusCode::kWatchdogTimeout);
+  EXPECT_EQ(rt->send(2, kProbeEpoch, std::uint64_t{0}).get().status.code(), StatusCode::kWatchdogTimeout)
+      << "a send after the failure is refused at once with the cause";
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    ASSERT_EQ(images.size(), 5u) << "one failed image per actor of snapshot_all, one for snapshot_actor";
+    std::set<std::uint32_t> all_actors;
+    for (const SnapshotImage& img : images) {
+      EXPECT_EQ(img.status.code(), StatusCode::kWatchdogTimeout) << img.status.to_string();
+      EXPECT_NE(img.status.message().find("actor " + std::to_string(img.actor)), std::string::npos);
+      if (img.request == far_all.value()) all_actors.insert(img.actor);
+      if (img.request == far_one.value()) EXPECT_EQ(img.actor, 1u);
+    }
+    EXPECT_EQ(all_actors, (std::set<std::uint32_t>{0, 1, 2, 3}));
+  }
+  EXPECT_EQ(rt->shutdown().code(), StatusCode::kWatchdogTimeout);
+}
+
+TEST(Runtime, ShutdownFailsSnapshotsDueAfterItSoNoSinkWaitsForThem) {
+  auto rt = make_probe(2, 2);
+  std::mutex mu;
+  std::vector<SnapshotImage> images;
+  rt->set_snapshot_sink([&](SnapshotImage img) {
+    std::lock_guard<std::mutex> lock(mu);
+    images.push_back(std::move(img));
+  });
+  ASSERT_TRUE(rt->start().ok());
+  ASSERT_TRUE(rt->snapshot_all(1'000'000).ok());
+  EXPECT_TRUE(rt->shutdown().ok());
+  std::lock_guard<std::mutex> lock(mu);
+  ASSERT_EQ(images.size(), 2u);
+  for (const SnapshotImage& img : images) EXPECT_EQ(img.status.code(), StatusCode::kAborted) << img.status.to_string();
 }
 
 TEST(Runtime, FullH2KRingReportsRingFullNamingTheRingAndItsCapacity) {

@@ -24,6 +24,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <functional>
+#include <future>
 #include <random>
 #include <unistd.h>
 
@@ -47,6 +48,27 @@ RuntimeOptions base_options(const SelftestOptions& o, BackendKind backend, std::
   return ro;
 }
 
+// How long any one answer may take. Generous (a first CUDA launch, a loaded CI machine), but
+// finite: a kernel that died or wedged must turn into a failed check, never a selftest that
+// blocks in get() for ever.
+constexpr std::chrono::seconds kAnswerDeadline{60};
+
+// The reply, or a kTimeout status naming `what` once kAnswerDeadline has passed.
+Reply answer_within_deadline(ReplyFuture& future, const std::string& what) {
+  if (future.wait_for(kAnswerDeadline) != std::future_status::ready) {
+    return Reply{Status(StatusCode::kTimeout, what + " got no answer within " + std::to_string(kAnswerDeadline.count()) +
+                                                  " s: the kernel is not applying commands (stuck, faulted or gone). "
+                                                  "Fix: run `pkrt run --backend <same> --watchdog-ms 2000` to see "
+                                                  "which block stalls, and report both outputs"),
+                 Event{}};
+  }
+  return future.get();
+}
+
+Reply answer_within_deadline(ReplyFuture&& future, const std::string& what) {
+  return answer_within_deadline(future, what);
+}
+
 // Returns ok with `detail` describing a pass, or a Status whose message says what failed.
 Status check_ring_round_trip(const SelftestOptions& o, BackendKind backend, std::string& detail) {
   constexpr std::uint32_t kActors = 4;
@@ -64,18 +86,20 @@ Status check_ring_round_trip(const SelftestOptions& o, BackendKind backend, std:
     replies.push_back(rt.send(static_cast<std::uint32_t>(i % kActors), examples::kEchoPing, sent[i]));
   }
   for (std::uint64_t i = 0; i < kPings; ++i) {
-    Reply r = replies[i].get();
+    Reply r = answer_within_deadline(replies[i], "ping " + std::to_string(i));
     if (!r.status.ok()) return r.status;
     if (std::memcmp(r.event.data.data(), sent[i].data(), sizeof sent[i]) != 0)
       return Status(StatusCode::kInternal, "reply " + std::to_string(i) + " differs from its ping");
   }
-  Reply bad_actor = rt.send(kActors + 5, examples::kEchoPing, std::uint64_t{1}).get();
+  Reply bad_actor = answer_within_deadline(rt.send(kActors + 5, examples::kEchoPing, std::uint64_t{1}),
+                                           "a ping to a missing actor");
   if (bad_actor.status.code() != StatusCode::kOutOfRange)
     return Status(StatusCode::kInternal, "a ping to a missing actor was not rejected: " + bad_actor.status.to_string());
-  Reply bad_op = rt.send(0, static_cast<std::uint16_t>(kUserOpcodeBase + 77), std::uint64_t{1}).get();
+  Reply bad_op = answer_within_deadline(rt.send(0, static_cast<std::uint16_t>(kUserOpcodeBase + 77), std::uint64_t{1}),
+                                        "an unknown opcode");
   if (bad_op.status.code() != StatusCode::kUnknownOpcode)
     return Status(StatusCode::kInternal, "an unknown opcode was not rejected: " + bad_op.status.to_string());
-  Reply count = rt.send(1, examples::kEchoCount, std::uint64_t{0}).get();
+  Reply count = answer_within_deadline(rt.send(1, examples::kEchoCount, std::uint64_t{0}), "the ping count");
   if (!count.status.ok()) return count.status;
   if (count.event.as<std::uint64_t>() != kPings / kActors)
     return Status(StatusCode::kInternal, "actor 1 answered " + std::to_string(count.event.as<std::uint64_t>()) +
@@ -134,7 +158,7 @@ Status check_heat2d(const SelftestOptions& o, BackendKind backend, std::string& 
   PKRT_RETURN_IF_ERROR(rt.start());
   PKRT_RETURN_IF_ERROR(rt.run_until(kEpochs, std::chrono::seconds(60)));
   for (std::size_t i = 0; i < acks.size(); ++i) {
-    Reply r = acks[i].get();
+    Reply r = answer_within_deadline(acks[i], "injection " + std::to_string(i));
     if (!r.status.ok()) return r.status;
     if (r.event.epoch != injections[i].epoch)
       return Status(StatusCode::kInternal, "injection " + std::to_string(i) + " applied at epoch " +
@@ -196,7 +220,7 @@ Status check_replay(const SelftestOptions& o, BackendKind backend, std::string& 
     }
     PKRT_RETURN_IF_ERROR(rt.start());
     PKRT_RETURN_IF_ERROR(rt.run_until(kEpochs, std::chrono::seconds(60)));
-    for (auto& a : acks) PKRT_RETURN_IF_ERROR(a.get().status);
+    for (auto& a : acks) PKRT_RETURN_IF_ERROR(answer_within_deadline(a, "an injection").status);
     PKRT_RETURN_IF_ERROR(rt.shutdown());
   }
   PKRT_RETURN_IF_ERROR(ro.replay_log->close());
