@@ -2,11 +2,14 @@
 // retention, instrumentation; restore-point search.
 #include <pkrt/checkpoint_manager.hpp>
 
+#include "host/nvtx.hpp"
+
 #include <algorithm>
 #include <condition_variable>
 #include <deque>
 #include <map>
 #include <mutex>
+#include <optional>
 #include <set>
 #include <thread>
 
@@ -145,7 +148,10 @@ struct CheckpointManager::Impl {
       for (std::uint32_t c = 0; c < layout.chunks; ++c) chunks[c] = c;
     }
     st.delta = info.delta;
+    static const host::NvtxName kCompressName("checkpoint compress");
+    std::optional<host::NvtxRange> compressing(std::in_place, kCompressName);
     auto file = encode_checkpoint(info, *img.image, chunks, policy.encode);
+    compressing.reset();
     if (!file.ok()) {
       st.status = file.status();
       chain.last_digest = 0;

@@ -3,6 +3,7 @@
 #include <pkrt/crc32.hpp>
 
 #include "host/file_read.hpp"
+#include "host/nvtx.hpp"
 
 #include <dirent.h>
 #include <signal.h>
@@ -15,6 +16,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <optional>
 
 namespace pkrt {
 namespace {
@@ -84,6 +86,8 @@ Status FileCheckpointStore::put(const std::string& name, const std::vector<std::
   }
   const std::string tmp = dir_ + "/." + name + "." + std::to_string(::getpid()) + "." + std::to_string(n) + ".tmp";
   const std::string final_path = describe(name);
+  static const host::NvtxName kWriteName("checkpoint write + fsync");
+  std::optional<host::NvtxRange> writing(std::in_place, kWriteName);
   const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0644);
   if (fd < 0) return io_error("creating", tmp, errno, "check the checkpoint directory is writable");
   const std::byte* p = bytes.data();
@@ -111,6 +115,9 @@ Status FileCheckpointStore::put(const std::string& name, const std::vector<std::
     ::unlink(tmp.c_str());
     return io_error("closing", tmp, err, "check the filesystem is healthy and not full");
   }
+  writing.reset();
+  static const host::NvtxName kCommitName("checkpoint commit (rename + dir fsync)");
+  const host::NvtxRange committing(kCommitName);
   if (::rename(tmp.c_str(), final_path.c_str()) != 0) {
     const int err = errno;
     ::unlink(tmp.c_str());

@@ -16,8 +16,16 @@
 //     count and launched with cudaLaunchCooperativeKernel (so grid.sync() is legal and all
 //     blocks are co-resident).
 //  6. Device-side polling backs off with __nanosleep (pkrt/detail/block_platform.hpp).
-//  7. The host watchdog (host/runtime.cpp) turns a missing heartbeat into an error.
+//  7. The host watchdog (host/pump.cpp) turns a missing heartbeat, or blocks that never
+//     start (a grid that is not resident), into an error.
+//  8. One resident grid per device per process (cuda/device_registry.hpp): a second runtime's
+//     cooperative grid could never be scheduled beside the first, and its cudaFree would wait
+//     on the first's persistent kernel for ever. After a grid is leaked (it would not stop),
+//     the device is refused for the rest of the process.
+//  9. Every entry point binds the device first (cudaSetDevice is per host thread): the pump
+//     and user threads would otherwise create a stray context on device 0.
 #include "cuda/cuda_check.hpp"
+#include "cuda/device_registry.hpp"
 #include "host/backend.hpp"
 
 #include <cuda_runtime_api.h>
@@ -26,8 +34,10 @@
 #include <chrono>
 #include <cstdlib>
 #include <cstring>
+#include <map>
 #include <mutex>
 #include <thread>
+#include <vector>
 
 namespace pkrt::host {
 namespace {
@@ -38,19 +48,36 @@ constexpr std::size_t kBounceBytes = std::size_t{4} << 20;
 
 class CudaBackend final : public Backend {
  public:
+  // The device must have been claimed in the DeviceRegistry; the backend releases it.
   explicit CudaBackend(int device) : device_(device) {}
 
   ~CudaBackend() override {
-    // Only reached once the kernel finished (the runtime leaks a backend whose kernel is
-    // stuck): nothing here can wait on a resident kernel.
+    // Only reached once the kernel finished (a backend whose kernel is stuck is abandoned,
+    // never destroyed), and the registry kept every other grid off this device: nothing here
+    // can wait on a resident kernel.
+    (void)cudaSetDevice(device_);
     if (bounce_ != nullptr) (void)cudaFreeHost(bounce_);
     if (copy_stream_ != nullptr) (void)cudaStreamDestroy(copy_stream_);
     if (kernel_stream_ != nullptr) (void)cudaStreamDestroy(kernel_stream_);
+    DeviceRegistry::instance().release(device_);
   }
+
+  void abandon() override { DeviceRegistry::instance().mark_leaked(device_); }
 
   Status init() {
     PKRT_CUDA_CHECK(cudaSetDevice(device_));
     PKRT_CUDA_CHECK(cudaGetDeviceProperties(&props_, device_));
+    int exec_timeout = 0;
+    PKRT_CUDA_CHECK(cudaDeviceGetAttribute(&exec_timeout, cudaDevAttrKernelExecTimeout, device_));
+    if (exec_timeout != 0) {
+      // A display GPU's driver watchdog kills any kernel after a few seconds with a sticky
+      // error; a persistent kernel would die mid-run and take the context with it.
+      return Status(StatusCode::kDeviceUnavailable,
+                    std::string("GPU ") + std::to_string(device_) + " (" + props_.name +
+                        ") has a kernel run-time limit (it drives a display), which kills a persistent "
+                        "kernel after a few seconds. Fix: use a GPU without a display (compute mode), "
+                        "disable the display watchdog, or run with --backend cpu");
+    }
     int coop = 0;
     PKRT_CUDA_CHECK(cudaDeviceGetAttribute(&coop, cudaDevAttrCooperativeLaunch, device_));
     if (coop == 0) {
@@ -78,6 +105,7 @@ class CudaBackend final : public Backend {
 
   Result<Buffer> alloc_host_visible(std::size_t bytes) override {
     if (launched_) return late_alloc_error();
+    PKRT_CUDA_CHECK(cudaSetDevice(device_));
     void* host = nullptr;
     const std::size_t size = std::max<std::size_t>(bytes, 64);
     const cudaError_t err = cudaHostAlloc(&host, size, cudaHostAllocMapped | cudaHostAllocPortable);
@@ -89,11 +117,15 @@ class CudaBackend final : public Backend {
       (void)cudaFreeHost(host);
       return cuda_status(err2, "cudaHostGetDevicePointer", __FILE__, __LINE__);
     }
-    return Buffer(host, device, bytes, [host] { (void)cudaFreeHost(host); });
+    return Buffer(host, device, bytes, [host, device = device_] {
+      (void)cudaSetDevice(device);
+      (void)cudaFreeHost(host);
+    });
   }
 
   Result<Buffer> alloc_device(std::size_t bytes) override {
     if (launched_) return late_alloc_error();
+    PKRT_CUDA_CHECK(cudaSetDevice(device_));
     void* device = nullptr;
     const std::size_t size = std::max<std::size_t>(bytes, 64);
     cudaError_t err = cudaMalloc(&device, size);
@@ -104,11 +136,15 @@ class CudaBackend final : public Backend {
       (void)cudaFree(device);
       return cuda_status(err, "cudaMemsetAsync", __FILE__, __LINE__);
     }
-    return Buffer(nullptr, device, bytes, [device] { (void)cudaFree(device); });
+    return Buffer(nullptr, device, bytes, [device, ordinal = device_] {
+      (void)cudaSetDevice(ordinal);
+      (void)cudaFree(device);
+    });
   }
 
   Status copy_to_device(void* dst, const void* src, std::size_t bytes) override {
     std::lock_guard<std::mutex> lock(copy_mu_);  // one bounce buffer, callers on several threads
+    PKRT_CUDA_CHECK(cudaSetDevice(device_));
     auto* d = static_cast<std::byte*>(dst);
     const auto* s = static_cast<const std::byte*>(src);
     for (std::size_t off = 0; off < bytes; off += kBounceBytes) {
@@ -120,21 +156,43 @@ class CudaBackend final : public Backend {
     return Status();
   }
 
-  Status copy_to_host(void* dst, const void* src, std::size_t bytes) override {
+  Status gather_to_host(std::span<const HostCopy> copies) override {
     std::lock_guard<std::mutex> lock(copy_mu_);  // one bounce buffer, callers on several threads
-    auto* d = static_cast<std::byte*>(dst);
-    const auto* s = static_cast<const std::byte*>(src);
-    for (std::size_t off = 0; off < bytes; off += kBounceBytes) {
-      const std::size_t n = std::min(kBounceBytes, bytes - off);
-      PKRT_CUDA_CHECK(cudaMemcpyAsync(bounce_, s + off, n, cudaMemcpyDeviceToHost, copy_stream_));
+    PKRT_CUDA_CHECK(cudaSetDevice(device_));
+    // Pieces enqueued into the bounce buffer since the last synchronisation.
+    struct Piece {
+      std::byte* dst;
+      std::size_t at;
+      std::size_t bytes;
+    };
+    std::vector<Piece> pieces;
+    std::size_t used = 0;
+    auto drain = [&]() -> Status {
+      if (pieces.empty()) return Status();
       PKRT_CUDA_CHECK(cudaStreamSynchronize(copy_stream_));
-      std::memcpy(d + off, bounce_, n);
+      for (const Piece& p : pieces) std::memcpy(p.dst, static_cast<std::byte*>(bounce_) + p.at, p.bytes);
+      pieces.clear();
+      used = 0;
+      return Status();
+    };
+    for (const HostCopy& c : copies) {
+      auto* d = static_cast<std::byte*>(c.host_dst);
+      const auto* s = static_cast<const std::byte*>(c.device_src);
+      for (std::size_t off = 0; off < c.bytes;) {
+        if (used == kBounceBytes) PKRT_RETURN_IF_ERROR(drain());
+        const std::size_t n = std::min(kBounceBytes - used, c.bytes - off);
+        PKRT_CUDA_CHECK(cudaMemcpyAsync(static_cast<std::byte*>(bounce_) + used, s + off, n, cudaMemcpyDeviceToHost,
+                                        copy_stream_));
+        pieces.push_back({d + off, used, n});
+        // Each piece starts 256-byte aligned in the bounce buffer (full-speed DMA).
+        used = std::min(kBounceBytes, (used + n + 255) / 256 * 256);
+        off += n;
+      }
     }
-    return Status();
+    return drain();
   }
 
-  Result<LaunchPlan> plan(const Program& program, std::uint32_t num_actors,
-                          std::uint32_t) override {
+  Result<LaunchPlan> plan(const Program& program, std::uint32_t num_actors, const LaunchLimits& limits) override {
     if (program.cuda_kernel == nullptr) {
       return Status(StatusCode::kUnsupported,
                     std::string("program '") + program.name +
@@ -143,43 +201,75 @@ class CudaBackend final : public Backend {
                         "(set_source_files_properties(... LANGUAGE CUDA)), or run with "
                         "--backend cpu");
     }
+    PKRT_CUDA_CHECK(cudaSetDevice(device_));
     // Loads the kernel's module now (eager), before anything is resident.
     cudaFuncAttributes attrs{};
     PKRT_CUDA_CHECK(cudaFuncGetAttributes(&attrs, program.cuda_kernel));
     const int threads = static_cast<int>(program.cuda_block_threads);
+    if (threads > attrs.maxThreadsPerBlock) {
+      return Status(StatusCode::kUnsupported,
+                    std::string("program '") + program.name + "' asks for " + std::to_string(threads) +
+                        " threads per block, but its kernel can launch at most " +
+                        std::to_string(attrs.maxThreadsPerBlock) + " (" + std::to_string(attrs.numRegs) +
+                        " registers per thread). Fix: lower kCudaBlockThreads");
+    }
+    // Local memory above the stack limit makes the driver grow it at launch, which
+    // synchronises the device; raise the limit now, while nothing of ours is resident.
+    std::size_t stack = 0;
+    PKRT_CUDA_CHECK(cudaDeviceGetLimit(&stack, cudaLimitStackSize));
+    const std::size_t wanted_stack = (attrs.localSizeBytes + 1023) / 1024 * 1024;
+    if (wanted_stack > stack) PKRT_CUDA_CHECK(cudaDeviceSetLimit(cudaLimitStackSize, wanted_stack));
     int per_sm = 0;
     PKRT_CUDA_CHECK(cudaOccupancyMaxActiveBlocksPerMultiprocessor(&per_sm, program.cuda_kernel,
                                                                   threads, 0));
-    const std::uint64_t co_resident = std::uint64_t(per_sm) * props_.multiProcessorCount;
-    if (co_resident == 0) {
+    if (per_sm == 0) {
       return Status(StatusCode::kUnsupported,
                     std::string("program '") + program.name + "' cannot fit one block of " +
-                        std::to_string(threads) + " threads on " + props_.name +
-                        " (registers or shared memory). Fix: lower kCudaBlockThreads");
+                        std::to_string(threads) + " threads on " + props_.name + " (" +
+                        std::to_string(attrs.numRegs) + " registers per thread, " +
+                        std::to_string(attrs.sharedSizeBytes) + " B shared). Fix: lower kCudaBlockThreads");
     }
+    // Capped: a persistent grid that takes every block slot leaves the GPU nothing else, and
+    // blocks beyond one or two per SM only add polling and grid-barrier cost.
+    per_sm = std::min<int>(per_sm, static_cast<int>(limits.cuda_blocks_per_sm));
+    const std::uint64_t co_resident = std::uint64_t(per_sm) * props_.multiProcessorCount;
     LaunchPlan plan;
     plan.blocks = static_cast<std::uint32_t>(std::min<std::uint64_t>(co_resident, num_actors));
     plan.threads_per_block = program.cuda_block_threads;
     plan.description = std::string("cuda (") + props_.name + ", sm_" +
                        std::to_string(props_.major) + std::to_string(props_.minor) + ", " +
                        std::to_string(plan.blocks) + " blocks x " + std::to_string(threads) +
-                       " threads)";
+                       " threads, " + std::to_string(attrs.numRegs) + " regs, " +
+                       std::to_string(attrs.localSizeBytes) + " B local)";
     return plan;
   }
 
   Status launch(const Program& program, const detail::KernelArgs& args,
                 const LaunchPlan& plan) override {
+    PKRT_CUDA_CHECK(cudaSetDevice(device_));
     args_ = args;
     void* kernel_args[] = {&args_};
+    const cudaError_t err = cudaLaunchCooperativeKernel(program.cuda_kernel, dim3(plan.blocks),
+                                                        dim3(plan.threads_per_block), kernel_args, 0,
+                                                        kernel_stream_);
+    if (err == cudaErrorCooperativeLaunchTooLarge) {
+      (void)cudaGetLastError();  // not sticky: clear it so the context stays usable
+      return Status(StatusCode::kDeviceUnavailable,
+                    "the cooperative grid of " + std::to_string(plan.blocks) + " blocks does not fit on " +
+                        props_.name + " now: other work holds its SMs (another process's kernels, MPS "
+                        "client limits, or a green context). Fix: stop the other work on this GPU, or run "
+                        "with fewer actors per device");
+    }
+    if (err != cudaSuccess) return cuda_status(err, "cudaLaunchCooperativeKernel", __FILE__, __LINE__);
+    // Only after a launch that took: a failed one leaves nothing resident, so later
+    // allocations (and the teardown) stay legal.
     launched_ = true;
-    PKRT_CUDA_CHECK(cudaLaunchCooperativeKernel(program.cuda_kernel, dim3(plan.blocks),
-                                                dim3(plan.threads_per_block), kernel_args, 0,
-                                                kernel_stream_));
     return Status();
   }
 
   bool kernel_finished() override {
     if (!launched_) return true;
+    (void)cudaSetDevice(device_);
     return cudaStreamQuery(kernel_stream_) != cudaErrorNotReady;
   }
 
@@ -199,6 +289,7 @@ class CudaBackend final : public Backend {
 
   Status poll_fault() override {
     if (!launched_) return Status();
+    PKRT_CUDA_CHECK(cudaSetDevice(device_));
     const cudaError_t err = cudaStreamQuery(kernel_stream_);
     if (err == cudaSuccess || err == cudaErrorNotReady) return Status();
     return cuda_status(err, "persistent kernel", __FILE__, __LINE__);
@@ -246,7 +337,8 @@ Result<std::unique_ptr<Backend>> make_cuda_backend(int device) {
                       std::to_string(count) + " visible). Fix: pick a device in 0.." +
                       std::to_string(count - 1) + " or check CUDA_VISIBLE_DEVICES");
   }
-  auto backend = std::make_unique<CudaBackend>(device);
+  PKRT_RETURN_IF_ERROR(DeviceRegistry::instance().claim(device));
+  auto backend = std::make_unique<CudaBackend>(device);  // releases the claim when destroyed
   Status st = backend->init();
   if (!st.ok()) {
     return Status(st.code(), "CUDA device " + std::to_string(device) + ": " + st.message());

@@ -8,6 +8,7 @@
 #endif
 
 #include <pkrt/detail/block_platform.hpp>
+#include <pkrt/detail/block_threads.hpp>
 #include <pkrt/detail/kernel_args.hpp>
 #include <pkrt/kernels/persistent_loop.hpp>
 
@@ -15,10 +16,20 @@ namespace pkrt::cuda_detail {
 
 // One thread block per grid block; launched cooperatively so grid.sync() is legal, with at
 // most as many blocks as can be co-resident (the backend sizes it with the occupancy API).
+// __launch_bounds__: without it nvcc may use more registers per thread than a block of
+// kCudaBlockThreads threads can have, and the launch fails (seen: 128 registers, which
+// rules out 1024-thread blocks).
 template <class App>
-__global__ void persistent_kernel(pkrt::detail::KernelArgs args) {
+__global__ void __launch_bounds__(pkrt::detail::cuda_block_threads<App>())
+    persistent_kernel(pkrt::detail::KernelArgs args) {
+  // The loop takes the arguments by reference, and a kernel parameter whose address is taken
+  // is copied into every thread's local memory (hundreds of bytes of stack each). One copy in
+  // shared memory serves the block instead; nobody writes it after the barrier.
+  __shared__ pkrt::detail::KernelArgs block_args;
+  if (threadIdx.x == 0) block_args = args;
+  __syncthreads();
   const pkrt::detail::BlockEnv env{blockIdx.x, nullptr, nullptr};
-  pkrt::detail::run_persistent_block<App>(args, env);
+  pkrt::detail::run_persistent_block<App>(block_args, env);
 }
 
 template <class App>

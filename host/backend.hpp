@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <span>
 #include <string>
 
 namespace pkrt::host {
@@ -67,6 +68,19 @@ class Buffer {
   std::function<void()> release_;
 };
 
+// One device-to-host region of a gather (Backend::gather_to_host).
+struct HostCopy {
+  void* host_dst;
+  const void* device_src;
+  std::size_t bytes;
+};
+
+// What the user asked of the grid's size (RuntimeOptions); each backend reads its own field.
+struct LaunchLimits {
+  std::uint32_t cpu_threads = 0;         // CPU: worker threads (= blocks); 0: hardware concurrency
+  std::uint32_t cuda_blocks_per_sm = 1;  // CUDA: resident blocks per SM at most
+};
+
 struct LaunchPlan {
   std::uint32_t blocks = 0;
   std::uint32_t threads_per_block = 0;
@@ -83,11 +97,17 @@ class Backend {
   virtual Result<Buffer> alloc_host_visible(std::size_t bytes) = 0;  // zero-filled
   virtual Result<Buffer> alloc_device(std::size_t bytes) = 0;        // zero-filled
   virtual Status copy_to_device(void* device_dst, const void* host_src, std::size_t bytes) = 0;
-  virtual Status copy_to_host(void* host_dst, const void* device_src, std::size_t bytes) = 0;
+  // Copies every region; on CUDA all of them share one stream synchronisation per bounce
+  // buffer's worth (4 MiB), instead of one round trip per region.
+  virtual Status gather_to_host(std::span<const HostCopy> copies) = 0;
+  Status copy_to_host(void* host_dst, const void* device_src, std::size_t bytes) {
+    const HostCopy one{host_dst, device_src, bytes};
+    return gather_to_host(std::span<const HostCopy>(&one, 1));
+  }
 
   // How many blocks (all co-resident) and threads per block this program gets.
   virtual Result<LaunchPlan> plan(const Program& program, std::uint32_t num_actors,
-                                  std::uint32_t requested_threads) = 0;
+                                  const LaunchLimits& limits) = 0;
   virtual Status launch(const Program& program, const detail::KernelArgs& args,
                         const LaunchPlan& plan) = 0;
   // True once every block has returned (or the kernel failed).
@@ -96,6 +116,11 @@ class Backend {
   virtual Status wait_finished(std::chrono::milliseconds timeout) = 0;
   // An asynchronous device error, if one happened (CUDA: sticky faults); ok otherwise.
   virtual Status poll_fault() = 0;
+  // Called instead of destruction when the kernel would not stop and everything it may touch
+  // is leaked for the rest of the process: the backend must not free anything later, and
+  // the CUDA backend refuses further runtimes on that device (freeing or launching there
+  // would wait on the stuck grid for ever).
+  virtual void abandon() {}
 };
 
 // CPU backend: worker threads, one per block.

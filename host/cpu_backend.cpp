@@ -35,14 +35,14 @@ class CpuBackend final : public Backend {
     if (bytes > 0) std::memcpy(dst, src, bytes);
     return Status();
   }
-  Status copy_to_host(void* dst, const void* src, std::size_t bytes) override {
-    if (bytes > 0) std::memcpy(dst, src, bytes);
+  Status gather_to_host(std::span<const HostCopy> copies) override {
+    for (const HostCopy& c : copies)
+      if (c.bytes > 0) std::memcpy(c.host_dst, c.device_src, c.bytes);
     return Status();
   }
 
-  Result<LaunchPlan> plan(const Program&, std::uint32_t num_actors,
-                          std::uint32_t requested_threads) override {
-    std::uint32_t threads = requested_threads;
+  Result<LaunchPlan> plan(const Program&, std::uint32_t num_actors, const LaunchLimits& limits) override {
+    std::uint32_t threads = limits.cpu_threads;
     if (threads == 0) threads = std::max(1u, std::thread::hardware_concurrency());
     LaunchPlan plan;
     plan.blocks = std::min(threads, num_actors);

@@ -16,10 +16,12 @@
 // sleeps in bounded steps (<= 16 us while a request is outstanding, <= the policy's cap
 // otherwise), and a send wakes it.
 #include "host/runtime_impl.hpp"
+#include "host/nvtx.hpp"
 
 #include <pkrt/detail/futex.hpp>
 
 #include <algorithm>
+#include <optional>
 
 namespace pkrt {
 namespace {
@@ -207,6 +209,11 @@ Runtime::Impl::PassResult Runtime::Impl::pump_pass() {
     }
     if (n == kPumpDrainPerRing) result.all_drained = false;
   }
+  // Traced only when it consumed something: an idle pump would bury the timeline in
+  // empty passes.
+  static const host::NvtxName kPassName("pump pass");
+  std::optional<host::NvtxRange> traced;
+  if (!pass_records.empty()) traced.emplace(kPassName);
   // Logged before handed back: see k2h_maybe_ready.
   if (log && !pass_records.empty()) log->append_batch(std::span<ReplayRecord>(pass_records));
   for (std::uint32_t b : pass_locked) {
@@ -265,6 +272,35 @@ void Runtime::Impl::report_unrequested_exit() {
   record_error(fault);
 }
 
+void Runtime::Impl::check_grid_start(std::chrono::steady_clock::time_point now) {
+  std::string waiting;
+  std::uint32_t count = 0;
+  for (std::uint32_t b = 0; b < plan.blocks; ++b) {
+    // Relaxed: diagnostics only; a block that has started stays past kGridStarting.
+    if (detail::load_relaxed(heartbeats[b].state) != kGridStarting) continue;
+    if (++count > 8) continue;
+    if (!waiting.empty()) waiting += ',';
+    waiting += std::to_string(b);
+  }
+  if (count == 0) {
+    grid_started = true;
+    return;
+  }
+  // A block reports running before it initialises its actors, so a block still starting
+  // this late was never scheduled: on a GPU, a cooperative grid whose blocks cannot all be
+  // resident (another persistent kernel, MPS or other work on the SMs) waits for ever.
+  if (now - launched_at <= options.watchdog_timeout) return;
+  grid_started = true;  // reported once
+  record_error(Status(StatusCode::kWatchdogTimeout,
+                      std::to_string(count) + " of " + std::to_string(plan.blocks) + " blocks (" + waiting +
+                          (count > 8 ? ",..." : "") + ") of app '" + program->name + "' never started within " +
+                          std::to_string(options.watchdog_timeout.count()) + " ms of the launch on " +
+                          plan.description +
+                          ": the grid is not resident. Fix: stop other work on the device (another pkrt "
+                          "runtime, MPS clients, other kernels), or run fewer actors per device"));
+  abort_kernel();
+}
+
 void Runtime::Impl::watchdog_tick(bool finished) {
   const auto now = std::chrono::steady_clock::now();
   if (now - last_check < std::chrono::milliseconds(5)) return;
@@ -276,6 +312,7 @@ void Runtime::Impl::watchdog_tick(bool finished) {
       record_error(fault);
     }
   }
+  if (!grid_started && !finished) check_grid_start(now);
   // Acquire: pairs with block 0's store_release of the grid state.
   const auto state = detail::load_acquire(control->grid.state);
   const auto [lo, hi] = heartbeat_range();
@@ -301,6 +338,7 @@ void Runtime::Impl::pump_loop() {
   PumpIdle idle;
   last_progress = std::chrono::steady_clock::now();
   last_check = last_progress;
+  launched_at = last_progress;
   pass_records.reserve(std::size_t{plan.blocks} * kPumpDrainPerRing);
   pass_locked.reserve(plan.blocks);
   requests->mark_pump_thread();

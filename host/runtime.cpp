@@ -158,9 +158,10 @@ Status Runtime::shutdown() {
       std::lock_guard<std::mutex> lock(m.mu);
       m.leaked = true;
       for (host::Buffer* b : {&m.control_buf, &m.heartbeat_buf, &m.h2k_buf, &m.k2h_buf, &m.state_buf, &m.k2k_buf,
-                              &m.global_buf, &m.grid_buf, &m.lines_buf, &m.params_buf, &m.staging_buf,
+                              &m.global_buf, &m.grid_buf, &m.params_buf, &m.staging_buf,
                               &m.prev_crc_buf, &m.actor_flag_buf, &m.deferred_buf})
         b->leak();
+      m.backend->abandon();
       (void)m.backend.release();
     }
   }

@@ -74,7 +74,7 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   host::LaunchPlan plan;
   std::string description;
   host::Buffer control_buf, heartbeat_buf, h2k_buf, k2h_buf, state_buf, k2k_buf, global_buf,
-      grid_buf, lines_buf, params_buf, staging_buf, prev_crc_buf, actor_flag_buf, deferred_buf;
+      grid_buf, params_buf, staging_buf, prev_crc_buf, actor_flag_buf, deferred_buf;
   ImageLayout image;
   ControlBlock* control = nullptr;       // host pointer
   BlockHeartbeat* heartbeats = nullptr;  // host pointer
@@ -193,6 +193,8 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   std::uint64_t last_sum = ~0ull;
   bool fault_reported = false;
   bool exit_reported = false;  // report_unrequested_exit ran (pump thread only)
+  bool grid_started = false;   // every block reported past kGridStarting (or that was reported)
+  std::chrono::steady_clock::time_point launched_at{};
   // Park/resume/stop reports of the current pass, applied once every ring is drained.
   std::vector<Event> deferred_reports;     // pump thread
   struct PassResult {
@@ -210,6 +212,9 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   void advance_horizon(std::uint64_t horizon);
   // Every 5 ms (at most): device faults, and heartbeats against the watchdog timeout.
   void watchdog_tick(bool finished);
+  // Until every block has started: after watchdog_timeout from the launch, reports the
+  // blocks that never did (a grid that is not resident) and aborts.
+  void check_grid_start(std::chrono::steady_clock::time_point now);
   // Once, when the kernel ended and was drained: unless shutdown or an abort asked for it,
   // records the device fault (or says the kernel exited unasked) so nothing waits for ever.
   void report_unrequested_exit();
@@ -247,7 +252,8 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   void fail_open_snapshots(const Status& why);
   void retry_releases();
   Status copy_snapshot(std::uint32_t actor, const SnapshotReadyData& ready, SnapshotImage& img);
-  bool mirror_matches_device(std::uint32_t actor, const std::vector<std::byte>& m,
+  // `crcs`: the device's chunk CRCs of this snapshot.
+  bool mirror_matches_device(const std::vector<std::byte>& m, const std::vector<std::uint32_t>& crcs,
                              const std::vector<std::uint32_t>& copied, bool whole, std::uint32_t image_crc);
   void deliver_snapshot(SnapshotImage img);
 

@@ -36,6 +36,11 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
                   "ring capacity " + std::to_string(options.ring_capacity) +
                       " is invalid. Fix: use a power of two between 2 and 1048576");
   }
+  if (options.cuda_blocks_per_sm == 0 || options.cuda_blocks_per_sm > 32) {
+    return Status(StatusCode::kInvalidArgument,
+                  "cuda_blocks_per_sm " + std::to_string(options.cuda_blocks_per_sm) +
+                      " is out of range. Fix: use 1..32 (1 suits most apps)");
+  }
   impl->params.assign(static_cast<const std::byte*>(params),
                       static_cast<const std::byte*>(params) + params_bytes);
   if (program.check_params != nullptr) {
@@ -69,14 +74,17 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
       if (cuda.ok()) {
         impl->backend = std::move(cuda.value());
       } else {
-        note = "; no usable GPU";
+        note = std::string("; no usable GPU (") + status_code_name(cuda.status().code()) + ")";
       }
     }
   }
   if (!impl->backend) impl->backend = host::make_cpu_backend();
   impl->backend_kind = impl->backend->kind();
 
-  auto plan = impl->backend->plan(program, options.num_actors, options.threads);
+  host::LaunchLimits limits;
+  limits.cpu_threads = options.threads;
+  limits.cuda_blocks_per_sm = options.cuda_blocks_per_sm;
+  auto plan = impl->backend->plan(program, options.num_actors, limits);
   if (!plan.ok()) return plan.status();
   impl->plan = plan.value();
   impl->plan.chaos = options.chaos;
@@ -141,7 +149,6 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   PKRT_RETURN_IF_ERROR(alloc_dev(impl->k2k_buf, std::max<std::uint64_t>(k2k_bytes, 64)));
   PKRT_RETURN_IF_ERROR(alloc_dev(impl->global_buf, std::max<std::uint64_t>(lay.global_bytes, 64)));
   PKRT_RETURN_IF_ERROR(alloc_dev(impl->grid_buf, sizeof(detail::GridScratch)));
-  PKRT_RETURN_IF_ERROR(alloc_dev(impl->lines_buf, sizeof(detail::BlockLine) * blocks));
   PKRT_RETURN_IF_ERROR(alloc_dev(impl->params_buf, std::max<std::size_t>(params_bytes, 1)));
   // Deferred commands: as many per block as its ring holds, so deferring never loses one.
   PKRT_RETURN_IF_ERROR(alloc_dev(impl->deferred_buf, sizeof(Slot) * options.ring_capacity * blocks));
@@ -201,7 +208,6 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   a.global = static_cast<std::byte*>(impl->global_buf.device());
   a.global_bytes = lay.global_bytes;
   a.grid = static_cast<detail::GridScratch*>(impl->grid_buf.device());
-  a.block_lines = static_cast<detail::BlockLine*>(impl->lines_buf.device());
   a.params = impl->params_buf.device();
   a.num_actors = options.num_actors;
   a.num_blocks = blocks;

@@ -10,6 +10,7 @@
 // live (restore_actor: upload into the staging slot, then kOpRestoreActor at an epoch
 // boundary). Snapshots and live restores share the staging slots: one kind at a time.
 #include "host/runtime_impl.hpp"
+#include "host/nvtx.hpp"
 
 #include <pkrt/crc32.hpp>
 #include <pkrt/kernels/crc32.hpp>
@@ -26,7 +27,14 @@ void Runtime::Impl::handle_snapshot(const Event& ev) {
   img.request = ev.request;
   img.crc = ready.crc;
   img.stall_ns = ready.stall_ns;
-  img.status = copy_snapshot(ev.actor, ready, img);
+  // The stall happened on the device; the host learns its length only now.
+  static const host::NvtxName kStallName("snapshot stall (device ns)");
+  host::nvtx_mark(kStallName, ready.stall_ns);
+  {
+    static const host::NvtxName kCopyName("snapshot D2H copy");
+    const host::NvtxRange range(kCopyName);
+    img.status = copy_snapshot(ev.actor, ready, img);
+  }
   // Release even after a failed copy: the device must not stay blocked on this slot.
   pending_releases.push_back(ev.actor);
   retry_releases();
@@ -73,8 +81,15 @@ Status Runtime::Impl::copy_snapshot(std::uint32_t actor, const SnapshotReadyData
                   "snapshot of actor " + std::to_string(actor) + " reports a layout the host did not allocate");
   }
   const auto* slot = static_cast<const std::byte*>(staging_buf.device()) + args.staging_stride * actor;
+  // Two round trips per snapshot on CUDA: the changed flags with the chunk CRCs (a delta's
+  // check needs them), then every changed run of chunks in one gather.
   std::vector<std::uint8_t> changed(image.chunks);
-  if (Status st = backend->copy_to_host(changed.data(), slot + args.changed_offset, image.chunks); !st.ok()) {
+  std::vector<std::uint32_t> crcs(image.chunks);
+  const host::HostCopy tables[] = {
+      {changed.data(), slot + args.changed_offset, image.chunks},
+      {crcs.data(), slot + args.crc_offset, crcs.size() * sizeof(std::uint32_t)},
+  };
+  if (Status st = backend->gather_to_host(tables); !st.ok()) {
     mirror[actor].reset();
     return st;
   }
@@ -96,7 +111,8 @@ Status Runtime::Impl::copy_snapshot(std::uint32_t actor, const SnapshotReadyData
     mp = std::move(fresh);
   }
   std::vector<std::byte>& m = mp->bytes;
-  // Coalesce runs of changed chunks into one copy each.
+  // Coalesce runs of changed chunks into one region each.
+  std::vector<host::HostCopy> runs;
   for (std::uint32_t c = 0; c < image.chunks;) {
     if (changed[c] == 0) {
       ++c;
@@ -107,15 +123,15 @@ Status Runtime::Impl::copy_snapshot(std::uint32_t actor, const SnapshotReadyData
     const std::uint64_t off = std::uint64_t{c} * image.chunk_bytes;
     const std::uint64_t len =
         std::min<std::uint64_t>(std::uint64_t{end} * image.chunk_bytes, image.image_bytes) - off;
-    Status copied = backend->copy_to_host(m.data() + off, slot + off, len);
-    if (!copied.ok()) {
-      mp.reset();  // partly updated: the next snapshot of this actor copies everything
-      return copied;
-    }
+    runs.push_back({m.data() + off, slot + off, len});
     img.bytes_copied += len;
     c = end;
   }
-  if (!mirror_matches_device(actor, m, img.changed, whole, ready.crc)) {
+  if (Status copied = backend->gather_to_host(runs); !copied.ok()) {
+    mp.reset();  // partly updated: the next snapshot of this actor copies everything
+    return copied;
+  }
+  if (!mirror_matches_device(m, crcs, img.changed, whole, ready.crc)) {
     mp.reset();  // the next snapshot of this actor copies everything again
     return Status(StatusCode::kCorruptData,
                   "snapshot of actor " + std::to_string(actor) + " at epoch " + std::to_string(img.epoch) +
@@ -136,14 +152,10 @@ Status Runtime::Impl::copy_snapshot(std::uint32_t actor, const SnapshotReadyData
 // device's chunk CRC, and the device's chunk CRCs against its image CRC (unchanged chunks
 // have the CRCs the mirror was verified with before), so a delta costs the host work
 // proportional to what changed.
-bool Runtime::Impl::mirror_matches_device(std::uint32_t actor, const std::vector<std::byte>& m,
+bool Runtime::Impl::mirror_matches_device(const std::vector<std::byte>& m, const std::vector<std::uint32_t>& crcs,
                                           const std::vector<std::uint32_t>& copied, bool whole,
                                           std::uint32_t image_crc) {
   if (whole || copied.size() * 4 >= image.chunks) return crc32(m.data(), m.size()) == image_crc;
-  const auto* slot = static_cast<const std::byte*>(staging_buf.device()) + args.staging_stride * actor;
-  std::vector<std::uint32_t> crcs(image.chunks);
-  if (!backend->copy_to_host(crcs.data(), slot + args.crc_offset, crcs.size() * sizeof(std::uint32_t)).ok())
-    return false;
   if (crc::crc32_combine_chunks(crcs.data(), image.image_bytes, image.chunk_bytes) != image_crc) return false;
   for (std::uint32_t c : copied) {
     const std::uint64_t off = std::uint64_t{c} * image.chunk_bytes;
@@ -225,6 +237,8 @@ Result<std::uint64_t> Runtime::snapshot_all(std::uint64_t epoch, bool full) {
       return Status(StatusCode::kFailedPrecondition,
                     "a live restore is in flight through the staging slots. Fix: wait for its reply first");
     id = kSnapshotRequestTag | m.next_snapshot++;
+    static const host::NvtxName kRequestName("snapshot request (all actors, epoch)");
+    host::nvtx_mark(kRequestName, epoch);
     m.snapshot_requests[id] = {std::chrono::steady_clock::now(), m.options.num_actors, kNoActor,
                                std::vector<bool>(m.options.num_actors, false)};
   }
@@ -269,6 +283,8 @@ Result<std::uint64_t> Runtime::snapshot_actor(std::uint32_t actor, bool full, st
       return Status(StatusCode::kFailedPrecondition,
                     "a live restore is in flight through the staging slots. Fix: wait for its reply first");
     id = kSnapshotRequestTag | m.next_snapshot++;
+    static const host::NvtxName kRequestName("snapshot request (actor)");
+    host::nvtx_mark(kRequestName, actor);
     m.snapshot_requests[id] = {std::chrono::steady_clock::now(), 1, actor, {}};
   }
   const SnapshotRequestData req{full ? 1u : 0u};

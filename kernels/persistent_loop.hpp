@@ -204,19 +204,37 @@ PKRT_HD void apply_due_commands(BlockState& bs, std::uint32_t first, std::uint32
 
 // Whether any block did work in `epoch` or a command is waiting anywhere (event-driven
 // apps). Block 0's leader calls it between the two barriers, when every block is quiescent.
-// One PCIe read: the host's count of published H2K slots against the blocks' consumed
-// counts, which live in device memory.
+// Three device-memory words (GridScratch's work counters) and one PCIe read: the host's
+// count of published H2K slots against the blocks' consumed count.
 PKRT_HD inline bool grid_has_work(const KernelArgs& args, std::uint64_t epoch) {
-  std::uint64_t consumed = 0;
-  for (std::uint32_t b = 0; b < args.num_blocks; ++b) {
-    // Relaxed (all three): written by block b's leader before the barrier we just passed.
-    if (load_relaxed(args.block_lines[b].active_epoch) == epoch + 1) return true;
-    if (load_relaxed(args.block_lines[b].deferred) != 0) return true;  // commands due later
-    consumed += load_relaxed(args.block_lines[b].consumed);
-  }
+  // Relaxed (all three): every leader updated them before the barrier we just passed, which
+  // orders them at device scope.
+  if (device_load_relaxed(args.grid->active_epoch) == epoch + 1) return true;
+  if (device_load_relaxed(args.grid->deferred) != 0) return true;  // commands due later
+  const std::uint64_t consumed = device_load_relaxed(args.grid->consumed);
   // Acquire: pairs with the host's store_release of `published`, made before the doorbell
   // store the caller already acquired.
   return load_acquire(args.control->host.published) > consumed;
+}
+
+// Leader, at the end of its epoch: adds what this block consumed and deferred since its last
+// report to the grid's work counters, and marks the epoch active if it did work.
+PKRT_HD inline void report_block_work(BlockState& bs, std::uint64_t epoch) {
+  GridScratch& grid = *bs.args->grid;
+  // Relaxed (all three): read by block 0 only after the next grid barrier. Several blocks
+  // may store the same epoch + 1; any of them is the answer.
+  if (bs.active) device_store_relaxed(grid.active_epoch, epoch + 1);
+  const std::uint64_t consumed = bs.h2k.position();
+  if (consumed != bs.reported_consumed) {
+    device_add_relaxed(grid.consumed, consumed - bs.reported_consumed);
+    bs.reported_consumed = consumed;
+  }
+  const std::uint64_t deferred = bs.deferred_count;
+  if (deferred != bs.reported_deferred) {
+    // Unsigned wrap-around adds a negative delta when the deferred list shrank.
+    device_add_relaxed(grid.deferred, deferred - bs.reported_deferred);
+    bs.reported_deferred = deferred;
+  }
 }
 
 PKRT_HD inline void report_grid(const KernelArgs& args, std::uint64_t epoch, GridState state) {
@@ -409,7 +427,10 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
   const std::uint32_t first = block_first_actor(b, args.num_blocks, args.num_actors);
   const std::uint32_t last = block_first_actor(b + 1, args.num_blocks, args.num_actors);
 
+  PKRT_BLOCK_SHARED BoundaryOp boundary_ops[2][kMaxBoundaryOps];
   BlockState bs{};
+  bs.snapshot_ops = boundary_ops[0];
+  bs.restore_ops = boundary_ops[1];
   bs.args = &args;
   bs.env = env;
   bs.epoch = args.start_epoch;
@@ -434,7 +455,7 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
   if (args.run_init == 0) bs.active = true;
   if (leader && bs.active) {
     // Relaxed: read by block 0 only after the next grid barrier (K2K sent during init).
-    store_relaxed(args.block_lines[b].active_epoch, args.start_epoch + 1);
+    device_store_relaxed(args.grid->active_epoch, args.start_epoch + 1);
   }
 
   std::uint64_t epoch = args.start_epoch;
@@ -494,12 +515,7 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
       bs.all_full = load_relaxed(args.grid->snapshot_full[round & 1u]) != 0;
     }
     if (leader) {
-      // Relaxed (all three): read by block 0 only after the next grid barrier.
-      if (bs.active) store_relaxed(args.block_lines[b].active_epoch, epoch + 1);
-      if constexpr (kEventDriven) {
-        store_relaxed(args.block_lines[b].consumed, bs.h2k.position());
-        store_relaxed(args.block_lines[b].deferred, std::uint64_t{bs.deferred_count});
-      }
+      if constexpr (kEventDriven) report_block_work(bs, epoch);  // for block 0's idle check
       // Release: pairs with the pump's acquire of the smallest heartbeat; every K2H slot
       // this block published for epochs up to `epoch` is visible to a pump that sees it.
       store_release(args.heartbeats[b].epoch, epoch);

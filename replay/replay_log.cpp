@@ -4,6 +4,7 @@
 #include <pkrt/replay_log.hpp>
 
 #include "host/file_read.hpp"
+#include "host/nvtx.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -334,6 +335,8 @@ void ReplayLogWriter::append(ReplayDirection direction, std::uint32_t block,
 
 void ReplayLogWriter::append_batch(std::span<ReplayRecord> records) {
   if (records.empty()) return;
+  static const host::NvtxName kAppendName("replay append");
+  const host::NvtxRange range(kAppendName);
   std::lock_guard lock(impl_->mutex);
   if (impl_->map == nullptr) return;  // closed: documented to drop
   const std::uint64_t now = steady_ns();

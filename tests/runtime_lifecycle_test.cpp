@@ -3,6 +3,7 @@
 #include "examples/heat2d/heat2d_host.hpp"
 #include "tests/probe_actor.hpp"
 #include "tests/test_support.hpp"
+#include "cuda/device_registry.hpp"
 
 #include <pkrt/runtime.hpp>
 
@@ -335,6 +336,19 @@ TEST(Runtime, ShutdownFailsSnapshotsDueAfterItSoNoSinkWaitsForThem) {
   for (const SnapshotImage& img : images) EXPECT_EQ(img.status.code(), StatusCode::kAborted) << img.status.to_string();
 }
 
+TEST(Runtime, CudaBlocksPerSmOutsideOneTo32IsRefusedSayingTheRange) {
+  for (std::uint32_t bad : {0u, 33u}) {
+    RuntimeOptions o;
+    o.backend = BackendKind::kCpu;
+    o.num_actors = 2;
+    o.cuda_blocks_per_sm = bad;
+    auto r = Runtime::create(probe_program(), Probe::Params{}, o);
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status().message().find("1..32"), std::string::npos) << r.status().message();
+  }
+}
+
 TEST(Runtime, FullH2KRingReportsRingFullNamingTheRingAndItsCapacity) {
   RuntimeOptions o;
   o.ring_capacity = 4;
@@ -467,6 +481,29 @@ TEST(Runtime, AutoBackendSaysWhichBackendItPicked) {
   const std::string& d = r.value()->backend_description();
   EXPECT_NE(d.find("picked by --backend auto"), std::string::npos) << d;
   EXPECT_EQ(d.rfind(backend_name(r.value()->backend()), 0), 0u) << d;
+}
+
+TEST(CudaDeviceRegistry, ASecondRuntimeOnADeviceIsRefusedUntilTheFirstIsDestroyed) {
+  host::DeviceRegistry registry;
+  ASSERT_TRUE(registry.claim(0).ok());
+  EXPECT_TRUE(registry.claim(1).ok()) << "another device is free";
+  const Status second = registry.claim(0);
+  EXPECT_EQ(second.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(second.message().find("GPU 0 already hosts another pkrt Runtime"), std::string::npos) << second.message();
+  EXPECT_NE(second.message().find("Fix:"), std::string::npos) << second.message();
+  registry.release(0);
+  EXPECT_TRUE(registry.claim(0).ok()) << "free again once the first runtime's backend is gone";
+}
+
+TEST(CudaDeviceRegistry, ADeviceWithALeakedGridIsRefusedForTheRestOfTheProcess) {
+  host::DeviceRegistry registry;
+  ASSERT_TRUE(registry.claim(2).ok());
+  registry.mark_leaked(2);
+  registry.release(2);  // a leaked backend is never destroyed; a stray release changes nothing
+  const Status refused = registry.claim(2);
+  EXPECT_EQ(refused.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(refused.message().find("did not stop"), std::string::npos) << refused.message();
+  EXPECT_NE(refused.message().find("restart the process"), std::string::npos) << refused.message();
 }
 
 }  // namespace

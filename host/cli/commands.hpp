@@ -26,6 +26,7 @@ struct RunOptions {
   std::uint32_t ring_capacity = 1024;
   std::string poll = "auto";         // poll policy: auto, latency, balanced, low_power
   int cuda_device = 0;
+  std::uint32_t cuda_blocks_per_sm = 1;
   bool json = false;
   bool quiet = false;
   std::string checkpoint_dir;        // write checkpoints here

@@ -114,6 +114,7 @@ RuntimeOptions runtime_options(const RunOptions& o, BackendKind backend, const R
   const auto poll = parse_poll_policy(o.poll);
   ro.poll = poll.ok() ? poll.value() : PollPolicy::kAuto;
   ro.cuda_device = o.cuda_device;
+  ro.cuda_blocks_per_sm = o.cuda_blocks_per_sm;
   ro.watchdog_timeout = std::chrono::milliseconds(o.watchdog_ms);
   return ro;
 }
@@ -491,6 +492,11 @@ void add_run_command(CLI::App& app, RunOptions& o) {
       ->check(CLI::IsMember({"auto", "latency", "balanced", "low_power"}))
       ->capture_default_str();
   run->add_option("--cuda-device", o.cuda_device, "CUDA device index")->capture_default_str();
+  run->add_option("--cuda-blocks-per-sm", o.cuda_blocks_per_sm,
+                  "CUDA: resident blocks per SM at most (1 suits most apps; the grid leaves the rest of "
+                  "the GPU free)")
+      ->check(CLI::Range(1u, 32u))
+      ->capture_default_str();
   run->add_option("--checkpoint-dir", o.checkpoint_dir, "heat2d: write checkpoints to this directory");
   run->add_option("--checkpoint-every", o.checkpoint_every, "Epochs between checkpoints (0: one at the end)")->capture_default_str();
   run->add_option("--checkpoint-keep", o.checkpoint_keep, "Newest checkpoints kept per actor")->check(CLI::Range(1u, 1000000u))->capture_default_str();

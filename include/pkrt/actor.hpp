@@ -105,6 +105,8 @@ struct BlockState {
   std::uint64_t epoch;
   bool active;           // this epoch applied a command, sent K2K or emitted (leader)
   std::uint32_t deferred_count;  // commands in this block's deferred list (leader)
+  std::uint64_t reported_consumed;  // H2K slots last added to GridScratch::consumed (leader)
+  std::uint64_t reported_deferred;  // deferred_count last added to GridScratch::deferred (leader)
   std::uint64_t deferred_min;    // smallest apply epoch among them (leader)
   std::uint32_t snapshots;  // pending snapshot ops this epoch (leader)
   std::uint32_t restores;   // pending restore ops this epoch (leader)
@@ -125,8 +127,11 @@ struct BlockState {
   // write, which cost more than applying an echo command.
   bool defer_wakes;
   std::uint32_t unannounced;  // urgent slots published since the last wake-up (leader)
-  BoundaryOp snapshot_ops[kMaxBoundaryOps];
-  BoundaryOp restore_ops[kMaxBoundaryOps];
+  // kMaxBoundaryOps each, leader only. Per-block storage outside BlockState (shared memory on
+  // a GPU): every GPU thread keeps a BlockState on its stack, and 1 KiB of queues in each
+  // made the kernel's stack frame exceed the driver's default.
+  BoundaryOp* snapshot_ops;
+  BoundaryOp* restore_ops;
 };
 
 // Most urgent K2H slots published between two pump wake-ups while a run of commands is

@@ -27,6 +27,14 @@
 #define PKRT_DEVICE_PASS 0
 #endif
 
+// Storage one per block: __shared__ in the device pass; on the CPU a block is one worker
+// thread, so a local variable of the block's loop is already per block.
+#if PKRT_DEVICE_PASS
+#define PKRT_BLOCK_SHARED __shared__
+#else
+#define PKRT_BLOCK_SHARED
+#endif
+
 // Whether libcu++ (<cuda/atomic>) is available. It ships with the CUDA toolkit (CCCL); a
 // CPU-only build without the toolkit falls back to std::atomic_ref, which has the same
 // semantics for host threads.

@@ -15,6 +15,7 @@
 #include <pkrt/actor.hpp>
 #include <pkrt/config.hpp>
 #include <pkrt/detail/block_platform.hpp>
+#include <pkrt/detail/block_threads.hpp>
 #include <pkrt/detail/kernel_args.hpp>
 
 #include <cstddef>
@@ -92,17 +93,6 @@ void run_block_cpu(const KernelArgs& args, const BlockEnv& env) {
   run_persistent_block<App>(args, env);
 }
 
-template <class App>
-constexpr std::uint32_t cuda_block_threads() {
-  if constexpr (requires { { App::kCudaBlockThreads } -> std::convertible_to<std::uint32_t>; }) {
-    static_assert(App::kCudaBlockThreads >= 32 && App::kCudaBlockThreads <= 1024 &&
-                      App::kCudaBlockThreads % 32 == 0,
-                  "pkrt: kCudaBlockThreads must be a multiple of 32 between 32 and 1024");
-    return App::kCudaBlockThreads;
-  } else {
-    return 128;
-  }
-}
 
 }  // namespace detail
 

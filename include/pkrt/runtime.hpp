@@ -116,6 +116,11 @@ struct RuntimeOptions {
   std::uint32_t threads = 0;  // CPU backend workers (= blocks); 0: hardware concurrency
   std::uint32_t ring_capacity = 1024;  // slots per ring, power of two
   int cuda_device = 0;
+  // CUDA: at most this many resident blocks per SM (1..32). Each block polls its H2K ring and
+  // steps its actors; more blocks than SMs add grid-barrier and polling cost, and a grid that
+  // takes every slot leaves nothing for other work. 1 suits most apps; 2 helps when actors'
+  // steps stall on memory.
+  std::uint32_t cuda_blocks_per_sm = 1;
   std::chrono::milliseconds watchdog_timeout{10000};
   std::chrono::milliseconds ring_full_timeout{5000};  // H2K backpressure bound
   std::chrono::milliseconds stop_timeout{10000};      // shutdown waits this long for blocks

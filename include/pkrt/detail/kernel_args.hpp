@@ -40,17 +40,16 @@ struct GridScratch {
   std::uint32_t stop_reason;               // StopReason once a stop directive is written
   std::uint32_t snapshot_full[2];          // with kDirectiveSnapshotBit: full snapshot?
   std::uint64_t snapshot_request[2];       // with kDirectiveSnapshotBit: request id
+  // Grid-wide work counters for block 0's idle check (event-driven apps): every block's
+  // leader updates them at the end of its epoch (device scope, before the barrier), so the
+  // check reads three words instead of a line per block, serially, on one thread.
+  alignas(64) std::uint64_t active_epoch;  // 1 + last epoch in which any block did work
+  std::uint64_t consumed;                  // H2K slots all blocks have consumed so far
+  std::uint64_t deferred;                  // commands taken from the rings, not yet due
 };
 
 // Set on a run directive: every block snapshots all its actors at the end of that epoch.
 inline constexpr std::uint32_t kDirectiveSnapshotBit = 0x100;
-
-// Device-side line per block: written by its leader, read by block 0 between barriers.
-struct BlockLine {
-  alignas(64) std::uint64_t active_epoch;  // 1 + last epoch in which the block did work (0: never)
-  std::uint64_t consumed;                  // H2K slots this block has consumed so far
-  std::uint64_t deferred;                  // commands taken from the ring, not yet due
-};
 
 struct KernelArgs {
   ControlBlock* control;       // host-visible
@@ -87,7 +86,6 @@ struct KernelArgs {
   GridScratch* grid;           // device
   Slot* deferred;              // device: deferred_capacity slots per block (not-yet-due commands)
   std::uint32_t deferred_capacity;
-  BlockLine* block_lines;      // device, num_blocks lines
 
   const void* params;          // device copy of App::Params
   std::uint32_t num_actors;

@@ -63,4 +63,22 @@ PKRT_HD inline void store_relaxed(T& word, T value) {
   system_atomic_ref<T>(word).store(value, mo::memory_order_relaxed);
 }
 
+// Device scope: for words in device memory that only the kernel's blocks touch, ordered by
+// grid barriers. System scope there would make each access pay for host coherence (and on
+// a GPU keep it out of L1) for nothing. Relaxed, the add included: the barrier orders them.
+template <class T>
+PKRT_HD inline T device_load_relaxed(const T& word) {
+  return device_atomic_ref<T>(const_cast<T&>(word)).load(mo::memory_order_relaxed);
+}
+
+template <class T>
+PKRT_HD inline void device_store_relaxed(T& word, T value) {
+  device_atomic_ref<T>(word).store(value, mo::memory_order_relaxed);
+}
+
+template <class T>
+PKRT_HD inline void device_add_relaxed(T& word, T value) {
+  device_atomic_ref<T>(word).fetch_add(value, mo::memory_order_relaxed);
+}
+
 }  // namespace pkrt::detail
