@@ -5,21 +5,27 @@
 // this device-local work:
 //   1. all threads copy the image = [arena (State + named regions)][a's K2K inbox of parity
 //      e & 1, i.e. what it will read in e + 1] into a's staging slot;
-//   2. all threads compute the CRC32 of every chunk (any split of chunks over threads).
-//      A CPU worker does 1 and 2 chunk by chunk, CRC-ing each chunk while it is in cache
-//      (kSnapshotCopiesChunkByChunk), with ISA-L (crc32_update_native);
-//   3. the leader combines them into the image CRC (crc32_combine: independent of launch
-//      shape), marks chunks whose CRC differs from a's previous snapshot (all if full or if
-//      there is none), records the new CRCs, marks the slot busy, and publishes
-//      kOpSnapshotReady. The host copies the changed chunks out and sends kOpReleaseStaging.
+//   2. all threads compute the CRC32 of every chunk, each chunk split over the block's threads
+//      (kernels/block_crc32.hpp; slice tables in shared memory). A CPU worker does 1 and 2
+//      chunk by chunk, CRC-ing each chunk while it is in cache (kSnapshotCopiesChunkByChunk),
+//      with ISA-L (crc32_update_native);
+//   3. every thread takes a contiguous run of chunks: marks those whose CRC differs from a's
+//      previous snapshot (all if full or if there is none), records the new CRCs, and folds its
+//      CRCs in chunk order; BlockReduce concatenates the runs into the image CRC
+//      (crc32_combine: independent of launch shape) and sums the changed counts. The leader
+//      marks the slot busy and publishes kOpSnapshotReady. The host copies the changed chunks
+//      out and sends kOpReleaseStaging.
 // Restore of actor a at the start of epoch e (kOpRestoreActor, the host uploaded the image
 // into a's free staging slot first): all threads copy the image back into the arena and
 // the inbox of parity (e - 1) & 1 (read in epoch e); the next snapshot of a is full.
+// kBlockThreads: the launch's block size (kernels/block_collectives.hpp).
 #pragma once
 
 #include <pkrt/actor.hpp>
 #include <pkrt/detail/block_platform.hpp>
 #include <pkrt/detail/kernel_args.hpp>
+#include <pkrt/kernels/block_collectives.hpp>
+#include <pkrt/kernels/block_crc32.hpp>
 #include <pkrt/kernels/crc32.hpp>
 #include <pkrt/slot.hpp>
 
@@ -56,44 +62,87 @@ PKRT_HD inline void copy_image_range(const KernelArgs& args, std::byte* slot, co
   if (n > 0) block_copy(slot + off, inbox + (off - args.state_stride), n);
 }
 
+// The image CRC and the count of changed chunks of one snapshot (thread 0's values).
+struct SnapshotSummary {
+  std::uint32_t image_crc;
+  std::uint32_t changed;
+};
+
+// Thread `rank`'s chunks [first, last) in summarize_chunks: contiguous runs in thread order,
+// so concatenating the runs in thread order visits the chunks in order.
+struct ChunkRun {
+  std::uint32_t first;
+  std::uint32_t last;
+};
+
+PKRT_HD inline ChunkRun chunk_run(std::uint32_t chunks, std::uint32_t threads, std::uint32_t rank) {
+  const std::uint64_t per_thread = (std::uint64_t{chunks} + threads - 1) / threads;
+  const std::uint64_t first = rank * per_thread < chunks ? rank * per_thread : chunks;
+  const std::uint64_t last = first + per_thread < chunks ? first + per_thread : chunks;
+  return {static_cast<std::uint32_t>(first), static_cast<std::uint32_t>(last)};
+}
+
+// Step 3 of the protocol, from the chunk CRCs `crcs` (visible to every thread): changed[c] =
+// whether chunk c differs from prev[c] (every chunk when `all`), then prev = crcs. Each thread
+// folds its run's CRCs in chunk order; BlockReduce concatenates the runs in thread order.
+// Call from every thread.
+template <std::uint32_t kBlockThreads>
+PKRT_HD SnapshotSummary summarize_chunks(const std::uint32_t* crcs, std::uint32_t* prev, std::uint8_t* changed,
+                                         std::uint32_t chunks, std::uint64_t image_bytes,
+                                         std::uint64_t chunk_bytes, bool all) {
+  const ChunkRun mine = chunk_run(chunks, threads_per_block(), thread_rank());
+  crc::Crc32Span run{0, 0};
+  std::uint32_t count = 0;
+  for (std::uint32_t c = mine.first; c < mine.last; ++c) {
+    const bool diff = all || prev[c] != crcs[c];
+    changed[c] = diff ? 1u : 0u;
+    count += diff ? 1u : 0u;
+    prev[c] = crcs[c];
+    const std::uint64_t off = std::uint64_t{c} * chunk_bytes;
+    run = crc::Crc32Concat{}(run, {crcs[c], image_bytes - off < chunk_bytes ? image_bytes - off : chunk_bytes});
+  }
+  SnapshotSummary summary;
+  summary.image_crc = block_reduce<kBlockThreads>(run, crc::Crc32Concat{}).crc;
+  summary.changed = block_sum<kBlockThreads>(count);
+  return summary;
+}
+
 // Call from every thread of the block. Publishes kOpSnapshotReady (leader).
-PKRT_HD inline void serve_snapshot(BlockState& bs, std::uint32_t actor, std::uint64_t request, bool full) {
+template <std::uint32_t kBlockThreads = kDefaultBlockThreads>
+PKRT_HD void serve_snapshot(BlockState& bs, std::uint32_t actor, std::uint64_t request, bool full) {
   const KernelArgs& args = *bs.args;
   const std::uint64_t t0 = now_ns();
   std::byte* slot = staging_slot(args, actor);
   const std::byte* arena = actor_arena(args, actor);
   const std::byte* inbox = actor_inbox(args, bs.epoch & 1u, actor);
   auto* crcs = reinterpret_cast<std::uint32_t*>(slot + args.crc_offset);
-  if (kSnapshotCopiesChunkByChunk) {
+  if constexpr (kSnapshotCopiesChunkByChunk) {
     for (std::uint64_t off = 0, c = 0; off < args.image_bytes; off += args.chunk_bytes, ++c) {
       const std::uint64_t n = args.image_bytes - off < args.chunk_bytes ? args.image_bytes - off : args.chunk_bytes;
       copy_image_range(args, slot, arena, inbox, off, n);
-      crcs[c] = crc::crc32_update_native(0, slot + off, n);
+      crcs[c] = crc::crc32_update_native(crc::crc32_tables().slice, 0, slot + off, n);
     }
   } else {
+    const crc::Crc32Slices& tables = block_crc32_tables();
     copy_image_range(args, slot, arena, inbox, 0, args.image_bytes);
-    sync_block();
-    crc::crc32_chunks(slot, args.image_bytes, args.chunk_bytes, thread_rank(), threads_per_block(), crcs);
+    sync_block();  // the whole image is in staging before any thread CRCs a part of it
+    block_crc32_chunks<kBlockThreads>(tables, slot, args.image_bytes, args.chunk_bytes, crcs);
   }
-  sync_block();
+  sync_block();  // every chunk CRC is visible to every thread
+  std::uint32_t& flags = args.actor_flags[actor];
+  const bool all = full || (flags & kSnapshotHasPrevious) == 0;
+  const SnapshotSummary summary =
+      summarize_chunks<kBlockThreads>(crcs, args.prev_crcs + std::uint64_t{actor} * args.chunks,
+                                      reinterpret_cast<std::uint8_t*>(slot + args.changed_offset), args.chunks,
+                                      args.image_bytes, args.chunk_bytes, all);
+  // The leader's flag update follows the barriers in summarize_chunks, after every thread's
+  // read of `flags` above.
   if (thread_rank() == 0) {
-    const std::uint32_t image_crc = crc::crc32_combine_chunks(crcs, args.image_bytes, args.chunk_bytes);
-    std::uint32_t* prev = args.prev_crcs + std::uint64_t{actor} * args.chunks;
-    auto* changed = reinterpret_cast<std::uint8_t*>(slot + args.changed_offset);
-    std::uint32_t& flags = args.actor_flags[actor];
-    const bool all = full || (flags & kSnapshotHasPrevious) == 0;
-    std::uint32_t count = 0;
-    for (std::uint32_t c = 0; c < args.chunks; ++c) {
-      const bool diff = all || prev[c] != crcs[c];
-      changed[c] = diff ? 1u : 0u;
-      count += diff ? 1u : 0u;
-      prev[c] = crcs[c];
-    }
     flags |= kSnapshotHasPrevious | kSnapshotStagingBusy;
     SnapshotReadyData ready{};
     ready.chunks = args.chunks;
-    ready.changed = count;
-    ready.crc = image_crc;
+    ready.changed = summary.changed;
+    ready.crc = summary.image_crc;
     ready.flags = all ? 1u : 0u;
     ready.stall_ns = now_ns() - t0;
     ready.image_bytes = args.image_bytes;
