@@ -5,8 +5,10 @@
 //   BM_Crc32/zlib/<bytes>              zlib crc32
 //   BM_Crc32/pkrt_host/<bytes>         pkrt::crc32, the runtime's host path
 //   BM_Crc32/kernel_slice8/<bytes>     the kernels' crc32_update compiled for the host
-//   BM_Crc32/kernel_chunked_tN/<bytes> the snapshot path: crc32_chunks over N threads (64 KiB
-//                                      chunks) + crc32_combine_chunks, as the CPU backend would
+//   BM_Crc32/kernel_chunked_tN/<bytes> the kernels' slice-by-8 crc32_chunks over N host threads
+//                                      (64 KiB chunks) + crc32_combine_chunks: the portable
+//                                      kernel code on a CPU, not the runtime's snapshot path
+//                                      (the CPU backend's block CRC uses ISA-L)
 // Bytes processed are set, so GB/s prints; every variant checks its result against zlib.
 // The target comparisons also run paired (the two implementations alternate call by call, so
 // a change of machine load hits both alike); the report uses these:

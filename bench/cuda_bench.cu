@@ -42,19 +42,21 @@ namespace pkrt::bench {
 namespace {
 
 constexpr std::uint64_t kChunkBytes = 64 * 1024;
+constexpr std::uint32_t kCrcBlockThreads = detail::kDefaultBlockThreads;
 
-__global__ void copy_then_crc(const uint4* __restrict__ src, uint4* __restrict__ dst, std::uint64_t bytes,
+__global__ void __launch_bounds__(kCrcBlockThreads) copy_then_crc(const uint4* __restrict__ src, uint4* __restrict__ dst, std::uint64_t bytes,
                               std::uint32_t* crcs) {
   const std::uint64_t rank = std::uint64_t{blockIdx.x} * blockDim.x + threadIdx.x;
   const std::uint64_t threads = std::uint64_t{gridDim.x} * blockDim.x;
   const std::uint64_t words = bytes / 16;
   for (std::uint64_t i = rank; i < words; i += threads) dst[i] = src[i];
-  // One block: __syncthreads orders the copy before the CRC, as in serve_snapshot. Several
-  // blocks: each thread CRCs chunks it did not all copy, so the grid is split in two launches
-  // (see below) and this launch only copies.
+  // One block: the copy, then every chunk split over the block's threads, as serve_snapshot
+  // does (block_crc32_tables' first barrier orders the copy before the CRC). Several blocks:
+  // each thread CRCs chunks it did not all copy, so the grid is split in two launches (see
+  // below) and this launch only copies.
   if (gridDim.x == 1) {
-    __syncthreads();
-    crc::crc32_chunks(dst, bytes, kChunkBytes, rank, threads, crcs);
+    detail::block_crc32_chunks<kCrcBlockThreads>(detail::block_crc32_tables(), reinterpret_cast<const std::byte*>(dst),
+                                                 bytes, kChunkBytes, crcs);
   }
 }
 
@@ -65,8 +67,6 @@ __global__ void crc_only(const void* data, std::uint64_t bytes, std::uint32_t* c
   const std::uint64_t threads = std::uint64_t{gridDim.x} * blockDim.x;
   crc::crc32_chunks(data, bytes, kChunkBytes, rank, threads, crcs);
 }
-
-constexpr std::uint32_t kCrcBlockThreads = detail::kDefaultBlockThreads;
 
 // Block b: step 2 and 3 of a snapshot of image b (image_bytes bytes at images + b *
 // image_bytes), as serve_snapshot runs them: chunk CRCs, then changed marks against `prev` and

@@ -16,6 +16,7 @@
 #pragma once
 
 #include <pkrt/config.hpp>
+#include <pkrt/detail/block_threads.hpp>
 
 #include <cstdint>
 
@@ -24,9 +25,6 @@
 #endif
 
 namespace pkrt::detail {
-
-// The CUDA block size of a program that does not set kCudaBlockThreads.
-inline constexpr std::uint32_t kDefaultBlockThreads = 128;
 
 #if PKRT_DEVICE_PASS
 template <std::uint32_t kBlockThreads>

@@ -32,7 +32,7 @@ PKRT_HD constexpr std::uint64_t digest_slice_bytes(std::uint64_t bytes, std::uin
 }
 
 // Digests actors [first, last) at the end of bs.epoch when it is due. Call from all threads.
-template <std::uint32_t kBlockThreads = kDefaultBlockThreads>
+template <std::uint32_t kBlockThreads>
 PKRT_HD void serve_digests(BlockState& bs, std::uint32_t first, std::uint32_t last) {
   const KernelArgs& args = *bs.args;
   if (args.digest_period == 0 || bs.epoch % args.digest_period != 0) return;

@@ -49,6 +49,7 @@
 #include <pkrt/actor.hpp>
 #include <pkrt/control.hpp>
 #include <pkrt/detail/block_platform.hpp>
+#include <pkrt/detail/block_threads.hpp>
 #include <pkrt/detail/kernel_args.hpp>
 #include <pkrt/detail/system_atomic.hpp>
 #include <pkrt/kernels/digest.hpp>
@@ -355,7 +356,8 @@ PKRT_HD inline void park(BlockState& bs, ControlView& control, std::uint64_t epo
 }
 
 // snapshot_all: every actor of the block, at the end of bs.epoch. Call from all threads.
-PKRT_HD inline void serve_snapshot_all(BlockState& bs, std::uint64_t request, bool full, std::uint32_t first,
+template <std::uint32_t kBlockThreads>
+PKRT_HD void serve_snapshot_all(BlockState& bs, std::uint64_t request, bool full, std::uint32_t first,
                                        std::uint32_t last) {
   const KernelArgs& args = *bs.args;
   if (args.chunks == 0) return;
@@ -373,7 +375,7 @@ PKRT_HD inline void serve_snapshot_all(BlockState& bs, std::uint64_t request, bo
       }
       continue;
     }
-    serve_snapshot(bs, a, request, full);
+    serve_snapshot<kBlockThreads>(bs, a, request, full);
     sync_block();
   }
 }
@@ -387,20 +389,21 @@ PKRT_HD inline std::uint64_t block_broadcast64(std::uint64_t value) {
 // Snapshots due at the end of bs.epoch, queued in its run round; served after the next
 // grid barrier, when every block has finished the epoch and every K2K message sent in it is
 // in place. Call from all threads.
-PKRT_HD inline void serve_queued_snapshots(BlockState& bs, std::uint32_t first, std::uint32_t last) {
+template <std::uint32_t kBlockThreads>
+PKRT_HD void serve_queued_snapshots(BlockState& bs, std::uint32_t first, std::uint32_t last) {
   const bool leader = thread_rank() == 0;
   const std::uint32_t n = block_broadcast(bs.snapshots);
   for (std::uint32_t i = 0; i < n; ++i) {
     const std::uint32_t actor = block_broadcast(leader ? bs.snapshot_ops[i].actor : 0u);
     const std::uint32_t full = block_broadcast(leader ? bs.snapshot_ops[i].full : 0u);
     const std::uint64_t request = block_broadcast64(leader ? bs.snapshot_ops[i].request : 0u);
-    serve_snapshot(bs, actor, request, full != 0);
+    serve_snapshot<kBlockThreads>(bs, actor, request, full != 0);
     sync_block();
   }
   if (block_broadcast(bs.all_pending ? 1u : 0u) != 0) {
     const std::uint64_t request = block_broadcast64(leader ? bs.all_request : 0u);
     const bool full = block_broadcast(leader && bs.all_full ? 1u : 0u) != 0;
-    serve_snapshot_all(bs, request, full, first, last);
+    serve_snapshot_all<kBlockThreads>(bs, request, full, first, last);
   }
   bs.snapshots = 0;
   bs.all_pending = false;
@@ -422,6 +425,7 @@ template <class App>
 PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
   static_assert(check_actor_definition<App>());
   constexpr bool kEventDriven = !actor_steps_when_idle<App>();
+  constexpr std::uint32_t kBlockThreads = cuda_block_threads<App>();  // CUB's block size
   const std::uint32_t b = block_index(env);
   const bool leader = thread_rank() == 0;
   const std::uint32_t first = block_first_actor(b, args.num_blocks, args.num_actors);
@@ -473,7 +477,7 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
     const bool snapshot_all = (directive & kDirectiveSnapshotBit) != 0;
     const std::uint32_t action = directive & 0xFFu;
     if (leader) apply_leading_releases<App>(bs, first, last);
-    serve_queued_snapshots(bs, first, last);
+    serve_queued_snapshots<kBlockThreads>(bs, first, last);
     if (action == kDirectiveStop) break;
     if (action == kDirectivePark) {
       // A snapshot_all of the parked epoch: every block has finished it (barrier).
@@ -481,7 +485,7 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
         // Relaxed (both): written by block 0 before the barrier of this round.
         const std::uint64_t request = load_relaxed(args.grid->snapshot_request[round & 1u]);
         const bool full = load_relaxed(args.grid->snapshot_full[round & 1u]) != 0;
-        serve_snapshot_all(bs, request, full, first, last);
+        serve_snapshot_all<kBlockThreads>(bs, request, full, first, last);
       }
       if (b == 0 && leader) park(bs, control, epoch, parked, reported_generation);
       continue;
@@ -504,7 +508,7 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
       sync_block();
     }
     end_step_turn(env);
-    serve_digests(bs, first, last);
+    serve_digests<kBlockThreads>(bs, first, last);
     // A snapshot_all due at the end of this epoch joins the queued single-actor snapshots;
     // all are served after the next barrier (serve_queued_snapshots).
     if (snapshot_all && leader) {

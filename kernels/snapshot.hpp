@@ -108,7 +108,7 @@ PKRT_HD SnapshotSummary summarize_chunks(const std::uint32_t* crcs, std::uint32_
 }
 
 // Call from every thread of the block. Publishes kOpSnapshotReady (leader).
-template <std::uint32_t kBlockThreads = kDefaultBlockThreads>
+template <std::uint32_t kBlockThreads>
 PKRT_HD void serve_snapshot(BlockState& bs, std::uint32_t actor, std::uint64_t request, bool full) {
   const KernelArgs& args = *bs.args;
   const std::uint64_t t0 = now_ns();

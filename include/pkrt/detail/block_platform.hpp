@@ -187,17 +187,6 @@ PKRT_HD inline void end_step_turn(const BlockEnv& env) {
 #endif
 }
 
-// Scratch words in block-shared memory, one per thread of the block (CPU: the worker's own).
-PKRT_HD inline std::uint32_t* block_scratch_words() {
-#if PKRT_DEVICE_PASS
-  __shared__ std::uint32_t words[1024];  // the largest CUDA block
-  return words;
-#else
-  thread_local std::uint32_t words[1];
-  return words;
-#endif
-}
-
 // One iteration of a busy-wait: tells the core we are spinning (x86 `pause`), so the sibling
 // hyperthread and the memory system are not flooded. Host pass only; the device pass
 // backs off with __nanosleep instead.
