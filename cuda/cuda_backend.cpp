@@ -22,8 +22,9 @@
 //     cooperative grid could never be scheduled beside the first, and its cudaFree would wait
 //     on the first's persistent kernel for ever. After a grid is leaked (it would not stop),
 //     the device is refused for the rest of the process.
-//  9. Every entry point binds the device first (cudaSetDevice is per host thread): the pump
-//     and user threads would otherwise create a stray context on device 0.
+//  9. Every entry point makes the runtime's device current for its duration (DeviceScope:
+//     cudaSetDevice is per host thread) and then restores the caller's: the pump and user
+//     threads would otherwise work in a stray context on device 0, or lose their own device.
 #include "cuda/cuda_check.hpp"
 #include "cuda/device_registry.hpp"
 #include "host/backend.hpp"
@@ -46,6 +47,26 @@ using cuda_detail::cuda_status;
 
 constexpr std::size_t kBounceBytes = std::size_t{4} << 20;
 
+// Makes `device` current on this thread for the scope, then gives the thread back the device
+// it had: pkrt is called from application threads that may be working on another GPU.
+class DeviceScope {
+ public:
+  explicit DeviceScope(int device) {
+    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = device;
+    status_ = previous_ == device ? cudaSuccess : cudaSetDevice(device);
+  }
+  ~DeviceScope() {
+    if (status_ == cudaSuccess) (void)cudaSetDevice(previous_);
+  }
+  DeviceScope(const DeviceScope&) = delete;
+  DeviceScope& operator=(const DeviceScope&) = delete;
+  cudaError_t status() const { return status_; }
+
+ private:
+  int previous_ = 0;
+  cudaError_t status_ = cudaSuccess;
+};
+
 class CudaBackend final : public Backend {
  public:
   // The device must have been claimed in the DeviceRegistry; the backend releases it.
@@ -55,7 +76,7 @@ class CudaBackend final : public Backend {
     // Only reached once the kernel finished (a backend whose kernel is stuck is abandoned,
     // never destroyed), and the registry kept every other grid off this device: nothing here
     // can wait on a resident kernel.
-    (void)cudaSetDevice(device_);
+    const DeviceScope on_device(device_);
     if (bounce_ != nullptr) (void)cudaFreeHost(bounce_);
     if (copy_stream_ != nullptr) (void)cudaStreamDestroy(copy_stream_);
     if (kernel_stream_ != nullptr) (void)cudaStreamDestroy(kernel_stream_);
@@ -65,7 +86,8 @@ class CudaBackend final : public Backend {
   void abandon() override { DeviceRegistry::instance().mark_leaked(device_); }
 
   Status init() {
-    PKRT_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
+    PKRT_CUDA_CHECK(on_device.status());
     PKRT_CUDA_CHECK(cudaGetDeviceProperties(&props_, device_));
     int exec_timeout = 0;
     PKRT_CUDA_CHECK(cudaDeviceGetAttribute(&exec_timeout, cudaDevAttrKernelExecTimeout, device_));
@@ -105,7 +127,8 @@ class CudaBackend final : public Backend {
 
   Result<Buffer> alloc_host_visible(std::size_t bytes) override {
     if (launched_) return late_alloc_error();
-    PKRT_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
+    PKRT_CUDA_CHECK(on_device.status());
     void* host = nullptr;
     const std::size_t size = std::max<std::size_t>(bytes, 64);
     const cudaError_t err = cudaHostAlloc(&host, size, cudaHostAllocMapped | cudaHostAllocPortable);
@@ -118,14 +141,15 @@ class CudaBackend final : public Backend {
       return cuda_status(err2, "cudaHostGetDevicePointer", __FILE__, __LINE__);
     }
     return Buffer(host, device, bytes, [host, device = device_] {
-      (void)cudaSetDevice(device);
+      const DeviceScope on_device(device);
       (void)cudaFreeHost(host);
     });
   }
 
   Result<Buffer> alloc_device(std::size_t bytes) override {
     if (launched_) return late_alloc_error();
-    PKRT_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
+    PKRT_CUDA_CHECK(on_device.status());
     void* device = nullptr;
     const std::size_t size = std::max<std::size_t>(bytes, 64);
     cudaError_t err = cudaMalloc(&device, size);
@@ -137,14 +161,15 @@ class CudaBackend final : public Backend {
       return cuda_status(err, "cudaMemsetAsync", __FILE__, __LINE__);
     }
     return Buffer(nullptr, device, bytes, [device, ordinal = device_] {
-      (void)cudaSetDevice(ordinal);
+      const DeviceScope on_device(ordinal);
       (void)cudaFree(device);
     });
   }
 
   Status copy_to_device(void* dst, const void* src, std::size_t bytes) override {
     std::lock_guard<std::mutex> lock(copy_mu_);  // one bounce buffer, callers on several threads
-    PKRT_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
+    PKRT_CUDA_CHECK(on_device.status());
     auto* d = static_cast<std::byte*>(dst);
     const auto* s = static_cast<const std::byte*>(src);
     for (std::size_t off = 0; off < bytes; off += kBounceBytes) {
@@ -158,7 +183,8 @@ class CudaBackend final : public Backend {
 
   Status gather_to_host(std::span<const HostCopy> copies) override {
     std::lock_guard<std::mutex> lock(copy_mu_);  // one bounce buffer, callers on several threads
-    PKRT_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
+    PKRT_CUDA_CHECK(on_device.status());
     // Pieces enqueued into the bounce buffer since the last synchronisation.
     struct Piece {
       std::byte* dst;
@@ -166,6 +192,15 @@ class CudaBackend final : public Backend {
       std::size_t bytes;
     };
     std::vector<Piece> pieces;
+    // On an error return, copies already queued may still write the bounce buffer, which the
+    // next caller reuses: wait for them first.
+    struct SettleQueued {
+      cudaStream_t stream;
+      const std::vector<Piece>& queued;
+      ~SettleQueued() {
+        if (!queued.empty()) (void)cudaStreamSynchronize(stream);
+      }
+    } settle{copy_stream_, pieces};
     std::size_t used = 0;
     auto drain = [&]() -> Status {
       if (pieces.empty()) return Status();
@@ -201,7 +236,8 @@ class CudaBackend final : public Backend {
                         "(set_source_files_properties(... LANGUAGE CUDA)), or run with "
                         "--backend cpu");
     }
-    PKRT_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
+    PKRT_CUDA_CHECK(on_device.status());
     // Loads the kernel's module now (eager), before anything is resident.
     cudaFuncAttributes attrs{};
     PKRT_CUDA_CHECK(cudaFuncGetAttributes(&attrs, program.cuda_kernel));
@@ -246,7 +282,8 @@ class CudaBackend final : public Backend {
 
   Status launch(const Program& program, const detail::KernelArgs& args,
                 const LaunchPlan& plan) override {
-    PKRT_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
+    PKRT_CUDA_CHECK(on_device.status());
     args_ = args;
     void* kernel_args[] = {&args_};
     const cudaError_t err = cudaLaunchCooperativeKernel(program.cuda_kernel, dim3(plan.blocks),
@@ -269,7 +306,7 @@ class CudaBackend final : public Backend {
 
   bool kernel_finished() override {
     if (!launched_) return true;
-    (void)cudaSetDevice(device_);
+    const DeviceScope on_device(device_);
     return cudaStreamQuery(kernel_stream_) != cudaErrorNotReady;
   }
 
@@ -289,7 +326,8 @@ class CudaBackend final : public Backend {
 
   Status poll_fault() override {
     if (!launched_) return Status();
-    PKRT_CUDA_CHECK(cudaSetDevice(device_));
+    const DeviceScope on_device(device_);
+    PKRT_CUDA_CHECK(on_device.status());
     const cudaError_t err = cudaStreamQuery(kernel_stream_);
     if (err == cudaSuccess || err == cudaErrorNotReady) return Status();
     return cuda_status(err, "persistent kernel", __FILE__, __LINE__);

@@ -20,10 +20,11 @@ namespace pkrt::host {
 
 class DeviceRegistry {
  public:
-  // The process's registry (CudaBackend's); tests make their own.
+  // The process's registry (CudaBackend's); tests make their own. Never destroyed: a Runtime
+  // in a static may release its device after every function-local static is gone.
   static DeviceRegistry& instance() {
-    static DeviceRegistry registry;
-    return registry;
+    static DeviceRegistry* const registry = new DeviceRegistry;
+    return *registry;
   }
 
   // Ok and the device is ours until release(); kFailedPrecondition, saying why and the fix,

@@ -22,7 +22,9 @@ struct FileReadFailure {
 // Reads at most `max_bytes` of the regular file at `path` into `out`. A file that shrinks
 // while it is read yields what was there (the parser then reports what is missing).
 inline FileReadFailure read_file_bounded(const char* path, std::uint64_t max_bytes, std::vector<std::byte>& out) {
-  const int fd = ::open(path, O_RDONLY | O_CLOEXEC);
+  // O_NONBLOCK: opening a FIFO that has no writer would otherwise wait for one for ever (the
+  // fstat below then refuses it); on a regular file it changes nothing.
+  const int fd = ::open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return {"open", errno};
   struct stat st {};
   if (::fstat(fd, &st) != 0) {

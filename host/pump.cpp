@@ -250,7 +250,20 @@ void Runtime::Impl::handle_pass() {
 
 bool Runtime::Impl::pump_step() {
   watchdog_tick(false);
-  return handle_next_pass_record() || pump_pass().any;
+  if (handle_next_pass_record() || pump_pass().any) return true;
+  // A callback waiting on the pump thread keeps pump_loop from its end-of-kernel checks, so
+  // they are made here too: else a kernel that ended unasked, or a shutdown (which fails the
+  // pending requests only after joining this thread), would leave the callback waiting.
+  if (backend->kernel_finished()) {
+    report_unrequested_exit();
+    // Acquire: pairs with shutdown()'s release store, made once the kernel finished.
+    if (!stop_failed_waits && pump_stop.load(std::memory_order_acquire)) {
+      stop_failed_waits = true;
+      requests->fail_all(Status(StatusCode::kAborted, "runtime shut down while a callback waited for this answer"),
+                         program->name);
+    }
+  }
+  return false;
 }
 
 void Runtime::Impl::report_unrequested_exit() {

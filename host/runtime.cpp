@@ -170,10 +170,11 @@ Status Runtime::shutdown() {
     m.phase = RuntimePhase::kStopped;
     m.kernel_done = true;
   }
+  // Snapshots first, as in record_error.
+  m.fail_open_snapshots(Status(StatusCode::kAborted, "the runtime shut down before the snapshot's epoch was served"));
   m.requests->fail_all(Status(StatusCode::kAborted,
                               "runtime shut down before the command's apply epoch was reached or its answer arrived"),
                        m.program->name);
-  m.fail_open_snapshots(Status(StatusCode::kAborted, "the runtime shut down before the snapshot's epoch was served"));
   m.requests->close_drain();
   m.cv.notify_all();
   return health();

@@ -39,6 +39,7 @@
 #include <string>
 #include <thread>
 #include <unordered_map>
+#include <unordered_set>
 #include <vector>
 
 namespace pkrt {
@@ -193,6 +194,7 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   std::uint64_t last_sum = ~0ull;
   bool fault_reported = false;
   bool exit_reported = false;  // report_unrequested_exit ran (pump thread only)
+  bool stop_failed_waits = false;  // pump_step failed the requests at shutdown (pump thread only)
   bool grid_started = false;   // every block reported past kGridStarting (or that was reported)
   std::chrono::steady_clock::time_point launched_at{};
   // Park/resume/stop reports of the current pass, applied once every ring is drained.
@@ -244,6 +246,13 @@ struct Runtime::Impl final : detail::ReplyDrainer {
     std::vector<bool> arrived;  // snapshot_all: per actor, its image (or error) arrived
   };
   std::unordered_map<std::uint64_t, SnapshotRequest> snapshot_requests;  // guarded by mu
+  // Requests fail_open_snapshots already answered: a late image of one (the device served it
+  // after the failure) is dropped, so the sink never sees two results for one actor.
+  std::unordered_set<std::uint64_t> failed_snapshot_requests;  // guarded by mu
+  // Images for the sink produced while this thread was already inside it (a sink that waits
+  // on a reply runs the pump's work, which may fail snapshots): the outer call delivers them.
+  std::vector<SnapshotImage> sink_backlog;  // guarded by mu
+  void call_sink(std::vector<SnapshotImage> images);
   void handle_snapshot(const Event& ev);
   void handle_snapshot_refusal(const Event& ev);
   // Delivers a failed image (status `why`) for every actor of every open snapshot request,

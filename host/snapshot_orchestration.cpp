@@ -165,6 +165,32 @@ bool Runtime::Impl::mirror_matches_device(const std::vector<std::byte>& m, const
   return true;
 }
 
+namespace {
+// Whether this thread is inside the snapshot sink (call_sink): sink_mu is held, and taking it
+// again would deadlock.
+thread_local bool tls_in_sink = false;
+}  // namespace
+
+void Runtime::Impl::call_sink(std::vector<SnapshotImage> images) {
+  if (tls_in_sink) {
+    std::lock_guard<std::mutex> lock(mu);
+    for (SnapshotImage& img : images) sink_backlog.push_back(std::move(img));
+    return;
+  }
+  std::lock_guard<std::mutex> lock(sink_mu);
+  struct InSink {
+    InSink() { tls_in_sink = true; }
+    ~InSink() { tls_in_sink = false; }
+  } in_sink;
+  while (!images.empty()) {
+    for (SnapshotImage& img : images)
+      if (on_snapshot) on_snapshot(std::move(img));
+    images.clear();
+    std::lock_guard<std::mutex> backlog_lock(mu);
+    images.swap(sink_backlog);
+  }
+}
+
 void Runtime::Impl::deliver_snapshot(SnapshotImage img) {
   {
     std::lock_guard<std::mutex> lock(mu);
@@ -173,11 +199,14 @@ void Runtime::Impl::deliver_snapshot(SnapshotImage img) {
       img.requested = it->second.requested;
       if (img.actor < it->second.arrived.size()) it->second.arrived[img.actor] = true;
       if (--it->second.outstanding == 0) snapshot_requests.erase(it);
+    } else if (failed_snapshot_requests.count(img.request) != 0) {
+      return;  // already answered with a failure; its staging slot was released by the caller
     }
   }
   if (!img.status.ok()) report_error(img.status);
-  std::lock_guard<std::mutex> lock(sink_mu);
-  if (on_snapshot) on_snapshot(std::move(img));
+  std::vector<SnapshotImage> one;
+  one.push_back(std::move(img));
+  call_sink(std::move(one));
 }
 
 void Runtime::Impl::fail_open_snapshots(const Status& why) {
@@ -196,12 +225,11 @@ void Runtime::Impl::fail_open_snapshots(const Status& why) {
         img.requested = open.requested;
         failed.push_back(std::move(img));
       }
+      failed_snapshot_requests.insert(request);
     }
     snapshot_requests.clear();
   }
-  std::lock_guard<std::mutex> lock(sink_mu);
-  if (!on_snapshot) return;
-  for (SnapshotImage& img : failed) on_snapshot(std::move(img));
+  call_sink(std::move(failed));
 }
 
 // ---- Runtime's snapshot API -----------------------------------------------------------------

@@ -17,13 +17,53 @@
 #include <bit>
 #include <cerrno>
 #include <condition_variable>
+#include <cstdio>
 #include <cstring>
 #include <mutex>
 #include <optional>
 #include <thread>
 
+#if defined(__SSE2__)
+#include <emmintrin.h>
+#endif
+
 namespace pkrt {
 namespace {
+
+// rename(from, to) that fails with EEXIST instead of replacing an existing `to`. Filesystems
+// without RENAME_NOREPLACE get link + unlink, which refuses an existing name the same way.
+bool rename_no_replace(const std::string& from, const std::string& to) {
+  if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return true;
+  if (errno != EINVAL && errno != ENOSYS) return false;
+  if (::link(from.c_str(), to.c_str()) != 0) return false;
+  ::unlink(from.c_str());
+  return true;
+}
+
+// Copies one record into the map without reading the destination first. The map is a ring
+// of 128 MiB by default that the writer streams through once per lap: a normal store pulls
+// each 64-byte line in from memory before overwriting it (read for ownership), which costs
+// more than the copy. x86: non-temporal stores, ordered before the count that covers them by
+// order_streamed_records(). Elsewhere: memcpy.
+inline void stream_record(std::byte* dst, const ReplayRecord& record) {
+#if defined(__SSE2__)
+  static_assert(sizeof(ReplayRecord) % sizeof(__m128i) == 0 && alignof(ReplayRecord) >= alignof(__m128i));
+  const auto* s = reinterpret_cast<const __m128i*>(&record);
+  auto* d = reinterpret_cast<__m128i*>(dst);
+  for (std::size_t i = 0; i < sizeof(ReplayRecord) / sizeof(__m128i); ++i) _mm_stream_si128(d + i, _mm_load_si128(s + i));
+#else
+  std::memcpy(dst, &record, sizeof record);
+#endif
+}
+
+// Store fence: the non-temporal stores of stream_record are globally visible before any
+// later store (the release of the written count in publish_counters, which orders only
+// ordinary stores on x86).
+inline void order_streamed_records() {
+#if defined(__SSE2__)
+  _mm_sfence();
+#endif
+}
 
 static_assert(std::endian::native == std::endian::little,
               "the replay log is little-endian; big-endian hosts need byte swapping here");
@@ -250,15 +290,52 @@ Result<std::unique_ptr<ReplayLogWriter>> ReplayLogWriter::create(const std::stri
   if (options.sync_interval.count() < 0)
     return Status(StatusCode::kInvalidArgument,
                   "cannot create " + quoted(path) + ": negative sync_interval");
+  // What is at `path` decides whether we may go on; lstat, so a link is seen as a link.
+  struct stat existing {};
+  if (::lstat(path.c_str(), &existing) == 0) {
+    if (S_ISLNK(existing.st_mode))
+      return Status(StatusCode::kFailedPrecondition,
+                    "cannot create " + quoted(path) + ": it is a symbolic link, and a log is never written through "
+                    "a link into another file. Fix: give the path of a new file (or the link's target itself)");
+    if (!S_ISREG(existing.st_mode))
+      return Status(StatusCode::kFailedPrecondition,
+                    "cannot create " + quoted(path) + ": it exists and is not a regular file (a directory, FIFO, "
+                    "device or socket). Fix: give the path of a new file");
+    if (!options.replace_existing)
+      return Status(StatusCode::kFailedPrecondition,
+                    "cannot create " + quoted(path) + ": the file exists, and a new log never overwrites one. Fix: "
+                    "remove it or pick another path, or ask to replace it (pkrt run --replay-log-replace, "
+                    "ReplayLogOptions::replace_existing), which swaps it only once the new log is ready");
+  } else if (errno != ENOENT) {
+    const int err = errno;
+    return Status(StatusCode::kIoError, "cannot create " + quoted(path) + ": lstat: " + errno_text(err) +
+                                            ". Fix: check that the directory exists and is readable");
+  }
+
   auto impl = std::make_unique<Impl>();
   impl->path = path;
   impl->capacity = capacity;
   impl->map_bytes = kReplayLogHeaderBytes + capacity * kReplayRecordBytes;
+  // Built under a name of our own in the same directory (same filesystem: the rename below
+  // is atomic), so that `path` shows either what was there or a complete empty log.
+  const std::size_t slash = path.rfind('/');
+  const std::string dir = slash == std::string::npos ? std::string(".") : path.substr(0, slash + 1);
+  const std::string name = slash == std::string::npos ? path : path.substr(slash + 1);
+  static std::atomic<std::uint64_t> temp_counter{0};
+  // Relaxed: only needs a distinct value per call.
+  const std::string temp = (slash == std::string::npos ? std::string() : dir) + "." + name + "." +
+                           std::to_string(::getpid()) + "." +
+                           std::to_string(temp_counter.fetch_add(1, std::memory_order_relaxed)) + ".tmp";
 
   auto fail = [&](const char* step, int err) {
+    if (impl->map != nullptr) {
+      ::munmap(impl->map, impl->map_bytes);
+      impl->map = nullptr;
+    }
     if (impl->fd >= 0) {
       ::close(impl->fd);
-      ::unlink(path.c_str());  // a partial log is worse than none
+      impl->fd = -1;
+      ::unlink(temp.c_str());  // ours alone; whatever is at `path` was never touched
     }
     return Status(StatusCode::kIoError,
                   "cannot create " + quoted(path) + " (" + std::to_string(impl->map_bytes) +
@@ -267,7 +344,7 @@ Result<std::unique_ptr<ReplayLogWriter>> ReplayLogWriter::create(const std::stri
                       ". Fix: check that the directory exists and is writable and that the "
                       "disk has room, or ask for fewer records (capacity_records)");
   };
-  impl->fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+  impl->fd = ::open(temp.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0644);
   if (impl->fd < 0) return fail("open", errno);
   // Every block is allocated now: a full disk fails here, not as SIGBUS on a later store.
   if (const int err = ::posix_fallocate(impl->fd, 0, static_cast<off_t>(impl->map_bytes)))
@@ -286,10 +363,31 @@ Result<std::unique_ptr<ReplayLogWriter>> ReplayLogWriter::create(const std::stri
     // orders nothing and nobody else reads the map yet.
     *static_cast<volatile std::byte*>(impl->map + off) = std::byte{0};
 
-  // A log is a valid (empty, run-less) log from the first moment.
+  // A log is a valid (empty, run-less) log from the first moment it has its name.
   const MetadataBytes meta = encode_metadata(capacity, ReplayRunInfo{});
   std::memcpy(impl->map, meta.data(), meta.size());
   impl->publish_counters(kStateOpen);
+
+  if (options.replace_existing) {
+    // Atomic: `path` is the old file until this instant, then the new log; a symbolic link
+    // created there meanwhile is replaced, never followed.
+    if (::rename(temp.c_str(), path.c_str()) != 0) return fail("rename", errno);
+  } else if (!rename_no_replace(temp, path)) {
+    const int err = errno;
+    if (err == EEXIST) {
+      fail("rename", err).ignore();
+      return Status(StatusCode::kFailedPrecondition,
+                    "cannot create " + quoted(path) + ": a file appeared there while the log was being made, and a "
+                    "new log never overwrites one. Fix: pick another path");
+    }
+    return fail("rename", err);
+  }
+  // The name is durable too: a crash right after create() still leaves the log findable.
+  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {
+    (void)::fsync(dir_fd);
+    ::close(dir_fd);
+  }
 
   if (options.sync_interval.count() > 0)
     impl->sync_thread = std::thread(&Impl::sync_loop, impl.get(), options.sync_interval);
@@ -352,9 +450,10 @@ void ReplayLogWriter::append_batch(std::span<ReplayRecord> records) {
     }
     for (std::size_t i = 0; i < n; ++i) {
       batch[i].crc = crc32(&batch[i], sizeof(ReplayRecord));  // = replay_record_crc: the field is zero
-      std::memcpy(impl_->map + kReplayLogHeaderBytes + (batch[i].seq % impl_->capacity) * kReplayRecordBytes,
-                  &batch[i], sizeof(ReplayRecord));
+      stream_record(impl_->map + kReplayLogHeaderBytes + (batch[i].seq % impl_->capacity) * kReplayRecordBytes,
+                    batch[i]);
     }
+    order_streamed_records();
     impl_->written += n;
     impl_->publish_counters(kStateOpen);
     done += n;

@@ -8,6 +8,7 @@
 
 #include <gtest/gtest.h>
 
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -368,6 +369,20 @@ TEST(Checkpoint, KilledWriterLeavesOnlyCompleteVerifiableCheckpoints) {
       EXPECT_EQ(state.value(), float_field(200 * 1024, rec.info.epoch));
     }
   }
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Checkpoint, AFifoWhereACheckpointFileShouldBeIsRefusedAtOnce) {
+  const auto dir = std::filesystem::temp_directory_path() / ("pkrt_fifo_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string fifo = (dir / "heat2d-a000000-e000000000010-full.pkck").string();
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0) << std::strerror(errno);
+  // Opening a FIFO that has no writer for reading would block for ever.
+  auto read = read_checkpoint_file(fifo);
+  ASSERT_FALSE(read.ok());
+  EXPECT_EQ(read.status().code(), StatusCode::kIoError);
+  EXPECT_NE(read.status().message().find("not a regular file"), std::string::npos) << read.status().message();
   std::filesystem::remove_all(dir);
 }
 

@@ -8,6 +8,7 @@
 #include <gtest/gtest.h>
 
 #include <signal.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -410,7 +411,8 @@ void kill_writer_and_check(const std::string& path, std::uint64_t capacity, std:
   ASSERT_GE(child, 0);
   if (child == 0) {
     ::close(ready[0]);
-    auto writer = ReplayLogWriter::create(path, {.capacity_records = capacity});
+    // Every round writes the same path: the previous round's log is replaced.
+    auto writer = ReplayLogWriter::create(path, {.capacity_records = capacity, .replace_existing = true});
     if (!writer.ok() || !writer.value()->begin_run(run_info()).ok()) ::_exit(3);
     const char byte = 'r';
     if (::write(ready[1], &byte, 1) != 1) ::_exit(4);
@@ -667,7 +669,85 @@ TEST(ReplayLog, CreateFailsWithAClearMessageForAnUnwritablePath) {
 
   auto is_dir = ReplayLogWriter::create(dir.file(""), {.capacity_records = 8});
   ASSERT_FALSE(is_dir.ok());
-  EXPECT_EQ(is_dir.status().code(), StatusCode::kIoError);
+  EXPECT_EQ(is_dir.status().code(), StatusCode::kFailedPrecondition) << is_dir.status().to_string();
+}
+
+std::string contents_of(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+}
+
+void write_file(const std::string& path, const std::string& bytes) {
+  std::ofstream out(path, std::ios::binary);
+  out << bytes;
+}
+
+TEST(ReplayLog, CreateRefusesAnExistingFileAndLeavesItAsItWas) {
+  TempDir dir;
+  const std::string path = dir.file("run.pkrl");
+  write_file(path, "a log from yesterday's run");
+  for (bool twice : {false, true}) {
+    auto writer = ReplayLogWriter::create(path, {.capacity_records = 8});
+    ASSERT_FALSE(writer.ok());
+    EXPECT_EQ(writer.status().code(), StatusCode::kFailedPrecondition);
+    EXPECT_NE(writer.status().message().find("exists"), std::string::npos) << writer.status().message();
+    EXPECT_NE(writer.status().message().find("Fix:"), std::string::npos) << writer.status().message();
+    EXPECT_EQ(contents_of(path), "a log from yesterday's run") << (twice ? "second try" : "first try");
+  }
+  // Nothing of ours is left behind either: only the old file is in the directory.
+  std::size_t entries = 0;
+  for ([[maybe_unused]] const auto& e : std::filesystem::directory_iterator(dir.file(""))) ++entries;
+  EXPECT_EQ(entries, 1u);
+}
+
+TEST(ReplayLog, ReplaceExistingSwapsInACompleteLogAtomically) {
+  TempDir dir;
+  const std::string path = dir.file("run.pkrl");
+  write_file(path, "old");
+  auto writer = ReplayLogWriter::create(path, {.capacity_records = 16, .replace_existing = true});
+  ASSERT_TRUE(writer.ok()) << writer.status().to_string();
+  // The name already holds the new, valid (empty) log while it is being written.
+  auto live = read_replay_log(path);
+  ASSERT_TRUE(live.ok()) << live.status().to_string();
+  EXPECT_EQ(live->records.size(), 0u);
+  ASSERT_TRUE(writer.value()->begin_run(run_info()).ok());
+  writer.value()->append(ReplayDirection::kH2K, 0, 0, 0, Slot{});
+  ASSERT_TRUE(writer.value()->close().ok());
+  auto log = read_replay_log(path);
+  ASSERT_TRUE(log.ok()) << log.status().to_string();
+  EXPECT_EQ(log->records.size(), 1u);
+}
+
+TEST(ReplayLog, CreateNeverWritesThroughASymlink) {
+  TempDir dir;
+  const std::string target = dir.file("precious.dat"), link = dir.file("run.pkrl");
+  write_file(target, "not a log");
+  std::filesystem::create_symlink(target, link);
+  for (bool replace : {false, true}) {
+    auto writer = ReplayLogWriter::create(link, {.capacity_records = 8, .replace_existing = replace});
+    ASSERT_FALSE(writer.ok()) << "replace_existing = " << replace;
+    EXPECT_EQ(writer.status().code(), StatusCode::kFailedPrecondition);
+    EXPECT_NE(writer.status().message().find("symbolic link"), std::string::npos) << writer.status().message();
+  }
+  EXPECT_EQ(contents_of(target), "not a log");
+  EXPECT_TRUE(std::filesystem::is_symlink(link));
+}
+
+TEST(ReplayLog, AFifoIsRefusedAtOnceByTheWriterAndTheReader) {
+  TempDir dir;
+  const std::string fifo = dir.file("run.pkrl");
+  ASSERT_EQ(::mkfifo(fifo.c_str(), 0644), 0) << std::strerror(errno);
+  for (bool replace : {false, true}) {
+    auto writer = ReplayLogWriter::create(fifo, {.capacity_records = 8, .replace_existing = replace});
+    ASSERT_FALSE(writer.ok());
+    EXPECT_EQ(writer.status().code(), StatusCode::kFailedPrecondition) << writer.status().to_string();
+  }
+  EXPECT_TRUE(std::filesystem::is_fifo(fifo)) << "the FIFO is still there, untouched";
+  // Opening a FIFO that has no writer for reading would block for ever; it is refused.
+  auto read = read_replay_log(fifo);
+  ASSERT_FALSE(read.ok());
+  EXPECT_EQ(read.status().code(), StatusCode::kIoError);
+  EXPECT_NE(read.status().message().find("not a regular file"), std::string::npos) << read.status().message();
 }
 
 TEST(ReplayLog, CreateRejectsAZeroOrHugeCapacity) {
@@ -729,7 +809,7 @@ TEST(ReplayLog, BackgroundSyncThreadStopsPromptlyOnClose) {
     SCOPED_TRACE("sync every " + std::to_string(interval.count()) + " ms");
     const std::string path = dir.file("synced.pkrl");
     auto writer =
-        ReplayLogWriter::create(path, {.capacity_records = 4096, .sync_interval = interval});
+        ReplayLogWriter::create(path, {.capacity_records = 4096, .sync_interval = interval, .replace_existing = true});
     ASSERT_TRUE(writer.ok());
     ASSERT_TRUE(writer.value()->begin_run(run_info()).ok());
     for (std::uint64_t s = 0; s < 3000; ++s) {  // over ~30 ms: the 1 ms thread syncs meanwhile

@@ -21,6 +21,7 @@ int main() {
   const std::string log_path = (std::filesystem::temp_directory_path() / "counter_app.replay").string();
   pkrt::ReplayLogOptions log_options;
   log_options.capacity_records = 4096;  // 512 KiB: plenty for this run's slots
+  log_options.replace_existing = true;  // this app's own scratch log, rewritten every run
   auto log_writer = pkrt::ReplayLogWriter::create(log_path, log_options);
   if (!log_writer.ok()) {
     std::fprintf(stderr, "counter_app: %s\n", log_writer.status().to_string().c_str());

@@ -38,6 +38,7 @@ struct RunOptions {
   std::string replay_log;            // record every ring slot into this replay log
   std::uint64_t replay_log_capacity = kDefaultReplayLogCapacity;  // records
   std::uint32_t replay_log_sync_ms = 0;  // background msync period (0: at the end only)
+  bool replay_log_replace = false;   // an existing file at --replay-log is replaced once the new log is ready
   std::uint32_t digest_every = 10;   // with --replay-log: state digests every N epochs (0: none)
   std::int64_t chaos = -1;           // CPU chaos seed (-1: off)
 };

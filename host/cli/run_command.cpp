@@ -69,13 +69,15 @@ class ReplayLogSession {
  public:
   Status open(const RunOptions& o) {
     if (o.replay_log.empty()) {
-      if (o.replay_log_capacity != kDefaultReplayLogCapacity || o.replay_log_sync_ms != 0)
-        return Status(StatusCode::kInvalidArgument, "--replay-log-capacity and --replay-log-sync-ms need --replay-log FILE");
+      if (o.replay_log_capacity != kDefaultReplayLogCapacity || o.replay_log_sync_ms != 0 || o.replay_log_replace)
+        return Status(StatusCode::kInvalidArgument,
+                      "--replay-log-capacity, --replay-log-sync-ms and --replay-log-replace need --replay-log FILE");
       return Status();
     }
     ReplayLogOptions lo;
     lo.capacity_records = o.replay_log_capacity;
     lo.sync_interval = std::chrono::milliseconds(o.replay_log_sync_ms);
+    lo.replace_existing = o.replay_log_replace;
     auto writer = ReplayLogWriter::create(o.replay_log, lo);
     if (!writer.ok()) return Status(writer.status().code(), "--replay-log: " + writer.status().message());
     writer_ = std::move(writer.value());
@@ -507,6 +509,9 @@ void add_run_command(CLI::App& app, RunOptions& o) {
   run->add_option("--replay-log-capacity", o.replay_log_capacity, "Records the log holds; a longer run keeps the newest")
       ->check(CLI::Range(std::uint64_t{16}, kReplayMaxCapacity))->capture_default_str();
   run->add_option("--replay-log-sync-ms", o.replay_log_sync_ms, "msync the log this often (0: only at the end)")->capture_default_str();
+  run->add_flag("--replay-log-replace", o.replay_log_replace,
+                "Replace a file already at --replay-log (only once the new log is ready); without it an existing "
+                "file is refused");
   run->add_option("--digest-every", o.digest_every, "With --replay-log: actors report a CRC32 of their state every N epochs (0: never)")->capture_default_str();
   run->add_option("--chaos", o.chaos, "CPU chaos mode with this seed: seeded block order and worker delays")
       ->check(CLI::Range(std::int64_t{0}, std::numeric_limits<std::int64_t>::max()));

@@ -110,12 +110,20 @@ struct ReplayLogOptions {
   std::uint64_t capacity_records = std::uint64_t{1} << 20;  // 128 MiB of records
   // 0: msync only at sync() and close(). Otherwise a background thread syncs this often.
   std::chrono::milliseconds sync_interval{0};
+  // A regular file already at the path: false (default) refuses to touch it; true replaces
+  // it, but only once the new log is complete (built under a temporary name, then renamed
+  // over it), so a failure leaves the old file as it was.
+  bool replace_existing = false;
 };
 
 class ReplayLogWriter {
  public:
-  // Creates (or replaces) `path`, preallocates and maps it. kInvalidArgument for a bad
-  // capacity; kIoError (naming the path and the errno text) when the file cannot be made.
+  // Creates `path`, preallocated and mapped, under a temporary name in the same directory that
+  // is renamed to `path` once the empty log is complete. Never truncates or follows anything:
+  // a symbolic link, FIFO, device or directory at `path` is refused, and so is a regular file
+  // unless options.replace_existing (then it is replaced atomically by the rename).
+  // kInvalidArgument for a bad capacity; kFailedPrecondition for what is at `path`; kIoError
+  // (naming the path and the errno text) when the file cannot be made.
   static Result<std::unique_ptr<ReplayLogWriter>> create(const std::string& path,
                                                          const ReplayLogOptions& options = {});
   ~ReplayLogWriter();  // close() if not yet closed; errors are dropped (call close()).
