@@ -85,6 +85,8 @@ class CudaBackend final : public Backend {
 
   void abandon() override { DeviceRegistry::instance().mark_leaked(device_); }
 
+  void bind_this_thread() override { (void)cudaSetDevice(device_); }
+
   Status init() {
     const DeviceScope on_device(device_);
     PKRT_CUDA_CHECK(on_device.status());

@@ -121,6 +121,10 @@ class Backend {
   // the CUDA backend refuses further runtimes on that device (freeing or launching there
   // would wait on the stuck grid for ever).
   virtual void abandon() {}
+  // Called once by each thread the runtime owns (the pump) before it uses the backend: CUDA
+  // makes the device current for good there, so the per-call device switch of the entry
+  // points is a no-op on that thread instead of a switch to and from device 0 every poll.
+  virtual void bind_this_thread() {}
 };
 
 // CPU backend: worker threads, one per block.

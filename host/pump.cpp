@@ -355,6 +355,7 @@ void Runtime::Impl::pump_loop() {
   pass_records.reserve(std::size_t{plan.blocks} * kPumpDrainPerRing);
   pass_locked.reserve(plan.blocks);
   requests->mark_pump_thread();
+  backend->bind_this_thread();
   for (;;) {
     const PassResult pass = pump_pass();
     // Acquire: pairs with shutdown()'s release store, made after the kernel finished (or
