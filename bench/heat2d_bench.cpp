@@ -85,7 +85,7 @@ Result<std::unique_ptr<Heat2dRun>> make_run(Feature feature, BackendKind backend
     if (!store.ok()) return store.status();
     CheckpointPolicy policy;
     policy.every_epochs = 100;
-    policy.keep_per_actor = 2;
+    policy.keep_sets = 2;
     auto m = CheckpointManager::create(*run->rt, std::move(store.value()), policy);
     if (!m.ok()) return m.status();
     run->mgr = std::move(m.value());

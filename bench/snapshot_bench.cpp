@@ -91,7 +91,7 @@ Result<Setup> make_setup(std::uint64_t state_bytes, Mode mode, BackendKind backe
   auto store = FileCheckpointStore::open(dir);
   if (!store.ok()) return store.status();
   CheckpointPolicy policy;
-  policy.keep_per_actor = 2;
+  policy.keep_sets = 2;
   policy.max_delta_chain = mode == Mode::kFull ? 0 : 1u << 30;
   auto mgr = CheckpointManager::create(*s.rt, std::move(store.value()), policy);
   if (!mgr.ok()) return mgr.status();

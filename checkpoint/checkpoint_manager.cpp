@@ -17,16 +17,34 @@ namespace pkrt {
 
 namespace {
 
+// Per actor, touched only by the actor's writer thread.
 struct ActorChain {
   std::uint64_t last_digest = 0;  // digest of the last durable checkpoint (0: next is full)
   std::uint32_t chain = 0;        // deltas since the last full
-  struct File {
-    std::string name;
-    std::uint64_t epoch;
-    std::uint64_t digest;
-    std::uint64_t parent;  // 0 for a full checkpoint
-  };
-  std::vector<File> files;  // sorted by epoch
+};
+
+// A checkpoint file of this app in the store, as retention sees it.
+struct CatalogFile {
+  std::uint32_t actor = 0;
+  std::uint64_t epoch = 0;
+  std::uint64_t digest = 0;
+  std::uint64_t parent = 0;  // 0 for a full checkpoint
+};
+
+// A set requested and not finished: members arrive from the writer threads.
+struct PendingSet {
+  std::uint64_t epoch = 0;
+  std::uint64_t sequence = 0;
+  std::uint32_t finished = 0;  // members durable or failed
+  bool failed = false;
+  std::vector<std::optional<CheckpointSetMember>> members;  // by actor
+};
+
+struct CommittedSet {
+  std::uint64_t sequence = 0;
+  std::uint64_t epoch = 0;
+  std::string manifest;
+  std::vector<std::string> members;
 };
 
 }  // namespace
@@ -51,9 +69,23 @@ struct CheckpointManager::Impl {
   std::vector<std::thread> writers;
   std::thread scheduler;
   std::vector<ActorChain> chains;     // per actor; each touched only by its writer thread
+  CheckpointFingerprint fingerprint;
+
+  // The store's catalogue. Held across a commit and retention (file I/O) by one writer
+  // thread at a time; never held while taking `mu` (lock order: mu, then catalog_mu).
+  std::mutex catalog_mu;
+  std::map<std::string, CatalogFile> files;     // by name
+  std::map<std::uint64_t, PendingSet> pending;  // by request id
+  std::vector<CommittedSet> committed;          // by sequence, oldest first
+  std::vector<std::string> newest_durable;      // per actor: parent of its next delta
+  std::uint64_t next_sequence = 1;
 
   Impl(Runtime& r, std::unique_ptr<CheckpointStore> s, const CheckpointPolicy& p)
       : rt(r), store(std::move(s)), policy(p) {}
+
+  void report_failure(const Status& st) {
+    if (policy.on_failure) policy.on_failure(st);
+  }
 
   // ---- requests --------------------------------------------------------------------------
 
@@ -66,6 +98,14 @@ struct CheckpointManager::Impl {
     }
     auto id = rt.snapshot_all(epoch);
     if (!id.ok()) return id.status();
+    {
+      // Registered before `mu` is released: the first image's writer looks it up.
+      std::lock_guard<std::mutex> catalog(catalog_mu);
+      PendingSet& set = pending[id.value()];
+      set.epoch = epoch;
+      set.sequence = next_sequence++;
+      set.members.resize(rt.options().num_actors);
+    }
     in_flight = id.value();
     in_flight_epoch = epoch;
     in_flight_left = rt.options().num_actors;
@@ -96,6 +136,7 @@ struct CheckpointManager::Impl {
         ++writing;
       }
       SnapshotStats st = write(img);
+      if (!st.status.ok()) report_failure(st.status);
       {
         std::lock_guard<std::mutex> lock(mu);
         --writing;
@@ -124,6 +165,7 @@ struct CheckpointManager::Impl {
     if (!img.status.ok()) {
       st.status = img.status;
       chain.last_digest = 0;  // the device's next delta would be relative to a lost image
+      finish_member(img.request, img.actor, std::nullopt);
       return st;
     }
     const ImageLayout& layout = rt.image_layout();
@@ -155,12 +197,20 @@ struct CheckpointManager::Impl {
     if (!file.ok()) {
       st.status = file.status();
       chain.last_digest = 0;
+      finish_member(img.request, img.actor, std::nullopt);
       return st;
     }
-    st.file = checkpoint_file_name(info);
+    std::uint64_t sequence = 0;  // images of requests that are not sets (snapshot_actor)
+    {
+      std::lock_guard<std::mutex> catalog(catalog_mu);
+      auto it = pending.find(img.request);
+      if (it != pending.end()) sequence = it->second.sequence;
+    }
+    st.file = checkpoint_member_name(info, sequence);
     st.status = store->put(st.file, file.value());
     if (!st.status.ok()) {
       chain.last_digest = 0;
+      finish_member(img.request, img.actor, std::nullopt);
       return st;
     }
     st.bytes_written = file->size();
@@ -170,47 +220,141 @@ struct CheckpointManager::Impl {
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - img.requested).count();
     chain.last_digest = checkpoint_digest(info);
     chain.chain = info.delta ? chain.chain + 1 : 0;
-    // A file of the same name (an earlier run that reached this epoch) was just replaced.
-    std::erase_if(chain.files, [&](const auto& f) { return f.name == st.file; });
-    chain.files.push_back({st.file, info.epoch, chain.last_digest, info.parent_digest});
-    retain(chain);
+    CheckpointSetMember member;
+    member.actor = img.actor;
+    member.file = st.file;
+    member.digest = chain.last_digest;
+    member.file_bytes = st.bytes_written;
+    member.state_crc = img.crc;
+    member.delta = info.delta;
+    {
+      std::lock_guard<std::mutex> catalog(catalog_mu);
+      files[st.file] = {img.actor, img.epoch, chain.last_digest, info.parent_digest};
+      newest_durable[img.actor] = st.file;
+      // The epoch the grid served, which for a request it had outrun is later than asked.
+      if (auto it = pending.find(img.request); it != pending.end()) it->second.epoch = img.epoch;
+    }
+    finish_member(img.request, img.actor, std::move(member));
     return st;
   }
 
-  // Keeps the newest keep_per_actor files and every ancestor a kept delta needs.
-  void retain(ActorChain& chain) {
-    std::sort(chain.files.begin(), chain.files.end(),
-              [](const auto& a, const auto& b) { return a.epoch < b.epoch; });
-    const std::size_t keep = std::max<std::uint32_t>(policy.keep_per_actor, 1);
-    if (chain.files.size() <= keep) return;
-    std::set<std::string> needed;  // by name
-    for (std::size_t i = chain.files.size() - keep; i < chain.files.size(); ++i) {
-      // Follow parents: every file on the way to the full base stays.
-      const ActorChain::File* f = &chain.files[i];
-      for (std::size_t guard = 0; f != nullptr && guard <= chain.files.size(); ++guard) {
-        if (!needed.insert(f->name).second) break;
-        const std::uint64_t parent = f->parent;
-        f = nullptr;
-        // The parent is the newest earlier file with that digest.
-        for (const auto& g : chain.files)
-          if (parent != 0 && g.digest == parent && g.epoch < chain.files[i].epoch) f = &g;
+  // A member of request `request` is durable (`member`) or failed (nullopt). The last one
+  // commits the set, or counts it failed.
+  void finish_member(std::uint64_t request, std::uint32_t actor, std::optional<CheckpointSetMember> member) {
+    Status commit_failure;
+    bool committed_now = false, failed_now = false;
+    std::uint64_t deleted = 0;
+    Status retention_failure;
+    {
+      std::lock_guard<std::mutex> catalog(catalog_mu);
+      auto it = pending.find(request);
+      if (it == pending.end()) return;
+      PendingSet& set = it->second;
+      if (actor >= set.members.size() || set.members[actor].has_value()) return;
+      set.failed = set.failed || !member.has_value();
+      set.members[actor] = std::move(member);
+      if (++set.finished < set.members.size()) return;
+      if (set.failed) {
+        failed_now = true;
+      } else {
+        commit_failure = commit(set);
+        committed_now = commit_failure.ok();
+        failed_now = !committed_now;
+        if (committed_now) retention_failure = retain(deleted);
       }
+      pending.erase(it);
     }
-    std::vector<ActorChain::File> kept;
-    for (auto& f : chain.files) {
-      if (needed.count(f.name) != 0) {
-        kept.push_back(f);
+    if (!commit_failure.ok()) report_failure(commit_failure);
+    if (!retention_failure.ok()) report_failure(retention_failure);
+    std::lock_guard<std::mutex> lock(mu);
+    counters.sets_committed += committed_now ? 1 : 0;
+    counters.sets_failed += failed_now ? 1 : 0;
+    counters.deleted += deleted;
+    if (first_failure.ok() && !commit_failure.ok()) first_failure = commit_failure;
+    if (first_failure.ok() && !retention_failure.ok()) first_failure = retention_failure;
+  }
+
+  // Writes the set's manifest (catalog_mu held). Every member is durable: the store's put
+  // fsyncs each file and its directory entry before returning.
+  Status commit(const PendingSet& set) {
+    CheckpointManifest m;
+    m.epoch = set.epoch;
+    m.sequence = set.sequence;
+    m.fingerprint = fingerprint;
+    m.inputs = policy.inputs;
+    for (const auto& mem : set.members) m.members.push_back(*mem);
+    const std::string name = checkpoint_manifest_name(fingerprint.app, m.epoch);
+    static const host::NvtxName kManifestName("checkpoint set commit (manifest)");
+    const host::NvtxRange committing(kManifestName);
+    Status st = store->put(name, encode_checkpoint_manifest(m));
+    if (!st.ok()) {
+      return Status(st.code(), "checkpoint set at epoch " + std::to_string(m.epoch) +
+                                   " was not committed (its files are kept but it cannot be restored): " +
+                                   st.message());
+    }
+    // A set at the same epoch committed earlier (an earlier run) was just replaced.
+    std::erase_if(committed, [&](const CommittedSet& c) { return c.manifest == name; });
+    CommittedSet c{m.sequence, m.epoch, name, {}};
+    for (const auto& mem : m.members) c.members.push_back(mem.file);
+    committed.push_back(std::move(c));
+    std::sort(committed.begin(), committed.end(),
+              [](const CommittedSet& a, const CommittedSet& b) { return a.sequence < b.sequence; });
+    return Status();
+  }
+
+  // Keeps the newest keep_sets committed sets and everything the contract lists; removes
+  // the older manifests first, then unneeded files (catalog_mu held).
+  Status retain(std::uint64_t& deleted) {
+    const std::size_t keep = std::max<std::uint32_t>(policy.keep_sets, 1);
+    const std::size_t drop = committed.size() > keep ? committed.size() - keep : 0;
+    std::set<std::string> roots;
+    for (std::size_t i = drop; i < committed.size(); ++i) roots.insert(committed[i].members.begin(), committed[i].members.end());
+    for (const auto& name : newest_durable)
+      if (!name.empty()) roots.insert(name);
+    for (const auto& [id, set] : pending)
+      for (const auto& mem : set.members)
+        if (mem) roots.insert(mem->file);
+    // Follow every root's delta chain down to its full base.
+    std::set<std::string> needed;
+    std::vector<std::string> todo(roots.begin(), roots.end());
+    while (!todo.empty()) {
+      const std::string name = std::move(todo.back());
+      todo.pop_back();
+      if (!needed.insert(name).second) continue;
+      auto it = files.find(name);
+      if (it == files.end() || it->second.parent == 0) continue;
+      for (const auto& [other, f] : files)
+        if (f.actor == it->second.actor && f.digest == it->second.parent && f.epoch < it->second.epoch)
+          todo.push_back(other);
+    }
+    Status failure;
+    // Uncommit first: a crash after this leaves files nothing refers to, never a manifest
+    // whose members are gone.
+    for (std::size_t i = 0; i < drop; ++i) {
+      Status st = store->remove(committed[i].manifest);
+      if (!st.ok()) {
+        failure = st;
         continue;
       }
-      Status removed = store->remove(f.name);
-      std::lock_guard<std::mutex> lock(mu);
-      if (removed.ok()) {
-        ++counters.deleted;
-      } else if (first_failure.ok()) {
-        first_failure = removed;
-      }
+      ++deleted;
     }
-    chain.files = std::move(kept);
+    if (!failure.ok()) return failure;  // keep every file while an old manifest may still name it
+    committed.erase(committed.begin(), committed.begin() + static_cast<std::ptrdiff_t>(drop));
+    for (auto it = files.begin(); it != files.end();) {
+      if (needed.count(it->first) != 0) {
+        ++it;
+        continue;
+      }
+      Status st = store->remove(it->first);
+      if (!st.ok()) {
+        failure = st;
+        ++it;
+        continue;
+      }
+      ++deleted;
+      it = files.erase(it);
+    }
+    return failure;
   }
 
   // ---- scheduling ------------------------------------------------------------------------
@@ -250,21 +394,31 @@ Result<std::unique_ptr<CheckpointManager>> CheckpointManager::create(Runtime& ru
     return Status(StatusCode::kInvalidArgument,
                   "the runtime was created with snapshots disabled. Fix: RuntimeOptions::snapshots = true");
   }
+  PKRT_RETURN_IF_ERROR(store->lock_for_writing());
   auto impl = std::make_unique<Impl>(runtime, std::move(store), policy);
   impl->params = runtime.params();
+  impl->fingerprint = checkpoint_fingerprint(runtime);
   impl->chains.resize(runtime.options().num_actors);
-  // Files already there (an earlier run): retention must see them; chains start fresh.
-  // Files past the runtime's current epoch (a restore into the directory it came from) are
-  // neither counted as newest nor deleted: this run will write its own for those epochs.
+  impl->newest_durable.resize(runtime.options().num_actors);
+  // What an earlier run left: its committed sets count for retention (by sequence, so this
+  // run's sets are the newest), its other files are removed by the first retention pass
+  // unless a kept set needs them. Delta chains start fresh (full checkpoints first).
   auto history = scan_checkpoints(*impl->store);
   if (!history.ok()) return history.status();
-  const std::uint64_t now = runtime.epoch();
+  auto sets = scan_checkpoint_sets(*impl->store);
+  if (!sets.ok()) return sets.status();
+  const std::string& app = impl->fingerprint.app;
   for (const auto& rec : history.value()) {
-    if (!rec.status.ok() || rec.info.app != runtime.program().name || rec.info.actor >= impl->chains.size() ||
-        rec.info.epoch > now)
-      continue;
-    impl->chains[rec.info.actor].files.push_back(
-        {rec.name, rec.info.epoch, rec.info.digest, rec.info.delta ? rec.info.parent_digest : 0});
+    if (!rec.status.ok() || rec.info.app != app) continue;
+    impl->files[rec.name] = {rec.info.actor, rec.info.epoch, rec.info.digest, rec.info.delta ? rec.info.parent_digest : 0};
+    impl->next_sequence = std::max(impl->next_sequence, checkpoint_member_sequence(rec.name) + 1);
+  }
+  for (const auto& set : sets.value()) {
+    if (!set.status.ok() || set.manifest.fingerprint.app != app) continue;
+    CommittedSet c{set.manifest.sequence, set.manifest.epoch, set.name, {}};
+    for (const auto& mem : set.manifest.members) c.members.push_back(mem.file);
+    impl->committed.push_back(std::move(c));
+    impl->next_sequence = std::max(impl->next_sequence, set.manifest.sequence + 1);
   }
   const std::size_t threads = std::max<std::uint32_t>(1, policy.writer_threads);
   impl->queues.resize(threads);
@@ -312,6 +466,10 @@ Result<std::uint64_t> CheckpointManager::checkpoint_now() { return impl_->reques
 bool CheckpointManager::cancel(std::uint64_t request) {
   Impl& m = *impl_;
   if (!m.rt.cancel_snapshot(request)) return false;
+  {
+    std::lock_guard<std::mutex> catalog(m.catalog_mu);
+    m.pending.erase(request);
+  }
   std::lock_guard<std::mutex> lock(m.mu);
   if (m.in_flight == request) {
     m.counters.pending -= std::min<std::uint64_t>(m.counters.pending, m.in_flight_left);
@@ -367,58 +525,128 @@ std::vector<SnapshotStats> CheckpointManager::snapshot_stats() const {
 
 const CheckpointStore& CheckpointManager::store() const { return *impl_->store; }
 
+namespace {
+
+// "epoch 40 (3 of 4 actors), ..." for files of `app` that no committed set covers.
+std::string partial_sets(const std::vector<CheckpointRecord>& history, const std::string& app,
+                         std::uint32_t num_actors) {
+  std::map<std::uint64_t, std::set<std::uint32_t>> actors_at;
+  for (const auto& rec : history)
+    if (rec.status.ok() && rec.info.app == app) actors_at[rec.info.epoch].insert(rec.info.actor);
+  std::string out;
+  std::size_t listed = 0;
+  for (auto it = actors_at.rbegin(); it != actors_at.rend() && listed < 8; ++it, ++listed) {
+    if (!out.empty()) out += ", ";
+    out += "epoch " + std::to_string(it->first) + " (" + std::to_string(it->second.size()) + " of " +
+           std::to_string(num_actors) + " actors" + (it->second.size() >= num_actors ? ", never committed" : "") + ")";
+  }
+  if (actors_at.size() > listed) out += ", and " + std::to_string(actors_at.size() - listed) + " older";
+  return out.empty() ? "none" : out;
+}
+
+Status compare_partial(const CheckpointFingerprint& saved, const CheckpointFingerprint& now, const std::string& where) {
+  CheckpointFingerprint a = now;
+  a.program_version = saved.program_version;
+  a.image_bytes = saved.image_bytes;
+  a.chunk_bytes = saved.chunk_bytes;
+  a.regions = saved.regions;
+  return compare_fingerprints(saved, a, where);
+}
+
+}  // namespace
+
+Result<RestorePoint> find_restore_point(const CheckpointStore& store, const RestoreQuery& q) {
+  auto sets = scan_checkpoint_sets(store);
+  if (!sets.ok()) return sets.status();
+  auto history = scan_checkpoints(store);
+  if (!history.ok()) return history.status();
+  const CheckpointFingerprint& want = q.fingerprint;
+  std::vector<const CheckpointSetRecord*> candidates;  // newest first
+  std::string damaged;
+  for (auto it = sets->rbegin(); it != sets->rend(); ++it) {
+    if (!it->status.ok()) {
+      damaged += (damaged.empty() ? "" : "; ") + it->status.message();
+      continue;
+    }
+    const CheckpointManifest& m = it->manifest;
+    if (m.fingerprint.app != want.app) continue;
+    if (q.epoch && m.epoch != *q.epoch) continue;
+    if (q.max_epoch && m.epoch > *q.max_epoch) continue;
+    candidates.push_back(&*it);
+  }
+  if (candidates.empty()) {
+    std::string committed;
+    for (const auto& s : sets.value())
+      if (s.status.ok() && s.manifest.fingerprint.app == want.app)
+        committed += (committed.empty() ? "" : ", ") + std::to_string(s.manifest.epoch);
+    std::string msg;
+    if (committed.empty())
+      msg = "no checkpoint set of app '" + want.app + "' is complete (committed by a manifest); partial sets: " +
+            partial_sets(history.value(), want.app, want.num_actors) +
+            ". Fix: restore from a directory where a run finished a checkpoint";
+    else if (q.epoch)
+      msg = "no committed checkpoint set at epoch " + std::to_string(*q.epoch) + "; committed sets are at epochs " +
+            committed + ". Fix: pick one of those with --restore-epoch";
+    else
+      msg = "no committed checkpoint set at or before epoch " + std::to_string(q.max_epoch.value_or(0)) +
+            "; committed sets are at epochs " + committed + ". Fix: keep older checkpoints (--checkpoint-keep)";
+    if (!damaged.empty()) msg += " (damaged manifests: " + damaged + ")";
+    return Status(StatusCode::kInvalidArgument, msg);
+  }
+  std::vector<std::string> skipped;
+  for (const CheckpointSetRecord* rec : candidates) {
+    const CheckpointManifest& m = rec->manifest;
+    const std::string where = store.describe(rec->name);
+    PKRT_RETURN_IF_ERROR(q.match_layout ? compare_fingerprints(m.fingerprint, want, where)
+                                        : compare_partial(m.fingerprint, want, where));
+    if (q.match_inputs) PKRT_RETURN_IF_ERROR(compare_run_inputs(m.inputs, q.inputs, where));
+    RestorePoint point;
+    point.epoch = m.epoch;
+    point.sequence = m.sequence;
+    point.manifest = rec->name;
+    Status failed;
+    for (const CheckpointSetMember& mem : m.members) {
+      // The member must be the very file the manifest committed.
+      const CheckpointRecord* file = nullptr;
+      for (const auto& h : history.value())
+        if (h.name == mem.file) file = &h;
+      if (file != nullptr && file->status.ok() &&
+          (file->info.digest != mem.digest || file->info.actor != mem.actor || file->info.epoch != m.epoch)) {
+        failed = Status(StatusCode::kCorruptData, "member '" + store.describe(mem.file) + "' is not the file set '" +
+                                                      where + "' committed (digest, actor or epoch differ)");
+        break;
+      }
+      auto state = load_checkpoint_state(store, history.value(), mem.file, m.fingerprint.image_bytes);
+      if (!state.ok()) {
+        failed = state.status();
+        break;
+      }
+      point.images.push_back(std::move(state.value()));
+    }
+    if (failed.ok()) {
+      point.skipped = std::move(skipped);
+      return point;
+    }
+    if (q.epoch) return Status(failed.code(), "checkpoint set at epoch " + std::to_string(m.epoch) + " cannot be restored: " + failed.message());
+    skipped.push_back("set at epoch " + std::to_string(m.epoch) + " (" + failed.message() + ")");
+  }
+  std::string why;
+  for (const auto& s : skipped) why += (why.empty() ? "" : "; ") + s;
+  return Status(StatusCode::kCorruptData, "every committed checkpoint set is damaged: " + why +
+                                              ". Fix: restore from a copy of the directory, or start from scratch");
+}
+
 Result<RestorePoint> find_restore_point(const CheckpointStore& store, const std::string& app,
                                         std::span<const std::byte> params, std::uint32_t num_actors,
                                         std::optional<std::uint64_t> epoch) {
-  auto history = scan_checkpoints(store);
-  if (!history.ok()) return history.status();
-  std::map<std::uint64_t, std::set<std::uint32_t>> actors_at;  // epoch -> actors present
-  bool other_app = false, other_params = false;
-  for (const auto& rec : history.value()) {
-    if (!rec.status.ok()) continue;
-    if (rec.info.app != app || rec.info.num_actors != num_actors) {
-      other_app = true;
-      continue;
-    }
-    if (!std::equal(rec.info.params.begin(), rec.info.params.end(), params.begin(), params.end())) {
-      other_params = true;
-      continue;
-    }
-    actors_at[rec.info.epoch].insert(rec.info.actor);
-  }
-  Status last_error(StatusCode::kInvalidArgument,
-                    "no complete checkpoint of app '" + app + "' with " + std::to_string(num_actors) +
-                        " actors and these parameters" +
-                        (other_app ? " (there are checkpoints of another app or actor count)" : "") +
-                        (other_params ? " (there are checkpoints with other parameters)" : "") +
-                        ". Fix: restore with the app, --actors and parameters of the run that wrote them");
-  for (auto it = actors_at.rbegin(); it != actors_at.rend(); ++it) {
-    if (epoch.has_value() && it->first != *epoch) continue;
-    if (it->second.size() != num_actors) {
-      last_error = Status(StatusCode::kInvalidArgument,
-                          "epoch " + std::to_string(it->first) + " has checkpoints of only " +
-                              std::to_string(it->second.size()) + " of " + std::to_string(num_actors) +
-                              " actors. Fix: pick an epoch where every actor was checkpointed");
-      continue;
-    }
-    RestorePoint point;
-    point.epoch = it->first;
-    Status failed;
-    for (std::uint32_t a = 0; a < num_actors && failed.ok(); ++a) {
-      auto state = load_actor_state(store, history.value(), a, it->first);
-      if (state.ok()) point.images.push_back(std::move(state.value()));
-      else failed = state.status();
-    }
-    if (failed.ok()) return point;
-    last_error = failed;
-  }
-  if (epoch.has_value() && actors_at.count(*epoch) == 0 && last_error.code() == StatusCode::kInvalidArgument &&
-      !actors_at.empty()) {
-    last_error = Status(StatusCode::kInvalidArgument,
-                        "no checkpoint at epoch " + std::to_string(*epoch) + "; the newest complete one is at epoch " +
-                            std::to_string(actors_at.rbegin()->first) + ". Fix: pick an epoch `pkrt checkpoint list` shows");
-  }
-  return last_error;
+  RestoreQuery q;
+  q.fingerprint.app = app;
+  q.fingerprint.num_actors = num_actors;
+  q.fingerprint.params.assign(params.begin(), params.end());
+  q.match_layout = false;
+  q.match_inputs = false;
+  q.epoch = epoch;
+  return find_restore_point(store, q);
 }
 
 }  // namespace pkrt

@@ -8,6 +8,7 @@
 #include <dirent.h>
 #include <signal.h>
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
@@ -21,8 +22,6 @@
 namespace pkrt {
 namespace {
 
-constexpr const char* kSuffix = ".pkck";
-
 bool ends_with(const std::string& s, const std::string& suffix) {
   return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
@@ -32,14 +31,17 @@ Status io_error(const std::string& what, const std::string& path, int err, const
 }
 
 bool valid_name(const std::string& name) {
-  return !name.empty() && name.find('/') == std::string::npos && name[0] != '.' && ends_with(name, kSuffix);
+  return !name.empty() && name.find('/') == std::string::npos && name[0] != '.' &&
+         (ends_with(name, kCheckpointFileSuffix) || ends_with(name, kCheckpointManifestSuffix));
 }
 
 Status bad_name(const std::string& name) {
   return Status(StatusCode::kInvalidArgument,
-                "checkpoint name '" + name + "' is invalid: it must end in .pkck, not start with '.', "
-                "and contain no '/'");
+                "checkpoint name '" + name + "' is invalid: it must end in .pkck (or .pkset for a set "
+                "manifest), not start with '.', and contain no '/'");
 }
+
+constexpr const char* kLockName = ".pkrt-writer.lock";
 
 Status fsync_directory(const std::string& dir) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
@@ -76,6 +78,46 @@ Result<std::unique_ptr<FileCheckpointStore>> FileCheckpointStore::open(const std
 }
 
 std::string FileCheckpointStore::describe(const std::string& name) const { return dir_ + "/" + name; }
+
+FileCheckpointStore::~FileCheckpointStore() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
+}
+
+Status FileCheckpointStore::lock_for_writing() {
+  std::lock_guard<std::mutex> lock(mu_);
+  if (lock_fd_ >= 0) return Status();
+  const std::string path = dir_ + "/" + kLockName;
+  // O_NOFOLLOW: a link planted at the lock's name must not make us truncate its target.
+  const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW | O_NONBLOCK, 0644);
+  if (fd < 0) return io_error("opening the lock file", path, errno, "check the checkpoint directory is writable");
+  struct stat st {};
+  if (::fstat(fd, &st) != 0 || !S_ISREG(st.st_mode)) {
+    ::close(fd);
+    return Status(StatusCode::kIoError, "'" + path + "' is not a regular file. Fix: remove it; pkrt recreates it");
+  }
+  // flock, not fcntl locks: an fcntl lock is dropped when any descriptor of the file in
+  // this process closes, and it is per process, so two runtimes in one process would not
+  // exclude each other. The kernel drops a flock when the holder dies, so a crash never
+  // leaves the directory locked.
+  if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+    const int err = errno;
+    char holder[32] = {};
+    const ssize_t n = ::pread(fd, holder, sizeof holder - 1, 0);
+    ::close(fd);
+    if (err != EWOULDBLOCK) return io_error("locking", path, err, "use a local filesystem that supports flock");
+    std::string pid = n > 0 ? std::string(holder, static_cast<std::size_t>(n)) : "unknown";
+    while (!pid.empty() && (pid.back() == '\n' || pid.back() == ' ')) pid.pop_back();
+    return Status(StatusCode::kBusy, "checkpoint directory '" + dir_ + "' is in use by another writer (pid " + pid +
+                                         "). Fix: give each run its own --checkpoint-dir, or wait for that run to end");
+  }
+  // The holder's pid, for the message above; the lock itself is the flock.
+  const std::string me = std::to_string(::getpid()) + "\n";
+  if (::ftruncate(fd, 0) != 0 || ::pwrite(fd, me.data(), me.size(), 0) != static_cast<ssize_t>(me.size())) {
+    // The lock holds without the pid; only the message to a second writer is poorer.
+  }
+  lock_fd_ = fd;
+  return Status();
+}
 
 Status FileCheckpointStore::put(const std::string& name, const std::vector<std::byte>& bytes) {
   if (!valid_name(name)) return bad_name(name);
@@ -137,6 +179,9 @@ Result<std::vector<std::byte>> read_checkpoint_file(const std::string& path) {
   if (failed.step == nullptr) return out;
   if (failed.error == 0)
     return Status(StatusCode::kIoError, "'" + path + "' is not a regular file. Fix: pass a checkpoint file");
+  if (std::string(failed.step) == "open" && failed.error == ENOENT)
+    return Status(StatusCode::kNotFound, "'" + path + "' does not exist. Fix: check the path (pkrt checkpoint list DIR "
+                                         "shows what exists)");
   if (std::string(failed.step) == "open")
     return io_error("opening", path, failed.error, "check the path (pkrt checkpoint list DIR shows what exists)");
   return io_error("reading", path, failed.error, "check the disk");
@@ -173,7 +218,7 @@ Status MemoryCheckpointStore::put(const std::string& name, const std::vector<std
 Result<std::vector<std::byte>> MemoryCheckpointStore::get(const std::string& name) const {
   std::lock_guard<std::mutex> lock(mu_);
   auto it = files_.find(name);
-  if (it == files_.end()) return Status(StatusCode::kIoError, "no checkpoint named '" + name + "' in memory");
+  if (it == files_.end()) return Status(StatusCode::kNotFound, "no checkpoint named '" + name + "' in memory");
   return it->second;
 }
 
@@ -195,9 +240,12 @@ Result<std::vector<CheckpointRecord>> scan_checkpoints(const CheckpointStore& st
   if (!names.ok()) return names.status();
   std::vector<CheckpointRecord> records;
   for (const std::string& name : names.value()) {
+    if (!ends_with(name, kCheckpointFileSuffix)) continue;
     CheckpointRecord rec;
     rec.name = name;
     auto bytes = store.get(name);
+    // Removed since the listing (retention of a live run): not damage, just gone.
+    if (bytes.status().code() == StatusCode::kNotFound) continue;
     if (!bytes.ok()) {
       rec.status = bytes.status();
     } else {
@@ -217,6 +265,97 @@ Result<std::vector<CheckpointRecord>> scan_checkpoints(const CheckpointStore& st
   return records;
 }
 
+Result<std::vector<CheckpointSetRecord>> scan_checkpoint_sets(const CheckpointStore& store) {
+  auto names = store.list();
+  if (!names.ok()) return names.status();
+  std::vector<CheckpointSetRecord> sets;
+  for (const std::string& name : names.value()) {
+    if (!ends_with(name, kCheckpointManifestSuffix)) continue;
+    CheckpointSetRecord rec;
+    rec.name = name;
+    auto bytes = store.get(name);
+    if (bytes.status().code() == StatusCode::kNotFound) continue;  // retired since the listing
+    if (!bytes.ok()) {
+      rec.status = bytes.status();
+    } else {
+      auto parsed = parse_checkpoint_manifest(bytes.value(), store.describe(name));
+      if (parsed.ok()) rec.manifest = std::move(parsed.value());
+      else rec.status = parsed.status();
+    }
+    sets.push_back(std::move(rec));
+  }
+  std::stable_sort(sets.begin(), sets.end(), [](const CheckpointSetRecord& a, const CheckpointSetRecord& b) {
+    if (a.status.ok() != b.status.ok()) return a.status.ok();
+    return a.manifest.sequence < b.manifest.sequence;
+  });
+  return sets;
+}
+
+Result<std::vector<std::byte>> load_checkpoint_state(const CheckpointStore& store,
+                                                     const std::vector<CheckpointRecord>& history,
+                                                     const std::string& name, std::uint64_t expected_state_bytes) {
+  const CheckpointRecord* target = nullptr;
+  for (const auto& r : history)
+    if (r.name == name) target = &r;
+  if (target == nullptr || !target->status.ok()) {
+    return Status(target == nullptr ? StatusCode::kNotFound : StatusCode::kCorruptData,
+                  "checkpoint '" + store.describe(name) + "' is " +
+                      (target == nullptr ? std::string("missing") : "damaged: " + target->status.message()) +
+                      ". Fix: restore another set (`pkrt checkpoint list` shows them)");
+  }
+  const std::uint32_t actor = target->info.actor;
+  const std::uint64_t epoch = target->info.epoch;
+  // Walk parents down to the full base.
+  std::vector<const CheckpointRecord*> chain{target};
+  while (chain.back()->info.delta) {
+    const CheckpointRecord* parent = nullptr;
+    for (const auto& r : history)
+      if (r.status.ok() && r.info.actor == actor && r.info.digest == chain.back()->info.parent_digest &&
+          r.info.epoch < chain.back()->info.epoch)
+        parent = &r;
+    if (parent == nullptr || chain.size() > history.size()) {
+      return Status(StatusCode::kCorruptData,
+                    "delta checkpoint '" + store.describe(chain.back()->name) +
+                        "' needs a parent that is missing or damaged, so actor " + std::to_string(actor) +
+                        " cannot be restored at epoch " + std::to_string(epoch) +
+                        ". Fix: restore an earlier epoch whose chain is complete");
+    }
+    chain.push_back(parent);
+  }
+  // Every link must describe a state of the size the caller expects, checked against the
+  // headers already parsed: nothing is allocated for a size a crafted file declares.
+  for (const CheckpointRecord* rec : chain) {
+    if (rec->info.state_bytes != expected_state_bytes) {
+      return Status(StatusCode::kCorruptData,
+                    "checkpoint '" + store.describe(rec->name) + "' declares a state of " +
+                        std::to_string(rec->info.state_bytes) + " bytes; this run's actors hold " +
+                        std::to_string(expected_state_bytes) + ". Fix: restore with the program and parameters "
+                        "that wrote it");
+    }
+  }
+  std::vector<std::byte> state;
+  for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
+    const CheckpointRecord& rec = **it;
+    const std::string where = store.describe(rec.name);
+    auto bytes = store.get(rec.name);
+    if (!bytes.ok()) return bytes.status();
+    auto parsed = parse_checkpoint(bytes.value(), where);
+    if (!parsed.ok()) return parsed.status();
+    // The file may have been replaced since the scan: hold it to what the scan saw.
+    if (parsed->info.digest != rec.info.digest || parsed->info.state_bytes != expected_state_bytes)
+      return Status(StatusCode::kCorruptData, "checkpoint '" + where + "' changed while it was being restored. "
+                                              "Fix: restore again once no run writes into the directory");
+    if (it == chain.rbegin()) state.assign(expected_state_bytes, std::byte{0});
+    PKRT_RETURN_IF_ERROR(decode_chunks(parsed.value(), bytes.value(), where, state));
+    if (crc32(state.data(), state.size()) != parsed->info.state_crc) {
+      return Status(StatusCode::kCorruptData,
+                    "state rebuilt from '" + where + "' does not match its recorded CRC: the delta chain is "
+                    "inconsistent. Fix: restore from an earlier full checkpoint");
+    }
+  }
+  return state;
+}
+
 Result<std::vector<std::byte>> load_actor_state(const CheckpointStore& store,
                                                 const std::vector<CheckpointRecord>& history, std::uint32_t actor,
                                                 std::uint64_t epoch) {
@@ -230,42 +369,7 @@ Result<std::vector<std::byte>> load_actor_state(const CheckpointStore& store,
                   "no intact checkpoint of actor " + std::to_string(actor) + " at epoch " + std::to_string(epoch) +
                       ". Fix: pick an epoch that `pkrt checkpoint list` shows");
   }
-  // Walk parents down to the full base.
-  std::vector<const CheckpointRecord*> chain{target};
-  while (chain.back()->info.delta) {
-    const CheckpointRecord* parent = nullptr;
-    for (const auto& r : history)
-      if (r.status.ok() && r.info.actor == actor && r.info.digest == chain.back()->info.parent_digest) parent = &r;
-    if (parent == nullptr || parent->info.epoch >= chain.back()->info.epoch || chain.size() > history.size()) {
-      return Status(StatusCode::kCorruptData,
-                    "delta checkpoint '" + store.describe(chain.back()->name) +
-                        "' needs a parent that is missing or damaged, so actor " + std::to_string(actor) +
-                        " cannot be restored at epoch " + std::to_string(epoch) +
-                        ". Fix: restore an earlier epoch whose chain is complete");
-    }
-    chain.push_back(parent);
-  }
-  std::vector<std::byte> state;
-  for (auto it = chain.rbegin(); it != chain.rend(); ++it) {
-    const CheckpointRecord& rec = **it;
-    const std::string where = store.describe(rec.name);
-    auto bytes = store.get(rec.name);
-    if (!bytes.ok()) return bytes.status();
-    auto parsed = parse_checkpoint(bytes.value(), where);
-    if (!parsed.ok()) return parsed.status();
-    if (it == chain.rbegin()) {
-      state.assign(parsed->info.state_bytes, std::byte{0});
-    } else if (parsed->info.state_bytes != state.size()) {
-      return Status(StatusCode::kCorruptData, "delta '" + where + "' changes the state size; the chain is inconsistent");
-    }
-    PKRT_RETURN_IF_ERROR(decode_chunks(parsed.value(), bytes.value(), where, state));
-    if (crc32(state.data(), state.size()) != parsed->info.state_crc) {
-      return Status(StatusCode::kCorruptData,
-                    "state rebuilt from '" + where + "' does not match its recorded CRC: the delta chain is "
-                    "inconsistent. Fix: restore from an earlier full checkpoint");
-    }
-  }
-  return state;
+  return load_checkpoint_state(store, history, target->name, target->info.state_bytes);
 }
 
 }  // namespace pkrt

@@ -1,5 +1,5 @@
 // CheckpointManager: scheduled and on-demand checkpoints become durable files that restore
-// the run exactly; retention keeps the newest per actor and every base a kept delta needs;
+// the run exactly; retention keeps the newest committed sets and every base a kept delta needs;
 // failures are counted; a restart rebuilds the history from the directory.
 #include "examples/heat2d/heat2d_host.hpp"
 #include "tests/probe_actor.hpp"
@@ -48,7 +48,7 @@ TEST(CheckpointManager, RetentionKeepsTheNewestAndEveryBaseAKeptDeltaNeeds) {
   auto store = std::make_unique<FlakyStore>();
   FlakyStore* raw = store.get();
   CheckpointPolicy policy;
-  policy.keep_per_actor = 2;
+  policy.keep_sets = 2;
   policy.max_delta_chain = 3;
   policy.encode.zstd_level = 0;
   auto manager = CheckpointManager::create(rt, std::move(store), policy);
@@ -74,7 +74,13 @@ TEST(CheckpointManager, RetentionKeepsTheNewestAndEveryBaseAKeptDeltaNeeds) {
   }
   const CheckpointCounters c = manager.value()->counters();
   EXPECT_EQ(c.written, 14u);
-  EXPECT_EQ(c.deleted, 8u);
+  EXPECT_EQ(c.sets_committed, 7u);
+  EXPECT_EQ(c.deleted, 8u + 5u) << "8 files and the manifests of sets 1..5";
+  auto sets = scan_checkpoint_sets(raw->inner);
+  ASSERT_TRUE(sets.ok());
+  std::vector<std::uint64_t> set_epochs;
+  for (const auto& set : sets.value()) set_epochs.push_back(set.manifest.epoch);
+  EXPECT_EQ(set_epochs, (std::vector<std::uint64_t>{6, 7})) << "the newest 2 committed sets";
   EXPECT_EQ(c.failed, 0u);
   EXPECT_EQ(c.pending, 0u);
   auto state = load_actor_state(raw->inner, history.value(), 1, 7);
@@ -90,6 +96,7 @@ TEST(CheckpointManager, RetentionKeepsTheNewestAndEveryBaseAKeptDeltaNeeds) {
   Status flushed = manager.value()->flush(30s);
   EXPECT_EQ(flushed.code(), StatusCode::kIoError);
   EXPECT_EQ(manager.value()->counters().failed, 2u);
+  EXPECT_EQ(manager.value()->counters().sets_failed, 1u) << "a set with a failed member is never committed";
   raw->fail_writes = false;
   ASSERT_TRUE(rt.run_until(9, 30s).ok());
   ASSERT_TRUE(manager.value()->checkpoint_at(9).ok());
@@ -116,7 +123,7 @@ TEST(CheckpointManager, EpochScheduleWritesRestorableCheckpointsAndARestartSeesT
     ASSERT_TRUE(store.ok());
     CheckpointPolicy policy;
     policy.every_epochs = 25;
-    policy.keep_per_actor = 10;
+    policy.keep_sets = 10;
     auto manager = CheckpointManager::create(rt, std::move(store.value()), policy);
     ASSERT_TRUE(manager.ok());
     // The grid parks at each multiple: the schedule's request for it is either already

@@ -1,9 +1,11 @@
 // host/cli/checkpoint_command.cpp: `pkrt checkpoint list DIR`, `inspect FILE [--json]`,
-// `verify FILE|DIR` (exit 0 intact, 1 corrupt with what and where, 2 unusable input).
+// `verify FILE|DIR` (exit 0 intact, 1 corrupt with what and where, 2 unusable input); a directory's
+// committed sets are checked whole.
 #include "host/cli/cli_common.hpp"
 #include "host/cli/commands.hpp"
 
 #include <pkrt/checkpoint.hpp>
+#include <pkrt/checkpoint_set.hpp>
 #include <pkrt/checkpoint_store.hpp>
 #include <pkrt/crc32.hpp>
 
@@ -12,6 +14,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <map>
+#include <set>
 
 namespace pkrt::cli {
 namespace {
@@ -51,24 +54,66 @@ std::string human_bytes(std::uint64_t b) {
   return buf;
 }
 
+// Epochs that have checkpoint files but no committed set, with how many actors each has.
+struct PartialSet {
+  std::uint64_t epoch = 0;
+  std::string app;
+  std::uint32_t actors = 0;      // distinct actors with an intact file
+  std::uint32_t num_actors = 0;  // actors in the run that wrote them
+};
+
+std::vector<PartialSet> partial_sets(const std::vector<CheckpointRecord>& files,
+                                     const std::vector<CheckpointSetRecord>& sets) {
+  std::set<std::string> in_sets;
+  for (const auto& s : sets)
+    if (s.status.ok())
+      for (const auto& m : s.manifest.members) in_sets.insert(m.file);
+  std::map<std::pair<std::string, std::uint64_t>, std::pair<std::set<std::uint32_t>, std::uint32_t>> by_epoch;
+  for (const auto& r : files) {
+    if (!r.status.ok() || in_sets.count(r.name) != 0) continue;
+    auto& [actors, n] = by_epoch[{r.info.app, r.info.epoch}];
+    actors.insert(r.info.actor);
+    n = r.info.num_actors;
+  }
+  std::vector<PartialSet> out;
+  for (const auto& [key, v] : by_epoch)
+    out.push_back({key.second, key.first, static_cast<std::uint32_t>(v.first.size()), v.second});
+  return out;
+}
+
 int list_command(const CheckpointOptions& o) {
   auto opened = open_path(o.path, false, true);
   if (!opened.ok()) return report_error("checkpoint list", opened.status());
+  auto sets = scan_checkpoint_sets(*opened->store);
+  if (!sets.ok()) return report_error("checkpoint list", sets.status());
   auto history = scan_checkpoints(*opened->store);
   if (!history.ok()) return report_error("checkpoint list", history.status());
-  std::map<std::uint64_t, std::uint32_t> actors_per_epoch;
-  for (const auto& r : history.value())
-    if (r.status.ok()) ++actors_per_epoch[r.info.epoch];
+  const std::vector<PartialSet> partial = partial_sets(history.value(), sets.value());
   if (o.json) {
-    nlohmann::json j = nlohmann::json::array();
+    nlohmann::json js = nlohmann::json::array();
+    for (const auto& s : sets.value()) {
+      if (!s.status.ok()) {
+        js.push_back({{"manifest", s.name}, {"ok", false}, {"error", s.status.to_string()}});
+        continue;
+      }
+      nlohmann::json members = nlohmann::json::array();
+      for (const auto& m : s.manifest.members) members.push_back(m.file);
+      js.push_back({{"manifest", s.name}, {"ok", true}, {"app", s.manifest.fingerprint.app},
+                    {"epoch", s.manifest.epoch}, {"sequence", s.manifest.sequence},
+                    {"actors", s.manifest.fingerprint.num_actors}, {"members", members}});
+    }
+    nlohmann::json jf = nlohmann::json::array();
     for (const auto& r : history.value()) {
       if (r.status.ok())
-        j.push_back({{"file", r.name}, {"app", r.info.app}, {"actor", r.info.actor}, {"epoch", r.info.epoch},
-                     {"kind", r.info.delta ? "delta" : "full"}, {"bytes", r.file_bytes}, {"ok", true}});
+        jf.push_back({{"file", r.name}, {"app", r.info.app}, {"actor", r.info.actor}, {"epoch", r.info.epoch},
+                      {"kind", r.info.delta ? "delta" : "full"}, {"bytes", r.file_bytes}, {"ok", true}});
       else
-        j.push_back({{"file", r.name}, {"ok", false}, {"error", r.status.to_string()}});
+        jf.push_back({{"file", r.name}, {"ok", false}, {"error", r.status.to_string()}});
     }
-    std::printf("%s\n", j.dump(2).c_str());
+    nlohmann::json jp = nlohmann::json::array();
+    for (const auto& p : partial)
+      jp.push_back({{"app", p.app}, {"epoch", p.epoch}, {"actors", p.actors}, {"num_actors", p.num_actors}});
+    std::printf("%s\n", nlohmann::json{{"sets", js}, {"files", jf}, {"incomplete_sets", jp}}.dump(2).c_str());
     return kExitOk;
   }
   std::printf("%-8s %-14s %-6s %-10s %s\n", "actor", "epoch", "kind", "size", "file");
@@ -83,9 +128,28 @@ int list_command(const CheckpointOptions& o) {
     std::printf("%-8u %-14llu %-6s %-10s %s\n", r.info.actor, static_cast<unsigned long long>(r.info.epoch),
                 r.info.delta ? "delta" : "full", human_bytes(r.file_bytes).c_str(), r.name.c_str());
   }
-  std::printf("%zu checkpoint files, %zu damaged; epochs with checkpoints:", history->size(), bad);
-  for (const auto& [e, n] : actors_per_epoch) std::printf(" %llu (%u actors)", static_cast<unsigned long long>(e), n);
-  std::printf("\n");
+  std::printf("\n%-10s %-14s %-8s %-8s %s\n", "set", "epoch", "seq", "actors", "manifest");
+  std::size_t committed = 0;
+  for (const auto& s : sets.value()) {
+    if (!s.status.ok()) {
+      std::printf("%-10s %-14s %-8s %-8s %s  (%s)\n", "DAMAGED", "?", "?", "?", s.name.c_str(), s.status.message().c_str());
+      continue;
+    }
+    ++committed;
+    std::printf("%-10s %-14llu %-8llu %-8u %s\n", "committed", static_cast<unsigned long long>(s.manifest.epoch),
+                static_cast<unsigned long long>(s.manifest.sequence), s.manifest.fingerprint.num_actors, s.name.c_str());
+  }
+  for (const auto& p : partial) {
+    std::printf("%-10s %-14llu %-8s %-8s %s\n", "INCOMPLETE", static_cast<unsigned long long>(p.epoch), "-",
+                (std::to_string(p.actors) + "/" + std::to_string(p.num_actors)).c_str(),
+                p.actors < p.num_actors ? "(not every actor has a file: never restorable)"
+                                        : "(no manifest: the run stopped before committing it)");
+  }
+  std::printf("%zu checkpoint files, %zu damaged; %zu committed sets, %zu incomplete; restorable epochs:",
+              history->size(), bad, committed, partial.size());
+  for (const auto& s : sets.value())
+    if (s.status.ok()) std::printf(" %llu", static_cast<unsigned long long>(s.manifest.epoch));
+  std::printf("%s\n", committed == 0 ? " none" : "");
   return kExitOk;
 }
 
@@ -146,34 +210,71 @@ int inspect_command(const CheckpointOptions& o) {
   return kExitOk;
 }
 
+// Every CRC of one checkpoint file; kNotFound when it is gone.
+Status verify_file(const Opened& opened, const std::string& name, const std::string& where, bool explicit_file) {
+  // An explicit file is read whatever its name; a directory's files through the store.
+  auto bytes = explicit_file ? read_checkpoint_file(where) : opened.store->get(name);
+  if (!bytes.ok()) return bytes.status();
+  auto parsed = parse_checkpoint(bytes.value(), where);
+  if (!parsed.ok()) return parsed.status();
+  // Chunk by chunk: memory stays at one chunk whatever the file claims.
+  auto crc = verify_chunks(parsed.value(), bytes.value(), where);
+  if (!crc.ok()) return crc.status();
+  // A full checkpoint holds the whole state: check its recorded CRC too.
+  if (!parsed->info.delta && crc.value() != parsed->info.state_crc)
+    return Status(StatusCode::kCorruptData, "checkpoint '" + where + "': whole-state CRC mismatch");
+  return Status();
+}
+
+// A committed set is whole when each member is there with the digest the manifest
+// recorded and each delta's chain reaches a full checkpoint.
+Status verify_set(const CheckpointManifest& m, const std::vector<CheckpointRecord>& files) {
+  std::map<std::string, const CheckpointRecord*> by_name;
+  for (const auto& r : files) by_name[r.name] = &r;
+  for (const auto& mem : m.members) {
+    auto it = by_name.find(mem.file);
+    if (it == by_name.end())
+      return Status(StatusCode::kNotFound, "member '" + mem.file + "' (actor " + std::to_string(mem.actor) + ") is missing");
+    const CheckpointRecord* rec = it->second;
+    if (!rec->status.ok()) return Status(StatusCode::kCorruptData, "member '" + mem.file + "' is damaged");
+    if (rec->info.digest != mem.digest)
+      return Status(StatusCode::kCorruptData, "member '" + mem.file + "' is not the file the manifest committed");
+    for (std::size_t guard = 0; rec->info.delta; ++guard) {
+      const CheckpointRecord* parent = nullptr;
+      for (const auto& r : files)
+        if (r.status.ok() && r.info.actor == rec->info.actor && r.info.digest == rec->info.parent_digest &&
+            r.info.epoch < rec->info.epoch)
+          parent = &r;
+      if (parent == nullptr || guard > files.size())
+        return Status(StatusCode::kCorruptData, "delta '" + rec->name + "' lacks its parent: actor " +
+                                                    std::to_string(mem.actor) + " cannot be rebuilt");
+      rec = parent;
+    }
+  }
+  return Status();
+}
+
 int verify_command(const CheckpointOptions& o) {
   auto opened = open_path(o.path, true, true);
   if (!opened.ok()) return report_error("checkpoint verify", opened.status());
+  const bool explicit_file = !opened->file.empty();
   std::vector<std::string> names;
-  if (!opened->file.empty()) {
+  if (explicit_file) {
     names.push_back(opened->file);
   } else {
     auto listed = opened->store->list();
     if (!listed.ok()) return report_error("checkpoint verify", listed.status());
-    names = listed.value();
+    for (const auto& n : listed.value())
+      if (n.size() > 5 && n.compare(n.size() - 5, 5, kCheckpointFileSuffix) == 0) names.push_back(n);
   }
-  std::size_t bad = 0;
+  std::size_t bad = 0, gone = 0;
   for (const std::string& name : names) {
-    // An explicit file is read whatever its name; a directory's files through the store.
-    const std::string where = opened->file.empty() ? opened->store->describe(name) : o.path;
-    auto bytes = opened->file.empty() ? opened->store->get(name) : read_checkpoint_file(o.path);
-    Status st = bytes.status();
-    if (st.ok()) {
-      auto parsed = parse_checkpoint(bytes.value(), where);
-      st = parsed.status();
-      if (st.ok()) {
-        // Chunk by chunk: memory stays at one chunk whatever the file claims.
-        auto crc = verify_chunks(parsed.value(), bytes.value(), where);
-        st = crc.status();
-        // A full checkpoint holds the whole state: check its recorded CRC too.
-        if (st.ok() && !parsed->info.delta && crc.value() != parsed->info.state_crc)
-          st = Status(StatusCode::kCorruptData, "checkpoint '" + where + "': whole-state CRC mismatch");
-      }
+    const std::string where = explicit_file ? o.path : opened->store->describe(name);
+    const Status st = verify_file(opened.value(), name, where, explicit_file);
+    if (st.code() == StatusCode::kNotFound && !explicit_file) {
+      // Retention of a live run removed it after the listing: not damage.
+      ++gone;
+      continue;
     }
     if (st.ok()) {
       std::printf("ok       %s\n", where.c_str());
@@ -182,12 +283,36 @@ int verify_command(const CheckpointOptions& o) {
       std::printf("CORRUPT  %s\n         %s\n", where.c_str(), st.message().c_str());
     }
   }
-  std::printf("verify: %zu intact, %zu corrupt\n", names.size() - bad, bad);
+  std::size_t sets_ok = 0, sets_bad = 0;
+  if (!explicit_file) {
+    auto sets = scan_checkpoint_sets(*opened->store);
+    auto files = scan_checkpoints(*opened->store);
+    if (!sets.ok()) return report_error("checkpoint verify", sets.status());
+    if (!files.ok()) return report_error("checkpoint verify", files.status());
+    for (const auto& s : sets.value()) {
+      const std::string where = opened->store->describe(s.name);
+      Status st = s.status.ok() ? verify_set(s.manifest, files.value()) : s.status;
+      // A set retired while we looked (its manifest is removed before its files) is not damage.
+      if (!st.ok() && opened->store->get(s.name).status().code() == StatusCode::kNotFound) continue;
+      if (st.ok()) {
+        ++sets_ok;
+        std::printf("ok       %s (set at epoch %llu, %u actors)\n", where.c_str(),
+                    static_cast<unsigned long long>(s.manifest.epoch), s.manifest.fingerprint.num_actors);
+      } else {
+        ++sets_bad;
+        std::printf("CORRUPT  %s\n         %s\n", where.c_str(), st.message().c_str());
+      }
+    }
+  }
+  std::printf("verify: %zu intact, %zu corrupt", names.size() - bad - gone, bad);
+  if (gone != 0) std::printf(", %zu removed by the writer during the scan", gone);
+  if (!explicit_file) std::printf("; sets: %zu whole, %zu broken", sets_ok, sets_bad);
+  std::printf("\n");
   if (names.empty()) {
     std::fprintf(stderr, "pkrt checkpoint verify: no checkpoint files in '%s'\n", o.path.c_str());
     return kExitUsage;
   }
-  return bad == 0 ? kExitOk : kExitFailed;
+  return bad == 0 && sets_bad == 0 ? kExitOk : kExitFailed;
 }
 
 }  // namespace
@@ -195,14 +320,17 @@ int verify_command(const CheckpointOptions& o) {
 void add_checkpoint_command(CLI::App& app, CheckpointOptions& o) {
   CLI::App* cmd = app.add_subcommand("checkpoint", "List, inspect and verify checkpoint files");
   cmd->require_subcommand(1);
-  CLI::App* list = cmd->add_subcommand("list", "Checkpoints in a directory, by actor and epoch");
+  CLI::App* list = cmd->add_subcommand(
+      "list", "Checkpoint files by actor and epoch, committed sets, and incomplete sets (never restorable)");
   list->add_option("DIR", o.path, "Checkpoint directory")->required();
   list->add_flag("--json", o.json, "Print as JSON");
   CLI::App* inspect = cmd->add_subcommand("inspect", "Header, metadata and chunks of one checkpoint file");
   inspect->add_option("FILE", o.path, "Checkpoint file")->required();
   inspect->add_flag("--json", o.json, "Print as JSON");
   CLI::App* verify = cmd->add_subcommand(
-      "verify", "Check every CRC of a file or of every file in a directory (exit 0 intact, 1 corrupt, 2 unusable)");
+      "verify",
+      "Check every CRC of a file, or of every file and set manifest in a directory, and that each committed "
+      "set is whole (exit 0 intact, 1 corrupt, 2 unusable)");
   verify->add_option("PATH", o.path, "Checkpoint file or directory")->required();
 }
 

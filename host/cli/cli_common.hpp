@@ -30,6 +30,8 @@ inline int exit_code_for(const Status& st) {
     case StatusCode::kUnsupported:
     case StatusCode::kCorruptData:
     case StatusCode::kIoError:
+    case StatusCode::kNotFound:
+    case StatusCode::kBusy:
       return kExitUsage;
     default:
       return kExitFailed;

@@ -31,7 +31,8 @@ struct RunOptions {
   bool quiet = false;
   std::string checkpoint_dir;        // write checkpoints here
   std::uint64_t checkpoint_every = 0;  // epochs between checkpoints (0: only at the end)
-  std::uint32_t checkpoint_keep = 3;
+  std::uint32_t checkpoint_keep = 3;   // committed sets kept
+  std::string on_checkpoint_error = "stop";  // stop | continue
   int zstd_level = 1;
   std::string restore;               // checkpoint file or directory to start from
   std::int64_t restore_epoch = -1;   // with a directory: this epoch instead of the newest

@@ -7,7 +7,9 @@
 
 #include <unistd.h>
 
+#include <cctype>
 #include <cstdio>
+#include <string>
 
 namespace pkrt::cli {
 
@@ -32,6 +34,25 @@ void ProgressLine::finish() {
   printed_ = false;
 }
 
+namespace {
+
+// No pkrt option takes a negative number, and CLI11 converts "-1" for a 64-bit unsigned
+// option to 2^64-1 (a seed, period or count nobody meant): refuse every negative value.
+void refuse_negative_values(CLI::App& app) {
+  const CLI::Validator not_negative(
+      [](std::string& value) -> std::string {
+        if (value.size() >= 2 && value[0] == '-' && (std::isdigit(static_cast<unsigned char>(value[1])) != 0 || value[1] == '.'))
+          return "the value " + value + " is negative; it must be 0 or more";
+        return std::string();
+      },
+      "NONNEGATIVE");
+  for (CLI::Option* opt : app.get_options())
+    if (opt->get_type_size() != 0) opt->check(not_negative);
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) refuse_negative_values(*sub);
+}
+
+}  // namespace
+
 }  // namespace pkrt::cli
 
 int main(int argc, char** argv) {
@@ -51,6 +72,7 @@ int main(int argc, char** argv) {
   add_log_command(app, log);
   CheckpointOptions checkpoint;
   add_checkpoint_command(app, checkpoint);
+  refuse_negative_values(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

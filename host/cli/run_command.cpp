@@ -7,6 +7,7 @@
 #include "host/cli/commands.hpp"
 
 #include <pkrt/checkpoint_manager.hpp>
+#include <pkrt/checkpoint_set.hpp>
 #include <pkrt/crc32.hpp>
 #include <pkrt/replay_log.hpp>
 #include <pkrt/runtime.hpp>
@@ -14,6 +15,9 @@
 #include <nlohmann/json.hpp>
 
 #include <algorithm>
+#include <atomic>
+#include <csignal>
+#include <signal.h>
 #include <array>
 #include <filesystem>
 #include <functional>
@@ -46,6 +50,59 @@ struct RunSummary {
   nlohmann::json extra_json = nlohmann::json::object();
   bool check_failed = false;
   std::uint64_t restored_epoch = 0;
+  std::string stopped;  // why the run stopped before its last epoch (empty: it did not)
+};
+
+// SIGINT/SIGTERM ask the run to stop cleanly: park, make in-flight checkpoints durable,
+// close the replay log, print the summary, exit 128+signal. SA_RESETHAND: a second signal
+// gets the default action, so a run that does not stop can still be killed with Ctrl-C.
+std::atomic<int> g_stop_signal{0};  // relaxed: a flag with no data behind it, polled by the main thread
+
+extern "C" void pkrt_on_stop_signal(int sig) { g_stop_signal.store(sig, std::memory_order_relaxed); }
+
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal.store(0, std::memory_order_relaxed);  // relaxed: no handler is installed yet
+    struct sigaction sa {};
+    sa.sa_handler = pkrt_on_stop_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESETHAND | SA_RESTART;
+    ::sigaction(SIGINT, &sa, &old_int_);
+    ::sigaction(SIGTERM, &sa, &old_term_);
+  }
+  ~StopSignals() {
+    ::sigaction(SIGINT, &old_int_, nullptr);
+    ::sigaction(SIGTERM, &old_term_, nullptr);
+  }
+  StopSignals(const StopSignals&) = delete;
+  StopSignals& operator=(const StopSignals&) = delete;
+
+  static int received() { return g_stop_signal.load(std::memory_order_relaxed); }  // relaxed: see above
+
+ private:
+  struct sigaction old_int_ {};
+  struct sigaction old_term_ {};
+};
+
+// Why the run should stop now (empty: it should not): a signal, or a failed checkpoint
+// under --on-checkpoint-error=stop.
+class StopCondition {
+ public:
+  explicit StopCondition(bool stop_on_checkpoint_error) : stop_on_checkpoint_error_(stop_on_checkpoint_error) {}
+  void checkpoint_failed() { checkpoint_failed_.store(true, std::memory_order_relaxed); }  // relaxed: a flag
+  std::string reason() const {
+    const int sig = StopSignals::received();
+    if (sig != 0) return std::string("interrupted by ") + (sig == SIGINT ? "SIGINT" : "SIGTERM");
+    // relaxed: a flag; the failure's details travel through the manager's own lock
+    if (stop_on_checkpoint_error_ && checkpoint_failed_.load(std::memory_order_relaxed))
+      return "a checkpoint failed (--on-checkpoint-error=stop)";
+    return std::string();
+  }
+
+ private:
+  bool stop_on_checkpoint_error_;
+  std::atomic<bool> checkpoint_failed_{false};
 };
 
 Result<std::pair<std::uint32_t, std::uint32_t>> parse_grid(const std::string& text) {
@@ -121,13 +178,20 @@ RuntimeOptions runtime_options(const RunOptions& o, BackendKind backend, const R
   return ro;
 }
 
-// Runs to `target`, updating the progress line until the grid parks there.
+// Runs to `target`, updating the progress line until the grid parks there. When `stop`
+// gives a reason, parks the grid where it is and returns kAborted with that reason.
 Status run_with_progress(Runtime& rt, std::uint64_t target, ProgressLine& progress,
-                         const std::function<std::string()>& extra) {
+                         const std::function<std::string()>& extra, const StopCondition& stop) {
   PKRT_RETURN_IF_ERROR(rt.set_target_epoch(target));
   const auto start = Clock::now();
   for (;;) {
-    Status st = rt.run_until(target, std::chrono::milliseconds(250));
+    if (std::string why = stop.reason(); !why.empty()) {
+      progress.finish();
+      PKRT_RETURN_IF_ERROR(rt.pause());
+      PKRT_RETURN_IF_ERROR(rt.wait_parked(std::chrono::minutes(1)));
+      return Status(StatusCode::kAborted, why);
+    }
+    Status st = rt.run_until(target, std::chrono::milliseconds(100));
     if (st.ok()) break;
     if (st.code() != StatusCode::kTimeout) return st;
     const double secs = std::chrono::duration<double>(Clock::now() - start).count();
@@ -144,13 +208,23 @@ Status run_with_progress(Runtime& rt, std::uint64_t target, ProgressLine& progre
 // --checkpoint-dir, --checkpoint-every and --restore, shared by the apps.
 class CheckpointSession {
  public:
-  explicit CheckpointSession(const RunOptions& o) : o_(o) {}
+  CheckpointSession(const RunOptions& o, StopCondition& stop, RunInputs inputs)
+      : o_(o), stop_(stop), inputs_(std::move(inputs)) {}
 
   static Status validate(const RunOptions& o) {
     if (o.checkpoint_every != 0 && o.checkpoint_dir.empty())
       return Status(StatusCode::kInvalidArgument, "--checkpoint-every needs --checkpoint-dir DIR");
     if (o.restore_epoch >= 0 && o.restore.empty())
       return Status(StatusCode::kInvalidArgument, "--restore-epoch needs --restore DIR");
+    return Status();
+  }
+
+  // For apps that cannot checkpoint: the options are an error, never silently ignored.
+  static Status refuse(const RunOptions& o) {
+    if (!o.checkpoint_dir.empty() || !o.restore.empty() || o.checkpoint_every != 0 || o.restore_epoch >= 0)
+      return Status(StatusCode::kInvalidArgument,
+                    "--app " + o.app + " does not checkpoint or restore (its state is not meant to outlive a run). "
+                    "Fix: drop --checkpoint-dir/--checkpoint-every/--restore/--restore-epoch, or use --app heat2d");
     return Status();
   }
 
@@ -162,25 +236,41 @@ class CheckpointSession {
     std::optional<std::uint64_t> epoch;
     if (o_.restore_epoch >= 0) epoch = static_cast<std::uint64_t>(o_.restore_epoch);
     if (std::filesystem::is_regular_file(o_.restore, ec)) {
-      // A file names its directory and (unless --restore-epoch says otherwise) its epoch.
+      // A file (a member or a set manifest) names its directory and (unless
+      // --restore-epoch says otherwise) the epoch of the set to restore.
       const std::filesystem::path file(o_.restore);
       dir = file.has_parent_path() ? file.parent_path().string() : ".";
       auto bytes = read_checkpoint_file(o_.restore);
       if (!bytes.ok()) return bytes.status();
-      auto parsed = parse_checkpoint(bytes.value(), o_.restore);
-      if (!parsed.ok()) return parsed.status();
-      if (!epoch) epoch = parsed->info.epoch;
+      std::uint64_t file_epoch = 0;
+      if (file.extension() == kCheckpointManifestSuffix) {
+        auto parsed = parse_checkpoint_manifest(bytes.value(), o_.restore);
+        if (!parsed.ok()) return parsed.status();
+        file_epoch = parsed->epoch;
+      } else {
+        auto parsed = parse_checkpoint(bytes.value(), o_.restore);
+        if (!parsed.ok()) return parsed.status();
+        file_epoch = parsed->info.epoch;
+      }
+      if (!epoch) epoch = file_epoch;
     } else if (!std::filesystem::is_directory(o_.restore, ec)) {
       return Status(StatusCode::kInvalidArgument,
                     "--restore '" + o_.restore + "' is neither a checkpoint file nor a directory");
     }
     auto store = FileCheckpointStore::open(dir);
     if (!store.ok()) return store.status();
-    auto point = find_restore_point(*store.value(), rt.program().name, rt.params(), rt.options().num_actors, epoch);
+    RestoreQuery query;
+    query.fingerprint = checkpoint_fingerprint(rt);
+    query.inputs = inputs_;
+    query.epoch = epoch;
+    auto point = find_restore_point(*store.value(), query);
     if (!point.ok()) return Status(point.status().code(), "--restore " + o_.restore + ": " + point.status().message());
+    for (const std::string& skipped : point->skipped)
+      std::fprintf(stderr, "pkrt: warning: passed over the %s\n", skipped.c_str());
     PKRT_RETURN_IF_ERROR(rt.restore_before_start(point->epoch, point->images));
-    std::fprintf(stderr, "pkrt: restored %u actors from epoch %llu (%s)\n", rt.options().num_actors,
-                 static_cast<unsigned long long>(point->epoch), dir.c_str());
+    std::fprintf(stderr, "pkrt: restored %u actors from %s committed set, epoch %llu (%s)\n",
+                 rt.options().num_actors, epoch ? "the requested" : "the newest",
+                 static_cast<unsigned long long>(point->epoch), store.value()->describe(point->manifest).c_str());
     return point->epoch;
   }
 
@@ -189,8 +279,14 @@ class CheckpointSession {
     auto store = FileCheckpointStore::open(o_.checkpoint_dir);
     if (!store.ok()) return store.status();
     CheckpointPolicy policy;
-    policy.keep_per_actor = o_.checkpoint_keep;
+    policy.keep_sets = o_.checkpoint_keep;
     policy.encode.zstd_level = o_.zstd_level;
+    policy.inputs = inputs_;
+    // Said when it happens, not at the end; the run loop then stops (or goes on).
+    policy.on_failure = [this](const Status& st) {
+      std::fprintf(stderr, "\npkrt: checkpoint error: %s\n", st.to_string().c_str());
+      stop_.checkpoint_failed();
+    };
     auto manager = CheckpointManager::create(rt, std::move(store.value()), policy);
     if (!manager.ok()) return manager.status();
     manager_ = std::move(manager.value());
@@ -207,7 +303,7 @@ class CheckpointSession {
       std::uint64_t next = target;
       if (manager_ && o_.checkpoint_every != 0)
         next = std::min(target, (e / o_.checkpoint_every + 1) * o_.checkpoint_every);
-      PKRT_RETURN_IF_ERROR(run_with_progress(rt, next, progress, extra));
+      PKRT_RETURN_IF_ERROR(run_with_progress(rt, next, progress, extra, stop_));
       e = next;
       if (manager_ && (o_.checkpoint_every == 0 ? e == target : e % o_.checkpoint_every == 0)) {
         PKRT_RETURN_IF_ERROR(manager_->wait_served());
@@ -236,7 +332,9 @@ class CheckpointSession {
     }
     const double n = stats.empty() ? 1.0 : static_cast<double>(stats.size());
     char buf[256];
-    std::snprintf(buf, sizeof buf, "%llu written (%zu delta), %llu failed, %llu deleted by retention, %s",
+    std::snprintf(buf, sizeof buf, "%llu sets committed, %llu failed; %llu files (%zu delta), %llu failed; "
+                  "%llu deleted by retention; %s",
+                  static_cast<unsigned long long>(c.sets_committed), static_cast<unsigned long long>(c.sets_failed),
                   static_cast<unsigned long long>(c.written), deltas, static_cast<unsigned long long>(c.failed),
                   static_cast<unsigned long long>(c.deleted), o_.checkpoint_dir.c_str());
     sum.extra.push_back({"checkpoints", buf});
@@ -251,18 +349,21 @@ class CheckpointSession {
                        {"request_to_durable_ms", s.request_to_durable_ms}, {"file", s.file}});
     }
     sum.extra_json["checkpoints"] = {{"directory", o_.checkpoint_dir}, {"written", c.written},
-                                     {"failed", c.failed}, {"deleted", c.deleted}, {"bytes_copied", c.bytes_copied},
+                                     {"failed", c.failed}, {"sets_committed", c.sets_committed},
+                                     {"sets_failed", c.sets_failed}, {"deleted", c.deleted}, {"bytes_copied", c.bytes_copied},
                                      {"bytes_written", c.bytes_written}, {"snapshots", snaps}};
-    if (c.failed != 0) sum.check_failed = true;
+    if (c.failed != 0 || c.sets_failed != 0) sum.check_failed = true;
   }
 
  private:
   const RunOptions& o_;
+  StopCondition& stop_;
+  RunInputs inputs_;
   std::unique_ptr<CheckpointManager> manager_;
 };
 
 Status run_heat2d(const RunOptions& o, BackendKind backend, const ReplayLogSession& log, RunSummary& sum,
-                  ProgressLine& progress) {
+                  ProgressLine& progress, StopCondition& stop) {
   auto grid = parse_grid(o.grid);
   if (!grid.ok()) return grid.status();
   examples::Heat2d::Params p;
@@ -289,8 +390,12 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, const ReplayLogSessi
   auto created = Runtime::create(examples::heat2d_program(), p, runtime_options(o, backend, log));
   if (!created.ok()) return created.status();
   Runtime& rt = *created.value();
-  // Declared after the runtime: its manager must be destroyed first.
-  CheckpointSession checkpoints(o);
+  // Declared after the runtime: its manager must be destroyed first. The inputs are the
+  // options outside Params that decide the history: the injection schedule is drawn from
+  // --injections and --epochs (and the seed, which Params holds).
+  RunInputs inputs = {{"--injections", std::to_string(o.injections)}};
+  if (o.injections != 0) inputs.emplace_back("--epochs", std::to_string(o.epochs));
+  CheckpointSession checkpoints(o, stop, std::move(inputs));
   std::fprintf(stderr, "pkrt: backend %s\n", rt.backend_description().c_str());
   auto restored = checkpoints.restore(rt);
   if (!restored.ok()) return restored.status();
@@ -348,11 +453,18 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, const ReplayLogSessi
       o.checkpoint_every != 0 ? std::min<std::uint64_t>(o.epochs, (sum.restored_epoch / o.checkpoint_every + 1) * o.checkpoint_every)
                               : o.epochs));
   PKRT_RETURN_IF_ERROR(rt.start());
-  PKRT_RETURN_IF_ERROR(checkpoints.run(rt, sum.restored_epoch, o.epochs, progress, latest_heat));
-  PKRT_RETURN_IF_ERROR(checkpoints.finish());
+  Status ran = checkpoints.run(rt, sum.restored_epoch, o.epochs, progress, latest_heat);
+  // A stop (signal, failed checkpoint) parks the grid: the summary and checksum are of the
+  // parked epoch.
+  if (ran.code() == StatusCode::kAborted && !stop.reason().empty()) sum.stopped = ran.message();
+  else PKRT_RETURN_IF_ERROR(ran);
+  // Failures were reported as they happened and are counted in the summary.
+  checkpoints.finish().ignore();
   sum.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
+  const std::uint64_t reached = rt.stats().epoch;
   std::uint64_t applied_late = 0;
   for (std::size_t i = 0; i < acks.size(); ++i) {
+    if (injections[i].epoch > reached) continue;  // the run stopped before it was due
     Reply r = acks[i].get();
     if (!r.status.ok()) return r.status;
     if (r.event.epoch != injections[i].epoch) ++applied_late;
@@ -385,7 +497,8 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, const ReplayLogSessi
 }
 
 Status run_echo(const RunOptions& o, BackendKind backend, const ReplayLogSession& log, RunSummary& sum,
-                ProgressLine& progress) {
+                ProgressLine& progress, StopCondition& stop) {
+  PKRT_RETURN_IF_ERROR(CheckpointSession::refuse(o));
   auto created = Runtime::create(examples::echo_program(), examples::Echo::Params{}, runtime_options(o, backend, log));
   if (!created.ok()) return created.status();
   Runtime& rt = *created.value();
@@ -398,6 +511,10 @@ Status run_echo(const RunOptions& o, BackendKind backend, const ReplayLogSession
   std::uint64_t mismatches = 0;
   std::uint32_t crc = 0;
   for (std::uint64_t i = 0; i < o.messages; ++i) {
+    if (std::string why = stop.reason(); !why.empty()) {
+      sum.stopped = why + " after " + std::to_string(i) + " round trips";
+      break;
+    }
     std::array<std::uint64_t, 4> payload{rng(), rng(), rng(), i};
     const auto s = Clock::now();
     Reply r = rt.send(static_cast<std::uint32_t>(i % o.actors), examples::kEchoPing, payload).get();
@@ -421,16 +538,17 @@ Status run_echo(const RunOptions& o, BackendKind backend, const ReplayLogSession
   auto pct = [&](double q) { return rtt_us.empty() ? 0.0 : rtt_us[static_cast<std::size_t>(q * (rtt_us.size() - 1))]; };
   char buf[128];
   std::snprintf(buf, sizeof buf, "p50 %.2f us, p99 %.2f us", pct(0.5), pct(0.99));
-  sum.extra = {{"round trips", std::to_string(o.messages) + " (" + std::to_string(mismatches) + " mismatched)"},
+  sum.extra = {{"round trips", std::to_string(rtt_us.size()) + " (" + std::to_string(mismatches) + " mismatched)"},
                {"round trip", buf}};
-  sum.extra_json = {{"round_trips", o.messages}, {"mismatches", mismatches},
+  sum.extra_json = {{"round_trips", rtt_us.size()}, {"mismatches", mismatches},
                     {"rtt_p50_us", pct(0.5)}, {"rtt_p99_us", pct(0.99)}};
   sum.check_failed = mismatches != 0;
   return Status();
 }
 
 Status run_racy_sum(const RunOptions& o, BackendKind backend, const ReplayLogSession& log, RunSummary& sum,
-                    ProgressLine& progress) {
+                    ProgressLine& progress, StopCondition& stop) {
+  PKRT_RETURN_IF_ERROR(CheckpointSession::refuse(o));
   examples::RacySum::Params p;
   p.seed = o.seed;
   // Declared before the runtime, whose pump calls the callback that uses them.
@@ -449,7 +567,9 @@ Status run_racy_sum(const RunOptions& o, BackendKind backend, const ReplayLogSes
   PKRT_RETURN_IF_ERROR(rt.set_target_epoch(o.epochs));
   const auto t0 = Clock::now();
   PKRT_RETURN_IF_ERROR(rt.start());
-  PKRT_RETURN_IF_ERROR(run_with_progress(rt, o.epochs, progress, [] { return std::string(); }));
+  Status ran = run_with_progress(rt, o.epochs, progress, [] { return std::string(); }, stop);
+  if (ran.code() == StatusCode::kAborted && !stop.reason().empty()) sum.stopped = ran.message();
+  else PKRT_RETURN_IF_ERROR(ran);
   sum.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   sum.stats = rt.stats();
   PKRT_RETURN_IF_ERROR(rt.shutdown());
@@ -501,7 +621,12 @@ void add_run_command(CLI::App& app, RunOptions& o) {
       ->capture_default_str();
   run->add_option("--checkpoint-dir", o.checkpoint_dir, "heat2d: write checkpoints to this directory");
   run->add_option("--checkpoint-every", o.checkpoint_every, "Epochs between checkpoints (0: one at the end)")->capture_default_str();
-  run->add_option("--checkpoint-keep", o.checkpoint_keep, "Newest checkpoints kept per actor")->check(CLI::Range(1u, 1000000u))->capture_default_str();
+  run->add_option("--on-checkpoint-error", o.on_checkpoint_error,
+                  "stop: a failed checkpoint stops the run (summary, checksum, exit 1); continue: keep running "
+                  "and exit 1 at the end")
+      ->check(CLI::IsMember({"stop", "continue"}))
+      ->capture_default_str();
+  run->add_option("--checkpoint-keep", o.checkpoint_keep, "Newest committed checkpoint sets kept")->check(CLI::Range(1u, 1000000u))->capture_default_str();
   run->add_option("--zstd-level", o.zstd_level, "zstd level for checkpoint chunks (0: store raw)")->check(CLI::Range(0, 19))->capture_default_str();
   run->add_option("--restore", o.restore, "heat2d: start from a checkpoint FILE, or the newest complete one in a DIR");
   run->add_option("--restore-epoch", o.restore_epoch, "With --restore DIR: the epoch to restore")->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
@@ -527,12 +652,16 @@ int run_command(const RunOptions& o) {
   sum.app = o.app;
   sum.actors = o.actors;
   sum.epochs = o.epochs;
+  if (o.on_checkpoint_error != "stop" && o.on_checkpoint_error != "continue")
+    return report_error("run", Status(StatusCode::kInvalidArgument, "--on-checkpoint-error must be stop or continue"));
+  const StopSignals signals;
+  StopCondition stop(o.on_checkpoint_error == "stop");
   ReplayLogSession log;
   Status st = log.open(o);
   if (st.ok()) {
-    if (o.app == "heat2d") st = run_heat2d(o, backend.value(), log, sum, progress);
-    else if (o.app == "echo") st = run_echo(o, backend.value(), log, sum, progress);
-    else st = run_racy_sum(o, backend.value(), log, sum, progress);
+    if (o.app == "heat2d") st = run_heat2d(o, backend.value(), log, sum, progress, stop);
+    else if (o.app == "echo") st = run_echo(o, backend.value(), log, sum, progress, stop);
+    else st = run_racy_sum(o, backend.value(), log, sum, progress, stop);
   }
   progress.finish();
   if (st.ok()) st = log.finish(sum);
@@ -557,6 +686,7 @@ int run_command(const RunOptions& o) {
                       {"replies", sum.stats.replies}, {"errors", sum.stats.errors}, {"posts", sum.stats.posts}}},
         {"checksum", hex32(sum.checksum)},
         {"check_failed", sum.check_failed},
+        {"stopped", sum.stopped.empty() ? nlohmann::json(nullptr) : nlohmann::json(sum.stopped)},
     };
     j.update(sum.extra_json);
     std::printf("%s\n", j.dump(2).c_str());
@@ -578,9 +708,13 @@ int run_command(const RunOptions& o) {
                          std::to_string(sum.stats.replies) + ", errors " + std::to_string(sum.stats.errors) + ")"},
     };
     rows.insert(rows.end(), sum.extra.begin(), sum.extra.end());
+    if (!sum.stopped.empty()) rows.emplace_back("STOPPED", "at epoch " + std::to_string(sum.stats.epoch) + ": " + sum.stopped);
     rows.emplace_back(sum.app == "heat2d" ? "final field checksum" : "checksum", hex32(sum.checksum));
     print_table(stdout, "pkrt run summary", rows);
   }
+  // 128 + the signal, as a shell reports a process the signal killed (130, 143).
+  if (const int sig = StopSignals::received(); sig != 0) return 128 + sig;
+  if (!sum.stopped.empty()) return kExitFailed;
   return sum.check_failed ? kExitFailed : kExitOk;
 }
 

@@ -11,8 +11,17 @@
 // - Each actor's images are written in order by one writer thread (off the pump thread):
 //   a delta (only the chunks the device marked changed) when the actor's previous
 //   checkpoint was written and the chain is shorter than max_delta_chain, else a full one.
-// - Retention keeps the newest keep_per_actor checkpoints of each actor and every base or
-//   intermediate delta that a kept delta needs; nothing else is deleted.
+// - Sets (pkrt/checkpoint_set.hpp): the images of one checkpoint request form a set. When
+//   the last member is durable, the set's manifest is written (atomically, through the
+//   store), which commits it; a set with any failed member is never committed.
+// - Retention runs after each commit: it keeps the newest keep_sets committed sets, every
+//   file a kept set's delta chains need, each actor's newest durable file (the parent of its
+//   next delta) and the files of sets still being written; it removes the manifests of
+//   older sets first (uncommitting them) and then the files nothing kept needs. A crash
+//   between the two leaves only unreferenced files, which the next run's retention removes.
+// - One writer per directory: create() calls store->lock_for_writing().
+// - Failures (a failed snapshot, write or commit) are counted, returned by the next flush()
+//   and passed at once to policy.on_failure, on the writer thread, as they happen.
 // - Instrumentation per snapshot: actor stall (device), bytes copied device->host, bytes
 //   written, request-to-durable latency.
 // - Thread safety: all members may be called from any thread. The destructor flushes.
@@ -20,12 +29,14 @@
 #pragma once
 
 #include <pkrt/checkpoint.hpp>
+#include <pkrt/checkpoint_set.hpp>
 #include <pkrt/checkpoint_store.hpp>
 #include <pkrt/runtime.hpp>
 #include <pkrt/status.hpp>
 
 #include <chrono>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -37,10 +48,14 @@ namespace pkrt {
 struct CheckpointPolicy {
   std::uint64_t every_epochs = 0;            // 0: no epoch schedule
   std::chrono::milliseconds every_time{0};   // 0: no wall-time schedule
-  std::uint32_t keep_per_actor = 3;          // newest checkpoints kept per actor (>= 1)
+  std::uint32_t keep_sets = 3;               // newest committed sets kept (>= 1)
   std::uint32_t max_delta_chain = 8;         // deltas after a full before the next full
   std::uint32_t writer_threads = 2;
   CheckpointEncodeOptions encode;
+  RunInputs inputs;  // recorded in every manifest; restore compares them
+  // Called on a writer thread as soon as a snapshot, write or commit fails (keep it short;
+  // it must not call back into the manager).
+  std::function<void(const Status&)> on_failure;
 };
 
 struct SnapshotStats {
@@ -61,7 +76,9 @@ struct CheckpointCounters {
   std::uint64_t written = 0;     // checkpoint files made durable
   std::uint64_t failed = 0;      // snapshots or writes that failed
   std::uint64_t pending = 0;     // images not yet durable (in flight or queued)
-  std::uint64_t deleted = 0;     // removed by retention
+  std::uint64_t deleted = 0;     // files removed by retention (manifests included)
+  std::uint64_t sets_committed = 0;
+  std::uint64_t sets_failed = 0;  // requests with a failed member or commit
   std::uint64_t bytes_copied = 0;
   std::uint64_t bytes_written = 0;
 };
@@ -105,11 +122,29 @@ class CheckpointManager {
 // The images to restore a run from: every actor at one epoch, chains resolved, verified.
 struct RestorePoint {
   std::uint64_t epoch = 0;
+  std::uint64_t sequence = 0;   // of the set restored
+  std::string manifest;         // its manifest's name
   std::vector<std::vector<std::byte>> images;  // by actor
+  std::vector<std::string> skipped;  // newer sets passed over, and why (damaged files)
 };
 
-// The newest epoch (or `epoch`) at which every actor 0..num_actors-1 of `app` with exactly
-// `params` has an intact, restorable checkpoint in `store`.
+struct RestoreQuery {
+  CheckpointFingerprint fingerprint;  // checkpoint_fingerprint(runtime)
+  RunInputs inputs;
+  bool match_layout = true;  // false: compare only app, actor count and params
+  bool match_inputs = true;
+  std::optional<std::uint64_t> epoch;      // exactly this epoch
+  std::optional<std::uint64_t> max_epoch;  // else the newest set at or before this epoch
+};
+
+// The newest committed set (or the one at `epoch`) matching the query, every member file
+// verified through its delta chain. A set whose fingerprint or inputs differ is refused
+// (the message names the field and both values). Without `epoch`, a damaged set is passed
+// over for the next older one (listed in `skipped`). With no committed set, the error says
+// so and lists the partial ones (epochs, and how many actors each has).
+Result<RestorePoint> find_restore_point(const CheckpointStore& store, const RestoreQuery& query);
+
+// The same, matching only app, actor count and params.
 Result<RestorePoint> find_restore_point(const CheckpointStore& store, const std::string& app,
                                         std::span<const std::byte> params, std::uint32_t num_actors,
                                         std::optional<std::uint64_t> epoch);

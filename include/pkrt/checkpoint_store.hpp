@@ -5,8 +5,15 @@
 //   whole file. FileCheckpointStore writes a temporary file (`.<name>.<pid>.<n>.tmp`),
 //   fsyncs it, renames it into place and fsyncs the directory, so this also holds across a
 //   crash or power loss. MemoryCheckpointStore is for tests.
-// - list() returns final names only (`*.pkck`), never temporary files.
-// - get() never allocates more than the file's size.
+// - list() returns final names only (checkpoint files `*.pkck` and set manifests `*.pkset`),
+//   never temporary files.
+// - get() never allocates more than the file's size; a name that does not exist (e.g. one
+//   retention removed after list()) is kNotFound, which readers skip rather than report.
+// - lock_for_writing(): one writer per directory. FileCheckpointStore takes an exclusive
+//   flock on `<dir>/.pkrt-writer.lock` (held until the store is destroyed, released by the
+//   kernel if the process dies) and refuses a second writer with kBusy naming the holder's
+//   pid. Readers take no lock: files are immutable once renamed into place, so a reader
+//   sees each file whole or not at all.
 // - scan_checkpoints() rebuilds the history from whatever is in the store: every file is
 //   parsed and checked; damaged ones are reported, not used. Order is (actor, epoch)
 //   numerically, never by name.
@@ -16,6 +23,7 @@
 #pragma once
 
 #include <pkrt/checkpoint.hpp>
+#include <pkrt/checkpoint_set.hpp>
 #include <pkrt/status.hpp>
 
 #include <cstddef>
@@ -35,6 +43,7 @@ class CheckpointStore {
   virtual Result<std::vector<std::string>> list() const = 0;
   virtual Status remove(const std::string& name) = 0;
   virtual std::string describe(const std::string& name) const = 0;  // e.g. the file path
+  virtual Status lock_for_writing() { return Status(); }
 };
 
 class FileCheckpointStore final : public CheckpointStore {
@@ -47,11 +56,14 @@ class FileCheckpointStore final : public CheckpointStore {
   Result<std::vector<std::string>> list() const override;
   Status remove(const std::string& name) override;
   std::string describe(const std::string& name) const override;
+  Status lock_for_writing() override;
   const std::string& directory() const { return dir_; }
+  ~FileCheckpointStore() override;
 
  private:
   explicit FileCheckpointStore(std::string dir) : dir_(std::move(dir)) {}
   std::string dir_;
+  int lock_fd_ = -1;
   mutable std::mutex mu_;  // guards counter_ only; the filesystem does the rest
   std::uint64_t counter_ = 0;
 };
@@ -79,8 +91,25 @@ struct CheckpointRecord {
   Status status;        // why the file cannot be used, if it cannot
 };
 
-// Every checkpoint in the store, valid ones sorted by (actor, epoch), damaged ones last.
+// Every checkpoint file in the store, valid ones sorted by (actor, epoch), damaged ones
+// last. Files removed between the listing and the read are left out, not reported.
 Result<std::vector<CheckpointRecord>> scan_checkpoints(const CheckpointStore& store);
+
+struct CheckpointSetRecord {
+  std::string name;
+  CheckpointManifest manifest;  // valid only if status is ok
+  Status status;
+};
+
+// Every set manifest in the store, valid ones by sequence (oldest first), damaged ones last.
+Result<std::vector<CheckpointSetRecord>> scan_checkpoint_sets(const CheckpointStore& store);
+
+// The full raw state held by the checkpoint file `name`, resolved through its delta chain
+// and verified. `expected_state_bytes` (the run's image size) is compared with what the
+// file declares before anything is allocated.
+Result<std::vector<std::byte>> load_checkpoint_state(const CheckpointStore& store,
+                                                     const std::vector<CheckpointRecord>& history,
+                                                     const std::string& name, std::uint64_t expected_state_bytes);
 
 // The full raw state of `actor` at `epoch`, resolved through its delta chain and verified.
 Result<std::vector<std::byte>> load_actor_state(const CheckpointStore& store,

@@ -50,6 +50,9 @@ struct Program {
   // The app's check_params: nullptr when the params suit `num_actors`, else what is wrong
   // and how to fix it. nullptr when the app defines none.
   const char* (*check_params)(const void* params, std::uint32_t num_actors);
+  // App::kVersion (0 when the app declares none): bump it when a change keeps the layout
+  // but changes what the state means, so checkpoints of the old program are refused.
+  std::uint32_t version;
 };
 
 namespace detail {
@@ -89,6 +92,12 @@ constexpr auto check_params_entry() -> const char* (*)(const void*, std::uint32_
 }
 
 template <class App>
+constexpr std::uint32_t program_version() {
+  if constexpr (requires { App::kVersion; }) return static_cast<std::uint32_t>(App::kVersion);
+  else return 0;
+}
+
+template <class App>
 void run_block_cpu(const KernelArgs& args, const BlockEnv& env) {
   run_persistent_block<App>(args, env);
 }
@@ -112,6 +121,7 @@ const Program& make_program() {
       detail::cuda_block_threads<App>(),
       !actor_steps_when_idle<App>(),
       detail::check_params_entry<App>(),
+      detail::program_version<App>(),
   };
   return program;
 }

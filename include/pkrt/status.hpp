@@ -35,6 +35,8 @@ enum class StatusCode : std::uint16_t {
   kAborted = 12,            // the operation was cancelled by shutdown or abort
   kUnsupported = 13,        // the build or device lacks the feature; retry: no
   kInternal = 14,           // a pkrt bug; please report it with the message
+  kNotFound = 15,           // a named file or object does not exist (e.g. removed meanwhile)
+  kBusy = 16,               // another process holds the resource (e.g. a directory lock)
 };
 
 PKRT_HD constexpr const char* status_code_name(StatusCode code) {
@@ -54,6 +56,8 @@ PKRT_HD constexpr const char* status_code_name(StatusCode code) {
     case StatusCode::kAborted: return "aborted";
     case StatusCode::kUnsupported: return "unsupported";
     case StatusCode::kInternal: return "internal";
+    case StatusCode::kNotFound: return "not_found";
+    case StatusCode::kBusy: return "busy";
   }
   return "unknown_status_code";
 }

@@ -1,0 +1,340 @@
+// checkpoint/checkpoint_set.cpp: the set manifest (encode, bounded parse), the program
+// fingerprint and its comparison, member and manifest names.
+#include <pkrt/checkpoint_set.hpp>
+#include <pkrt/crc32.hpp>
+#include <pkrt/runtime.hpp>
+
+#include <cstdio>
+#include <cstring>
+#include <cstdlib>
+
+namespace pkrt {
+namespace {
+
+constexpr char kMagic[8] = {'P', 'K', 'R', 'T', 'S', 'E', 'T', '1'};
+constexpr std::size_t kFixedBytes = 72;       // the fixed part before the variable fields
+constexpr std::size_t kMinMemberBytes = 32;   // fixed member fields + a 1-byte name
+constexpr std::size_t kMaxManifestBytes = std::size_t{1} << 30;
+constexpr std::uint32_t kMaxName = 255;
+constexpr std::uint32_t kMaxParams = 64 * 1024;
+constexpr std::uint32_t kMaxRegions = 16;
+constexpr std::uint32_t kMaxInputs = 64;
+constexpr std::uint32_t kMaxInputText = 4096;
+
+class ByteWriter {
+ public:
+  void u8(std::uint8_t v) { out_.push_back(static_cast<std::byte>(v)); }
+  void u16(std::uint16_t v) { le(v, 2); }
+  void u32(std::uint32_t v) { le(v, 4); }
+  void u64(std::uint64_t v) { le(v, 8); }
+  void bytes(const void* p, std::size_t n) {
+    const auto* b = static_cast<const std::byte*>(p);
+    out_.insert(out_.end(), b, b + n);
+  }
+  void text(const std::string& s) {
+    u32(static_cast<std::uint32_t>(s.size()));
+    bytes(s.data(), s.size());
+  }
+  std::vector<std::byte>& out() { return out_; }
+
+ private:
+  void le(std::uint64_t v, int n) {
+    for (int i = 0; i < n; ++i) out_.push_back(static_cast<std::byte>(v >> (8 * i)));
+  }
+  std::vector<std::byte> out_;
+};
+
+// Reads little-endian fields; every read is bounded by the bytes left, and a failed read
+// leaves the reader failed (later reads return zeros), so callers check once per section.
+class ByteReader {
+ public:
+  explicit ByteReader(std::span<const std::byte> in) : in_(in) {}
+  std::uint8_t u8() { return static_cast<std::uint8_t>(le(1)); }
+  std::uint16_t u16() { return static_cast<std::uint16_t>(le(2)); }
+  std::uint32_t u32() { return static_cast<std::uint32_t>(le(4)); }
+  std::uint64_t u64() { return le(8); }
+  bool text(std::string& s, std::uint32_t max_len) {
+    const std::uint32_t n = u32();
+    if (!ok_ || n > max_len || n > left()) return fail();
+    s.assign(reinterpret_cast<const char*>(in_.data() + pos_), n);
+    pos_ += n;
+    return true;
+  }
+  bool raw(std::vector<std::byte>& b, std::uint32_t n) {
+    if (!ok_ || n > left()) return fail();
+    b.assign(in_.begin() + static_cast<std::ptrdiff_t>(pos_), in_.begin() + static_cast<std::ptrdiff_t>(pos_ + n));
+    pos_ += n;
+    return true;
+  }
+  void skip(std::size_t n) {
+    if (n > left()) fail();
+    else pos_ += n;
+  }
+  std::size_t left() const { return in_.size() - pos_; }
+  bool ok() const { return ok_; }
+
+ private:
+  bool fail() {
+    ok_ = false;
+    pos_ = in_.size();
+    return false;
+  }
+  std::uint64_t le(int n) {
+    if (!ok_ || left() < static_cast<std::size_t>(n)) {
+      fail();
+      return 0;
+    }
+    std::uint64_t v = 0;
+    for (int i = 0; i < n; ++i) v |= static_cast<std::uint64_t>(in_[pos_ + i]) << (8 * i);
+    pos_ += static_cast<std::size_t>(n);
+    return v;
+  }
+  std::span<const std::byte> in_;
+  std::size_t pos_ = 0;
+  bool ok_ = true;
+};
+
+Status corrupt(const std::string& name, const std::string& what) {
+  return Status(StatusCode::kCorruptData,
+                "checkpoint set manifest '" + name + "': " + what +
+                    ". Fix: the set cannot be used; restore another one (`pkrt checkpoint list DIR` shows them)");
+}
+
+bool member_name_ok(const std::string& n) {
+  const std::string suffix = kCheckpointFileSuffix;
+  return !n.empty() && n[0] != '.' && n.find('/') == std::string::npos && n.find('\0') == std::string::npos &&
+         n.size() > suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string hex(std::uint64_t v) {
+  char buf[24];
+  std::snprintf(buf, sizeof buf, "0x%llx", static_cast<unsigned long long>(v));
+  return buf;
+}
+
+std::string params_summary(const std::vector<std::byte>& p) {
+  return std::to_string(p.size()) + " bytes, CRC32 " + hex(crc32(p.data(), p.size()));
+}
+
+std::string regions_text(const std::vector<CheckpointRegion>& regions) {
+  std::string s;
+  for (const auto& r : regions) {
+    if (!s.empty()) s += ", ";
+    s += r.name + "@" + std::to_string(r.offset) + "+" + std::to_string(r.bytes);
+  }
+  return s.empty() ? "(none)" : s;
+}
+
+Status mismatch(const std::string& where, const std::string& field, const std::string& saved, const std::string& now,
+                const std::string& fix) {
+  return Status(StatusCode::kInvalidArgument, "checkpoint set '" + where + "' was written with " + field + " " + saved +
+                                                  "; this run has " + now + ". Fix: " + fix);
+}
+
+}  // namespace
+
+CheckpointFingerprint checkpoint_fingerprint(const Runtime& runtime) {
+  CheckpointFingerprint f;
+  f.app = runtime.program().name;
+  f.program_version = runtime.program().version;
+  f.num_actors = runtime.options().num_actors;
+  const ImageLayout& layout = runtime.image_layout();
+  f.image_bytes = layout.image_bytes;
+  f.chunk_bytes = layout.chunk_bytes;
+  for (const auto& r : layout.regions) f.regions.push_back({r.name, r.offset, r.bytes});
+  f.params = runtime.params();
+  return f;
+}
+
+Status compare_fingerprints(const CheckpointFingerprint& saved, const CheckpointFingerprint& now,
+                            const std::string& where) {
+  if (saved.app != now.app)
+    return mismatch(where, "app", "'" + saved.app + "'", "'" + now.app + "'", "restore it with --app " + saved.app);
+  if (saved.program_version != now.program_version)
+    return mismatch(where, "program version", std::to_string(saved.program_version),
+                    std::to_string(now.program_version),
+                    "restore with the program build that wrote it, or start this version from scratch");
+  if (saved.num_actors != now.num_actors)
+    return mismatch(where, "actor count", std::to_string(saved.num_actors), std::to_string(now.num_actors),
+                    "pass --actors " + std::to_string(saved.num_actors));
+  if (saved.params != now.params)
+    return mismatch(where, "params", params_summary(saved.params), params_summary(now.params),
+                    "restore with the parameters (e.g. --grid, --seed) of the run that wrote it");
+  if (saved.chunk_bytes != now.chunk_bytes)
+    return mismatch(where, "chunk size", std::to_string(saved.chunk_bytes), std::to_string(now.chunk_bytes),
+                    "restore with the chunk size of the run that wrote it");
+  const bool same_regions =
+      saved.regions.size() == now.regions.size() &&
+      std::equal(saved.regions.begin(), saved.regions.end(), now.regions.begin(), [](const auto& a, const auto& b) {
+        return a.name == b.name && a.offset == b.offset && a.bytes == b.bytes;
+      });
+  if (saved.image_bytes != now.image_bytes || !same_regions)
+    return mismatch(where, "image layout", std::to_string(saved.image_bytes) + " bytes [" + regions_text(saved.regions) + "]",
+                    std::to_string(now.image_bytes) + " bytes [" + regions_text(now.regions) + "]",
+                    "the program's state layout changed: restore with the build that wrote it");
+  return Status();
+}
+
+Status compare_run_inputs(const RunInputs& saved, const RunInputs& now, const std::string& where) {
+  auto value_of = [](const RunInputs& in, const std::string& key) -> std::string {
+    for (const auto& [k, v] : in)
+      if (k == key) return v;
+    return "(not set)";
+  };
+  for (const auto& [k, v] : saved) {
+    const std::string n = value_of(now, k);
+    if (n != v)
+      return mismatch(where, k, v, n, "pass " + k + " " + v + ": a different value changes the run's history after the restore point");
+  }
+  for (const auto& [k, v] : now) {
+    const std::string s = value_of(saved, k);
+    if (s != v)
+      return mismatch(where, k, s, v, "drop " + k + " or restore a set written with it");
+  }
+  return Status();
+}
+
+std::vector<std::byte> encode_checkpoint_manifest(const CheckpointManifest& m) {
+  ByteWriter w;
+  const CheckpointFingerprint& f = m.fingerprint;
+  w.bytes(kMagic, sizeof kMagic);
+  w.u16(kCheckpointManifestVersion);
+  w.u16(0);
+  w.u32(0);  // total bytes, patched below
+  w.u64(m.epoch);
+  w.u64(m.sequence);
+  w.u32(f.num_actors);
+  w.u32(f.chunk_bytes);
+  w.u64(f.image_bytes);
+  w.u32(f.program_version);
+  w.u32(static_cast<std::uint32_t>(f.regions.size()));
+  w.u32(static_cast<std::uint32_t>(f.params.size()));
+  w.u32(static_cast<std::uint32_t>(m.inputs.size()));
+  w.u32(static_cast<std::uint32_t>(m.members.size()));
+  w.u32(0);
+  w.text(f.app);
+  w.bytes(f.params.data(), f.params.size());
+  for (const auto& r : f.regions) {
+    w.text(r.name);
+    w.u64(r.offset);
+    w.u64(r.bytes);
+  }
+  for (const auto& [k, v] : m.inputs) {
+    w.text(k);
+    w.text(v);
+  }
+  for (const auto& mem : m.members) {
+    w.u32(mem.actor);
+    w.u32(mem.state_crc);
+    w.u64(mem.digest);
+    w.u64(mem.file_bytes);
+    w.u8(mem.delta ? 1 : 0);
+    w.u8(0);
+    w.u16(0);
+    w.text(mem.file);
+  }
+  auto& out = w.out();
+  const auto total = static_cast<std::uint32_t>(out.size() + 4);
+  for (int i = 0; i < 4; ++i) out[12 + i] = static_cast<std::byte>(total >> (8 * i));
+  const std::uint32_t crc = crc32(out.data(), out.size());
+  w.u32(crc);
+  return std::move(w.out());
+}
+
+Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> file, const std::string& name) {
+  if (file.size() < kFixedBytes + 4) return corrupt(name, "file is " + std::to_string(file.size()) + " bytes, shorter than any manifest");
+  if (file.size() > kMaxManifestBytes) return corrupt(name, "file is larger than any manifest (1 GiB)");
+  if (std::memcmp(file.data(), kMagic, sizeof kMagic) != 0) return corrupt(name, "bad magic (not a pkrt set manifest)");
+  ByteReader r(file.subspan(sizeof kMagic));
+  const std::uint16_t version = r.u16();
+  if (version != kCheckpointManifestVersion)
+    return corrupt(name, "version " + std::to_string(version) + " is not " + std::to_string(kCheckpointManifestVersion));
+  r.u16();
+  const std::uint32_t total = r.u32();
+  if (total != file.size())
+    return corrupt(name, "declares " + std::to_string(total) + " bytes but holds " + std::to_string(file.size()) + " (torn or truncated)");
+  std::uint32_t stored_crc = 0;
+  for (int i = 0; i < 4; ++i) stored_crc |= static_cast<std::uint32_t>(file[file.size() - 4 + i]) << (8 * i);
+  if (crc32(file.data(), file.size() - 4) != stored_crc) return corrupt(name, "CRC mismatch (damaged)");
+
+  CheckpointManifest m;
+  CheckpointFingerprint& f = m.fingerprint;
+  m.epoch = r.u64();
+  m.sequence = r.u64();
+  f.num_actors = r.u32();
+  f.chunk_bytes = r.u32();
+  f.image_bytes = r.u64();
+  f.program_version = r.u32();
+  const std::uint32_t regions = r.u32(), params = r.u32(), inputs = r.u32(), members = r.u32();
+  r.u32();
+  if (!r.ok()) return corrupt(name, "truncated fixed fields");
+  if (regions > kMaxRegions) return corrupt(name, std::to_string(regions) + " regions (at most 16)");
+  if (params > kMaxParams) return corrupt(name, "params of " + std::to_string(params) + " bytes (at most 64 KiB)");
+  if (inputs > kMaxInputs) return corrupt(name, std::to_string(inputs) + " run inputs (at most 64)");
+  if (members != f.num_actors)
+    return corrupt(name, std::to_string(members) + " members for " + std::to_string(f.num_actors) + " actors");
+  // Bound the member count by the bytes present before reserving anything for them.
+  if (members > file.size() / kMinMemberBytes)
+    return corrupt(name, std::to_string(members) + " members cannot fit in " + std::to_string(file.size()) + " bytes");
+  if (!r.text(f.app, kMaxName) || f.app.empty()) return corrupt(name, "bad app name");
+  if (!r.raw(f.params, params)) return corrupt(name, "truncated params");
+  for (std::uint32_t i = 0; i < regions; ++i) {
+    CheckpointRegion reg;
+    if (!r.text(reg.name, kMaxName)) return corrupt(name, "bad region name " + std::to_string(i));
+    reg.offset = r.u64();
+    reg.bytes = r.u64();
+    if (!r.ok()) return corrupt(name, "truncated region " + std::to_string(i));
+    f.regions.push_back(std::move(reg));
+  }
+  for (std::uint32_t i = 0; i < inputs; ++i) {
+    std::string k, v;
+    if (!r.text(k, kMaxInputText) || !r.text(v, kMaxInputText)) return corrupt(name, "bad run input " + std::to_string(i));
+    m.inputs.emplace_back(std::move(k), std::move(v));
+  }
+  m.members.reserve(members);
+  for (std::uint32_t i = 0; i < members; ++i) {
+    CheckpointSetMember mem;
+    mem.actor = r.u32();
+    mem.state_crc = r.u32();
+    mem.digest = r.u64();
+    mem.file_bytes = r.u64();
+    const std::uint8_t kind = r.u8();
+    r.skip(3);
+    if (!r.text(mem.file, kMaxName)) return corrupt(name, "bad member " + std::to_string(i));
+    if (mem.actor != i) return corrupt(name, "member " + std::to_string(i) + " is for actor " + std::to_string(mem.actor));
+    if (kind > 1) return corrupt(name, "member " + std::to_string(i) + " has kind " + std::to_string(kind));
+    if (!member_name_ok(mem.file)) return corrupt(name, "member " + std::to_string(i) + " names '" + mem.file + "', not a checkpoint file");
+    mem.delta = kind == 1;
+    m.members.push_back(std::move(mem));
+  }
+  if (r.left() != 4) return corrupt(name, std::to_string(r.left() - std::min<std::size_t>(r.left(), 4)) + " unexpected bytes before the CRC");
+  return m;
+}
+
+std::string checkpoint_manifest_name(const std::string& app, std::uint64_t epoch) {
+  char buf[48];
+  std::snprintf(buf, sizeof buf, "-set-e%012llu", static_cast<unsigned long long>(epoch));
+  return app + buf + kCheckpointManifestSuffix;
+}
+
+std::string checkpoint_member_name(const CheckpointInfo& info, std::uint64_t sequence) {
+  char buf[96];
+  std::snprintf(buf, sizeof buf, "-e%012llu-s%06llu-a%06u-%s", static_cast<unsigned long long>(info.epoch),
+                static_cast<unsigned long long>(sequence), info.actor, info.delta ? "delta" : "full");
+  return info.app + buf + kCheckpointFileSuffix;
+}
+
+std::uint64_t checkpoint_member_sequence(const std::string& name) {
+  // ...-e<12 digits>-s<digits>-a<digits>-(full|delta).pkck
+  const std::size_t s = name.rfind("-s");
+  const std::size_t a = name.rfind("-a");
+  if (s == std::string::npos || a == std::string::npos || a <= s + 2) return 0;
+  std::uint64_t v = 0;
+  for (std::size_t i = s + 2; i < a; ++i) {
+    if (name[i] < '0' || name[i] > '9' || v > (~std::uint64_t{0} - 9) / 10) return 0;
+    v = v * 10 + static_cast<std::uint64_t>(name[i] - '0');
+  }
+  return v;
+}
+
+}  // namespace pkrt

@@ -1,0 +1,96 @@
+// pkrt/checkpoint_set.hpp: checkpoint sets. A set is every actor of one run at one epoch;
+// it is the unit of restore and of retention. A set exists (is *committed*) only once its
+// manifest is in the store, and the manifest is written only after every member file is
+// durable, so a crash at any moment leaves each set either committed and whole or not
+// listed as restorable (docs/checkpoint-format.md, "Checkpoint sets").
+//
+// Contract
+// - The manifest names each member file with its digest, size and state CRC, and carries
+//   the program fingerprint (app, program version, actor count, image layout, chunk size,
+//   params) and the run's inputs (options outside Params that shape the history, e.g. an
+//   injection schedule). Restore refuses a set whose fingerprint or inputs differ from the
+//   run's, naming the field and both values.
+// - parse_checkpoint_manifest() checks the manifest's CRC, then bounds every count and
+//   length by the bytes actually present before allocating; bad input gets kCorruptData
+//   naming the file and the field. It never crashes (fuzzed: tests/fuzz).
+// - Sets are ordered by their sequence number, assigned when the set is requested and
+//   increasing across runs that share a directory: "newest" means most recently requested,
+//   not highest epoch (a run restored from epoch 100 into the directory it came from makes
+//   newer sets than the old run's epoch 200).
+// - Thread safety: pure functions.
+#pragma once
+
+#include <pkrt/checkpoint.hpp>
+#include <pkrt/status.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <span>
+#include <string>
+#include <utility>
+#include <vector>
+
+namespace pkrt {
+
+class Runtime;
+
+// What a checkpoint must match to be restored into a run.
+struct CheckpointFingerprint {
+  std::string app;
+  std::uint32_t program_version = 0;  // App::kVersion, 0 when the app declares none
+  std::uint32_t num_actors = 0;
+  std::uint64_t image_bytes = 0;
+  std::uint32_t chunk_bytes = 0;
+  std::vector<CheckpointRegion> regions;  // the image layout
+  std::vector<std::byte> params;          // the app's Params, as bytes
+};
+
+// The fingerprint of `runtime`'s program, params and image layout.
+CheckpointFingerprint checkpoint_fingerprint(const Runtime& runtime);
+
+// ok when `saved` (read from `where`) matches `now`; else kInvalidArgument naming the first
+// field that differs, both values, and the fix.
+Status compare_fingerprints(const CheckpointFingerprint& saved, const CheckpointFingerprint& now,
+                            const std::string& where);
+
+// Options outside Params that shape a run's history, as (name, value) pairs in a fixed
+// order (e.g. {"--injections", "40"}). Compared like the fingerprint.
+using RunInputs = std::vector<std::pair<std::string, std::string>>;
+
+Status compare_run_inputs(const RunInputs& saved, const RunInputs& now, const std::string& where);
+
+struct CheckpointSetMember {
+  std::uint32_t actor = 0;
+  std::string file;             // a checkpoint file name in the same store
+  std::uint64_t digest = 0;     // its header digest
+  std::uint64_t file_bytes = 0;
+  std::uint32_t state_crc = 0;  // CRC32 of the actor's whole state at the set's epoch
+  bool delta = false;
+};
+
+struct CheckpointManifest {
+  std::uint64_t epoch = 0;
+  std::uint64_t sequence = 0;  // orders sets: higher is newer
+  CheckpointFingerprint fingerprint;
+  RunInputs inputs;
+  std::vector<CheckpointSetMember> members;  // one per actor, in actor order
+};
+
+inline constexpr std::uint16_t kCheckpointManifestVersion = 1;
+
+std::vector<std::byte> encode_checkpoint_manifest(const CheckpointManifest& manifest);
+Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> file, const std::string& name);
+
+// "<app>-set-e<epoch, 12 digits>.pkset": one manifest per epoch, so a later set at the same
+// epoch replaces the earlier one atomically.
+std::string checkpoint_manifest_name(const std::string& app, std::uint64_t epoch);
+// "<app>-e<epoch>-s<sequence>-a<actor>-<full|delta>.pkck": the sequence keeps a set's
+// members from ever overwriting the files of another set at the same epoch.
+std::string checkpoint_member_name(const CheckpointInfo& info, std::uint64_t sequence);
+// The sequence in a member name, 0 for any other name.
+std::uint64_t checkpoint_member_sequence(const std::string& name);
+
+inline constexpr const char* kCheckpointFileSuffix = ".pkck";
+inline constexpr const char* kCheckpointManifestSuffix = ".pkset";
+
+}  // namespace pkrt
