@@ -34,6 +34,13 @@ constexpr std::uint32_t kMaxChunkBytes = 64u << 20;
 
 bool chunk_size_ok(std::uint32_t c) { return c >= kMinChunkBytes && c <= kMaxChunkBytes && (c & (c - 1)) == 0; }
 
+// The most bytes `stored` bytes of zstd data can decode to. Every zstd block, whatever its
+// type, starts with a 3-byte header and yields at most 128 KiB (frame headers and skippable
+// frames yield nothing), so no file can hold more: a chunk declaring more is refused before
+// anything the size of the state is allocated or decompressed. Legitimate data stays well
+// below (an RLE block, the densest there is, takes 4 bytes).
+std::uint64_t max_zstd_output(std::uint64_t stored) { return stored / 3 * (std::uint64_t{128} << 10); }
+
 class ByteWriter {
  public:
   explicit ByteWriter(std::vector<std::byte>& out) : out_(out) {}
@@ -397,6 +404,17 @@ Result<ParsedCheckpoint> parse_checkpoint(std::span<const std::byte> file, const
     e.raw_crc = load_at<std::uint32_t>(file, at + 24);
     const std::uint64_t expect_raw =
         std::min<std::uint64_t>(info.chunk_bytes, info.state_bytes - std::uint64_t{e.index} * info.chunk_bytes);
+    if (e.compression == 1 && e.raw_bytes > max_zstd_output(e.stored_bytes)) {
+      return Status(StatusCode::kCorruptData,
+                    "checkpoint '" + name + "': chunk table entry " + std::to_string(i) + " (chunk " +
+                        std::to_string(e.index) + ") declares raw_bytes " + std::to_string(e.raw_bytes) +
+                        " from stored_bytes " + std::to_string(e.stored_bytes) + ", but that much zstd data "
+                        "decodes to at most " + std::to_string(max_zstd_output(e.stored_bytes)) +
+                        " bytes: the header's state_bytes " + std::to_string(info.state_bytes) +
+                        " is more than this " + std::to_string(file.size()) +
+                        "-byte file can hold. Fix: the file is crafted or damaged; restore from another "
+                        "checkpoint (pkrt checkpoint list) or take a new one");
+    }
     if (e.index >= chunk_count || (i > 0 && e.index <= out.chunks.back().index) || e.raw_bytes != expect_raw ||
         e.offset != data_off || e.stored_bytes > footer_at - std::min<std::uint64_t>(data_off, footer_at) ||
         e.compression > 1 || e.filter > newest_filter || (e.filter != 0 && (info.element_bytes == 0 || e.compression == 0)) ||

@@ -374,6 +374,14 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
                       ". The log was recorded by a different build of the app. Fix: replay with the binary "
                       "that recorded it (pkrt " + info.pkrt_version + ")");
   }
+  // replay_config_hash() lays the app out, which visits every actor: a count no run can have
+  // (the header is not proof against a crafted file) must be refused before that walk.
+  if (info.num_actors == 0 || info.num_actors > kReplayMaxActors) {
+    return Status(StatusCode::kCorruptData,
+                  "the log's num_actors is " + std::to_string(info.num_actors) + ", but a pkrt run has 1.." +
+                      std::to_string(kReplayMaxActors) + " actors: the log is crafted or damaged. Fix: replay "
+                      "a log written by `pkrt run --replay-log`");
+  }
   const std::uint64_t hash = replay_config_hash(*program, info.params, info.num_actors, info.digest_period);
   if (hash != info.config_hash) {
     return Status(StatusCode::kInvalidArgument,
@@ -402,6 +410,19 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
                            ".." + std::to_string(log.written - 1));
   }
   std::uint64_t end = log.complete_epoch;
+  // The grid is run to `end`, so it must not come from the header's counter alone (a crafted
+  // one would run it for years): it is bounded by the newest epoch the K2H records reach. A
+  // run's last records are its grid's park or stop reports at its final epoch, so a log pkrt
+  // wrote loses nothing by this.
+  std::uint64_t newest_k2h = info.start_epoch;
+  for (const ReplayRecord& r : log.records)
+    if (r.direction == static_cast<std::uint8_t>(ReplayDirection::kK2H)) newest_k2h = std::max(newest_k2h, r.slot.payload.epoch);
+  if (end > newest_k2h) {
+    result.notes.push_back("the header's complete_epoch is " + std::to_string(end) +
+                           ", but the newest K2H record is of epoch " + std::to_string(newest_k2h) +
+                           "; compared only through epoch " + std::to_string(newest_k2h));
+    end = newest_k2h;
+  }
   if (log.records.size() < log.written - log.first_seq) {
     // The log ends early (torn or damaged): the stream is known complete only through the
     // epoch the last intact record says had been drained when it was appended.

@@ -275,6 +275,105 @@ TEST(Checkpoint, EveryTruncationIsDetected) {
   EXPECT_FALSE(parse_checkpoint(longer, "long.pkck").ok()) << "trailing bytes are detected too";
 }
 
+// A full checkpoint that declares `state_bytes` in `chunk_bytes` chunks but stores each
+// chunk as 1..8 seeded random bytes marked zstd: every CRC and offset is right, so only
+// the declared sizes give it away.
+std::vector<std::byte> crafted_full(std::uint64_t state_bytes, std::uint32_t chunk_bytes, std::uint64_t seed) {
+  std::mt19937_64 rng(seed);
+  CheckpointInfo info = info_for(state_bytes, chunk_bytes, 5);
+  const std::uint32_t chunks = info.chunk_count();
+  std::vector<std::byte> meta;
+  auto put = [](std::vector<std::byte>& out, const auto& v) {
+    const auto* p = reinterpret_cast<const std::byte*>(&v);
+    out.insert(out.end(), p, p + sizeof v);
+  };
+  put(meta, static_cast<std::uint16_t>(info.app.size()));
+  meta.insert(meta.end(), reinterpret_cast<const std::byte*>(info.app.data()),
+              reinterpret_cast<const std::byte*>(info.app.data()) + info.app.size());
+  put(meta, static_cast<std::uint32_t>(info.params.size()));
+  meta.insert(meta.end(), info.params.begin(), info.params.end());
+  put(meta, std::uint32_t{0});  // no regions
+  put(meta, crc32(meta.data(), meta.size()));
+  std::vector<std::vector<std::byte>> stored(chunks);
+  for (auto& s : stored) {
+    s.resize(1 + rng() % 8);
+    for (auto& b : s) b = static_cast<std::byte>(rng());
+  }
+  const std::uint64_t digest = checkpoint_digest(info);
+  std::vector<std::byte> file;
+  file.insert(file.end(), reinterpret_cast<const std::byte*>("PKRTCKPT"), reinterpret_cast<const std::byte*>("PKRTCKPT") + 8);
+  put(file, kCheckpointVersion);
+  put(file, std::uint16_t{128});
+  put(file, std::uint32_t{0});  // flags: full
+  put(file, info.epoch);
+  put(file, info.actor);
+  put(file, info.num_actors);
+  put(file, info.state_bytes);
+  put(file, info.chunk_bytes);
+  put(file, chunks);
+  put(file, chunks);  // stored_chunks
+  put(file, info.state_crc);
+  put(file, digest);
+  put(file, std::uint64_t{0});  // parent_digest
+  put(file, static_cast<std::uint32_t>(meta.size()));
+  put(file, std::uint16_t{0});  // element_bytes
+  put(file, std::uint16_t{0});
+  put(file, (std::uint64_t{static_cast<std::uint32_t>(info.params.size())} << 32) |
+                crc32(info.params.data(), info.params.size()));
+  file.resize(124);
+  put(file, crc32(file.data(), 124));
+  file.insert(file.end(), meta.begin(), meta.end());
+  const std::size_t table_at = file.size();
+  std::uint64_t offset = table_at + std::uint64_t{chunks} * 32;
+  for (std::uint32_t i = 0; i < chunks; ++i) {
+    const std::size_t at = file.size();
+    put(file, i);
+    put(file, static_cast<std::uint32_t>(std::min<std::uint64_t>(chunk_bytes, state_bytes - std::uint64_t{i} * chunk_bytes)));
+    put(file, offset);
+    put(file, static_cast<std::uint32_t>(stored[i].size()));
+    put(file, std::uint8_t{1});   // zstd
+    put(file, std::uint8_t{0});   // no filter
+    put(file, std::uint16_t{0});
+    put(file, std::uint32_t{0});  // raw_crc: never reached
+    put(file, crc32(file.data() + at, 28));
+    offset += stored[i].size();
+  }
+  const std::uint32_t table_crc = crc32(file.data() + table_at, file.size() - table_at);
+  for (const auto& s : stored) file.insert(file.end(), s.begin(), s.end());
+  const std::size_t footer_at = file.size();
+  file.insert(file.end(), reinterpret_cast<const std::byte*>("PKRTEND1"), reinterpret_cast<const std::byte*>("PKRTEND1") + 8);
+  put(file, static_cast<std::uint64_t>(footer_at + 32));
+  put(file, digest);
+  put(file, table_crc);
+  put(file, crc32(file.data() + footer_at, 28));
+  return file;
+}
+
+TEST(Checkpoint, HugeDeclaredStateIsRefusedBeforeAllocating) {
+  // 1 TiB in 16384 chunks of 64 MiB, held in about 600 KB: parse_checkpoint is what every
+  // reader (restore, replay, verify) runs before it sizes anything by state_bytes.
+  const std::uint64_t tib = std::uint64_t{1} << 40;
+  const auto file = crafted_full(tib, 64u << 20, 20240812);
+  auto parsed = parse_checkpoint(file, "/ck/huge.pkck");
+  ASSERT_FALSE(parsed.ok()) << "a " << file.size() << "-byte file was accepted as a 1 TiB state";
+  EXPECT_EQ(parsed.status().code(), StatusCode::kCorruptData);
+  const std::string& m = parsed.status().message();
+  for (const std::string& part : {std::string("/ck/huge.pkck"), std::string("state_bytes ") + std::to_string(tib),
+                                  std::string("raw_bytes 67108864"), std::string("stored_bytes"),
+                                  std::to_string(file.size()) + "-byte file", std::string("Fix:")})
+    EXPECT_NE(m.find(part), std::string::npos) << "missing '" << part << "' in: " << m;
+}
+
+TEST(Checkpoint, AStateCompressedAsFarAsZstdGoesIsStillAccepted) {
+  // Zeros compress to about 4 bytes per 128 KiB: the bound on declared sizes must let the
+  // densest real encoding through.
+  const std::vector<std::byte> zeros(4u << 20);
+  const auto file = encode_full(zeros, 4u << 20, 9, CheckpointEncodeOptions{.zstd_level = 19});
+  auto state = decode(file);
+  ASSERT_TRUE(state.ok()) << state.status().to_string();
+  EXPECT_EQ(state.value(), zeros);
+}
+
 TEST(Checkpoint, ErrorsNameTheFileAndThePart) {
   auto file = encode_full(float_field(1000, 3), 256, 7);
   file[0] = std::byte{'X'};

@@ -7,6 +7,7 @@
 
 #include <pkrt/checkpoint_manager.hpp>
 #include <pkrt/checkpoint_store.hpp>
+#include <pkrt/crc32.hpp>
 #include <pkrt/detail/chaos.hpp>
 #include <pkrt/kernels/crc32.hpp>
 #include <pkrt/kernels/digest.hpp>
@@ -472,6 +473,59 @@ TEST(Replay, TornLogIsComparedOnlyThroughItsLastCompleteEpoch) {
   EXPECT_EQ(r->end_epoch, log.records.back().epoch_observed);
   EXPECT_LT(r->end_epoch, 200u);
   EXPECT_GT(r->end_epoch, 0u);
+}
+
+// Rewrites the header's complete_epoch of the log at `path` and fixes the counters block's
+// CRC, as a crafted file would (docs/replay-log-format.md: counters at 2304, CRC at 2324).
+void craft_complete_epoch(const std::string& path, std::uint64_t epoch) {
+  std::FILE* f = std::fopen(path.c_str(), "r+b");
+  ASSERT_NE(f, nullptr);
+  std::array<std::byte, 20> counters{};
+  ASSERT_EQ(std::fseek(f, 2304, SEEK_SET), 0);
+  ASSERT_EQ(std::fread(counters.data(), 1, counters.size(), f), counters.size());
+  std::memcpy(counters.data() + 8, &epoch, sizeof epoch);
+  const std::uint32_t crc = crc32(counters.data(), counters.size());
+  ASSERT_EQ(std::fseek(f, 2304, SEEK_SET), 0);
+  ASSERT_EQ(std::fwrite(counters.data(), 1, counters.size(), f), counters.size());
+  ASSERT_EQ(std::fwrite(&crc, 1, sizeof crc, f), sizeof crc);
+  ASSERT_EQ(std::fclose(f), 0);
+}
+
+TEST(Replay, CraftedEpochCounterDoesNotSpin) {
+  ScratchDir dir("epoch");
+  Recording rec;
+  record_heat2d(dir.file("run.log"), rec);
+  craft_complete_epoch(dir.file("run.log"), (std::uint64_t{1} << 62) - 1);
+  const ReplayLog log = read_log(dir.file("run.log"));
+  ASSERT_EQ(log.complete_epoch, (std::uint64_t{1} << 62) - 1) << "the reader must see the crafted counter";
+  ReplayOptions o = replay_with(2, false, 0);
+  o.timeout = 5s;  // the grid would otherwise run toward 2^62 until it
+  auto r = replay_log(log, kPrograms, o);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_TRUE(r->identical) << verdict(r.value());
+  EXPECT_EQ(r->end_epoch, rec.epochs) << "the records end at the run's last epoch";
+  const std::string report = verdict(r.value());
+  EXPECT_NE(report.find("complete_epoch is " + std::to_string((std::uint64_t{1} << 62) - 1)), std::string::npos)
+      << report;
+}
+
+TEST(Replay, CraftedActorCountIsRefusedWithoutWalkingIt) {
+  ReplayLog log;
+  log.capacity = 4096;
+  log.complete_epoch = 10;
+  log.info.app = "heat2d";
+  log.info.backend = "cpu";
+  log.info.blocks = 1;
+  const Heat2d::Params p = heat_params(6);
+  log.info.params.resize(sizeof p);
+  std::memcpy(log.info.params.data(), &p, sizeof p);
+  log.info.num_actors = 0xFFFFFFFFu;  // laying heat2d out for this many actors takes minutes
+  auto r = replay_log(log, kPrograms, replay_with(1, false, 0));
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kCorruptData);
+  const std::string& m = r.status().message();
+  for (const std::string& part : {std::string("num_actors is 4294967295"), std::string("16777216"), std::string("Fix:")})
+    EXPECT_NE(m.find(part), std::string::npos) << "missing '" << part << "' in: " << m;
 }
 
 // The CLI registers only the built-in examples: a log of another app exits 2, saying which.

@@ -153,8 +153,8 @@ int replay_command(const ReplayOptions& o) {
   progress.finish();
   if (!result.ok()) {
     // Whatever stops a replay (bad input, a log it cannot cover, a run that failed) means
-    // no verdict: exit 2, never 0 or 1.
-    std::fprintf(stderr, "pkrt replay: error: %s\n", result.status().to_string().c_str());
+    // no verdict: exit 2, never 0 or 1. replay_log() sees the log, not its path: name it here.
+    std::fprintf(stderr, "pkrt replay: error: %s: %s\n", o.log.c_str(), result.status().to_string().c_str());
     return kExitUsage;
   }
   const ReplayResult& r = result.value();

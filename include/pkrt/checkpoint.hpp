@@ -9,6 +9,13 @@
 //   Bad input gets a Status (kCorruptData) naming the file, the part (header, metadata,
 //   chunk N, footer) and the fix; it never crashes and never allocates more than the
 //   buffer's size times a small constant (decompression is bounded by chunk_bytes).
+// - Declared sizes are bounded by the file: parse_checkpoint() refuses a zstd chunk whose
+//   raw_bytes exceed what its stored bytes can decode to (a zstd block takes at least 3
+//   bytes and yields at most 128 KiB), so a full checkpoint's state_bytes is at most about
+//   43690 times its file size and decoding or verifying it does work in proportion to what
+//   the file really holds. A state that large can still be real (a zero state compresses
+//   that well): a caller that knows the run's layout must compare state_bytes with it
+//   before allocating the state.
 // - Thread safety: pure functions.
 #pragma once
 

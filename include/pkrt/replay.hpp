@@ -41,6 +41,10 @@
 
 namespace pkrt {
 
+// The most actors a recorded run can have: Runtime::create's own limit. A log claiming more
+// is refused before anything walks its actors.
+inline constexpr std::uint32_t kReplayMaxActors = 1u << 24;
+
 // Hash of what determines a run's behaviour apart from its commands: the app's name and
 // layout (State size, named regions, K2K channels and payload, global region), its params
 // bytes, the actor count and the digest period. Not the backend or the thread count.

@@ -20,6 +20,10 @@ inline void checkpoint_reader(const std::uint8_t* data, std::size_t size) {
   const std::span<const std::byte> file(reinterpret_cast<const std::byte*>(data), size);
   auto parsed = parse_checkpoint(file, "fuzz.pkck");
   if (!parsed.ok()) return;
+  // The reader's promise: no chunk declares more than its stored bytes can decode to (a zstd
+  // block takes at least 3 bytes for at most 128 KiB), so a full checkpoint's state is bounded
+  // by the input's size (abort otherwise, so the fuzzer reports it).
+  if (!parsed->info.delta && parsed->info.state_bytes > size / 3 * (std::uint64_t{128} << 10)) std::abort();
   // A valid structure may still describe a state far larger than the input (zstd expands);
   // decode only states a test machine can hold.
   if (parsed->info.state_bytes > (std::uint64_t{64} << 20)) return;
