@@ -148,6 +148,14 @@ class CudaBackend final : public Backend {
     });
   }
 
+  std::optional<std::uint64_t> device_memory_available() const override {
+    const DeviceScope on_device(device_);
+    if (on_device.status() != cudaSuccess) return std::nullopt;
+    std::size_t free_bytes = 0, total_bytes = 0;
+    if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) return std::nullopt;
+    return free_bytes;
+  }
+
   Result<Buffer> alloc_device(std::size_t bytes) override {
     if (launched_) return late_alloc_error();
     const DeviceScope on_device(device_);

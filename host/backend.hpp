@@ -24,6 +24,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <span>
 #include <string>
 
@@ -125,6 +126,10 @@ class Backend {
   // makes the device current for good there, so the per-call device switch of the entry
   // points is a no-op on that thread instead of a switch to and from device 0 every poll.
   virtual void bind_this_thread() {}
+  // Bytes alloc_device() can still hand out (CPU: the memory the kernel reports available;
+  // CUDA: the device's free memory), so a run too large for the machine is refused before
+  // anything is allocated. nullopt when unknown.
+  virtual std::optional<std::uint64_t> device_memory_available() const { return std::nullopt; }
 };
 
 // CPU backend: worker threads, one per block.

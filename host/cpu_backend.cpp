@@ -6,10 +6,12 @@
 #include <algorithm>
 #include <barrier>
 #include <condition_variable>
+#include <cstdio>
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
 #include <new>
+#include <optional>
 #include <thread>
 #include <vector>
 
@@ -30,6 +32,24 @@ class CpuBackend final : public Backend {
 
   Result<Buffer> alloc_host_visible(std::size_t bytes) override { return alloc(bytes); }
   Result<Buffer> alloc_device(std::size_t bytes) override { return alloc(bytes); }
+
+  // MemAvailable: what the kernel can give without swapping (free + reclaimable cache).
+  std::optional<std::uint64_t> device_memory_available() const override {
+    std::FILE* f = std::fopen("/proc/meminfo", "r");
+    if (f == nullptr) return std::nullopt;
+    char line[256];
+    std::optional<std::uint64_t> kib;
+    while (std::fgets(line, sizeof line, f) != nullptr) {
+      unsigned long long v = 0;
+      if (std::sscanf(line, "MemAvailable: %llu kB", &v) == 1) {
+        kib = v;
+        break;
+      }
+    }
+    std::fclose(f);
+    if (!kib) return std::nullopt;
+    return *kib * 1024;
+  }
 
   Status copy_to_device(void* dst, const void* src, std::size_t bytes) override {
     if (bytes > 0) std::memcpy(dst, src, bytes);

@@ -5,6 +5,7 @@
 #include "host/runtime_impl.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 
 namespace pkrt {
@@ -141,6 +142,34 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
     img.regions.push_back({lay.region_names[r], a.region_offset[r], lay.region_bytes[r]});
   if (img.inbox_bytes > 0) img.regions.push_back({"k2k_inbox", img.arena_bytes, img.inbox_bytes});
 
+  // Refuse a run the machine cannot hold before allocating any of it: allocating first
+  // takes minutes of page faults and ends in bad_alloc or the OOM killer.
+  {
+    const std::uint64_t state = impl->state_stride * options.num_actors;
+    const std::uint64_t staging =
+        options.snapshots
+            ? (align_up(img.image_bytes, detail::kRegionAlign) + align_up(std::uint64_t{img.chunks} * 4, detail::kRegionAlign) +
+               align_up(img.chunks, detail::kRegionAlign) + std::uint64_t{img.chunks} * 4 + 4) *
+                  options.num_actors
+            : 0;
+    const std::uint64_t rest = k2k_bytes + lay.global_bytes + sizeof(Slot) * options.ring_capacity * blocks +
+                               2 * impl->ring_stride * blocks;
+    const std::uint64_t need = state + staging + rest;
+    const auto available = be.device_memory_available();
+    if (available && need > *available) {
+      auto gib = [](std::uint64_t b) {
+        char buf[32];
+        std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(b) / (1ull << 30));
+        return std::string(buf);
+      };
+      return Status(StatusCode::kOutOfRange,
+                    std::string("the run needs ") + gib(need) + " of " +
+                        (be.kind() == BackendKind::kCuda ? "GPU" : "host") + " memory (actor state " + gib(state) +
+                        ", snapshot staging " + gib(staging) + ", rings and mailboxes " + gib(rest) + ") but only " +
+                        gib(*available) + " is available. Fix: fewer or smaller actors (e.g. a smaller --grid)" +
+                        (options.snapshots ? ", or RuntimeOptions::snapshots = false to drop the staging copy" : ""));
+    }
+  }
   PKRT_RETURN_IF_ERROR(alloc_hv(impl->control_buf, sizeof(ControlBlock)));
   PKRT_RETURN_IF_ERROR(alloc_hv(impl->heartbeat_buf, sizeof(BlockHeartbeat) * blocks));
   PKRT_RETURN_IF_ERROR(alloc_hv(impl->h2k_buf, impl->ring_stride * blocks));

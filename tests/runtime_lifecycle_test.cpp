@@ -5,6 +5,7 @@
 #include "tests/test_support.hpp"
 #include "cuda/device_registry.hpp"
 
+#include <pkrt/program.hpp>
 #include <pkrt/runtime.hpp>
 
 #include <gtest/gtest.h>
@@ -56,6 +57,34 @@ std::unique_ptr<Runtime> make_probe(std::uint32_t actors, std::uint32_t threads,
   auto r = Runtime::create(probe_program(), Probe::Params{}, o);
   EXPECT_TRUE(r.ok()) << r.status().to_string();
   return r.ok() ? std::move(r.value()) : nullptr;
+}
+
+// Far more memory than any machine has: 64 TiB of region per actor.
+struct HugeRegionActor {
+  static constexpr const char* kName = "huge_region";
+  struct Params {
+    std::uint32_t unused = 0;
+  };
+  struct State {
+    std::uint64_t steps;
+  };
+  static constexpr const char* kRegionNames[] = {"field"};
+  static std::uint64_t region_bytes(const Params&, std::uint32_t, std::uint32_t, std::uint32_t) {
+    return std::uint64_t{1} << 46;
+  }
+  PKRT_HD static void step(State& s, ActorContext& ctx) {
+    if (ctx.leader()) ++s.steps;
+  }
+};
+
+TEST(Runtime, ARunTooLargeForTheMachineIsRefusedBeforeAnythingIsAllocated) {
+  const auto started = std::chrono::steady_clock::now();
+  auto created = Runtime::create(make_program<HugeRegionActor>(), HugeRegionActor::Params{}, testing::cpu_runtime(2, 1));
+  ASSERT_FALSE(created.ok());
+  EXPECT_EQ(created.status().code(), StatusCode::kOutOfRange) << created.status().to_string();
+  EXPECT_NE(created.status().message().find("GiB of host memory"), std::string::npos) << created.status().message();
+  EXPECT_NE(created.status().message().find("Fix:"), std::string::npos) << created.status().message();
+  EXPECT_LT(std::chrono::steady_clock::now() - started, std::chrono::seconds(5)) << "refused without touching pages";
 }
 
 TEST(Runtime, StartsRepliesAndShutsDownWithoutLeavingThreads) {
