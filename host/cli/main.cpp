@@ -59,7 +59,7 @@ int main(int argc, char** argv) {
   using namespace pkrt::cli;
   CLI::App app{"pkrt: persistent GPU actors with checkpointing and differential replay.\n"
                "Exit codes: 0 success, 1 a check or the run failed, 2 bad usage or unusable "
-               "input/environment."};
+               "input/environment, 130/143 run stopped by SIGINT/SIGTERM."};
   app.require_subcommand(1);
   app.set_version_flag("--version", PKRT_VERSION_STRING);
   RunOptions run;
