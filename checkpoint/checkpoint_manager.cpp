@@ -37,7 +37,8 @@ struct PendingSet {
   std::uint64_t sequence = 0;
   std::uint32_t finished = 0;  // members durable or failed
   bool failed = false;
-  std::vector<std::optional<CheckpointSetMember>> members;  // by actor
+  std::vector<std::optional<CheckpointSetMember>> members;  // by actor, once durable
+  std::vector<bool> finished_actor;                        // durable or failed
 };
 
 struct CommittedSet {
@@ -105,6 +106,7 @@ struct CheckpointManager::Impl {
       set.epoch = epoch;
       set.sequence = next_sequence++;
       set.members.resize(rt.options().num_actors);
+      set.finished_actor.resize(rt.options().num_actors);
     }
     in_flight = id.value();
     in_flight_epoch = epoch;
@@ -250,7 +252,9 @@ struct CheckpointManager::Impl {
       auto it = pending.find(request);
       if (it == pending.end()) return;
       PendingSet& set = it->second;
-      if (actor >= set.members.size() || set.members[actor].has_value()) return;
+      // One result per actor counts (a late image of an actor already failed is ignored).
+      if (actor >= set.members.size() || set.finished_actor[actor]) return;
+      set.finished_actor[actor] = true;
       set.failed = set.failed || !member.has_value();
       set.members[actor] = std::move(member);
       if (++set.finished < set.members.size()) return;
