@@ -283,8 +283,13 @@ class CheckpointSession {
     policy.encode.zstd_level = o_.zstd_level;
     policy.inputs = inputs_;
     // Said when it happens, not at the end; the run loop then stops (or goes on).
+    // The first few in full; a disk that stays full would otherwise print one per file.
     policy.on_failure = [this](const Status& st) {
-      std::fprintf(stderr, "\npkrt: checkpoint error: %s\n", st.to_string().c_str());
+      constexpr std::uint64_t kPrinted = 5;
+      const std::uint64_t n = errors_printed_.fetch_add(1, std::memory_order_relaxed);  // relaxed: a counter
+      if (n < kPrinted) std::fprintf(stderr, "\npkrt: checkpoint error: %s\n", st.to_string().c_str());
+      if (n == kPrinted)
+        std::fprintf(stderr, "\npkrt: further checkpoint errors are counted in the summary, not printed\n");
       stop_.checkpoint_failed();
     };
     auto manager = CheckpointManager::create(rt, std::move(store.value()), policy);
@@ -359,6 +364,7 @@ class CheckpointSession {
   const RunOptions& o_;
   StopCondition& stop_;
   RunInputs inputs_;
+  std::atomic<std::uint64_t> errors_printed_{0};
   std::unique_ptr<CheckpointManager> manager_;
 };
 
