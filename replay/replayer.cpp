@@ -83,37 +83,94 @@ struct AppliedCommand {
   std::uint64_t completion_index;  // position of its completion in the log
 };
 
-// The requests a K2H record completes: its own (a reply or error), or every request of a
-// kOpAckRange, in the order they were applied.
-template <class Fn>
-void for_each_completed(const ReplayRecord& r, Fn&& fn) {
-  if (r.direction != static_cast<std::uint8_t>(ReplayDirection::kK2H)) return;
+// The requests a K2H record completes, [first, first + count): its own (a reply or error),
+// or every request of a kOpAckRange. count 0: none. The span never wraps past 2^64 - 1.
+struct RequestSpan {
+  std::uint64_t first = 0;
+  std::uint64_t count = 0;
+  std::uint64_t last() const { return first + (count - 1); }
+};
+
+RequestSpan completed_span(const ReplayRecord& r) {
+  if (r.direction != static_cast<std::uint8_t>(ReplayDirection::kK2H)) return {};
   if (r.slot.header.opcode == kOpAckRange) {
     AckRangeData range;
     std::memcpy(&range, r.slot.payload.data, sizeof range);
-    for (std::uint32_t i = 0; i < range.count; ++i) fn(range.first_request + i);
-  } else if (is_completion(r.slot)) {
-    fn(r.slot.payload.request);
+    RequestSpan s{range.first_request, range.count};
+    const std::uint64_t room = ~std::uint64_t{0} - s.first;  // requests after `first`
+    if (s.count != 0 && s.count - 1 > room) s.count = room + 1;
+    return s;
   }
+  if (is_completion(r.slot)) return {r.slot.payload.request, 1};
+  return {};
+}
+
+// The request ids of the commands (H2K records) the log holds, sorted, each once. A
+// command's record is appended before the kernel can see the command (host/send_path.cpp),
+// so every request a kept acknowledgement completes is in here unless the log lost it when
+// it wrapped: work over an acknowledgement is bounded by this list, never by the count the
+// acknowledgement claims (a crafted kOpAckRange may claim 2^32 - 1).
+std::vector<std::uint64_t> held_requests(const ReplayLog& log) {
+  std::vector<std::uint64_t> ids;
+  for (const ReplayRecord& r : log.records)
+    if (r.direction == static_cast<std::uint8_t>(ReplayDirection::kH2K)) ids.push_back(r.slot.payload.request);
+  std::sort(ids.begin(), ids.end());
+  ids.erase(std::unique(ids.begin(), ids.end()), ids.end());
+  return ids;
+}
+
+// The positions in `held` of the requests in `span`: [begin, end).
+std::pair<std::size_t, std::size_t> held_in(const std::vector<std::uint64_t>& held, const RequestSpan& span) {
+  if (span.count == 0) return {0, 0};
+  const auto lo = std::lower_bound(held.begin(), held.end(), span.first);
+  const auto hi = std::upper_bound(lo, held.end(), span.last());
+  return {static_cast<std::size_t>(lo - held.begin()), static_cast<std::size_t>(hi - held.begin())};
+}
+
+// The first request of `span` that `held` lacks, if any: a walk over the held requests in
+// it, never over the span.
+std::optional<std::uint64_t> first_unheld(const std::vector<std::uint64_t>& held, const RequestSpan& span) {
+  const auto [begin, end] = held_in(held, span);
+  if (end - begin == span.count) return std::nullopt;
+  std::uint64_t expected = span.first;
+  for (std::size_t i = begin; i < end && held[i] == expected; ++i) ++expected;
+  return expected;
 }
 
 // Every non-infrastructure H2K command of `log` that has a completion, in application
-// order: (applied epoch, completion order).
+// order: (applied epoch, completion order). A request's first completion counts. Each
+// completion only visits held requests it has not matched yet (a skip list over `held`),
+// so the work is bounded by the records, whatever the ranges claim or how they overlap.
 std::vector<AppliedCommand> applied_commands(const ReplayLog& log) {
-  std::unordered_map<std::uint64_t, std::pair<std::uint64_t, std::uint64_t>> completion;  // request -> (epoch, index)
-  std::uint64_t index = 0;  // completion order: a range's requests in their own order
+  const std::vector<std::uint64_t> held = held_requests(log);
+  std::vector<std::size_t> next(held.size() + 1);  // next unmatched position at or after i
+  for (std::size_t i = 0; i < next.size(); ++i) next[i] = i;
+  auto unmatched = [&next](std::size_t i) {
+    while (next[i] != i) {
+      next[i] = next[next[i]];
+      i = next[i];
+    }
+    return i;
+  };
+  std::vector<std::pair<std::uint64_t, std::uint64_t>> completion(held.size());  // (epoch, index)
+  std::vector<bool> completed(held.size(), false);
+  std::uint64_t index = 0;  // completion order: records in log order, a range's requests in theirs
   for (const ReplayRecord& r : log.records) {
-    for_each_completed(r, [&](std::uint64_t request) {
-      completion.emplace(request, std::make_pair(r.slot.payload.epoch, index++));
-    });
+    const auto [begin, end] = held_in(held, completed_span(r));
+    for (std::size_t i = unmatched(begin); i < end; i = unmatched(i + 1)) {
+      completion[i] = {r.slot.payload.epoch, index++};
+      completed[i] = true;
+      next[i] = i + 1;
+    }
   }
   std::vector<AppliedCommand> out;
   for (const ReplayRecord& r : log.records) {
     if (r.direction != static_cast<std::uint8_t>(ReplayDirection::kH2K)) continue;
     if (is_infrastructure_command(r.slot.header.opcode) || r.slot.payload.request == 0) continue;
-    auto it = completion.find(r.slot.payload.request);
-    if (it == completion.end()) continue;
-    out.push_back({&r, it->second.first, it->second.second});
+    const std::size_t i = static_cast<std::size_t>(
+        std::lower_bound(held.begin(), held.end(), r.slot.payload.request) - held.begin());
+    if (!completed[i]) continue;
+    out.push_back({&r, completion[i].first, completion[i].second});
   }
   std::sort(out.begin(), out.end(), [](const AppliedCommand& a, const AppliedCommand& b) {
     return a.applied_epoch != b.applied_epoch ? a.applied_epoch < b.applied_epoch
@@ -170,6 +227,63 @@ std::uint64_t next_pow2(std::uint64_t v) {
   std::uint64_t p = 1;
   while (p < v) p <<= 1;
   return p;
+}
+
+Status crafted(const ReplayRecord& r, const std::string& what) {
+  return Status(StatusCode::kCorruptData,
+                "record " + std::to_string(r.seq) + " (" + format_replay_record(r) + ") " + what +
+                    ": the log is crafted or damaged. Fix: replay a log written by `pkrt run --replay-log`");
+}
+
+// An acknowledgement covers only commands the log recorded before it (a command's record is
+// appended before the kernel can see the command), and the only commands a log can lack are
+// the first_seq oldest records it lost when it wrapped (its records are contiguous from
+// there). So a kOpAckRange may name at most first_seq requests the log does not hold; one
+// that names more (e.g. count = 2^32 - 1) cannot come from a run, and is refused here, before
+// anything walks it. (The walks are bounded by the held requests anyway: held_in.)
+Status check_acknowledgements(const ReplayLog& log) {
+  const std::vector<std::uint64_t> held = held_requests(log);
+  for (const ReplayRecord& r : log.records) {
+    if (r.direction != static_cast<std::uint8_t>(ReplayDirection::kK2H) || r.slot.header.opcode != kOpAckRange)
+      continue;
+    const RequestSpan span = completed_span(r);
+    const auto [begin, end] = held_in(held, span);
+    const std::uint64_t missing = span.count - (end - begin);
+    if (missing > log.first_seq) {
+      return crafted(r, "acknowledges " + std::to_string(span.count) + " requests, but the log holds only " +
+                            std::to_string(end - begin) + " of those commands" +
+                            (log.first_seq == 0 ? std::string(" and never wrapped")
+                                                : " and lost only " + std::to_string(log.first_seq) +
+                                                      " records when it wrapped") +
+                            "; an acknowledgement covers only commands recorded before it");
+    }
+  }
+  return Status();
+}
+
+// The grid's kOpStopped (block 0's last report, published when the kernel exits at its
+// final epoch F, after every block passed the last barrier) bounds every K2H slot of the
+// run: no block steps past F. A record of a later epoch cannot come from the run, and would
+// have the replay drive its grid toward it (a crafted epoch near 2^62 runs until the
+// timeout): it is refused. One epoch of slack is allowed, so that this can never refuse a log
+// pkrt wrote. Without a stop report (a run that crashed), the epochs are bounded by the
+// header's complete_epoch and the newest K2H record only (see replay_log): a log crafted
+// whole can still claim a long quiet run, which ReplayOptions::timeout bounds.
+Status check_epochs_against_stop(const ReplayLog& log) {
+  const ReplayRecord* stop = nullptr;
+  for (const ReplayRecord& r : log.records)
+    if (r.direction == static_cast<std::uint8_t>(ReplayDirection::kK2H) && r.slot.header.opcode == kOpStopped) stop = &r;
+  if (stop == nullptr) return Status();
+  const std::uint64_t final_epoch = stop->slot.payload.epoch;
+  for (const ReplayRecord& r : log.records) {
+    if (r.direction != static_cast<std::uint8_t>(ReplayDirection::kK2H)) continue;
+    if (r.slot.payload.epoch > final_epoch && r.slot.payload.epoch - final_epoch > 1) {
+      return crafted(r, "is of epoch " + std::to_string(r.slot.payload.epoch) + ", but the grid's stop report (record " +
+                            std::to_string(stop->seq) + ") says the run ended at epoch " +
+                            std::to_string(final_epoch) + ", and no slot of a run is later than its end");
+    }
+  }
+  return Status();
 }
 
 }  // namespace
@@ -399,6 +513,8 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
                         "(--from-checkpoint)");
     }
   }
+  PKRT_RETURN_IF_ERROR(check_acknowledgements(log));
+  PKRT_RETURN_IF_ERROR(check_epochs_against_stop(log));
 
   ReplayResult result;
   result.app = info.app;
@@ -445,6 +561,16 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
                       "checkpoints");
   }
 
+  // Every recorded command and the epoch it was applied at. The rings are sized for the
+  // busiest epoch after the log's start: a checkpoint only drops epochs from that.
+  const std::vector<AppliedCommand> applied = applied_commands(log);
+  std::uint64_t busiest = 0;
+  {
+    std::map<std::uint64_t, std::uint64_t> per_epoch;
+    for (const AppliedCommand& c : applied)
+      if (c.applied_epoch > info.start_epoch && c.applied_epoch <= end) busiest = std::max(busiest, ++per_epoch[c.applied_epoch]);
+  }
+
   RuntimeOptions ro;
   ro.backend = options.backend;
   ro.num_actors = info.num_actors;
@@ -453,50 +579,92 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
   ro.chaos = options.chaos;
   ro.chaos_seed = options.chaos_seed;
   ro.snapshots = false;
+  ro.ring_capacity = static_cast<std::uint32_t>(
+      std::min<std::uint64_t>(kMaxRingCapacity, std::max<std::uint64_t>(info.ring_capacity, next_pow2(busiest + 1))));
 
-  // Where to start: the log's start, or a checkpoint.
+  // The replay's own log.
+  std::string record_path = options.record_to;
+  bool temporary = false;
+  if (record_path.empty()) {
+    const char* tmp = std::getenv("TMPDIR");
+    std::string dir = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
+    static std::atomic<std::uint64_t> counter{0};
+    // Relaxed: only uniqueness matters.
+    record_path = dir + "/pkrt-replay-" + std::to_string(::getpid()) + "-" +
+                  std::to_string(counter.fetch_add(1, std::memory_order_relaxed)) + ".log";
+    temporary = true;
+  }
+  // A temporary log always goes; a --record-to log (which create() made: it never replaces a
+  // file) goes too when the replay is refused before its grid starts, so that a refusal
+  // leaves nothing behind. Declared before the runtime, so that the runtime goes first.
+  struct Unlink {
+    std::string path;
+    bool temporary;
+    bool started = false;
+    ~Unlink() {
+      if (temporary || !started) {
+        std::error_code ec;
+        std::filesystem::remove(path, ec);
+      }
+    }
+  } cleanup{record_path, temporary};
+  ReplayLogOptions lo;
+  lo.capacity_records = std::max<std::uint64_t>(4096, 2 * log.records.size() + 1024);
+  auto writer = ReplayLogWriter::create(record_path, lo);
+  if (!writer.ok()) {
+    cleanup.started = true;  // nothing of ours is there
+    return writer.status();
+  }
+  std::shared_ptr<ReplayLogWriter> actual_log(std::move(writer.value()));
+  ro.replay_log = actual_log;
+
+  // The runtime exists before the restore point is chosen: the set must match its
+  // fingerprint (app, program version, actors, image layout, chunk size, params).
+  auto created = Runtime::create(*program, info.params.data(), info.params.size(), ro);
+  if (!created.ok()) return created.status();
+  std::unique_ptr<Runtime> rt = std::move(created.value());
+  result.replay_run = rt->backend_description();
+
+  // Where to start: the log's start, or a checkpoint set within the log's horizon.
   std::uint64_t start = info.start_epoch;
   RestorePoint point;
   if (!options.from_checkpoint.empty()) {
+    const std::string where = "--from-checkpoint " + options.from_checkpoint + ": ";
     auto store = FileCheckpointStore::open(options.from_checkpoint);
     if (!store.ok()) return store.status();
-    auto found = find_restore_point(*store.value(), info.app, info.params, info.num_actors, std::nullopt);
+    RestoreQuery query;
+    query.fingerprint = checkpoint_fingerprint(*rt);
+    query.match_inputs = false;  // the log re-injects the recorded commands itself
+    query.max_epoch = end;       // the newest committed set the log can be compared after
+    auto found = find_restore_point(*store.value(), query);
     if (!found.ok()) {
-      return Status(found.status().code(), "--from-checkpoint " + options.from_checkpoint + ": " +
-                                               found.status().message());
-    }
-    point = std::move(found.value());
-    if (point.epoch > end) {
-      // The newest is past the log's horizon: take the newest complete one within it.
-      auto history = scan_checkpoints(*store.value());
-      if (!history.ok()) return history.status();
-      std::vector<std::uint64_t> epochs;
-      for (const CheckpointRecord& c : history.value())
-        if (c.status.ok() && c.info.epoch <= end) epochs.push_back(c.info.epoch);
-      std::sort(epochs.rbegin(), epochs.rend());
-      epochs.erase(std::unique(epochs.begin(), epochs.end()), epochs.end());
-      std::optional<RestorePoint> inside;
-      for (std::uint64_t e : epochs) {
-        auto at = find_restore_point(*store.value(), info.app, info.params, info.num_actors, e);
-        if (at.ok()) {
-          inside = std::move(at.value());
-          break;
+      // When every committed set is past the log's horizon, say so.
+      std::optional<std::uint64_t> newest_past;
+      bool any_within = false;
+      if (auto sets = scan_checkpoint_sets(*store.value()); sets.ok()) {
+        for (const CheckpointSetRecord& set : sets.value()) {
+          if (!set.status.ok() || set.manifest.fingerprint.app != info.app) continue;
+          if (set.manifest.epoch > end) newest_past = std::max(newest_past.value_or(0), set.manifest.epoch);
+          else any_within = true;
         }
       }
-      if (!inside) {
+      if (newest_past && !any_within) {
         return Status(StatusCode::kFailedPrecondition,
-                      "--from-checkpoint " + options.from_checkpoint + ": its newest checkpoint (epoch " +
-                          std::to_string(point.epoch) + ") is past the log's last complete epoch " +
-                          std::to_string(end) + " and none lies within the log. Fix: keep older checkpoints "
-                          "or record a longer log");
+                      where + "its newest checkpoint (epoch " + std::to_string(*newest_past) +
+                          ") is past the log's last complete epoch " + std::to_string(end) +
+                          " and none lies within the log (" + found.status().message() +
+                          "). Fix: keep older checkpoints or record a longer log");
       }
-      point = std::move(*inside);
+      return Status(found.status().code(), where + found.status().message());
     }
+    point = std::move(found.value());
+    for (const std::string& skipped : point.skipped)
+      result.notes.push_back(where + "passed over the " + skipped);
     if (point.epoch < info.start_epoch) {
       return Status(StatusCode::kFailedPrecondition,
-                    "--from-checkpoint " + options.from_checkpoint + ": its checkpoint is at epoch " +
-                        std::to_string(point.epoch) + ", before the recorded run started (epoch " +
-                        std::to_string(info.start_epoch) + "). Fix: use a checkpoint of this run");
+                    where + "its checkpoint is at epoch " + std::to_string(point.epoch) +
+                        ", before the recorded run started (epoch " + std::to_string(info.start_epoch) +
+                        "). Fix: use a checkpoint of this run");
     }
     start = point.epoch;
     result.from_checkpoint = true;
@@ -522,24 +690,15 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
 
   // The commands to re-inject: applied after `start`, through `end`.
   std::vector<AppliedCommand> commands;
-  std::map<std::uint64_t, std::uint64_t> per_epoch;
-  for (const AppliedCommand& c : applied_commands(log)) {
-    if (c.applied_epoch <= start || c.applied_epoch > end) continue;
-    commands.push_back(c);
-    ++per_epoch[c.applied_epoch];
-  }
+  for (const AppliedCommand& c : applied)
+    if (c.applied_epoch > start && c.applied_epoch <= end) commands.push_back(c);
   // Every completion in range must have its command: a wrapped log may have lost it.
   {
-    std::unordered_map<std::uint64_t, bool> have;
-    for (const ReplayRecord& r : log.records)
-      if (r.direction == static_cast<std::uint8_t>(ReplayDirection::kH2K)) have[r.slot.payload.request] = true;
+    const std::vector<std::uint64_t> held = held_requests(log);
     for (const ReplayRecord& r : log.records) {
       if (r.slot.payload.epoch <= start || r.slot.payload.epoch > end) continue;
       if (r.slot.header.opcode != kOpAckRange && !replay_observable(r.slot)) continue;
-      std::optional<std::uint64_t> lost;
-      for_each_completed(r, [&](std::uint64_t request) {
-        if (!lost && !have.count(request)) lost = request;
-      });
+      const std::optional<std::uint64_t> lost = first_unheld(held, completed_span(r));
       if (lost) {
         return Status(StatusCode::kFailedPrecondition,
                       "the command with request " + std::to_string(*lost) + " (applied at epoch " +
@@ -549,44 +708,11 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
       }
     }
   }
-  std::uint64_t busiest = 0;
-  for (const auto& [epoch, count] : per_epoch) busiest = std::max(busiest, count);
-  ro.ring_capacity = static_cast<std::uint32_t>(
-      std::min<std::uint64_t>(kMaxRingCapacity, std::max<std::uint64_t>(info.ring_capacity, next_pow2(busiest + 1))));
-
-  // The replay's own log.
-  std::string record_path = options.record_to;
-  bool temporary = false;
-  if (record_path.empty()) {
-    const char* tmp = std::getenv("TMPDIR");
-    std::string dir = tmp != nullptr && *tmp != '\0' ? tmp : "/tmp";
-    static std::atomic<std::uint64_t> counter{0};
-    // Relaxed: only uniqueness matters.
-    record_path = dir + "/pkrt-replay-" + std::to_string(::getpid()) + "-" +
-                  std::to_string(counter.fetch_add(1, std::memory_order_relaxed)) + ".log";
-    temporary = true;
-  }
-  struct Unlink {
-    std::string path;
-    bool active;
-    ~Unlink() {
-      if (active) std::filesystem::remove(path);
-    }
-  } cleanup{record_path, temporary};
-  ReplayLogOptions lo;
-  lo.capacity_records = std::max<std::uint64_t>(4096, 2 * log.records.size() + 1024);
-  auto writer = ReplayLogWriter::create(record_path, lo);
-  if (!writer.ok()) return writer.status();
-  std::shared_ptr<ReplayLogWriter> actual_log(std::move(writer.value()));
-  ro.replay_log = actual_log;
 
   std::vector<std::pair<std::uint64_t, std::uint64_t>> request_map;
   {
-    auto created = Runtime::create(*program, info.params.data(), info.params.size(), ro);
-    if (!created.ok()) return created.status();
-    std::unique_ptr<Runtime> rt = std::move(created.value());
-    result.replay_run = rt->backend_description();
     if (result.from_checkpoint) PKRT_RETURN_IF_ERROR(rt->restore_before_start(point.epoch, point.images));
+    cleanup.started = true;
 
     std::mutex failure_mu;
     Status failure;
@@ -646,6 +772,7 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
     std::lock_guard<std::mutex> lock(failure_mu);
     if (!failure.ok()) return Status(failure.code(), "replay could not inject a command: " + failure.message());
   }
+  rt.reset();
   PKRT_RETURN_IF_ERROR(actual_log->close());
   auto actual = read_replay_log(record_path);
   if (!actual.ok()) return Status(actual.status().code(), "reading the replay's own log: " + actual.status().message());

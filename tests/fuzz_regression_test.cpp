@@ -41,4 +41,14 @@ TEST(FuzzRegression, ReplayLogReaderSurvivesItsCorpusAndEveryRecordedCrash) {
   std::printf("[ info ] replayed %zu corpus inputs and %zu recorded crashes\n", corpus, crashes);
 }
 
+TEST(FuzzRegression, CheckpointManifestReaderSurvivesItsCorpusAndEveryRecordedCrash) {
+  const std::filesystem::path root = PKRT_FUZZ_DIR;
+  const std::size_t corpus =
+      replay_dir(root / "corpus" / "checkpoint_manifest", &pkrt::fuzz::checkpoint_manifest_reader);
+  const std::size_t crashes =
+      replay_dir(root / "regressions" / "checkpoint_manifest", &pkrt::fuzz::checkpoint_manifest_reader);
+  EXPECT_GE(corpus, 3u) << "the seed corpus is missing from " << root;
+  std::printf("[ info ] replayed %zu corpus inputs and %zu recorded crashes\n", corpus, crashes);
+}
+
 }  // namespace

@@ -70,6 +70,7 @@ struct Recording {
   std::uint32_t digest_period = 10;
   std::uint64_t injections_until = 0;     // 0: injections over the whole run
   std::uint64_t checkpoint_epoch = 0;     // 0: none
+  std::uint64_t second_checkpoint_epoch = 0;  // 0: none; else a second set, after the first
   std::string checkpoint_dir;
   // Park every this many epochs (0: never), so the pump drains the rings at known epochs
   // whatever the machine's speed: a wrapped log's coverage then does not depend on timing.
@@ -133,7 +134,14 @@ void record_heat2d(const std::string& path, const Recording& r) {
   if (r.checkpoint_epoch != 0) {
     ASSERT_TRUE(manager->checkpoint_at(r.checkpoint_epoch).ok());
     ASSERT_TRUE(manager->wait_served(60s).ok());
-    run_to(r.checkpoint_epoch, r.epochs);
+    std::uint64_t at = r.checkpoint_epoch;
+    if (r.second_checkpoint_epoch != 0) {
+      run_to(at, r.second_checkpoint_epoch);
+      ASSERT_TRUE(manager->checkpoint_at(r.second_checkpoint_epoch).ok());
+      ASSERT_TRUE(manager->wait_served(60s).ok());
+      at = r.second_checkpoint_epoch;
+    }
+    run_to(at, r.epochs);
     ASSERT_TRUE(manager->flush(60s).ok());
   }
   for (auto& a : acks) (void)a.get();
@@ -507,6 +515,141 @@ TEST(Replay, CraftedEpochCounterDoesNotSpin) {
   const std::string report = verdict(r.value());
   EXPECT_NE(report.find("complete_epoch is " + std::to_string((std::uint64_t{1} << 62) - 1)), std::string::npos)
       << report;
+}
+
+// Rewrites the record with sequence `seq` of the log at `path` through `edit` and gives it a
+// valid CRC, as a crafted file would (docs/replay-log-format.md: 128-byte records after the
+// 4 KiB header, record s in slot s % capacity).
+template <class Edit>
+void craft_record(const std::string& path, std::uint64_t seq, std::uint64_t capacity, Edit edit) {
+  std::FILE* f = std::fopen(path.c_str(), "r+b");
+  ASSERT_NE(f, nullptr);
+  const long offset = static_cast<long>(kReplayLogHeaderBytes + (seq % capacity) * kReplayRecordBytes);
+  ReplayRecord r;
+  ASSERT_EQ(std::fseek(f, offset, SEEK_SET), 0);
+  ASSERT_EQ(std::fread(&r, 1, sizeof r, f), sizeof r);
+  ASSERT_EQ(r.seq, seq);
+  edit(r);
+  r.crc = replay_record_crc(r);
+  ASSERT_EQ(std::fseek(f, offset, SEEK_SET), 0);
+  ASSERT_EQ(std::fwrite(&r, 1, sizeof r, f), sizeof r);
+  ASSERT_EQ(std::fclose(f), 0);
+}
+
+// A kOpAckRange claiming 2^32 - 1 requests (with a valid CRC) once made replay walk all of
+// them into a hash map (minutes and tens of GB); an acknowledgement can only cover commands
+// the log recorded, so it is refused at once, naming the record.
+TEST(Replay, CraftedAckRangeIsBoundedByTheRecordedRequests) {
+  ScratchDir dir("ackrange");
+  Recording rec;
+  record_heat2d(dir.file("run.log"), rec);
+  const ReplayLog original = read_log(dir.file("run.log"));
+  const ReplayRecord* range = nullptr;
+  for (const ReplayRecord& r : original.records)
+    if (r.direction == static_cast<std::uint8_t>(ReplayDirection::kK2H) && r.slot.header.opcode == kOpAckRange) range = &r;
+  ASSERT_NE(range, nullptr) << "the ping is acknowledged in a kOpAckRange";
+  craft_record(dir.file("run.log"), range->seq, original.capacity, [](ReplayRecord& r) {
+    AckRangeData d;
+    std::memcpy(&d, r.slot.payload.data, sizeof d);
+    d.count = 0xFFFFFFFFu;
+    std::memcpy(r.slot.payload.data, &d, sizeof d);
+  });
+  const ReplayLog log = read_log(dir.file("run.log"));
+  ASSERT_TRUE(log.stop_note.empty()) << "the crafted record must read as intact: " << log.stop_note;
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = replay_log(log, kPrograms, replay_with(2, false, 0));
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kCorruptData);
+  const std::string& m = r.status().message();
+  for (const std::string& part : {"record " + std::to_string(range->seq), std::string("acknowledges 4294967295 requests"),
+                                  std::string("never wrapped"), std::string("crafted"), std::string("Fix:")})
+    EXPECT_NE(m.find(part), std::string::npos) << "missing '" << part << "' in: " << m;
+  // The pure comparison walks the same acknowledgements: bounded too.
+  ReplayLog changed = log;
+  for (ReplayRecord& x : changed.records)
+    if (x.slot.header.opcode == kOpDigest) x.slot.payload.data[0] ^= std::byte{1};
+  const auto t1 = std::chrono::steady_clock::now();
+  EXPECT_TRUE(compare_replay_logs(log, changed, 0, rec.epochs, {}).divergence.has_value());
+  EXPECT_LT(std::chrono::steady_clock::now() - t1, 2s);
+}
+
+// A K2H record crafted to an epoch near 2^62, with the header's complete_epoch crafted to
+// match, once drove the replay's grid toward it until the timeout. The grid's own stop
+// report says where the run ended: a record past it is refused.
+TEST(Replay, CraftedRecordPastTheRunsStopReportIsRefused) {
+  ScratchDir dir("stop");
+  Recording rec;
+  record_heat2d(dir.file("run.log"), rec);
+  const ReplayLog original = read_log(dir.file("run.log"));
+  const ReplayRecord* digest = nullptr;
+  for (const ReplayRecord& r : original.records)
+    if (r.slot.header.opcode == kOpDigest) digest = &r;
+  ASSERT_NE(digest, nullptr);
+  const std::uint64_t far = (std::uint64_t{1} << 62) - 2;
+  craft_record(dir.file("run.log"), digest->seq, original.capacity,
+               [far](ReplayRecord& r) { r.slot.payload.epoch = far; });
+  craft_complete_epoch(dir.file("run.log"), far + 1);
+  const ReplayLog log = read_log(dir.file("run.log"));
+  ASSERT_EQ(log.complete_epoch, far + 1) << "the reader must see the crafted counter";
+  ReplayOptions o = replay_with(2, false, 0);
+  o.timeout = 5s;  // the grid would otherwise run toward 2^62 until it
+  const auto t0 = std::chrono::steady_clock::now();
+  auto r = replay_log(log, kPrograms, o);
+  EXPECT_LT(std::chrono::steady_clock::now() - t0, 2s);
+  ASSERT_FALSE(r.ok()) << verdict(r.value());
+  EXPECT_EQ(r.status().code(), StatusCode::kCorruptData) << r.status().to_string();
+  const std::string& m = r.status().message();
+  for (const std::string& part : {"record " + std::to_string(digest->seq), "epoch " + std::to_string(far),
+                                  "ended at epoch " + std::to_string(rec.epochs), std::string("crafted")})
+    EXPECT_NE(m.find(part), std::string::npos) << "missing '" << part << "' in: " << m;
+}
+
+// --from-checkpoint restores through committed sets: the newest one at or before the log's
+// horizon; a damaged newer set is passed over, and the report says so.
+TEST(Replay, FromCheckpointPassesOverADamagedNewerSetAndSaysSo) {
+  ScratchDir dir("sets");
+  Recording rec;
+  rec.checkpoint_epoch = 90;
+  rec.second_checkpoint_epoch = 150;
+  rec.checkpoint_dir = dir.file("ckpt");
+  std::filesystem::create_directories(rec.checkpoint_dir);
+  record_heat2d(dir.file("run.log"), rec);
+  const ReplayLog log = read_log(dir.file("run.log"));
+  // Damage one member of the set at epoch 150.
+  std::string victim;
+  for (const auto& e : std::filesystem::directory_iterator(rec.checkpoint_dir)) {
+    const std::string name = e.path().filename().string();
+    if (name.find("-e000000000150-") != std::string::npos && name.ends_with(".pkck")) victim = e.path().string();
+  }
+  ASSERT_FALSE(victim.empty());
+  {
+    std::FILE* f = std::fopen(victim.c_str(), "r+b");
+    ASSERT_NE(f, nullptr);
+    ASSERT_EQ(std::fseek(f, -8, SEEK_END), 0);
+    const unsigned char junk[4] = {0xde, 0xad, 0xbe, 0xef};
+    ASSERT_EQ(std::fwrite(junk, 1, 4, f), 4u);
+    ASSERT_EQ(std::fclose(f), 0);
+  }
+  ReplayOptions o = replay_with(2, false, 0);
+  o.from_checkpoint = rec.checkpoint_dir;
+  auto r = replay_log(log, kPrograms, o);
+  ASSERT_TRUE(r.ok()) << r.status().to_string();
+  EXPECT_EQ(r->start_epoch, 90u);
+  EXPECT_TRUE(r->identical) << verdict(r.value());
+  const std::string report = verdict(r.value());
+  EXPECT_NE(report.find("passed over the set at epoch 150"), std::string::npos) << report;
+
+  // A log whose horizon is before every set: refused, saying why.
+  ReplayLog short_log = log;
+  while (!short_log.records.empty() && short_log.records.back().epoch_observed >= 80) short_log.records.pop_back();
+  ASSERT_FALSE(short_log.records.empty());
+  short_log.stop_note = "record " + std::to_string(short_log.records.size()) + ": CRC mismatch";
+  auto refused = replay_log(short_log, kPrograms, o);
+  ASSERT_FALSE(refused.ok());
+  EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition) << refused.status().to_string();
+  EXPECT_NE(refused.status().message().find("past the log's last complete epoch"), std::string::npos)
+      << refused.status().message();
 }
 
 TEST(Replay, CraftedActorCountIsRefusedWithoutWalkingIt) {

@@ -98,8 +98,12 @@ struct ReplayOptions {
   std::uint32_t threads = 0;      // CPU workers; 0: as many blocks as the recorded run had
   bool chaos = false;             // CPU chaos mode for the replay (pkrt/runtime.hpp)
   std::uint64_t chaos_seed = 0;
-  // A checkpoint directory (pkrt/checkpoint_store.hpp): start from its newest complete
-  // restore point at or before the log's horizon instead of from the log's start.
+  // A checkpoint directory (pkrt/checkpoint_store.hpp): start from its newest committed set
+  // (pkrt/checkpoint_set.hpp, newest by sequence) at or before the log's horizon instead of
+  // from the log's start. The set's fingerprint must match the replay's runtime (app,
+  // program version, actors, params, chunk size, image layout; refused naming the field
+  // otherwise); its run inputs are not compared (the log re-injects the commands). Newer
+  // sets passed over as damaged are listed in ReplayResult::notes.
   std::string from_checkpoint;
   // Where the replay records its own log; empty: an unlinked temporary file.
   std::string record_to;
@@ -127,8 +131,10 @@ struct ReplayResult {
 // (an application passes its own; the pkrt CLI passes its built-in examples).
 // Errors mean the input cannot be replayed (exit 2 in the CLI): unknown app, parameters or
 // layout that do not match this binary's actors, a wrapped log without a covering
-// checkpoint, a checkpoint that does not fit, or a runtime failure. A divergence is not an
-// error: it is in the result.
+// checkpoint, a checkpoint that does not fit, a log no run can have written (kCorruptData:
+// e.g. an acknowledgement of more commands than the log recorded, or a record later than
+// the grid's stop report), or a runtime failure. A divergence is not an error: it is in
+// the result. Work is bounded by the records the log holds, not by counts it claims.
 Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* const> programs,
                                 const ReplayOptions& options);
 
