@@ -388,6 +388,19 @@ struct CheckpointManager::Impl {
   }
 };
 
+CheckpointFingerprint checkpoint_fingerprint(const Runtime& runtime) {
+  CheckpointFingerprint f;
+  f.app = runtime.program().name;
+  f.program_version = runtime.program().version;
+  f.num_actors = runtime.options().num_actors;
+  const ImageLayout& layout = runtime.image_layout();
+  f.image_bytes = layout.image_bytes;
+  f.chunk_bytes = layout.chunk_bytes;
+  for (const auto& r : layout.regions) f.regions.push_back({r.name, r.offset, r.bytes});
+  f.params = runtime.params();
+  return f;
+}
+
 CheckpointManager::CheckpointManager(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
 Result<std::unique_ptr<CheckpointManager>> CheckpointManager::create(Runtime& runtime,

@@ -2,7 +2,6 @@
 // fingerprint and its comparison, member and manifest names.
 #include <pkrt/checkpoint_set.hpp>
 #include <pkrt/crc32.hpp>
-#include <pkrt/runtime.hpp>
 
 #include <cstdio>
 #include <cstring>
@@ -66,10 +65,6 @@ class ByteReader {
     pos_ += n;
     return true;
   }
-  void skip(std::size_t n) {
-    if (n > left()) fail();
-    else pos_ += n;
-  }
   std::size_t left() const { return in_.size() - pos_; }
   bool ok() const { return ok_; }
 
@@ -132,19 +127,6 @@ Status mismatch(const std::string& where, const std::string& field, const std::s
 }
 
 }  // namespace
-
-CheckpointFingerprint checkpoint_fingerprint(const Runtime& runtime) {
-  CheckpointFingerprint f;
-  f.app = runtime.program().name;
-  f.program_version = runtime.program().version;
-  f.num_actors = runtime.options().num_actors;
-  const ImageLayout& layout = runtime.image_layout();
-  f.image_bytes = layout.image_bytes;
-  f.chunk_bytes = layout.chunk_bytes;
-  for (const auto& r : layout.regions) f.regions.push_back({r.name, r.offset, r.bytes});
-  f.params = runtime.params();
-  return f;
-}
 
 Status compare_fingerprints(const CheckpointFingerprint& saved, const CheckpointFingerprint& now,
                             const std::string& where) {
@@ -249,7 +231,9 @@ Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> 
   const std::uint16_t version = r.u16();
   if (version != kCheckpointManifestVersion)
     return corrupt(name, "version " + std::to_string(version) + " is not " + std::to_string(kCheckpointManifestVersion));
-  r.u16();
+  // Reserved fields must be zero, so every accepted manifest is exactly what the encoder
+  // writes for it (a flipped reserved byte is damage, not a future extension).
+  if (r.u16() != 0) return corrupt(name, "reserved field after the version is not zero");
   const std::uint32_t total = r.u32();
   if (total != file.size())
     return corrupt(name, "declares " + std::to_string(total) + " bytes but holds " + std::to_string(file.size()) + " (torn or truncated)");
@@ -266,8 +250,9 @@ Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> 
   f.image_bytes = r.u64();
   f.program_version = r.u32();
   const std::uint32_t regions = r.u32(), params = r.u32(), inputs = r.u32(), members = r.u32();
-  r.u32();
+  const std::uint32_t reserved = r.u32();
   if (!r.ok()) return corrupt(name, "truncated fixed fields");
+  if (reserved != 0) return corrupt(name, "reserved field after the member count is not zero");
   if (regions > kMaxRegions) return corrupt(name, std::to_string(regions) + " regions (at most 16)");
   if (params > kMaxParams) return corrupt(name, "params of " + std::to_string(params) + " bytes (at most 64 KiB)");
   if (inputs > kMaxInputs) return corrupt(name, std::to_string(inputs) + " run inputs (at most 64)");
@@ -299,10 +284,12 @@ Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> 
     mem.digest = r.u64();
     mem.file_bytes = r.u64();
     const std::uint8_t kind = r.u8();
-    r.skip(3);
+    const std::uint8_t pad = r.u8();
+    const std::uint16_t pad2 = r.u16();
     if (!r.text(mem.file, kMaxName)) return corrupt(name, "bad member " + std::to_string(i));
     if (mem.actor != i) return corrupt(name, "member " + std::to_string(i) + " is for actor " + std::to_string(mem.actor));
     if (kind > 1) return corrupt(name, "member " + std::to_string(i) + " has kind " + std::to_string(kind));
+    if (pad != 0 || pad2 != 0) return corrupt(name, "member " + std::to_string(i) + " has nonzero reserved bytes");
     if (!member_name_ok(mem.file)) return corrupt(name, "member " + std::to_string(i) + " names '" + mem.file + "', not a checkpoint file");
     mem.delta = kind == 1;
     m.members.push_back(std::move(mem));

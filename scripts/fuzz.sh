@@ -14,22 +14,15 @@ if ! command -v "$cxx" >/dev/null; then
 fi
 out=build-fuzz
 mkdir -p "$out"
-# <pkrt/kernels/...> and <pkrt/cuda/...> name source folders, as CMake's generated include
-# folder does (CMakeLists.txt: PKRT_GEN_INCLUDE); the manifest's sources reach them.
-mkdir -p "$out/pkrt_include/pkrt"
-ln -sfn "$PWD/kernels" "$out/pkrt_include/pkrt/kernels"
-ln -sfn "$PWD/cuda" "$out/pkrt_include/pkrt/cuda"
 cccl=()
 for d in /usr/local/cuda/include/cccl; do [ -f "$d/cuda/atomic" ] && cccl=(-DPKRT_HAVE_CCCL=1 -isystem "$d"); done
 flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=undefined
-       -I include -I "$out/pkrt_include" -I . "${cccl[@]}")
+       -I include -I . "${cccl[@]}")
 # Each target: the sources and libraries it needs, and the folder of its corpus and regressions.
 declare -A inputs=(
   [checkpoint_reader]="checkpoint/checkpoint_format.cpp host/crc32.cpp -lisal -lzstd"
   [replay_log_reader]="replay/replay_log.cpp host/crc32.cpp -lisal"
-  # checkpoint_set.cpp also holds checkpoint_fingerprint(const Runtime&), which the fuzzer
-  # never calls: runtime_stubs.cpp stands in for the Runtime accessors it references.
-  [checkpoint_manifest]="checkpoint/checkpoint_set.cpp tests/fuzz/runtime_stubs.cpp host/crc32.cpp -lisal"
+  [checkpoint_manifest]="checkpoint/checkpoint_set.cpp host/crc32.cpp -lisal"
 )
 declare -A dirs=([checkpoint_reader]=checkpoint [replay_log_reader]=replay_log
                  [checkpoint_manifest]=checkpoint_manifest)

@@ -6,6 +6,7 @@
 
 #include <pkrt/checkpoint_manager.hpp>
 #include <pkrt/checkpoint_set.hpp>
+#include <pkrt/crc32.hpp>
 #include <pkrt/runtime.hpp>
 
 #include <gtest/gtest.h>
@@ -78,6 +79,19 @@ TEST(CheckpointSet, EveryFlippedBitAndEveryTruncationOfAManifestIsRefused) {
   for (std::size_t len = 0; len < bytes.size(); ++len) {
     auto parsed = parse_checkpoint_manifest(std::span(bytes).first(len), "m.pkset");
     EXPECT_EQ(parsed.status().code(), StatusCode::kCorruptData) << "truncated to " << len;
+  }
+}
+
+TEST(CheckpointSet, NonzeroReservedBytesAreRefusedEvenWithAValidCrc) {
+  const auto good = encode_checkpoint_manifest(sample_manifest());
+  for (std::size_t at : {std::size_t{10}, std::size_t{68}}) {
+    auto bad = good;
+    bad[at] = std::byte{1};
+    const std::uint32_t crc = crc32(bad.data(), bad.size() - 4);
+    for (int i = 0; i < 4; ++i) bad[bad.size() - 4 + i] = static_cast<std::byte>(crc >> (8 * i));
+    auto parsed = parse_checkpoint_manifest(bad, "m.pkset");
+    EXPECT_EQ(parsed.status().code(), StatusCode::kCorruptData) << "reserved byte " << at;
+    EXPECT_NE(parsed.status().message().find("reserved"), std::string::npos) << parsed.status().message();
   }
 }
 
