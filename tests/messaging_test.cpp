@@ -158,6 +158,40 @@ TEST(Messaging, SendBatchFuturesCompleteWithTheirOwnAcknowledgementOrReply) {
   EXPECT_TRUE(rt->shutdown().ok());
 }
 
+// send_batch takes its request records from the free list several at a time while other
+// threads free theirs one by one: no record may be handed out twice.
+TEST(Messaging, ConcurrentBatchesNeverShareARequestRecord) {
+  const std::uint64_t seed = 4711;
+  print_seed(seed);
+  auto rt = make_ledger(4, 2);
+  ASSERT_TRUE(rt->start().ok());
+  constexpr std::uint32_t kThreads = 4, kBatches = 40;
+  std::atomic<std::uint64_t> wrong{0};
+  std::vector<std::thread> senders;
+  for (std::uint32_t t = 0; t < kThreads; ++t) {
+    senders.emplace_back([&, t] {
+      std::mt19937_64 rng(seed + t);
+      for (std::uint32_t b = 0; b < kBatches; ++b) {
+        std::vector<Command> batch;
+        std::vector<std::uint64_t> values;
+        const std::size_t n = 1 + rng() % 200;
+        for (std::size_t i = 0; i < n; ++i) {
+          values.push_back(rng());
+          batch.push_back(Command::make(static_cast<std::uint32_t>(rng() % 4), kLedgerEcho, values.back()));
+        }
+        std::vector<ReplyFuture> futures = rt->send_batch(batch);
+        for (std::size_t i = 0; i < n; ++i) {
+          Reply r = futures[i].get();
+          if (!r.status.ok() || r.event.as<std::uint64_t>() != values[i]) wrong.fetch_add(1);
+        }
+      }
+    });
+  }
+  for (auto& t : senders) t.join();
+  EXPECT_EQ(wrong.load(), 0u) << "a reply reached another command's future";
+  EXPECT_TRUE(rt->shutdown().ok());
+}
+
 TEST(Messaging, CoalescedAcknowledgementsCompleteEveryFutureWaitedOnFromManyThreads) {
   auto rt = make_ledger(4, 2);
   ASSERT_TRUE(rt->start().ok());
