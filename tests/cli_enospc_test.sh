@@ -13,16 +13,8 @@ set -u
 PKRT=${1:?usage: cli_enospc_test.sh PKRT SHIM WORK_DIR}
 SHIM=${2:?shim}
 WORK=${3:?work dir}
+source "$(dirname "$0")/cli_test_lib.sh"
 
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-expect_in() {  # expect_in FILE TEXT WHAT
-  grep -qF -- "$2" "$1" || fail "$3: no '$2' in
-$(cat "$1")"
-}
-checksum_of() { sed -n 's/.*"checksum": "\(0x[0-9a-f]*\)".*/\1/p' "$1"; }
 
 rm -rf "$WORK"
 mkdir -p "$WORK" || fail "cannot create $WORK"

@@ -13,21 +13,7 @@
 set -u
 PKRT=${1:?usage: cli_signal_test.sh PKRT WORK_DIR}
 WORK=${2:?work dir}
-
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-expect_in() {  # expect_in FILE TEXT WHAT
-  grep -qF -- "$2" "$1" || fail "$3: no '$2' in
-$(cat "$1")"
-}
+source "$(dirname "$0")/cli_test_lib.sh"
 
 rm -rf "$WORK"
 mkdir -p "$WORK" || fail "cannot create $WORK"

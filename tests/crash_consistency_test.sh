@@ -12,6 +12,7 @@ WORK=${2:?work dir}
 SEED=${3:?seed}
 TRIALS=${4:-20}
 RANDOM=$SEED
+source "$(dirname "$0")/cli_test_lib.sh"
 
 # E1: the killed runs' length, far more epochs than they get through before the kill (even on
 # tmpfs, ~25k epochs/s with a set every 10 epochs, so ~8k by the latest kill; on a disk with
@@ -22,22 +23,8 @@ E1=40000
 E2=50000
 COMMON=(run --app heat2d --grid 48x32 --actors 4)
 
-pids=()
-cleanup() {
-  local p
-  for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null; done
-}
-trap cleanup EXIT
-fail() {
-  echo "FAIL: $*" >&2
-  exit 1
-}
-
 rm -rf "$WORK"
 mkdir -p "$WORK" || fail "cannot create $WORK"
-
-checksum_of() { sed -n 's/.*"checksum": "\(0x[0-9a-f]*\)".*/\1/p' "$1"; }
-restored_epoch_of() { sed -n 's/.*"restored_epoch": \([0-9]*\).*/\1/p' "$1"; }
 
 timeout 60 "$PKRT" "${COMMON[@]}" --epochs $E2 --quiet --json >"$WORK/straight.json" 2>"$WORK/straight.err" ||
   fail "straight run exited $?: $(cat "$WORK/straight.err")"
