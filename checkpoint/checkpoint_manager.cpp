@@ -561,13 +561,14 @@ std::string partial_sets(const std::vector<CheckpointRecord>& history, const std
   return out.empty() ? "none" : out;
 }
 
-Status compare_partial(const CheckpointFingerprint& saved, const CheckpointFingerprint& now, const std::string& where) {
+Status compare_partial(const CheckpointFingerprint& saved, const CheckpointFingerprint& now, const std::string& where,
+                       const ParamsDescriber& describe) {
   CheckpointFingerprint a = now;
   a.program_version = saved.program_version;
   a.image_bytes = saved.image_bytes;
   a.chunk_bytes = saved.chunk_bytes;
   a.regions = saved.regions;
-  return compare_fingerprints(saved, a, where);
+  return compare_fingerprints(saved, a, where, describe);
 }
 
 }  // namespace
@@ -614,8 +615,8 @@ Result<RestorePoint> find_restore_point(const CheckpointStore& store, const Rest
   for (const CheckpointSetRecord* rec : candidates) {
     const CheckpointManifest& m = rec->manifest;
     const std::string where = store.describe(rec->name);
-    PKRT_RETURN_IF_ERROR(q.match_layout ? compare_fingerprints(m.fingerprint, want, where)
-                                        : compare_partial(m.fingerprint, want, where));
+    PKRT_RETURN_IF_ERROR(q.match_layout ? compare_fingerprints(m.fingerprint, want, where, q.describe_params)
+                                        : compare_partial(m.fingerprint, want, where, q.describe_params));
     if (q.match_inputs) PKRT_RETURN_IF_ERROR(compare_run_inputs(m.inputs, q.inputs, where));
     RestorePoint point;
     point.epoch = m.epoch;

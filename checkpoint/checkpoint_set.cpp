@@ -129,7 +129,7 @@ Status mismatch(const std::string& where, const std::string& field, const std::s
 }  // namespace
 
 Status compare_fingerprints(const CheckpointFingerprint& saved, const CheckpointFingerprint& now,
-                            const std::string& where) {
+                            const std::string& where, const ParamsDescriber& describe) {
   if (saved.app != now.app)
     return mismatch(where, "app", "'" + saved.app + "'", "'" + now.app + "'", "restore it with --app " + saved.app);
   if (saved.program_version != now.program_version)
@@ -139,9 +139,13 @@ Status compare_fingerprints(const CheckpointFingerprint& saved, const Checkpoint
   if (saved.num_actors != now.num_actors)
     return mismatch(where, "actor count", std::to_string(saved.num_actors), std::to_string(now.num_actors),
                     "pass --actors " + std::to_string(saved.num_actors));
-  if (saved.params != now.params)
+  if (saved.params != now.params) {
+    if (describe)
+      return mismatch(where, "params", describe(saved.params), describe(now.params),
+                      "restore with the parameters of the run that wrote it");
     return mismatch(where, "params", params_summary(saved.params), params_summary(now.params),
                     "restore with the parameters (e.g. --grid, --seed) of the run that wrote it");
+  }
   if (saved.chunk_bytes != now.chunk_bytes)
     return mismatch(where, "chunk size", std::to_string(saved.chunk_bytes), std::to_string(now.chunk_bytes),
                     "restore with the chunk size of the run that wrote it");

@@ -119,6 +119,19 @@ TEST(CheckpointSet, ADifferentProgramVersionOrActorCountIsRefusedNamingBothValue
   EXPECT_NE(st.message().find("--actors 2"), std::string::npos) << st.message();
 }
 
+TEST(CheckpointSet, AParamsMismatchIsShownThroughTheAppsDescriber) {
+  const CheckpointFingerprint saved = sample_manifest().fingerprint;
+  CheckpointFingerprint now = saved;
+  now.params[0] = std::byte{9};
+  const ParamsDescriber describe = [](std::span<const std::byte> p) {
+    return "--seed " + std::to_string(static_cast<int>(p[0]));
+  };
+  Status st = compare_fingerprints(saved, now, "s", describe);
+  EXPECT_NE(st.message().find("params --seed 1; this run has --seed 9"), std::string::npos) << st.message();
+  st = compare_fingerprints(saved, now, "s");
+  EXPECT_NE(st.message().find("3 bytes, CRC32"), std::string::npos) << st.message();
+}
+
 TEST(CheckpointSet, ARunInputThatChangesHistoryIsRefusedNamingTheOption) {
   const RunInputs saved = {{"--injections", "40"}, {"--epochs", "500"}};
   Status st = compare_run_inputs(saved, {{"--injections", "40"}, {"--epochs", "900"}}, "s");

@@ -208,8 +208,8 @@ Status run_with_progress(Runtime& rt, std::uint64_t target, ProgressLine& progre
 // --checkpoint-dir, --checkpoint-every and --restore, shared by the apps.
 class CheckpointSession {
  public:
-  CheckpointSession(const RunOptions& o, StopCondition& stop, RunInputs inputs)
-      : o_(o), stop_(stop), inputs_(std::move(inputs)) {}
+  CheckpointSession(const RunOptions& o, StopCondition& stop, RunInputs inputs, ParamsDescriber describe_params)
+      : o_(o), stop_(stop), inputs_(std::move(inputs)), describe_params_(std::move(describe_params)) {}
 
   static Status validate(const RunOptions& o) {
     if (o.checkpoint_every != 0 && o.checkpoint_dir.empty())
@@ -263,6 +263,7 @@ class CheckpointSession {
     query.fingerprint = checkpoint_fingerprint(rt);
     query.inputs = inputs_;
     query.epoch = epoch;
+    query.describe_params = describe_params_;
     auto point = find_restore_point(*store.value(), query);
     if (!point.ok()) return Status(point.status().code(), "--restore " + o_.restore + ": " + point.status().message());
     for (const std::string& skipped : point->skipped)
@@ -364,9 +365,21 @@ class CheckpointSession {
   const RunOptions& o_;
   StopCondition& stop_;
   RunInputs inputs_;
+  ParamsDescriber describe_params_;
   std::atomic<std::uint64_t> errors_printed_{0};
   std::unique_ptr<CheckpointManager> manager_;
 };
+
+// heat2d's Params as the options that set them, for a restore that finds other ones.
+std::string describe_heat2d_params(std::span<const std::byte> bytes) {
+  examples::Heat2d::Params p;
+  if (bytes.size() != sizeof p) return std::to_string(bytes.size()) + " bytes of another program's params";
+  std::memcpy(&p, bytes.data(), sizeof p);
+  char buf[160];
+  std::snprintf(buf, sizeof buf, "--grid %ux%u --actors %u --seed %llu --stats-every %u (alpha %g)", p.width, p.height,
+                p.tiles_x * p.tiles_y, static_cast<unsigned long long>(p.seed), p.stats_every, static_cast<double>(p.alpha));
+  return buf;
+}
 
 Status run_heat2d(const RunOptions& o, BackendKind backend, const ReplayLogSession& log, RunSummary& sum,
                   ProgressLine& progress, StopCondition& stop) {
@@ -401,7 +414,7 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, const ReplayLogSessi
   // --injections and --epochs (and the seed, which Params holds).
   RunInputs inputs = {{"--injections", std::to_string(o.injections)}};
   if (o.injections != 0) inputs.emplace_back("--epochs", std::to_string(o.epochs));
-  CheckpointSession checkpoints(o, stop, std::move(inputs));
+  CheckpointSession checkpoints(o, stop, std::move(inputs), describe_heat2d_params);
   std::fprintf(stderr, "pkrt: backend %s\n", rt.backend_description().c_str());
   auto restored = checkpoints.restore(rt);
   if (!restored.ok()) return restored.status();

@@ -135,6 +135,7 @@ struct RestoreQuery {
   bool match_inputs = true;
   std::optional<std::uint64_t> epoch;      // exactly this epoch
   std::optional<std::uint64_t> max_epoch;  // else the newest set at or before this epoch
+  ParamsDescriber describe_params;         // optional: names Params fields in a mismatch
 };
 
 // The newest committed set (or the one at `epoch`) matching the query, every member file

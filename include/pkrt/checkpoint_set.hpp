@@ -25,6 +25,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <span>
 #include <string>
 #include <utility>
@@ -48,10 +49,15 @@ struct CheckpointFingerprint {
 // The fingerprint of `runtime`'s program, params and image layout.
 CheckpointFingerprint checkpoint_fingerprint(const Runtime& runtime);
 
+// Says what Params bytes mean (e.g. "--grid 64x64 --seed 7"), for messages; the runtime
+// itself sees Params as opaque bytes. Gets bytes of any length: check the size.
+using ParamsDescriber = std::function<std::string(std::span<const std::byte>)>;
+
 // ok when `saved` (read from `where`) matches `now`; else kInvalidArgument naming the first
-// field that differs, both values, and the fix.
+// field that differs, both values, and the fix. Params are shown through `describe` when
+// given, else by size and CRC.
 Status compare_fingerprints(const CheckpointFingerprint& saved, const CheckpointFingerprint& now,
-                            const std::string& where);
+                            const std::string& where, const ParamsDescriber& describe = nullptr);
 
 // Options outside Params that shape a run's history, as (name, value) pairs in a fixed
 // order (e.g. {"--injections", "40"}). Compared like the fingerprint.
