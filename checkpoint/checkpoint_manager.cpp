@@ -72,8 +72,9 @@ struct CheckpointManager::Impl {
   std::vector<ActorChain> chains;     // per actor; each touched only by its writer thread
   CheckpointFingerprint fingerprint;
 
-  // The store's catalogue. Held across a commit and retention (file I/O) by one writer
-  // thread at a time; never held while taking `mu` (lock order: mu, then catalog_mu).
+  // The store's catalogue and the sets in flight. Held across a commit and retention (file
+  // I/O) by one writer thread at a time. Lock order: catalog_mu, then mu; nothing holding mu
+  // waits for catalog_mu, so the pump thread (accept(), mu only) never waits on an fsync.
   std::mutex catalog_mu;
   std::map<std::string, CatalogFile> files;     // by name
   std::map<std::uint64_t, PendingSet> pending;  // by request id
@@ -91,6 +92,8 @@ struct CheckpointManager::Impl {
   // ---- requests --------------------------------------------------------------------------
 
   Result<std::uint64_t> request(std::uint64_t epoch) {
+    // The set is registered before any of its images can reach a writer (they need `mu`).
+    std::lock_guard<std::mutex> catalog(catalog_mu);
     std::lock_guard<std::mutex> lock(mu);
     if (in_flight != 0) {
       return Status(StatusCode::kFailedPrecondition,
@@ -99,15 +102,11 @@ struct CheckpointManager::Impl {
     }
     auto id = rt.snapshot_all(epoch);
     if (!id.ok()) return id.status();
-    {
-      // Registered before `mu` is released: the first image's writer looks it up.
-      std::lock_guard<std::mutex> catalog(catalog_mu);
-      PendingSet& set = pending[id.value()];
-      set.epoch = epoch;
-      set.sequence = next_sequence++;
-      set.members.resize(rt.options().num_actors);
-      set.finished_actor.resize(rt.options().num_actors);
-    }
+    PendingSet& set = pending[id.value()];
+    set.epoch = epoch;
+    set.sequence = next_sequence++;
+    set.members.resize(rt.options().num_actors);
+    set.finished_actor.resize(rt.options().num_actors);
     in_flight = id.value();
     in_flight_epoch = epoch;
     in_flight_left = rt.options().num_actors;
