@@ -1,4 +1,5 @@
-# The checkpoint CLI contract: a run writes checkpoints; verify exits 0 on them, 1 on a file
+# The checkpoint CLI contract: a run writes checkpoint sets; verify exits 0 on them, inspect shows
+# a set's manifest, verify exits 1 on a file
 # with one flipped byte (naming the damaged part), 2 on a path that does not exist; a run
 # restored from the directory ends with the original checksum.
 file(REMOVE_RECURSE "${WORK}")
@@ -13,6 +14,10 @@ set(original ${CMAKE_MATCH_1})
 run_pkrt(out rc checkpoint verify ${WORK})
 if(NOT rc EQUAL 0 OR NOT out MATCHES "12 intact, 0 corrupt; sets: 3 whole, 0 broken")
   message(FATAL_ERROR "verify of a good directory: exit ${rc}\n${out}")
+endif()
+run_pkrt(out rc checkpoint inspect ${WORK}/heat2d-set-e000000000200.pkset)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "epoch +200" OR NOT out MATCHES "input --injections +10" OR NOT out MATCHES "actor 3 ")
+  message(FATAL_ERROR "inspect of a set manifest: exit ${rc}\n${out}")
 endif()
 run_pkrt(out rc ${common} --restore ${WORK} --restore-epoch 100 --threads 1)
 string(REGEX MATCH "\"checksum\": \"(0x[0-9a-f]+)\"" _ "${out}")

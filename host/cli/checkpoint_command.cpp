@@ -153,11 +153,68 @@ int list_command(const CheckpointOptions& o) {
   return kExitOk;
 }
 
+// `inspect` of a set manifest: the set's epoch, fingerprint, inputs and members.
+int inspect_manifest(const CheckpointOptions& o, std::span<const std::byte> bytes) {
+  auto parsed = parse_checkpoint_manifest(bytes, o.path);
+  if (!parsed.ok()) {
+    std::fprintf(stderr, "pkrt checkpoint inspect: %s\n", parsed.status().to_string().c_str());
+    return kExitFailed;
+  }
+  const CheckpointManifest& m = parsed.value();
+  const CheckpointFingerprint& f = m.fingerprint;
+  char crc[16];
+  std::snprintf(crc, sizeof crc, "0x%08x", crc32(f.params.data(), f.params.size()));
+  if (o.json) {
+    nlohmann::json regions = nlohmann::json::array();
+    for (const auto& r : f.regions) regions.push_back({{"name", r.name}, {"offset", r.offset}, {"bytes", r.bytes}});
+    nlohmann::json inputs = nlohmann::json::object();
+    for (const auto& [k, v] : m.inputs) inputs[k] = v;
+    nlohmann::json members = nlohmann::json::array();
+    for (const auto& mem : m.members) {
+      char digest[32];
+      std::snprintf(digest, sizeof digest, "%016llx", static_cast<unsigned long long>(mem.digest));
+      members.push_back({{"actor", mem.actor}, {"file", mem.file}, {"kind", mem.delta ? "delta" : "full"},
+                         {"digest", digest}, {"file_bytes", mem.file_bytes}});
+    }
+    nlohmann::json j = {{"file", o.path}, {"kind", "set"}, {"app", f.app}, {"epoch", m.epoch},
+                        {"sequence", m.sequence}, {"program_version", f.program_version},
+                        {"num_actors", f.num_actors}, {"image_bytes", f.image_bytes}, {"chunk_bytes", f.chunk_bytes},
+                        {"params_bytes", f.params.size()}, {"params_crc", crc}, {"regions", regions},
+                        {"inputs", inputs}, {"members", members}};
+    std::printf("%s\n", j.dump(2).c_str());
+    return kExitOk;
+  }
+  std::uint64_t total = 0;
+  std::size_t deltas = 0;
+  for (const auto& mem : m.members) {
+    total += mem.file_bytes;
+    deltas += mem.delta ? 1 : 0;
+  }
+  std::vector<std::pair<std::string, std::string>> rows = {
+      {"app", f.app + " (program version " + std::to_string(f.program_version) + ")"},
+      {"epoch", std::to_string(m.epoch)},
+      {"sequence", std::to_string(m.sequence)},
+      {"actors", std::to_string(f.num_actors) + " (" + std::to_string(deltas) + " delta members), " +
+                     human_bytes(total) + " of files"},
+      {"image", human_bytes(f.image_bytes) + " per actor, " + human_bytes(f.chunk_bytes) + " chunks"},
+      {"params", std::to_string(f.params.size()) + " bytes, CRC32 " + crc},
+  };
+  for (const auto& r : f.regions)
+    rows.push_back({"region " + r.name, human_bytes(r.bytes) + " at offset " + std::to_string(r.offset)});
+  for (const auto& [k, v] : m.inputs) rows.push_back({"input " + k, v});
+  for (const auto& mem : m.members)
+    rows.push_back({"actor " + std::to_string(mem.actor), mem.file + " (" + human_bytes(mem.file_bytes) + ")"});
+  print_table(stdout, "checkpoint set " + o.path, rows);
+  return kExitOk;
+}
+
 int inspect_command(const CheckpointOptions& o) {
   auto opened = open_path(o.path, true, false);
   if (!opened.ok()) return report_error("checkpoint inspect", opened.status());
   auto bytes = read_checkpoint_file(o.path);
   if (!bytes.ok()) return report_error("checkpoint inspect", bytes.status());
+  if (o.path.size() > 6 && o.path.compare(o.path.size() - 6, 6, kCheckpointManifestSuffix) == 0)
+    return inspect_manifest(o, bytes.value());
   auto parsed = parse_checkpoint(bytes.value(), o.path);
   if (!parsed.ok()) {
     std::fprintf(stderr, "pkrt checkpoint inspect: %s\n", parsed.status().to_string().c_str());
@@ -324,8 +381,9 @@ void add_checkpoint_command(CLI::App& app, CheckpointOptions& o) {
       "list", "Checkpoint files by actor and epoch, committed sets, and incomplete sets (never restorable)");
   list->add_option("DIR", o.path, "Checkpoint directory")->required();
   list->add_flag("--json", o.json, "Print as JSON");
-  CLI::App* inspect = cmd->add_subcommand("inspect", "Header, metadata and chunks of one checkpoint file");
-  inspect->add_option("FILE", o.path, "Checkpoint file")->required();
+  CLI::App* inspect = cmd->add_subcommand(
+      "inspect", "Header, metadata and chunks of one checkpoint file, or the fingerprint and members of a set manifest");
+  inspect->add_option("FILE", o.path, "Checkpoint file (.pkck) or set manifest (.pkset)")->required();
   inspect->add_flag("--json", o.json, "Print as JSON");
   CLI::App* verify = cmd->add_subcommand(
       "verify",
