@@ -143,7 +143,7 @@ int list_command(const CheckpointOptions& o) {
     std::printf("%-10s %-14llu %-8s %-8s %s\n", "INCOMPLETE", static_cast<unsigned long long>(p.epoch), "-",
                 (std::to_string(p.actors) + "/" + std::to_string(p.num_actors)).c_str(),
                 p.actors < p.num_actors ? "(not every actor has a file: never restorable)"
-                                        : "(no manifest: the run stopped before committing it)");
+                                        : "(no manifest: never committed, or retired and not yet removed)");
   }
   std::printf("%zu checkpoint files, %zu damaged; %zu committed sets, %zu incomplete; restorable epochs:",
               history->size(), bad, committed, partial.size());
