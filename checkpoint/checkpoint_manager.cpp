@@ -20,6 +20,7 @@ namespace {
 // Per actor, touched only by the actor's writer thread.
 struct ActorChain {
   std::uint64_t last_digest = 0;  // digest of the last durable checkpoint (0: next is full)
+  std::uint64_t last_epoch = 0;   // its epoch
   std::uint32_t chain = 0;        // deltas since the last full
 };
 
@@ -80,6 +81,9 @@ struct CheckpointManager::Impl {
   std::map<std::uint64_t, PendingSet> pending;  // by request id
   std::vector<CommittedSet> committed;          // by sequence, oldest first
   std::vector<std::string> newest_durable;      // per actor: parent of its next delta
+  // Members of sets whose manifest write failed: the manifest may still be in place (the
+  // rename took, the directory fsync failed), so they are never removed by this run.
+  std::set<std::string> uncertain;
   std::uint64_t next_sequence = 1;
 
   Impl(Runtime& r, std::unique_ptr<CheckpointStore> s, const CheckpointPolicy& p)
@@ -180,7 +184,10 @@ struct CheckpointManager::Impl {
     info.state_bytes = layout.image_bytes;
     info.chunk_bytes = layout.chunk_bytes;
     info.state_crc = img.crc;
-    info.delta = chain.last_digest != 0 && chain.chain < policy.max_delta_chain &&
+    // A second image at the epoch of the last one (a checkpoint repeated on a parked grid) is
+    // full: a delta's parent must be older, and that set replaces the one at this epoch,
+    // whose files retention may then remove.
+    info.delta = chain.last_digest != 0 && img.epoch > chain.last_epoch && chain.chain < policy.max_delta_chain &&
                  img.changed.size() < layout.chunks;
     info.parent_digest = info.delta ? chain.last_digest : 0;
     std::vector<std::uint32_t> chunks;
@@ -220,6 +227,7 @@ struct CheckpointManager::Impl {
       st.request_to_durable_ms =
           std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - img.requested).count();
     chain.last_digest = checkpoint_digest(info);
+    chain.last_epoch = img.epoch;
     chain.chain = info.delta ? chain.chain + 1 : 0;
     CheckpointSetMember member;
     member.actor = img.actor;
@@ -291,6 +299,7 @@ struct CheckpointManager::Impl {
     const host::NvtxRange committing(kManifestName);
     Status st = store->put(name, encode_checkpoint_manifest(m));
     if (!st.ok()) {
+      for (const auto& mem : m.members) uncertain.insert(mem.file);
       return Status(st.code(), "checkpoint set at epoch " + std::to_string(m.epoch) +
                                    " was not committed (its files are kept but it cannot be restored): " +
                                    st.message());
@@ -314,6 +323,7 @@ struct CheckpointManager::Impl {
     for (std::size_t i = drop; i < committed.size(); ++i) roots.insert(committed[i].members.begin(), committed[i].members.end());
     for (const auto& name : newest_durable)
       if (!name.empty()) roots.insert(name);
+    roots.insert(uncertain.begin(), uncertain.end());
     for (const auto& [id, set] : pending)
       for (const auto& mem : set.members)
         if (mem) roots.insert(mem->file);
@@ -410,6 +420,15 @@ Result<std::unique_ptr<CheckpointManager>> CheckpointManager::create(Runtime& ru
     return Status(StatusCode::kInvalidArgument,
                   "the runtime was created with snapshots disabled. Fix: RuntimeOptions::snapshots = true");
   }
+  // The manifest's limits, checked here so no set is committed that restore cannot read.
+  if (policy.inputs.size() > kMaxRunInputs)
+    return Status(StatusCode::kInvalidArgument, "CheckpointPolicy::inputs has " + std::to_string(policy.inputs.size()) +
+                                                    " entries; a manifest holds at most " + std::to_string(kMaxRunInputs));
+  for (const auto& [k, v] : policy.inputs)
+    if (k.size() > kMaxRunInputText || v.size() > kMaxRunInputText)
+      return Status(StatusCode::kInvalidArgument, "CheckpointPolicy::inputs entry '" + k.substr(0, 64) +
+                                                      "' is longer than " + std::to_string(kMaxRunInputText) +
+                                                      " bytes. Fix: record a hash of long values instead");
   PKRT_RETURN_IF_ERROR(store->lock_for_writing());
   auto impl = std::make_unique<Impl>(runtime, std::move(store), policy);
   impl->params = runtime.params();
@@ -546,14 +565,16 @@ namespace {
 // "epoch 40 (3 of 4 actors), ..." for files of `app` that no committed set covers.
 std::string partial_sets(const std::vector<CheckpointRecord>& history, const std::string& app,
                          std::uint32_t num_actors) {
-  std::map<std::uint64_t, std::set<std::uint32_t>> actors_at;
+  // By (epoch, sequence): two unfinished sets at one epoch (two crashed runs) are two.
+  std::map<std::pair<std::uint64_t, std::uint64_t>, std::set<std::uint32_t>> actors_at;
   for (const auto& rec : history)
-    if (rec.status.ok() && rec.info.app == app) actors_at[rec.info.epoch].insert(rec.info.actor);
+    if (rec.status.ok() && rec.info.app == app)
+      actors_at[{rec.info.epoch, checkpoint_member_sequence(rec.name)}].insert(rec.info.actor);
   std::string out;
   std::size_t listed = 0;
   for (auto it = actors_at.rbegin(); it != actors_at.rend() && listed < 8; ++it, ++listed) {
     if (!out.empty()) out += ", ";
-    out += "epoch " + std::to_string(it->first) + " (" + std::to_string(it->second.size()) + " of " +
+    out += "epoch " + std::to_string(it->first.first) + " (" + std::to_string(it->second.size()) + " of " +
            std::to_string(num_actors) + " actors" + (it->second.size() >= num_actors ? ", never committed" : "") + ")";
   }
   if (actors_at.size() > listed) out += ", and " + std::to_string(actors_at.size() - listed) + " older";

@@ -17,8 +17,8 @@ constexpr std::size_t kMaxManifestBytes = std::size_t{1} << 30;
 constexpr std::uint32_t kMaxName = 255;
 constexpr std::uint32_t kMaxParams = 64 * 1024;
 constexpr std::uint32_t kMaxRegions = 16;
-constexpr std::uint32_t kMaxInputs = 64;
-constexpr std::uint32_t kMaxInputText = 4096;
+constexpr auto kMaxInputs = static_cast<std::uint32_t>(kMaxRunInputs);
+constexpr auto kMaxInputText = static_cast<std::uint32_t>(kMaxRunInputText);
 
 class ByteWriter {
  public:

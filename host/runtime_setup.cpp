@@ -103,6 +103,11 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   std::uint64_t offset = align_up(std::max<std::uint64_t>(lay.state_bytes, 1), detail::kRegionAlign);
   a.region_count = lay.region_count;
   for (std::uint32_t r = 0; r < lay.region_count; ++r) {
+    // Bounded so the offsets cannot wrap (the image's total is checked against 2^48 below).
+    if (lay.region_bytes[r] > (std::uint64_t{1} << 48))
+      return Status(StatusCode::kOutOfRange, std::string("region '") + lay.region_names[r] + "' of app '" +
+                                                 program.name + "' is " + std::to_string(lay.region_bytes[r]) +
+                                                 " bytes per actor (at most 2^48). Fix: smaller regions per actor");
     a.region_offset[r] = offset;
     a.region_bytes[r] = lay.region_bytes[r];
     offset += align_up(std::max<std::uint64_t>(lay.region_bytes[r], 1), detail::kRegionAlign);
@@ -136,6 +141,13 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   img.inbox_bytes = std::uint64_t{lay.k2k_channels} * k2k_stride;
   img.image_bytes = img.arena_bytes + img.inbox_bytes;
   img.chunk_bytes = options.chunk_bytes;
+  // An image of more chunks than a u32 counts is no image any machine holds; refusing it
+  // here also keeps the sizes below from wrapping.
+  if (img.image_bytes > (std::uint64_t{1} << 48) || (img.image_bytes + img.chunk_bytes - 1) / img.chunk_bytes > 0xFFFFFFFFull) {
+    return Status(StatusCode::kOutOfRange, "one actor's image would be " + std::to_string(img.image_bytes) +
+                                               " bytes (at most 2^48). Fix: smaller regions per actor (e.g. more "
+                                               "actors for the same field)");
+  }
   img.chunks = static_cast<std::uint32_t>((img.image_bytes + img.chunk_bytes - 1) / img.chunk_bytes);
   img.regions.push_back({"state", 0, lay.state_bytes});
   for (std::uint32_t r = 0; r < lay.region_count; ++r)
@@ -145,28 +157,49 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   // Refuse a run the machine cannot hold before allocating any of it: allocating first
   // takes minutes of page faults and ends in bad_alloc or the OOM killer.
   {
-    const std::uint64_t state = impl->state_stride * options.num_actors;
+    // Per actor at most 2^48 image bytes (checked above) times at most 2^24 actors: the sums
+    // below stay under 2^75 only in theory, so every step is overflow-checked.
+    bool wrapped = false;
+    auto times = [&](std::uint64_t x, std::uint64_t n) {
+      std::uint64_t r = 0;
+      wrapped = wrapped || __builtin_mul_overflow(x, n, &r);
+      return r;
+    };
+    auto plus = [&](std::uint64_t x, std::uint64_t y) {
+      std::uint64_t r = 0;
+      wrapped = wrapped || __builtin_add_overflow(x, y, &r);
+      return r;
+    };
+    const std::uint64_t state = times(impl->state_stride, options.num_actors);
     const std::uint64_t staging =
         options.snapshots
-            ? (align_up(img.image_bytes, detail::kRegionAlign) + align_up(std::uint64_t{img.chunks} * 4, detail::kRegionAlign) +
-               align_up(img.chunks, detail::kRegionAlign) + std::uint64_t{img.chunks} * 4 + 4) *
-                  options.num_actors
+            ? times(align_up(img.image_bytes, detail::kRegionAlign) + align_up(std::uint64_t{img.chunks} * 4, detail::kRegionAlign) +
+                        align_up(img.chunks, detail::kRegionAlign) + std::uint64_t{img.chunks} * 4 + 4,
+                    options.num_actors)
             : 0;
-    const std::uint64_t rest = k2k_bytes + lay.global_bytes + sizeof(Slot) * options.ring_capacity * blocks +
-                               2 * impl->ring_stride * blocks;
-    const std::uint64_t need = state + staging + rest;
+    // On the CPU backend the host mirror of every image (filled at the first snapshot) comes
+    // out of the same memory.
+    const std::uint64_t mirror =
+        options.snapshots && be.kind() == BackendKind::kCpu ? times(img.image_bytes, options.num_actors) : 0;
+    const std::uint64_t rest = plus(plus(k2k_bytes, lay.global_bytes),
+                                    sizeof(Slot) * options.ring_capacity * blocks + 2 * impl->ring_stride * blocks);
+    const std::uint64_t need = plus(plus(plus(state, staging), mirror), rest);
     const auto available = be.device_memory_available();
-    if (available && need > *available) {
+    if (wrapped || (available && need > *available)) {
       auto gib = [](std::uint64_t b) {
         char buf[32];
         std::snprintf(buf, sizeof buf, "%.2f GiB", static_cast<double>(b) / (1ull << 30));
         return std::string(buf);
       };
+      if (wrapped)
+        return Status(StatusCode::kOutOfRange, "the run needs more than 2^64 bytes (" + std::to_string(options.num_actors) +
+                                                   " actors of " + std::to_string(impl->state_stride) +
+                                                   " bytes each). Fix: fewer or smaller actors");
       return Status(StatusCode::kOutOfRange,
                     std::string("the run needs ") + gib(need) + " of " +
                         (be.kind() == BackendKind::kCuda ? "GPU" : "host") + " memory (actor state " + gib(state) +
-                        ", snapshot staging " + gib(staging) + ", rings and mailboxes " + gib(rest) + ") but only " +
-                        gib(*available) + " is available. Fix: fewer or smaller actors (e.g. a smaller --grid)" +
+                        ", snapshot staging " + gib(staging) + (mirror != 0 ? ", host image mirror " + gib(mirror) : "") +
+                        ", rings and mailboxes " + gib(rest) + ") but only " + gib(*available) + " is available. Fix: fewer or smaller actors (e.g. a smaller --grid)" +
                         (options.snapshots ? ", or RuntimeOptions::snapshots = false to drop the staging copy" : ""));
     }
   }

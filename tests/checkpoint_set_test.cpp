@@ -237,6 +237,30 @@ TEST(CheckpointSetCommit, ASetWithAFailedMemberIsNeverCommittedAndTheLastCommitt
   }
 }
 
+// A checkpoint taken twice on a parked grid replaces the set at that epoch: its members must
+// not be deltas of the files they replace, which retention then removes.
+TEST(CheckpointSetCommit, ACheckpointRepeatedAtOneEpochIsFullAndStaysRestorable) {
+  ProbeRun r = start_probe_run(2, 1);
+  checkpoint(r, 3);
+  ASSERT_TRUE(r.manager->checkpoint_at(3).ok());
+  ASSERT_TRUE(r.manager->wait_served(30s).ok());
+  ASSERT_TRUE(r.manager->flush(30s).ok());
+  EXPECT_EQ(r.manager->counters().sets_committed, 2u);
+  auto point = find_restore_point(r.store->inner, "probe", r.rt->params(), 2, std::nullopt);
+  ASSERT_TRUE(point.ok()) << point.status().to_string();
+  EXPECT_EQ(point->epoch, 3u);
+  for (const auto& s : r.manager->snapshot_stats()) EXPECT_FALSE(s.delta) << "epoch " << s.epoch;
+}
+
+TEST(CheckpointSetCommit, RunInputsAManifestCannotHoldAreRefusedAtCreate) {
+  auto created = Runtime::create(testing::probe_program(), testing::Probe::Params{}, testing::cpu_runtime(1, 1, 256));
+  ASSERT_TRUE(created.ok());
+  CheckpointPolicy policy;
+  policy.inputs = {{"--schedule", std::string(kMaxRunInputText + 1, 'x')}};
+  auto manager = CheckpointManager::create(*created.value(), std::make_unique<MemoryCheckpointStore>(), policy);
+  EXPECT_EQ(manager.status().code(), StatusCode::kInvalidArgument) << manager.status().to_string();
+}
+
 TEST(CheckpointSetCommit, RetentionKeepsTheNewestCommittedSetsAndRemovesOlderManifestsAndFiles) {
   // Full at 1, 3, 5; deltas at 2 and 4 (a chain of at most one delta).
   ProbeRun r = start_probe_run(2, 2, 1);

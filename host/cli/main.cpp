@@ -7,7 +7,7 @@
 
 #include <unistd.h>
 
-#include <cctype>
+#include <cstdlib>
 #include <cstdio>
 #include <string>
 
@@ -41,7 +41,10 @@ namespace {
 void refuse_negative_values(CLI::App& app) {
   const CLI::Validator not_negative(
       [](std::string& value) -> std::string {
-        if (value.size() >= 2 && value[0] == '-' && (std::isdigit(static_cast<unsigned char>(value[1])) != 0 || value[1] == '.'))
+        // Only what reads as a whole number: a path such as "-1ckpt" is not a value to refuse.
+        char* end = nullptr;
+        const double v = std::strtod(value.c_str(), &end);
+        if (!value.empty() && end == value.c_str() + value.size() && v < 0)
           return "the value " + value + " is negative; it must be 0 or more";
         return std::string();
       },

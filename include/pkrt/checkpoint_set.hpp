@@ -62,6 +62,8 @@ Status compare_fingerprints(const CheckpointFingerprint& saved, const Checkpoint
 // Options outside Params that shape a run's history, as (name, value) pairs in a fixed
 // order (e.g. {"--injections", "40"}). Compared like the fingerprint.
 using RunInputs = std::vector<std::pair<std::string, std::string>>;
+inline constexpr std::size_t kMaxRunInputs = 64;        // entries a manifest holds
+inline constexpr std::size_t kMaxRunInputText = 4096;   // bytes per name or value
 
 Status compare_run_inputs(const RunInputs& saved, const RunInputs& now, const std::string& where);
 
