@@ -3,6 +3,7 @@
 #include <pkrt/checkpoint.hpp>
 #include <pkrt/crc32.hpp>
 
+#include "checkpoint/byte_io.hpp"
 #include "checkpoint/byte_shuffle.hpp"
 
 #include <zstd.h>
@@ -15,6 +16,9 @@
 
 namespace pkrt {
 namespace {
+
+using detail::ByteReader;
+using detail::ByteWriter;
 
 static_assert(std::endian::native == std::endian::little,
               "the checkpoint format is little-endian; big-endian hosts need byte swapping here");
@@ -40,58 +44,6 @@ bool chunk_size_ok(std::uint32_t c) { return c >= kMinChunkBytes && c <= kMaxChu
 // anything the size of the state is allocated or decompressed. Legitimate data stays well
 // below (an RLE block, the densest there is, takes 4 bytes).
 std::uint64_t max_zstd_output(std::uint64_t stored) { return stored / 3 * (std::uint64_t{128} << 10); }
-
-class ByteWriter {
- public:
-  explicit ByteWriter(std::vector<std::byte>& out) : out_(out) {}
-  template <class T>
-  void put(T v) {
-    const std::size_t at = out_.size();
-    out_.resize(at + sizeof(T));
-    std::memcpy(out_.data() + at, &v, sizeof(T));
-  }
-  void bytes(const void* p, std::size_t n) {
-    const std::size_t at = out_.size();
-    out_.resize(at + n);
-    if (n > 0) std::memcpy(out_.data() + at, p, n);
-  }
-
- private:
-  std::vector<std::byte>& out_;
-};
-
-// Bounds-checked little-endian reader; a read past the end sets failed() instead.
-class ByteReader {
- public:
-  ByteReader(std::span<const std::byte> in) : in_(in) {}
-  template <class T>
-  T get() {
-    T v{};
-    if (pos_ + sizeof(T) > in_.size()) {
-      failed_ = true;
-      return v;
-    }
-    std::memcpy(&v, in_.data() + pos_, sizeof(T));
-    pos_ += sizeof(T);
-    return v;
-  }
-  std::span<const std::byte> take(std::size_t n) {
-    if (n > in_.size() - std::min(pos_, in_.size())) {
-      failed_ = true;
-      return {};
-    }
-    auto s = in_.subspan(pos_, n);
-    pos_ += n;
-    return s;
-  }
-  bool failed() const { return failed_; }
-  std::size_t pos() const { return pos_; }
-
- private:
-  std::span<const std::byte> in_;
-  std::size_t pos_ = 0;
-  bool failed_ = false;
-};
 
 template <class T>
 T load_at(std::span<const std::byte> s, std::size_t off) {

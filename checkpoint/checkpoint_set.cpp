@@ -3,6 +3,8 @@
 #include <pkrt/checkpoint_set.hpp>
 #include <pkrt/crc32.hpp>
 
+#include "checkpoint/byte_io.hpp"
+
 #include <cstdio>
 #include <cstring>
 #include <cstdlib>
@@ -20,74 +22,24 @@ constexpr std::uint32_t kMaxRegions = 16;
 constexpr auto kMaxInputs = static_cast<std::uint32_t>(kMaxRunInputs);
 constexpr auto kMaxInputText = static_cast<std::uint32_t>(kMaxRunInputText);
 
-class ByteWriter {
- public:
-  void u8(std::uint8_t v) { out_.push_back(static_cast<std::byte>(v)); }
-  void u16(std::uint16_t v) { le(v, 2); }
-  void u32(std::uint32_t v) { le(v, 4); }
-  void u64(std::uint64_t v) { le(v, 8); }
-  void bytes(const void* p, std::size_t n) {
-    const auto* b = static_cast<const std::byte*>(p);
-    out_.insert(out_.end(), b, b + n);
-  }
-  void text(const std::string& s) {
-    u32(static_cast<std::uint32_t>(s.size()));
-    bytes(s.data(), s.size());
-  }
-  std::vector<std::byte>& out() { return out_; }
+using detail::ByteReader;
+using detail::ByteWriter;
 
- private:
-  void le(std::uint64_t v, int n) {
-    for (int i = 0; i < n; ++i) out_.push_back(static_cast<std::byte>(v >> (8 * i)));
-  }
-  std::vector<std::byte> out_;
-};
+// A text is a u32 length and that many bytes.
+void put_text(ByteWriter& w, const std::string& t) {
+  w.put(static_cast<std::uint32_t>(t.size()));
+  w.bytes(t.data(), t.size());
+}
 
-// Reads little-endian fields; every read is bounded by the bytes left, and a failed read
-// leaves the reader failed (later reads return zeros), so callers check once per section.
-class ByteReader {
- public:
-  explicit ByteReader(std::span<const std::byte> in) : in_(in) {}
-  std::uint8_t u8() { return static_cast<std::uint8_t>(le(1)); }
-  std::uint16_t u16() { return static_cast<std::uint16_t>(le(2)); }
-  std::uint32_t u32() { return static_cast<std::uint32_t>(le(4)); }
-  std::uint64_t u64() { return le(8); }
-  bool text(std::string& s, std::uint32_t max_len) {
-    const std::uint32_t n = u32();
-    if (!ok_ || n > max_len || n > left()) return fail();
-    s.assign(reinterpret_cast<const char*>(in_.data() + pos_), n);
-    pos_ += n;
-    return true;
-  }
-  bool raw(std::vector<std::byte>& b, std::uint32_t n) {
-    if (!ok_ || n > left()) return fail();
-    b.assign(in_.begin() + static_cast<std::ptrdiff_t>(pos_), in_.begin() + static_cast<std::ptrdiff_t>(pos_ + n));
-    pos_ += n;
-    return true;
-  }
-  std::size_t left() const { return in_.size() - pos_; }
-  bool ok() const { return ok_; }
-
- private:
-  bool fail() {
-    ok_ = false;
-    pos_ = in_.size();
-    return false;
-  }
-  std::uint64_t le(int n) {
-    if (!ok_ || left() < static_cast<std::size_t>(n)) {
-      fail();
-      return 0;
-    }
-    std::uint64_t v = 0;
-    for (int i = 0; i < n; ++i) v |= static_cast<std::uint64_t>(in_[pos_ + i]) << (8 * i);
-    pos_ += static_cast<std::size_t>(n);
-    return v;
-  }
-  std::span<const std::byte> in_;
-  std::size_t pos_ = 0;
-  bool ok_ = true;
-};
+// False (and nothing read into `t`) past the end or over `max_len`.
+bool get_text(ByteReader& r, std::string& t, std::uint32_t max_len) {
+  const auto n = r.get<std::uint32_t>();
+  if (r.failed() || n > max_len) return false;
+  const auto bytes = r.take(n);
+  if (r.failed()) return false;
+  t.assign(reinterpret_cast<const char*>(bytes.data()), bytes.size());
+  return true;
+}
 
 Status corrupt(const std::string& name, const std::string& what) {
   return Status(StatusCode::kCorruptData,
@@ -181,81 +133,84 @@ Status compare_run_inputs(const RunInputs& saved, const RunInputs& now, const st
 }
 
 std::vector<std::byte> encode_checkpoint_manifest(const CheckpointManifest& m) {
-  ByteWriter w;
+  std::vector<std::byte> out;
+  ByteWriter w(out);
   const CheckpointFingerprint& f = m.fingerprint;
   w.bytes(kMagic, sizeof kMagic);
-  w.u16(kCheckpointManifestVersion);
-  w.u16(0);
-  w.u32(0);  // total bytes, patched below
-  w.u64(m.epoch);
-  w.u64(m.sequence);
-  w.u32(f.num_actors);
-  w.u32(f.chunk_bytes);
-  w.u64(f.image_bytes);
-  w.u32(f.program_version);
-  w.u32(static_cast<std::uint32_t>(f.regions.size()));
-  w.u32(static_cast<std::uint32_t>(f.params.size()));
-  w.u32(static_cast<std::uint32_t>(m.inputs.size()));
-  w.u32(static_cast<std::uint32_t>(m.members.size()));
-  w.u32(0);
-  w.text(f.app);
+  w.put(kCheckpointManifestVersion);
+  w.put(std::uint16_t{0});
+  w.put(std::uint32_t{0});  // total bytes, patched below
+  w.put(m.epoch);
+  w.put(m.sequence);
+  w.put(f.num_actors);
+  w.put(f.chunk_bytes);
+  w.put(f.image_bytes);
+  w.put(f.program_version);
+  w.put(static_cast<std::uint32_t>(f.regions.size()));
+  w.put(static_cast<std::uint32_t>(f.params.size()));
+  w.put(static_cast<std::uint32_t>(m.inputs.size()));
+  w.put(static_cast<std::uint32_t>(m.members.size()));
+  w.put(std::uint32_t{0});
+  put_text(w, f.app);
   w.bytes(f.params.data(), f.params.size());
   for (const auto& r : f.regions) {
-    w.text(r.name);
-    w.u64(r.offset);
-    w.u64(r.bytes);
+    put_text(w, r.name);
+    w.put(r.offset);
+    w.put(r.bytes);
   }
   for (const auto& [k, v] : m.inputs) {
-    w.text(k);
-    w.text(v);
+    put_text(w, k);
+    put_text(w, v);
   }
   for (const auto& mem : m.members) {
-    w.u32(mem.actor);
-    w.u32(mem.state_crc);
-    w.u64(mem.digest);
-    w.u64(mem.file_bytes);
-    w.u8(mem.delta ? 1 : 0);
-    w.u8(0);
-    w.u16(0);
-    w.text(mem.file);
+    w.put(mem.actor);
+    w.put(mem.state_crc);
+    w.put(mem.digest);
+    w.put(mem.file_bytes);
+    w.put(static_cast<std::uint8_t>(mem.delta ? 1 : 0));
+    w.put(std::uint8_t{0});
+    w.put(std::uint16_t{0});
+    put_text(w, mem.file);
   }
-  auto& out = w.out();
   const auto total = static_cast<std::uint32_t>(out.size() + 4);
-  for (int i = 0; i < 4; ++i) out[12 + i] = static_cast<std::byte>(total >> (8 * i));
-  const std::uint32_t crc = crc32(out.data(), out.size());
-  w.u32(crc);
-  return std::move(w.out());
+  std::memcpy(out.data() + 12, &total, sizeof total);
+  w.put(crc32(out.data(), out.size()));
+  return out;
 }
 
 Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> file, const std::string& name) {
   if (file.size() < kFixedBytes + 4) return corrupt(name, "file is " + std::to_string(file.size()) + " bytes, shorter than any manifest");
   if (file.size() > kMaxManifestBytes) return corrupt(name, "file is larger than any manifest (1 GiB)");
   if (std::memcmp(file.data(), kMagic, sizeof kMagic) != 0) return corrupt(name, "bad magic (not a pkrt set manifest)");
-  ByteReader r(file.subspan(sizeof kMagic));
-  const std::uint16_t version = r.u16();
+  // The CRC's 4 bytes are read apart: the fields end exactly where it starts.
+  ByteReader r(file.subspan(sizeof kMagic, file.size() - sizeof kMagic - 4));
+  const auto version = r.get<std::uint16_t>();
   if (version != kCheckpointManifestVersion)
     return corrupt(name, "version " + std::to_string(version) + " is not " + std::to_string(kCheckpointManifestVersion));
   // Reserved fields must be zero, so every accepted manifest is exactly what the encoder
   // writes for it (a flipped reserved byte is damage, not a future extension).
-  if (r.u16() != 0) return corrupt(name, "reserved field after the version is not zero");
-  const std::uint32_t total = r.u32();
+  if (r.get<std::uint16_t>() != 0) return corrupt(name, "reserved field after the version is not zero");
+  const auto total = r.get<std::uint32_t>();
   if (total != file.size())
     return corrupt(name, "declares " + std::to_string(total) + " bytes but holds " + std::to_string(file.size()) + " (torn or truncated)");
   std::uint32_t stored_crc = 0;
-  for (int i = 0; i < 4; ++i) stored_crc |= static_cast<std::uint32_t>(file[file.size() - 4 + i]) << (8 * i);
+  std::memcpy(&stored_crc, file.data() + file.size() - 4, sizeof stored_crc);
   if (crc32(file.data(), file.size() - 4) != stored_crc) return corrupt(name, "CRC mismatch (damaged)");
 
   CheckpointManifest m;
   CheckpointFingerprint& f = m.fingerprint;
-  m.epoch = r.u64();
-  m.sequence = r.u64();
-  f.num_actors = r.u32();
-  f.chunk_bytes = r.u32();
-  f.image_bytes = r.u64();
-  f.program_version = r.u32();
-  const std::uint32_t regions = r.u32(), params = r.u32(), inputs = r.u32(), members = r.u32();
-  const std::uint32_t reserved = r.u32();
-  if (!r.ok()) return corrupt(name, "truncated fixed fields");
+  m.epoch = r.get<std::uint64_t>();
+  m.sequence = r.get<std::uint64_t>();
+  f.num_actors = r.get<std::uint32_t>();
+  f.chunk_bytes = r.get<std::uint32_t>();
+  f.image_bytes = r.get<std::uint64_t>();
+  f.program_version = r.get<std::uint32_t>();
+  const auto regions = r.get<std::uint32_t>();
+  const auto params = r.get<std::uint32_t>();
+  const auto inputs = r.get<std::uint32_t>();
+  const auto members = r.get<std::uint32_t>();
+  const auto reserved = r.get<std::uint32_t>();
+  if (r.failed()) return corrupt(name, "truncated fixed fields");
   if (reserved != 0) return corrupt(name, "reserved field after the member count is not zero");
   if (regions > kMaxRegions) return corrupt(name, std::to_string(regions) + " regions (at most 16)");
   if (params > kMaxParams) return corrupt(name, "params of " + std::to_string(params) + " bytes (at most 64 KiB)");
@@ -265,32 +220,35 @@ Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> 
   // Bound the member count by the bytes present before reserving anything for them.
   if (members > file.size() / kMinMemberBytes)
     return corrupt(name, std::to_string(members) + " members cannot fit in " + std::to_string(file.size()) + " bytes");
-  if (!r.text(f.app, kMaxName) || f.app.empty()) return corrupt(name, "bad app name");
-  if (!r.raw(f.params, params)) return corrupt(name, "truncated params");
+  if (!get_text(r, f.app, kMaxName) || f.app.empty()) return corrupt(name, "bad app name");
+  const auto param_bytes = r.take(params);
+  if (r.failed()) return corrupt(name, "truncated params");
+  f.params.assign(param_bytes.begin(), param_bytes.end());
   for (std::uint32_t i = 0; i < regions; ++i) {
     CheckpointRegion reg;
-    if (!r.text(reg.name, kMaxName)) return corrupt(name, "bad region name " + std::to_string(i));
-    reg.offset = r.u64();
-    reg.bytes = r.u64();
-    if (!r.ok()) return corrupt(name, "truncated region " + std::to_string(i));
+    if (!get_text(r, reg.name, kMaxName)) return corrupt(name, "bad region name " + std::to_string(i));
+    reg.offset = r.get<std::uint64_t>();
+    reg.bytes = r.get<std::uint64_t>();
+    if (r.failed()) return corrupt(name, "truncated region " + std::to_string(i));
     f.regions.push_back(std::move(reg));
   }
   for (std::uint32_t i = 0; i < inputs; ++i) {
     std::string k, v;
-    if (!r.text(k, kMaxInputText) || !r.text(v, kMaxInputText)) return corrupt(name, "bad run input " + std::to_string(i));
+    if (!get_text(r, k, kMaxInputText) || !get_text(r, v, kMaxInputText))
+      return corrupt(name, "bad run input " + std::to_string(i));
     m.inputs.emplace_back(std::move(k), std::move(v));
   }
   m.members.reserve(members);
   for (std::uint32_t i = 0; i < members; ++i) {
     CheckpointSetMember mem;
-    mem.actor = r.u32();
-    mem.state_crc = r.u32();
-    mem.digest = r.u64();
-    mem.file_bytes = r.u64();
-    const std::uint8_t kind = r.u8();
-    const std::uint8_t pad = r.u8();
-    const std::uint16_t pad2 = r.u16();
-    if (!r.text(mem.file, kMaxName)) return corrupt(name, "bad member " + std::to_string(i));
+    mem.actor = r.get<std::uint32_t>();
+    mem.state_crc = r.get<std::uint32_t>();
+    mem.digest = r.get<std::uint64_t>();
+    mem.file_bytes = r.get<std::uint64_t>();
+    const auto kind = r.get<std::uint8_t>();
+    const auto pad = r.get<std::uint8_t>();
+    const auto pad2 = r.get<std::uint16_t>();
+    if (!get_text(r, mem.file, kMaxName)) return corrupt(name, "bad member " + std::to_string(i));
     if (mem.actor != i) return corrupt(name, "member " + std::to_string(i) + " is for actor " + std::to_string(mem.actor));
     if (kind > 1) return corrupt(name, "member " + std::to_string(i) + " has kind " + std::to_string(kind));
     if (pad != 0 || pad2 != 0) return corrupt(name, "member " + std::to_string(i) + " has nonzero reserved bytes");
@@ -298,7 +256,8 @@ Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> 
     mem.delta = kind == 1;
     m.members.push_back(std::move(mem));
   }
-  if (r.left() != 4) return corrupt(name, std::to_string(r.left() - std::min<std::size_t>(r.left(), 4)) + " unexpected bytes before the CRC");
+  const std::size_t left = file.size() - sizeof kMagic - 4 - r.pos();
+  if (left != 0) return corrupt(name, std::to_string(left) + " unexpected bytes before the CRC");
   return m;
 }
 
