@@ -27,16 +27,7 @@ one_signal() {  # one_signal INT|TERM EXPECTED_EXIT
     --replay-log "$log" >"$out" 2>"$err" &
   local pid=$!
   pids+=("$pid")
-  local i committed=0
-  for ((i = 0; i < 300; i++)); do
-    if compgen -G "$dir/*.pkset" >/dev/null; then
-      committed=1
-      break
-    fi
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  [ $committed -eq 1 ] || fail "SIG$sig: no *.pkset in $dir within 15 s; stderr: $(cat "$err")"
+  wait_for_first_set "$dir" "$pid" || fail "SIG$sig: no *.pkset in $dir within 15 s; stderr: $(cat "$err")"
   kill -0 "$pid" 2>/dev/null || fail "SIG$sig: the run ended early: $(cat "$out" "$err")"
 
   # A second writer into the held directory is refused, naming the holder.

@@ -39,17 +39,7 @@ for ((t = 1; t <= TRIALS; t++)); do
     >"$WORK/trial$t.out" 2>"$WORK/trial$t.err" &
   pid=$!
   pids+=("$pid")
-  # Bounded wait for the first committed set (its manifest).
-  committed=0
-  for ((i = 0; i < 300; i++)); do
-    if compgen -G "$dir/*.pkset" >/dev/null; then
-      committed=1
-      break
-    fi
-    kill -0 "$pid" 2>/dev/null || break
-    sleep 0.05
-  done
-  if [ $committed -eq 0 ]; then
+  if ! wait_for_first_set "$dir" "$pid"; then
     alive=$(kill -0 "$pid" 2>/dev/null && echo "still running" || echo "ended")
     kill -9 "$pid" 2>/dev/null
     wait "$pid" 2>/dev/null
