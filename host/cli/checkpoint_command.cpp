@@ -274,13 +274,15 @@ int inspect_command(const CheckpointOptions& o) {
   return kExitOk;
 }
 
-// Every CRC of one checkpoint file; kNotFound when it is gone.
-Status verify_file(const Opened& opened, const std::string& name, const std::string& where, bool explicit_file) {
+// Every CRC of one checkpoint file; kNotFound when it is gone. Its header goes to `info`.
+Status verify_file(const Opened& opened, const std::string& name, const std::string& where, bool explicit_file,
+                   CheckpointInfo& info) {
   // An explicit file is read whatever its name; a directory's files through the store.
   auto bytes = explicit_file ? read_checkpoint_file(where) : opened.store->get(name);
   if (!bytes.ok()) return bytes.status();
   auto parsed = parse_checkpoint(bytes.value(), where);
   if (!parsed.ok()) return parsed.status();
+  info = parsed->info;
   // Chunk by chunk: memory stays at one chunk whatever the file claims.
   auto crc = verify_chunks(parsed.value(), bytes.value(), where);
   if (!crc.ok()) return crc.status();
@@ -344,15 +346,25 @@ int verify_command(const CheckpointOptions& o) {
     else std::printf("CORRUPT  %s\n         %s\nverify: 0 intact, 1 corrupt\n", o.path.c_str(), st.message().c_str());
     return st.ok() ? kExitOk : kExitFailed;
   }
+  // Sets are listed before the files are read: a set committed by then has every member
+  // durable already, so the file pass sees them all unless retention retired the set.
+  Result<std::vector<CheckpointSetRecord>> sets = std::vector<CheckpointSetRecord>{};
+  if (!explicit_file) sets = scan_checkpoint_sets(*opened->store);
+  if (!sets.ok()) return report_error("checkpoint verify", sets.status());
+  std::vector<CheckpointRecord> files;  // what the pass below read, for the sets' check
   std::size_t bad = 0, gone = 0;
   for (const std::string& name : names) {
     const std::string where = explicit_file ? o.path : opened->store->describe(name);
-    const Status st = verify_file(opened.value(), name, where, explicit_file);
+    CheckpointRecord rec;
+    rec.name = name;
+    const Status st = verify_file(opened.value(), name, where, explicit_file, rec.info);
     if (st.code() == StatusCode::kNotFound && !explicit_file) {
       // Retention of a live run removed it after the listing: not damage.
       ++gone;
       continue;
     }
+    rec.status = st;
+    files.push_back(std::move(rec));
     if (st.ok()) {
       std::printf("ok       %s\n", where.c_str());
     } else {
@@ -362,13 +374,9 @@ int verify_command(const CheckpointOptions& o) {
   }
   std::size_t sets_ok = 0, sets_bad = 0;
   if (!explicit_file) {
-    auto sets = scan_checkpoint_sets(*opened->store);
-    auto files = scan_checkpoints(*opened->store);
-    if (!sets.ok()) return report_error("checkpoint verify", sets.status());
-    if (!files.ok()) return report_error("checkpoint verify", files.status());
     for (const auto& s : sets.value()) {
       const std::string where = opened->store->describe(s.name);
-      Status st = s.status.ok() ? verify_set(s.manifest, files.value()) : s.status;
+      Status st = s.status.ok() ? verify_set(s.manifest, files) : s.status;
       // A set retired while we looked (its manifest is removed before its files) is not damage.
       if (!st.ok() && opened->store->get(s.name).status().code() == StatusCode::kNotFound) continue;
       if (st.ok()) {
