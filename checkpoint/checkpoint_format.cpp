@@ -2,6 +2,7 @@
 // format (docs/checkpoint-format.md).
 #include <pkrt/checkpoint.hpp>
 #include <pkrt/crc32.hpp>
+#include <pkrt/slot.hpp>
 
 #include "checkpoint/byte_io.hpp"
 #include "checkpoint/byte_shuffle.hpp"
@@ -101,9 +102,14 @@ std::uint64_t checkpoint_digest(const CheckpointInfo& info) {
 }
 
 std::string checkpoint_file_name(const CheckpointInfo& info) {
+  char who[16];
+  if (info.actor == kGlobalRegionActor)
+    std::snprintf(who, sizeof who, "global");
+  else
+    std::snprintf(who, sizeof who, "a%06u", info.actor);
   char buf[64];
-  std::snprintf(buf, sizeof buf, "-a%06u-e%012llu-%s.pkck", info.actor,
-                static_cast<unsigned long long>(info.epoch), info.delta ? "delta" : "full");
+  std::snprintf(buf, sizeof buf, "-%s-e%012llu-%s.pkck", who, static_cast<unsigned long long>(info.epoch),
+                info.delta ? "delta" : "full");
   return info.app + buf;
 }
 
@@ -283,7 +289,7 @@ Result<ParsedCheckpoint> parse_checkpoint(std::span<const std::byte> file, const
   if (!chunk_size_ok(info.chunk_bytes) || info.state_bytes / info.chunk_bytes >= 0xFFFFFFFFull ||
       info.chunk_count() != chunk_count || stored_chunks > chunk_count ||
       (!info.delta && stored_chunks != chunk_count) || (info.delta == (info.parent_digest == 0)) ||
-      info.actor >= info.num_actors ||
+      (info.actor >= info.num_actors && info.actor != kGlobalRegionActor) ||
       (info.element_bytes != 0 && info.element_bytes != 4 && info.element_bytes != 8))
     return corrupt(name, "header fields are inconsistent (chunk count, delta/parent, actor range)");
   // Sizes against the file length, before any allocation.

@@ -17,7 +17,7 @@ namespace pkrt {
 
 namespace {
 
-// Per actor, touched only by the actor's writer thread.
+// Per actor (and the global region), touched only by its writer thread.
 struct ActorChain {
   std::uint64_t last_digest = 0;  // digest of the last durable checkpoint (0: next is full)
   std::uint64_t last_epoch = 0;   // its epoch
@@ -38,7 +38,7 @@ struct PendingSet {
   std::uint64_t sequence = 0;
   std::uint32_t finished = 0;  // members durable or failed
   bool failed = false;
-  std::vector<std::optional<CheckpointSetMember>> members;  // by actor, once durable
+  std::vector<std::optional<CheckpointSetMember>> members;  // by member slot, once durable
   std::vector<bool> finished_actor;                        // durable or failed
 };
 
@@ -70,8 +70,13 @@ struct CheckpointManager::Impl {
   bool stopping = false;
   std::vector<std::thread> writers;
   std::thread scheduler;
-  std::vector<ActorChain> chains;     // per actor; each touched only by its writer thread
+  std::vector<ActorChain> chains;     // per member slot; each touched only by its writer thread
   CheckpointFingerprint fingerprint;
+  // A set's members: one per actor, then the global region's when the app has one.
+  std::uint32_t member_slots = 0;
+  std::size_t slot_of(std::uint32_t actor) const {
+    return actor == kGlobalRegionActor ? rt.options().num_actors : actor;
+  }
 
   // The store's catalogue and the sets in flight. Held across a commit and retention (file
   // I/O) by one writer thread at a time. Lock order: catalog_mu, then mu; nothing holding mu
@@ -80,7 +85,7 @@ struct CheckpointManager::Impl {
   std::map<std::string, CatalogFile> files;     // by name
   std::map<std::uint64_t, PendingSet> pending;  // by request id
   std::vector<CommittedSet> committed;          // by sequence, oldest first
-  std::vector<std::string> newest_durable;      // per actor: parent of its next delta
+  std::vector<std::string> newest_durable;      // per member slot: parent of its next delta
   // Members of sets whose manifest write failed: the manifest may still be in place (the
   // rename took, the directory fsync failed), so they are never removed by this run.
   std::set<std::string> uncertain;
@@ -104,18 +109,18 @@ struct CheckpointManager::Impl {
                     "checkpoint request " + std::to_string(in_flight) + " is still in flight. Fix: flush() "
                     "or cancel() it first");
     }
-    auto id = rt.snapshot_all(epoch);
+    auto id = rt.snapshot_all(epoch, false, SnapshotScope::kActorsAndGlobal);
     if (!id.ok()) return id.status();
     PendingSet& set = pending[id.value()];
     set.epoch = epoch;
     set.sequence = next_sequence++;
-    set.members.resize(rt.options().num_actors);
-    set.finished_actor.resize(rt.options().num_actors);
+    set.members.resize(member_slots);
+    set.finished_actor.resize(member_slots);
     in_flight = id.value();
     in_flight_epoch = epoch;
-    in_flight_left = rt.options().num_actors;
+    in_flight_left = member_slots;
     ++counters.requested;
-    counters.pending += rt.options().num_actors;
+    counters.pending += member_slots;
     return id.value();
   }
 
@@ -166,7 +171,12 @@ struct CheckpointManager::Impl {
     st.epoch = img.epoch;
     st.stall_ns = img.stall_ns;
     st.bytes_copied = img.bytes_copied;
-    ActorChain& chain = chains[img.actor];
+    if (slot_of(img.actor) >= chains.size()) {
+      st.status = Status(StatusCode::kInternal, "snapshot image of actor " + std::to_string(img.actor) +
+                                                    ", which this runtime does not have");
+      return st;
+    }
+    ActorChain& chain = chains[slot_of(img.actor)];
     if (!img.status.ok()) {
       st.status = img.status;
       chain.last_digest = 0;  // the device's next delta would be relative to a lost image
@@ -174,28 +184,34 @@ struct CheckpointManager::Impl {
       return st;
     }
     const ImageLayout& layout = rt.image_layout();
+    const bool global = img.actor == kGlobalRegionActor;
+    const std::uint32_t chunk_count = global ? layout.global_chunks : layout.chunks;
     CheckpointInfo info;
     info.app = rt.program().name;
     info.params = params;
-    for (const auto& r : layout.regions) info.regions.push_back({r.name, r.offset, r.bytes});
+    if (global) {
+      info.regions.push_back({"global", 0, layout.global_bytes});
+    } else {
+      for (const auto& r : layout.regions) info.regions.push_back({r.name, r.offset, r.bytes});
+    }
     info.epoch = img.epoch;
     info.actor = img.actor;
     info.num_actors = rt.options().num_actors;
-    info.state_bytes = layout.image_bytes;
+    info.state_bytes = global ? layout.global_bytes : layout.image_bytes;
     info.chunk_bytes = layout.chunk_bytes;
     info.state_crc = img.crc;
     // A second image at the epoch of the last one (a checkpoint repeated on a parked grid) is
     // full: a delta's parent must be older, and that set replaces the one at this epoch,
     // whose files retention may then remove.
     info.delta = chain.last_digest != 0 && img.epoch > chain.last_epoch && chain.chain < policy.max_delta_chain &&
-                 img.changed.size() < layout.chunks;
+                 img.changed.size() < chunk_count;
     info.parent_digest = info.delta ? chain.last_digest : 0;
     std::vector<std::uint32_t> chunks;
     if (info.delta) {
       chunks = img.changed;
     } else {
-      chunks.resize(layout.chunks);
-      for (std::uint32_t c = 0; c < layout.chunks; ++c) chunks[c] = c;
+      chunks.resize(chunk_count);
+      for (std::uint32_t c = 0; c < chunk_count; ++c) chunks[c] = c;
     }
     st.delta = info.delta;
     static const host::NvtxName kCompressName("checkpoint compress");
@@ -239,7 +255,7 @@ struct CheckpointManager::Impl {
     {
       std::lock_guard<std::mutex> catalog(catalog_mu);
       files[st.file] = {img.actor, img.epoch, chain.last_digest, info.parent_digest};
-      newest_durable[img.actor] = st.file;
+      newest_durable[slot_of(img.actor)] = st.file;
       // The epoch the grid served, which for a request it had outrun is later than asked.
       if (auto it = pending.find(img.request); it != pending.end()) it->second.epoch = img.epoch;
     }
@@ -259,11 +275,12 @@ struct CheckpointManager::Impl {
       auto it = pending.find(request);
       if (it == pending.end()) return;
       PendingSet& set = it->second;
-      // One result per actor counts (a late image of an actor already failed is ignored).
-      if (actor >= set.members.size() || set.finished_actor[actor]) return;
-      set.finished_actor[actor] = true;
+      // One result per member counts (a late image of an actor already failed is ignored).
+      const std::size_t slot = slot_of(actor);
+      if (slot >= set.members.size() || set.finished_actor[slot]) return;
+      set.finished_actor[slot] = true;
       set.failed = set.failed || !member.has_value();
-      set.members[actor] = std::move(member);
+      set.members[slot] = std::move(member);
       if (++set.finished < set.members.size()) return;
       if (set.failed) {
         failed_now = true;
@@ -407,6 +424,7 @@ CheckpointFingerprint checkpoint_fingerprint(const Runtime& runtime) {
   f.chunk_bytes = layout.chunk_bytes;
   for (const auto& r : layout.regions) f.regions.push_back({r.name, r.offset, r.bytes});
   f.params = runtime.params();
+  f.global_bytes = layout.global_bytes;
   return f;
 }
 
@@ -433,8 +451,9 @@ Result<std::unique_ptr<CheckpointManager>> CheckpointManager::create(Runtime& ru
   auto impl = std::make_unique<Impl>(runtime, std::move(store), policy);
   impl->params = runtime.params();
   impl->fingerprint = checkpoint_fingerprint(runtime);
-  impl->chains.resize(runtime.options().num_actors);
-  impl->newest_durable.resize(runtime.options().num_actors);
+  impl->member_slots = runtime.options().num_actors + (impl->fingerprint.global_bytes > 0 ? 1 : 0);
+  impl->chains.resize(impl->member_slots);
+  impl->newest_durable.resize(impl->member_slots);
   // What an earlier run left: its committed sets count for retention (by sequence, so this
   // run's sets are the newest), its other files are removed by the first retention pass
   // unless a kept set needs them. Delta chains start fresh (full checkpoints first).
@@ -568,7 +587,7 @@ std::string partial_sets(const std::vector<CheckpointRecord>& history, const std
   // By (epoch, sequence): two unfinished sets at one epoch (two crashed runs) are two.
   std::map<std::pair<std::uint64_t, std::uint64_t>, std::set<std::uint32_t>> actors_at;
   for (const auto& rec : history)
-    if (rec.status.ok() && rec.info.app == app)
+    if (rec.status.ok() && rec.info.app == app && rec.info.actor != kGlobalRegionActor)
       actors_at[{rec.info.epoch, checkpoint_member_sequence(rec.name)}].insert(rec.info.actor);
   std::string out;
   std::size_t listed = 0;
@@ -588,6 +607,7 @@ Status compare_partial(const CheckpointFingerprint& saved, const CheckpointFinge
   a.image_bytes = saved.image_bytes;
   a.chunk_bytes = saved.chunk_bytes;
   a.regions = saved.regions;
+  a.global_bytes = saved.global_bytes;
   return compare_fingerprints(saved, a, where, describe);
 }
 
@@ -654,12 +674,17 @@ Result<RestorePoint> find_restore_point(const CheckpointStore& store, const Rest
                                                       where + "' committed (digest, actor or epoch differ)");
         break;
       }
-      auto state = load_checkpoint_state(store, history.value(), mem.file, m.fingerprint.image_bytes);
+      const bool global = mem.actor == kGlobalRegionActor;
+      auto state = load_checkpoint_state(store, history.value(), mem.file,
+                                         global ? m.fingerprint.global_bytes : m.fingerprint.image_bytes);
       if (!state.ok()) {
         failed = state.status();
         break;
       }
-      point.images.push_back(std::move(state.value()));
+      if (global)
+        point.global = std::move(state.value());
+      else
+        point.images.push_back(std::move(state.value()));
     }
     if (failed.ok()) {
       point.skipped = std::move(skipped);

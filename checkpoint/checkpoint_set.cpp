@@ -13,7 +13,7 @@ namespace pkrt {
 namespace {
 
 constexpr char kMagic[8] = {'P', 'K', 'R', 'T', 'S', 'E', 'T', '1'};
-constexpr std::size_t kFixedBytes = 72;       // the fixed part before the variable fields
+constexpr std::size_t kFixedBytes = 72;       // the fixed part before the variable fields (v1; v2 adds 8)
 constexpr std::size_t kMinMemberBytes = 32;   // fixed member fields + a 1-byte name
 constexpr std::size_t kMaxManifestBytes = std::size_t{1} << 30;
 constexpr std::uint32_t kMaxName = 255;
@@ -92,9 +92,14 @@ Status compare_fingerprints(const CheckpointFingerprint& saved, const Checkpoint
     return mismatch(where, "actor count", std::to_string(saved.num_actors), std::to_string(now.num_actors),
                     "pass --actors " + std::to_string(saved.num_actors));
   if (saved.params != now.params) {
-    if (describe)
+    if (describe && describe(saved.params) != describe(now.params))
       return mismatch(where, "params", describe(saved.params), describe(now.params),
                       "restore with the parameters of the run that wrote it");
+    if (describe)  // equal as described: the bytes differ where no field shows them
+      return mismatch(where, "params", params_summary(saved.params) + " (" + describe(saved.params) + ")",
+                      params_summary(now.params),
+                      "the Params differ in bytes no field shows, most likely padding: give the app's Params "
+                      "no padding (explicit zeroed reserved fields) so equal params are equal bytes");
     return mismatch(where, "params", params_summary(saved.params), params_summary(now.params),
                     "restore with the parameters (e.g. --grid, --seed) of the run that wrote it");
   }
@@ -110,6 +115,13 @@ Status compare_fingerprints(const CheckpointFingerprint& saved, const Checkpoint
     return mismatch(where, "image layout", std::to_string(saved.image_bytes) + " bytes [" + regions_text(saved.regions) + "]",
                     std::to_string(now.image_bytes) + " bytes [" + regions_text(now.regions) + "]",
                     "the program's state layout changed: restore with the build that wrote it");
+  if (saved.global_bytes != now.global_bytes)
+    return mismatch(where, "a global region of", std::to_string(saved.global_bytes) + " bytes",
+                    std::to_string(now.global_bytes) + " bytes",
+                    saved.global_bytes == 0
+                        ? "the set holds no image of the app's global region (written before pkrt checkpointed "
+                          "it, or by a build without one); start this run from scratch"
+                        : "the program's global region changed: restore with the build that wrote it");
   return Status();
 }
 
@@ -136,8 +148,9 @@ std::vector<std::byte> encode_checkpoint_manifest(const CheckpointManifest& m) {
   std::vector<std::byte> out;
   ByteWriter w(out);
   const CheckpointFingerprint& f = m.fingerprint;
+  const std::uint16_t version = m.version == 0 ? kCheckpointManifestVersion : m.version;
   w.bytes(kMagic, sizeof kMagic);
-  w.put(kCheckpointManifestVersion);
+  w.put(version);
   w.put(std::uint16_t{0});
   w.put(std::uint32_t{0});  // total bytes, patched below
   w.put(m.epoch);
@@ -151,6 +164,7 @@ std::vector<std::byte> encode_checkpoint_manifest(const CheckpointManifest& m) {
   w.put(static_cast<std::uint32_t>(m.inputs.size()));
   w.put(static_cast<std::uint32_t>(m.members.size()));
   w.put(std::uint32_t{0});
+  if (version >= 2) w.put(f.global_bytes);
   put_text(w, f.app);
   w.bytes(f.params.data(), f.params.size());
   for (const auto& r : f.regions) {
@@ -185,8 +199,10 @@ Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> 
   // The CRC's 4 bytes are read apart: the fields end exactly where it starts.
   ByteReader r(file.subspan(sizeof kMagic, file.size() - sizeof kMagic - 4));
   const auto version = r.get<std::uint16_t>();
-  if (version != kCheckpointManifestVersion)
-    return corrupt(name, "version " + std::to_string(version) + " is not " + std::to_string(kCheckpointManifestVersion));
+  if (version < kOldestCheckpointManifestVersion || version > kCheckpointManifestVersion)
+    return corrupt(name, "version " + std::to_string(version) + " is not one this build reads (" +
+                             std::to_string(kOldestCheckpointManifestVersion) + " to " +
+                             std::to_string(kCheckpointManifestVersion) + ")");
   // Reserved fields must be zero, so every accepted manifest is exactly what the encoder
   // writes for it (a flipped reserved byte is damage, not a future extension).
   if (r.get<std::uint16_t>() != 0) return corrupt(name, "reserved field after the version is not zero");
@@ -199,6 +215,7 @@ Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> 
 
   CheckpointManifest m;
   CheckpointFingerprint& f = m.fingerprint;
+  m.version = version;
   m.epoch = r.get<std::uint64_t>();
   m.sequence = r.get<std::uint64_t>();
   f.num_actors = r.get<std::uint32_t>();
@@ -210,13 +227,19 @@ Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> 
   const auto inputs = r.get<std::uint32_t>();
   const auto members = r.get<std::uint32_t>();
   const auto reserved = r.get<std::uint32_t>();
+  if (version >= 2) f.global_bytes = r.get<std::uint64_t>();
   if (r.failed()) return corrupt(name, "truncated fixed fields");
   if (reserved != 0) return corrupt(name, "reserved field after the member count is not zero");
+  // Bounded like the runtime bounds the region (runtime_setup.cpp).
+  if (f.global_bytes > (std::uint64_t{1} << 48))
+    return corrupt(name, "a global region of " + std::to_string(f.global_bytes) + " bytes (at most 2^48)");
+  const std::uint64_t expected_members = std::uint64_t{f.num_actors} + (f.global_bytes > 0 ? 1 : 0);
   if (regions > kMaxRegions) return corrupt(name, std::to_string(regions) + " regions (at most 16)");
   if (params > kMaxParams) return corrupt(name, "params of " + std::to_string(params) + " bytes (at most 64 KiB)");
   if (inputs > kMaxInputs) return corrupt(name, std::to_string(inputs) + " run inputs (at most 64)");
-  if (members != f.num_actors)
-    return corrupt(name, std::to_string(members) + " members for " + std::to_string(f.num_actors) + " actors");
+  if (members != expected_members)
+    return corrupt(name, std::to_string(members) + " members for " + std::to_string(f.num_actors) + " actors" +
+                             (f.global_bytes > 0 ? " and the global region" : ""));
   // Bound the member count by the bytes present before reserving anything for them.
   if (members > file.size() / kMinMemberBytes)
     return corrupt(name, std::to_string(members) + " members cannot fit in " + std::to_string(file.size()) + " bytes");
@@ -249,7 +272,10 @@ Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> 
     const auto pad = r.get<std::uint8_t>();
     const auto pad2 = r.get<std::uint16_t>();
     if (!get_text(r, mem.file, kMaxName)) return corrupt(name, "bad member " + std::to_string(i));
-    if (mem.actor != i) return corrupt(name, "member " + std::to_string(i) + " is for actor " + std::to_string(mem.actor));
+    const std::uint32_t want = i < f.num_actors ? i : kGlobalRegionActor;
+    if (mem.actor != want)
+      return corrupt(name, "member " + std::to_string(i) + " is for actor " + std::to_string(mem.actor) + ", not " +
+                               (want == kGlobalRegionActor ? "the global region" : std::to_string(want)));
     if (kind > 1) return corrupt(name, "member " + std::to_string(i) + " has kind " + std::to_string(kind));
     if (pad != 0 || pad2 != 0) return corrupt(name, "member " + std::to_string(i) + " has nonzero reserved bytes");
     if (!member_name_ok(mem.file)) return corrupt(name, "member " + std::to_string(i) + " names '" + mem.file + "', not a checkpoint file");
@@ -269,15 +295,21 @@ std::string checkpoint_manifest_name(const std::string& app, std::uint64_t epoch
 
 std::string checkpoint_member_name(const CheckpointInfo& info, std::uint64_t sequence) {
   char buf[96];
-  std::snprintf(buf, sizeof buf, "-e%012llu-s%06llu-a%06u-%s", static_cast<unsigned long long>(info.epoch),
-                static_cast<unsigned long long>(sequence), info.actor, info.delta ? "delta" : "full");
+  char who[16];
+  if (info.actor == kGlobalRegionActor)
+    std::snprintf(who, sizeof who, "global");
+  else
+    std::snprintf(who, sizeof who, "a%06u", info.actor);
+  std::snprintf(buf, sizeof buf, "-e%012llu-s%06llu-%s-%s", static_cast<unsigned long long>(info.epoch),
+                static_cast<unsigned long long>(sequence), who, info.delta ? "delta" : "full");
   return info.app + buf + kCheckpointFileSuffix;
 }
 
 std::uint64_t checkpoint_member_sequence(const std::string& name) {
-  // ...-e<12 digits>-s<digits>-a<digits>-(full|delta).pkck
+  // ...-e<12 digits>-s<digits>-(a<digits>|global)-(full|delta).pkck
   const std::size_t s = name.rfind("-s");
-  const std::size_t a = name.rfind("-a");
+  const std::size_t g = name.rfind("-global-");
+  const std::size_t a = g != std::string::npos && g > s ? g : name.rfind("-a");
   if (s == std::string::npos || a == std::string::npos || a <= s + 2) return 0;
   std::uint64_t v = 0;
   for (std::size_t i = s + 2; i < a; ++i) {

@@ -75,7 +75,7 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   host::LaunchPlan plan;
   std::string description;
   host::Buffer control_buf, heartbeat_buf, h2k_buf, k2h_buf, state_buf, k2k_buf, global_buf,
-      grid_buf, params_buf, staging_buf, prev_crc_buf, actor_flag_buf, deferred_buf;
+      grid_buf, params_buf, staging_buf, prev_crc_buf, actor_flag_buf, deferred_buf, global_staging_buf;
   ImageLayout image;
   ControlBlock* control = nullptr;       // host pointer
   BlockHeartbeat* heartbeats = nullptr;  // host pointer
@@ -226,8 +226,9 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   bool handle_next_pass_record();
 
   // ---- snapshots (snapshot_orchestration.cpp) --------------------------------------------
-  // Per actor: the last snapshot image on the host (pump thread). Handed to the sink without
-  // a copy; while a handed-out image is alive (`lent`), the next snapshot copies it first.
+  // Per actor (and, last, the global region when it has a staging slot): the last snapshot
+  // image on the host (pump thread). Handed to the sink without a copy; while a handed-out
+  // image is alive (`lent`), the next snapshot copies it first.
   struct MirrorImage {
     std::vector<std::byte> bytes;
     std::atomic<bool> lent{false};
@@ -243,8 +244,20 @@ struct Runtime::Impl final : detail::ReplyDrainer {
     std::chrono::steady_clock::time_point requested;
     std::uint32_t outstanding;  // actors whose image (or error) has not arrived
     std::uint32_t actor;        // snapshot_actor: its actor; snapshot_all: kNoActor
-    std::vector<bool> arrived;  // snapshot_all: per actor, its image (or error) arrived
+    std::vector<bool> arrived;  // snapshot_all: per image_slot, its image (or error) arrived
   };
+  // Where an actor's (or kGlobalRegionActor's) snapshot lives: its staging slot on the
+  // device and its image's size, and its index in `mirror` and SnapshotRequest::arrived.
+  struct SnapshotSlot {
+    const std::byte* slot;
+    std::uint64_t image_bytes;
+    std::uint32_t chunks;
+    std::uint64_t crc_offset;
+    std::uint64_t changed_offset;
+    std::size_t index;
+  };
+  SnapshotSlot snapshot_slot(std::uint32_t actor) const;
+  bool has_global_snapshots() const { return args.global_staging != nullptr; }
   std::unordered_map<std::uint64_t, SnapshotRequest> snapshot_requests;  // guarded by mu
   // Requests fail_open_snapshots already answered: a late image of one (the device served it
   // after the failure) is dropped, so the sink never sees two results for one actor.
@@ -262,8 +275,9 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   void retry_releases();
   Status copy_snapshot(std::uint32_t actor, const SnapshotReadyData& ready, SnapshotImage& img);
   // `crcs`: the device's chunk CRCs of this snapshot.
-  bool mirror_matches_device(const std::vector<std::byte>& m, const std::vector<std::uint32_t>& crcs,
-                             const std::vector<std::uint32_t>& copied, bool whole, std::uint32_t image_crc);
+  bool mirror_matches_device(const SnapshotSlot& s, const std::vector<std::byte>& m,
+                             const std::vector<std::uint32_t>& crcs, const std::vector<std::uint32_t>& copied,
+                             bool whole, std::uint32_t image_crc);
   void deliver_snapshot(SnapshotImage img);
 
   // ---- replay log ------------------------------------------------------------------------

@@ -153,6 +153,12 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   for (std::uint32_t r = 0; r < lay.region_count; ++r)
     img.regions.push_back({lay.region_names[r], a.region_offset[r], lay.region_bytes[r]});
   if (img.inbox_bytes > 0) img.regions.push_back({"k2k_inbox", img.arena_bytes, img.inbox_bytes});
+  if (lay.global_bytes > (std::uint64_t{1} << 48))
+    return Status(StatusCode::kOutOfRange, std::string("the global region of app '") + program.name + "' is " +
+                                               std::to_string(lay.global_bytes) +
+                                               " bytes (at most 2^48). Fix: a smaller global region");
+  img.global_bytes = lay.global_bytes;
+  img.global_chunks = static_cast<std::uint32_t>((lay.global_bytes + img.chunk_bytes - 1) / img.chunk_bytes);
 
   // Refuse a run the machine cannot hold before allocating any of it: allocating first
   // takes minutes of page faults and ends in bad_alloc or the OOM killer.
@@ -181,7 +187,15 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
     // out of the same memory.
     const std::uint64_t mirror =
         options.snapshots && be.kind() == BackendKind::kCpu ? times(img.image_bytes, options.num_actors) : 0;
-    const std::uint64_t rest = plus(plus(k2k_bytes, lay.global_bytes),
+    // The global region's staging slot (and, on the CPU backend, its mirror): like an actor's.
+    const std::uint64_t global_snapshot =
+        options.snapshots && lay.global_bytes > 0
+            ? plus(align_up(lay.global_bytes, detail::kRegionAlign) +
+                       2 * align_up(std::uint64_t{img.global_chunks} * 4, detail::kRegionAlign) +
+                       align_up(img.global_chunks, detail::kRegionAlign) + detail::kRegionAlign,
+                   be.kind() == BackendKind::kCpu ? lay.global_bytes : 0)
+            : 0;
+    const std::uint64_t rest = plus(plus(plus(k2k_bytes, lay.global_bytes), global_snapshot),
                                     sizeof(Slot) * options.ring_capacity * blocks + 2 * impl->ring_stride * blocks);
     const std::uint64_t need = plus(plus(plus(state, staging), mirror), rest);
     const auto available = be.device_memory_available();
@@ -230,6 +244,19 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
     a.prev_crcs = static_cast<std::uint32_t*>(impl->prev_crc_buf.device());
     a.actor_flags = static_cast<std::uint32_t*>(impl->actor_flag_buf.device());
     impl->mirror.resize(options.num_actors);
+    if (lay.global_bytes > 0) {
+      // [image][chunk CRCs][changed flags][previous CRCs][flags word], each part aligned.
+      a.global_chunks = img.global_chunks;
+      a.global_crc_offset = align_up(lay.global_bytes, detail::kRegionAlign);
+      a.global_changed_offset = a.global_crc_offset + align_up(std::uint64_t{img.global_chunks} * 4, detail::kRegionAlign);
+      const std::uint64_t prev_offset = a.global_changed_offset + align_up(img.global_chunks, detail::kRegionAlign);
+      const std::uint64_t flags_offset = prev_offset + align_up(std::uint64_t{img.global_chunks} * 4, detail::kRegionAlign);
+      PKRT_RETURN_IF_ERROR(alloc_dev(impl->global_staging_buf, flags_offset + detail::kRegionAlign));
+      a.global_staging = static_cast<std::byte*>(impl->global_staging_buf.device());
+      a.global_prev_crcs = reinterpret_cast<std::uint32_t*>(a.global_staging + prev_offset);
+      a.global_flags = reinterpret_cast<std::uint32_t*>(a.global_staging + flags_offset);
+      impl->mirror.resize(options.num_actors + 1);  // the last one is the global region's
+    }
   }
 
   impl->control = static_cast<ControlBlock*>(impl->control_buf.host());

@@ -18,6 +18,13 @@
 #include <algorithm>
 
 namespace pkrt {
+namespace {
+
+std::string snapshot_subject(std::uint32_t actor) {
+  return actor == kGlobalRegionActor ? "the global region" : "actor " + std::to_string(actor);
+}
+
+}  // namespace
 
 void Runtime::Impl::handle_snapshot(const Event& ev) {
   const auto ready = ev.as<SnapshotReadyData>();
@@ -36,7 +43,8 @@ void Runtime::Impl::handle_snapshot(const Event& ev) {
     img.status = copy_snapshot(ev.actor, ready, img);
   }
   // Release even after a failed copy: the device must not stay blocked on this slot.
-  pending_releases.push_back(ev.actor);
+  if (ev.actor < options.num_actors || (ev.actor == kGlobalRegionActor && has_global_snapshots()))
+    pending_releases.push_back(ev.actor);
   retry_releases();
   img.copied = std::chrono::steady_clock::now();
   deliver_snapshot(std::move(img));
@@ -49,7 +57,7 @@ void Runtime::Impl::handle_snapshot_refusal(const Event& ev) {
   failed.epoch = ev.epoch;
   failed.request = ev.request;
   failed.status = Status(static_cast<StatusCode>(err.code),
-                         "snapshot of actor " + std::to_string(ev.actor) + " at epoch " + std::to_string(ev.epoch) +
+                         "snapshot of " + snapshot_subject(ev.actor) + " at epoch " + std::to_string(ev.epoch) +
                              " refused: " +
                              (err.code == static_cast<std::uint16_t>(StatusCode::kFailedPrecondition)
                                   ? "its staging slot still holds an unreleased snapshot"
@@ -72,34 +80,51 @@ void Runtime::Impl::retry_releases() {
   pending_release_count = pending_releases.size();
 }
 
+Runtime::Impl::SnapshotSlot Runtime::Impl::snapshot_slot(std::uint32_t actor) const {
+  if (actor == kGlobalRegionActor) {
+    return {static_cast<const std::byte*>(global_staging_buf.device()), args.global_bytes, args.global_chunks,
+            args.global_crc_offset, args.global_changed_offset, options.num_actors};
+  }
+  return {static_cast<const std::byte*>(staging_buf.device()) + args.staging_stride * actor,
+          image.image_bytes,
+          image.chunks,
+          args.crc_offset,
+          args.changed_offset,
+          actor};
+}
+
 Status Runtime::Impl::copy_snapshot(std::uint32_t actor, const SnapshotReadyData& ready, SnapshotImage& img) {
+  const bool known = actor < options.num_actors || (actor == kGlobalRegionActor && has_global_snapshots());
+  if (!known)
+    return Status(StatusCode::kInternal, "the kernel reported a snapshot of actor " + std::to_string(actor) +
+                                             ", which has no staging slot");
+  const SnapshotSlot s = snapshot_slot(actor);
+  const std::string what = snapshot_subject(actor);
   // Every failure below drops the mirror: the device has moved its chunk CRCs on to this
   // snapshot either way, so the next one must copy (and check) the whole image.
-  if (ready.image_bytes != image.image_bytes || ready.chunks != image.chunks) {
-    mirror[actor].reset();
-    return Status(StatusCode::kInternal,
-                  "snapshot of actor " + std::to_string(actor) + " reports a layout the host did not allocate");
+  std::shared_ptr<MirrorImage>& mp = mirror[s.index];
+  if (ready.image_bytes != s.image_bytes || ready.chunks != s.chunks) {
+    mp.reset();
+    return Status(StatusCode::kInternal, "snapshot of " + what + " reports a layout the host did not allocate");
   }
-  const auto* slot = static_cast<const std::byte*>(staging_buf.device()) + args.staging_stride * actor;
   // Two round trips per snapshot on CUDA: the changed flags with the chunk CRCs (a delta's
   // check needs them), then every changed run of chunks in one gather.
-  std::vector<std::uint8_t> changed(image.chunks);
-  std::vector<std::uint32_t> crcs(image.chunks);
+  std::vector<std::uint8_t> changed(s.chunks);
+  std::vector<std::uint32_t> crcs(s.chunks);
   const host::HostCopy tables[] = {
-      {changed.data(), slot + args.changed_offset, image.chunks},
-      {crcs.data(), slot + args.crc_offset, crcs.size() * sizeof(std::uint32_t)},
+      {changed.data(), s.slot + s.changed_offset, s.chunks},
+      {crcs.data(), s.slot + s.crc_offset, crcs.size() * sizeof(std::uint32_t)},
   };
   if (Status st = backend->gather_to_host(tables); !st.ok()) {
-    mirror[actor].reset();
+    mp.reset();
     return st;
   }
-  std::shared_ptr<MirrorImage>& mp = mirror[actor];
   bool whole = false;
-  if (!mp || mp->bytes.size() != image.image_bytes) {
+  if (!mp || mp->bytes.size() != s.image_bytes) {
     // No valid mirror (first snapshot, or the last copy failed): take every chunk; the
     // staging slot always holds the whole image.
     mp = std::make_shared<MirrorImage>();
-    mp->bytes.assign(image.image_bytes, std::byte{0});
+    mp->bytes.assign(s.image_bytes, std::byte{0});
     std::fill(changed.begin(), changed.end(), std::uint8_t{1});
     whole = true;
   } else if (mp->lent.load(std::memory_order_acquire)) {
@@ -113,17 +138,16 @@ Status Runtime::Impl::copy_snapshot(std::uint32_t actor, const SnapshotReadyData
   std::vector<std::byte>& m = mp->bytes;
   // Coalesce runs of changed chunks into one region each.
   std::vector<host::HostCopy> runs;
-  for (std::uint32_t c = 0; c < image.chunks;) {
+  for (std::uint32_t c = 0; c < s.chunks;) {
     if (changed[c] == 0) {
       ++c;
       continue;
     }
     std::uint32_t end = c;
-    while (end < image.chunks && changed[end] != 0) img.changed.push_back(end++);
+    while (end < s.chunks && changed[end] != 0) img.changed.push_back(end++);
     const std::uint64_t off = std::uint64_t{c} * image.chunk_bytes;
-    const std::uint64_t len =
-        std::min<std::uint64_t>(std::uint64_t{end} * image.chunk_bytes, image.image_bytes) - off;
-    runs.push_back({m.data() + off, slot + off, len});
+    const std::uint64_t len = std::min<std::uint64_t>(std::uint64_t{end} * image.chunk_bytes, s.image_bytes) - off;
+    runs.push_back({m.data() + off, s.slot + off, len});
     img.bytes_copied += len;
     c = end;
   }
@@ -131,10 +155,10 @@ Status Runtime::Impl::copy_snapshot(std::uint32_t actor, const SnapshotReadyData
     mp.reset();  // partly updated: the next snapshot of this actor copies everything
     return copied;
   }
-  if (!mirror_matches_device(m, crcs, img.changed, whole, ready.crc)) {
+  if (!mirror_matches_device(s, m, crcs, img.changed, whole, ready.crc)) {
     mp.reset();  // the next snapshot of this actor copies everything again
     return Status(StatusCode::kCorruptData,
-                  "snapshot of actor " + std::to_string(actor) + " at epoch " + std::to_string(img.epoch) +
+                  "snapshot of " + what + " at epoch " + std::to_string(img.epoch) +
                       ": the host copy does not match the device CRC (a chunk was missed or damaged in "
                       "transfer). The next snapshot of this actor should be full");
   }
@@ -152,14 +176,15 @@ Status Runtime::Impl::copy_snapshot(std::uint32_t actor, const SnapshotReadyData
 // device's chunk CRC, and the device's chunk CRCs against its image CRC (unchanged chunks
 // have the CRCs the mirror was verified with before), so a delta costs the host work
 // proportional to what changed.
-bool Runtime::Impl::mirror_matches_device(const std::vector<std::byte>& m, const std::vector<std::uint32_t>& crcs,
+bool Runtime::Impl::mirror_matches_device(const SnapshotSlot& s, const std::vector<std::byte>& m,
+                                          const std::vector<std::uint32_t>& crcs,
                                           const std::vector<std::uint32_t>& copied, bool whole,
                                           std::uint32_t image_crc) {
-  if (whole || copied.size() * 4 >= image.chunks) return crc32(m.data(), m.size()) == image_crc;
-  if (crc::crc32_combine_chunks(crcs.data(), image.image_bytes, image.chunk_bytes) != image_crc) return false;
+  if (whole || copied.size() * 4 >= s.chunks) return crc32(m.data(), m.size()) == image_crc;
+  if (crc::crc32_combine_chunks(crcs.data(), s.image_bytes, image.chunk_bytes) != image_crc) return false;
   for (std::uint32_t c : copied) {
     const std::uint64_t off = std::uint64_t{c} * image.chunk_bytes;
-    const std::uint64_t len = std::min<std::uint64_t>(image.chunk_bytes, image.image_bytes - off);
+    const std::uint64_t len = std::min<std::uint64_t>(image.chunk_bytes, s.image_bytes - off);
     if (crc32(m.data() + off, len) != crcs[c]) return false;
   }
   return true;
@@ -197,7 +222,8 @@ void Runtime::Impl::deliver_snapshot(SnapshotImage img) {
     auto it = snapshot_requests.find(img.request);
     if (it != snapshot_requests.end()) {
       img.requested = it->second.requested;
-      if (img.actor < it->second.arrived.size()) it->second.arrived[img.actor] = true;
+      const std::size_t index = img.actor == kGlobalRegionActor ? options.num_actors : img.actor;
+      if (index < it->second.arrived.size()) it->second.arrived[index] = true;
       if (--it->second.outstanding == 0) snapshot_requests.erase(it);
     } else if (failed_snapshot_requests.count(img.request) != 0) {
       return;  // already answered with a failure; its staging slot was released by the caller
@@ -214,12 +240,14 @@ void Runtime::Impl::fail_open_snapshots(const Status& why) {
   {
     std::lock_guard<std::mutex> lock(mu);
     for (const auto& [request, open] : snapshot_requests) {
-      for (std::uint32_t a = 0; a < options.num_actors; ++a) {
-        const bool owed = open.actor == kNoActor ? !open.arrived[a] : a == open.actor;
+      // arrived[num_actors], when present, stands for the global region.
+      const std::size_t slots = open.actor == kNoActor ? open.arrived.size() : options.num_actors;
+      for (std::size_t i = 0; i < slots; ++i) {
+        const auto a = i == options.num_actors ? kGlobalRegionActor : static_cast<std::uint32_t>(i);
+        const bool owed = open.actor == kNoActor ? !open.arrived[i] : a == open.actor;
         if (!owed) continue;
         SnapshotImage img;
-        img.status = Status(why.code(), "snapshot of actor " + std::to_string(a) + " will not be served: " +
-                                            why.message());
+        img.status = Status(why.code(), "snapshot of " + snapshot_subject(a) + " will not be served: " + why.message());
         img.actor = a;
         img.request = request;
         img.requested = open.requested;
@@ -253,9 +281,12 @@ Status snapshots_disabled() {
 
 }  // namespace
 
-Result<std::uint64_t> Runtime::snapshot_all(std::uint64_t epoch, bool full) {
+Result<std::uint64_t> Runtime::snapshot_all(std::uint64_t epoch, bool full, SnapshotScope scope) {
   Impl& m = *impl_;
   if (!m.options.snapshots) return snapshots_disabled();
+  // An app without a global region has nothing more to snapshot: the scope is the actors.
+  const bool global = scope == SnapshotScope::kActorsAndGlobal && m.has_global_snapshots();
+  const std::uint32_t images = m.options.num_actors + (global ? 1u : 0u);
   std::uint64_t id;
   {
     std::lock_guard<std::mutex> lock(m.mu);
@@ -267,13 +298,13 @@ Result<std::uint64_t> Runtime::snapshot_all(std::uint64_t epoch, bool full) {
     id = kSnapshotRequestTag | m.next_snapshot++;
     static const host::NvtxName kRequestName("snapshot request (all actors, epoch)");
     host::nvtx_mark(kRequestName, epoch);
-    m.snapshot_requests[id] = {std::chrono::steady_clock::now(), m.options.num_actors, kNoActor,
-                               std::vector<bool>(m.options.num_actors, false)};
+    m.snapshot_requests[id] = {std::chrono::steady_clock::now(), images, kNoActor, std::vector<bool>(images, false)};
   }
   m.update_control([&] {
     // Release (all three): pair with block 0's acquire loads in ControlView::refresh.
     detail::store_release(m.control->host.snapshot_epoch, epoch);
-    detail::store_release(m.control->host.snapshot_full, full ? 1u : 0u);
+    detail::store_release(m.control->host.snapshot_flags, (full ? kSnapshotAllFull : 0u) |
+                                                             (global ? kSnapshotAllGlobal : 0u));
     detail::store_release(m.control->host.snapshot_request, id);
   });
   return id;
@@ -326,7 +357,8 @@ Result<std::uint64_t> Runtime::snapshot_actor(std::uint32_t actor, bool full, st
   return id;
 }
 
-Status Runtime::restore_before_start(std::uint64_t epoch, const std::vector<std::vector<std::byte>>& images) {
+Status Runtime::restore_before_start(std::uint64_t epoch, const std::vector<std::vector<std::byte>>& images,
+                                     std::span<const std::byte> global) {
   Impl& m = *impl_;
   if (m.phase != RuntimePhase::kCreated)
     return Status(StatusCode::kFailedPrecondition, "restore_before_start() must come before start()");
@@ -336,6 +368,13 @@ Status Runtime::restore_before_start(std::uint64_t epoch, const std::vector<std:
                       " actors. Fix: restore every actor from the same checkpoint epoch");
   }
   const ImageLayout& img = m.image;
+  if (global.size() != m.args.global_bytes) {
+    return Status(StatusCode::kInvalidArgument,
+                  "the global region's image has " + std::to_string(global.size()) + " bytes; this app's region has " +
+                      std::to_string(m.args.global_bytes) +
+                      ". Fix: pass the image of the region from the same checkpoint set (RestorePoint::global; "
+                      "CheckpointManager snapshots it), and none for an app without a global region");
+  }
   for (std::uint32_t a = 0; a < images.size(); ++a) {
     if (images[a].size() != img.image_bytes) {
       return Status(StatusCode::kInvalidArgument,
@@ -353,6 +392,14 @@ Status Runtime::restore_before_start(std::uint64_t epoch, const std::vector<std:
     if (m.options.snapshots) {
       m.mirror[a] = std::make_shared<Impl::MirrorImage>();
       m.mirror[a]->bytes = images[a];
+    }
+  }
+  if (!global.empty()) {
+    PKRT_RETURN_IF_ERROR(m.backend->copy_to_device(m.global_buf.device(), global.data(), global.size()));
+    if (m.has_global_snapshots()) {
+      auto& gm = m.mirror[m.options.num_actors];
+      gm = std::make_shared<Impl::MirrorImage>();
+      gm->bytes.assign(global.begin(), global.end());
     }
   }
   m.args.start_epoch = epoch;

@@ -107,6 +107,11 @@ PKRT_HD void apply_command(BlockState& bs, const Slot& cmd, std::uint32_t first,
     const bool mine = actor < args.num_actors && actor >= first && actor < last;
     if (cmd.header.opcode == kOpPing) {
       publish_ack(bs, cmd);
+    } else if (cmd.header.opcode == kOpReleaseStaging && actor == kGlobalRegionActor &&
+               args.global_staging != nullptr && block_index(bs.env) == 0) {
+      // Block 0's leader alone writes the global slot's flags (it serves its snapshots too).
+      *args.global_flags &= ~kSnapshotStagingBusy;
+      publish_ack(bs, cmd);
     } else if (!mine && cmd.header.opcode >= kOpSnapshotActor && cmd.header.opcode <= kOpRestoreActor) {
       publish_error(bs, cmd, StatusCode::kOutOfRange, args.num_actors);
     } else if (cmd.header.opcode == kOpSnapshotActor || cmd.header.opcode == kOpRestoreActor) {
@@ -250,7 +255,7 @@ struct ControlView {
   std::uint64_t target_epoch = 0;
   bool pause = false, shutdown = false, abort = false;
   std::uint64_t snapshot_epoch = 0, snapshot_request = 0;
-  bool snapshot_full = false;
+  std::uint32_t snapshot_flags = 0;  // SnapshotAllFlags
   std::uint64_t served_snapshot = 0;  // block 0's record of the last snapshot_all scheduled
 
   PKRT_HD void refresh(HostControl& hc) {
@@ -269,7 +274,7 @@ struct ControlView {
     // request is never paired with the previous request's epoch.
     snapshot_request = load_acquire(hc.snapshot_request);
     snapshot_epoch = load_acquire(hc.snapshot_epoch);
-    snapshot_full = load_acquire(hc.snapshot_full) != 0;
+    snapshot_flags = load_acquire(hc.snapshot_flags);
   }
   PKRT_HD bool wants_park(std::uint64_t epoch) const { return pause || epoch >= target_epoch; }
 };
@@ -320,7 +325,7 @@ PKRT_HD void decide_next_round(BlockState& bs, ControlView& control, std::uint64
     directive |= kDirectiveSnapshotBit;
     // Relaxed (both): read by the other blocks only after the grid barrier that follows.
     store_relaxed(args.grid->snapshot_request[round & 1u], control.snapshot_request);
-    store_relaxed(args.grid->snapshot_full[round & 1u], control.snapshot_full ? 1u : 0u);
+    store_relaxed(args.grid->snapshot_flags[round & 1u], control.snapshot_flags);
   }
   if (directive == kDirectiveRun) {
     if (parked) {
@@ -355,29 +360,43 @@ PKRT_HD inline void park(BlockState& bs, ControlView& control, std::uint64_t epo
                     args.control->doorbell_sleeper);
 }
 
-// snapshot_all: every actor of the block, at the end of bs.epoch. Call from all threads.
+// Whether a snapshot_all with these SnapshotAllFlags snapshots the global region (block 0).
+PKRT_HD inline bool snapshots_global(const KernelArgs& args, std::uint32_t flags) {
+  return (flags & kSnapshotAllGlobal) != 0 && args.global_staging != nullptr;
+}
+
+// One target of a snapshot_all. A slot the host has not released is skipped with an error
+// event, never overwritten. Call from all threads.
 template <std::uint32_t kBlockThreads>
-PKRT_HD void serve_snapshot_all(BlockState& bs, std::uint64_t request, bool full, std::uint32_t first,
-                                       std::uint32_t last) {
+PKRT_HD void serve_snapshot_of_all(BlockState& bs, const SnapshotTarget& t, std::uint64_t request, bool full) {
+  const bool leader = thread_rank() == 0;
+  const std::uint32_t busy = block_broadcast(leader ? (*t.flags & kSnapshotStagingBusy) : 0u);
+  if (busy != 0) {
+    if (leader) {
+      Slot cmd{};
+      cmd.header.opcode = kOpSnapshotActor;
+      cmd.header.actor = t.actor;
+      cmd.payload.request = request;
+      publish_error(bs, cmd, StatusCode::kFailedPrecondition, 0);
+    }
+    return;
+  }
+  serve_snapshot<kBlockThreads>(bs, t, request, full);
+  sync_block();
+}
+
+// snapshot_all: every actor of the block, at the end of bs.epoch, and in block 0 the global
+// region when `flags` ask for it. Call from all threads.
+template <std::uint32_t kBlockThreads>
+PKRT_HD void serve_snapshot_all(BlockState& bs, std::uint64_t request, std::uint32_t flags, std::uint32_t first,
+                                std::uint32_t last) {
   const KernelArgs& args = *bs.args;
   if (args.chunks == 0) return;
-  const bool leader = thread_rank() == 0;
-  for (std::uint32_t a = first; a < last; ++a) {
-    // A slot the host has not released is skipped with an error event, never overwritten.
-    const std::uint32_t busy = block_broadcast(leader ? (args.actor_flags[a] & kSnapshotStagingBusy) : 0u);
-    if (busy != 0) {
-      if (leader) {
-        Slot cmd{};
-        cmd.header.opcode = kOpSnapshotActor;
-        cmd.header.actor = a;
-        cmd.payload.request = request;
-        publish_error(bs, cmd, StatusCode::kFailedPrecondition, 0);
-      }
-      continue;
-    }
-    serve_snapshot<kBlockThreads>(bs, a, request, full);
-    sync_block();
-  }
+  const bool full = (flags & kSnapshotAllFull) != 0;
+  for (std::uint32_t a = first; a < last; ++a)
+    serve_snapshot_of_all<kBlockThreads>(bs, actor_snapshot_target(args, a, bs.epoch), request, full);
+  if (block_index(bs.env) == 0 && snapshots_global(args, flags))
+    serve_snapshot_of_all<kBlockThreads>(bs, global_snapshot_target(args), request, full);
 }
 
 PKRT_HD inline std::uint64_t block_broadcast64(std::uint64_t value) {
@@ -397,13 +416,16 @@ PKRT_HD void serve_queued_snapshots(BlockState& bs, std::uint32_t first, std::ui
     const std::uint32_t actor = block_broadcast(leader ? bs.snapshot_ops[i].actor : 0u);
     const std::uint32_t full = block_broadcast(leader ? bs.snapshot_ops[i].full : 0u);
     const std::uint64_t request = block_broadcast64(leader ? bs.snapshot_ops[i].request : 0u);
-    serve_snapshot<kBlockThreads>(bs, actor, request, full != 0);
+    serve_snapshot<kBlockThreads>(bs, actor_snapshot_target(*bs.args, actor, bs.epoch), request, full != 0);
     sync_block();
   }
   if (block_broadcast(bs.all_pending ? 1u : 0u) != 0) {
     const std::uint64_t request = block_broadcast64(leader ? bs.all_request : 0u);
-    const bool full = block_broadcast(leader && bs.all_full ? 1u : 0u) != 0;
-    serve_snapshot_all<kBlockThreads>(bs, request, full, first, last);
+    const std::uint32_t flags = block_broadcast(leader ? bs.all_flags : 0u);
+    serve_snapshot_all<kBlockThreads>(bs, request, flags, first, last);
+    // Block 0 has copied the global region; no block may step the next epoch (and write the
+    // region) before that. Every block saw the same directive, so all pass this barrier.
+    if (snapshots_global(*bs.args, flags)) sync_grid(bs.env);
   }
   bs.snapshots = 0;
   bs.all_pending = false;
@@ -484,8 +506,10 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
       if (snapshot_all) {
         // Relaxed (both): written by block 0 before the barrier of this round.
         const std::uint64_t request = load_relaxed(args.grid->snapshot_request[round & 1u]);
-        const bool full = load_relaxed(args.grid->snapshot_full[round & 1u]) != 0;
-        serve_snapshot_all<kBlockThreads>(bs, request, full, first, last);
+        const std::uint32_t flags = load_relaxed(args.grid->snapshot_flags[round & 1u]);
+        // The global region needs no extra barrier here: nobody steps before block 0, after
+        // this copy, reaches the next round's barrier.
+        serve_snapshot_all<kBlockThreads>(bs, request, flags, first, last);
       }
       if (b == 0 && leader) park(bs, control, epoch, parked, reported_generation);
       continue;
@@ -516,7 +540,7 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
       // Relaxed (both): written by block 0 before this round's barrier; copied now, since
       // block 0 may rewrite this parity slot two rounds on.
       bs.all_request = load_relaxed(args.grid->snapshot_request[round & 1u]);
-      bs.all_full = load_relaxed(args.grid->snapshot_full[round & 1u]) != 0;
+      bs.all_flags = load_relaxed(args.grid->snapshot_flags[round & 1u]);
     }
     if (leader) {
       if constexpr (kEventDriven) report_block_work(bs, epoch);  // for block 0's idle check

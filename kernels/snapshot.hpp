@@ -15,6 +15,12 @@
 //      (crc32_combine: independent of launch shape) and sums the changed counts. The leader
 //      marks the slot busy and publishes kOpSnapshotReady. The host copies the changed chunks
 //      out and sends kOpReleaseStaging.
+// The global region (snapshot_all with kSnapshotAllGlobal) is snapshotted the same way by
+// block 0, as the pseudo-actor kGlobalRegionActor with its own slot (image = the region). It
+// is shared by every block, so the copy must finish before any block steps the next epoch:
+// in a run round every block passes one extra grid barrier after the round's snapshots
+// (serve_queued_snapshots); in a park round nobody steps until block 0 reaches the next
+// round's barrier, after its copy.
 // Restore of actor a at the start of epoch e (kOpRestoreActor, the host uploaded the image
 // into a's free staging slot first): all threads copy the image back into the arena and
 // the inbox of parity (e - 1) & 1 (read in epoch e); the next snapshot of a is full.
@@ -50,16 +56,64 @@ PKRT_HD inline std::uint64_t inbox_bytes(const KernelArgs& args) {
   return std::uint64_t{args.k2k_channels} * args.k2k_slot_stride;
 }
 
-// Copies image bytes [off, off + n) (arena first, then inbox) into the staging slot.
-PKRT_HD inline void copy_image_range(const KernelArgs& args, std::byte* slot, const std::byte* arena,
-                                     const std::byte* inbox, std::uint64_t off, std::uint64_t n) {
-  if (off < args.state_stride) {
-    const std::uint64_t m = args.state_stride - off < n ? args.state_stride - off : n;
-    block_copy(slot + off, arena + off, m);
+// What one snapshot copies and where: an actor's (arena + inbox) or the global region's.
+struct SnapshotTarget {
+  std::uint32_t actor;      // or kGlobalRegionActor
+  std::byte* slot;          // staging: image, chunk CRCs at crc_offset, changed flags at changed_offset
+  const std::byte* head;    // image bytes [0, head_bytes)
+  const std::byte* tail;    // image bytes [head_bytes, image_bytes)
+  std::uint64_t head_bytes;
+  std::uint64_t image_bytes;
+  std::uint64_t crc_offset;
+  std::uint64_t changed_offset;
+  std::uint32_t chunks;
+  std::uint32_t* prev_crcs;  // the previous snapshot's chunk CRCs
+  std::uint32_t* flags;      // SnapshotFlags
+};
+
+// Actor `actor`'s image at the end of `epoch`: its arena, then its inbox of parity epoch & 1.
+PKRT_HD inline SnapshotTarget actor_snapshot_target(const KernelArgs& args, std::uint32_t actor, std::uint64_t epoch) {
+  return {actor,
+          staging_slot(args, actor),
+          actor_arena(args, actor),
+          actor_inbox(args, epoch & 1u, actor),
+          args.state_stride,
+          args.image_bytes,
+          args.crc_offset,
+          args.changed_offset,
+          args.chunks,
+          args.prev_crcs + std::uint64_t{actor} * args.chunks,
+          &args.actor_flags[actor]};
+}
+
+PKRT_HD inline SnapshotTarget global_snapshot_target(const KernelArgs& args) {
+  return {kGlobalRegionActor,
+          args.global_staging,
+          args.global,
+          nullptr,
+          args.global_bytes,
+          args.global_bytes,
+          args.global_crc_offset,
+          args.global_changed_offset,
+          args.global_chunks,
+          args.global_prev_crcs,
+          args.global_flags};
+}
+
+// The SnapshotFlags word of an actor's staging slot, or of the global region's.
+PKRT_HD inline std::uint32_t& snapshot_flags_of(const KernelArgs& args, std::uint32_t actor) {
+  return actor == kGlobalRegionActor ? *args.global_flags : args.actor_flags[actor];
+}
+
+// Copies image bytes [off, off + n) (head first, then tail) into the staging slot.
+PKRT_HD inline void copy_image_range(const SnapshotTarget& t, std::uint64_t off, std::uint64_t n) {
+  if (off < t.head_bytes) {
+    const std::uint64_t m = t.head_bytes - off < n ? t.head_bytes - off : n;
+    block_copy(t.slot + off, t.head + off, m);
     off += m;
     n -= m;
   }
-  if (n > 0) block_copy(slot + off, inbox + (off - args.state_stride), n);
+  if (n > 0) block_copy(t.slot + off, t.tail + (off - t.head_bytes), n);
 }
 
 // The image CRC and the count of changed chunks of one snapshot (thread 0's values).
@@ -109,44 +163,40 @@ PKRT_HD SnapshotSummary summarize_chunks(const std::uint32_t* crcs, std::uint32_
 
 // Call from every thread of the block. Publishes kOpSnapshotReady (leader).
 template <std::uint32_t kBlockThreads>
-PKRT_HD void serve_snapshot(BlockState& bs, std::uint32_t actor, std::uint64_t request, bool full) {
+PKRT_HD void serve_snapshot(BlockState& bs, const SnapshotTarget& t, std::uint64_t request, bool full) {
   const KernelArgs& args = *bs.args;
   const std::uint64_t t0 = now_ns();
-  std::byte* slot = staging_slot(args, actor);
-  const std::byte* arena = actor_arena(args, actor);
-  const std::byte* inbox = actor_inbox(args, bs.epoch & 1u, actor);
-  auto* crcs = reinterpret_cast<std::uint32_t*>(slot + args.crc_offset);
+  auto* crcs = reinterpret_cast<std::uint32_t*>(t.slot + t.crc_offset);
   if constexpr (kSnapshotCopiesChunkByChunk) {
-    for (std::uint64_t off = 0, c = 0; off < args.image_bytes; off += args.chunk_bytes, ++c) {
-      const std::uint64_t n = args.image_bytes - off < args.chunk_bytes ? args.image_bytes - off : args.chunk_bytes;
-      copy_image_range(args, slot, arena, inbox, off, n);
-      crcs[c] = crc::crc32_update_native(crc::crc32_tables().slice, 0, slot + off, n);
+    for (std::uint64_t off = 0, c = 0; off < t.image_bytes; off += args.chunk_bytes, ++c) {
+      const std::uint64_t n = t.image_bytes - off < args.chunk_bytes ? t.image_bytes - off : args.chunk_bytes;
+      copy_image_range(t, off, n);
+      crcs[c] = crc::crc32_update_native(crc::crc32_tables().slice, 0, t.slot + off, n);
     }
   } else {
     const crc::Crc32Slices& tables = block_crc32_tables();
-    copy_image_range(args, slot, arena, inbox, 0, args.image_bytes);
+    copy_image_range(t, 0, t.image_bytes);
     sync_block();  // the whole image is in staging before any thread CRCs a part of it
-    block_crc32_chunks<kBlockThreads>(tables, slot, args.image_bytes, args.chunk_bytes, crcs);
+    block_crc32_chunks<kBlockThreads>(tables, t.slot, t.image_bytes, args.chunk_bytes, crcs);
   }
   sync_block();  // every chunk CRC is visible to every thread
-  std::uint32_t& flags = args.actor_flags[actor];
+  std::uint32_t& flags = *t.flags;
   const bool all = full || (flags & kSnapshotHasPrevious) == 0;
   const SnapshotSummary summary =
-      summarize_chunks<kBlockThreads>(crcs, args.prev_crcs + std::uint64_t{actor} * args.chunks,
-                                      reinterpret_cast<std::uint8_t*>(slot + args.changed_offset), args.chunks,
-                                      args.image_bytes, args.chunk_bytes, all);
+      summarize_chunks<kBlockThreads>(crcs, t.prev_crcs, reinterpret_cast<std::uint8_t*>(t.slot + t.changed_offset),
+                                      t.chunks, t.image_bytes, args.chunk_bytes, all);
   // The leader's flag update follows the barriers in summarize_chunks, after every thread's
   // read of `flags` above.
   if (thread_rank() == 0) {
     flags |= kSnapshotHasPrevious | kSnapshotStagingBusy;
     SnapshotReadyData ready{};
-    ready.chunks = args.chunks;
+    ready.chunks = t.chunks;
     ready.changed = summary.changed;
     ready.crc = summary.image_crc;
     ready.flags = all ? 1u : 0u;
     ready.stall_ns = now_ns() - t0;
-    ready.image_bytes = args.image_bytes;
-    publish_k2h(bs, kOpSnapshotReady, kFlagNone, actor, make_envelope(bs.epoch, request, &ready, sizeof ready));
+    ready.image_bytes = t.image_bytes;
+    publish_k2h(bs, kOpSnapshotReady, kFlagNone, t.actor, make_envelope(bs.epoch, request, &ready, sizeof ready));
   }
 }
 

@@ -635,7 +635,8 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
     RestoreQuery query;
     query.fingerprint = checkpoint_fingerprint(*rt);
     query.match_inputs = false;  // the log re-injects the recorded commands itself
-    query.max_epoch = end;       // the newest committed set the log can be compared after
+    // The newest committed set with at least one complete epoch after it to compare.
+    query.max_epoch = end > 0 ? end - 1 : 0;
     auto found = find_restore_point(*store.value(), query);
     if (!found.ok()) {
       // When every committed set is past the log's horizon, say so.
@@ -644,14 +645,14 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
       if (auto sets = scan_checkpoint_sets(*store.value()); sets.ok()) {
         for (const CheckpointSetRecord& set : sets.value()) {
           if (!set.status.ok() || set.manifest.fingerprint.app != info.app) continue;
-          if (set.manifest.epoch > end) newest_past = std::max(newest_past.value_or(0), set.manifest.epoch);
+          if (set.manifest.epoch >= end) newest_past = std::max(newest_past.value_or(0), set.manifest.epoch);
           else any_within = true;
         }
       }
       if (newest_past && !any_within) {
         return Status(StatusCode::kFailedPrecondition,
                       where + "its newest checkpoint (epoch " + std::to_string(*newest_past) +
-                          ") is past the log's last complete epoch " + std::to_string(end) +
+                          ") is at or past the log's last complete epoch " + std::to_string(end) +
                           " and none lies within the log (" + found.status().message() +
                           "). Fix: keep older checkpoints or record a longer log");
       }
@@ -711,7 +712,7 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
 
   std::vector<std::pair<std::uint64_t, std::uint64_t>> request_map;
   {
-    if (result.from_checkpoint) PKRT_RETURN_IF_ERROR(rt->restore_before_start(point.epoch, point.images));
+    if (result.from_checkpoint) PKRT_RETURN_IF_ERROR(rt->restore_before_start(point.epoch, point.images, point.global));
     cleanup.started = true;
 
     std::mutex failure_mu;

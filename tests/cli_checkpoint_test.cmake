@@ -16,7 +16,7 @@ if(NOT rc EQUAL 0 OR NOT out MATCHES "12 intact, 0 corrupt; sets: 3 whole, 0 bro
   message(FATAL_ERROR "verify of a good directory: exit ${rc}\n${out}")
 endif()
 run_pkrt(out rc checkpoint inspect ${WORK}/heat2d-set-e000000000200.pkset)
-if(NOT rc EQUAL 0 OR NOT out MATCHES "epoch +200" OR NOT out MATCHES "input --injections +10" OR NOT out MATCHES "actor 3 ")
+if(NOT rc EQUAL 0 OR NOT out MATCHES "epoch +200" OR NOT out MATCHES "input --injections +10" OR NOT out MATCHES "member 3 ")
   message(FATAL_ERROR "inspect of a set manifest: exit ${rc}\n${out}")
 endif()
 run_pkrt(out rc checkpoint verify ${WORK}/heat2d-set-e000000000200.pkset)

@@ -33,10 +33,13 @@ static_assert(sizeof(RacySumTotalData) == 16, "RacySumTotalData has no padding")
 
 struct RacySum {
   static constexpr const char* kName = "racy_sum";
+  // No padding: Params are compared as bytes on restore and replay (pkrt/actor.hpp).
   struct Params {
     std::uint64_t seed = 1;
     std::uint32_t report_every = 1;
+    std::uint32_t reserved = 0;
   };
+  static_assert(sizeof(Params) == 16, "RacySum::Params has no padding");
   struct State {
     float last_total;
     std::uint64_t contributions;

@@ -68,6 +68,14 @@ struct PartialSet {
   std::uint32_t num_actors = 0;  // actors in the run that wrote them
 };
 
+// "global" for the app-wide region's image, else the actor's index.
+std::string actor_text(std::uint32_t actor) {
+  return actor == kGlobalRegionActor ? "global" : std::to_string(actor);
+}
+nlohmann::json actor_json(std::uint32_t actor) {
+  return actor == kGlobalRegionActor ? nlohmann::json("global") : nlohmann::json(actor);
+}
+
 std::vector<PartialSet> partial_sets(const std::vector<CheckpointRecord>& files,
                                      const std::vector<CheckpointSetRecord>& sets) {
   std::set<std::string> in_sets;
@@ -80,7 +88,7 @@ std::vector<PartialSet> partial_sets(const std::vector<CheckpointRecord>& files,
   for (const auto& r : files) {
     if (!r.status.ok() || in_sets.count(r.name) != 0) continue;
     auto& [actors, n] = by_set[{r.info.app, r.info.epoch, checkpoint_member_sequence(r.name)}];
-    actors.insert(r.info.actor);
+    if (r.info.actor != kGlobalRegionActor) actors.insert(r.info.actor);  // counts actors only
     n = r.info.num_actors;
   }
   std::vector<PartialSet> out;
@@ -113,7 +121,7 @@ int list_command(const CheckpointOptions& o) {
     nlohmann::json jf = nlohmann::json::array();
     for (const auto& r : history.value()) {
       if (r.status.ok())
-        jf.push_back({{"file", r.name}, {"app", r.info.app}, {"actor", r.info.actor}, {"epoch", r.info.epoch},
+        jf.push_back({{"file", r.name}, {"app", r.info.app}, {"actor", actor_json(r.info.actor)}, {"epoch", r.info.epoch},
                       {"kind", r.info.delta ? "delta" : "full"}, {"bytes", r.file_bytes}, {"ok", true}});
       else
         jf.push_back({{"file", r.name}, {"ok", false}, {"error", r.status.to_string()}});
@@ -133,7 +141,7 @@ int list_command(const CheckpointOptions& o) {
                   r.status.message().c_str());
       continue;
     }
-    std::printf("%-8u %-14llu %-6s %-10s %s\n", r.info.actor, static_cast<unsigned long long>(r.info.epoch),
+    std::printf("%-8s %-14llu %-6s %-10s %s\n", actor_text(r.info.actor).c_str(), static_cast<unsigned long long>(r.info.epoch),
                 r.info.delta ? "delta" : "full", human_bytes(r.file_bytes).c_str(), r.name.c_str());
   }
   std::printf("\n%-10s %-14s %-8s %-8s %s\n", "set", "epoch", "seq", "actors", "manifest");
@@ -181,12 +189,13 @@ int inspect_manifest(const CheckpointOptions& o, std::span<const std::byte> byte
     for (const auto& mem : m.members) {
       char digest[32];
       std::snprintf(digest, sizeof digest, "%016llx", static_cast<unsigned long long>(mem.digest));
-      members.push_back({{"actor", mem.actor}, {"file", mem.file}, {"kind", mem.delta ? "delta" : "full"},
+      members.push_back({{"actor", actor_json(mem.actor)}, {"file", mem.file}, {"kind", mem.delta ? "delta" : "full"},
                          {"digest", digest}, {"file_bytes", mem.file_bytes}});
     }
     nlohmann::json j = {{"file", o.path}, {"kind", "set"}, {"app", f.app}, {"epoch", m.epoch},
                         {"sequence", m.sequence}, {"program_version", f.program_version},
                         {"num_actors", f.num_actors}, {"image_bytes", f.image_bytes}, {"chunk_bytes", f.chunk_bytes},
+                        {"global_bytes", f.global_bytes}, {"manifest_version", m.version},
                         {"params_bytes", f.params.size()}, {"params_crc", crc}, {"regions", regions},
                         {"inputs", inputs}, {"members", members}};
     std::printf("%s\n", j.dump(2).c_str());
@@ -209,9 +218,11 @@ int inspect_manifest(const CheckpointOptions& o, std::span<const std::byte> byte
   };
   for (const auto& r : f.regions)
     rows.push_back({"region " + r.name, human_bytes(r.bytes) + " at offset " + std::to_string(r.offset)});
+  rows.push_back({"global region", f.global_bytes == 0 ? std::string("none") : human_bytes(f.global_bytes)});
   for (const auto& [k, v] : m.inputs) rows.push_back({"input " + k, v});
-  for (const auto& mem : m.members)
-    rows.push_back({"actor " + std::to_string(mem.actor), mem.file + " (" + human_bytes(mem.file_bytes) + ")"});
+  for (const auto& mem : m.members) {
+    rows.push_back({"member " + actor_text(mem.actor), mem.file + " (" + human_bytes(mem.file_bytes) + ")"});
+  }
   print_table(stdout, "checkpoint set " + o.path, rows);
   return kExitOk;
 }
@@ -247,7 +258,7 @@ int inspect_command(const CheckpointOptions& o) {
       chunks.push_back({{"index", c.index}, {"raw_bytes", c.raw_bytes}, {"stored_bytes", c.stored_bytes},
                         {"compression", c.compression == 0 ? "raw" : "zstd"}, {"shuffle", c.filter != 0},
                         {"filter", c.filter == 0 ? "none" : c.filter == 1 ? "byte_shuffle" : "word_delta_byte_shuffle"}});
-    nlohmann::json j = {{"file", o.path}, {"version", parsed->version}, {"app", i.app}, {"actor", i.actor},
+    nlohmann::json j = {{"file", o.path}, {"version", parsed->version}, {"app", i.app}, {"actor", actor_json(i.actor)},
                         {"num_actors", i.num_actors}, {"epoch", i.epoch}, {"kind", i.delta ? "delta" : "full"},
                         {"digest", digest}, {"parent_digest", i.delta ? parent : ""}, {"state_bytes", i.state_bytes},
                         {"state_crc", crc}, {"chunk_bytes", i.chunk_bytes}, {"chunk_count", i.chunk_count()},
@@ -259,7 +270,8 @@ int inspect_command(const CheckpointOptions& o) {
   }
   std::vector<std::pair<std::string, std::string>> rows = {
       {"app", i.app},
-      {"actor", std::to_string(i.actor) + " of " + std::to_string(i.num_actors)},
+      {"actor", i.actor == kGlobalRegionActor ? "global region (of an app with " + std::to_string(i.num_actors) + " actors)"
+                                               : std::to_string(i.actor) + " of " + std::to_string(i.num_actors)},
       {"epoch", std::to_string(i.epoch)},
       {"kind", i.delta ? std::string("delta of ") + parent : "full"},
       {"digest", digest},
@@ -300,7 +312,7 @@ Status verify_set(const CheckpointManifest& m, const std::vector<CheckpointRecor
   for (const auto& mem : m.members) {
     auto it = by_name.find(mem.file);
     if (it == by_name.end())
-      return Status(StatusCode::kNotFound, "member '" + mem.file + "' (actor " + std::to_string(mem.actor) + ") is missing");
+      return Status(StatusCode::kNotFound, "member '" + mem.file + "' (actor " + actor_text(mem.actor) + ") is missing");
     const CheckpointRecord* rec = it->second;
     if (!rec->status.ok()) return Status(StatusCode::kCorruptData, "member '" + mem.file + "' is damaged");
     if (rec->info.digest != mem.digest)
@@ -313,7 +325,7 @@ Status verify_set(const CheckpointManifest& m, const std::vector<CheckpointRecor
           parent = &r;
       if (parent == nullptr || guard > files.size())
         return Status(StatusCode::kCorruptData, "delta '" + rec->name + "' lacks its parent: actor " +
-                                                    std::to_string(mem.actor) + " cannot be rebuilt");
+                                                    actor_text(mem.actor) + " cannot be rebuilt");
       rec = parent;
     }
   }

@@ -224,7 +224,7 @@ class CheckpointSession {
     if (!o.checkpoint_dir.empty() || !o.restore.empty() || o.checkpoint_every != 0 || o.restore_epoch >= 0)
       return Status(StatusCode::kInvalidArgument,
                     "--app " + o.app + " does not checkpoint or restore (its state is not meant to outlive a run). "
-                    "Fix: drop --checkpoint-dir/--checkpoint-every/--restore/--restore-epoch, or use --app heat2d");
+                    "Fix: drop --checkpoint-dir/--checkpoint-every/--restore/--restore-epoch, or use --app heat2d or racy_sum");
     return Status();
   }
 
@@ -268,9 +268,10 @@ class CheckpointSession {
     if (!point.ok()) return Status(point.status().code(), "--restore " + o_.restore + ": " + point.status().message());
     for (const std::string& skipped : point->skipped)
       std::fprintf(stderr, "pkrt: warning: passed over the %s\n", skipped.c_str());
-    PKRT_RETURN_IF_ERROR(rt.restore_before_start(point->epoch, point->images));
-    std::fprintf(stderr, "pkrt: restored %u actors from %s committed set, epoch %llu (%s)\n",
-                 rt.options().num_actors, epoch ? "the requested" : "the newest",
+    PKRT_RETURN_IF_ERROR(rt.restore_before_start(point->epoch, point->images, point->global));
+    std::fprintf(stderr, "pkrt: restored %u actors%s from %s committed set, epoch %llu (%s)\n",
+                 rt.options().num_actors, point->global.empty() ? "" : " and the global region",
+                 epoch ? "the requested" : "the newest",
                  static_cast<unsigned long long>(point->epoch), store.value()->describe(point->manifest).c_str());
     return point->epoch;
   }
@@ -350,7 +351,8 @@ class CheckpointSession {
     sum.extra.push_back({"snapshot cost", buf});
     nlohmann::json snaps = nlohmann::json::array();
     for (const auto& s : stats) {
-      snaps.push_back({{"actor", s.actor}, {"epoch", s.epoch}, {"delta", s.delta}, {"ok", s.status.ok()},
+      snaps.push_back({{"actor", s.actor == kGlobalRegionActor ? nlohmann::json("global") : nlohmann::json(s.actor)},
+                       {"epoch", s.epoch}, {"delta", s.delta}, {"ok", s.status.ok()},
                        {"stall_ns", s.stall_ns}, {"bytes_copied", s.bytes_copied}, {"bytes_written", s.bytes_written},
                        {"request_to_durable_ms", s.request_to_durable_ms}, {"file", s.file}});
     }
@@ -565,9 +567,19 @@ Status run_echo(const RunOptions& o, BackendKind backend, const ReplayLogSession
   return Status();
 }
 
+// racy_sum's Params as the options that set them.
+std::string describe_racy_sum_params(std::span<const std::byte> bytes) {
+  examples::RacySum::Params p;
+  if (bytes.size() != sizeof p) return std::to_string(bytes.size()) + " bytes of another program's params";
+  std::memcpy(&p, bytes.data(), sizeof p);
+  return "--seed " + std::to_string(p.seed) + " (report every " + std::to_string(p.report_every) + ")";
+}
+
+// racy_sum checkpoints like heat2d: its accumulator lives in the global region, which every
+// checkpoint set holds, so a restored run reports the total of its restore epoch correctly.
 Status run_racy_sum(const RunOptions& o, BackendKind backend, const ReplayLogSession& log, RunSummary& sum,
                     ProgressLine& progress, StopCondition& stop) {
-  PKRT_RETURN_IF_ERROR(CheckpointSession::refuse(o));
+  PKRT_RETURN_IF_ERROR(CheckpointSession::validate(o));
   examples::RacySum::Params p;
   p.seed = o.seed;
   // Declared before the runtime, whose pump calls the callback that uses them.
@@ -576,19 +588,34 @@ Status run_racy_sum(const RunOptions& o, BackendKind backend, const ReplayLogSes
   auto created = Runtime::create(examples::racy_sum_program(), p, runtime_options(o, backend, log));
   if (!created.ok()) return created.status();
   Runtime& rt = *created.value();
+  // Declared after the runtime: its manager must be destroyed first. --epochs does not
+  // change racy_sum's history, so the run has no inputs beyond Params.
+  CheckpointSession checkpoints(o, stop, RunInputs{}, describe_racy_sum_params);
   std::fprintf(stderr, "pkrt: backend %s\n", rt.backend_description().c_str());
+  auto restored = checkpoints.restore(rt);
+  if (!restored.ok()) return restored.status();
+  sum.restored_epoch = restored.value();
+  if (sum.restored_epoch >= o.epochs) {
+    return Status(StatusCode::kInvalidArgument,
+                  "the restore point is at epoch " + std::to_string(sum.restored_epoch) + ", not before --epochs " +
+                      std::to_string(o.epochs) + ". Fix: pass a larger --epochs (the epoch to stop at)");
+  }
+  PKRT_RETURN_IF_ERROR(checkpoints.attach(rt));
   rt.set_event_callback([&](const Event& ev) {
     if (ev.opcode != examples::kRacySumTotal) return;
     const auto d = ev.as<examples::RacySumTotalData>();
     std::lock_guard<std::mutex> lock(mu);
     totals[d.epoch] = d.total;
   });
-  PKRT_RETURN_IF_ERROR(rt.set_target_epoch(o.epochs));
+  PKRT_RETURN_IF_ERROR(rt.set_target_epoch(
+      o.checkpoint_every != 0 ? std::min<std::uint64_t>(o.epochs, (sum.restored_epoch / o.checkpoint_every + 1) * o.checkpoint_every)
+                              : o.epochs));
   const auto t0 = Clock::now();
   PKRT_RETURN_IF_ERROR(rt.start());
-  Status ran = run_with_progress(rt, o.epochs, progress, [] { return std::string(); }, stop);
+  Status ran = checkpoints.run(rt, sum.restored_epoch, o.epochs, progress, [] { return std::string(); });
   if (ran.code() == StatusCode::kAborted && !stop.reason().empty()) sum.stopped = ran.message();
   else PKRT_RETURN_IF_ERROR(ran);
+  checkpoints.finish().ignore();
   sum.seconds = std::chrono::duration<double>(Clock::now() - t0).count();
   sum.stats = rt.stats();
   PKRT_RETURN_IF_ERROR(rt.shutdown());
@@ -606,7 +633,8 @@ Status run_racy_sum(const RunOptions& o, BackendKind backend, const ReplayLogSes
   std::snprintf(buf, sizeof buf, "%.9g", last);
   sum.extra = {{"totals", std::to_string(totals.size()) + " epochs reported (checksum covers them)"},
                {"last total", buf}};
-  sum.extra_json = {{"totals_reported", totals.size()}, {"last_total", last}};
+  sum.extra_json = {{"totals_reported", totals.size()}, {"last_total", last}, {"restored_epoch", sum.restored_epoch}};
+  checkpoints.summarize(sum);
   return Status();
 }
 
@@ -638,7 +666,7 @@ void add_run_command(CLI::App& app, RunOptions& o) {
                   "the GPU free)")
       ->check(CLI::Range(1u, 32u))
       ->capture_default_str();
-  run->add_option("--checkpoint-dir", o.checkpoint_dir, "heat2d: write checkpoints to this directory");
+  run->add_option("--checkpoint-dir", o.checkpoint_dir, "heat2d, racy_sum: write checkpoint sets to this directory");
   run->add_option("--checkpoint-every", o.checkpoint_every, "Epochs between checkpoints (0: one at the end)")->capture_default_str();
   run->add_option("--on-checkpoint-error", o.on_checkpoint_error,
                   "stop: a failed checkpoint stops the run (summary, checksum, exit 1); continue: keep running "
@@ -647,7 +675,7 @@ void add_run_command(CLI::App& app, RunOptions& o) {
       ->capture_default_str();
   run->add_option("--checkpoint-keep", o.checkpoint_keep, "Newest committed checkpoint sets kept")->check(CLI::Range(1u, 1000000u))->capture_default_str();
   run->add_option("--zstd-level", o.zstd_level, "zstd level for checkpoint chunks (0: store raw)")->check(CLI::Range(0, 19))->capture_default_str();
-  run->add_option("--restore", o.restore, "heat2d: start from a checkpoint FILE, or the newest complete one in a DIR");
+  run->add_option("--restore", o.restore, "heat2d, racy_sum: start from a checkpoint FILE, or the newest complete one in a DIR");
   run->add_option("--restore-epoch", o.restore_epoch, "With --restore DIR: the epoch to restore")->check(CLI::Range(std::int64_t{0}, std::int64_t{1} << 40));
   run->add_option("--replay-log", o.replay_log, "Record every ring slot into this replay log (pkrt replay FILE checks it)");
   run->add_option("--replay-log-capacity", o.replay_log_capacity, "Records the log holds; a longer run keeps the newest")

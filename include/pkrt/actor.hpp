@@ -25,6 +25,9 @@
 // (kRegionNames + region_bytes), K2K mailboxes (kK2KChannels + k2k_payload_bytes), an
 // app-wide region (global_bytes), kStepsWhenIdle = false for event-driven actors (the grid
 // then waits for the host instead of spinning through empty epochs), kCudaBlockThreads.
+// Params are recorded as bytes (replay logs, checkpoint fingerprints) and compared as bytes
+// on restore and replay: give them no padding (an explicit zeroed `reserved` field instead),
+// since a padding byte holds whatever the stack held and makes equal params differ.
 //
 // Contract
 // - init and step are called by every thread of the owning block (1 thread on the CPU
@@ -111,7 +114,7 @@ struct BlockState {
   std::uint32_t snapshots;  // pending snapshot ops this epoch (leader)
   std::uint32_t restores;   // pending restore ops this epoch (leader)
   bool all_pending;         // a snapshot_all is due at the end of this epoch (leader)
-  bool all_full;
+  std::uint32_t all_flags;  // SnapshotAllFlags of the pending snapshot_all (leader)
   std::uint64_t all_request;
   // Pending kOpAckRange (leader): commands ack_first .. ack_first + ack_count - 1 applied this
   // epoch without a reply. ack_wanted: one of them is a send (someone waits for it);

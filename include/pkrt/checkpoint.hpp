@@ -47,7 +47,7 @@ struct CheckpointInfo {
   std::vector<std::byte> params;
   std::vector<CheckpointRegion> regions;
   std::uint64_t epoch = 0;
-  std::uint32_t actor = 0;
+  std::uint32_t actor = 0;           // < num_actors, or kGlobalRegionActor (the app-wide region)
   std::uint32_t num_actors = 0;
   std::uint64_t state_bytes = 0;
   std::uint32_t chunk_bytes = kDefaultChunkBytes;

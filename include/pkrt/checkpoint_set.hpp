@@ -1,5 +1,6 @@
-// pkrt/checkpoint_set.hpp: checkpoint sets. A set is every actor of one run at one epoch;
-// it is the unit of restore and of retention. A set exists (is *committed*) only once its
+// pkrt/checkpoint_set.hpp: checkpoint sets. A set is every actor of one run at one epoch,
+// and the app-wide (global) region at that epoch when the app has one; it is the unit of
+// restore and of retention. A set exists (is *committed*) only once its
 // manifest is in the store, and the manifest is written only after every member file is
 // durable, so a crash at any moment leaves each set either committed and whole or not
 // listed as restorable (docs/checkpoint-format.md, "Checkpoint sets").
@@ -21,6 +22,7 @@
 #pragma once
 
 #include <pkrt/checkpoint.hpp>
+#include <pkrt/slot.hpp>
 #include <pkrt/status.hpp>
 
 #include <cstddef>
@@ -44,6 +46,7 @@ struct CheckpointFingerprint {
   std::uint32_t chunk_bytes = 0;
   std::vector<CheckpointRegion> regions;  // the image layout
   std::vector<std::byte> params;          // the app's Params, as bytes
+  std::uint64_t global_bytes = 0;         // the app-wide region (a set holds its image too)
 };
 
 // The fingerprint of `runtime`'s program, params and image layout.
@@ -68,7 +71,7 @@ inline constexpr std::size_t kMaxRunInputText = 4096;   // bytes per name or val
 Status compare_run_inputs(const RunInputs& saved, const RunInputs& now, const std::string& where);
 
 struct CheckpointSetMember {
-  std::uint32_t actor = 0;
+  std::uint32_t actor = 0;      // or kGlobalRegionActor: the global region's image
   std::string file;             // a checkpoint file name in the same store
   std::uint64_t digest = 0;     // its header digest
   std::uint64_t file_bytes = 0;
@@ -77,14 +80,20 @@ struct CheckpointSetMember {
 };
 
 struct CheckpointManifest {
+  std::uint16_t version = 0;   // format version; 0 (and on encode): the current one
   std::uint64_t epoch = 0;
   std::uint64_t sequence = 0;  // orders sets: higher is newer
   CheckpointFingerprint fingerprint;
   RunInputs inputs;
-  std::vector<CheckpointSetMember> members;  // one per actor, in actor order
+  // One per actor, in actor order, then (when fingerprint.global_bytes > 0) one for the
+  // global region (actor kGlobalRegionActor).
+  std::vector<CheckpointSetMember> members;
 };
 
-inline constexpr std::uint16_t kCheckpointManifestVersion = 1;
+// Version 2 added the global region (fingerprint.global_bytes and its member). Readers
+// accept 1 (as a set without a global region) and 2; writers write 2.
+inline constexpr std::uint16_t kCheckpointManifestVersion = 2;
+inline constexpr std::uint16_t kOldestCheckpointManifestVersion = 1;
 
 std::vector<std::byte> encode_checkpoint_manifest(const CheckpointManifest& manifest);
 Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> file, const std::string& name);
@@ -92,8 +101,9 @@ Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> 
 // "<app>-set-e<epoch, 12 digits>.pkset": one manifest per epoch, so a later set at the same
 // epoch replaces the earlier one atomically.
 std::string checkpoint_manifest_name(const std::string& app, std::uint64_t epoch);
-// "<app>-e<epoch>-s<sequence>-a<actor>-<full|delta>.pkck": the sequence keeps a set's
-// members from ever overwriting the files of another set at the same epoch.
+// "<app>-e<epoch>-s<sequence>-a<actor>-<full|delta>.pkck" ("-global-" for the global
+// region's image): the sequence keeps a set's members from ever overwriting the files of
+// another set at the same epoch.
 std::string checkpoint_member_name(const CheckpointInfo& info, std::uint64_t sequence);
 // The sequence in a member name, 0 for any other name.
 std::uint64_t checkpoint_member_sequence(const std::string& name);

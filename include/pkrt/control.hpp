@@ -47,7 +47,13 @@ struct HostControl {
                                            // host RMW by concurrent senders, device loads only)
   std::uint64_t snapshot_epoch;            // snapshot_all: every actor at the end of this epoch
   std::uint64_t snapshot_request;          // snapshot_all: request id (0: none); a new id = new request
-  std::uint32_t snapshot_full;             // snapshot_all: nonzero marks every chunk changed
+  std::uint32_t snapshot_flags;            // snapshot_all: SnapshotAllFlags
+};
+
+// HostControl::snapshot_flags (and GridScratch::snapshot_flags, block 0's copy of them).
+enum SnapshotAllFlags : std::uint32_t {
+  kSnapshotAllFull = 1u << 0,    // mark every chunk changed
+  kSnapshotAllGlobal = 1u << 1,  // block 0 snapshots the global region too (kGlobalRegionActor)
 };
 
 struct GridReport {

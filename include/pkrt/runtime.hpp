@@ -161,12 +161,20 @@ struct ImageLayout {
     std::uint64_t bytes = 0;
   };
   std::vector<Region> regions;  // "state", each named region, "k2k_inbox"
+  // The app-wide region's image (snapshot_all with SnapshotScope::kActorsAndGlobal): the
+  // region's bytes, in chunks of chunk_bytes. 0 when the app has none.
+  std::uint64_t global_bytes = 0;
+  std::uint32_t global_chunks = 0;
 };
+
+// What a snapshot_all takes: the actors only, or the actors and the app-wide region (one
+// consistent cut; the region's image arrives as actor kGlobalRegionActor).
+enum class SnapshotScope : std::uint8_t { kActors, kActorsAndGlobal };
 
 // One actor's snapshot, copied to the host (delivered to the snapshot sink on the pump thread).
 struct SnapshotImage {
   Status status;                 // not ok: the snapshot failed (staging busy, copy error...)
-  std::uint32_t actor = 0;
+  std::uint32_t actor = 0;        // kGlobalRegionActor: the app-wide region's image
   std::uint64_t epoch = 0;       // state at the end of this epoch
   std::uint64_t request = 0;     // snapshot_all / snapshot_actor id
   std::uint32_t crc = 0;         // CRC32 of the whole image, verified on the host copy
@@ -299,7 +307,12 @@ class Runtime {
   // Every actor at the end of `epoch` (or of the parked epoch, or the next one if `epoch`
   // has passed): one consistent cut. Returns the request id the images carry. It is a
   // control change: a parked grid stays parked and re-reports its park (wait_parked()).
-  Result<std::uint64_t> snapshot_all(std::uint64_t epoch, bool full = false);
+  // With SnapshotScope::kActorsAndGlobal and an app that has a global region, one more image
+  // (actor kGlobalRegionActor) holds the region at the same cut; every block waits at one
+  // extra grid barrier while block 0 copies it. A sink that indexes images by actor asks for
+  // the actors only (the default).
+  Result<std::uint64_t> snapshot_all(std::uint64_t epoch, bool full = false,
+                                     SnapshotScope scope = SnapshotScope::kActors);
   // Withdraws a snapshot_all the grid has not latched yet. Returns false if `request` is
   // not the pending one. Images of a request the grid had already latched still arrive.
   bool cancel_snapshot(std::uint64_t request);
@@ -307,10 +320,12 @@ class Runtime {
   Result<std::uint64_t> snapshot_actor(std::uint32_t actor, bool full = false,
                                        std::uint64_t apply_epoch = 0);
   const ImageLayout& image_layout() const;
-  // Before start(): every actor's image (as a snapshot produced it, all at `epoch`); the run
-  // continues with epoch + 1 and skips App::init.
-  Status restore_before_start(std::uint64_t epoch,
-                              const std::vector<std::vector<std::byte>>& images);
+  // Before start(): every actor's image (as a snapshot produced it, all at `epoch`) and, for
+  // an app with a global region, the region's image at the same epoch (image_layout().
+  // global_bytes; refused when missing, since a zeroed region would silently restore a
+  // different run); the run continues with epoch + 1 and skips App::init.
+  Status restore_before_start(std::uint64_t epoch, const std::vector<std::vector<std::byte>>& images,
+                              std::span<const std::byte> global = {});
   // While running: replaces one actor's state at the start of `apply_epoch` (0: next) with
   // an image taken at `source_epoch`. Its next snapshot is full.
   std::future<Reply> restore_actor(std::uint32_t actor, const std::vector<std::byte>& image,

@@ -77,6 +77,9 @@ PKRT_HD constexpr std::uint64_t command_request_seq(std::uint64_t request) {
 
 // Actor index meaning "no particular actor" (runtime-level commands and events).
 inline constexpr std::uint32_t kNoActor = 0xFFFFFFFFu;
+// Actor index of the app-wide region's snapshot (snapshot_all with SnapshotScope::
+// kActorsAndGlobal): its kOpSnapshotReady, kOpReleaseStaging and checkpoint file carry it.
+inline constexpr std::uint32_t kGlobalRegionActor = 0xFFFFFFFEu;
 
 struct SlotHeader {
   std::uint64_t seq;     // publication word: position + 1 once the slot is readable

@@ -57,15 +57,18 @@ inline void replay_log_reader(const std::uint8_t* data, std::size_t size) {
 namespace detail {
 
 // Checks what parse_checkpoint_manifest promises of a manifest it accepted (abort otherwise):
-// one member per actor, in actor order, and encode_checkpoint_manifest writes the very same
+// one member per actor, in actor order, then one for the global region when the fingerprint
+// has one (version 2), and encode_checkpoint_manifest writes the very same
 // bytes back (reserved fields must be zero, so nothing the encoder does not write is accepted).
 inline void check_manifest(std::span<const std::byte> file) {
   auto parsed = parse_checkpoint_manifest(file, "fuzz.pkset");
   if (!parsed.ok()) return;
   const CheckpointManifest& m = parsed.value();
-  if (m.members.size() != m.fingerprint.num_actors) std::abort();
+  const bool global = m.fingerprint.global_bytes > 0;
+  if (global && m.version < 2) std::abort();
+  if (m.members.size() != std::size_t{m.fingerprint.num_actors} + (global ? 1 : 0)) std::abort();
   for (std::size_t i = 0; i < m.members.size(); ++i)
-    if (m.members[i].actor != i) std::abort();
+    if (m.members[i].actor != (i < m.fingerprint.num_actors ? i : kGlobalRegionActor)) std::abort();
   const std::vector<std::byte> again = encode_checkpoint_manifest(m);
   if (again.size() != file.size() || !std::equal(again.begin(), again.end(), file.begin())) std::abort();
 }

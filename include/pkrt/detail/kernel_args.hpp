@@ -38,7 +38,7 @@ enum GridDirective : std::uint32_t {
 struct GridScratch {
   alignas(64) std::uint32_t directive[2];  // GridDirective of round r is directive[r & 1]
   std::uint32_t stop_reason;               // StopReason once a stop directive is written
-  std::uint32_t snapshot_full[2];          // with kDirectiveSnapshotBit: full snapshot?
+  std::uint32_t snapshot_flags[2];         // with kDirectiveSnapshotBit: SnapshotAllFlags
   std::uint64_t snapshot_request[2];       // with kDirectiveSnapshotBit: request id
   // Grid-wide work counters for block 0's idle check (event-driven apps): every block's
   // leader updates them at the end of its epoch (device scope, before the barrier), so the
@@ -83,6 +83,15 @@ struct KernelArgs {
 
   std::byte* global;           // device: app-wide region (global_bytes)
   std::uint64_t global_bytes;
+  // The global region's snapshot slot, laid out like an actor's ([image][chunk CRCs]
+  // [changed flags], image = the region), with its own previous CRCs and SnapshotFlags.
+  // Null when snapshots are off or the app has no global region.
+  std::byte* global_staging;   // device
+  std::uint64_t global_crc_offset;
+  std::uint64_t global_changed_offset;
+  std::uint32_t global_chunks;
+  std::uint32_t* global_prev_crcs;  // device: global_chunks CRCs
+  std::uint32_t* global_flags;      // device: SnapshotFlags of the global slot
   GridScratch* grid;           // device
   Slot* deferred;              // device: deferred_capacity slots per block (not-yet-due commands)
   std::uint32_t deferred_capacity;
