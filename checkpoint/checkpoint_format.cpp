@@ -105,6 +105,8 @@ std::string checkpoint_file_name(const CheckpointInfo& info) {
   char who[16];
   if (info.actor == kGlobalRegionActor)
     std::snprintf(who, sizeof who, "global");
+  else if (info.actor == kQueuedCommandsActor)
+    std::snprintf(who, sizeof who, "queued");
   else
     std::snprintf(who, sizeof who, "a%06u", info.actor);
   char buf[64];
@@ -289,7 +291,7 @@ Result<ParsedCheckpoint> parse_checkpoint(std::span<const std::byte> file, const
   if (!chunk_size_ok(info.chunk_bytes) || info.state_bytes / info.chunk_bytes >= 0xFFFFFFFFull ||
       info.chunk_count() != chunk_count || stored_chunks > chunk_count ||
       (!info.delta && stored_chunks != chunk_count) || (info.delta == (info.parent_digest == 0)) ||
-      (info.actor >= info.num_actors && info.actor != kGlobalRegionActor) ||
+      (info.actor >= info.num_actors && info.actor != kGlobalRegionActor && info.actor != kQueuedCommandsActor) ||
       (info.element_bytes != 0 && info.element_bytes != 4 && info.element_bytes != 8))
     return corrupt(name, "header fields are inconsistent (chunk count, delta/parent, actor range)");
   // Sizes against the file length, before any allocation.

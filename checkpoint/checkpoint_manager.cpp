@@ -72,10 +72,14 @@ struct CheckpointManager::Impl {
   std::thread scheduler;
   std::vector<ActorChain> chains;     // per member slot; each touched only by its writer thread
   CheckpointFingerprint fingerprint;
-  // A set's members: one per actor, then the global region's when the app has one.
+  // A set's members: one per actor, then the global region's when the app has one, then the
+  // queued commands.
   std::uint32_t member_slots = 0;
   std::size_t slot_of(std::uint32_t actor) const {
-    return actor == kGlobalRegionActor ? rt.options().num_actors : actor;
+    const std::size_t n = rt.options().num_actors;
+    if (actor == kGlobalRegionActor) return n;
+    if (actor == kQueuedCommandsActor) return n + (fingerprint.global_bytes > 0 ? 1 : 0);
+    return actor;
   }
 
   // The store's catalogue and the sets in flight. Held across a commit and retention (file
@@ -109,7 +113,7 @@ struct CheckpointManager::Impl {
                     "checkpoint request " + std::to_string(in_flight) + " is still in flight. Fix: flush() "
                     "or cancel() it first");
     }
-    auto id = rt.snapshot_all(epoch, false, SnapshotScope::kActorsAndGlobal);
+    auto id = rt.snapshot_all(epoch, false, SnapshotScope::kWholeRun);
     if (!id.ok()) return id.status();
     PendingSet& set = pending[id.value()];
     set.epoch = epoch;
@@ -185,26 +189,32 @@ struct CheckpointManager::Impl {
     }
     const ImageLayout& layout = rt.image_layout();
     const bool global = img.actor == kGlobalRegionActor;
-    const std::uint32_t chunk_count = global ? layout.global_chunks : layout.chunks;
+    const bool queued = img.actor == kQueuedCommandsActor;
     CheckpointInfo info;
     info.app = rt.program().name;
     info.params = params;
     if (global) {
       info.regions.push_back({"global", 0, layout.global_bytes});
+      info.state_bytes = layout.global_bytes;
+    } else if (queued) {
+      info.regions.push_back({"queued_commands", 0, img.image->size()});
+      info.state_bytes = img.image->size();
     } else {
       for (const auto& r : layout.regions) info.regions.push_back({r.name, r.offset, r.bytes});
+      info.state_bytes = layout.image_bytes;
     }
+    const auto chunk_count = static_cast<std::uint32_t>((info.state_bytes + layout.chunk_bytes - 1) / layout.chunk_bytes);
     info.epoch = img.epoch;
     info.actor = img.actor;
     info.num_actors = rt.options().num_actors;
-    info.state_bytes = global ? layout.global_bytes : layout.image_bytes;
     info.chunk_bytes = layout.chunk_bytes;
     info.state_crc = img.crc;
     // A second image at the epoch of the last one (a checkpoint repeated on a parked grid) is
     // full: a delta's parent must be older, and that set replaces the one at this epoch,
     // whose files retention may then remove.
-    info.delta = chain.last_digest != 0 && img.epoch > chain.last_epoch && chain.chain < policy.max_delta_chain &&
-                 img.changed.size() < chunk_count;
+    // The queued commands are a list, not a state that changes in place: always full.
+    info.delta = !queued && chain.last_digest != 0 && img.epoch > chain.last_epoch &&
+                 chain.chain < policy.max_delta_chain && img.changed.size() < chunk_count;
     info.parent_digest = info.delta ? chain.last_digest : 0;
     std::vector<std::uint32_t> chunks;
     if (info.delta) {
@@ -451,7 +461,7 @@ Result<std::unique_ptr<CheckpointManager>> CheckpointManager::create(Runtime& ru
   auto impl = std::make_unique<Impl>(runtime, std::move(store), policy);
   impl->params = runtime.params();
   impl->fingerprint = checkpoint_fingerprint(runtime);
-  impl->member_slots = runtime.options().num_actors + (impl->fingerprint.global_bytes > 0 ? 1 : 0);
+  impl->member_slots = runtime.options().num_actors + (impl->fingerprint.global_bytes > 0 ? 1 : 0) + 1;
   impl->chains.resize(impl->member_slots);
   impl->newest_durable.resize(impl->member_slots);
   // What an earlier run left: its committed sets count for retention (by sequence, so this
@@ -581,13 +591,17 @@ const CheckpointStore& CheckpointManager::store() const { return *impl_->store; 
 
 namespace {
 
+// Queued commands a set may hold: far more than any ring and deferred list hold (2 x 2^20
+// slots per block of 64 bytes at most), so only a crafted file reaches it.
+constexpr std::uint64_t kMaxQueuedCommandBytes = std::uint64_t{1} << 32;
+
 // "epoch 40 (3 of 4 actors), ..." for files of `app` that no committed set covers.
 std::string partial_sets(const std::vector<CheckpointRecord>& history, const std::string& app,
                          std::uint32_t num_actors) {
   // By (epoch, sequence): two unfinished sets at one epoch (two crashed runs) are two.
   std::map<std::pair<std::uint64_t, std::uint64_t>, std::set<std::uint32_t>> actors_at;
   for (const auto& rec : history)
-    if (rec.status.ok() && rec.info.app == app && rec.info.actor != kGlobalRegionActor)
+    if (rec.status.ok() && rec.info.app == app && rec.info.actor < num_actors)  // actors only
       actors_at[{rec.info.epoch, checkpoint_member_sequence(rec.name)}].insert(rec.info.actor);
   std::string out;
   std::size_t listed = 0;
@@ -675,16 +689,35 @@ Result<RestorePoint> find_restore_point(const CheckpointStore& store, const Rest
         break;
       }
       const bool global = mem.actor == kGlobalRegionActor;
-      auto state = load_checkpoint_state(store, history.value(), mem.file,
-                                         global ? m.fingerprint.global_bytes : m.fingerprint.image_bytes);
+      const bool queued = mem.actor == kQueuedCommandsActor;
+      std::uint64_t expected = global ? m.fingerprint.global_bytes : m.fingerprint.image_bytes;
+      if (queued) {
+        // A list of any length: its file says how long, bounded before anything is read.
+        expected = file != nullptr && file->status.ok() ? file->info.state_bytes : 0;
+        if (expected > kMaxQueuedCommandBytes) {
+          failed = Status(StatusCode::kCorruptData, "member '" + store.describe(mem.file) + "' declares " +
+                                                        std::to_string(expected) + " bytes of queued commands");
+          break;
+        }
+      }
+      auto state = load_checkpoint_state(store, history.value(), mem.file, expected);
       if (!state.ok()) {
         failed = state.status();
         break;
       }
-      if (global)
+      if (queued) {
+        auto commands = decode_queued_commands(state.value(), m.fingerprint.num_actors, store.describe(mem.file));
+        if (!commands.ok()) {
+          failed = commands.status();
+          break;
+        }
+        point.queued = std::move(commands.value());
+        point.has_queued = true;
+      } else if (global) {
         point.global = std::move(state.value());
-      else
+      } else {
         point.images.push_back(std::move(state.value()));
+      }
     }
     if (failed.ok()) {
       point.skipped = std::move(skipped);

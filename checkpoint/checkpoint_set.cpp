@@ -13,6 +13,8 @@ namespace pkrt {
 namespace {
 
 constexpr char kMagic[8] = {'P', 'K', 'R', 'T', 'S', 'E', 'T', '1'};
+// Version 2's flags (the u16 after the version; zero in version 1).
+constexpr std::uint16_t kManifestHasQueued = 1;  // the last member holds the queued commands
 constexpr std::size_t kFixedBytes = 72;       // the fixed part before the variable fields (v1; v2 adds 8)
 constexpr std::size_t kMinMemberBytes = 32;   // fixed member fields + a 1-byte name
 constexpr std::size_t kMaxManifestBytes = std::size_t{1} << 30;
@@ -149,9 +151,10 @@ std::vector<std::byte> encode_checkpoint_manifest(const CheckpointManifest& m) {
   ByteWriter w(out);
   const CheckpointFingerprint& f = m.fingerprint;
   const std::uint16_t version = m.version == 0 ? kCheckpointManifestVersion : m.version;
+  const bool queued = !m.members.empty() && m.members.back().actor == kQueuedCommandsActor;
   w.bytes(kMagic, sizeof kMagic);
   w.put(version);
-  w.put(std::uint16_t{0});
+  w.put(static_cast<std::uint16_t>(queued ? kManifestHasQueued : 0));
   w.put(std::uint32_t{0});  // total bytes, patched below
   w.put(m.epoch);
   w.put(m.sequence);
@@ -205,7 +208,10 @@ Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> 
                              std::to_string(kCheckpointManifestVersion) + ")");
   // Reserved fields must be zero, so every accepted manifest is exactly what the encoder
   // writes for it (a flipped reserved byte is damage, not a future extension).
-  if (r.get<std::uint16_t>() != 0) return corrupt(name, "reserved field after the version is not zero");
+  const auto flags = r.get<std::uint16_t>();
+  if (flags & ~(version >= 2 ? kManifestHasQueued : 0))
+    return corrupt(name, "unknown flags " + std::to_string(flags) + " in the reserved field after the version");
+  const bool has_queued = (flags & kManifestHasQueued) != 0;
   const auto total = r.get<std::uint32_t>();
   if (total != file.size())
     return corrupt(name, "declares " + std::to_string(total) + " bytes but holds " + std::to_string(file.size()) + " (torn or truncated)");
@@ -233,13 +239,15 @@ Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> 
   // Bounded like the runtime bounds the region (runtime_setup.cpp).
   if (f.global_bytes > (std::uint64_t{1} << 48))
     return corrupt(name, "a global region of " + std::to_string(f.global_bytes) + " bytes (at most 2^48)");
-  const std::uint64_t expected_members = std::uint64_t{f.num_actors} + (f.global_bytes > 0 ? 1 : 0);
+  const std::uint64_t expected_members =
+      std::uint64_t{f.num_actors} + (f.global_bytes > 0 ? 1 : 0) + (has_queued ? 1 : 0);
   if (regions > kMaxRegions) return corrupt(name, std::to_string(regions) + " regions (at most 16)");
   if (params > kMaxParams) return corrupt(name, "params of " + std::to_string(params) + " bytes (at most 64 KiB)");
   if (inputs > kMaxInputs) return corrupt(name, std::to_string(inputs) + " run inputs (at most 64)");
   if (members != expected_members)
     return corrupt(name, std::to_string(members) + " members for " + std::to_string(f.num_actors) + " actors" +
-                             (f.global_bytes > 0 ? " and the global region" : ""));
+                             (f.global_bytes > 0 ? ", the global region" : "") +
+                             (has_queued ? ", the queued commands" : ""));
   // Bound the member count by the bytes present before reserving anything for them.
   if (members > file.size() / kMinMemberBytes)
     return corrupt(name, std::to_string(members) + " members cannot fit in " + std::to_string(file.size()) + " bytes");
@@ -272,10 +280,13 @@ Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> 
     const auto pad = r.get<std::uint8_t>();
     const auto pad2 = r.get<std::uint16_t>();
     if (!get_text(r, mem.file, kMaxName)) return corrupt(name, "bad member " + std::to_string(i));
-    const std::uint32_t want = i < f.num_actors ? i : kGlobalRegionActor;
+    const std::uint32_t want =
+        i < f.num_actors ? i : (i == f.num_actors && f.global_bytes > 0 ? kGlobalRegionActor : kQueuedCommandsActor);
     if (mem.actor != want)
       return corrupt(name, "member " + std::to_string(i) + " is for actor " + std::to_string(mem.actor) + ", not " +
-                               (want == kGlobalRegionActor ? "the global region" : std::to_string(want)));
+                               (want == kGlobalRegionActor    ? std::string("the global region")
+                                : want == kQueuedCommandsActor ? std::string("the queued commands")
+                                                               : std::to_string(want)));
     if (kind > 1) return corrupt(name, "member " + std::to_string(i) + " has kind " + std::to_string(kind));
     if (pad != 0 || pad2 != 0) return corrupt(name, "member " + std::to_string(i) + " has nonzero reserved bytes");
     if (!member_name_ok(mem.file)) return corrupt(name, "member " + std::to_string(i) + " names '" + mem.file + "', not a checkpoint file");
@@ -298,6 +309,8 @@ std::string checkpoint_member_name(const CheckpointInfo& info, std::uint64_t seq
   char who[16];
   if (info.actor == kGlobalRegionActor)
     std::snprintf(who, sizeof who, "global");
+  else if (info.actor == kQueuedCommandsActor)
+    std::snprintf(who, sizeof who, "queued");
   else
     std::snprintf(who, sizeof who, "a%06u", info.actor);
   std::snprintf(buf, sizeof buf, "-e%012llu-s%06llu-%s-%s", static_cast<unsigned long long>(info.epoch),
@@ -306,10 +319,11 @@ std::string checkpoint_member_name(const CheckpointInfo& info, std::uint64_t seq
 }
 
 std::uint64_t checkpoint_member_sequence(const std::string& name) {
-  // ...-e<12 digits>-s<digits>-(a<digits>|global)-(full|delta).pkck
+  // ...-e<12 digits>-s<digits>-(a<digits>|global|queued)-(full|delta).pkck
   const std::size_t s = name.rfind("-s");
-  const std::size_t g = name.rfind("-global-");
-  const std::size_t a = g != std::string::npos && g > s ? g : name.rfind("-a");
+  std::size_t a = name.rfind("-a");
+  for (const char* pseudo : {"-global-", "-queued-"})
+    if (const std::size_t p = name.rfind(pseudo); p != std::string::npos && s != std::string::npos && p > s) a = p;
   if (s == std::string::npos || a == std::string::npos || a <= s + 2) return 0;
   std::uint64_t v = 0;
   for (std::size_t i = s + 2; i < a; ++i) {

@@ -165,6 +165,12 @@ void Runtime::Impl::handle(const Slot& slot, std::uint32_t block) {
   const Event ev = to_event(slot, block);
   if (opcode == kOpSnapshotReady) {
     handle_snapshot(ev);
+  } else if (opcode == kOpQueuedCommands) {
+    handle_queued_commands(ev, Status());
+  } else if (snapshot_refused && ev.actor == kQueuedCommandsActor) {
+    handle_queued_commands(ev, Status(StatusCode::kFailedPrecondition,
+                                      "block " + std::to_string(block) +
+                                          "'s queued-commands area still holds an unreleased copy"));
   } else if (snapshot_refused) {
     handle_snapshot_refusal(ev);
   } else if ((slot.header.flags & kFlagReply) != 0) {

@@ -75,7 +75,8 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   host::LaunchPlan plan;
   std::string description;
   host::Buffer control_buf, heartbeat_buf, h2k_buf, k2h_buf, state_buf, k2k_buf, global_buf,
-      grid_buf, params_buf, staging_buf, prev_crc_buf, actor_flag_buf, deferred_buf, global_staging_buf;
+      grid_buf, params_buf, staging_buf, prev_crc_buf, actor_flag_buf, deferred_buf, global_staging_buf, queued_buf,
+      queued_flag_buf;
   ImageLayout image;
   ControlBlock* control = nullptr;       // host pointer
   BlockHeartbeat* heartbeats = nullptr;  // host pointer
@@ -236,16 +237,33 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   std::vector<std::shared_ptr<MirrorImage>> mirror;
   std::mutex sink_mu;  // held while the snapshot sink runs: replacing it waits for the call
   SnapshotSink on_snapshot;                     // guarded by sink_mu
-  std::vector<std::uint32_t> pending_releases;  // pump thread: staging slots to release
+  struct PendingRelease {
+    std::uint32_t block;  // whose ring takes the release
+    std::uint32_t actor;  // an actor, kGlobalRegionActor or kQueuedCommandsActor (that block's area)
+  };
+  std::vector<PendingRelease> pending_releases;  // pump thread: staging slots to release
   std::size_t pending_release_count = 0;        // guarded by mu: pending_releases.size()
   std::uint32_t restores_in_flight = 0;         // guarded by mu: live restores not yet applied
   std::uint64_t next_snapshot = 1;              // guarded by mu: snapshot request counter
   struct SnapshotRequest {
     std::chrono::steady_clock::time_point requested;
-    std::uint32_t outstanding;  // actors whose image (or error) has not arrived
-    std::uint32_t actor;        // snapshot_actor: its actor; snapshot_all: kNoActor
-    std::vector<bool> arrived;  // snapshot_all: per image_slot, its image (or error) arrived
+    std::uint32_t outstanding = 0;  // images (or errors) that have not arrived
+    std::uint32_t actor = kNoActor;  // snapshot_actor: its actor; snapshot_all: kNoActor
+    std::vector<bool> arrived;  // snapshot_all: per image index (image_index), its image (or error) arrived
+    bool with_global = false;  // snapshot_all asked for the global region's image
+    bool with_queued = false;  // and for the queued commands (kWholeRun)
+    // kWholeRun: the blocks' queued commands gathered so far, and the blocks still to report.
+    std::vector<Command> queued;
+    std::uint32_t queued_blocks_left = 0;
+    Status queued_status;
   };
+  // Index of an image in SnapshotRequest::arrived: actors, then the global region, then the
+  // queued commands.
+  std::size_t image_index(std::uint32_t actor) const {
+    if (actor == kGlobalRegionActor) return options.num_actors;
+    if (actor == kQueuedCommandsActor) return std::size_t{options.num_actors} + 1;
+    return actor;
+  }
   // Where an actor's (or kGlobalRegionActor's) snapshot lives: its staging slot on the
   // device and its image's size, and its index in `mirror` and SnapshotRequest::arrived.
   struct SnapshotSlot {
@@ -268,6 +286,9 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   void call_sink(std::vector<SnapshotImage> images);
   void handle_snapshot(const Event& ev);
   void handle_snapshot_refusal(const Event& ev);
+  // A block's kOpQueuedCommands (or its refusal, `refused`): gathers the block's commands
+  // into the request; the last block's delivers the kQueuedCommandsActor image.
+  void handle_queued_commands(const Event& ev, const Status& refused);
   // Delivers a failed image (status `why`) for every actor of every open snapshot request,
   // then forgets them: after a fatal error or at shutdown none of them will be served, and a
   // sink counting images (CheckpointManager::wait_served) must not wait for them.

@@ -195,7 +195,10 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
                        align_up(img.global_chunks, detail::kRegionAlign) + detail::kRegionAlign,
                    be.kind() == BackendKind::kCpu ? lay.global_bytes : 0)
             : 0;
-    const std::uint64_t rest = plus(plus(plus(k2k_bytes, lay.global_bytes), global_snapshot),
+    // The queued-commands areas: per block, its deferred list and its ring.
+    const std::uint64_t queued =
+        options.snapshots ? times(2 * sizeof(Slot) * std::uint64_t{options.ring_capacity} + 4, blocks) : 0;
+    const std::uint64_t rest = plus(plus(plus(plus(k2k_bytes, lay.global_bytes), global_snapshot), queued),
                                     sizeof(Slot) * options.ring_capacity * blocks + 2 * impl->ring_stride * blocks);
     const std::uint64_t need = plus(plus(plus(state, staging), mirror), rest);
     const auto available = be.device_memory_available();
@@ -257,6 +260,10 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
       a.global_flags = reinterpret_cast<std::uint32_t*>(a.global_staging + flags_offset);
       impl->mirror.resize(options.num_actors + 1);  // the last one is the global region's
     }
+    PKRT_RETURN_IF_ERROR(alloc_dev(impl->queued_buf, 2 * sizeof(Slot) * std::uint64_t{options.ring_capacity} * blocks));
+    PKRT_RETURN_IF_ERROR(alloc_dev(impl->queued_flag_buf, 4ull * blocks));
+    a.queued = static_cast<Slot*>(impl->queued_buf.device());
+    a.queued_flags = static_cast<std::uint32_t*>(impl->queued_flag_buf.device());
   }
 
   impl->control = static_cast<ControlBlock*>(impl->control_buf.host());

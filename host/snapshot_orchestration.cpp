@@ -21,10 +21,120 @@ namespace pkrt {
 namespace {
 
 std::string snapshot_subject(std::uint32_t actor) {
-  return actor == kGlobalRegionActor ? "the global region" : "actor " + std::to_string(actor);
+  if (actor == kGlobalRegionActor) return "the global region";
+  if (actor == kQueuedCommandsActor) return "the queued commands";
+  return "actor " + std::to_string(actor);
 }
 
 }  // namespace
+
+std::vector<std::byte> encode_queued_commands(std::span<const Command> commands) {
+  std::vector<std::byte> out(commands.size() * kQueuedCommandBytes);
+  std::byte* p = out.data();
+  for (const Command& c : commands) {
+    const std::uint16_t reserved = 0;
+    std::memcpy(p, &c.actor, 4);
+    std::memcpy(p + 4, &c.opcode, 2);
+    std::memcpy(p + 6, &reserved, 2);
+    std::memcpy(p + 8, &c.apply_epoch, 8);
+    std::memcpy(p + 16, c.data.data(), kEnvelopeDataBytes);
+    p += kQueuedCommandBytes;
+  }
+  return out;
+}
+
+Result<std::vector<Command>> decode_queued_commands(std::span<const std::byte> image, std::uint32_t num_actors,
+                                                    const std::string& name) {
+  auto corrupt = [&](const std::string& what) {
+    return Status(StatusCode::kCorruptData, "queued commands '" + name + "': " + what +
+                                                ". Fix: restore another checkpoint set (`pkrt checkpoint list DIR`)");
+  };
+  if (image.size() % kQueuedCommandBytes != 0)
+    return corrupt(std::to_string(image.size()) + " bytes is not a whole number of 48-byte records");
+  std::vector<Command> out(image.size() / kQueuedCommandBytes);
+  const std::byte* p = image.data();
+  for (std::size_t i = 0; i < out.size(); ++i, p += kQueuedCommandBytes) {
+    Command& c = out[i];
+    std::uint16_t reserved = 0;
+    std::memcpy(&c.actor, p, 4);
+    std::memcpy(&c.opcode, p + 4, 2);
+    std::memcpy(&reserved, p + 6, 2);
+    std::memcpy(&c.apply_epoch, p + 8, 8);
+    std::memcpy(c.data.data(), p + 16, kEnvelopeDataBytes);
+    if (reserved != 0) return corrupt("record " + std::to_string(i) + " has a nonzero reserved field");
+    if (c.actor >= num_actors)
+      return corrupt("record " + std::to_string(i) + " is for actor " + std::to_string(c.actor) + " of " +
+                     std::to_string(num_actors));
+    if (c.opcode < kUserOpcodeBase)
+      return corrupt("record " + std::to_string(i) + " has runtime opcode " + std::to_string(c.opcode));
+  }
+  return out;
+}
+
+void Runtime::Impl::handle_queued_commands(const Event& ev, const Status& refused) {
+  const std::uint32_t block = ev.block;
+  std::vector<Command> mine;
+  Status st = refused;
+  if (st.ok()) {
+    // Copied now, on the pump thread, before the area is released for the next cut.
+    const auto ready = ev.as<QueuedCommandsData>();
+    const std::uint64_t capacity = 2ull * args.deferred_capacity;
+    if (ready.count > capacity || ready.deferred > ready.count) {
+      st = Status(StatusCode::kInternal, "block " + std::to_string(block) + " reports " + std::to_string(ready.count) +
+                                             " queued commands; its area holds " + std::to_string(capacity));
+    } else {
+      std::vector<Slot> slots(ready.count);
+      const auto* area = static_cast<const std::byte*>(queued_buf.device()) + capacity * sizeof(Slot) * block;
+      const host::HostCopy copy[] = {{slots.data(), area, slots.size() * sizeof(Slot)}};
+      if (!slots.empty()) st = backend->gather_to_host(copy);
+      if (st.ok()) {
+        // The deferred list is in no order; it applies by (apply epoch, sending order).
+        std::stable_sort(slots.begin(), slots.begin() + ready.deferred, [](const Slot& a, const Slot& b) {
+          return a.payload.epoch != b.payload.epoch ? a.payload.epoch < b.payload.epoch : a.header.seq < b.header.seq;
+        });
+        for (const Slot& s : slots) {
+          // Runtime-internal commands (staging releases, snapshot and restore requests, pings)
+          // belong to this process, not to the run's history.
+          if (s.header.opcode < kUserOpcodeBase) continue;
+          Command c;
+          c.actor = s.header.actor;
+          c.opcode = s.header.opcode;
+          c.apply_epoch = s.payload.epoch;
+          std::memcpy(c.data.data(), s.payload.data, kEnvelopeDataBytes);
+          mine.push_back(c);
+        }
+      }
+    }
+    pending_releases.push_back({block, kQueuedCommandsActor});
+    retry_releases();
+  }
+  SnapshotImage img;
+  bool complete = false;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    auto it = snapshot_requests.find(ev.request);
+    if (it == snapshot_requests.end() || it->second.queued_blocks_left == 0) return;  // failed or withdrawn
+    SnapshotRequest& r = it->second;
+    r.queued.insert(r.queued.end(), mine.begin(), mine.end());
+    if (r.queued_status.ok() && !st.ok()) r.queued_status = st;
+    if (--r.queued_blocks_left == 0) {
+      complete = true;
+      img.status = r.queued_status;
+      if (img.status.ok()) {
+        img.image = std::make_shared<const std::vector<std::byte>>(encode_queued_commands(r.queued));
+        img.crc = crc32(img.image->data(), img.image->size());
+        img.changed.resize((img.image->size() + image.chunk_bytes - 1) / image.chunk_bytes);
+        for (std::uint32_t c = 0; c < img.changed.size(); ++c) img.changed[c] = c;
+      }
+    }
+  }
+  if (!complete) return;
+  img.actor = kQueuedCommandsActor;
+  img.epoch = ev.epoch;
+  img.request = ev.request;
+  img.copied = std::chrono::steady_clock::now();
+  deliver_snapshot(std::move(img));
+}
 
 void Runtime::Impl::handle_snapshot(const Event& ev) {
   const auto ready = ev.as<SnapshotReadyData>();
@@ -44,7 +154,7 @@ void Runtime::Impl::handle_snapshot(const Event& ev) {
   }
   // Release even after a failed copy: the device must not stay blocked on this slot.
   if (ev.actor < options.num_actors || (ev.actor == kGlobalRegionActor && has_global_snapshots()))
-    pending_releases.push_back(ev.actor);
+    pending_releases.push_back({block_of(ev.actor), ev.actor});
   retry_releases();
   img.copied = std::chrono::steady_clock::now();
   deliver_snapshot(std::move(img));
@@ -67,13 +177,12 @@ void Runtime::Impl::handle_snapshot_refusal(const Event& ev) {
 
 void Runtime::Impl::retry_releases() {
   if (pending_releases.empty()) return;
-  std::vector<std::uint32_t> left;
-  for (std::uint32_t actor : pending_releases) {
+  std::vector<PendingRelease> left;
+  for (const PendingRelease& r : pending_releases) {
     const Envelope env = detail::make_envelope(0, 0, nullptr, 0);
     // One attempt each: the pump must never wait on a full ring (the kernel may be waiting
     // on the pump); what does not fit is retried next pass.
-    if (!publish_internal(block_of(actor), kOpReleaseStaging, actor, env, /*wait=*/false).ok())
-      left.push_back(actor);
+    if (!publish_internal(r.block, kOpReleaseStaging, r.actor, env, /*wait=*/false).ok()) left.push_back(r);
   }
   pending_releases.swap(left);
   std::lock_guard<std::mutex> lock(mu);
@@ -222,7 +331,7 @@ void Runtime::Impl::deliver_snapshot(SnapshotImage img) {
     auto it = snapshot_requests.find(img.request);
     if (it != snapshot_requests.end()) {
       img.requested = it->second.requested;
-      const std::size_t index = img.actor == kGlobalRegionActor ? options.num_actors : img.actor;
+      const std::size_t index = image_index(img.actor);
       if (index < it->second.arrived.size()) it->second.arrived[index] = true;
       if (--it->second.outstanding == 0) snapshot_requests.erase(it);
     } else if (failed_snapshot_requests.count(img.request) != 0) {
@@ -240,15 +349,21 @@ void Runtime::Impl::fail_open_snapshots(const Status& why) {
   {
     std::lock_guard<std::mutex> lock(mu);
     for (const auto& [request, open] : snapshot_requests) {
-      // arrived[num_actors], when present, stands for the global region.
-      const std::size_t slots = open.actor == kNoActor ? open.arrived.size() : options.num_actors;
-      for (std::size_t i = 0; i < slots; ++i) {
-        const auto a = i == options.num_actors ? kGlobalRegionActor : static_cast<std::uint32_t>(i);
-        const bool owed = open.actor == kNoActor ? !open.arrived[i] : a == open.actor;
+      // Past the actors, arrived[] has the global region and the queued commands (image_index);
+      // only those the request asked for are owed.
+      for (std::uint32_t a = 0; a < options.num_actors + 2; ++a) {
+        const std::uint32_t actor =
+            a < options.num_actors ? a : (a == options.num_actors ? kGlobalRegionActor : kQueuedCommandsActor);
+        const std::size_t i = image_index(actor);
+        const bool asked = open.actor == kNoActor && i < open.arrived.size() &&
+                           (actor != kGlobalRegionActor || open.with_global) &&
+                           (actor != kQueuedCommandsActor || open.with_queued);
+        const bool owed = open.actor == kNoActor ? asked && !open.arrived[i] : actor == open.actor;
         if (!owed) continue;
         SnapshotImage img;
-        img.status = Status(why.code(), "snapshot of " + snapshot_subject(a) + " will not be served: " + why.message());
-        img.actor = a;
+        img.status =
+            Status(why.code(), "snapshot of " + snapshot_subject(actor) + " will not be served: " + why.message());
+        img.actor = actor;
         img.request = request;
         img.requested = open.requested;
         failed.push_back(std::move(img));
@@ -284,9 +399,10 @@ Status snapshots_disabled() {
 Result<std::uint64_t> Runtime::snapshot_all(std::uint64_t epoch, bool full, SnapshotScope scope) {
   Impl& m = *impl_;
   if (!m.options.snapshots) return snapshots_disabled();
-  // An app without a global region has nothing more to snapshot: the scope is the actors.
-  const bool global = scope == SnapshotScope::kActorsAndGlobal && m.has_global_snapshots();
-  const std::uint32_t images = m.options.num_actors + (global ? 1u : 0u);
+  // An app without a global region has none to snapshot.
+  const bool global = scope != SnapshotScope::kActors && m.has_global_snapshots();
+  const bool queued = scope == SnapshotScope::kWholeRun;
+  const std::uint32_t images = m.options.num_actors + (global ? 1u : 0u) + (queued ? 1u : 0u);
   std::uint64_t id;
   {
     std::lock_guard<std::mutex> lock(m.mu);
@@ -298,13 +414,21 @@ Result<std::uint64_t> Runtime::snapshot_all(std::uint64_t epoch, bool full, Snap
     id = kSnapshotRequestTag | m.next_snapshot++;
     static const host::NvtxName kRequestName("snapshot request (all actors, epoch)");
     host::nvtx_mark(kRequestName, epoch);
-    m.snapshot_requests[id] = {std::chrono::steady_clock::now(), images, kNoActor, std::vector<bool>(images, false)};
+    Impl::SnapshotRequest& r = m.snapshot_requests[id];
+    r.requested = std::chrono::steady_clock::now();
+    r.outstanding = images;
+    r.actor = kNoActor;
+    r.arrived.assign(std::size_t{m.options.num_actors} + 2, false);
+    r.with_global = global;
+    r.with_queued = queued;
+    r.queued_blocks_left = queued ? m.plan.blocks : 0;
   }
   m.update_control([&] {
     // Release (all three): pair with block 0's acquire loads in ControlView::refresh.
     detail::store_release(m.control->host.snapshot_epoch, epoch);
     detail::store_release(m.control->host.snapshot_flags, (full ? kSnapshotAllFull : 0u) |
-                                                             (global ? kSnapshotAllGlobal : 0u));
+                                                             (global ? kSnapshotAllGlobal : 0u) |
+                                                             (queued ? kSnapshotAllCommands : 0u));
     detail::store_release(m.control->host.snapshot_request, id);
   });
   return id;
@@ -344,7 +468,10 @@ Result<std::uint64_t> Runtime::snapshot_actor(std::uint32_t actor, bool full, st
     id = kSnapshotRequestTag | m.next_snapshot++;
     static const host::NvtxName kRequestName("snapshot request (actor)");
     host::nvtx_mark(kRequestName, actor);
-    m.snapshot_requests[id] = {std::chrono::steady_clock::now(), 1, actor, {}};
+    Impl::SnapshotRequest& r = m.snapshot_requests[id];
+    r.requested = std::chrono::steady_clock::now();
+    r.outstanding = 1;
+    r.actor = actor;
   }
   const SnapshotRequestData req{full ? 1u : 0u};
   Status st = m.publish_internal(m.block_of(actor), kOpSnapshotActor, actor,
@@ -358,7 +485,7 @@ Result<std::uint64_t> Runtime::snapshot_actor(std::uint32_t actor, bool full, st
 }
 
 Status Runtime::restore_before_start(std::uint64_t epoch, const std::vector<std::vector<std::byte>>& images,
-                                     std::span<const std::byte> global) {
+                                     std::span<const std::byte> global, std::span<const Command> queued) {
   Impl& m = *impl_;
   if (m.phase != RuntimePhase::kCreated)
     return Status(StatusCode::kFailedPrecondition, "restore_before_start() must come before start()");
@@ -368,6 +495,26 @@ Status Runtime::restore_before_start(std::uint64_t epoch, const std::vector<std:
                       " actors. Fix: restore every actor from the same checkpoint epoch");
   }
   const ImageLayout& img = m.image;
+  {
+    // Each block's ring must take its share before the launch: the kernel applies nothing
+    // before the first epoch, so a ring that fills here would never drain.
+    std::vector<std::uint64_t> per_block(m.plan.blocks, 0);
+    for (const Command& c : queued) {
+      if (c.actor >= m.options.num_actors || c.opcode < kUserOpcodeBase)
+        return Status(StatusCode::kInvalidArgument,
+                      "a queued command for actor " + std::to_string(c.actor) + " with opcode " +
+                          std::to_string(c.opcode) + " cannot be restored (not a user command of this app's actors)");
+      ++per_block[m.block_of(c.actor)];
+    }
+    for (std::uint32_t b = 0; b < m.plan.blocks; ++b) {
+      if (per_block[b] > m.options.ring_capacity)
+        return Status(StatusCode::kOutOfRange,
+                      "block " + std::to_string(b) + " has " + std::to_string(per_block[b]) +
+                          " queued commands to restore but its ring holds " + std::to_string(m.options.ring_capacity) +
+                          ". Fix: restore with a ring capacity of at least " + std::to_string(per_block[b]) +
+                          " (--ring-capacity, RuntimeOptions::ring_capacity)");
+    }
+  }
   if (global.size() != m.args.global_bytes) {
     return Status(StatusCode::kInvalidArgument,
                   "the global region's image has " + std::to_string(global.size()) + " bytes; this app's region has " +
@@ -406,6 +553,10 @@ Status Runtime::restore_before_start(std::uint64_t epoch, const std::vector<std:
   m.args.run_init = 0;
   // Plain stores: the kernel has not been launched; the launch orders them.
   m.control->grid.epoch = epoch;
+  // Posted as the app sent them, in order, so they apply at the epochs and in the order they
+  // would have; posted (not put in the deferred lists) so a replay log records them like any
+  // other command and a replay re-injects them from the log.
+  if (!queued.empty()) PKRT_RETURN_IF_ERROR(post_batch(queued));
   return Status();
 }
 

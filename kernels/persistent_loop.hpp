@@ -112,6 +112,10 @@ PKRT_HD void apply_command(BlockState& bs, const Slot& cmd, std::uint32_t first,
       // Block 0's leader alone writes the global slot's flags (it serves its snapshots too).
       *args.global_flags &= ~kSnapshotStagingBusy;
       publish_ack(bs, cmd);
+    } else if (cmd.header.opcode == kOpReleaseStaging && actor == kQueuedCommandsActor && args.queued != nullptr) {
+      // This block's area: the host releases it through this block's ring.
+      args.queued_flags[block_index(bs.env)] &= ~kSnapshotStagingBusy;
+      publish_ack(bs, cmd);
     } else if (!mine && cmd.header.opcode >= kOpSnapshotActor && cmd.header.opcode <= kOpRestoreActor) {
       publish_error(bs, cmd, StatusCode::kOutOfRange, args.num_actors);
     } else if (cmd.header.opcode == kOpSnapshotActor || cmd.header.opcode == kOpRestoreActor) {
@@ -385,8 +389,43 @@ PKRT_HD void serve_snapshot_of_all(BlockState& bs, const SnapshotTarget& t, std:
   sync_block();
 }
 
-// snapshot_all: every actor of the block, at the end of bs.epoch, and in block 0 the global
-// region when `flags` ask for it. Call from all threads.
+// Leader, at a snapshot_all cut (every command due by bs.epoch applied, none of bs.epoch + 1
+// yet): copies the block's commands not yet applied to its queued-commands area, the
+// deferred list first, then the ring's unconsumed slots (those published when this reads
+// `published`: a command sent after the checkpoint request may land on either side, one
+// sent before it is always in), and publishes kOpQueuedCommands. An area the host has not
+// released is never overwritten: the set then fails (kFailedPrecondition).
+PKRT_HD inline void capture_queued_commands(BlockState& bs, std::uint64_t request) {
+  const KernelArgs& args = *bs.args;
+  const std::uint32_t b = block_index(bs.env);
+  std::uint32_t& flags = args.queued_flags[b];  // this leader alone writes it
+  if ((flags & kSnapshotStagingBusy) != 0) {
+    Slot cmd{};
+    cmd.header.opcode = kOpSnapshotActor;
+    cmd.header.actor = kQueuedCommandsActor;
+    cmd.payload.request = request;
+    publish_error(bs, cmd, StatusCode::kFailedPrecondition, 0);
+    return;
+  }
+  const std::uint64_t capacity = 2ull * args.deferred_capacity;
+  Slot* out = args.queued + capacity * b;
+  const Slot* deferred = args.deferred + std::uint64_t{args.deferred_capacity} * b;
+  std::uint32_t n = 0;
+  for (std::uint32_t i = 0; i < bs.deferred_count; ++i) out[n++] = deferred[i];
+  // The ring holds at most deferred_capacity (= its capacity) unconsumed slots.
+  const std::uint64_t published = bs.h2k.published();
+  for (std::uint64_t pos = bs.h2k.position(); pos < published && n < capacity; ++pos)
+    if (bs.h2k.peek_at(pos, out[n])) ++n;
+  flags |= kSnapshotStagingBusy;
+  QueuedCommandsData data{};
+  data.count = n;
+  data.deferred = bs.deferred_count;
+  publish_k2h(bs, kOpQueuedCommands, kFlagNone, kQueuedCommandsActor,
+              make_envelope(bs.epoch, request, &data, sizeof data));
+}
+
+// snapshot_all: every actor of the block, at the end of bs.epoch, in block 0 the global
+// region, and each block's queued commands, when `flags` ask for them. Call from all threads.
 template <std::uint32_t kBlockThreads>
 PKRT_HD void serve_snapshot_all(BlockState& bs, std::uint64_t request, std::uint32_t flags, std::uint32_t first,
                                 std::uint32_t last) {
@@ -397,6 +436,8 @@ PKRT_HD void serve_snapshot_all(BlockState& bs, std::uint64_t request, std::uint
     serve_snapshot_of_all<kBlockThreads>(bs, actor_snapshot_target(args, a, bs.epoch), request, full);
   if (block_index(bs.env) == 0 && snapshots_global(args, flags))
     serve_snapshot_of_all<kBlockThreads>(bs, global_snapshot_target(args), request, full);
+  if ((flags & kSnapshotAllCommands) != 0 && args.queued != nullptr && thread_rank() == 0)
+    capture_queued_commands(bs, request);
 }
 
 PKRT_HD inline std::uint64_t block_broadcast64(std::uint64_t value) {

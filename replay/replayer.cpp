@@ -317,6 +317,7 @@ bool replay_observable(const Slot& slot) {
     case kOpResumed:
     case kOpStopped:
     case kOpSnapshotReady:
+    case kOpQueuedCommands:  // snapshots belong to the recording process, not the run's history
     case kOpAckRange:  // how acknowledgements group follows blocks and timing; each command's
                        // applied epoch is what the replay re-injects at
       return false;
@@ -356,6 +357,7 @@ std::string replay_opcode_name(std::uint16_t opcode) {
     case kOpStopped: return "stopped";
     case kOpEvent: return "event";
     case kOpSnapshotReady: return "snapshot_ready";
+    case kOpQueuedCommands: return "queued_commands";
     case kOpDigest: return "digest";
     case kOpAckRange: return "ack_range";
     default: break;

@@ -158,7 +158,8 @@ TEST(GlobalRegion, UnderChaosTheRegionsImageHoldsExactlyThePredictedTotal) {
   for (int i = 0; i < 10; ++i) {
     auto id = rt->snapshot_all(rt->epoch() + 3, false, SnapshotScope::kActorsAndGlobal);
     ASSERT_TRUE(id.ok());
-    const SnapshotImage* g = global_image(images.wait(id.value(), kActors + 1));
+    const auto got = images.wait(id.value(), kActors + 1);
+    const SnapshotImage* g = global_image(got);
     ASSERT_NE(g, nullptr);
     const float want = chaos_total(kChaos, g->epoch);
     const Accumulator acc = accumulator_of(*g);
@@ -231,9 +232,10 @@ TEST(GlobalRegion, ACheckpointSetHoldsTheRegionAndARestoredRunReportsTheStraight
   ASSERT_EQ(sets->size(), 1u);
   const CheckpointManifest& m = sets->front().manifest;
   EXPECT_EQ(m.fingerprint.global_bytes, sizeof(Accumulator));
-  ASSERT_EQ(m.members.size(), kActors + 1);
-  EXPECT_EQ(m.members.back().actor, kGlobalRegionActor);
-  EXPECT_NE(m.members.back().file.find("-global-"), std::string::npos) << m.members.back().file;
+  ASSERT_EQ(m.members.size(), kActors + 2);  // and the queued commands, last
+  const CheckpointSetMember& global = m.members[kActors];
+  EXPECT_EQ(global.actor, kGlobalRegionActor);
+  EXPECT_NE(global.file.find("-global-"), std::string::npos) << global.file;
 
   auto rt = make_racy(kChaos);
   ASSERT_NE(rt, nullptr);

@@ -68,12 +68,16 @@ struct PartialSet {
   std::uint32_t num_actors = 0;  // actors in the run that wrote them
 };
 
-// "global" for the app-wide region's image, else the actor's index.
+// "global" for the app-wide region's image, "queued" for the queued commands, else the
+// actor's index.
 std::string actor_text(std::uint32_t actor) {
-  return actor == kGlobalRegionActor ? "global" : std::to_string(actor);
+  if (actor == kGlobalRegionActor) return "global";
+  if (actor == kQueuedCommandsActor) return "queued";
+  return std::to_string(actor);
 }
 nlohmann::json actor_json(std::uint32_t actor) {
-  return actor == kGlobalRegionActor ? nlohmann::json("global") : nlohmann::json(actor);
+  return actor == kGlobalRegionActor || actor == kQueuedCommandsActor ? nlohmann::json(actor_text(actor))
+                                                                      : nlohmann::json(actor);
 }
 
 std::vector<PartialSet> partial_sets(const std::vector<CheckpointRecord>& files,
@@ -88,7 +92,7 @@ std::vector<PartialSet> partial_sets(const std::vector<CheckpointRecord>& files,
   for (const auto& r : files) {
     if (!r.status.ok() || in_sets.count(r.name) != 0) continue;
     auto& [actors, n] = by_set[{r.info.app, r.info.epoch, checkpoint_member_sequence(r.name)}];
-    if (r.info.actor != kGlobalRegionActor) actors.insert(r.info.actor);  // counts actors only
+    if (r.info.actor < r.info.num_actors) actors.insert(r.info.actor);  // counts actors only
     n = r.info.num_actors;
   }
   std::vector<PartialSet> out;
@@ -270,8 +274,9 @@ int inspect_command(const CheckpointOptions& o) {
   }
   std::vector<std::pair<std::string, std::string>> rows = {
       {"app", i.app},
-      {"actor", i.actor == kGlobalRegionActor ? "global region (of an app with " + std::to_string(i.num_actors) + " actors)"
-                                               : std::to_string(i.actor) + " of " + std::to_string(i.num_actors)},
+      {"actor", i.actor < i.num_actors ? std::to_string(i.actor) + " of " + std::to_string(i.num_actors)
+                                       : actor_text(i.actor) + " (of an app with " + std::to_string(i.num_actors) +
+                                             " actors)"},
       {"epoch", std::to_string(i.epoch)},
       {"kind", i.delta ? std::string("delta of ") + parent : "full"},
       {"digest", digest},

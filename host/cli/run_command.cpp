@@ -268,9 +268,12 @@ class CheckpointSession {
     if (!point.ok()) return Status(point.status().code(), "--restore " + o_.restore + ": " + point.status().message());
     for (const std::string& skipped : point->skipped)
       std::fprintf(stderr, "pkrt: warning: passed over the %s\n", skipped.c_str());
-    PKRT_RETURN_IF_ERROR(rt.restore_before_start(point->epoch, point->images, point->global));
-    std::fprintf(stderr, "pkrt: restored %u actors%s from %s committed set, epoch %llu (%s)\n",
+    PKRT_RETURN_IF_ERROR(rt.restore_before_start(point->epoch, point->images, point->global, point->queued));
+    restored_queued_ = point->has_queued;
+    queued_count_ = point->queued.size();
+    std::fprintf(stderr, "pkrt: restored %u actors%s%s from %s committed set, epoch %llu (%s)\n",
                  rt.options().num_actors, point->global.empty() ? "" : " and the global region",
+                 point->has_queued ? (" with " + std::to_string(point->queued.size()) + " queued commands").c_str() : "",
                  epoch ? "the requested" : "the newest",
                  static_cast<unsigned long long>(point->epoch), store.value()->describe(point->manifest).c_str());
     return point->epoch;
@@ -325,6 +328,11 @@ class CheckpointSession {
 
   Status finish() { return manager_ ? manager_->flush() : Status(); }
 
+  // Whether the restored set held the commands queued at its epoch (they were posted again);
+  // false for a set from a pkrt that did not capture them: the app sends them again itself.
+  bool restored_queued() const { return restored_queued_; }
+  std::size_t queued_count() const { return queued_count_; }
+
   void summarize(RunSummary& sum) const {
     if (sum.restored_epoch != 0) sum.extra.push_back({"restored from", "epoch " + std::to_string(sum.restored_epoch)});
     if (!manager_) return;
@@ -351,7 +359,10 @@ class CheckpointSession {
     sum.extra.push_back({"snapshot cost", buf});
     nlohmann::json snaps = nlohmann::json::array();
     for (const auto& s : stats) {
-      snaps.push_back({{"actor", s.actor == kGlobalRegionActor ? nlohmann::json("global") : nlohmann::json(s.actor)},
+      const nlohmann::json who = s.actor == kGlobalRegionActor    ? nlohmann::json("global")
+                                 : s.actor == kQueuedCommandsActor ? nlohmann::json("queued")
+                                                                   : nlohmann::json(s.actor);
+      snaps.push_back({{"actor", who},
                        {"epoch", s.epoch}, {"delta", s.delta}, {"ok", s.status.ok()},
                        {"stall_ns", s.stall_ns}, {"bytes_copied", s.bytes_copied}, {"bytes_written", s.bytes_written},
                        {"request_to_durable_ms", s.request_to_durable_ms}, {"file", s.file}});
@@ -370,6 +381,8 @@ class CheckpointSession {
   ParamsDescriber describe_params_;
   std::atomic<std::uint64_t> errors_printed_{0};
   std::unique_ptr<CheckpointManager> manager_;
+  bool restored_queued_ = false;
+  std::size_t queued_count_ = 0;
 };
 
 // heat2d's Params as the options that set them, for a restore that finds other ones.
@@ -459,8 +472,12 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, const ReplayLogSessi
   }
   std::stable_sort(injections.begin(), injections.end(),
                    [](const auto& a, const auto& b) { return a.epoch < b.epoch; });
-  // A restored run already holds the injections up to its restore epoch in its state.
-  std::erase_if(injections, [&](const auto& inj) { return inj.epoch <= sum.restored_epoch; });
+  // A restored run already holds the injections up to its restore epoch in its state, and
+  // the later ones in the commands its checkpoint set restored (a set from before pkrt
+  // captured queued commands has none: those are sent again).
+  std::erase_if(injections, [&](const auto& inj) {
+    return sum.restored_epoch != 0 && (inj.epoch <= sum.restored_epoch || checkpoints.restored_queued());
+  });
 
   // Commands before the launch: every injection is in its ring before its epoch comes.
   std::vector<ReplyFuture> acks;
@@ -513,6 +530,11 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, const ReplayLogSessi
                     {"injections", injections.size()},
                     {"total_heat", total},
                     {"restored_epoch", sum.restored_epoch}};
+  if (checkpoints.restored_queued()) {
+    sum.extra.push_back({"restored commands", std::to_string(checkpoints.queued_count()) +
+                                                  " queued at the restore epoch, posted again"});
+    sum.extra_json["restored_queued_commands"] = checkpoints.queued_count();
+  }
   checkpoints.summarize(sum);
   return Status();
 }

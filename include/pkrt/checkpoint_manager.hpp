@@ -13,7 +13,8 @@
 //   checkpoint was written and the chain is shorter than max_delta_chain, else a full one.
 // - Sets (pkrt/checkpoint_set.hpp): the images of one checkpoint request form a set: every
 //   actor and, for an app with a global region, the region (snapshot_all with
-//   SnapshotScope::kActorsAndGlobal; its files are named "-global-"). When
+//   SnapshotScope::kWholeRun; its files are named "-global-") and the commands sent and not yet
+//   applied at the cut ("-queued-", always full). When
 //   the last member is durable, the set's manifest is written (atomically, through the
 //   store), which commits it; a set with any failed member is never committed.
 // - Retention runs after each commit: it keeps the newest keep_sets committed sets, every
@@ -121,14 +122,20 @@ class CheckpointManager {
   std::unique_ptr<Impl> impl_;
 };
 
-// The images to restore a run from: every actor (and the global region) at one epoch,
-// chains resolved, verified. Pass both to Runtime::restore_before_start.
+// What to restore a run from: every actor (and the global region) at one epoch, chains
+// resolved, verified, and the commands then queued. Pass them all to
+// Runtime::restore_before_start.
 struct RestorePoint {
   std::uint64_t epoch = 0;
   std::uint64_t sequence = 0;   // of the set restored
   std::string manifest;         // its manifest's name
   std::vector<std::vector<std::byte>> images;  // by actor
   std::vector<std::byte> global;  // the app-wide region's image (empty when the app has none)
+  // The commands sent and not applied at `epoch`, for restore_before_start to post again.
+  // has_queued false: the set predates their capture (pkrt before manifest flag 1), and the
+  // caller must send again whatever was due after `epoch`.
+  std::vector<Command> queued;
+  bool has_queued = false;
   std::vector<std::string> skipped;  // newer sets passed over, and why (damaged files)
 };
 

@@ -86,12 +86,15 @@ struct CheckpointManifest {
   CheckpointFingerprint fingerprint;
   RunInputs inputs;
   // One per actor, in actor order, then (when fingerprint.global_bytes > 0) one for the
-  // global region (actor kGlobalRegionActor).
+  // global region (actor kGlobalRegionActor), then (version 2, optional) one holding the
+  // commands sent and not applied at the epoch (actor kQueuedCommandsActor, its state
+  // encode_queued_commands() of them).
   std::vector<CheckpointSetMember> members;
 };
 
-// Version 2 added the global region (fingerprint.global_bytes and its member). Readers
-// accept 1 (as a set without a global region) and 2; writers write 2.
+// Version 2 added the global region (fingerprint.global_bytes and its member) and the queued
+// commands member (a flag after the version). Readers accept 1 (as a set without either)
+// and 2; writers write 2.
 inline constexpr std::uint16_t kCheckpointManifestVersion = 2;
 inline constexpr std::uint16_t kOldestCheckpointManifestVersion = 1;
 
@@ -102,7 +105,7 @@ Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> 
 // epoch replaces the earlier one atomically.
 std::string checkpoint_manifest_name(const std::string& app, std::uint64_t epoch);
 // "<app>-e<epoch>-s<sequence>-a<actor>-<full|delta>.pkck" ("-global-" for the global
-// region's image): the sequence keeps a set's members from ever overwriting the files of
+// region's image, "-queued-" for the queued commands): the sequence keeps a set's members from ever overwriting the files of
 // another set at the same epoch.
 std::string checkpoint_member_name(const CheckpointInfo& info, std::uint64_t sequence);
 // The sequence in a member name, 0 for any other name.

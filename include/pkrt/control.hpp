@@ -54,6 +54,7 @@ struct HostControl {
 enum SnapshotAllFlags : std::uint32_t {
   kSnapshotAllFull = 1u << 0,    // mark every chunk changed
   kSnapshotAllGlobal = 1u << 1,  // block 0 snapshots the global region too (kGlobalRegionActor)
+  kSnapshotAllCommands = 1u << 2,  // every block copies its queued commands (kQueuedCommandsActor)
 };
 
 struct GridReport {

@@ -180,10 +180,16 @@ class RingConsumer {
   // Copies the next slot into `out` without consuming it; false when none is published.
   PKRT_HD bool peek(Slot& out) {
     if (!ready()) return false;
-    const Slot& slot = slots_[head_ & mask_];
+    return peek_at(head_, out);
+  }
+
+  // Copies the slot at `pos` (position() <= pos < the last published()) without consuming
+  // it; false when it is not readable.
+  PKRT_HD bool peek_at(std::uint64_t pos, Slot& out) const {
+    const Slot& slot = slots_[pos & mask_];
     // Acquire: pairs with the producer's store_release(seq); the copy below sees its writes.
-    if (detail::load_acquire(slot.header.seq) != head_ + 1) return false;
-    out.header.seq = head_ + 1;
+    if (detail::load_acquire(slot.header.seq) != pos + 1) return false;
+    out.header.seq = pos + 1;
     out.header.opcode = slot.header.opcode;
     out.header.flags = slot.header.flags;
     out.header.actor = slot.header.actor;

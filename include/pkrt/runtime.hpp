@@ -167,9 +167,11 @@ struct ImageLayout {
   std::uint32_t global_chunks = 0;
 };
 
-// What a snapshot_all takes: the actors only, or the actors and the app-wide region (one
-// consistent cut; the region's image arrives as actor kGlobalRegionActor).
-enum class SnapshotScope : std::uint8_t { kActors, kActorsAndGlobal };
+// What a snapshot_all takes, all at one consistent cut: the actors only; the actors and the
+// app-wide region (its image arrives as actor kGlobalRegionActor); or the whole run: those
+// and the commands sent but not yet applied (one more image, actor kQueuedCommandsActor,
+// holding encode_queued_commands() of them), what a checkpoint needs to continue exactly.
+enum class SnapshotScope : std::uint8_t { kActors, kActorsAndGlobal, kWholeRun };
 
 // One actor's snapshot, copied to the host (delivered to the snapshot sink on the pump thread).
 struct SnapshotImage {
@@ -185,6 +187,16 @@ struct SnapshotImage {
   std::chrono::steady_clock::time_point requested;  // host asked (snapshot_all/actor call)
   std::chrono::steady_clock::time_point copied;     // changed chunks on the host, staging released
 };
+
+// The image of a kQueuedCommandsActor snapshot: 48-byte records (u32 actor, u16 opcode, u16
+// reserved = 0, u64 apply epoch with 0 = the next one, 32 data bytes), in the order they
+// apply per block: each block's deferred list by (apply epoch, sending order), then its ring.
+inline constexpr std::size_t kQueuedCommandBytes = 48;
+std::vector<std::byte> encode_queued_commands(std::span<const Command> commands);
+// Refuses (kCorruptData naming `name`) a length that is not a whole number of records, a
+// nonzero reserved field, an actor not below `num_actors` or a runtime opcode.
+Result<std::vector<Command>> decode_queued_commands(std::span<const std::byte> image, std::uint32_t num_actors,
+                                                    const std::string& name);
 
 struct RuntimeStats {
   std::uint64_t epoch = 0;            // last epoch the whole grid completed
@@ -323,9 +335,12 @@ class Runtime {
   // Before start(): every actor's image (as a snapshot produced it, all at `epoch`) and, for
   // an app with a global region, the region's image at the same epoch (image_layout().
   // global_bytes; refused when missing, since a zeroed region would silently restore a
-  // different run); the run continues with epoch + 1 and skips App::init.
+  // different run); the run continues with epoch + 1 and skips App::init. `queued`: the
+  // commands that were sent and not applied at `epoch` (RestorePoint::queued), posted again
+  // here in their order, so they apply at the epochs they would have; refused when a block's
+  // ring cannot hold its share before the launch (the fix: a larger ring_capacity).
   Status restore_before_start(std::uint64_t epoch, const std::vector<std::vector<std::byte>>& images,
-                              std::span<const std::byte> global = {});
+                              std::span<const std::byte> global = {}, std::span<const Command> queued = {});
   // While running: replaces one actor's state at the start of `apply_epoch` (0: next) with
   // an image taken at `source_epoch`. Its next snapshot is full.
   std::future<Reply> restore_actor(std::uint32_t actor, const std::vector<std::byte>& image,

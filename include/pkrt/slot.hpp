@@ -42,6 +42,8 @@ enum Opcode : std::uint16_t {
   kOpSnapshotReady = 0x47,  // a snapshot is in the actor's staging slot; data: SnapshotReadyData
   kOpDigest = 0x48,   // periodic CRC32 of an actor's state (RuntimeOptions::digest_period); data: DigestData
   kOpAckRange = 0x49, // commands applied without a reply, coalesced; data: AckRangeData
+  kOpQueuedCommands = 0x4A,  // a block's commands not yet applied at a snapshot_all cut are in
+                             // its queued-commands area; data: QueuedCommandsData
 
   kUserOpcodeBase = 0x1000,
 };
@@ -80,6 +82,10 @@ inline constexpr std::uint32_t kNoActor = 0xFFFFFFFFu;
 // Actor index of the app-wide region's snapshot (snapshot_all with SnapshotScope::
 // kActorsAndGlobal): its kOpSnapshotReady, kOpReleaseStaging and checkpoint file carry it.
 inline constexpr std::uint32_t kGlobalRegionActor = 0xFFFFFFFEu;
+// Actor index of the commands queued at a snapshot_all cut (SnapshotScope::kWholeRun): sent,
+// not yet applied (a block's deferred list and its H2K ring). Its kOpQueuedCommands, the
+// release of a block's queued-commands area and a checkpoint set's commands member carry it.
+inline constexpr std::uint32_t kQueuedCommandsActor = 0xFFFFFFFDu;
 
 struct SlotHeader {
   std::uint64_t seq;     // publication word: position + 1 once the slot is readable
@@ -135,6 +141,14 @@ struct ErrorData {
 struct StopData {
   std::uint64_t final_epoch;  // last epoch every block completed
   std::uint16_t reason;       // StopReason
+};
+
+// Data of kOpQueuedCommands: the block copied `count` slots to its queued-commands area, its
+// deferred list first (`deferred` of them, in list order), then its ring's unconsumed ones
+// in ring order.
+struct QueuedCommandsData {
+  std::uint32_t count;
+  std::uint32_t deferred;
 };
 
 // Data of kOpSnapshotActor.

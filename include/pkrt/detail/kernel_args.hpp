@@ -92,6 +92,11 @@ struct KernelArgs {
   std::uint32_t global_chunks;
   std::uint32_t* global_prev_crcs;  // device: global_chunks CRCs
   std::uint32_t* global_flags;      // device: SnapshotFlags of the global slot
+  // Commands queued at a snapshot_all cut: per block an area of 2 x deferred_capacity slots
+  // (its deferred list, then its ring's unconsumed slots) and its SnapshotFlags word. Null
+  // when snapshots are off.
+  Slot* queued;                     // device
+  std::uint32_t* queued_flags;      // device: one per block
   GridScratch* grid;           // device
   Slot* deferred;              // device: deferred_capacity slots per block (not-yet-due commands)
   std::uint32_t deferred_capacity;
