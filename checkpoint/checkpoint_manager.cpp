@@ -65,6 +65,7 @@ struct CheckpointManager::Impl {
   std::uint64_t in_flight = 0;        // snapshot_all request id, 0 when none
   std::uint64_t in_flight_epoch = 0;  // its epoch
   std::uint32_t in_flight_left = 0;   // images of it still to arrive
+  std::uint32_t sets_open = 0;        // sets requested and not yet committed, failed or cancelled
   std::vector<std::deque<SnapshotImage>> queues;  // per writer thread
   std::uint64_t writing = 0;          // jobs popped and not finished
   bool stopping = false;
@@ -105,9 +106,20 @@ struct CheckpointManager::Impl {
   // ---- requests --------------------------------------------------------------------------
 
   Result<std::uint64_t> request(std::uint64_t epoch) {
-    // The set is registered before any of its images can reach a writer (they need `mu`).
-    std::lock_guard<std::mutex> catalog(catalog_mu);
-    std::lock_guard<std::mutex> lock(mu);
+    // Backpressure: wait (holding neither lock, so the writers can finish) while too many
+    // sets are still being written.
+    std::unique_lock<std::mutex> catalog(catalog_mu, std::defer_lock);
+    std::unique_lock<std::mutex> lock(mu);
+    for (;;) {
+      cv.wait(lock, [&] { return stopping || policy.max_pending_sets == 0 || sets_open < policy.max_pending_sets; });
+      lock.unlock();
+      // Lock order catalog_mu, then mu. The set is registered before any of its images can
+      // reach a writer (they need `mu`).
+      catalog.lock();
+      lock.lock();
+      if (stopping || policy.max_pending_sets == 0 || sets_open < policy.max_pending_sets) break;
+      catalog.unlock();  // another request took the room meanwhile
+    }
     if (in_flight != 0) {
       return Status(StatusCode::kFailedPrecondition,
                     "checkpoint request " + std::to_string(in_flight) + " is still in flight. Fix: flush() "
@@ -123,6 +135,7 @@ struct CheckpointManager::Impl {
     in_flight = id.value();
     in_flight_epoch = epoch;
     in_flight_left = member_slots;
+    ++sets_open;
     ++counters.requested;
     counters.pending += member_slots;
     return id.value();
@@ -307,6 +320,8 @@ struct CheckpointManager::Impl {
     std::lock_guard<std::mutex> lock(mu);
     counters.sets_committed += committed_now ? 1 : 0;
     counters.sets_failed += failed_now ? 1 : 0;
+    if (sets_open > 0) --sets_open;  // this set is finished either way
+    cv.notify_all();
     counters.deleted += deleted;
     if (first_failure.ok() && !commit_failure.ok()) first_failure = commit_failure;
     if (first_failure.ok() && !retention_failure.ok()) first_failure = retention_failure;
@@ -530,11 +545,13 @@ Result<std::uint64_t> CheckpointManager::checkpoint_now() { return impl_->reques
 bool CheckpointManager::cancel(std::uint64_t request) {
   Impl& m = *impl_;
   if (!m.rt.cancel_snapshot(request)) return false;
+  bool erased;
   {
     std::lock_guard<std::mutex> catalog(m.catalog_mu);
-    m.pending.erase(request);
+    erased = m.pending.erase(request) != 0;
   }
   std::lock_guard<std::mutex> lock(m.mu);
+  if (erased && m.sets_open > 0) --m.sets_open;
   if (m.in_flight == request) {
     m.counters.pending -= std::min<std::uint64_t>(m.counters.pending, m.in_flight_left);
     m.in_flight = 0;

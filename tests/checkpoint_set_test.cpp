@@ -13,6 +13,9 @@
 
 #include <unistd.h>
 
+#include <condition_variable>
+#include <thread>
+#include <atomic>
 #include <cstring>
 #include <filesystem>
 #include <mutex>
@@ -250,6 +253,65 @@ TEST(CheckpointSetCommit, ACheckpointRepeatedAtOneEpochIsFullAndStaysRestorable)
   ASSERT_TRUE(point.ok()) << point.status().to_string();
   EXPECT_EQ(point->epoch, 3u);
   for (const auto& s : r.manager->snapshot_stats()) EXPECT_FALSE(s.delta) << "epoch " << s.epoch;
+}
+
+// A store whose writes wait until the test opens the gate: a disk slower than the requests.
+class GatedStore final : public CheckpointStore {
+ public:
+  Status put(const std::string& name, const std::vector<std::byte>& bytes) override {
+    std::unique_lock<std::mutex> lock(mu);
+    cv.wait(lock, [&] { return open; });
+    lock.unlock();
+    return inner.put(name, bytes);
+  }
+  Result<std::vector<std::byte>> get(const std::string& name) const override { return inner.get(name); }
+  Result<std::vector<std::string>> list() const override { return inner.list(); }
+  Status remove(const std::string& name) override { return inner.remove(name); }
+  std::string describe(const std::string& name) const override { return inner.describe(name); }
+  void set_open() {
+    std::lock_guard<std::mutex> lock(mu);
+    open = true;
+    cv.notify_all();
+  }
+  std::mutex mu;
+  std::condition_variable cv;
+  bool open = false;
+  MemoryCheckpointStore inner;
+};
+
+TEST(CheckpointSetCommit, ARequestWaitsWhileMaxPendingSetsAreStillBeingWritten) {
+  auto created = Runtime::create(testing::probe_program(), testing::Probe::Params{}, testing::cpu_runtime(2, 2, 256));
+  ASSERT_TRUE(created.ok());
+  Runtime& rt = *created.value();
+  auto gated = std::make_unique<GatedStore>();
+  GatedStore* store = gated.get();
+  CheckpointPolicy policy;
+  policy.max_pending_sets = 2;
+  auto manager = CheckpointManager::create(rt, std::move(gated), policy);
+  ASSERT_TRUE(manager.ok()) << manager.status().to_string();
+  ASSERT_TRUE(rt.set_target_epoch(1).ok());
+  ASSERT_TRUE(rt.start().ok());
+  ASSERT_TRUE(rt.run_until(1, 30s).ok());
+  for (int i = 0; i < 2; ++i) {  // two sets served, their writes held at the gate
+    ASSERT_TRUE(manager.value()->checkpoint_now().ok());
+    ASSERT_TRUE(manager.value()->wait_served(30s).ok());
+  }
+  std::atomic<bool> returned{false};
+  std::thread third([&] {
+    EXPECT_TRUE(manager.value()->checkpoint_now().ok());
+    returned.store(true);  // seq_cst: read by the test thread below
+  });
+  std::this_thread::sleep_for(200ms);
+  EXPECT_FALSE(returned.load()) << "a third set was requested while two were still being written";
+  EXPECT_EQ(manager.value()->counters().requested, 2u);
+  store->set_open();
+  third.join();
+  EXPECT_TRUE(returned.load());
+  ASSERT_TRUE(manager.value()->wait_served(30s).ok());
+  ASSERT_TRUE(manager.value()->flush(30s).ok());
+  EXPECT_EQ(manager.value()->counters().sets_committed, 3u);
+  manager.value().reset();
+  ASSERT_TRUE(rt.shutdown().ok());
 }
 
 TEST(CheckpointSetCommit, RunInputsAManifestCannotHoldAreRefusedAtCreate) {

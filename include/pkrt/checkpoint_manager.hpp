@@ -23,6 +23,9 @@
 //   older sets first (uncommitting them) and then the files nothing kept needs. A crash
 //   between the two leaves only unreferenced files, which the next run's retention removes.
 // - One writer per directory: create() calls store->lock_for_writing().
+// - Backpressure: checkpoint_at()/checkpoint_now() (and the schedule) wait while
+//   policy.max_pending_sets sets are still being written. Like wait_served(), they must not
+//   be called from the runtime's callbacks (the pump thread delivers the images they wait on).
 // - Failures (a failed snapshot, write or commit) are counted, returned by the next flush()
 //   and passed at once to policy.on_failure, on the writer thread, as they happen.
 // - Instrumentation per snapshot: actor stall (device), bytes copied device->host, bytes
@@ -54,6 +57,10 @@ struct CheckpointPolicy {
   std::uint32_t keep_sets = 3;               // newest committed sets kept (>= 1)
   std::uint32_t max_delta_chain = 8;         // deltas after a full before the next full
   std::uint32_t writer_threads = 2;
+  // Sets requested and not yet committed (or failed) at most: a request waits while this
+  // many are still being written, so a disk slower than the checkpoint rate slows the
+  // requests instead of piling up host copies of the state. 0: no bound.
+  std::uint32_t max_pending_sets = 2;
   CheckpointEncodeOptions encode;
   RunInputs inputs;  // recorded in every manifest; restore compares them
   // Called on a writer thread as soon as a snapshot, write or commit fails (keep it short;
