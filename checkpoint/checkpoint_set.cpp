@@ -298,6 +298,49 @@ Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> 
   return m;
 }
 
+std::vector<std::byte> encode_queued_commands(std::span<const Command> commands) {
+  std::vector<std::byte> out(commands.size() * kQueuedCommandBytes);
+  std::byte* p = out.data();
+  for (const Command& c : commands) {
+    const std::uint16_t reserved = 0;
+    std::memcpy(p, &c.actor, 4);
+    std::memcpy(p + 4, &c.opcode, 2);
+    std::memcpy(p + 6, &reserved, 2);
+    std::memcpy(p + 8, &c.apply_epoch, 8);
+    std::memcpy(p + 16, c.data.data(), kEnvelopeDataBytes);
+    p += kQueuedCommandBytes;
+  }
+  return out;
+}
+
+Result<std::vector<Command>> decode_queued_commands(std::span<const std::byte> image, std::uint32_t num_actors,
+                                                    const std::string& name) {
+  auto corrupt = [&](const std::string& what) {
+    return Status(StatusCode::kCorruptData, "queued commands '" + name + "': " + what +
+                                                ". Fix: restore another checkpoint set (`pkrt checkpoint list DIR`)");
+  };
+  if (image.size() % kQueuedCommandBytes != 0)
+    return corrupt(std::to_string(image.size()) + " bytes is not a whole number of 48-byte records");
+  std::vector<Command> out(image.size() / kQueuedCommandBytes);
+  const std::byte* p = image.data();
+  for (std::size_t i = 0; i < out.size(); ++i, p += kQueuedCommandBytes) {
+    Command& c = out[i];
+    std::uint16_t reserved = 0;
+    std::memcpy(&c.actor, p, 4);
+    std::memcpy(&c.opcode, p + 4, 2);
+    std::memcpy(&reserved, p + 6, 2);
+    std::memcpy(&c.apply_epoch, p + 8, 8);
+    std::memcpy(c.data.data(), p + 16, kEnvelopeDataBytes);
+    if (reserved != 0) return corrupt("record " + std::to_string(i) + " has a nonzero reserved field");
+    if (c.actor >= num_actors)
+      return corrupt("record " + std::to_string(i) + " is for actor " + std::to_string(c.actor) + " of " +
+                     std::to_string(num_actors));
+    if (c.opcode < kUserOpcodeBase)
+      return corrupt("record " + std::to_string(i) + " has runtime opcode " + std::to_string(c.opcode));
+  }
+  return out;
+}
+
 std::string checkpoint_manifest_name(const std::string& app, std::uint64_t epoch) {
   char buf[48];
   std::snprintf(buf, sizeof buf, "-set-e%012llu", static_cast<unsigned long long>(epoch));

@@ -12,6 +12,7 @@
 #include "host/runtime_impl.hpp"
 #include "host/nvtx.hpp"
 
+#include <pkrt/checkpoint_set.hpp>
 #include <pkrt/crc32.hpp>
 #include <pkrt/kernels/crc32.hpp>
 
@@ -27,49 +28,6 @@ std::string snapshot_subject(std::uint32_t actor) {
 }
 
 }  // namespace
-
-std::vector<std::byte> encode_queued_commands(std::span<const Command> commands) {
-  std::vector<std::byte> out(commands.size() * kQueuedCommandBytes);
-  std::byte* p = out.data();
-  for (const Command& c : commands) {
-    const std::uint16_t reserved = 0;
-    std::memcpy(p, &c.actor, 4);
-    std::memcpy(p + 4, &c.opcode, 2);
-    std::memcpy(p + 6, &reserved, 2);
-    std::memcpy(p + 8, &c.apply_epoch, 8);
-    std::memcpy(p + 16, c.data.data(), kEnvelopeDataBytes);
-    p += kQueuedCommandBytes;
-  }
-  return out;
-}
-
-Result<std::vector<Command>> decode_queued_commands(std::span<const std::byte> image, std::uint32_t num_actors,
-                                                    const std::string& name) {
-  auto corrupt = [&](const std::string& what) {
-    return Status(StatusCode::kCorruptData, "queued commands '" + name + "': " + what +
-                                                ". Fix: restore another checkpoint set (`pkrt checkpoint list DIR`)");
-  };
-  if (image.size() % kQueuedCommandBytes != 0)
-    return corrupt(std::to_string(image.size()) + " bytes is not a whole number of 48-byte records");
-  std::vector<Command> out(image.size() / kQueuedCommandBytes);
-  const std::byte* p = image.data();
-  for (std::size_t i = 0; i < out.size(); ++i, p += kQueuedCommandBytes) {
-    Command& c = out[i];
-    std::uint16_t reserved = 0;
-    std::memcpy(&c.actor, p, 4);
-    std::memcpy(&c.opcode, p + 4, 2);
-    std::memcpy(&reserved, p + 6, 2);
-    std::memcpy(&c.apply_epoch, p + 8, 8);
-    std::memcpy(c.data.data(), p + 16, kEnvelopeDataBytes);
-    if (reserved != 0) return corrupt("record " + std::to_string(i) + " has a nonzero reserved field");
-    if (c.actor >= num_actors)
-      return corrupt("record " + std::to_string(i) + " is for actor " + std::to_string(c.actor) + " of " +
-                     std::to_string(num_actors));
-    if (c.opcode < kUserOpcodeBase)
-      return corrupt("record " + std::to_string(i) + " has runtime opcode " + std::to_string(c.opcode));
-  }
-  return out;
-}
 
 void Runtime::Impl::handle_queued_commands(const Event& ev, const Status& refused) {
   const std::uint32_t block = ev.block;
@@ -88,8 +46,10 @@ void Runtime::Impl::handle_queued_commands(const Event& ev, const Status& refuse
       const host::HostCopy copy[] = {{slots.data(), area, slots.size() * sizeof(Slot)}};
       if (!slots.empty()) st = backend->gather_to_host(copy);
       if (st.ok()) {
-        // The deferred list is in no order; it applies by (apply epoch, sending order).
-        std::stable_sort(slots.begin(), slots.begin() + ready.deferred, [](const Slot& a, const Slot& b) {
+        // The deferred list is in no order; it applies by (apply epoch, sending order). The
+        // ring sequence is unique, so the order is total and std::sort suffices (stable_sort's
+        // temporary buffer ignores Slot's 64-byte alignment: UBSan caught it).
+        std::sort(slots.begin(), slots.begin() + ready.deferred, [](const Slot& a, const Slot& b) {
           return a.payload.epoch != b.payload.epoch ? a.payload.epoch < b.payload.epoch : a.header.seq < b.header.seq;
         });
         for (const Slot& s : slots) {

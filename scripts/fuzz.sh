@@ -20,7 +20,7 @@ flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
        -I include -I . "${cccl[@]}")
 # Each target: the sources and libraries it needs, and the folder of its corpus and regressions.
 declare -A inputs=(
-  [checkpoint_reader]="checkpoint/checkpoint_format.cpp host/crc32.cpp -lisal -lzstd"
+  [checkpoint_reader]="checkpoint/checkpoint_format.cpp checkpoint/checkpoint_set.cpp host/crc32.cpp -lisal -lzstd"
   [replay_log_reader]="replay/replay_log.cpp host/crc32.cpp -lisal"
   [checkpoint_manifest]="checkpoint/checkpoint_set.cpp host/crc32.cpp -lisal"
 )

@@ -22,6 +22,7 @@
 #pragma once
 
 #include <pkrt/checkpoint.hpp>
+#include <pkrt/command.hpp>
 #include <pkrt/slot.hpp>
 #include <pkrt/status.hpp>
 
@@ -110,6 +111,18 @@ std::string checkpoint_manifest_name(const std::string& app, std::uint64_t epoch
 std::string checkpoint_member_name(const CheckpointInfo& info, std::uint64_t sequence);
 // The sequence in a member name, 0 for any other name.
 std::uint64_t checkpoint_member_sequence(const std::string& name);
+
+// A set's queued-commands member (and the image of a kQueuedCommandsActor snapshot):
+// 48-byte records (u32 actor, u16 opcode, u16 reserved = 0, u64 apply epoch with 0 = the
+// next one, 32 data bytes), in the order they apply per block: each block's deferred list by
+// (apply epoch, sending order), then its ring.
+inline constexpr std::size_t kQueuedCommandBytes = 48;
+std::vector<std::byte> encode_queued_commands(std::span<const Command> commands);
+// Refuses (kCorruptData naming `name`) a length that is not a whole number of records, a
+// nonzero reserved field, an actor not below `num_actors` or a runtime opcode. Fuzzed with the
+// checkpoint reader (tests/fuzz).
+Result<std::vector<Command>> decode_queued_commands(std::span<const std::byte> image, std::uint32_t num_actors,
+                                                    const std::string& name);
 
 inline constexpr const char* kCheckpointFileSuffix = ".pkck";
 inline constexpr const char* kCheckpointManifestSuffix = ".pkset";

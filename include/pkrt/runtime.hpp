@@ -35,6 +35,7 @@
 // How it and the device's pollers wait when idle is the poll policy (PollPolicy).
 #pragma once
 
+#include <pkrt/command.hpp>
 #include <pkrt/program.hpp>
 #include <pkrt/replay_log.hpp>
 #include <pkrt/reply_future.hpp>
@@ -82,33 +83,6 @@ enum class PollPolicy : std::uint8_t {
 const char* poll_policy_name(PollPolicy policy);
 // Parses "auto", "latency", "balanced" or "low_power".
 Result<PollPolicy> parse_poll_policy(const std::string& text);
-
-// What the typed send/post overloads take as a message's value: not a pointer, nullptr or a
-// C array (those mean "data, bytes" and go to the untyped overloads).
-template <class T>
-inline constexpr bool kMessageValue = !std::is_pointer_v<T> && !std::is_null_pointer_v<T> && !std::is_array_v<T>;
-
-// One command of a batch (Runtime::send_batch, Runtime::post_batch).
-struct Command {
-  std::uint32_t actor = 0;
-  std::uint16_t opcode = 0;
-  std::uint64_t apply_epoch = 0;  // 0: the next epoch
-  std::array<std::byte, kEnvelopeDataBytes> data{};
-
-  template <class T>
-    requires kMessageValue<T>
-  static Command make(std::uint32_t actor, std::uint16_t opcode, const T& value,
-                      std::uint64_t apply_epoch = 0) {
-    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEnvelopeDataBytes,
-                  "pkrt: message data is at most 32 trivially copyable bytes");
-    Command c;
-    c.actor = actor;
-    c.opcode = opcode;
-    c.apply_epoch = apply_epoch;
-    std::memcpy(c.data.data(), &value, sizeof(T));
-    return c;
-  }
-};
 
 struct RuntimeOptions {
   BackendKind backend = BackendKind::kAuto;
@@ -170,7 +144,8 @@ struct ImageLayout {
 // What a snapshot_all takes, all at one consistent cut: the actors only; the actors and the
 // app-wide region (its image arrives as actor kGlobalRegionActor); or the whole run: those
 // and the commands sent but not yet applied (one more image, actor kQueuedCommandsActor,
-// holding encode_queued_commands() of them), what a checkpoint needs to continue exactly.
+// holding encode_queued_commands() of them, pkrt/checkpoint_set.hpp), what a checkpoint needs
+// to continue exactly.
 enum class SnapshotScope : std::uint8_t { kActors, kActorsAndGlobal, kWholeRun };
 
 // One actor's snapshot, copied to the host (delivered to the snapshot sink on the pump thread).
@@ -187,16 +162,6 @@ struct SnapshotImage {
   std::chrono::steady_clock::time_point requested;  // host asked (snapshot_all/actor call)
   std::chrono::steady_clock::time_point copied;     // changed chunks on the host, staging released
 };
-
-// The image of a kQueuedCommandsActor snapshot: 48-byte records (u32 actor, u16 opcode, u16
-// reserved = 0, u64 apply epoch with 0 = the next one, 32 data bytes), in the order they
-// apply per block: each block's deferred list by (apply epoch, sending order), then its ring.
-inline constexpr std::size_t kQueuedCommandBytes = 48;
-std::vector<std::byte> encode_queued_commands(std::span<const Command> commands);
-// Refuses (kCorruptData naming `name`) a length that is not a whole number of records, a
-// nonzero reserved field, an actor not below `num_actors` or a runtime opcode.
-Result<std::vector<Command>> decode_queued_commands(std::span<const std::byte> image, std::uint32_t num_actors,
-                                                    const std::string& name);
 
 struct RuntimeStats {
   std::uint64_t epoch = 0;            // last epoch the whole grid completed

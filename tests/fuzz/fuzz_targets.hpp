@@ -32,7 +32,16 @@ inline void checkpoint_reader(const std::uint8_t* data, std::size_t size) {
   // decode only states a test machine can hold.
   if (parsed->info.state_bytes > (std::uint64_t{64} << 20)) return;
   std::vector<std::byte> state(parsed->info.state_bytes);
-  (void)decode_chunks(parsed.value(), file, "fuzz.pkck", state).ok();
+  if (!decode_chunks(parsed.value(), file, "fuzz.pkck", state).ok()) return;
+  // A queued-commands member's state is itself parsed; what it accepts keeps its promises.
+  if (parsed->info.actor == kQueuedCommandsActor) {
+    auto commands = decode_queued_commands(state, parsed->info.num_actors, "fuzz.pkck");
+    if (!commands.ok()) return;
+    if (commands->size() * kQueuedCommandBytes != state.size()) std::abort();
+    for (const Command& c : commands.value())
+      if (c.actor >= parsed->info.num_actors || c.opcode < kUserOpcodeBase) std::abort();
+    if (encode_queued_commands(commands.value()) != state) std::abort();
+  }
 }
 
 // Parses a replay log image. Must never crash, hang, read out of bounds or allocate beyond
