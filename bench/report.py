@@ -665,6 +665,28 @@ def write_markdown(r, rows, path, command, results_path, cdf_png):
                                                            v("delta", "durable_ms"), v("delta", "stall_ms"),
                                                            v("floor", "durable_ms"), v("stall_floor", "durable_ms")))
     lines.append("")
+    lines.append("## Staging pool")
+    lines.append("")
+    lines.append("`BM_SnapshotAllPooled`: a full `snapshot_all` of heat2d (16 actors, 2048 x 2048 cells) "
+                 "through a staging pool of 16, 4 (the default: a quarter) or 1 actor image(s), each timed "
+                 "snapshot alternating with an untimed one-pass snapshot of a second runtime (the baseline). "
+                 "Time: request to the last image on the host. Hold: first image copied to the last (a pooled "
+                 "snapshot holds the grid at its cut at least that long; a one-pass one does not hold it). "
+                 "Device stall: the blocks' copy + CRC summed over the images.")
+    lines.append("")
+    lines.append("| pool | waves | device staging | of the state | request to last image | vs one pass | hold | device stall |")
+    lines.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
+    for slots in (16, 4, 1):
+        name = "BM_SnapshotAllPooled/slots:%d" % slots
+        b = r.get(name)
+        if b is None:
+            lines.append("| %d images | %s |  |  |  |  |  |  |" % (slots, r.skipped(name)))
+            continue
+        t = r.time_ns(name)
+        lines.append("| %d images | %d | %.1f MiB | %.0f%% | %.2f ms | %.2fx | %.2f ms | %.2f ms |" % (
+            slots, b.get("waves", 0), b.get("staging_MiB", 0), 100 * b.get("staging_fraction", 0),
+            t / 1e6, b.get("ratio_vs_one_pass", 0), b.get("hold_ms", 0), b.get("stall_ms", 0)))
+    lines.append("")
     lines.append("## CUDA variants")
     lines.append("")
     lines.append("| benchmark | status |")

@@ -241,7 +241,7 @@ struct Runtime::Impl final : detail::ReplyDrainer {
     std::uint32_t block;  // whose ring takes the release
     std::uint32_t actor;  // an actor, kGlobalRegionActor or kQueuedCommandsActor (that block's area)
   };
-  std::vector<PendingRelease> pending_releases;  // pump thread: staging slots to release
+  std::vector<PendingRelease> pending_releases;  // pump thread: areas to release (global, queued)
   std::size_t pending_release_count = 0;        // guarded by mu: pending_releases.size()
   std::uint32_t restores_in_flight = 0;         // guarded by mu: live restores not yet applied
   std::uint64_t next_snapshot = 1;              // guarded by mu: snapshot request counter
@@ -249,6 +249,7 @@ struct Runtime::Impl final : detail::ReplyDrainer {
     std::chrono::steady_clock::time_point requested;
     std::uint32_t outstanding = 0;  // images (or errors) that have not arrived
     std::uint32_t actor = kNoActor;  // snapshot_actor: its actor; snapshot_all: kNoActor
+    std::uint32_t slot = 0;          // snapshot_actor: the staging-pool slot it holds
     std::vector<bool> arrived;  // snapshot_all: per image index (image_index), its image (or error) arrived
     bool with_global = false;  // snapshot_all asked for the global region's image
     bool with_queued = false;  // and for the queued commands (kWholeRun)
@@ -274,7 +275,57 @@ struct Runtime::Impl final : detail::ReplyDrainer {
     std::uint64_t changed_offset;
     std::size_t index;
   };
-  SnapshotSlot snapshot_slot(std::uint32_t actor) const;
+  // `pool_slot`: the staging-pool slot holding an actor's image (ignored for the region).
+  SnapshotSlot snapshot_slot(std::uint32_t actor, std::uint32_t pool_slot) const;
+
+  // The staging pool (args.staging_slots slots; kernels/snapshot.hpp). The host is its only
+  // allocator: a slot goes back to `free` once its image is copied (or its restore applied),
+  // and a snapshot_all takes the whole pool, all of it free, for its waves.
+  struct StagingPool {
+    std::vector<std::uint32_t> free;  // slots no request holds
+    std::uint64_t all_request = 0;    // the snapshot_all holding the pool (0: none)
+    bool hold = false;                // it is served in waves (kSnapshotAllHold)
+    std::uint32_t wave_first = 0;     // its current wave: actors [wave_first, wave_last)
+    std::uint32_t wave_last = 0;
+    std::uint32_t wave_left = 0;      // actor images of the wave not yet copied
+    std::uint32_t wave = 0;           // HostControl::snapshot_wave of the current wave
+    // A snapshot_all withdrawn (cancel_snapshot) whose first wave the grid may still serve:
+    // the pool stays its until block 0 has acted on `withdrawn_generation` without having
+    // latched it, or until the wave's images arrived.
+    std::uint64_t withdrawn = 0;
+    std::uint32_t withdrawn_generation = 0;
+    std::uint32_t withdrawn_left = 0;
+    std::uint64_t resets = 0;  // reset_pool_locked calls: a slot taken before one is not given back
+  };
+  StagingPool pool;  // guarded by mu
+  // Relaxed (it orders nothing): the grid holds at a snapshot_all's cut, so the watchdog owes
+  // it no heartbeat.
+  std::atomic<bool> pool_holding{false};
+  // Why the pool cannot take a request now (mu held), or ok: `whole`: a snapshot_all, which
+  // needs every slot; else one slot for `what`.
+  Status pool_refusal(bool whole, const char* what) const;
+  // Pump thread: one actor image of the snapshot_all holding the pool was copied; posts the
+  // next wave, or releases the hold and the pool after the last. Also the withdrawn one's.
+  void pool_image_copied(std::uint64_t request);
+  // Live restores whose reply came: their slot is free once the grid completed the epoch
+  // they applied at (the block copies the slot in that epoch's step, after the reply).
+  struct RestoringSlot {
+    std::uint32_t slot;
+    std::uint64_t epoch;
+  };
+  std::vector<RestoringSlot> restoring;  // guarded by mu
+  // Pump thread, every loop while pool_housekeeping_due: frees the pool of a withdrawn
+  // request the grid will never serve, and the slots of restores the grid has applied.
+  std::atomic<bool> pool_housekeeping_due{false};
+  void pool_housekeeping();
+  // mu held: frees the pool of a withdrawn request if block 0 has acted on the withdrawal
+  // without latching it (or cannot serve it any more). True when no withdrawn request holds it.
+  bool reclaim_withdrawn_locked();
+  // mu held (released while waiting): waits, bounded by ring_full_timeout, until no withdrawn
+  // request holds the pool.
+  void wait_for_withdrawn_pool(std::unique_lock<std::mutex>& lock);
+  // mu held: every slot free, no snapshot_all holding the pool.
+  void reset_pool_locked();
   bool has_global_snapshots() const { return args.global_staging != nullptr; }
   std::unordered_map<std::uint64_t, SnapshotRequest> snapshot_requests;  // guarded by mu
   // Requests fail_open_snapshots already answered: a late image of one (the device served it

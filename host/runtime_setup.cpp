@@ -13,6 +13,9 @@ namespace {
 
 constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
 
+// The default staging pool's cap (RuntimeOptions::staging_bytes = 0).
+constexpr std::uint64_t kDefaultStagingCapBytes = std::uint64_t{256} << 20;
+
 }  // namespace
 
 Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const void* params,
@@ -159,6 +162,23 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
                                                " bytes (at most 2^48). Fix: a smaller global region");
   img.global_bytes = lay.global_bytes;
   img.global_chunks = static_cast<std::uint32_t>((lay.global_bytes + img.chunk_bytes - 1) / img.chunk_bytes);
+  if (options.snapshots) {
+    // One staging slot: [image][chunk CRCs][changed flags], each part aligned.
+    a.crc_offset = align_up(img.image_bytes, detail::kRegionAlign);
+    a.changed_offset = a.crc_offset + align_up(std::uint64_t{img.chunks} * 4, detail::kRegionAlign);
+    a.staging_stride = a.changed_offset + align_up(img.chunks, detail::kRegionAlign);
+    // The pool, in whole slots, at least one and at most one per actor: the device bytes asked
+    // for, or by default a quarter of the actors' images, in at most 256 MiB.
+    const std::uint64_t slots =
+        options.staging_bytes != 0
+            ? std::clamp<std::uint64_t>(options.staging_bytes / a.staging_stride, 1, options.num_actors)
+            : std::clamp<std::uint64_t>(std::min<std::uint64_t>(options.num_actors / 4,
+                                                                kDefaultStagingCapBytes / a.staging_stride),
+                                        1, options.num_actors);
+    a.staging_slots = static_cast<std::uint32_t>(slots);
+    img.staging_slots = a.staging_slots;
+    img.staging_slot_bytes = a.staging_stride;
+  }
 
   // Refuse a run the machine cannot hold before allocating any of it: allocating first
   // takes minutes of page faults and ends in bad_alloc or the OOM killer.
@@ -177,12 +197,11 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
       return r;
     };
     const std::uint64_t state = times(impl->state_stride, options.num_actors);
+    // The staging pool, and per actor its previous chunk CRCs and its flags word.
     const std::uint64_t staging =
-        options.snapshots
-            ? times(align_up(img.image_bytes, detail::kRegionAlign) + align_up(std::uint64_t{img.chunks} * 4, detail::kRegionAlign) +
-                        align_up(img.chunks, detail::kRegionAlign) + std::uint64_t{img.chunks} * 4 + 4,
-                    options.num_actors)
-            : 0;
+        options.snapshots ? plus(times(a.staging_stride, a.staging_slots),
+                                 times(std::uint64_t{img.chunks} * 4 + 4, options.num_actors))
+                          : 0;
     // On the CPU backend the host mirror of every image (filled at the first snapshot) comes
     // out of the same memory.
     const std::uint64_t mirror =
@@ -215,9 +234,12 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
       return Status(StatusCode::kOutOfRange,
                     std::string("the run needs ") + gib(need) + " of " +
                         (be.kind() == BackendKind::kCuda ? "GPU" : "host") + " memory (actor state " + gib(state) +
-                        ", snapshot staging " + gib(staging) + (mirror != 0 ? ", host image mirror " + gib(mirror) : "") +
+                        ", snapshot staging " + gib(staging) + " (" + std::to_string(a.staging_slots) +
+                        " actor images)" + (mirror != 0 ? ", host image mirror " + gib(mirror) : "") +
                         ", rings and mailboxes " + gib(rest) + ") but only " + gib(*available) + " is available. Fix: fewer or smaller actors (e.g. a smaller --grid)" +
-                        (options.snapshots ? ", or RuntimeOptions::snapshots = false to drop the staging copy" : ""));
+                        (options.snapshots ? ", a smaller staging pool (RuntimeOptions::staging_bytes, --staging-mib), "
+                                             "or RuntimeOptions::snapshots = false to drop snapshots"
+                                           : ""));
     }
   }
   PKRT_RETURN_IF_ERROR(alloc_hv(impl->control_buf, sizeof(ControlBlock)));
@@ -237,10 +259,10 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
     a.image_bytes = img.image_bytes;
     a.chunk_bytes = img.chunk_bytes;
     a.chunks = img.chunks;
-    a.crc_offset = align_up(img.image_bytes, detail::kRegionAlign);
-    a.changed_offset = a.crc_offset + align_up(std::uint64_t{img.chunks} * 4, detail::kRegionAlign);
-    a.staging_stride = a.changed_offset + align_up(img.chunks, detail::kRegionAlign);
-    PKRT_RETURN_IF_ERROR(alloc_dev(impl->staging_buf, a.staging_stride * options.num_actors));
+    PKRT_RETURN_IF_ERROR(alloc_dev(impl->staging_buf, a.staging_stride * a.staging_slots));
+    impl->pool.free.resize(a.staging_slots);
+    // Handed out from the back: slot 0 first.
+    for (std::uint32_t i = 0; i < a.staging_slots; ++i) impl->pool.free[i] = a.staging_slots - 1 - i;
     PKRT_RETURN_IF_ERROR(alloc_dev(impl->prev_crc_buf, std::uint64_t{img.chunks} * 4 * options.num_actors));
     PKRT_RETURN_IF_ERROR(alloc_dev(impl->actor_flag_buf, 4ull * options.num_actors));
     a.staging = static_cast<std::byte*>(impl->staging_buf.device());

@@ -2,13 +2,15 @@
 // (kernels/snapshot.hpp) and restores.
 //
 // Snapshot: the host asks (snapshot_all through the control block, snapshot_actor as an H2K
-// command); the kernel copies the actor's image into its staging slot with chunk CRCs and
-// answers kOpSnapshotReady. The pump then copies the changed chunks into the host mirror,
-// verifies them against the device's CRCs, releases the staging slot (kOpReleaseStaging,
-// retried every pass while the ring is full, never given up) and hands the image to the sink.
+// command naming a staging-pool slot); the kernel copies the actor's image into the slot with
+// chunk CRCs and answers kOpSnapshotReady. The pump then copies the changed chunks into the
+// host mirror, verifies them against the device's CRCs, returns the slot to the pool (or
+// posts the next wave of a snapshot_all; kernels/snapshot.hpp) and hands the image to the
+// sink. The global region's slot and the queued-commands areas sit outside the pool and are
+// released to the device (kOpReleaseStaging, retried every pass while the ring is full, never
+// given up).
 // Restore: before start (restore_before_start: straight into the arenas and K2K inboxes) or
-// live (restore_actor: upload into the staging slot, then kOpRestoreActor at an epoch
-// boundary). Snapshots and live restores share the staging slots: one kind at a time.
+// live (restore_actor: upload into a pool slot, then kOpRestoreActor at an epoch boundary).
 #include "host/runtime_impl.hpp"
 #include "host/nvtx.hpp"
 
@@ -112,9 +114,16 @@ void Runtime::Impl::handle_snapshot(const Event& ev) {
     const host::NvtxRange range(kCopyName);
     img.status = copy_snapshot(ev.actor, ready, img);
   }
-  // Release even after a failed copy: the device must not stay blocked on this slot.
-  if (ev.actor < options.num_actors || (ev.actor == kGlobalRegionActor && has_global_snapshots()))
+  // Even after a failed copy, the slot is done with: back to the pool (or on to the next
+  // wave), or released to the device, which must not stay blocked on it.
+  if (ev.actor < options.num_actors) {
+    pool_image_copied(ev.request);
+    // A snapshot_all in waves: the grid holds at its cut from the first image on.
+    std::lock_guard<std::mutex> lock(mu);
+    if (pool.all_request == ev.request && pool.hold) pool_holding.store(true, std::memory_order_relaxed);
+  } else if (ev.actor == kGlobalRegionActor && has_global_snapshots()) {
     pending_releases.push_back({block_of(ev.actor), ev.actor});
+  }
   retry_releases();
   img.copied = std::chrono::steady_clock::now();
   deliver_snapshot(std::move(img));
@@ -122,6 +131,7 @@ void Runtime::Impl::handle_snapshot(const Event& ev) {
 
 void Runtime::Impl::handle_snapshot_refusal(const Event& ev) {
   const auto err = ev.as<ErrorData>();
+  if (ev.actor < options.num_actors) pool_image_copied(ev.request);  // the slot was never written
   SnapshotImage failed;
   failed.actor = ev.actor;
   failed.epoch = ev.epoch;
@@ -133,6 +143,136 @@ void Runtime::Impl::handle_snapshot_refusal(const Event& ev) {
                                   ? "its staging slot still holds an unreleased snapshot"
                                   : status_code_name(static_cast<StatusCode>(err.code))));
   deliver_snapshot(std::move(failed));
+}
+
+// ---- the staging pool ----------------------------------------------------------------------
+
+void Runtime::Impl::reset_pool_locked() {
+  pool.free.resize(args.staging_slots);
+  for (std::uint32_t i = 0; i < args.staging_slots; ++i) pool.free[i] = args.staging_slots - 1 - i;
+  pool.all_request = 0;
+  pool.hold = false;
+  pool.wave_left = 0;
+  pool.withdrawn = 0;
+  pool.withdrawn_left = 0;
+  restoring.clear();
+  pool_holding.store(false, std::memory_order_relaxed);
+  ++pool.resets;
+}
+
+Status Runtime::Impl::pool_refusal(bool whole, const char* what) const {
+  const std::uint64_t holder = pool.all_request != 0 ? pool.all_request : pool.withdrawn;
+  if (holder != 0)
+    return Status(StatusCode::kFailedPrecondition,
+                  std::string(what) + " refused: snapshot_all request " + std::to_string(holder & ~kSnapshotRequestTag) +
+                      " is using the staging pool (" + std::to_string(args.staging_slots) +
+                      " actor images at a time) until its last image is copied. Fix: wait for its images "
+                      "(the snapshot sink; CheckpointManager::flush) first");
+  const std::size_t held = args.staging_slots - pool.free.size();
+  if (whole && held != 0)
+    return Status(StatusCode::kFailedPrecondition,
+                  std::string(what) + " refused: " + std::to_string(held) +
+                      " single-actor snapshot(s) or live restore(s) hold staging slots, and a snapshot_all "
+                      "needs the whole pool. Fix: wait for their images or replies first");
+  if (!whole && pool.free.empty())
+    return Status(StatusCode::kFailedPrecondition,
+                  std::string(what) + " refused: all " + std::to_string(args.staging_slots) +
+                      " staging slots hold images that are not copied or restored yet. Fix: wait for "
+                      "them, or give the runtime a larger pool (RuntimeOptions::staging_bytes; one slot is " +
+                      std::to_string(args.staging_stride) + " bytes)");
+  return Status();
+}
+
+void Runtime::Impl::pool_image_copied(std::uint64_t request) {
+  std::uint32_t first = 0, last = 0, wave = 0, flags = 0;
+  bool finished = false;
+  {
+    std::lock_guard<std::mutex> lock(mu);
+    if (pool.all_request != 0 && request == pool.all_request) {
+      if (pool.wave_left == 0 || --pool.wave_left != 0) return;
+      if (pool.wave_last >= options.num_actors) {
+        finished = pool.hold;
+        reset_pool_locked();
+        if (!finished) return;  // one pass: no hold to lift
+      } else {
+        // The next wave, in the same slots (all copied now).
+        pool.wave_first = pool.wave_last;
+        pool.wave_last = static_cast<std::uint32_t>(
+            std::min<std::uint64_t>(options.num_actors, std::uint64_t{pool.wave_first} + args.staging_slots));
+        pool.wave_left = pool.wave_last - pool.wave_first;
+        first = pool.wave_first;
+        last = pool.wave_last;
+        wave = ++pool.wave;
+      }
+    } else if (pool.withdrawn != 0 && request == pool.withdrawn) {
+      if (pool.withdrawn_left > 0 && --pool.withdrawn_left == 0) reset_pool_locked();
+      return;
+    } else {
+      // A single-actor snapshot: its slot is free again.
+      auto it = snapshot_requests.find(request);
+      if (it != snapshot_requests.end() && it->second.actor != kNoActor) pool.free.push_back(it->second.slot);
+      return;
+    }
+  }
+  update_control([&] {
+    // Relaxed: our own last store (control_mu is held); nobody else writes this word.
+    flags = detail::load_relaxed(control->host.snapshot_flags);
+    if (finished) {
+      // Release: pairs with block 0's acquire loads in ControlView::refresh; the grid runs on.
+      detail::store_release(control->host.snapshot_flags, flags & ~kSnapshotAllHold);
+      return;
+    }
+    // The global region and the queued commands came with the first wave. Release (all):
+    // pair with block 0's acquire loads in ControlView::refresh, which loads the wave first.
+    detail::store_release(control->host.snapshot_flags, flags & ~(kSnapshotAllGlobal | kSnapshotAllCommands));
+    detail::store_release(control->host.snapshot_wave_first, first);
+    detail::store_release(control->host.snapshot_wave_last, last);
+    detail::store_release(control->host.snapshot_wave, wave);
+  });
+}
+
+bool Runtime::Impl::reclaim_withdrawn_locked() {
+  if (pool.withdrawn == 0) return true;
+  // Acquire: pairs with block 0's release store of control_generation, made after its latch
+  // of any request it saw before that generation (latched_snapshot).
+  const std::uint32_t seen = detail::load_acquire(control->grid.control_generation);
+  // Relaxed: ordered by the acquire above.
+  const std::uint64_t latched = detail::load_relaxed(control->grid.latched_snapshot);
+  // Before start() no block has seen the request; after the kernel ended none will.
+  if (phase == RuntimePhase::kCreated || kernel_done ||
+      (static_cast<std::int32_t>(seen - pool.withdrawn_generation) >= 0 && latched != pool.withdrawn)) {
+    // Block 0 acted on the withdrawal without latching the request: it never will.
+    reset_pool_locked();
+    return true;
+  }
+  return false;
+}
+
+void Runtime::Impl::wait_for_withdrawn_pool(std::unique_lock<std::mutex>& lock) {
+  // A request withdrawn a moment ago: block 0 acts on the withdrawal within a round (a parked
+  // or idle grid is woken by it) and the images of a request it had latched follow at once,
+  // so a new request right after a cancel waits that long (bounded) rather than failing.
+  const auto deadline = std::chrono::steady_clock::now() + options.ring_full_timeout;
+  while (!reclaim_withdrawn_locked() && std::chrono::steady_clock::now() < deadline) {
+    lock.unlock();
+    std::this_thread::sleep_for(std::chrono::microseconds(50));
+    lock.lock();
+  }
+}
+
+void Runtime::Impl::pool_housekeeping() {
+  // Relaxed: a hint; the state itself is read under mu.
+  if (!pool_housekeeping_due.load(std::memory_order_relaxed)) return;
+  // Relaxed: a label written by the pump (this thread).
+  const std::uint64_t done_epoch = complete_epoch.load(std::memory_order_relaxed);
+  std::lock_guard<std::mutex> lock(mu);
+  reclaim_withdrawn_locked();
+  std::erase_if(restoring, [&](const RestoringSlot& r) {
+    if (r.epoch > done_epoch && !kernel_done) return false;
+    pool.free.push_back(r.slot);
+    return true;
+  });
+  pool_housekeeping_due.store(pool.withdrawn != 0 || !restoring.empty(), std::memory_order_relaxed);
 }
 
 void Runtime::Impl::retry_releases() {
@@ -149,12 +289,12 @@ void Runtime::Impl::retry_releases() {
   pending_release_count = pending_releases.size();
 }
 
-Runtime::Impl::SnapshotSlot Runtime::Impl::snapshot_slot(std::uint32_t actor) const {
+Runtime::Impl::SnapshotSlot Runtime::Impl::snapshot_slot(std::uint32_t actor, std::uint32_t pool_slot) const {
   if (actor == kGlobalRegionActor) {
     return {static_cast<const std::byte*>(global_staging_buf.device()), args.global_bytes, args.global_chunks,
             args.global_crc_offset, args.global_changed_offset, options.num_actors};
   }
-  return {static_cast<const std::byte*>(staging_buf.device()) + args.staging_stride * actor,
+  return {static_cast<const std::byte*>(staging_buf.device()) + args.staging_stride * pool_slot,
           image.image_bytes,
           image.chunks,
           args.crc_offset,
@@ -167,7 +307,12 @@ Status Runtime::Impl::copy_snapshot(std::uint32_t actor, const SnapshotReadyData
   if (!known)
     return Status(StatusCode::kInternal, "the kernel reported a snapshot of actor " + std::to_string(actor) +
                                              ", which has no staging slot");
-  const SnapshotSlot s = snapshot_slot(actor);
+  const std::uint32_t pool_slot = snapshot_ready_slot(ready.flags);
+  if (actor != kGlobalRegionActor && pool_slot >= args.staging_slots)
+    return Status(StatusCode::kInternal, "the kernel reported a snapshot of actor " + std::to_string(actor) +
+                                             " in staging slot " + std::to_string(pool_slot) + "; the pool has " +
+                                             std::to_string(args.staging_slots));
+  const SnapshotSlot s = snapshot_slot(actor, pool_slot);
   const std::string what = snapshot_subject(actor);
   // Every failure below drops the mirror: the device has moved its chunk CRCs on to this
   // snapshot either way, so the next one must copy (and check) the whole image.
@@ -331,6 +476,8 @@ void Runtime::Impl::fail_open_snapshots(const Status& why) {
       failed_snapshot_requests.insert(request);
     }
     snapshot_requests.clear();
+    // Nothing in flight will be copied: the grid failed or stops.
+    reset_pool_locked();
   }
   call_sink(std::move(failed));
 }
@@ -364,13 +511,14 @@ Result<std::uint64_t> Runtime::snapshot_all(std::uint64_t epoch, bool full, Snap
   const bool queued = scope == SnapshotScope::kWholeRun;
   const std::uint32_t images = m.options.num_actors + (global ? 1u : 0u) + (queued ? 1u : 0u);
   std::uint64_t id;
+  std::uint32_t wave = 0, wave_last = 0;
+  bool hold = false;
   {
-    std::lock_guard<std::mutex> lock(m.mu);
+    std::unique_lock<std::mutex> lock(m.mu);
     if (m.phase == RuntimePhase::kStopped) return Status(StatusCode::kFailedPrecondition, "runtime was shut down");
     if (!m.sticky.ok()) return Status(m.sticky.code(), "runtime failed earlier: " + m.sticky.message());
-    if (m.restores_in_flight != 0)
-      return Status(StatusCode::kFailedPrecondition,
-                    "a live restore is in flight through the staging slots. Fix: wait for its reply first");
+    m.wait_for_withdrawn_pool(lock);
+    PKRT_RETURN_IF_ERROR(m.pool_refusal(/*whole=*/true, "snapshot_all"));
     id = kSnapshotRequestTag | m.next_snapshot++;
     static const host::NvtxName kRequestName("snapshot request (all actors, epoch)");
     host::nvtx_mark(kRequestName, epoch);
@@ -382,13 +530,30 @@ Result<std::uint64_t> Runtime::snapshot_all(std::uint64_t epoch, bool full, Snap
     r.with_global = global;
     r.with_queued = queued;
     r.queued_blocks_left = queued ? m.plan.blocks : 0;
+    // The whole pool: the first wave is actors [0, slots); more actors than slots hold the
+    // grid at the cut for the next waves (pool_image_copied).
+    Impl::StagingPool& pool = m.pool;
+    pool.free.clear();
+    pool.all_request = id;
+    pool.hold = m.options.num_actors > m.args.staging_slots;
+    pool.wave_first = 0;
+    pool.wave_last = std::min(m.options.num_actors, m.args.staging_slots);
+    pool.wave_left = pool.wave_last;
+    wave = ++pool.wave;
+    hold = pool.hold;
+    wave_last = pool.wave_last;
   }
   m.update_control([&] {
-    // Release (all three): pair with block 0's acquire loads in ControlView::refresh.
+    // Release (all): pair with block 0's acquire loads in ControlView::refresh, which loads
+    // the request first and the wave next.
     detail::store_release(m.control->host.snapshot_epoch, epoch);
     detail::store_release(m.control->host.snapshot_flags, (full ? kSnapshotAllFull : 0u) |
                                                              (global ? kSnapshotAllGlobal : 0u) |
-                                                             (queued ? kSnapshotAllCommands : 0u));
+                                                             (queued ? kSnapshotAllCommands : 0u) |
+                                                             (hold ? kSnapshotAllHold : 0u));
+    detail::store_release(m.control->host.snapshot_wave_first, std::uint32_t{0});
+    detail::store_release(m.control->host.snapshot_wave_last, wave_last);
+    detail::store_release(m.control->host.snapshot_wave, wave);
     detail::store_release(m.control->host.snapshot_request, id);
   });
   return id;
@@ -398,8 +563,11 @@ bool Runtime::cancel_snapshot(std::uint64_t request) {
   Impl& m = *impl_;
   bool withdrawn = false;
   m.update_control([&] {
-    // Relaxed: our own last store (control_mu is held); nobody else writes this word.
-    if (detail::load_relaxed(m.control->host.snapshot_request) == request) {
+    // Relaxed: our own last store (control_mu is held); nobody else writes this word. The
+    // latch is read relaxed too: a request latched after this read is caught by the pool's
+    // reclaim (pool_housekeeping), which waits for block 0 to act on this change.
+    if (detail::load_relaxed(m.control->host.snapshot_request) == request &&
+        detail::load_relaxed(m.control->grid.latched_snapshot) != request) {
       // Release: pairs with block 0's acquire load in ControlView::refresh.
       detail::store_release(m.control->host.snapshot_request, std::uint64_t{0});
       withdrawn = true;
@@ -408,6 +576,17 @@ bool Runtime::cancel_snapshot(std::uint64_t request) {
   if (withdrawn) {
     std::lock_guard<std::mutex> lock(m.mu);
     m.snapshot_requests.erase(request);
+    if (m.pool.all_request == request) {
+      // Block 0 may have latched it just before the withdrawal: then its first wave arrives
+      // (no later one: the request word is gone, so the grid does not hold). The pool stays
+      // the request's until either is known.
+      m.pool.withdrawn = request;
+      m.pool.withdrawn_generation = m.generation;
+      m.pool.withdrawn_left = m.pool.wave_last - m.pool.wave_first;
+      m.pool.all_request = 0;
+      m.pool.hold = false;
+      m.pool_housekeeping_due.store(true, std::memory_order_relaxed);
+    }
   }
   return withdrawn;
 }
@@ -419,12 +598,12 @@ Result<std::uint64_t> Runtime::snapshot_actor(std::uint32_t actor, bool full, st
     return Status(StatusCode::kOutOfRange, "actor " + std::to_string(actor) + " is out of range (app has " +
                                                std::to_string(m.options.num_actors) + " actors)");
   std::uint64_t id;
+  std::uint32_t slot = 0;
   {
-    std::lock_guard<std::mutex> lock(m.mu);
+    std::unique_lock<std::mutex> lock(m.mu);
     if (m.phase == RuntimePhase::kStopped) return Status(StatusCode::kFailedPrecondition, "runtime was shut down");
-    if (m.restores_in_flight != 0)
-      return Status(StatusCode::kFailedPrecondition,
-                    "a live restore is in flight through the staging slots. Fix: wait for its reply first");
+    m.wait_for_withdrawn_pool(lock);
+    PKRT_RETURN_IF_ERROR(m.pool_refusal(/*whole=*/false, "snapshot_actor"));
     id = kSnapshotRequestTag | m.next_snapshot++;
     static const host::NvtxName kRequestName("snapshot request (actor)");
     host::nvtx_mark(kRequestName, actor);
@@ -432,13 +611,17 @@ Result<std::uint64_t> Runtime::snapshot_actor(std::uint32_t actor, bool full, st
     r.requested = std::chrono::steady_clock::now();
     r.outstanding = 1;
     r.actor = actor;
+    r.slot = m.pool.free.back();
+    m.pool.free.pop_back();
+    slot = r.slot;
   }
-  const SnapshotRequestData req{full ? 1u : 0u};
+  const SnapshotRequestData req{full ? 1u : 0u, slot};
   Status st = m.publish_internal(m.block_of(actor), kOpSnapshotActor, actor,
                                  detail::make_envelope(apply_epoch, id, &req, sizeof req), /*wait=*/true);
   if (!st.ok()) {
     std::lock_guard<std::mutex> lock(m.mu);
-    m.snapshot_requests.erase(id);
+    // Unless a failure of the runtime already reset the pool and forgot the request.
+    if (m.snapshot_requests.erase(id) != 0) m.pool.free.push_back(slot);
     return st;
   }
   return id;
@@ -534,31 +717,53 @@ std::future<Reply> Runtime::restore_actor(std::uint32_t actor, const std::vector
   if (image.size() != m.image.image_bytes)
     return fail(Status(StatusCode::kInvalidArgument, "image of " + std::to_string(image.size()) +
                                                          " bytes; actors need " + std::to_string(m.image.image_bytes)));
+  std::uint32_t slot = 0;
+  std::uint64_t resets = 0;
   {
-    // Snapshots and live restores share the staging slots: one kind at a time.
-    std::lock_guard<std::mutex> lock(m.mu);
+    // A restore takes one pool slot; a snapshot of the same actor in flight would race it on
+    // the actor's state and its host mirror: one kind at a time.
+    std::unique_lock<std::mutex> lock(m.mu);
+    m.wait_for_withdrawn_pool(lock);
     if (!m.snapshot_requests.empty() || m.pending_release_count != 0)
       return fail(Status(StatusCode::kFailedPrecondition,
-                         "a snapshot is in flight and may be using the staging slot. Fix: wait for "
-                         "pending snapshots (CheckpointManager::flush) before a live restore"));
+                         "a snapshot is in flight. Fix: wait for pending snapshots (CheckpointManager::flush) "
+                         "before a live restore"));
+    if (Status st = m.pool_refusal(/*whole=*/false, "restore_actor"); !st.ok()) return fail(st);
+    slot = m.pool.free.back();
+    m.pool.free.pop_back();
+    resets = m.pool.resets;
     ++m.restores_in_flight;
   }
-  // The slot is free (no snapshot in flight, the last one released); the kernel does not
-  // touch it until the restore command applies.
-  auto* slot = static_cast<std::byte*>(m.staging_buf.device()) + m.args.staging_stride * actor;
-  Status st = m.backend->copy_to_device(slot, image.data(), image.size());
+  // The kernel does not touch the slot until the restore command applies.
+  Status st = m.backend->copy_to_device(static_cast<std::byte*>(m.staging_buf.device()) + m.args.staging_stride * slot,
+                                        image.data(), image.size());
   if (!st.ok()) {
     std::lock_guard<std::mutex> lock(m.mu);
     --m.restores_in_flight;
+    if (m.pool.resets == resets) m.pool.free.push_back(slot);
     return fail(st);
   }
   auto done = std::make_shared<std::promise<Reply>>();
   std::future<Reply> f = done->get_future();
   Impl* impl = impl_.get();
-  send(actor, kOpRestoreActor, &source_epoch, sizeof source_epoch, apply_epoch, [impl, done](const Reply& r) {
+  const RestoreRequestData req{source_epoch, slot, 0};
+  send(actor, kOpRestoreActor, &req, sizeof req, apply_epoch, [impl, done, slot, resets](const Reply& r) {
     {
       std::lock_guard<std::mutex> lock(impl->mu);
       --impl->restores_in_flight;
+      // The acknowledgement comes when the command applies; the block copies the slot in that
+      // epoch's step, after it. The slot is free once the grid completed the epoch (or at once
+      // when the restore failed and nothing reads it).
+      // Unless a pool reset (the runtime failed or stopped) already took the slot back.
+      if (impl->pool.resets == resets) {
+        if (r.status.ok()) {
+          impl->restoring.push_back({slot, r.event.epoch});
+          // Relaxed: a hint for the pump, which reads `restoring` under mu.
+          impl->pool_housekeeping_due.store(true, std::memory_order_relaxed);
+        } else {
+          impl->pool.free.push_back(slot);
+        }
+      }
     }
     done->set_value(r);
   });

@@ -116,32 +116,39 @@ PKRT_HD void apply_command(BlockState& bs, const Slot& cmd, std::uint32_t first,
       // This block's area: the host releases it through this block's ring.
       args.queued_flags[block_index(bs.env)] &= ~kSnapshotStagingBusy;
       publish_ack(bs, cmd);
-    } else if (!mine && cmd.header.opcode >= kOpSnapshotActor && cmd.header.opcode <= kOpRestoreActor) {
+    } else if (cmd.header.opcode == kOpReleaseStaging) {
+      // Pool slots are never released (the host reassigns them); only the areas above are.
+      publish_error(bs, cmd, StatusCode::kInvalidArgument, 0);
+    } else if (!mine && (cmd.header.opcode == kOpSnapshotActor || cmd.header.opcode == kOpRestoreActor)) {
       publish_error(bs, cmd, StatusCode::kOutOfRange, args.num_actors);
     } else if (cmd.header.opcode == kOpSnapshotActor || cmd.header.opcode == kOpRestoreActor) {
       const bool snapshot = cmd.header.opcode == kOpSnapshotActor;
+      std::uint32_t slot = 0;
+      std::uint32_t full = 0;
+      std::uint64_t request = cmd.payload.request;
+      if (snapshot) {
+        SnapshotRequestData req;
+        std::memcpy(&req, cmd.payload.data, sizeof req);
+        slot = req.slot;
+        full = req.full;
+      } else {
+        RestoreRequestData req;
+        std::memcpy(&req, cmd.payload.data, sizeof req);
+        slot = req.slot;
+        request = req.source_epoch;
+      }
       if (args.chunks == 0) {
         publish_error(bs, cmd, StatusCode::kUnsupported, 0);  // runtime built without staging
-      } else if ((args.actor_flags[actor] & kSnapshotStagingBusy) != 0) {
-        publish_error(bs, cmd, StatusCode::kFailedPrecondition, 0);  // host has not released
+      } else if (slot >= args.staging_slots) {
+        publish_error(bs, cmd, StatusCode::kOutOfRange, args.staging_slots);
       } else if ((snapshot ? bs.snapshots : bs.restores) == kMaxBoundaryOps) {
         publish_error(bs, cmd, StatusCode::kRingFull, kMaxBoundaryOps);
       } else if (snapshot) {
-        SnapshotRequestData req;
-        std::memcpy(&req, cmd.payload.data, sizeof req);
-        bs.snapshot_ops[bs.snapshots++] = {actor, req.full, cmd.payload.request};
-        // Busy from now: a second request for this actor in the same epoch is refused
-        // rather than overwriting the first one's changed flags.
-        args.actor_flags[actor] |= kSnapshotStagingBusy;
+        bs.snapshot_ops[bs.snapshots++] = {actor, full, request, slot};
       } else {
-        std::uint64_t source_epoch;
-        std::memcpy(&source_epoch, cmd.payload.data, sizeof source_epoch);
-        bs.restore_ops[bs.restores++] = {actor, 0, source_epoch};
+        bs.restore_ops[bs.restores++] = {actor, 0, request, slot};
         publish_ack(bs, cmd);
       }
-    } else if (cmd.header.opcode == kOpReleaseStaging) {
-      args.actor_flags[actor] &= ~kSnapshotStagingBusy;
-      publish_ack(bs, cmd);
     } else if (cmd.header.opcode < kUserOpcodeBase) {
       publish_error(bs, cmd, StatusCode::kUnknownOpcode, 0);
     } else if (!mine) {
@@ -260,7 +267,10 @@ struct ControlView {
   bool pause = false, shutdown = false, abort = false;
   std::uint64_t snapshot_epoch = 0, snapshot_request = 0;
   std::uint32_t snapshot_flags = 0;  // SnapshotAllFlags
-  std::uint64_t served_snapshot = 0;  // block 0's record of the last snapshot_all scheduled
+  std::uint32_t snapshot_wave = 0, wave_first = 0, wave_last = 0;
+  std::uint64_t served_snapshot = 0;  // block 0's record of the last snapshot_all latched
+  std::uint32_t served_wave = 0;      // and of its last wave scheduled
+  std::uint32_t reported_generation = 0;  // last generation stored in GridReport
 
   PKRT_HD void refresh(HostControl& hc) {
     // Acquire: pairs with the host's store_release of the generation, which follows its
@@ -277,10 +287,19 @@ struct ControlView {
     // The request first: the host stores epoch and full before it (release), so a new
     // request is never paired with the previous request's epoch.
     snapshot_request = load_acquire(hc.snapshot_request);
+    // The wave before its range: the host stores first and last, then the wave (release).
+    snapshot_wave = load_acquire(hc.snapshot_wave);
     snapshot_epoch = load_acquire(hc.snapshot_epoch);
     snapshot_flags = load_acquire(hc.snapshot_flags);
+    wave_first = load_acquire(hc.snapshot_wave_first);
+    wave_last = load_acquire(hc.snapshot_wave_last);
   }
+  // The user's park: pause or target epoch (reported with kOpPaused).
   PKRT_HD bool wants_park(std::uint64_t epoch) const { return pause || epoch >= target_epoch; }
+  // A snapshot_all in waves holds the grid at its cut once latched (kSnapshotAllHold).
+  PKRT_HD bool holds_for_snapshot() const {
+    return snapshot_request != 0 && snapshot_request == served_snapshot && (snapshot_flags & kSnapshotAllHold) != 0;
+  }
 };
 
 // Block 0's leader: what the grid does after epoch `epoch`. Event-driven apps wait here
@@ -297,13 +316,19 @@ PKRT_HD void decide_next_round(BlockState& bs, ControlView& control, std::uint64
     // publish and control change; read before the checks so none is missed by the wait.
     const std::uint32_t bell = kEventDriven ? load_acquire(hc.doorbell) : 0u;
     control.refresh(hc);
+    if (control.reported_generation != control.generation) {
+      control.reported_generation = control.generation;
+      // Release: a host that acquires this generation sees every latch made before it in
+      // latched_snapshot; a request withdrawn in it or earlier and not latched never will be.
+      store_release(args.control->grid.control_generation, control.generation);
+    }
     if (control.abort) {
       args.grid->stop_reason = kStopAbort;
       directive = kDirectiveStop;
     } else if (control.shutdown) {
       args.grid->stop_reason = kStopShutdown;
       directive = kDirectiveStop;
-    } else if (control.wants_park(epoch)) {
+    } else if (control.wants_park(epoch) || control.holds_for_snapshot()) {
       directive = kDirectivePark;
     } else if constexpr (kEventDriven) {
       // A target epoch ahead is work too: run_until() must reach it even with no commands.
@@ -320,16 +345,26 @@ PKRT_HD void decide_next_round(BlockState& bs, ControlView& control, std::uint64
     }
     break;
   }
-  // A snapshot_all due by the end of the coming epoch is served in it by every block; one
-  // due now is served in a park round, on the parked epoch.
-  if (directive != kDirectiveStop && control.snapshot_request != 0 &&
-      control.snapshot_request != control.served_snapshot &&
-      (directive == kDirectiveRun ? epoch + 1 : epoch) >= control.snapshot_epoch) {
-    control.served_snapshot = control.snapshot_request;
+  // A snapshot_all due by the end of the coming epoch is latched with its first wave, served
+  // in that epoch by every block; one due now is served in a park round, on the parked epoch.
+  // Later waves of a held request are served in park rounds.
+  const bool latch = control.snapshot_request != 0 && control.snapshot_request != control.served_snapshot &&
+                     (directive == kDirectiveRun ? epoch + 1 : epoch) >= control.snapshot_epoch;
+  const bool next_wave = directive == kDirectivePark && control.holds_for_snapshot() &&
+                         control.snapshot_wave != control.served_wave;
+  if (directive != kDirectiveStop && (latch || next_wave)) {
+    if (latch) {
+      control.served_snapshot = control.snapshot_request;
+      // Relaxed: published by the release store of control_generation at the next generation.
+      store_relaxed(args.control->grid.latched_snapshot, control.snapshot_request);
+    }
+    control.served_wave = control.snapshot_wave;
     directive |= kDirectiveSnapshotBit;
-    // Relaxed (both): read by the other blocks only after the grid barrier that follows.
+    // Relaxed (all four): read by the other blocks only after the grid barrier that follows.
     store_relaxed(args.grid->snapshot_request[round & 1u], control.snapshot_request);
     store_relaxed(args.grid->snapshot_flags[round & 1u], control.snapshot_flags);
+    store_relaxed(args.grid->snapshot_wave_first[round & 1u], control.wave_first);
+    store_relaxed(args.grid->snapshot_wave_last[round & 1u], control.wave_last);
   }
   if (directive == kDirectiveRun) {
     if (parked) {
@@ -343,23 +378,26 @@ PKRT_HD void decide_next_round(BlockState& bs, ControlView& control, std::uint64
 }
 
 // Block 0's leader, after the barrier of a park round: every block has finished `epoch`.
-// Reports the park (again whenever the host's generation moved, so the host knows the park
-// answers its latest request), then waits until the host changes something.
+// Reports a park the user asked for (again whenever the host's generation moved, so the host
+// knows the park answers its latest request), then waits until the host changes something.
+// A park that only holds the grid for a snapshot_all's waves is not reported: the host
+// drives it, and wait_parked()/run_until() must not mistake it for theirs.
 PKRT_HD inline void park(BlockState& bs, ControlView& control, std::uint64_t epoch,
                          bool& parked, std::uint32_t& reported_generation) {
   const KernelArgs& args = *bs.args;
   HostControl& hc = args.control->host;
-  if (!parked || reported_generation != control.generation) {
+  if (control.wants_park(epoch) && (!parked || reported_generation != control.generation)) {
     parked = true;
     reported_generation = control.generation;
     report_grid(args, epoch, kGridParked);
     const std::uint32_t g = control.generation;
     publish_k2h(bs, kOpPaused, kFlagNone, kNoActor, make_envelope(epoch, 0, &g, sizeof g));
   }
+  const std::uint32_t seen = control.generation;
   // Acquire: pairs with the host's store_release of the doorbell (see decide_next_round).
   const std::uint32_t bell = load_acquire(hc.doorbell);
   control.refresh(hc);
-  if (control.generation == reported_generation)
+  if (control.generation == seen)
     wait_for_change(hc.doorbell, bell, args.idle_spin, args.poll_sleep_cap_ns,
                     args.control->doorbell_sleeper);
 }
@@ -424,16 +462,24 @@ PKRT_HD inline void capture_queued_commands(BlockState& bs, std::uint64_t reques
               make_envelope(bs.epoch, request, &data, sizeof data));
 }
 
-// snapshot_all: every actor of the block, at the end of bs.epoch, in block 0 the global
-// region, and each block's queued commands, when `flags` ask for them. Call from all threads.
+// One wave of a snapshot_all: the block's actors in [wave_first, wave_last) at the end of
+// bs.epoch, actor a into pool slot a - wave_first; in block 0 the global region, and each
+// block's queued commands, when `flags` ask for them (the host asks with the first wave).
+// Call from all threads.
 template <std::uint32_t kBlockThreads>
-PKRT_HD void serve_snapshot_all(BlockState& bs, std::uint64_t request, std::uint32_t flags, std::uint32_t first,
-                                std::uint32_t last) {
+PKRT_HD void serve_snapshot_all(BlockState& bs, std::uint64_t request, std::uint32_t flags, std::uint32_t wave_first,
+                                std::uint32_t wave_last, std::uint32_t first, std::uint32_t last) {
   const KernelArgs& args = *bs.args;
   if (args.chunks == 0) return;
   const bool full = (flags & kSnapshotAllFull) != 0;
-  for (std::uint32_t a = first; a < last; ++a)
-    serve_snapshot_of_all<kBlockThreads>(bs, actor_snapshot_target(args, a, bs.epoch), request, full);
+  // The host never maps more actors than the pool has slots; a wave that would is cut short
+  // rather than written past the pool.
+  if (wave_last > args.num_actors) wave_last = args.num_actors;
+  if (wave_last > wave_first && wave_last - wave_first > args.staging_slots) wave_last = wave_first + args.staging_slots;
+  const std::uint32_t from = first > wave_first ? first : wave_first;
+  const std::uint32_t to = last < wave_last ? last : wave_last;
+  for (std::uint32_t a = from; a < to; ++a)
+    serve_snapshot_of_all<kBlockThreads>(bs, actor_snapshot_target(args, a, a - wave_first, bs.epoch), request, full);
   if (block_index(bs.env) == 0 && snapshots_global(args, flags))
     serve_snapshot_of_all<kBlockThreads>(bs, global_snapshot_target(args), request, full);
   if ((flags & kSnapshotAllCommands) != 0 && args.queued != nullptr && thread_rank() == 0)
@@ -457,13 +503,16 @@ PKRT_HD void serve_queued_snapshots(BlockState& bs, std::uint32_t first, std::ui
     const std::uint32_t actor = block_broadcast(leader ? bs.snapshot_ops[i].actor : 0u);
     const std::uint32_t full = block_broadcast(leader ? bs.snapshot_ops[i].full : 0u);
     const std::uint64_t request = block_broadcast64(leader ? bs.snapshot_ops[i].request : 0u);
-    serve_snapshot<kBlockThreads>(bs, actor_snapshot_target(*bs.args, actor, bs.epoch), request, full != 0);
+    const std::uint32_t slot = block_broadcast(leader ? bs.snapshot_ops[i].slot : 0u);
+    serve_snapshot<kBlockThreads>(bs, actor_snapshot_target(*bs.args, actor, slot, bs.epoch), request, full != 0);
     sync_block();
   }
   if (block_broadcast(bs.all_pending ? 1u : 0u) != 0) {
     const std::uint64_t request = block_broadcast64(leader ? bs.all_request : 0u);
     const std::uint32_t flags = block_broadcast(leader ? bs.all_flags : 0u);
-    serve_snapshot_all<kBlockThreads>(bs, request, flags, first, last);
+    const std::uint32_t wave_first = block_broadcast(leader ? bs.all_wave_first : 0u);
+    const std::uint32_t wave_last = block_broadcast(leader ? bs.all_wave_last : 0u);
+    serve_snapshot_all<kBlockThreads>(bs, request, flags, wave_first, wave_last, first, last);
     // Block 0 has copied the global region; no block may step the next epoch (and write the
     // region) before that. Every block saw the same directive, so all pass this barrier.
     if (snapshots_global(*bs.args, flags)) sync_grid(bs.env);
@@ -545,12 +594,14 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
     if (action == kDirectivePark) {
       // A snapshot_all of the parked epoch: every block has finished it (barrier).
       if (snapshot_all) {
-        // Relaxed (both): written by block 0 before the barrier of this round.
+        // Relaxed (all four): written by block 0 before the barrier of this round.
         const std::uint64_t request = load_relaxed(args.grid->snapshot_request[round & 1u]);
         const std::uint32_t flags = load_relaxed(args.grid->snapshot_flags[round & 1u]);
+        const std::uint32_t wave_first = load_relaxed(args.grid->snapshot_wave_first[round & 1u]);
+        const std::uint32_t wave_last = load_relaxed(args.grid->snapshot_wave_last[round & 1u]);
         // The global region needs no extra barrier here: nobody steps before block 0, after
         // this copy, reaches the next round's barrier.
-        serve_snapshot_all<kBlockThreads>(bs, request, flags, first, last);
+        serve_snapshot_all<kBlockThreads>(bs, request, flags, wave_first, wave_last, first, last);
       }
       if (b == 0 && leader) park(bs, control, epoch, parked, reported_generation);
       continue;
@@ -565,7 +616,8 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
     const std::uint32_t restores = block_broadcast(bs.restores);
     for (std::uint32_t i = 0; i < restores; ++i) {
       const std::uint32_t actor = block_broadcast(leader ? bs.restore_ops[i].actor : 0u);
-      serve_restore(bs, actor, block_broadcast64(leader ? bs.restore_ops[i].request : 0u));
+      const std::uint32_t slot = block_broadcast(leader ? bs.restore_ops[i].slot : 0u);
+      serve_restore(bs, actor, slot, block_broadcast64(leader ? bs.restore_ops[i].request : 0u));
     }
     for (std::uint32_t a = first; a < last; ++a) {
       ActorContext ctx(bs, a);
@@ -578,10 +630,12 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
     // all are served after the next barrier (serve_queued_snapshots).
     if (snapshot_all && leader) {
       bs.all_pending = true;
-      // Relaxed (both): written by block 0 before this round's barrier; copied now, since
+      // Relaxed (all four): written by block 0 before this round's barrier; copied now, since
       // block 0 may rewrite this parity slot two rounds on.
       bs.all_request = load_relaxed(args.grid->snapshot_request[round & 1u]);
       bs.all_flags = load_relaxed(args.grid->snapshot_flags[round & 1u]);
+      bs.all_wave_first = load_relaxed(args.grid->snapshot_wave_first[round & 1u]);
+      bs.all_wave_last = load_relaxed(args.grid->snapshot_wave_last[round & 1u]);
     }
     if (leader) {
       if constexpr (kEventDriven) report_block_work(bs, epoch);  // for block 0's idle check

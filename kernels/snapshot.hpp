@@ -1,10 +1,16 @@
 // kernels/snapshot.hpp: the device half of the two-phase snapshot protocol, and restore.
 //
+// Staging pool. Images are copied into slots of a pool (KernelArgs::staging, staging_slots
+// of them, as few as one, at most one per actor) that the host assigns: a snapshot_actor or
+// restore command names its slot, a snapshot_all wave maps its actors [first, last) to slots
+// a - first. The host hands out a slot only after it has copied the slot's last image, so a
+// pool slot needs no busy flag and no release command.
+//
 // Snapshot of actor a at the end of epoch e, served after the grid barrier that follows
 // epoch e (every block has finished it, so a's inbox is complete); the actor is held only for
 // this device-local work:
 //   1. all threads copy the image = [arena (State + named regions)][a's K2K inbox of parity
-//      e & 1, i.e. what it will read in e + 1] into a's staging slot;
+//      e & 1, i.e. what it will read in e + 1] into the slot;
 //   2. all threads compute the CRC32 of every chunk, each chunk split over the block's threads
 //      (kernels/block_crc32.hpp; slice tables in shared memory). A CPU worker does 1 and 2
 //      chunk by chunk, CRC-ing each chunk while it is in cache (kSnapshotCopiesChunkByChunk),
@@ -13,17 +19,23 @@
 //      previous snapshot (all if full or if there is none), records the new CRCs, and folds its
 //      CRCs in chunk order; BlockReduce concatenates the runs into the image CRC
 //      (crc32_combine: independent of launch shape) and sums the changed counts. The leader
-//      marks the slot busy and publishes kOpSnapshotReady. The host copies the changed chunks
-//      out and sends kOpReleaseStaging.
+//      publishes kOpSnapshotReady naming the slot. The host copies the changed chunks out.
+// snapshot_all in waves: when the pool holds fewer images than the request, the host sets
+// kSnapshotAllHold. Block 0 latches the request with the first wave (actors [0, slots)) at
+// the cut epoch as usual, then parks the grid at that epoch without reporting a park; each
+// wave the host posts after copying the previous one (HostControl::snapshot_wave) is served
+// in a park round, by every block, for its actors in the wave. Nobody steps while the grid
+// holds, so every wave is the same cut. The host clears the flag after the last wave.
 // The global region (snapshot_all with kSnapshotAllGlobal) is snapshotted the same way by
-// block 0, as the pseudo-actor kGlobalRegionActor with its own slot (image = the region). It
-// is shared by every block, so the copy must finish before any block steps the next epoch:
+// block 0, as the pseudo-actor kGlobalRegionActor with its own slot outside the pool (image =
+// the region), marked busy until the host releases it (kOpReleaseStaging). It is shared by
+// every block, so the copy must finish before any block steps the next epoch:
 // in a run round every block passes one extra grid barrier after the round's snapshots
 // (serve_queued_snapshots); in a park round nobody steps until block 0 reaches the next
 // round's barrier, after its copy.
 // Restore of actor a at the start of epoch e (kOpRestoreActor, the host uploaded the image
-// into a's free staging slot first): all threads copy the image back into the arena and
-// the inbox of parity (e - 1) & 1 (read in epoch e); the next snapshot of a is full.
+// into the slot it names first): all threads copy the image back into the arena and the
+// inbox of parity (e - 1) & 1 (read in epoch e); the next snapshot of a is full.
 // kBlockThreads: the launch's block size (kernels/block_collectives.hpp).
 #pragma once
 
@@ -39,8 +51,8 @@
 
 namespace pkrt::detail {
 
-PKRT_HD inline std::byte* staging_slot(const KernelArgs& args, std::uint32_t actor) {
-  return args.staging + args.staging_stride * actor;
+PKRT_HD inline std::byte* staging_slot(const KernelArgs& args, std::uint32_t slot) {
+  return args.staging + args.staging_stride * slot;
 }
 
 PKRT_HD inline std::byte* actor_arena(const KernelArgs& args, std::uint32_t actor) {
@@ -69,12 +81,16 @@ struct SnapshotTarget {
   std::uint32_t chunks;
   std::uint32_t* prev_crcs;  // the previous snapshot's chunk CRCs
   std::uint32_t* flags;      // SnapshotFlags
+  std::uint32_t pool_slot;   // the pool slot `slot` is (0 for the global region's own slot)
+  std::uint32_t busy_flag;   // set in *flags once served: kSnapshotStagingBusy outside the pool
 };
 
-// Actor `actor`'s image at the end of `epoch`: its arena, then its inbox of parity epoch & 1.
-PKRT_HD inline SnapshotTarget actor_snapshot_target(const KernelArgs& args, std::uint32_t actor, std::uint64_t epoch) {
+// Actor `actor`'s image at the end of `epoch`, into pool slot `slot`: its arena, then its
+// inbox of parity epoch & 1.
+PKRT_HD inline SnapshotTarget actor_snapshot_target(const KernelArgs& args, std::uint32_t actor, std::uint32_t slot,
+                                                    std::uint64_t epoch) {
   return {actor,
-          staging_slot(args, actor),
+          staging_slot(args, slot),
           actor_arena(args, actor),
           actor_inbox(args, epoch & 1u, actor),
           args.state_stride,
@@ -83,7 +99,9 @@ PKRT_HD inline SnapshotTarget actor_snapshot_target(const KernelArgs& args, std:
           args.changed_offset,
           args.chunks,
           args.prev_crcs + std::uint64_t{actor} * args.chunks,
-          &args.actor_flags[actor]};
+          &args.actor_flags[actor],
+          slot,
+          0u};
 }
 
 PKRT_HD inline SnapshotTarget global_snapshot_target(const KernelArgs& args) {
@@ -97,7 +115,9 @@ PKRT_HD inline SnapshotTarget global_snapshot_target(const KernelArgs& args) {
           args.global_changed_offset,
           args.global_chunks,
           args.global_prev_crcs,
-          args.global_flags};
+          args.global_flags,
+          0u,
+          kSnapshotStagingBusy};
 }
 
 // The SnapshotFlags word of an actor's staging slot, or of the global region's.
@@ -188,12 +208,12 @@ PKRT_HD void serve_snapshot(BlockState& bs, const SnapshotTarget& t, std::uint64
   // The leader's flag update follows the barriers in summarize_chunks, after every thread's
   // read of `flags` above.
   if (thread_rank() == 0) {
-    flags |= kSnapshotHasPrevious | kSnapshotStagingBusy;
+    flags |= kSnapshotHasPrevious | t.busy_flag;
     SnapshotReadyData ready{};
     ready.chunks = t.chunks;
     ready.changed = summary.changed;
     ready.crc = summary.image_crc;
-    ready.flags = all ? 1u : 0u;
+    ready.flags = snapshot_ready_flags(all, t.pool_slot);
     ready.stall_ns = now_ns() - t0;
     ready.image_bytes = t.image_bytes;
     publish_k2h(bs, kOpSnapshotReady, kFlagNone, t.actor, make_envelope(bs.epoch, request, &ready, sizeof ready));
@@ -203,9 +223,10 @@ PKRT_HD void serve_snapshot(BlockState& bs, const SnapshotTarget& t, std::uint64
 // Call from every thread of the block, before the step of bs.epoch. `source_epoch` is the
 // epoch the image was taken at: its inbox messages (header epoch == source_epoch) become
 // the ones this epoch reads; older ones stay stale.
-PKRT_HD inline void serve_restore(BlockState& bs, std::uint32_t actor, std::uint64_t source_epoch) {
+PKRT_HD inline void serve_restore(BlockState& bs, std::uint32_t actor, std::uint32_t pool_slot,
+                                  std::uint64_t source_epoch) {
   const KernelArgs& args = *bs.args;
-  const std::byte* slot = staging_slot(args, actor);
+  const std::byte* slot = staging_slot(args, pool_slot);
   block_copy(actor_arena(args, actor), slot, args.state_stride);
   block_copy(actor_inbox(args, (bs.epoch - 1) & 1u, actor), slot + args.state_stride, inbox_bytes(args));
   // The inbox headers carry the epoch they were written in; the restored messages must be

@@ -70,26 +70,8 @@ Accumulator accumulator_of(const SnapshotImage& img) {
   return acc;
 }
 
-class SnapshotCollector {
- public:
-  explicit SnapshotCollector(Runtime& rt) {
-    rt.set_snapshot_sink([this](SnapshotImage img) {
-      std::lock_guard<std::mutex> lock(mu_);
-      by_request_[img.request].push_back(std::move(img));
-      cv_.notify_all();
-    });
-  }
-  std::vector<SnapshotImage> wait(std::uint64_t request, std::size_t count) {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, 30s, [&] { return by_request_[request].size() >= count; });
-    return by_request_[request];
-  }
 
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<std::uint64_t, std::vector<SnapshotImage>> by_request_;
-};
+using testing::SnapshotCollector;
 
 const SnapshotImage* global_image(const std::vector<SnapshotImage>& images) {
   for (const auto& img : images)

@@ -44,28 +44,8 @@ void post_injections(Runtime& rt, const Heat2d::Params& p) {
                     .ok());
 }
 
-class SnapshotCollector {
- public:
-  explicit SnapshotCollector(Runtime& rt) {
-    rt.set_snapshot_sink([this](SnapshotImage img) {
-      std::lock_guard<std::mutex> lock(mu_);
-      by_request_[img.request].push_back(std::move(img));
-      cv_.notify_all();
-    });
-  }
-  std::vector<SnapshotImage> wait(std::uint64_t request, std::size_t count) {
-    std::unique_lock<std::mutex> lock(mu_);
-    cv_.wait_for(lock, 30s, [&] { return by_request_[request].size() >= count; });
-    auto out = by_request_[request];
-    std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.actor < b.actor; });
-    return out;
-  }
 
- private:
-  std::mutex mu_;
-  std::condition_variable cv_;
-  std::map<std::uint64_t, std::vector<SnapshotImage>> by_request_;
-};
+using testing::SnapshotCollector;
 
 std::vector<Command> queued_of(const std::vector<SnapshotImage>& images, std::uint32_t actors) {
   for (const auto& img : images) {

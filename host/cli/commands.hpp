@@ -27,6 +27,7 @@ struct RunOptions {
   std::string poll = "auto";         // poll policy: auto, latency, balanced, low_power
   int cuda_device = 0;
   std::uint32_t cuda_blocks_per_sm = 1;
+  std::uint64_t staging_mib = 0;     // device snapshot staging pool (0: the runtime's default)
   bool json = false;
   bool quiet = false;
   std::string checkpoint_dir;        // write checkpoints here

@@ -174,6 +174,7 @@ RuntimeOptions runtime_options(const RunOptions& o, BackendKind backend, const R
   ro.poll = poll.ok() ? poll.value() : PollPolicy::kAuto;
   ro.cuda_device = o.cuda_device;
   ro.cuda_blocks_per_sm = o.cuda_blocks_per_sm;
+  ro.staging_bytes = o.staging_mib << 20;
   ro.watchdog_timeout = std::chrono::milliseconds(o.watchdog_ms);
   return ro;
 }
@@ -300,6 +301,9 @@ class CheckpointSession {
     auto manager = CheckpointManager::create(rt, std::move(store.value()), policy);
     if (!manager.ok()) return manager.status();
     manager_ = std::move(manager.value());
+    staging_slots_ = rt.image_layout().staging_slots;
+    staging_bytes_ = std::uint64_t{staging_slots_} * rt.image_layout().staging_slot_bytes;
+    actors_ = o_.actors;
     return Status();
   }
 
@@ -357,6 +361,11 @@ class CheckpointSession {
                   stall / n, latency / n, static_cast<unsigned long long>(c.bytes_copied),
                   static_cast<unsigned long long>(c.bytes_written));
     sum.extra.push_back({"snapshot cost", buf});
+    const std::uint32_t waves = (actors_ + staging_slots_ - 1) / std::max(staging_slots_, 1u);
+    std::snprintf(buf, sizeof buf, "%u of %u actor images (%.2f MiB device), %u wave%s per checkpoint",
+                  staging_slots_, actors_, static_cast<double>(staging_bytes_) / (1 << 20), waves,
+                  waves == 1 ? "" : "s");
+    sum.extra.push_back({"staging pool", buf});
     nlohmann::json snaps = nlohmann::json::array();
     for (const auto& s : stats) {
       const nlohmann::json who = s.actor == kGlobalRegionActor    ? nlohmann::json("global")
@@ -370,7 +379,8 @@ class CheckpointSession {
     sum.extra_json["checkpoints"] = {{"directory", o_.checkpoint_dir}, {"written", c.written},
                                      {"failed", c.failed}, {"sets_committed", c.sets_committed},
                                      {"sets_failed", c.sets_failed}, {"deleted", c.deleted}, {"bytes_copied", c.bytes_copied},
-                                     {"bytes_written", c.bytes_written}, {"snapshots", snaps}};
+                                     {"bytes_written", c.bytes_written}, {"snapshots", snaps},
+                                     {"staging_slots", staging_slots_}, {"staging_bytes", staging_bytes_}};
     if (c.failed != 0 || c.sets_failed != 0) sum.check_failed = true;
   }
 
@@ -381,6 +391,9 @@ class CheckpointSession {
   ParamsDescriber describe_params_;
   std::atomic<std::uint64_t> errors_printed_{0};
   std::unique_ptr<CheckpointManager> manager_;
+  std::uint32_t staging_slots_ = 0;  // the runtime's staging pool, for the summary
+  std::uint64_t staging_bytes_ = 0;
+  std::uint32_t actors_ = 0;
   bool restored_queued_ = false;
   std::size_t queued_count_ = 0;
 };
@@ -687,6 +700,11 @@ void add_run_command(CLI::App& app, RunOptions& o) {
                   "CUDA: resident blocks per SM at most (1 suits most apps; the grid leaves the rest of "
                   "the GPU free)")
       ->check(CLI::Range(1u, 32u))
+      ->capture_default_str();
+  run->add_option("--staging-mib", o.staging_mib,
+                  "Device memory for snapshot staging, MiB (0: a quarter of the actors' state, at most 256; "
+                  "at least one actor's image). A smaller pool checkpoints in waves, holding the grid longer")
+      ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1} << 30))
       ->capture_default_str();
   run->add_option("--checkpoint-dir", o.checkpoint_dir, "heat2d, racy_sum: write checkpoint sets to this directory");
   run->add_option("--checkpoint-every", o.checkpoint_every, "Epochs between checkpoints (0: one at the end)")->capture_default_str();

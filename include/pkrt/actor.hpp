@@ -96,6 +96,7 @@ struct BoundaryOp {
   std::uint32_t actor;
   std::uint32_t full;     // snapshot: mark every chunk changed
   std::uint64_t request;  // snapshot: request id; restore: the image's epoch
+  std::uint32_t slot;     // the staging-pool slot the host assigned
 };
 
 // Per-block loop state the contexts reach into. Owned by the persistent loop; the leader's
@@ -116,6 +117,8 @@ struct BlockState {
   bool all_pending;         // a snapshot_all is due at the end of this epoch (leader)
   std::uint32_t all_flags;  // SnapshotAllFlags of the pending snapshot_all (leader)
   std::uint64_t all_request;
+  std::uint32_t all_wave_first;  // its wave's actors [first, last), in pool slots a - first
+  std::uint32_t all_wave_last;
   // Pending kOpAckRange (leader): commands ack_first .. ack_first + ack_count - 1 applied this
   // epoch without a reply. ack_wanted: one of them is a send (someone waits for it);
   // ack_posts_only: one is a post and posts are acknowledged (a replay log records their

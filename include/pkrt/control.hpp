@@ -48,6 +48,13 @@ struct HostControl {
   std::uint64_t snapshot_epoch;            // snapshot_all: every actor at the end of this epoch
   std::uint64_t snapshot_request;          // snapshot_all: request id (0: none); a new id = new request
   std::uint32_t snapshot_flags;            // snapshot_all: SnapshotAllFlags
+  // snapshot_all in waves through the staging pool (kernels/snapshot.hpp): the wave's actors
+  // are [snapshot_wave_first, snapshot_wave_last), actor a in pool slot a - first. A new
+  // snapshot_wave of the latched request is a new wave; the host stores first and last
+  // before it (release), block 0 loads the wave first (acquire).
+  std::uint32_t snapshot_wave;
+  std::uint32_t snapshot_wave_first;
+  std::uint32_t snapshot_wave_last;
 };
 
 // HostControl::snapshot_flags (and GridScratch::snapshot_flags, block 0's copy of them).
@@ -55,12 +62,21 @@ enum SnapshotAllFlags : std::uint32_t {
   kSnapshotAllFull = 1u << 0,    // mark every chunk changed
   kSnapshotAllGlobal = 1u << 1,  // block 0 snapshots the global region too (kGlobalRegionActor)
   kSnapshotAllCommands = 1u << 2,  // every block copies its queued commands (kQueuedCommandsActor)
+  // The staging pool holds fewer images than the request: once its first wave is latched, the
+  // grid holds at that epoch (parks without reporting kOpPaused) and serves each new wave,
+  // until the host clears this flag or withdraws the request.
+  kSnapshotAllHold = 1u << 3,
 };
 
 struct GridReport {
   // One line, written by block 0's leader only.
   alignas(64) std::uint64_t epoch;  // last epoch the whole grid completed
   std::uint32_t state;              // GridState
+  // The last HostControl generation block 0 decided a round with, and the last snapshot_all
+  // request it latched (scheduled its first wave) by then: a host that withdrew a request
+  // and sees a later generation here knows whether the grid will still serve it.
+  std::uint32_t control_generation;
+  std::uint64_t latched_snapshot;
 };
 
 struct BlockHeartbeat {
@@ -104,8 +120,7 @@ struct ControlBlock {
   DoorbellSleeper doorbell_sleeper;
 };
 
-static_assert(sizeof(HostControl) == 64 && sizeof(GridReport) == 64 &&
-                  sizeof(BlockHeartbeat) == 64,
-              "control groups must each fill exactly one cache line");
+static_assert(sizeof(HostControl) % 64 == 0 && sizeof(GridReport) == 64 && sizeof(BlockHeartbeat) == 64,
+              "control groups must each fill whole cache lines");
 
 }  // namespace pkrt

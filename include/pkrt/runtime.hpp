@@ -102,10 +102,17 @@ struct RuntimeOptions {
   // the poll policy.
   std::uint32_t idle_spin = 0;
   PollPolicy poll = PollPolicy::kAuto;
-  // Snapshots: one device staging slot per actor (as large as its state + K2K inbox) and a
-  // host mirror of each actor's image. Off: no staging memory, snapshots refused.
+  // Snapshots: a device staging pool (staging_bytes) and a host mirror of each actor's image.
+  // Off: no staging memory, snapshots refused.
   bool snapshots = true;
   std::uint32_t chunk_bytes = 64 * 1024;  // CRC / delta granularity, power of two >= 256
+  // Device memory for snapshot staging, in whole actor images (ImageLayout::staging_slots).
+  // 0: a quarter of the actors' images or 256 MiB, whichever is smaller. Always at least one
+  // actor's image and at most one per actor. A snapshot_all of more actors than the pool holds
+  // is served in waves at one epoch: the grid holds at that epoch while the host copies each
+  // wave (the stall grows with the number of waves; BENCHMARKS.md). Single-actor snapshots
+  // and live restores each take one slot while in flight.
+  std::uint64_t staging_bytes = 0;
   // Replay (pkrt/replay_log.hpp, pkrt/replay.hpp). With a log, the runtime writes the run
   // metadata into it at create() and mirrors every H2K slot when it publishes it and every
   // K2H slot when the pump consumes it. One log records one run.
@@ -129,6 +136,10 @@ struct ImageLayout {
   std::uint64_t inbox_bytes = 0;   // K2K channels x mailbox slot
   std::uint32_t chunk_bytes = 0;
   std::uint32_t chunks = 0;
+  // Actor images the device staging pool holds at once (RuntimeOptions::staging_bytes), and
+  // the device bytes of one slot (image, chunk CRCs, changed flags).
+  std::uint32_t staging_slots = 0;
+  std::uint64_t staging_slot_bytes = 0;
   struct Region {
     std::string name;
     std::uint64_t offset = 0;
@@ -288,12 +299,20 @@ class Runtime {
   // (actor kGlobalRegionActor) holds the region at the same cut; every block waits at one
   // extra grid barrier while block 0 copies it. A sink that indexes images by actor asks for
   // the actors only (the default).
+  // The staging pool (RuntimeOptions::staging_bytes) decides how: when it holds every actor's
+  // image, all are copied in one pass; otherwise in waves of ImageLayout::staging_slots actors,
+  // the grid holding at the cut (a park that is not reported: wait_parked() does not see it)
+  // until the host has copied the last wave. One snapshot_all at a time uses the pool:
+  // kFailedPrecondition while another is being served, or while single-actor snapshots or
+  // live restores hold slots (wait for their images or replies first).
   Result<std::uint64_t> snapshot_all(std::uint64_t epoch, bool full = false,
                                      SnapshotScope scope = SnapshotScope::kActors);
   // Withdraws a snapshot_all the grid has not latched yet. Returns false if `request` is
   // not the pending one. Images of a request the grid had already latched still arrive.
   bool cancel_snapshot(std::uint64_t request);
-  // One actor at the end of the epoch the command applies at (0: next).
+  // One actor at the end of the epoch the command applies at (0: next). Takes one staging
+  // slot until its image is copied: kFailedPrecondition while a snapshot_all uses the pool or
+  // when every slot is taken (wait for the images in flight, or raise staging_bytes).
   Result<std::uint64_t> snapshot_actor(std::uint32_t actor, bool full = false,
                                        std::uint64_t apply_epoch = 0);
   const ImageLayout& image_layout() const;

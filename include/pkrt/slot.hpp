@@ -28,8 +28,8 @@ enum Opcode : std::uint16_t {
   kOpPing = 1,  // H2K: acknowledged at the epoch it is applied; measures the round trip
   // H2K, checkpointing (see kernels/snapshot.hpp). The actor field names the actor.
   kOpSnapshotActor = 2,  // data: SnapshotRequestData; served at the end of the applied epoch
-  kOpReleaseStaging = 3, // the host copied the actor's staging slot; it may be reused
-  kOpRestoreActor = 4,   // copy the actor's staging slot (uploaded by the host) into its state
+  kOpReleaseStaging = 3, // the host copied the global region's slot or a block's queued-commands area
+  kOpRestoreActor = 4,   // data: RestoreRequestData; copy a staging-pool slot into the actor's state
 
   // K2H, runtime-level.
   kOpAck = 0x40,      // command applied; data: AckData
@@ -154,6 +154,14 @@ struct QueuedCommandsData {
 // Data of kOpSnapshotActor.
 struct SnapshotRequestData {
   std::uint32_t full;  // nonzero: mark every chunk changed (a base for later deltas)
+  std::uint32_t slot;  // the staging-pool slot the host assigned to this snapshot
+};
+
+// Data of kOpRestoreActor.
+struct RestoreRequestData {
+  std::uint64_t source_epoch;  // the epoch the image was taken at
+  std::uint32_t slot;          // the staging-pool slot the host uploaded the image into
+  std::uint32_t reserved;
 };
 
 // Data of kOpSnapshotReady. The envelope's epoch is the epoch at whose end the state was
@@ -162,10 +170,18 @@ struct SnapshotReadyData {
   std::uint32_t chunks;   // chunks in the image
   std::uint32_t changed;  // chunks whose CRC differs from the previous snapshot (all if full)
   std::uint32_t crc;      // CRC32 of the whole image (combined from chunk CRCs)
-  std::uint32_t flags;    // bit 0: full (every chunk marked changed)
+  std::uint32_t flags;    // bit 0: full (every chunk marked changed); bits 8..31: the staging
+                          // slot holding the image (snapshot_ready_flags)
   std::uint64_t stall_ns; // time the actor was held for the device-local copy + CRC
   std::uint64_t image_bytes;
 };
+
+// SnapshotReadyData::flags. A pool slot index fits in 24 bits: there are at most as many
+// slots as actors, and at most 2^24 actors.
+PKRT_HD constexpr std::uint32_t snapshot_ready_flags(bool full, std::uint32_t slot) {
+  return (full ? 1u : 0u) | (slot << 8);
+}
+PKRT_HD constexpr std::uint32_t snapshot_ready_slot(std::uint32_t flags) { return flags >> 8; }
 
 // Data of kOpDigest. The envelope's epoch is the epoch at whose end the state was digested.
 struct DigestData {

@@ -40,6 +40,8 @@ struct GridScratch {
   std::uint32_t stop_reason;               // StopReason once a stop directive is written
   std::uint32_t snapshot_flags[2];         // with kDirectiveSnapshotBit: SnapshotAllFlags
   std::uint64_t snapshot_request[2];       // with kDirectiveSnapshotBit: request id
+  std::uint32_t snapshot_wave_first[2];    // with kDirectiveSnapshotBit: the wave's actors
+  std::uint32_t snapshot_wave_last[2];
   // Grid-wide work counters for block 0's idle check (event-driven apps): every block's
   // leader updates them at the end of its epoch (device scope, before the barrier), so the
   // check reads three words instead of a line per block, serially, on one thread.
@@ -69,17 +71,19 @@ struct KernelArgs {
   std::uint64_t k2k_slot_stride;  // header + payload capacity, rounded
   std::uint64_t k2k_payload_bytes;
 
-  // Snapshots (kernels/snapshot.hpp): one staging slot per actor, each holding the image
-  // (arena + K2K inbox), its chunk CRCs and its changed-chunk flags.
+  // Snapshots (kernels/snapshot.hpp): the staging pool, staging_slots slots that the host
+  // assigns to actors (1 <= staging_slots <= num_actors); each holds one image (arena + K2K
+  // inbox), its chunk CRCs and its changed-chunk flags.
   std::byte* staging;          // device
   std::uint64_t staging_stride;
+  std::uint32_t staging_slots;
   std::uint64_t image_bytes;   // state_stride + k2k_channels * k2k_slot_stride
   std::uint64_t crc_offset;    // inside a staging slot: chunk CRC table
   std::uint64_t changed_offset;  // inside a staging slot: one byte per chunk, 1 = changed
   std::uint32_t chunk_bytes;
   std::uint32_t chunks;
   std::uint32_t* prev_crcs;    // device: [actor][chunk] CRCs of the previous snapshot
-  std::uint32_t* actor_flags;  // device: per actor, SnapshotFlags
+  std::uint32_t* actor_flags;  // device: per actor, SnapshotFlags (kSnapshotHasPrevious only)
 
   std::byte* global;           // device: app-wide region (global_bytes)
   std::uint64_t global_bytes;
@@ -114,7 +118,10 @@ struct KernelArgs {
 
 enum SnapshotFlags : std::uint32_t {
   kSnapshotHasPrevious = 1u << 0,  // prev_crcs holds the last snapshot's chunk CRCs
-  kSnapshotStagingBusy = 1u << 1,  // the staging slot holds an image the host has not released
+  // The global region's slot or a block's queued-commands area holds an image the host has
+  // not released (kOpReleaseStaging). Pool slots need no such flag: the host assigns a slot
+  // only once it has copied the slot's last image.
+  kSnapshotStagingBusy = 1u << 1,
 };
 
 PKRT_HD inline RingHeader* ring_at(std::byte* base, std::uint64_t stride, std::uint32_t block) {
