@@ -101,17 +101,18 @@ std::uint64_t checkpoint_digest(const CheckpointInfo& info) {
   return (std::uint64_t{hi} << 32) | lo;
 }
 
-std::string checkpoint_file_name(const CheckpointInfo& info) {
+std::string checkpoint_subject_name(std::uint32_t actor) {
+  if (actor == kGlobalRegionActor) return "global";
+  if (actor == kQueuedCommandsActor) return "queued";
   char who[16];
-  if (info.actor == kGlobalRegionActor)
-    std::snprintf(who, sizeof who, "global");
-  else if (info.actor == kQueuedCommandsActor)
-    std::snprintf(who, sizeof who, "queued");
-  else
-    std::snprintf(who, sizeof who, "a%06u", info.actor);
+  std::snprintf(who, sizeof who, "a%06u", actor);
+  return who;
+}
+
+std::string checkpoint_file_name(const CheckpointInfo& info) {
   char buf[64];
-  std::snprintf(buf, sizeof buf, "-%s-e%012llu-%s.pkck", who, static_cast<unsigned long long>(info.epoch),
-                info.delta ? "delta" : "full");
+  std::snprintf(buf, sizeof buf, "-%s-e%012llu-%s.pkck", checkpoint_subject_name(info.actor).c_str(),
+                static_cast<unsigned long long>(info.epoch), info.delta ? "delta" : "full");
   return info.app + buf;
 }
 

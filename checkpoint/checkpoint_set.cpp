@@ -17,7 +17,6 @@ constexpr char kMagic[8] = {'P', 'K', 'R', 'T', 'S', 'E', 'T', '1'};
 constexpr std::uint16_t kManifestHasQueued = 1;  // the last member holds the queued commands
 constexpr std::size_t kFixedBytes = 72;       // the fixed part before the variable fields (v1; v2 adds 8)
 constexpr std::size_t kMinMemberBytes = 32;   // fixed member fields + a 1-byte name
-constexpr std::size_t kMaxManifestBytes = std::size_t{1} << 30;
 constexpr std::uint32_t kMaxName = 255;
 constexpr std::uint32_t kMaxParams = 64 * 1024;
 constexpr std::uint32_t kMaxRegions = 16;
@@ -197,7 +196,7 @@ std::vector<std::byte> encode_checkpoint_manifest(const CheckpointManifest& m) {
 
 Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> file, const std::string& name) {
   if (file.size() < kFixedBytes + 4) return corrupt(name, "file is " + std::to_string(file.size()) + " bytes, shorter than any manifest");
-  if (file.size() > kMaxManifestBytes) return corrupt(name, "file is larger than any manifest (1 GiB)");
+  if (file.size() > kMaxCheckpointManifestBytes) return corrupt(name, "file is larger than any manifest (1 GiB)");
   if (std::memcmp(file.data(), kMagic, sizeof kMagic) != 0) return corrupt(name, "bad magic (not a pkrt set manifest)");
   // The CRC's 4 bytes are read apart: the fields end exactly where it starts.
   ByteReader r(file.subspan(sizeof kMagic, file.size() - sizeof kMagic - 4));
@@ -349,15 +348,9 @@ std::string checkpoint_manifest_name(const std::string& app, std::uint64_t epoch
 
 std::string checkpoint_member_name(const CheckpointInfo& info, std::uint64_t sequence) {
   char buf[96];
-  char who[16];
-  if (info.actor == kGlobalRegionActor)
-    std::snprintf(who, sizeof who, "global");
-  else if (info.actor == kQueuedCommandsActor)
-    std::snprintf(who, sizeof who, "queued");
-  else
-    std::snprintf(who, sizeof who, "a%06u", info.actor);
   std::snprintf(buf, sizeof buf, "-e%012llu-s%06llu-%s-%s", static_cast<unsigned long long>(info.epoch),
-                static_cast<unsigned long long>(sequence), who, info.delta ? "delta" : "full");
+                static_cast<unsigned long long>(sequence), checkpoint_subject_name(info.actor).c_str(),
+                info.delta ? "delta" : "full");
   return info.app + buf + kCheckpointFileSuffix;
 }
 

@@ -176,8 +176,16 @@ Result<std::vector<std::byte>> FileCheckpointStore::get(const std::string& name)
 
 Result<std::vector<std::byte>> read_checkpoint_file(const std::string& path) {
   std::vector<std::byte> out;
-  const host::FileReadFailure failed = host::read_file_bounded(path.c_str(), ~std::uint64_t{0}, out);
+  // A set manifest is never larger than kMaxCheckpointManifestBytes: read one byte more, so
+  // the parser refuses a stray huge *.pkset by its size without this reading all of it.
+  const std::uint64_t bound =
+      ends_with(path, kCheckpointManifestSuffix) ? kMaxCheckpointManifestBytes + 1 : ~std::uint64_t{0};
+  const host::FileReadFailure failed = host::read_file_bounded(path.c_str(), bound, out);
   if (failed.step == nullptr) return out;
+  if (std::string(failed.step) == "allocate")
+    return Status(StatusCode::kOutOfRange, "'" + path + "' is larger than this machine's free memory; no checkpoint "
+                                           "this machine could restore is. Fix: check the file (pkrt checkpoint "
+                                           "verify), or restore on a machine with more memory");
   if (failed.error == 0)
     return Status(StatusCode::kIoError, "'" + path + "' is not a regular file. Fix: pass a checkpoint file");
   if (std::string(failed.step) == "open" && failed.error == ENOENT)

@@ -10,12 +10,13 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
+#include <new>
 #include <vector>
 
 namespace pkrt::host {
 
 struct FileReadFailure {
-  const char* step = nullptr;  // "open", "fstat", "not a regular file", "read"; null: ok
+  const char* step = nullptr;  // "open", "fstat", "not a regular file", "allocate", "read"; null: ok
   int error = 0;               // errno of the failing call (0 for "not a regular file")
 };
 
@@ -36,7 +37,14 @@ inline FileReadFailure read_file_bounded(const char* path, std::uint64_t max_byt
     ::close(fd);
     return {"not a regular file", 0};
   }
-  out.resize(static_cast<std::size_t>(std::min<std::uint64_t>(static_cast<std::uint64_t>(st.st_size), max_bytes)));
+  try {
+    out.resize(static_cast<std::size_t>(std::min<std::uint64_t>(static_cast<std::uint64_t>(st.st_size), max_bytes)));
+  } catch (const std::bad_alloc&) {
+    // A file larger than this machine's memory (a stray file, or a crafted one): refused by
+    // the caller with its size, not an abort.
+    ::close(fd);
+    return {"allocate", ENOMEM};
+  }
   std::size_t got = 0;
   while (got < out.size()) {
     const ssize_t n = ::read(fd, out.data() + got, out.size() - got);

@@ -3,6 +3,7 @@
 #include "checkpoint/byte_shuffle.hpp"
 
 #include <pkrt/checkpoint.hpp>
+#include <pkrt/checkpoint_set.hpp>
 #include <pkrt/checkpoint_store.hpp>
 #include <pkrt/crc32.hpp>
 
@@ -15,6 +16,7 @@
 #include <cmath>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <random>
 
 namespace pkrt {
@@ -482,6 +484,27 @@ TEST(Checkpoint, AFifoWhereACheckpointFileShouldBeIsRefusedAtOnce) {
   ASSERT_FALSE(read.ok());
   EXPECT_EQ(read.status().code(), StatusCode::kIoError);
   EXPECT_NE(read.status().message().find("not a regular file"), std::string::npos) << read.status().message();
+  std::filesystem::remove_all(dir);
+}
+
+TEST(Checkpoint, AStrayHugeManifestIsRefusedByItsSizeWithoutReadingAllOfIt) {
+  const auto dir = std::filesystem::temp_directory_path() / ("pkrt_huge_" + std::to_string(::getpid()));
+  std::filesystem::remove_all(dir);
+  std::filesystem::create_directories(dir);
+  const std::string path = (dir / "heat2d-set-e000000000010.pkset").string();
+  // Sparse: 64 GiB declared, nothing on disk. Reading it whole would not fit this machine.
+  {
+    std::ofstream f(path);
+  }
+  std::filesystem::resize_file(path, std::uint64_t{64} << 30);
+  auto read = read_checkpoint_file(path);
+  ASSERT_TRUE(read.ok()) << read.status().to_string();
+  EXPECT_EQ(read.value().size(), kMaxCheckpointManifestBytes + 1) << "read no more than a manifest can be, plus one";
+  auto parsed = parse_checkpoint_manifest(read.value(), path);
+  ASSERT_FALSE(parsed.ok());
+  EXPECT_EQ(parsed.status().code(), StatusCode::kCorruptData);
+  EXPECT_NE(parsed.status().message().find("larger than any manifest"), std::string::npos)
+      << parsed.status().to_string();
   std::filesystem::remove_all(dir);
 }
 

@@ -112,5 +112,8 @@ Result<std::uint32_t> verify_chunks(const ParsedCheckpoint& parsed, std::span<co
 
 // The file name for a checkpoint (informational; identity comes from the header).
 std::string checkpoint_file_name(const CheckpointInfo& info);
+// How file names spell a checkpoint's subject: "a000042" for actor 42, "global" for the
+// global region (kGlobalRegionActor), "queued" for the queued commands (kQueuedCommandsActor).
+std::string checkpoint_subject_name(std::uint32_t actor);
 
 }  // namespace pkrt

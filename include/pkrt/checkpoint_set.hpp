@@ -126,5 +126,7 @@ Result<std::vector<Command>> decode_queued_commands(std::span<const std::byte> i
 
 inline constexpr const char* kCheckpointFileSuffix = ".pkck";
 inline constexpr const char* kCheckpointManifestSuffix = ".pkset";
+// No manifest is larger (parse_checkpoint_manifest refuses one that is).
+inline constexpr std::size_t kMaxCheckpointManifestBytes = std::size_t{1} << 30;
 
 }  // namespace pkrt
