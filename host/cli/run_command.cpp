@@ -229,55 +229,30 @@ class CheckpointSession {
     return Status();
   }
 
-  // Before start(): loads the restore point into the runtime. Returns its epoch (0: none).
+  // Before start(): loads the restore point into the runtime and returns its epoch (0:
+  // none); refuses one not before --epochs (the epoch to stop at: nothing would run).
   Result<std::uint64_t> restore(Runtime& rt) {
-    if (o_.restore.empty()) return std::uint64_t{0};
-    std::error_code ec;
-    std::string dir = o_.restore;
-    std::optional<std::uint64_t> epoch;
-    if (o_.restore_epoch >= 0) epoch = static_cast<std::uint64_t>(o_.restore_epoch);
-    if (std::filesystem::is_regular_file(o_.restore, ec)) {
-      // A file (a member or a set manifest) names its directory and (unless
-      // --restore-epoch says otherwise) the epoch of the set to restore.
-      const std::filesystem::path file(o_.restore);
-      dir = file.has_parent_path() ? file.parent_path().string() : ".";
-      auto bytes = read_checkpoint_file(o_.restore);
-      if (!bytes.ok()) return bytes.status();
-      std::uint64_t file_epoch = 0;
-      if (file.extension() == kCheckpointManifestSuffix) {
-        auto parsed = parse_checkpoint_manifest(bytes.value(), o_.restore);
-        if (!parsed.ok()) return parsed.status();
-        file_epoch = parsed->epoch;
-      } else {
-        auto parsed = parse_checkpoint(bytes.value(), o_.restore);
-        if (!parsed.ok()) return parsed.status();
-        file_epoch = parsed->info.epoch;
-      }
-      if (!epoch) epoch = file_epoch;
-    } else if (!std::filesystem::is_directory(o_.restore, ec)) {
+    auto epoch = load_restore_point(rt);
+    if (epoch.ok() && epoch.value() != 0 && epoch.value() >= o_.epochs) {
       return Status(StatusCode::kInvalidArgument,
-                    "--restore '" + o_.restore + "' is neither a checkpoint file nor a directory");
+                    "the restore point is at epoch " + std::to_string(epoch.value()) + ", not before --epochs " +
+                        std::to_string(o_.epochs) + ". Fix: pass a larger --epochs (the epoch to stop at)");
     }
-    auto store = FileCheckpointStore::open(dir);
-    if (!store.ok()) return store.status();
-    RestoreQuery query;
-    query.fingerprint = checkpoint_fingerprint(rt);
-    query.inputs = inputs_;
-    query.epoch = epoch;
-    query.describe_params = describe_params_;
-    auto point = find_restore_point(*store.value(), query);
-    if (!point.ok()) return Status(point.status().code(), "--restore " + o_.restore + ": " + point.status().message());
-    for (const std::string& skipped : point->skipped)
-      std::fprintf(stderr, "pkrt: warning: passed over the %s\n", skipped.c_str());
-    PKRT_RETURN_IF_ERROR(rt.restore_before_start(point->epoch, point->images, point->global, point->queued));
-    restored_queued_ = point->has_queued;
-    queued_count_ = point->queued.size();
-    std::fprintf(stderr, "pkrt: restored %u actors%s%s from %s committed set, epoch %llu (%s)\n",
-                 rt.options().num_actors, point->global.empty() ? "" : " and the global region",
-                 point->has_queued ? (" with " + std::to_string(point->queued.size()) + " queued commands").c_str() : "",
-                 epoch ? "the requested" : "the newest",
-                 static_cast<unsigned long long>(point->epoch), store.value()->describe(point->manifest).c_str());
-    return point->epoch;
+    return epoch;
+  }
+
+  // Sets the first segment's target (run() sets each one; set before the launch too, so the
+  // grid cannot run past it) and launches the grid.
+  Status start(Runtime& rt, std::uint64_t restored_epoch) {
+    PKRT_RETURN_IF_ERROR(rt.set_target_epoch(next_stop(restored_epoch, o_.epochs)));
+    return rt.start();
+  }
+
+  // Where a run at epoch `e` parks next: the next multiple of --checkpoint-every when
+  // checkpointing periodically, else `target`.
+  std::uint64_t next_stop(std::uint64_t e, std::uint64_t target) const {
+    return manager_ && o_.checkpoint_every != 0 ? std::min(target, (e / o_.checkpoint_every + 1) * o_.checkpoint_every)
+                                                : target;
   }
 
   Status attach(Runtime& rt) {
@@ -314,9 +289,7 @@ class CheckpointSession {
              const std::function<std::string()>& extra) {
     std::uint64_t e = start;
     while (e < target) {
-      std::uint64_t next = target;
-      if (manager_ && o_.checkpoint_every != 0)
-        next = std::min(target, (e / o_.checkpoint_every + 1) * o_.checkpoint_every);
+      const std::uint64_t next = next_stop(e, target);
       PKRT_RETURN_IF_ERROR(run_with_progress(rt, next, progress, extra, stop_));
       e = next;
       if (manager_ && (o_.checkpoint_every == 0 ? e == target : e % o_.checkpoint_every == 0)) {
@@ -385,6 +358,56 @@ class CheckpointSession {
   }
 
  private:
+  Result<std::uint64_t> load_restore_point(Runtime& rt) {
+    if (o_.restore.empty()) return std::uint64_t{0};
+    std::error_code ec;
+    std::string dir = o_.restore;
+    std::optional<std::uint64_t> epoch;
+    if (o_.restore_epoch >= 0) epoch = static_cast<std::uint64_t>(o_.restore_epoch);
+    if (std::filesystem::is_regular_file(o_.restore, ec)) {
+      // A file (a member or a set manifest) names its directory and (unless
+      // --restore-epoch says otherwise) the epoch of the set to restore.
+      const std::filesystem::path file(o_.restore);
+      dir = file.has_parent_path() ? file.parent_path().string() : ".";
+      auto bytes = read_checkpoint_file(o_.restore);
+      if (!bytes.ok()) return bytes.status();
+      std::uint64_t file_epoch = 0;
+      if (file.extension() == kCheckpointManifestSuffix) {
+        auto parsed = parse_checkpoint_manifest(bytes.value(), o_.restore);
+        if (!parsed.ok()) return parsed.status();
+        file_epoch = parsed->epoch;
+      } else {
+        auto parsed = parse_checkpoint(bytes.value(), o_.restore);
+        if (!parsed.ok()) return parsed.status();
+        file_epoch = parsed->info.epoch;
+      }
+      if (!epoch) epoch = file_epoch;
+    } else if (!std::filesystem::is_directory(o_.restore, ec)) {
+      return Status(StatusCode::kInvalidArgument,
+                    "--restore '" + o_.restore + "' is neither a checkpoint file nor a directory");
+    }
+    auto store = FileCheckpointStore::open(dir);
+    if (!store.ok()) return store.status();
+    RestoreQuery query;
+    query.fingerprint = checkpoint_fingerprint(rt);
+    query.inputs = inputs_;
+    query.epoch = epoch;
+    query.describe_params = describe_params_;
+    auto point = find_restore_point(*store.value(), query);
+    if (!point.ok()) return Status(point.status().code(), "--restore " + o_.restore + ": " + point.status().message());
+    for (const std::string& skipped : point->skipped)
+      std::fprintf(stderr, "pkrt: warning: passed over the %s\n", skipped.c_str());
+    PKRT_RETURN_IF_ERROR(rt.restore_before_start(point->epoch, point->images, point->global, point->queued));
+    restored_queued_ = point->has_queued;
+    queued_count_ = point->queued.size();
+    std::fprintf(stderr, "pkrt: restored %u actors%s%s from %s committed set, epoch %llu (%s)\n",
+                 rt.options().num_actors, point->global.empty() ? "" : " and the global region",
+                 point->has_queued ? (" with " + std::to_string(point->queued.size()) + " queued commands").c_str() : "",
+                 epoch ? "the requested" : "the newest",
+                 static_cast<unsigned long long>(point->epoch), store.value()->describe(point->manifest).c_str());
+    return point->epoch;
+  }
+
   const RunOptions& o_;
   StopCondition& stop_;
   RunInputs inputs_;
@@ -447,11 +470,6 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, const ReplayLogSessi
   auto restored = checkpoints.restore(rt);
   if (!restored.ok()) return restored.status();
   sum.restored_epoch = restored.value();
-  if (sum.restored_epoch >= o.epochs) {
-    return Status(StatusCode::kInvalidArgument,
-                  "the restore point is at epoch " + std::to_string(sum.restored_epoch) + ", not before --epochs " +
-                      std::to_string(o.epochs) + ". Fix: pass a larger --epochs (the epoch to stop at)");
-  }
   PKRT_RETURN_IF_ERROR(checkpoints.attach(rt));
   rt.set_event_callback([&](const Event& ev) {
     if (ev.opcode != examples::kHeat2dStats) return;
@@ -498,12 +516,7 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, const ReplayLogSessi
     acks.push_back(rt.send(examples::Heat2d::actor_of(p, inj.inject.x, inj.inject.y),
                            examples::kHeat2dInject, inj.inject, inj.epoch));
   const auto t0 = Clock::now();
-  // The first segment's target is set inside run(); set it before the launch too, so the
-  // grid cannot run past it.
-  PKRT_RETURN_IF_ERROR(rt.set_target_epoch(
-      o.checkpoint_every != 0 ? std::min<std::uint64_t>(o.epochs, (sum.restored_epoch / o.checkpoint_every + 1) * o.checkpoint_every)
-                              : o.epochs));
-  PKRT_RETURN_IF_ERROR(rt.start());
+  PKRT_RETURN_IF_ERROR(checkpoints.start(rt, sum.restored_epoch));
   Status ran = checkpoints.run(rt, sum.restored_epoch, o.epochs, progress, latest_heat);
   // A stop (signal, failed checkpoint) parks the grid: the summary and checksum are of the
   // parked epoch.
@@ -630,11 +643,6 @@ Status run_racy_sum(const RunOptions& o, BackendKind backend, const ReplayLogSes
   auto restored = checkpoints.restore(rt);
   if (!restored.ok()) return restored.status();
   sum.restored_epoch = restored.value();
-  if (sum.restored_epoch >= o.epochs) {
-    return Status(StatusCode::kInvalidArgument,
-                  "the restore point is at epoch " + std::to_string(sum.restored_epoch) + ", not before --epochs " +
-                      std::to_string(o.epochs) + ". Fix: pass a larger --epochs (the epoch to stop at)");
-  }
   PKRT_RETURN_IF_ERROR(checkpoints.attach(rt));
   rt.set_event_callback([&](const Event& ev) {
     if (ev.opcode != examples::kRacySumTotal) return;
@@ -642,11 +650,8 @@ Status run_racy_sum(const RunOptions& o, BackendKind backend, const ReplayLogSes
     std::lock_guard<std::mutex> lock(mu);
     totals[d.epoch] = d.total;
   });
-  PKRT_RETURN_IF_ERROR(rt.set_target_epoch(
-      o.checkpoint_every != 0 ? std::min<std::uint64_t>(o.epochs, (sum.restored_epoch / o.checkpoint_every + 1) * o.checkpoint_every)
-                              : o.epochs));
   const auto t0 = Clock::now();
-  PKRT_RETURN_IF_ERROR(rt.start());
+  PKRT_RETURN_IF_ERROR(checkpoints.start(rt, sum.restored_epoch));
   Status ran = checkpoints.run(rt, sum.restored_epoch, o.epochs, progress, [] { return std::string(); });
   if (ran.code() == StatusCode::kAborted && !stop.reason().empty()) sum.stopped = ran.message();
   else PKRT_RETURN_IF_ERROR(ran);
