@@ -680,11 +680,11 @@ def write_markdown(r, rows, path, command, results_path, cdf_png):
         name = "BM_SnapshotAllPooled/slots:%d" % slots
         b = r.get(name)
         if b is None:
-            lines.append("| %d images | %s |  |  |  |  |  |  |" % (slots, r.skipped(name)))
+            lines.append("| %d image%s | %s |  |  |  |  |  |  |" % (slots, "" if slots == 1 else "s", r.skipped(name)))
             continue
         t = r.time_ns(name)
-        lines.append("| %d images | %d | %.1f MiB | %.0f%% | %.2f ms | %.2fx | %.2f ms | %.2f ms |" % (
-            slots, b.get("waves", 0), b.get("staging_MiB", 0), 100 * b.get("staging_fraction", 0),
+        lines.append("| %d image%s | %d | %.1f MiB | %.0f%% | %.2f ms | %.2fx | %.2f ms | %.2f ms |" % (
+            slots, "" if slots == 1 else "s", b.get("waves", 0), b.get("staging_MiB", 0), 100 * b.get("staging_fraction", 0),
             t / 1e6, b.get("ratio_vs_one_pass", 0), b.get("hold_ms", 0), b.get("stall_ms", 0)))
     lines.append("")
     lines.append("## CUDA variants")
