@@ -336,9 +336,10 @@ void Runtime::Impl::watchdog_tick(bool finished) {
   const auto state = detail::load_acquire(control->grid.state);
   const auto [lo, hi] = heartbeat_range();
   const std::uint64_t sum = lo * 1000003u + hi;
-  // Parked, idle, not yet started (init may be long) or stopped grids owe no heartbeat, nor
-  // does one held at a snapshot_all's cut while the host copies its waves (relaxed: a hint).
-  if (finished || state != kGridRunning || sum != last_sum || pool_holding.load(std::memory_order_relaxed)) {
+  // Parked, idle, not yet started (init may be long) or stopped grids owe no heartbeat. A
+  // grid held at a snapshot_all's cut shows progress through its waves' images instead
+  // (pool_image_copied moves last_progress).
+  if (finished || state != kGridRunning || sum != last_sum) {
     last_sum = sum;
     last_progress = now;
   } else if (now - last_progress > options.watchdog_timeout) {

@@ -379,6 +379,7 @@ bool RequestTable::poll(std::uint32_t index) {
 }
 
 void RequestTable::mark_pump_thread() { tls_pump_table = this; }
+bool RequestTable::on_pump_thread() const { return tls_pump_table == this; }
 
 bool RequestTable::wait_on_pump_thread(Record& r, std::optional<std::chrono::steady_clock::time_point> deadline) {
   // Acquire: pairs with finish()'s release of kDone.

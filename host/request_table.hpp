@@ -150,6 +150,7 @@ class RequestTable {
   // never parks, since the thread that would wake it is itself; it does the pump's work
   // instead (ReplyDrainer::pump_step) until its reply is in.
   void mark_pump_thread();
+  bool on_pump_thread() const;  // whether the calling thread is this table's pump
   // True once the record is done; false at the deadline (none: wait for ever), or when the
   // runtime closed the drain gate under a wait on the pump thread.
   bool wait(std::uint32_t index, std::optional<std::chrono::steady_clock::time_point> deadline);

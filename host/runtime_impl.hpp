@@ -298,14 +298,13 @@ struct Runtime::Impl final : detail::ReplyDrainer {
     std::uint64_t resets = 0;  // reset_pool_locked calls: a slot taken before one is not given back
   };
   StagingPool pool;  // guarded by mu
-  // Relaxed (it orders nothing): the grid holds at a snapshot_all's cut, so the watchdog owes
-  // it no heartbeat.
-  std::atomic<bool> pool_holding{false};
   // Why the pool cannot take a request now (mu held), or ok: `whole`: a snapshot_all, which
   // needs every slot; else one slot for `what`.
   Status pool_refusal(bool whole, const char* what) const;
   // Pump thread: one actor image of the snapshot_all holding the pool was copied; posts the
-  // next wave, or releases the hold and the pool after the last. Also the withdrawn one's.
+  // next wave, or withdraws the finished request from the control block (the hold with it)
+  // and frees the pool after the last. Also the withdrawn one's. Counts as watchdog progress:
+  // a held grid does not advance its heartbeats.
   void pool_image_copied(std::uint64_t request);
   // Live restores whose reply came: their slot is free once the grid completed the epoch
   // they applied at (the block copies the slot in that epoch's step, after the reply).

@@ -118,9 +118,6 @@ void Runtime::Impl::handle_snapshot(const Event& ev) {
   // wave), or released to the device, which must not stay blocked on it.
   if (ev.actor < options.num_actors) {
     pool_image_copied(ev.request);
-    // A snapshot_all in waves: the grid holds at its cut from the first image on.
-    std::lock_guard<std::mutex> lock(mu);
-    if (pool.all_request == ev.request && pool.hold) pool_holding.store(true, std::memory_order_relaxed);
   } else if (ev.actor == kGlobalRegionActor && has_global_snapshots()) {
     pending_releases.push_back({block_of(ev.actor), ev.actor});
   }
@@ -156,7 +153,6 @@ void Runtime::Impl::reset_pool_locked() {
   pool.withdrawn = 0;
   pool.withdrawn_left = 0;
   restoring.clear();
-  pool_holding.store(false, std::memory_order_relaxed);
   ++pool.resets;
 }
 
@@ -184,16 +180,16 @@ Status Runtime::Impl::pool_refusal(bool whole, const char* what) const {
 }
 
 void Runtime::Impl::pool_image_copied(std::uint64_t request) {
-  std::uint32_t first = 0, last = 0, wave = 0, flags = 0;
+  std::uint32_t first = 0, last = 0, wave = 0;
   bool finished = false;
   {
     std::lock_guard<std::mutex> lock(mu);
     if (pool.all_request != 0 && request == pool.all_request) {
+      // The held grid's progress (pump thread, like the watchdog that reads it).
+      last_progress = std::chrono::steady_clock::now();
       if (pool.wave_left == 0 || --pool.wave_left != 0) return;
       if (pool.wave_last >= options.num_actors) {
-        finished = pool.hold;
-        reset_pool_locked();
-        if (!finished) return;  // one pass: no hold to lift
+        finished = true;
       } else {
         // The next wave, in the same slots (all copied now).
         pool.wave_first = pool.wave_last;
@@ -215,20 +211,30 @@ void Runtime::Impl::pool_image_copied(std::uint64_t request) {
     }
   }
   update_control([&] {
-    // Relaxed: our own last store (control_mu is held); nobody else writes this word.
-    flags = detail::load_relaxed(control->host.snapshot_flags);
+    // Relaxed: control_mu is held, so no other host thread stores these words now; the last
+    // store was ours or snapshot_all's, both under control_mu.
+    if (detail::load_relaxed(control->host.snapshot_request) != request) return;  // withdrawn meanwhile
     if (finished) {
-      // Release: pairs with block 0's acquire loads in ControlView::refresh; the grid runs on.
-      detail::store_release(control->host.snapshot_flags, flags & ~kSnapshotAllHold);
+      // Release: pairs with block 0's acquire load in ControlView::refresh. The request word
+      // goes back to 0 (and the hold with it) before the pool is free for the next request,
+      // so block 0 never pairs this request with the next one's flags and waves.
+      detail::store_release(control->host.snapshot_request, std::uint64_t{0});
       return;
     }
+    // Relaxed: as above.
+    const std::uint32_t flags = detail::load_relaxed(control->host.snapshot_flags);
     // The global region and the queued commands came with the first wave. Release (all):
-    // pair with block 0's acquire loads in ControlView::refresh, which loads the wave first.
+    // pair with block 0's acquire loads in ControlView::refresh, which loads the wave before
+    // the flags and its range.
     detail::store_release(control->host.snapshot_flags, flags & ~(kSnapshotAllGlobal | kSnapshotAllCommands));
     detail::store_release(control->host.snapshot_wave_first, first);
     detail::store_release(control->host.snapshot_wave_last, last);
     detail::store_release(control->host.snapshot_wave, wave);
   });
+  if (finished) {
+    std::lock_guard<std::mutex> lock(mu);
+    if (pool.all_request == request) reset_pool_locked();
+  }
 }
 
 bool Runtime::Impl::reclaim_withdrawn_locked() {
@@ -252,6 +258,11 @@ void Runtime::Impl::wait_for_withdrawn_pool(std::unique_lock<std::mutex>& lock) 
   // A request withdrawn a moment ago: block 0 acts on the withdrawal within a round (a parked
   // or idle grid is woken by it) and the images of a request it had latched follow at once,
   // so a new request right after a cancel waits that long (bounded) rather than failing.
+  // On the pump thread (a sink or callback) nobody else would copy the images it waits for.
+  if (requests->on_pump_thread()) {
+    reclaim_withdrawn_locked();
+    return;
+  }
   const auto deadline = std::chrono::steady_clock::now() + options.ring_full_timeout;
   while (!reclaim_withdrawn_locked() && std::chrono::steady_clock::now() < deadline) {
     lock.unlock();
@@ -272,6 +283,7 @@ void Runtime::Impl::pool_housekeeping() {
     pool.free.push_back(r.slot);
     return true;
   });
+  // Relaxed: a hint for this thread's next loop; the state is re-read under mu.
   pool_housekeeping_due.store(pool.withdrawn != 0 || !restoring.empty(), std::memory_order_relaxed);
 }
 
@@ -563,31 +575,40 @@ bool Runtime::cancel_snapshot(std::uint64_t request) {
   Impl& m = *impl_;
   bool withdrawn = false;
   m.update_control([&] {
-    // Relaxed: our own last store (control_mu is held); nobody else writes this word. The
-    // latch is read relaxed too: a request latched after this read is caught by the pool's
-    // reclaim (pool_housekeeping), which waits for block 0 to act on this change.
-    if (detail::load_relaxed(m.control->host.snapshot_request) == request &&
-        detail::load_relaxed(m.control->grid.latched_snapshot) != request) {
-      // Release: pairs with block 0's acquire load in ControlView::refresh.
-      detail::store_release(m.control->host.snapshot_request, std::uint64_t{0});
-      withdrawn = true;
-    }
-  });
-  if (withdrawn) {
+    // Lock order control_mu (held here), then mu, as update_control itself: the check, the
+    // withdrawal and the pool's bookkeeping are one step against the pump's
+    // pool_image_copied, which takes mu, and its wave posts, which take control_mu.
     std::lock_guard<std::mutex> lock(m.mu);
+    // Relaxed: control_mu is held, so no other host thread stores this word now.
+    if (detail::load_relaxed(m.control->host.snapshot_request) != request) return;
+    Impl::StagingPool& pool = m.pool;
+    const bool holds_pool = pool.all_request == request;
+    // An image of it already copied: the grid latched it; it cannot be withdrawn.
+    if (holds_pool && (pool.wave_first != 0 || pool.wave_left != pool.wave_last - pool.wave_first)) return;
+    // Relaxed: block 0's report; a latch after this read is caught by the pool's reclaim
+    // (reclaim_withdrawn_locked), which waits for block 0 to act on this change.
+    if (detail::load_relaxed(m.control->grid.latched_snapshot) == request) return;
+    // Release: pairs with block 0's acquire load in ControlView::refresh.
+    detail::store_release(m.control->host.snapshot_request, std::uint64_t{0});
+    withdrawn = true;
     m.snapshot_requests.erase(request);
-    if (m.pool.all_request == request) {
-      // Block 0 may have latched it just before the withdrawal: then its first wave arrives
-      // (no later one: the request word is gone, so the grid does not hold). The pool stays
-      // the request's until either is known.
-      m.pool.withdrawn = request;
-      m.pool.withdrawn_generation = m.generation;
-      m.pool.withdrawn_left = m.pool.wave_last - m.pool.wave_first;
-      m.pool.all_request = 0;
-      m.pool.hold = false;
+    // Block 0 may have latched it just before the withdrawal: its first wave (no later one:
+    // the request word is gone, so the grid does not hold) then still arrives, and is
+    // dropped rather than delivered for a request its owner withdrew.
+    m.failed_snapshot_requests.insert(request);
+    if (holds_pool) {
+      // The pool stays the request's until block 0 has acted on the withdrawal without
+      // latching it, or the first wave's images arrived. The generation this change is about
+      // to store is the next one (update_control bumps it after this lambda, under mu).
+      pool.withdrawn = request;
+      pool.withdrawn_generation = m.generation + 1;
+      pool.withdrawn_left = pool.wave_left;
+      pool.all_request = 0;
+      pool.hold = false;
+      // Relaxed: a hint for the pump, which reads the pool under mu.
       m.pool_housekeeping_due.store(true, std::memory_order_relaxed);
     }
-  }
+  });
   return withdrawn;
 }
 

@@ -275,8 +275,11 @@ struct ControlView {
   PKRT_HD void refresh(HostControl& hc) {
     // Acquire: pairs with the host's store_release of the generation, which follows its
     // stores of the words below; they are then read with acquire loads of their own too,
-    // so a newer value than this generation's is possible and harmless (a later
-    // generation bump follows it and is acted on next round).
+    // so a newer value than this generation's is possible (a later generation bump follows
+    // it and is acted on next round). It is harmless because each group is stored with its
+    // key word last and loaded key first: a snapshot request's fields before the request,
+    // a wave's range before the wave; and the host zeroes a finished request's word before
+    // the next request may store anything, so old and new fields never pair up.
     const std::uint32_t g = load_acquire(hc.generation);
     if (g == generation) return;
     generation = g;

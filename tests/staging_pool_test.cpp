@@ -170,6 +170,33 @@ TEST(StagingPool, DeltasAcrossPooledSnapshotsCopyOnlyWhatChanged) {
   EXPECT_EQ(rt.epoch(), 12u);
 }
 
+TEST(StagingPool, BackToBackPooledSnapshotsOfARunningGridEachCompleteAtTheirOwnCut) {
+  // Each request is made the moment the previous one's last image arrives, as a checkpoint
+  // scheduler does, while the grid runs: the finished request must not lend the next one its
+  // hold, nor take the next one's waves.
+  RuntimeOptions o = testing::cpu_runtime(kActors, 3, 256);
+  o.staging_bytes = 1;  // one slot: eight waves each
+  auto created = Runtime::create(testing::probe_program(), testing::Probe::Params{}, o);
+  ASSERT_TRUE(created.ok());
+  Runtime& rt = *created.value();
+  SnapshotCollector images(rt);
+  ASSERT_TRUE(rt.start().ok());
+  for (int i = 0; i < 40; ++i) {
+    auto id = rt.snapshot_all(rt.epoch() + 1);
+    ASSERT_TRUE(id.ok()) << "request " << i << ": " << id.status().to_string();
+    const auto got = images.wait(id.value(), kActors);
+    ASSERT_EQ(got.size(), kActors) << "request " << i << " lost images";
+    for (const SnapshotImage& img : got) {
+      ASSERT_TRUE(img.status.ok()) << img.status.to_string();
+      EXPECT_EQ(img.epoch, got[0].epoch) << "request " << i << " is not one cut";
+      testing::Probe::State st{};
+      std::memcpy(&st, img.image->data(), sizeof st);
+      EXPECT_EQ(st.steps, img.epoch) << "actor " << img.actor << "'s image is not of its epoch";
+    }
+  }
+  ASSERT_TRUE(rt.shutdown().ok());
+}
+
 // A probe runtime of 4 actors (a default pool of one slot), parked at epoch 5.
 std::unique_ptr<Runtime> parked_probe() {
   auto created = Runtime::create(testing::probe_program(), testing::Probe::Params{}, testing::cpu_runtime(4, 2, 256));

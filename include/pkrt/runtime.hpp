@@ -308,7 +308,9 @@ class Runtime {
   Result<std::uint64_t> snapshot_all(std::uint64_t epoch, bool full = false,
                                      SnapshotScope scope = SnapshotScope::kActors);
   // Withdraws a snapshot_all the grid has not latched yet. Returns false if `request` is
-  // not the pending one. Images of a request the grid had already latched still arrive.
+  // not the pending one or the grid has latched it (its images then arrive as usual). A
+  // request the grid latches in the instant of its withdrawal still writes its first wave;
+  // those images are dropped, never delivered.
   bool cancel_snapshot(std::uint64_t request);
   // One actor at the end of the epoch the command applies at (0: next). Takes one staging
   // slot until its image is copied: kFailedPrecondition while a snapshot_all uses the pool or
