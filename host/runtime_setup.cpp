@@ -13,10 +13,19 @@ namespace {
 
 constexpr std::uint64_t align_up(std::uint64_t v, std::uint64_t a) { return (v + a - 1) / a * a; }
 
-// The default staging pool's cap (RuntimeOptions::staging_bytes = 0).
-constexpr std::uint64_t kDefaultStagingCapBytes = std::uint64_t{256} << 20;
 
 }  // namespace
+
+std::uint32_t staging_pool_slots(std::uint64_t staging_bytes, std::uint64_t slot_bytes, std::uint32_t actors) {
+  if (actors == 0 || slot_bytes == 0) return 1;
+  if (staging_bytes != 0) return static_cast<std::uint32_t>(std::clamp<std::uint64_t>(staging_bytes / slot_bytes, 1, actors));
+  // A quarter of the images, in at most kDefaultStagingCapBytes; but a run whose images fit
+  // in kDefaultStagingFloorBytes stages them all (one pass, concurrent single-actor
+  // snapshots), and a larger one gets at least that much.
+  const std::uint64_t quarter = std::min<std::uint64_t>(actors / 4, kDefaultStagingCapBytes / slot_bytes);
+  const std::uint64_t floor = kDefaultStagingFloorBytes / slot_bytes;
+  return static_cast<std::uint32_t>(std::clamp<std::uint64_t>(std::max(quarter, floor), 1, actors));
+}
 
 Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const void* params,
                                                  std::size_t params_bytes,
@@ -167,15 +176,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
     a.crc_offset = align_up(img.image_bytes, detail::kRegionAlign);
     a.changed_offset = a.crc_offset + align_up(std::uint64_t{img.chunks} * 4, detail::kRegionAlign);
     a.staging_stride = a.changed_offset + align_up(img.chunks, detail::kRegionAlign);
-    // The pool, in whole slots, at least one and at most one per actor: the device bytes asked
-    // for, or by default a quarter of the actors' images, in at most 256 MiB.
-    const std::uint64_t slots =
-        options.staging_bytes != 0
-            ? std::clamp<std::uint64_t>(options.staging_bytes / a.staging_stride, 1, options.num_actors)
-            : std::clamp<std::uint64_t>(std::min<std::uint64_t>(options.num_actors / 4,
-                                                                kDefaultStagingCapBytes / a.staging_stride),
-                                        1, options.num_actors);
-    a.staging_slots = static_cast<std::uint32_t>(slots);
+    a.staging_slots = staging_pool_slots(options.staging_bytes, a.staging_stride, options.num_actors);
     img.staging_slots = a.staging_slots;
     img.staging_slot_bytes = a.staging_stride;
   }

@@ -5,6 +5,9 @@
 #include "tests/probe_actor.hpp"
 #include "tests/test_support.hpp"
 
+#include <pkrt/checkpoint_manager.hpp>
+#include <pkrt/checkpoint_set.hpp>
+#include <pkrt/checkpoint_store.hpp>
 #include <pkrt/crc32.hpp>
 #include <pkrt/runtime.hpp>
 
@@ -58,21 +61,29 @@ void inject(Runtime& rt, const examples::Heat2d::Params& p) {
                   inj.epoch);
 }
 
-TEST(StagingPool, TheDefaultPoolHoldsAQuarterOfTheActorsImagesAndNeverLessThanOne) {
-  auto eight = make_heat(8, 2, 0);
-  ASSERT_NE(eight, nullptr);
-  EXPECT_EQ(eight->image_layout().staging_slots, 2u);
-  auto three = make_heat(3, 1, 0);
-  ASSERT_NE(three, nullptr);
-  EXPECT_EQ(three->image_layout().staging_slots, 1u) << "a quarter of 3 images is less than one";
+TEST(StagingPool, TheDefaultPoolIsAQuarterOfTheImagesWithinItsCapAndFloor) {
+  constexpr std::uint64_t kMiB = std::uint64_t{1} << 20;
+  EXPECT_EQ(staging_pool_slots(0, kMiB, 2048), 256u) << "a quarter of 2 GiB is more than the 256 MiB cap";
+  EXPECT_EQ(staging_pool_slots(0, kMiB, 400), 100u) << "a quarter of 400 MiB";
+  EXPECT_EQ(staging_pool_slots(0, kMiB, 100), 64u) << "never less than the 64 MiB floor";
+  EXPECT_EQ(staging_pool_slots(0, 1024, 8), 8u) << "images that fit in the floor are all staged";
+  EXPECT_EQ(staging_pool_slots(0, 100 * kMiB, 8), 2u) << "a quarter of 8 large images";
+  EXPECT_EQ(staging_pool_slots(0, 100 * kMiB, 3), 1u) << "never less than one image";
+  EXPECT_EQ(staging_pool_slots(3 * 4096, 4096, 8), 3u) << "the bytes asked for, in whole slots";
+  EXPECT_EQ(staging_pool_slots(1, 4096, 8), 1u) << "rounded up to one slot";
+  EXPECT_EQ(staging_pool_slots(1ull << 40, 4096, 8), 8u) << "never more than one slot per actor";
+}
+
+TEST(StagingPool, ARuntimeGetsThePoolItAsksForAndSaysSo) {
+  auto small = make_heat(8, 2, 0);
+  ASSERT_NE(small, nullptr);
+  EXPECT_EQ(small->image_layout().staging_slots, 8u) << "a small run stages every image (one pass)";
   auto asked = make_heat(8, 2, 3);
   ASSERT_NE(asked, nullptr);
   EXPECT_EQ(asked->image_layout().staging_slots, 3u);
-  auto more = make_heat(8, 2, 100);
-  ASSERT_NE(more, nullptr);
-  EXPECT_EQ(more->image_layout().staging_slots, 8u) << "never more than one slot per actor";
   const ImageLayout& l = asked->image_layout();
   EXPECT_GE(l.staging_slot_bytes, l.image_bytes) << "a slot holds an image and its chunk tables";
+  EXPECT_EQ(staging_pool_slots(0, l.staging_slot_bytes, 8), small->image_layout().staging_slots);
 }
 
 // Every actor's image at the end of `cut`, taken from a grid that runs on to epoch 40 (not
@@ -139,6 +150,45 @@ INSTANTIATE_TEST_SUITE_P(SlotsAndThreads, PooledCut,
                                   std::to_string(std::get<1>(info.param)) + "threads";
                          });
 
+TEST(StagingPool, ACheckpointSetTakenInWavesRestoresToTheStraightRun) {
+  const auto p = heat_params(kActors);
+  auto memory = std::make_unique<MemoryCheckpointStore>();
+  MemoryCheckpointStore* store = memory.get();
+  auto straight = make_heat(kActors, 2, 1);  // one slot: the set is taken in 8 waves
+  ASSERT_NE(straight, nullptr);
+  auto manager = CheckpointManager::create(*straight, std::move(memory), CheckpointPolicy{});
+  ASSERT_TRUE(manager.ok()) << manager.status().to_string();
+  ASSERT_TRUE(straight->set_target_epoch(20).ok());
+  inject(*straight, p);
+  ASSERT_TRUE(straight->start().ok());
+  ASSERT_TRUE(straight->run_until(20, 30s).ok());
+  ASSERT_TRUE(manager.value()->checkpoint_at(20).ok());
+  ASSERT_TRUE(manager.value()->flush(30s).ok());
+  EXPECT_EQ(manager.value()->counters().sets_committed, 1u);
+  ASSERT_TRUE(straight->run_until(40, 30s).ok());
+  auto expected = examples::heat2d_gather(*straight, p);
+  ASSERT_TRUE(expected.ok());
+  RestoreQuery q;
+  q.fingerprint = checkpoint_fingerprint(*straight);
+  auto point = find_restore_point(*store, q);  // the manager owns the store: read it first
+  ASSERT_TRUE(point.ok()) << point.status().to_string();
+  manager.value().reset();
+  ASSERT_TRUE(straight->shutdown().ok());
+
+  EXPECT_EQ(point->epoch, 20u);
+  EXPECT_EQ(point->queued.size(), 2u) << "the injections due at 21 and 33";
+  auto resumed = make_heat(kActors, 3, 1);
+  ASSERT_NE(resumed, nullptr);
+  ASSERT_TRUE(resumed->restore_before_start(point->epoch, point->images, point->global, point->queued).ok());
+  ASSERT_TRUE(resumed->set_target_epoch(40).ok());
+  ASSERT_TRUE(resumed->start().ok());
+  ASSERT_TRUE(resumed->run_until(40, 30s).ok());
+  auto again = examples::heat2d_gather(*resumed, p);
+  ASSERT_TRUE(again.ok());
+  EXPECT_EQ(examples::heat2d_checksum(again.value()), examples::heat2d_checksum(expected.value()))
+      << "the restored run differs from the straight run";
+}
+
 TEST(StagingPool, DeltasAcrossPooledSnapshotsCopyOnlyWhatChanged) {
   RuntimeOptions o = testing::cpu_runtime(kActors, 2, 256);
   o.staging_bytes = 1;  // rounds up to one slot: eight waves
@@ -197,9 +247,11 @@ TEST(StagingPool, BackToBackPooledSnapshotsOfARunningGridEachCompleteAtTheirOwnC
   ASSERT_TRUE(rt.shutdown().ok());
 }
 
-// A probe runtime of 4 actors (a default pool of one slot), parked at epoch 5.
+// A probe runtime of 4 actors with a staging pool of one slot, parked at epoch 5.
 std::unique_ptr<Runtime> parked_probe() {
-  auto created = Runtime::create(testing::probe_program(), testing::Probe::Params{}, testing::cpu_runtime(4, 2, 256));
+  RuntimeOptions o = testing::cpu_runtime(4, 2, 256);
+  o.staging_bytes = 1;  // rounds up to one slot
+  auto created = Runtime::create(testing::probe_program(), testing::Probe::Params{}, o);
   EXPECT_TRUE(created.ok()) << created.status().to_string();
   if (!created.ok()) return nullptr;
   std::unique_ptr<Runtime> rt = std::move(created.value());

@@ -707,8 +707,9 @@ void add_run_command(CLI::App& app, RunOptions& o) {
       ->check(CLI::Range(1u, 32u))
       ->capture_default_str();
   run->add_option("--staging-mib", o.staging_mib,
-                  "Device memory for snapshot staging, MiB (0: a quarter of the actors' state, at most 256; "
-                  "at least one actor's image). A smaller pool checkpoints in waves, holding the grid longer")
+                  "Device memory for snapshot staging, MiB (0: a quarter of the actors' state, at most 256, at "
+                  "least 64 or the whole state; at least one actor's image). A smaller pool checkpoints in waves, "
+                  "holding the grid longer")
       ->check(CLI::Range(std::uint64_t{0}, std::uint64_t{1} << 30))
       ->capture_default_str();
   run->add_option("--checkpoint-dir", o.checkpoint_dir, "heat2d, racy_sum: write checkpoint sets to this directory");

@@ -106,9 +106,10 @@ struct RuntimeOptions {
   // Off: no staging memory, snapshots refused.
   bool snapshots = true;
   std::uint32_t chunk_bytes = 64 * 1024;  // CRC / delta granularity, power of two >= 256
-  // Device memory for snapshot staging, in whole actor images (ImageLayout::staging_slots).
-  // 0: a quarter of the actors' images or 256 MiB, whichever is smaller. Always at least one
-  // actor's image and at most one per actor. A snapshot_all of more actors than the pool holds
+  // Device memory for snapshot staging, in whole actor images (ImageLayout::staging_slots;
+  // staging_pool_slots() below). 0: a quarter of the actors' images or 256 MiB, whichever is
+  // smaller, but never less than 64 MiB (a run whose images fit in 64 MiB stages them all).
+  // Always at least one actor's image and at most one per actor. A snapshot_all of more actors than the pool holds
   // is served in waves at one epoch: the grid holds at that epoch while the host copies each
   // wave (the stall grows with the number of waves; BENCHMARKS.md). Single-actor snapshots
   // and live restores each take one slot while in flight.
@@ -128,6 +129,15 @@ struct RuntimeOptions {
   bool chaos = false;
   std::uint64_t chaos_seed = 0;
 };
+
+// The default staging pool's cap and floor (RuntimeOptions::staging_bytes = 0).
+inline constexpr std::uint64_t kDefaultStagingCapBytes = std::uint64_t{256} << 20;
+inline constexpr std::uint64_t kDefaultStagingFloorBytes = std::uint64_t{64} << 20;
+
+// The staging slots a runtime of `actors` actors gets for RuntimeOptions::staging_bytes =
+// `staging_bytes` (0: the default), when one slot (an image and its chunk tables,
+// ImageLayout::staging_slot_bytes) is `slot_bytes`.
+std::uint32_t staging_pool_slots(std::uint64_t staging_bytes, std::uint64_t slot_bytes, std::uint32_t actors);
 
 // How an actor's snapshot image is laid out: [arena: State, named regions][K2K inbox].
 struct ImageLayout {
