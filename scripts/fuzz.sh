@@ -22,7 +22,7 @@ flags=(-std=c++20 -O1 -g -fsanitize=fuzzer,address,undefined -fno-sanitize-recov
 declare -A inputs=(
   [checkpoint_reader]="checkpoint/checkpoint_format.cpp checkpoint/checkpoint_set.cpp host/crc32.cpp -lisal -lzstd"
   [replay_log_reader]="replay/replay_log.cpp host/crc32.cpp -lisal"
-  [checkpoint_manifest]="checkpoint/checkpoint_set.cpp host/crc32.cpp -lisal"
+  [checkpoint_manifest]="checkpoint/checkpoint_set.cpp checkpoint/checkpoint_format.cpp host/crc32.cpp -lisal -lzstd"
 )
 declare -A dirs=([checkpoint_reader]=checkpoint [replay_log_reader]=replay_log
                  [checkpoint_manifest]=checkpoint_manifest)
