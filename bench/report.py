@@ -668,7 +668,7 @@ def write_markdown(r, rows, path, command, results_path, cdf_png):
     lines.append("## Staging pool")
     lines.append("")
     lines.append("`BM_SnapshotAllPooled`: a full `snapshot_all` of heat2d (16 actors, 2048 x 2048 cells) "
-                 "through a staging pool of 16, 4 (the default: a quarter) or 1 actor image(s), each timed "
+                 "through a staging pool of 16, 4 (a quarter, the default rule for states above 256 MiB) or 1 actor image(s), each timed "
                  "snapshot alternating with an untimed one-pass snapshot of a second runtime (the baseline). "
                  "Time: request to the last image on the host. Hold: first image copied to the last (a pooled "
                  "snapshot holds the grid at its cut at least that long; a one-pass one does not hold it). "

@@ -3,7 +3,7 @@
 // measured in the same run. heat2d, 2048 x 2048 cells in 16 tiles (16 images of ~1 MiB) on
 // the CPU backend, 2 worker threads; every snapshot full, so each copies the whole state.
 //   BM_SnapshotAllPooled/slots:16   one pass (the pool holds every image: the old layout)
-//   BM_SnapshotAllPooled/slots:4    the default pool (a quarter of the images): 4 waves
+//   BM_SnapshotAllPooled/slots:4    a quarter of the images (the default rule above 256 MiB): 4 waves
 //   BM_SnapshotAllPooled/slots:1    one image at a time: 16 waves
 // Each timed pooled snapshot alternates with an untimed one-pass snapshot of a second
 // runtime, so ratio_vs_one_pass compares the two under the same machine load.
