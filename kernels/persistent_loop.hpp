@@ -17,6 +17,8 @@
 //      barrier), so block 0's leader now reports kOpPaused and waits for the host to change
 //      a control word; the others go round to the next barrier and wait there.
 //      A snapshot_all due at e is served here first, by every block (kernels/snapshot.hpp).
+//      A snapshot_all larger than the staging pool also parks the grid here, at its cut,
+//      without kOpPaused, serving one wave per round the host posts (holds_for_snapshot).
 //   5. run: leader applies the H2K commands due at e + 1 (apply_epoch <= e + 1) in
 //      (apply_epoch, send) order; commands not yet due move from the ring to a block-local
 //      deferred list, so none holds back another. It calls on_message and answers each on K2H
