@@ -301,6 +301,8 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   // Why the pool cannot take a request now (mu held), or ok: `whole`: a snapshot_all, which
   // needs every slot; else one slot for `what`.
   Status pool_refusal(bool whole, const char* what) const;
+  // mu held: one free slot for `what` (a single-actor snapshot or a live restore), or why not.
+  Result<std::uint32_t> take_pool_slot_locked(const char* what);
   // Pump thread: one actor image of the snapshot_all holding the pool was copied; posts the
   // next wave, or withdraws the finished request from the control block (the hold with it)
   // and frees the pool after the last. Also the withdrawn one's. Counts as watchdog progress:

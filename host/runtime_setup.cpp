@@ -261,9 +261,11 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
     a.chunk_bytes = img.chunk_bytes;
     a.chunks = img.chunks;
     PKRT_RETURN_IF_ERROR(alloc_dev(impl->staging_buf, a.staging_stride * a.staging_slots));
-    impl->pool.free.resize(a.staging_slots);
-    // Handed out from the back: slot 0 first.
-    for (std::uint32_t i = 0; i < a.staging_slots; ++i) impl->pool.free[i] = a.staging_slots - 1 - i;
+    {
+      // No other thread exists yet; the lock keeps reset_pool_locked's contract.
+      std::lock_guard<std::mutex> lock(impl->mu);
+      impl->reset_pool_locked();
+    }
     PKRT_RETURN_IF_ERROR(alloc_dev(impl->prev_crc_buf, std::uint64_t{img.chunks} * 4 * options.num_actors));
     PKRT_RETURN_IF_ERROR(alloc_dev(impl->actor_flag_buf, 4ull * options.num_actors));
     a.staging = static_cast<std::byte*>(impl->staging_buf.device());

@@ -145,6 +145,7 @@ void Runtime::Impl::handle_snapshot_refusal(const Event& ev) {
 // ---- the staging pool ----------------------------------------------------------------------
 
 void Runtime::Impl::reset_pool_locked() {
+  // Handed out from the back: slot 0 first.
   pool.free.resize(args.staging_slots);
   for (std::uint32_t i = 0; i < args.staging_slots; ++i) pool.free[i] = args.staging_slots - 1 - i;
   pool.all_request = 0;
@@ -154,6 +155,13 @@ void Runtime::Impl::reset_pool_locked() {
   pool.withdrawn_left = 0;
   restoring.clear();
   ++pool.resets;
+}
+
+Result<std::uint32_t> Runtime::Impl::take_pool_slot_locked(const char* what) {
+  PKRT_RETURN_IF_ERROR(pool_refusal(/*whole=*/false, what));
+  const std::uint32_t slot = pool.free.back();
+  pool.free.pop_back();
+  return slot;
 }
 
 Status Runtime::Impl::pool_refusal(bool whole, const char* what) const {
@@ -624,7 +632,9 @@ Result<std::uint64_t> Runtime::snapshot_actor(std::uint32_t actor, bool full, st
     std::unique_lock<std::mutex> lock(m.mu);
     if (m.phase == RuntimePhase::kStopped) return Status(StatusCode::kFailedPrecondition, "runtime was shut down");
     m.wait_for_withdrawn_pool(lock);
-    PKRT_RETURN_IF_ERROR(m.pool_refusal(/*whole=*/false, "snapshot_actor"));
+    auto taken = m.take_pool_slot_locked("snapshot_actor");
+    if (!taken.ok()) return taken.status();
+    slot = taken.value();
     id = kSnapshotRequestTag | m.next_snapshot++;
     static const host::NvtxName kRequestName("snapshot request (actor)");
     host::nvtx_mark(kRequestName, actor);
@@ -632,9 +642,7 @@ Result<std::uint64_t> Runtime::snapshot_actor(std::uint32_t actor, bool full, st
     r.requested = std::chrono::steady_clock::now();
     r.outstanding = 1;
     r.actor = actor;
-    r.slot = m.pool.free.back();
-    m.pool.free.pop_back();
-    slot = r.slot;
+    r.slot = slot;
   }
   const SnapshotRequestData req{full ? 1u : 0u, slot};
   Status st = m.publish_internal(m.block_of(actor), kOpSnapshotActor, actor,
@@ -749,9 +757,9 @@ std::future<Reply> Runtime::restore_actor(std::uint32_t actor, const std::vector
       return fail(Status(StatusCode::kFailedPrecondition,
                          "a snapshot is in flight. Fix: wait for pending snapshots (CheckpointManager::flush) "
                          "before a live restore"));
-    if (Status st = m.pool_refusal(/*whole=*/false, "restore_actor"); !st.ok()) return fail(st);
-    slot = m.pool.free.back();
-    m.pool.free.pop_back();
+    auto taken = m.take_pool_slot_locked("restore_actor");
+    if (!taken.ok()) return fail(taken.status());
+    slot = taken.value();
     resets = m.pool.resets;
     ++m.restores_in_flight;
   }
