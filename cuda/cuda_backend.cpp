@@ -395,3 +395,15 @@ Result<std::unique_ptr<Backend>> make_cuda_backend(int device) {
 }
 
 }  // namespace pkrt::host
+
+namespace pkrt {
+int cuda_device_count() {
+  setenv("CUDA_MODULE_LOADING", "EAGER", 0);  // before the first CUDA call, as in make_cuda_backend
+  int count = 0;
+  if (cudaGetDeviceCount(&count) != cudaSuccess) {
+    (void)cudaGetLastError();
+    return 0;
+  }
+  return count;
+}
+}  // namespace pkrt

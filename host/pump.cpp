@@ -338,8 +338,11 @@ void Runtime::Impl::watchdog_tick(bool finished) {
   const std::uint64_t sum = lo * 1000003u + hi;
   // Parked, idle, not yet started (init may be long) or stopped grids owe no heartbeat. A
   // grid held at a snapshot_all's cut shows progress through its waves' images instead
-  // (pool_image_copied moves last_progress).
-  if (finished || state != kGridRunning || sum != last_sum) {
+  // (pool_image_copied moves last_progress). Neither does a shard waiting for the host's K2K
+  // exchange with other shards (its caller times that out: pkrt/mpi.hpp).
+  // Relaxed: a host-written word read on the host; only its value matters here.
+  const bool exchange_wait = args.k2k_gated != 0 && lo >= detail::load_relaxed(control->host.k2k_open_epoch);
+  if (finished || state != kGridRunning || exchange_wait || sum != last_sum) {
     last_sum = sum;
     last_progress = now;
   } else if (now - last_progress > options.watchdog_timeout) {

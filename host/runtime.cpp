@@ -58,6 +58,19 @@ Status Runtime::start() {
                   "start() called twice; a Runtime launches its kernel once. Fix: create a new "
                   "Runtime to run again");
   }
+  if (m.log && m.args.k2k_gated != 0) {
+    return Status(StatusCode::kUnsupported,
+                  "a replay log of one shard of a multi-rank run cannot be replayed yet (its inbound K2K is not "
+                  "recorded). Fix: record a single-process run, or run this shard without a replay log");
+  }
+  // The grid starts only the epochs whose K2K messages from other shards are in: those the
+  // first exchange delivers (a fresh run's init sends) or, restored, what its images hold.
+  // Relaxed: the kernel is not running yet; the launch orders it.
+  detail::store_relaxed(m.control->host.k2k_open_epoch, m.args.start_epoch + m.args.k2k_delay - (m.args.run_init != 0 ? 1 : 0));
+  {
+    std::lock_guard<std::mutex> lock(m.exchange_mu);
+    m.next_delivery = first_exchange_epoch();
+  }
   if (m.log) {
     ReplayRunInfo info;
     info.app = m.program->name;
@@ -68,10 +81,12 @@ Status Runtime::start() {
     info.threads_per_block = m.plan.threads_per_block;
     info.ring_capacity = m.options.ring_capacity;
     info.digest_period = m.options.digest_period;
+    info.k2k_delay = m.options.k2k_delay;
     info.chaos = m.options.chaos;
     info.chaos_seed = m.options.chaos_seed;
     info.start_epoch = m.args.start_epoch;
-    info.config_hash = replay_config_hash(*m.program, m.params, m.options.num_actors, m.options.digest_period);
+    info.config_hash = replay_config_hash(*m.program, m.params, m.options.num_actors, m.options.digest_period,
+                                          m.options.k2k_delay);
     info.pkrt_version = version();
     info.created_unix_ns = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());

@@ -8,6 +8,7 @@
 //   host/pump.cpp                     the pump thread: K2H passes, horizon, reports, watchdog,
 //                                     poll policy
 //   host/snapshot_orchestration.cpp   snapshots (copy, verify, release), restores
+//   host/k2k_exchange.cpp             scale-out: K2K to and from other shards, the epoch gate
 //
 // Shared words and who writes them (see pkrt/control.hpp and pkrt/ring.hpp):
 //   HostControl words     control changes under control_mu (runtime_control.cpp); published and
@@ -83,6 +84,19 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   std::uint64_t ring_stride = 0;
   std::uint64_t state_stride = 0;
   detail::KernelArgs args{};
+  // Scale-out: the global id of each local actor (empty: ids equal), on the host.
+  std::vector<std::uint32_t> global_ids;
+  host::Buffer global_id_buf;
+  std::uint32_t global_id(std::uint32_t actor) const { return global_ids.empty() ? actor : global_ids[actor]; }
+  // K2K exchange with other shards (k2k_exchange.cpp), on the caller's thread.
+  std::mutex exchange_mu;
+  std::uint64_t next_delivery = 0;        // guarded by exchange_mu: the epoch deliver_inbound_k2k takes next
+  std::vector<std::byte> exchange_scratch;  // guarded by exchange_mu
+  // Device address of global actor `row`'s K2K mailbox in `buffer`.
+  std::byte* k2k_mailbox_device(std::uint32_t buffer, std::uint32_t row) const {
+    return static_cast<std::byte*>(k2k_buf.device()) +
+           (std::uint64_t{buffer} * args.global_actors + row) * args.k2k_channels * args.k2k_slot_stride;
+  }
 
   // ---- lifecycle and shared state (runtime.cpp) ------------------------------------------
   RuntimePhase phase = RuntimePhase::kCreated;  // written under mu; start/shutdown do not race

@@ -54,15 +54,44 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
                   "cuda_blocks_per_sm " + std::to_string(options.cuda_blocks_per_sm) +
                       " is out of range. Fix: use 1..32 (1 suits most apps)");
   }
+  if (options.k2k_delay == 0 || options.k2k_delay > kMaxK2KDelay) {
+    return Status(StatusCode::kInvalidArgument,
+                  "K2K delay " + std::to_string(options.k2k_delay) + " is out of range. Fix: use 1.." +
+                      std::to_string(kMaxK2KDelay) + " (1: messages are read the next epoch)");
+  }
+  // The program's actor count, of which this runtime runs num_actors (scale-out shards).
+  const std::uint32_t global_actors = options.global_actors == 0 ? options.num_actors : options.global_actors;
+  if (global_actors > (1u << 24) || global_actors < options.num_actors) {
+    return Status(StatusCode::kInvalidArgument,
+                  "global actor count " + std::to_string(global_actors) + " cannot hold this runtime's " +
+                      std::to_string(options.num_actors) + " actors. Fix: global_actors >= num_actors, at most 16777216");
+  }
+  if (options.global_ids.empty() ? global_actors != options.num_actors
+                                 : options.global_ids.size() != options.num_actors) {
+    return Status(StatusCode::kInvalidArgument,
+                  "a shard of " + std::to_string(global_actors) + " actors running " + std::to_string(options.num_actors) +
+                      " needs num_actors global ids, got " + std::to_string(options.global_ids.size()) +
+                      ". Fix: global_ids = the partition's actors of this rank (ActorPartition::actors_of)");
+  }
+  for (std::size_t i = 0; i < options.global_ids.size(); ++i) {
+    if (options.global_ids[i] >= global_actors || (i > 0 && options.global_ids[i] <= options.global_ids[i - 1])) {
+      return Status(StatusCode::kInvalidArgument,
+                    "global id " + std::to_string(options.global_ids[i]) + " at index " + std::to_string(i) +
+                        " is out of range or out of order. Fix: ascending ids below " + std::to_string(global_actors));
+    }
+  }
+  impl->global_ids = options.global_ids;
   impl->params.assign(static_cast<const std::byte*>(params),
                       static_cast<const std::byte*>(params) + params_bytes);
   if (program.check_params != nullptr) {
-    if (const char* problem = program.check_params(impl->params.data(), options.num_actors)) {
+    if (const char* problem = program.check_params(impl->params.data(), global_actors)) {
       return Status(StatusCode::kInvalidArgument,
                     std::string("params rejected by app '") + program.name + "': " + problem);
     }
   }
-  impl->layout = program.layout(impl->params.data(), options.num_actors);
+  // Over every global actor: arenas are sized for the largest, wherever it runs, so a
+  // checkpoint's images fit any partition.
+  impl->layout = program.layout(impl->params.data(), global_actors);
 
   // Backend selection. Chaos mode perturbs CPU worker threads; a GPU schedules on its own.
   std::string note;
@@ -141,7 +170,10 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   };
   const std::uint64_t k2k_stride =
       lay.k2k_channels == 0 ? 0 : align_up(detail::kK2KHeaderBytes + lay.k2k_payload_bytes, 64);
-  const std::uint64_t k2k_bytes = 2ull * options.num_actors * lay.k2k_channels * k2k_stride;
+  // D + 1 buffers of every global actor's mailboxes: this runtime's actors read theirs; the
+  // rows of actors other runtimes run are the outbound K2K the host collects.
+  const std::uint64_t k2k_buffers = std::uint64_t{options.k2k_delay} + 1;
+  const std::uint64_t k2k_bytes = k2k_buffers * global_actors * lay.k2k_channels * k2k_stride;
   if (options.snapshots &&
       (options.chunk_bytes < 256 || (options.chunk_bytes & (options.chunk_bytes - 1)) != 0)) {
     return Status(StatusCode::kInvalidArgument,
@@ -150,7 +182,7 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   }
   ImageLayout& img = impl->image;
   img.arena_bytes = impl->state_stride;
-  img.inbox_bytes = std::uint64_t{lay.k2k_channels} * k2k_stride;
+  img.inbox_bytes = std::uint64_t{options.k2k_delay} * lay.k2k_channels * k2k_stride;
   img.image_bytes = img.arena_bytes + img.inbox_bytes;
   img.chunk_bytes = options.chunk_bytes;
   // An image of more chunks than a u32 counts is no image any machine holds; refusing it
@@ -314,6 +346,11 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   if (params_bytes > 0) {
     PKRT_RETURN_IF_ERROR(be.copy_to_device(impl->params_buf.device(), params, params_bytes));
   }
+  if (!impl->global_ids.empty()) {
+    PKRT_RETURN_IF_ERROR(alloc_dev(impl->global_id_buf, 4ull * options.num_actors));
+    PKRT_RETURN_IF_ERROR(be.copy_to_device(impl->global_id_buf.device(), impl->global_ids.data(), 4ull * options.num_actors));
+    a.global_ids = static_cast<const std::uint32_t*>(impl->global_id_buf.device());
+  }
 
   a.control = static_cast<ControlBlock*>(impl->control_buf.device());
   a.heartbeats = static_cast<BlockHeartbeat*>(impl->heartbeat_buf.device());
@@ -326,6 +363,10 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   a.k2k_channels = lay.k2k_channels;
   a.k2k_slot_stride = k2k_stride;
   a.k2k_payload_bytes = lay.k2k_payload_bytes;
+  a.k2k_delay = options.k2k_delay;
+  a.k2k_buffers = static_cast<std::uint32_t>(k2k_buffers);
+  a.global_actors = global_actors;
+  a.k2k_gated = global_actors != options.num_actors && lay.k2k_channels > 0 ? 1u : 0u;
   a.global = static_cast<std::byte*>(impl->global_buf.device());
   a.global_bytes = lay.global_bytes;
   a.grid = static_cast<detail::GridScratch*>(impl->grid_buf.device());

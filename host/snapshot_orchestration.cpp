@@ -699,14 +699,16 @@ Status Runtime::restore_before_start(std::uint64_t epoch, const std::vector<std:
       return Status(StatusCode::kInvalidArgument,
                     "image of actor " + std::to_string(a) + " has " + std::to_string(images[a].size()) +
                         " bytes; this runtime's actors need " + std::to_string(img.image_bytes) +
-                        ". Fix: restore with the same app parameters and actor count as the checkpoint");
+                        ". Fix: restore with the same app parameters, actor count and K2K delay as the checkpoint");
     }
     auto* arena = static_cast<std::byte*>(m.state_buf.device()) + m.state_stride * a;
     PKRT_RETURN_IF_ERROR(m.backend->copy_to_device(arena, images[a].data(), img.arena_bytes));
-    if (img.inbox_bytes > 0) {
-      auto* inbox = static_cast<std::byte*>(m.k2k_buf.device()) +
-                    ((epoch & 1u) * m.options.num_actors + a) * img.inbox_bytes;
-      PKRT_RETURN_IF_ERROR(m.backend->copy_to_device(inbox, images[a].data() + img.arena_bytes, img.inbox_bytes));
+    // The inbox's D mailboxes, oldest first, back where the run left them (header epochs as
+    // written: the run resumes at epoch + 1).
+    const std::uint64_t mailbox = img.inbox_bytes / m.args.k2k_delay;
+    for (std::uint32_t k = 0; mailbox > 0 && k < m.args.k2k_delay; ++k) {
+      PKRT_RETURN_IF_ERROR(m.backend->copy_to_device(m.k2k_mailbox_device(detail::k2k_buffer_of(m.args, epoch + 2 + k), m.global_id(a)),
+                                                     images[a].data() + img.arena_bytes + k * mailbox, mailbox));
     }
     if (m.options.snapshots) {
       m.mirror[a] = std::make_shared<Impl::MirrorImage>();

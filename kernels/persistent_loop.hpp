@@ -156,8 +156,8 @@ PKRT_HD void apply_command(BlockState& bs, const Slot& cmd, std::uint32_t first,
     } else if (!mine) {
       publish_error(bs, cmd, StatusCode::kOutOfRange, args.num_actors);
     } else {
-      Message msg{cmd.header.opcode, actor, cmd.payload.request, bs.epoch, cmd.payload.data};
-      MessageContext ctx(bs, msg, (cmd.header.flags & kFlagPost) != 0);
+      Message msg{cmd.header.opcode, global_actor_id(args, actor), cmd.payload.request, bs.epoch, cmd.payload.data};
+      MessageContext ctx(bs, msg, actor, (cmd.header.flags & kFlagPost) != 0);
       StatusCode rc = StatusCode::kUnknownOpcode;
       if constexpr (ActorHasMessageHandler<App>) {
         rc = App::on_message(actor_state<App>(args, actor), msg, ctx);
@@ -270,6 +270,7 @@ struct ControlView {
   std::uint64_t snapshot_epoch = 0, snapshot_request = 0;
   std::uint32_t snapshot_flags = 0;  // SnapshotAllFlags
   std::uint32_t snapshot_wave = 0, wave_first = 0, wave_last = 0;
+  std::uint64_t k2k_open_epoch = 0;
   std::uint64_t served_snapshot = 0;  // block 0's record of the last snapshot_all latched
   std::uint32_t served_wave = 0;      // and of its last wave scheduled
   std::uint32_t reported_generation = 0;  // last generation stored in GridReport
@@ -298,6 +299,13 @@ struct ControlView {
     snapshot_flags = load_acquire(hc.snapshot_flags);
     wave_first = load_acquire(hc.snapshot_wave_first);
     wave_last = load_acquire(hc.snapshot_wave_last);
+    // Acquire: pairs with the host's store_release of it, made after its delivery of the
+    // K2K messages it opens (Runtime::deliver_inbound_k2k).
+    k2k_open_epoch = load_acquire(hc.k2k_open_epoch);
+  }
+  // Scale-out: epoch `next` reads K2K messages from other runtimes the host has not delivered.
+  PKRT_HD bool waits_for_exchange(const KernelArgs& args, std::uint64_t next) const {
+    return args.k2k_gated != 0 && next > k2k_open_epoch;
   }
   // The user's park: pause or target epoch (reported with kOpPaused).
   PKRT_HD bool wants_park(std::uint64_t epoch) const { return pause || epoch >= target_epoch; }
@@ -319,7 +327,7 @@ PKRT_HD void decide_next_round(BlockState& bs, ControlView& control, std::uint64
   for (;;) {
     // Acquire: pairs with the host's store_release of the doorbell, which follows every
     // publish and control change; read before the checks so none is missed by the wait.
-    const std::uint32_t bell = kEventDriven ? load_acquire(hc.doorbell) : 0u;
+    const std::uint32_t bell = kEventDriven || args.k2k_gated != 0 ? load_acquire(hc.doorbell) : 0u;
     control.refresh(hc);
     if (control.reported_generation != control.generation) {
       control.reported_generation = control.generation;
@@ -335,6 +343,12 @@ PKRT_HD void decide_next_round(BlockState& bs, ControlView& control, std::uint64
       directive = kDirectiveStop;
     } else if (control.wants_park(epoch) || control.holds_for_snapshot()) {
       directive = kDirectivePark;
+    } else if (control.waits_for_exchange(args, epoch + 1)) {
+      // Every block has finished `epoch` (and released its heartbeat, so the host can collect
+      // its outbound K2K); the host opens the next epoch once the exchange is in (a control
+      // change: generation, then doorbell).
+      wait_for_change(hc.doorbell, bell, args.idle_spin, args.poll_sleep_cap_ns, args.control->doorbell_sleeper);
+      continue;
     } else if constexpr (kEventDriven) {
       // A target epoch ahead is work too: run_until() must reach it even with no commands.
       // So is a snapshot_all not yet served.
@@ -572,6 +586,11 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
     }
   }
 
+  if (leader) {
+    // Release: pairs with the host's acquire in Runtime::epoch_completed; the init's K2K
+    // commits (every thread's: the sync_block after each actor's init) are visible with it.
+    store_release(args.heartbeats[b].initialized, 1u);
+  }
   // A restored grid may hold K2K messages for its next epoch: an event-driven app must run it.
   if (args.run_init == 0) bs.active = true;
   if (leader && bs.active) {

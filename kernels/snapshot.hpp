@@ -9,8 +9,9 @@
 // Snapshot of actor a at the end of epoch e, served after the grid barrier that follows
 // epoch e (every block has finished it, so a's inbox is complete); the actor is held only for
 // this device-local work:
-//   1. all threads copy the image = [arena (State + named regions)][a's K2K inbox of parity
-//      e & 1, i.e. what it will read in e + 1] into the slot;
+//   1. all threads copy the image = [arena (State + named regions)][a's K2K inbox: the D
+//      mailboxes written in epochs e - D + 1 .. e, oldest first, i.e. what it will read in
+//      e + 1 .. e + D (D = k2k_delay)] into the slot;
 //   2. all threads compute the CRC32 of every chunk, each chunk split over the block's threads
 //      (kernels/block_crc32.hpp; slice tables in shared memory). A CPU worker does 1 and 2
 //      chunk by chunk, CRC-ing each chunk while it is in cache (kSnapshotCopiesChunkByChunk),
@@ -34,8 +35,8 @@
 // (serve_queued_snapshots); in a park round nobody steps until block 0 reaches the next
 // round's barrier, after its copy.
 // Restore of actor a at the start of epoch e (kOpRestoreActor, the host uploaded the image
-// into the slot it names first): all threads copy the image back into the arena and the
-// inbox of parity (e - 1) & 1 (read in epoch e); the next snapshot of a is full.
+// into the slot it names first): all threads copy the image back into the arena and the D
+// mailboxes read in e .. e + D - 1; the next snapshot of a is full.
 // kBlockThreads: the launch's block size (kernels/block_collectives.hpp).
 #pragma once
 
@@ -59,13 +60,20 @@ PKRT_HD inline std::byte* actor_arena(const KernelArgs& args, std::uint32_t acto
   return args.state + args.state_stride * actor;
 }
 
-// Actor's K2K inbox slots of one parity: contiguous, k2k_channels slots.
-PKRT_HD inline std::byte* actor_inbox(const KernelArgs& args, std::uint64_t parity, std::uint32_t actor) {
-  return args.k2k + (parity * args.num_actors + actor) * std::uint64_t{args.k2k_channels} * args.k2k_slot_stride;
+// Local actor `actor`'s K2K mailbox in `buffer`: contiguous, k2k_channels slots.
+PKRT_HD inline std::byte* actor_inbox(const KernelArgs& args, std::uint32_t buffer, std::uint32_t actor) {
+  return k2k_mailbox(args, buffer, global_actor_id(args, actor));
 }
 
+// One mailbox of an image's inbox; the image holds k2k_delay of them.
 PKRT_HD inline std::uint64_t inbox_bytes(const KernelArgs& args) {
   return std::uint64_t{args.k2k_channels} * args.k2k_slot_stride;
+}
+
+// The buffer holding piece k (0 = oldest) of the inbox of an image taken at the end of
+// `epoch`: written in epoch - D + 1 + k, which is epoch + 2 + k modulo D + 1.
+PKRT_HD inline std::uint32_t inbox_piece_buffer(const KernelArgs& args, std::uint64_t epoch, std::uint32_t k) {
+  return k2k_buffer_of(args, epoch + 2 + k);
 }
 
 // What one snapshot copies and where: an actor's (arena + inbox) or the global region's.
@@ -73,7 +81,12 @@ struct SnapshotTarget {
   std::uint32_t actor;      // or kGlobalRegionActor
   std::byte* slot;          // staging: image, chunk CRCs at crc_offset, changed flags at changed_offset
   const std::byte* head;    // image bytes [0, head_bytes)
-  const std::byte* tail;    // image bytes [head_bytes, image_bytes)
+  // Image bytes [head_bytes, image_bytes): pieces of piece_bytes, piece k at
+  // tail + buffer_of(k) * tail_buffer_stride (the inbox's mailboxes, oldest first).
+  const std::byte* tail;
+  std::uint64_t piece_bytes;
+  std::uint64_t tail_buffer_stride;
+  std::uint64_t tail_epoch;  // the cut: piece k is in inbox_piece_buffer(args, tail_epoch, k)
   std::uint64_t head_bytes;
   std::uint64_t image_bytes;
   std::uint64_t crc_offset;
@@ -86,13 +99,16 @@ struct SnapshotTarget {
 };
 
 // Actor `actor`'s image at the end of `epoch`, into pool slot `slot`: its arena, then its
-// inbox of parity epoch & 1.
+// inbox (the D mailboxes in flight after `epoch`).
 PKRT_HD inline SnapshotTarget actor_snapshot_target(const KernelArgs& args, std::uint32_t actor, std::uint32_t slot,
                                                     std::uint64_t epoch) {
   return {actor,
           staging_slot(args, slot),
           actor_arena(args, actor),
-          actor_inbox(args, epoch & 1u, actor),
+          actor_inbox(args, 0, actor),
+          inbox_bytes(args),
+          std::uint64_t{args.global_actors} * inbox_bytes(args),
+          epoch,
           args.state_stride,
           args.image_bytes,
           args.crc_offset,
@@ -109,6 +125,9 @@ PKRT_HD inline SnapshotTarget global_snapshot_target(const KernelArgs& args) {
           args.global_staging,
           args.global,
           nullptr,
+          0,
+          0,
+          0,
           args.global_bytes,
           args.global_bytes,
           args.global_crc_offset,
@@ -125,15 +144,25 @@ PKRT_HD inline std::uint32_t& snapshot_flags_of(const KernelArgs& args, std::uin
   return actor == kGlobalRegionActor ? *args.global_flags : args.actor_flags[actor];
 }
 
-// Copies image bytes [off, off + n) (head first, then tail) into the staging slot.
-PKRT_HD inline void copy_image_range(const SnapshotTarget& t, std::uint64_t off, std::uint64_t n) {
+// Copies image bytes [off, off + n) (head first, then the tail's pieces) into the staging slot.
+PKRT_HD inline void copy_image_range(const KernelArgs& args, const SnapshotTarget& t, std::uint64_t off,
+                                     std::uint64_t n) {
   if (off < t.head_bytes) {
     const std::uint64_t m = t.head_bytes - off < n ? t.head_bytes - off : n;
     block_copy(t.slot + off, t.head + off, m);
     off += m;
     n -= m;
   }
-  if (n > 0) block_copy(t.slot + off, t.tail + (off - t.head_bytes), n);
+  while (n > 0) {
+    const std::uint64_t k = (off - t.head_bytes) / t.piece_bytes;
+    const std::uint64_t within = (off - t.head_bytes) % t.piece_bytes;
+    const std::uint64_t m = t.piece_bytes - within < n ? t.piece_bytes - within : n;
+    const std::byte* piece =
+        t.tail + inbox_piece_buffer(args, t.tail_epoch, static_cast<std::uint32_t>(k)) * t.tail_buffer_stride;
+    block_copy(t.slot + off, piece + within, m);
+    off += m;
+    n -= m;
+  }
 }
 
 // The image CRC and the count of changed chunks of one snapshot (thread 0's values).
@@ -190,12 +219,12 @@ PKRT_HD void serve_snapshot(BlockState& bs, const SnapshotTarget& t, std::uint64
   if constexpr (kSnapshotCopiesChunkByChunk) {
     for (std::uint64_t off = 0, c = 0; off < t.image_bytes; off += args.chunk_bytes, ++c) {
       const std::uint64_t n = t.image_bytes - off < args.chunk_bytes ? t.image_bytes - off : args.chunk_bytes;
-      copy_image_range(t, off, n);
+      copy_image_range(args, t, off, n);
       crcs[c] = crc::crc32_update_native(crc::crc32_tables().slice, 0, t.slot + off, n);
     }
   } else {
     const crc::Crc32Slices& tables = block_crc32_tables();
-    copy_image_range(t, 0, t.image_bytes);
+    copy_image_range(args, t, 0, t.image_bytes);
     sync_block();  // the whole image is in staging before any thread CRCs a part of it
     block_crc32_chunks<kBlockThreads>(tables, t.slot, t.image_bytes, args.chunk_bytes, crcs);
   }
@@ -220,23 +249,32 @@ PKRT_HD void serve_snapshot(BlockState& bs, const SnapshotTarget& t, std::uint64
   }
 }
 
-// Call from every thread of the block, before the step of bs.epoch. `source_epoch` is the
-// epoch the image was taken at: its inbox messages (header epoch == source_epoch) become
-// the ones this epoch reads; older ones stay stale.
+// Call from every thread of the block, before the step of bs.epoch. `source_epoch` S is the
+// epoch the image was taken at: its inbox piece k, written in S - D + 1 + k, becomes the
+// mailbox written in bs.epoch - D + k (read in bs.epoch + k), as if the actor's last D epochs
+// had been S - D + 1 .. S; any other header epoch in a piece marks a slot stale.
 PKRT_HD inline void serve_restore(BlockState& bs, std::uint32_t actor, std::uint32_t pool_slot,
                                   std::uint64_t source_epoch) {
   const KernelArgs& args = *bs.args;
   const std::byte* slot = staging_slot(args, pool_slot);
+  const std::uint64_t delay = args.k2k_delay;
+  const std::uint64_t cut = bs.epoch - 1;  // the restored actor resumes as if S were this epoch
   block_copy(actor_arena(args, actor), slot, args.state_stride);
-  block_copy(actor_inbox(args, (bs.epoch - 1) & 1u, actor), slot + args.state_stride, inbox_bytes(args));
+  for (std::uint32_t k = 0; k < delay && inbox_bytes(args) > 0; ++k)
+    block_copy(actor_inbox(args, inbox_piece_buffer(args, cut, k), actor),
+               slot + args.state_stride + k * inbox_bytes(args), inbox_bytes(args));
   // The inbox headers carry the epoch they were written in; the restored messages must be
-  // the ones this epoch reads.
+  // the ones this epoch and the next D - 1 read.
   sync_block();
   if (thread_rank() == 0) {
-    std::byte* inbox = actor_inbox(args, (bs.epoch - 1) & 1u, actor);
-    for (std::uint32_t c = 0; c < args.k2k_channels; ++c) {
-      auto* h = reinterpret_cast<K2KSlotHeader*>(inbox + c * args.k2k_slot_stride);
-      h->epoch = h->epoch == source_epoch ? bs.epoch - 1 : ~std::uint64_t{0};
+    for (std::uint32_t k = 0; k < delay; ++k) {
+      std::byte* inbox = actor_inbox(args, inbox_piece_buffer(args, cut, k), actor);
+      // A piece older than the run (S + 1 + k < D) holds no message whatever its header says.
+      const bool exists = source_epoch + 1 + k >= delay && cut + 1 + k >= delay;
+      for (std::uint32_t c = 0; c < args.k2k_channels; ++c) {
+        auto* h = reinterpret_cast<K2KSlotHeader*>(inbox + c * args.k2k_slot_stride);
+        h->epoch = exists && h->epoch == source_epoch + 1 + k - delay ? cut + 1 + k - delay : ~std::uint64_t{0};
+      }
     }
     args.actor_flags[actor] &= ~kSnapshotHasPrevious;
   }

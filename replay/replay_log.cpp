@@ -92,7 +92,8 @@ constexpr std::size_t kChaosSeedAt = 152;      // u64
 constexpr std::size_t kStartEpochAt = 160;     // u64
 constexpr std::size_t kConfigHashAt = 168;     // u64
 constexpr std::size_t kCreatedAt = 176;        // u64
-constexpr std::size_t kParamsBytesAt = 184;    // u32 (188..191 reserved)
+constexpr std::size_t kParamsBytesAt = 184;    // u32
+constexpr std::size_t kK2KDelayAt = 188;       // u32: K2K delay, 0 for the default 1 (older logs)
 constexpr std::size_t kParamsAt = 192;         // u8[2048], zero-padded
 constexpr std::size_t kMetadataCrcAt = kParamsAt + kReplayMaxParamsBytes;  // 2240
 constexpr std::size_t kMetadataBytes = kMetadataCrcAt + 4;
@@ -165,6 +166,7 @@ MetadataBytes encode_metadata(std::uint64_t capacity, const ReplayRunInfo& info,
   store_at(p, kCreatedAt, info.created_unix_ns);
   const std::size_t params = std::min(info.params.size(), kReplayMaxParamsBytes);
   store_at(p, kParamsBytesAt, static_cast<std::uint32_t>(params));
+  store_at(p, kK2KDelayAt, std::uint32_t{info.k2k_delay == 1 ? 0u : info.k2k_delay});
   if (params > 0) std::memcpy(p + kParamsAt, info.params.data(), params);
   store_at(p, kMetadataCrcAt, crc32(p, kMetadataCrcAt));
   return m;
@@ -606,6 +608,11 @@ Result<ReplayLog> parse_log(std::span<const std::byte> file, const std::string& 
   info.start_epoch = load_at<std::uint64_t>(p, kStartEpochAt);
   info.config_hash = load_at<std::uint64_t>(p, kConfigHashAt);
   info.created_unix_ns = load_at<std::uint64_t>(p, kCreatedAt);
+  const auto k2k_delay = load_at<std::uint32_t>(p, kK2KDelayAt);
+  if (k2k_delay == 1 || k2k_delay > kMaxK2KDelay)
+    return metadata_damaged(name, "K2K delay field " + std::to_string(k2k_delay) + " (0 stands for 1; at most " +
+                                      std::to_string(kMaxK2KDelay) + ")");
+  info.k2k_delay = k2k_delay == 0 ? 1 : k2k_delay;
   // Encoding what was decoded must give the same bytes: this rejects nonzero padding,
   // reserved bytes and non-0/1 flags in one place.
   if (std::memcmp(encode_metadata(log.capacity, info, version).data(), p, kMetadataBytes) != 0)

@@ -289,13 +289,15 @@ Status check_epochs_against_stop(const ReplayLog& log) {
 }  // namespace
 
 std::uint64_t replay_config_hash(const Program& program, std::span<const std::byte> params,
-                                 std::uint32_t num_actors, std::uint32_t digest_period) {
+                                 std::uint32_t num_actors, std::uint32_t digest_period,
+                                 std::uint32_t k2k_delay) {
   ConfigHasher h;
   h.str(program.name);
   h.u64(params.size());
   h.bytes(params.data(), params.size());
   h.u64(num_actors);
   h.u64(digest_period);
+  if (k2k_delay != 1) h.u64(k2k_delay);
   if (params.size() == program.params_bytes) {
     const ProgramLayout lay = program.layout(params.data(), num_actors);
     h.u64(lay.state_bytes);
@@ -498,7 +500,7 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
                       std::to_string(kReplayMaxActors) + " actors: the log is crafted or damaged. Fix: replay "
                       "a log written by `pkrt run --replay-log`");
   }
-  const std::uint64_t hash = replay_config_hash(*program, info.params, info.num_actors, info.digest_period);
+  const std::uint64_t hash = replay_config_hash(*program, info.params, info.num_actors, info.digest_period, info.k2k_delay);
   if (hash != info.config_hash) {
     return Status(StatusCode::kInvalidArgument,
                   "the log's configuration hash " + hex(info.config_hash, 16) + " does not match app '" +
@@ -578,6 +580,7 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
   ro.num_actors = info.num_actors;
   ro.threads = options.threads != 0 ? options.threads : info.blocks;
   ro.digest_period = info.digest_period;
+  ro.k2k_delay = info.k2k_delay;
   ro.chaos = options.chaos;
   ro.chaos_seed = options.chaos_seed;
   ro.snapshots = false;

@@ -1,12 +1,14 @@
 # scripts/deps.sh: sourced by the other scripts. Installs the Debian packages pkrt needs when
 # run as root, or prints the exact apt-get line to run. The CUDA toolkit is optional: without
 # nvcc only the CPU backend is built. clang + libclang-rt-dev build the libFuzzer targets.
+# libopenmpi-dev + openmpi-bin build pkrt::mpi and run the MPI tests (scale-out).
 PKRT_DEBIAN_PACKAGES=(
   cmake make g++ pkg-config git
   libgtest-dev libbenchmark-dev
   libzstd-dev libisal-dev libdeflate-dev zlib1g-dev
   libcli11-dev nlohmann-json3-dev libboost-dev
   clang libclang-rt-dev
+  libopenmpi-dev openmpi-bin
 )
 
 pkrt_ensure_deps() {

@@ -39,9 +39,17 @@ std::vector<float> heat2d_reference(const Heat2d::Params& p, std::uint64_t epoch
 
 Result<std::vector<float>> heat2d_gather(Runtime& runtime, const Heat2d::Params& p) {
   std::vector<float> field(std::uint64_t{p.width} * p.height);
-  const std::uint32_t actors = p.tiles_x * p.tiles_y;
+  PKRT_RETURN_IF_ERROR(heat2d_gather_into(runtime, p, field));
+  return field;
+}
+
+Status heat2d_gather_into(Runtime& runtime, const Heat2d::Params& p, std::vector<float>& field) {
+  if (field.size() != std::uint64_t{p.width} * p.height)
+    return Status(StatusCode::kInvalidArgument, "heat2d field of " + std::to_string(field.size()) +
+                                                    " cells for a " + std::to_string(p.width) + "x" +
+                                                    std::to_string(p.height) + " grid");
   std::vector<float> buf(runtime.region_bytes(0) / sizeof(float));
-  for (std::uint32_t a = 0; a < actors; ++a) {
+  for (std::uint32_t a = 0; a < runtime.options().num_actors; ++a) {
     Heat2d::State s{};
     PKRT_RETURN_IF_ERROR(runtime.read_region(a, -1, &s, sizeof s));
     PKRT_RETURN_IF_ERROR(runtime.read_region(a, 0, buf.data(), buf.size() * sizeof(float)));
@@ -50,7 +58,7 @@ Result<std::vector<float>> heat2d_gather(Runtime& runtime, const Heat2d::Params&
       std::memcpy(&field[(std::uint64_t{s.tile.y0} + y) * p.width + s.tile.x0],
                   f + (y + 1ull) * s.pitch + 1, s.tile.w * sizeof(float));
   }
-  return field;
+  return Status();
 }
 
 std::uint32_t heat2d_checksum(const std::vector<float>& field) {

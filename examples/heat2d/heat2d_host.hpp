@@ -25,6 +25,9 @@ std::vector<float> heat2d_reference(const Heat2d::Params& params, std::uint64_t 
 
 // The whole W x H field, row-major, read from a parked or stopped runtime.
 Result<std::vector<float>> heat2d_gather(Runtime& runtime, const Heat2d::Params& params);
+// The tiles `runtime` runs (all of them, or one shard's: RuntimeOptions::global_ids) written
+// into `field` (width x height); other cells are left as they are. Same preconditions.
+Status heat2d_gather_into(Runtime& runtime, const Heat2d::Params& params, std::vector<float>& field);
 
 // CRC32 (zlib) of the field's float32 bytes: the checksum the CLI prints.
 std::uint32_t heat2d_checksum(const std::vector<float>& field);

@@ -2,6 +2,8 @@
 // with its parsed options.
 #pragma once
 
+#include <pkrt/runtime.hpp>
+
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
@@ -43,6 +45,8 @@ struct RunOptions {
   bool replay_log_replace = false;   // an existing file at --replay-log is replaced once the new log is ready
   std::uint32_t digest_every = 10;   // with --replay-log: state digests every N epochs (0: none)
   std::int64_t chaos = -1;           // CPU chaos seed (-1: off)
+  std::uint32_t k2k_delay = 1;       // RuntimeOptions::k2k_delay
+  std::string partition = "tiles";   // under mpirun: tiles | contiguous
 };
 
 struct ReplayOptions {
@@ -78,6 +82,12 @@ struct SelftestOptions {
 
 void add_run_command(CLI::App& app, RunOptions& opts);
 int run_command(const RunOptions& opts);
+// The runtime options `pkrt run` derives from its flags (no replay log).
+RuntimeOptions run_runtime_options(const RunOptions& opts, BackendKind backend);
+// Whether this process is one rank of an mpirun launch of more than one rank.
+bool launched_by_mpirun();
+// `pkrt run` as one rank of an mpirun launch (host/cli/run_mpi.cpp): heat2d over the ranks.
+int run_mpi_command(const RunOptions& opts);
 
 void add_selftest_command(CLI::App& app, SelftestOptions& opts);
 int selftest_command(const SelftestOptions& opts);

@@ -160,9 +160,16 @@ class ReplayLogSession {
 };
 
 RuntimeOptions runtime_options(const RunOptions& o, BackendKind backend, const ReplayLogSession& log) {
-  RuntimeOptions ro;
+  RuntimeOptions ro = run_runtime_options(o, backend);
   ro.replay_log = log.writer();
   ro.digest_period = log.writer() ? o.digest_every : 0;
+  return ro;
+}
+
+}  // namespace
+
+RuntimeOptions run_runtime_options(const RunOptions& o, BackendKind backend) {
+  RuntimeOptions ro;
   ro.chaos = o.chaos >= 0;
   ro.chaos_seed = o.chaos >= 0 ? static_cast<std::uint64_t>(o.chaos) : 0;
   ro.backend = backend;
@@ -176,8 +183,11 @@ RuntimeOptions runtime_options(const RunOptions& o, BackendKind backend, const R
   ro.cuda_blocks_per_sm = o.cuda_blocks_per_sm;
   ro.staging_bytes = o.staging_mib << 20;
   ro.watchdog_timeout = std::chrono::milliseconds(o.watchdog_ms);
+  ro.k2k_delay = o.k2k_delay;
   return ro;
 }
+
+namespace {
 
 // Runs to `target`, updating the progress line until the grid parks there. When `stop`
 // gives a reason, parks the grid where it is and returns kAborted with that reason.
@@ -733,11 +743,24 @@ void add_run_command(CLI::App& app, RunOptions& o) {
   run->add_option("--digest-every", o.digest_every, "With --replay-log: actors report a CRC32 of their state every N epochs (0: never)")->capture_default_str();
   run->add_option("--chaos", o.chaos, "CPU chaos mode with this seed: seeded block order and worker delays")
       ->check(CLI::Range(std::int64_t{0}, std::numeric_limits<std::int64_t>::max()));
+  run->add_option("--k2k-delay", o.k2k_delay,
+                  "Epochs between an actor's K2K send and its read (heat2d halos; 1: the next epoch). Part of the "
+                  "computation: a different delay is a different run. Under mpirun, D > 1 overlaps the ranks' "
+                  "exchange with D - 1 epochs of compute")
+      ->check(CLI::Range(1u, kMaxK2KDelay))
+      ->capture_default_str();
+  run->add_option("--partition", o.partition,
+                  "Under mpirun: which rank runs which heat2d tile: tiles (rectangles of tiles, fewest halos "
+                  "between ranks) or contiguous (equal blocks of actor ids)")
+      ->check(CLI::IsMember({"tiles", "contiguous"}))
+      ->capture_default_str();
   run->add_flag("--json", o.json, "Print the summary as JSON on stdout");
   run->add_flag("--quiet", o.quiet, "No progress line");
 }
 
 int run_command(const RunOptions& o) {
+  // Under mpirun every rank runs one shard of the program (host/cli/run_mpi.cpp).
+  if (launched_by_mpirun()) return run_mpi_command(o);
   auto backend = parse_backend(o.backend);
   if (!backend.ok()) return report_error("run", backend.status());
   ProgressLine progress(!o.quiet);

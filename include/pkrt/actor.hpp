@@ -64,7 +64,7 @@ namespace pkrt {
 // A host command as delivered to an actor's message handler.
 struct Message {
   std::uint16_t opcode;
-  std::uint32_t actor;
+  std::uint32_t actor;    // global id (ActorContext::actor())
   std::uint64_t request;
   std::uint64_t epoch;  // epoch at which it is being applied
   const std::byte* data;  // kEnvelopeDataBytes bytes
@@ -231,10 +231,13 @@ PKRT_HD inline Envelope make_envelope(std::uint64_t epoch, std::uint64_t request
 
 class ActorContext {
  public:
+  // `actor`: the local index (this runtime's arena); the app sees its global id.
   PKRT_HD ActorContext(detail::BlockState& bs, std::uint32_t actor) : bs_(&bs), actor_(actor) {}
 
-  PKRT_HD std::uint32_t actor() const { return actor_; }
-  PKRT_HD std::uint32_t num_actors() const { return bs_->args->num_actors; }
+  // The actor's global id, 0 .. num_actors() - 1: the same whichever runtime (rank) runs it.
+  PKRT_HD std::uint32_t actor() const { return detail::global_actor_id(*bs_->args, actor_); }
+  // The program's actor count (all ranks together).
+  PKRT_HD std::uint32_t num_actors() const { return bs_->args->global_actors; }
   PKRT_HD std::uint64_t epoch() const { return bs_->epoch; }
   PKRT_HD std::uint32_t block() const { return detail::block_index(bs_->env); }
   PKRT_HD std::uint32_t num_blocks() const { return bs_->args->num_blocks; }
@@ -264,36 +267,42 @@ class ActorContext {
     return reinterpret_cast<T*>(bs_->args->global);
   }
 
-  // K2K: the outbox to `dst` on `channel` for this epoch, or nullptr when dst or channel is
-  // out of range. Any thread may fill it; the leader then calls k2k_commit.
+  // K2K: the outbox to global actor `dst` on `channel` for this epoch, or nullptr when dst or
+  // channel is out of range. Any thread may fill it; the leader then calls k2k_commit. dst
+  // reads it in epoch() + k2k_delay() (wherever it runs), on that channel; two commits to one
+  // (dst, channel) in one epoch leave the last one, so give each sender its own channel.
   PKRT_HD std::byte* k2k_outbox(std::uint32_t dst, std::uint32_t channel) const {
     if (dst >= num_actors() || channel >= bs_->args->k2k_channels) return nullptr;
-    return k2k_slot(bs_->epoch & 1u, dst, channel) + detail::kK2KHeaderBytes;
+    return k2k_slot(bs_->epoch, dst, channel) + detail::kK2KHeaderBytes;
   }
   PKRT_HD std::uint64_t k2k_capacity() const { return bs_->args->k2k_payload_bytes; }
+  // D: epochs between a K2K commit and its read (RuntimeOptions::k2k_delay; 1 by default).
+  PKRT_HD std::uint32_t k2k_delay() const { return bs_->args->k2k_delay; }
 
   // Leader only, after the block synced past the outbox writes: marks the outbox written.
   PKRT_HD bool k2k_commit(std::uint32_t dst, std::uint32_t channel, std::uint32_t bytes) const {
     if (dst >= num_actors() || channel >= bs_->args->k2k_channels ||
         bytes > bs_->args->k2k_payload_bytes)
       return false;
-    auto* header = reinterpret_cast<detail::K2KSlotHeader*>(k2k_slot(bs_->epoch & 1u, dst, channel));
-    // Plain stores: the receiver reads them only after the epoch barrier, which orders them.
-    header->src = actor_;
+    auto* header = reinterpret_cast<detail::K2KSlotHeader*>(k2k_slot(bs_->epoch, dst, channel));
+    // Plain stores: the receiver reads them only after the epoch barrier (or, in another
+    // runtime, the host's exchange after this block's heartbeat release), which orders them.
+    header->src = actor();
     header->bytes = bytes;
     header->epoch = bs_->epoch;
     bs_->active = true;
     return true;
   }
 
-  // K2K: what was committed to this actor on `channel` during the previous epoch.
+  // K2K: what was committed to this actor on `channel` in epoch epoch() - k2k_delay().
   PKRT_HD K2KMessage k2k_inbox(std::uint32_t channel) const {
     K2KMessage msg;
-    if (channel >= bs_->args->k2k_channels || bs_->epoch == 0) return msg;
-    const std::uint64_t prev = bs_->epoch - 1;
-    const std::byte* slot = k2k_slot(prev & 1u, actor_, channel);
+    const std::uint64_t delay = bs_->args->k2k_delay;
+    if (channel >= bs_->args->k2k_channels || bs_->epoch < delay) return msg;
+    const std::uint64_t sent = bs_->epoch - delay;
+    const std::byte* slot = k2k_slot(sent, actor(), channel);
     const auto* header = reinterpret_cast<const detail::K2KSlotHeader*>(slot);
-    if (header->epoch != prev) return msg;  // stale: nothing was sent last epoch
+    if (header->epoch != sent) return msg;  // stale: nothing was sent then
     msg.data = slot + detail::kK2KHeaderBytes;
     msg.bytes = header->bytes;
     msg.src = header->src;
@@ -324,12 +333,10 @@ class ActorContext {
   PKRT_HD std::byte* arena() const {
     return bs_->args->state + bs_->args->state_stride * actor_;
   }
-  PKRT_HD std::byte* k2k_slot(std::uint64_t parity, std::uint32_t actor,
-                              std::uint32_t channel) const {
+  // The slot of global actor `row` on `channel` in the buffer that epoch `epoch` writes.
+  PKRT_HD std::byte* k2k_slot(std::uint64_t epoch, std::uint32_t row, std::uint32_t channel) const {
     const detail::KernelArgs& a = *bs_->args;
-    const std::uint64_t index =
-        (parity * a.num_actors + actor) * std::uint64_t{a.k2k_channels} + channel;
-    return a.k2k + index * a.k2k_slot_stride;
+    return detail::k2k_mailbox(a, detail::k2k_buffer_of(a, epoch), row) + channel * a.k2k_slot_stride;
   }
   detail::BlockState* bs_;
   std::uint32_t actor_;
@@ -338,8 +345,9 @@ class ActorContext {
 // The context of a message handler: an ActorContext that can also reply.
 class MessageContext : public ActorContext {
  public:
-  PKRT_HD MessageContext(detail::BlockState& bs, const Message& msg, bool posted = false)
-      : ActorContext(bs, msg.actor), opcode_(msg.opcode), request_(msg.request), posted_(posted) {}
+  // `actor`: the local index of msg.actor (msg carries the global id the app sees).
+  PKRT_HD MessageContext(detail::BlockState& bs, const Message& msg, std::uint32_t actor, bool posted = false)
+      : ActorContext(bs, actor), opcode_(msg.opcode), request_(msg.request), posted_(posted) {}
 
   // Completes the host's future for this command with up to 32 bytes. At most once; a
   // handler that does not reply gets an automatic acknowledgement. A posted command

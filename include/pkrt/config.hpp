@@ -55,6 +55,10 @@ namespace pkrt {
 // sectors are 32 B, lines 128 B, but host-visible mapped memory is coherent per 64 B).
 inline constexpr std::uint32_t kCacheLine = 64;
 
+// The longest K2K delay (RuntimeOptions::k2k_delay): each epoch of delay costs a mailbox
+// buffer of every actor, and a lookahead past this hides no more exchange latency.
+inline constexpr std::uint32_t kMaxK2KDelay = 64;
+
 // Round-to-nearest float operations that a compiler may not fuse, so a kernel's result does
 // not depend on which backend compiled it.
 PKRT_HD inline float fadd(float a, float b) {

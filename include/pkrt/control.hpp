@@ -55,6 +55,9 @@ struct HostControl {
   std::uint32_t snapshot_wave;
   std::uint32_t snapshot_wave_first;
   std::uint32_t snapshot_wave_last;
+  // Scale-out (KernelArgs::k2k_gated): the last epoch the grid may start, i.e. the host has
+  // delivered every K2K message from other runtimes that is read by then (delivered epoch + D).
+  std::uint64_t k2k_open_epoch;
 };
 
 // HostControl::snapshot_flags (and GridScratch::snapshot_flags, block 0's copy of them).
@@ -83,6 +86,9 @@ struct BlockHeartbeat {
   // One line per block, written by that block's leader only.
   alignas(64) std::uint64_t epoch;  // last epoch this block completed
   std::uint32_t state;              // GridState as this block sees it
+  // Nonzero once the block's actors are initialised (at once for a restored grid): `epoch`
+  // is the start epoch before that too, but its K2K commits are complete only now.
+  std::uint32_t initialized;
 };
 
 // How a sleeping host pump is woken (host threads only: a GPU cannot wake a host futex).

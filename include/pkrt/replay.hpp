@@ -47,9 +47,11 @@ inline constexpr std::uint32_t kReplayMaxActors = 1u << 24;
 
 // Hash of what determines a run's behaviour apart from its commands: the app's name and
 // layout (State size, named regions, K2K channels and payload, global region), its params
-// bytes, the actor count and the digest period. Not the backend or the thread count.
+// bytes, the actor count, the digest period and the K2K delay (hashed only when not 1, so
+// older logs keep their hash). Not the backend or the thread count.
 std::uint64_t replay_config_hash(const Program& program, std::span<const std::byte> params,
-                                 std::uint32_t num_actors, std::uint32_t digest_period);
+                                 std::uint32_t num_actors, std::uint32_t digest_period,
+                                 std::uint32_t k2k_delay = 1);
 
 // Whether a K2H slot belongs to the observable stream (see the contract above).
 bool replay_observable(const Slot& slot);

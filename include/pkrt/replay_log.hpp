@@ -78,6 +78,7 @@ struct ReplayRunInfo {
   std::uint32_t threads_per_block = 0;
   std::uint32_t ring_capacity = 0;
   std::uint32_t digest_period = 0;       // state digests every this many epochs (0: none)
+  std::uint32_t k2k_delay = 1;           // RuntimeOptions::k2k_delay
   bool chaos = false;                    // CPU chaos mode was on (pkrt/runtime.hpp)
   std::uint64_t chaos_seed = 0;
   std::uint64_t start_epoch = 0;         // epoch already complete when the run started

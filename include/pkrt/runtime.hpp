@@ -63,6 +63,8 @@ const char* version();
 enum class BackendKind : std::uint8_t { kAuto, kCpu, kCuda };
 
 const char* backend_name(BackendKind kind);
+// GPUs the CUDA backend can use: 0 when it is not built or no driver answers.
+int cuda_device_count();
 // Parses "auto", "cpu" or "cuda".
 Result<BackendKind> parse_backend(const std::string& text);
 
@@ -128,7 +130,33 @@ struct RuntimeOptions {
   // for a given seed. kInvalidArgument with the CUDA backend.
   bool chaos = false;
   std::uint64_t chaos_seed = 0;
+  // K2K delay D (1..kMaxK2KDelay): a message an actor commits in epoch e is read in epoch
+  // e + D (ActorContext::k2k_inbox). 1 is the classic next-epoch mailbox. It is part of the
+  // program's meaning (a different D is a different run) and the same for every K2K message,
+  // local or between runtimes, so results never depend on where actors run; D > 1 lets
+  // runtimes on other ranks exchange epoch e's messages while epochs e + 1 .. e + D - 1 run
+  // (docs/scale-out.md). Each actor's snapshot image holds D mailboxes.
+  std::uint32_t k2k_delay = 1;
+  // Scale-out (pkrt/mpi.hpp): this runtime is one shard of a program of `global_actors`
+  // actors and runs those in `global_ids` (ascending, num_actors of them). Local actor i, the
+  // index every Runtime method takes (send, snapshots, events), is global actor
+  // global_ids[i], the id the actor sees (ActorContext::actor(), Message::actor), and K2K
+  // addresses global ids. K2K to actors of other shards leaves through
+  // collect_outbound_k2k and arrives through deliver_inbound_k2k; the grid starts an epoch
+  // only once every message it reads has arrived. Empty / 0: the runtime runs them all.
+  std::uint32_t global_actors = 0;
+  std::vector<std::uint32_t> global_ids;
 };
+
+// One K2K message crossing runtimes (scale-out): its payload travels beside it.
+struct K2KTransfer {
+  std::uint32_t dst = 0;      // global actor
+  std::uint32_t channel = 0;
+  std::uint32_t src = 0;      // global actor
+  std::uint32_t bytes = 0;    // payload bytes
+  std::uint64_t epoch = 0;    // committed in this epoch; read in epoch + D
+};
+static_assert(sizeof(K2KTransfer) == 24, "K2KTransfer travels between ranks as bytes");
 
 // The default staging pool's cap and floor (RuntimeOptions::staging_bytes = 0).
 inline constexpr std::uint64_t kDefaultStagingCapBytes = std::uint64_t{256} << 20;
@@ -351,6 +379,26 @@ class Runtime {
   // Stops the kernel at the next epoch boundary, drains the rings, joins every thread.
   // Idempotent; returns the first error the runtime saw (watchdog, device fault), else ok.
   Status shutdown();
+
+  // ---- Scale-out (pkrt/mpi.hpp drives these; RuntimeOptions::global_ids) ----------------
+  // Whether every block has completed `epoch` (for a fresh run's start epoch: initialised its
+  // actors), so that all its K2K commits are in place.
+  bool epoch_completed(std::uint64_t epoch) const;
+  // The K2K messages this runtime's actors committed in `epoch` to actors it does not run:
+  // appends one K2KTransfer each to `out` and its payload to `payload`, in (dst, channel)
+  // order. kFailedPrecondition unless epoch_completed(epoch) and `epoch` is the next to
+  // deliver (the grid cannot pass epoch + D before that delivery, so its mailboxes are intact).
+  Status collect_outbound_k2k(std::uint64_t epoch, std::vector<K2KTransfer>& out, std::vector<std::byte>& payload);
+  // Writes K2K messages other runtimes' actors committed in `epoch` into this runtime's
+  // mailboxes (payloads back to back in `payload`, in order), then lets the grid run through
+  // epoch + D. Call once per epoch, in order, even with no messages: epoch e + D waits for it.
+  // kInvalidArgument for a message to an actor this runtime does not run, a bad channel or
+  // size, or a payload of the wrong length; kFailedPrecondition out of order.
+  Status deliver_inbound_k2k(std::uint64_t epoch, std::span<const K2KTransfer> messages,
+                             std::span<const std::byte> payload);
+  // The first epoch whose K2K messages are exchanged: the start epoch for a fresh run (init
+  // sends), the one after it for a restored run (its images hold what was in flight).
+  std::uint64_t first_exchange_epoch() const;
 
   RuntimeStats stats() const;
   std::uint64_t epoch() const;

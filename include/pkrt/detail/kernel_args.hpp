@@ -17,7 +17,8 @@ inline constexpr std::uint32_t kMaxRegions = 8;
 inline constexpr std::uint64_t kRegionAlign = 256;
 
 // Header of one K2K mailbox slot; written by the sending actor's leader thread after the
-// payload, read by the receiver in the next epoch (the epoch barrier orders the two).
+// payload, read by the receiver D epochs later (the epoch barriers in between order the two;
+// for a receiver in another runtime, the host's exchange does: pkrt/mpi.hpp).
 struct K2KSlotHeader {
   std::uint64_t epoch;  // epoch in which it was written; stale slots are ignored
   std::uint32_t src;    // sending actor
@@ -66,10 +67,24 @@ struct KernelArgs {
   std::uint64_t region_offset[kMaxRegions];  // offset of region r inside an arena
   std::uint64_t region_bytes[kMaxRegions];
 
-  std::byte* k2k;              // device: [parity][actor][channel] slots
+  std::byte* k2k;              // device: [buffer][global actor][channel] slots
   std::uint32_t k2k_channels;
   std::uint64_t k2k_slot_stride;  // header + payload capacity, rounded
   std::uint64_t k2k_payload_bytes;
+  // K2K delay D (RuntimeOptions::k2k_delay): what an actor commits in epoch e is read in
+  // e + D. Epoch e writes buffer e % (D + 1), so the D buffers written in e - D + 1 .. e are
+  // the messages in flight after e, and the one written in e - D is free to reuse in e + 1.
+  std::uint32_t k2k_delay;
+  std::uint32_t k2k_buffers;   // D + 1
+  // Scale-out: this runtime runs num_actors of a program's global_actors actors; local actor
+  // i (the index of arenas, rings and host calls) is global actor global_ids[i], the id the
+  // app sees and K2K mailbox rows use. Null: a runtime of the whole program (ids equal).
+  std::uint32_t global_actors;
+  const std::uint32_t* global_ids;  // device
+  // Nonzero: actors of other runtimes exchange K2K with ours through the host (Runtime::
+  // collect_outbound_k2k / deliver_inbound_k2k); block 0 starts epoch e only once
+  // HostControl::k2k_open_epoch >= e (every message due in e has been delivered).
+  std::uint32_t k2k_gated;
 
   // Snapshots (kernels/snapshot.hpp): the staging pool, staging_slots slots that the host
   // assigns to actors (1 <= staging_slots <= num_actors); each holds one image (arena + K2K
@@ -123,6 +138,21 @@ enum SnapshotFlags : std::uint32_t {
   // only once it has copied the slot's last image.
   kSnapshotStagingBusy = 1u << 1,
 };
+
+// The global id of local actor `actor`.
+PKRT_HD inline std::uint32_t global_actor_id(const KernelArgs& args, std::uint32_t actor) {
+  return args.global_ids != nullptr ? args.global_ids[actor] : actor;
+}
+
+// The K2K buffer epoch `epoch` writes (and epoch + D reads).
+PKRT_HD inline std::uint32_t k2k_buffer_of(const KernelArgs& args, std::uint64_t epoch) {
+  return static_cast<std::uint32_t>(epoch % args.k2k_buffers);
+}
+
+// Global actor `row`'s mailbox (its k2k_channels slots, contiguous) in buffer `buffer`.
+PKRT_HD inline std::byte* k2k_mailbox(const KernelArgs& args, std::uint32_t buffer, std::uint32_t row) {
+  return args.k2k + (std::uint64_t{buffer} * args.global_actors + row) * args.k2k_channels * args.k2k_slot_stride;
+}
 
 PKRT_HD inline RingHeader* ring_at(std::byte* base, std::uint64_t stride, std::uint32_t block) {
   return reinterpret_cast<RingHeader*>(base + stride * block);

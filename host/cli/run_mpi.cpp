@@ -1,0 +1,270 @@
+// host/cli/run_mpi.cpp: `mpirun -np R pkrt run --app heat2d ...`: every rank runs the tiles
+// the partition gives it (pkrt/mpi.hpp), halos cross ranks through the K2K exchange, and
+// rank 0 prints one summary whose field checksum equals the single-process run's.
+// Built only with MPI (PKRT_HAVE_MPI); without it an mpirun launch is refused, since every
+// rank would otherwise run the whole program on its own.
+#include "examples/heat2d/heat2d_host.hpp"
+#include "host/cli/cli_common.hpp"
+#include "host/cli/commands.hpp"
+
+#include <pkrt/runtime.hpp>
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <cstdio>
+#include <cstdlib>
+#include <random>
+#include <string>
+#include <vector>
+
+#if PKRT_HAVE_MPI
+#include <pkrt/mpi.hpp>
+#endif
+
+namespace pkrt::cli {
+
+bool launched_by_mpirun() {
+  // Open MPI's launcher sets OMPI_COMM_WORLD_SIZE; PMI_SIZE covers Slurm/PMI launches.
+  for (const char* name : {"OMPI_COMM_WORLD_SIZE", "PMI_SIZE"}) {
+    const char* v = std::getenv(name);
+    if (v != nullptr && std::atoi(v) > 1) return true;
+  }
+  return false;
+}
+
+#if !PKRT_HAVE_MPI
+
+int run_mpi_command(const RunOptions&) {
+  return report_error("run", Status(StatusCode::kUnsupported,
+                                    "launched by mpirun, but this pkrt was built without MPI: every rank would run "
+                                    "the whole program alone. Fix: apt-get install libopenmpi-dev openmpi-bin and "
+                                    "rebuild (PKRT_ENABLE_MPI=AUTO finds it), or run without mpirun"));
+}
+
+#else
+
+namespace {
+
+// What rank 0 reports.
+struct MpiRunSummary {
+  std::uint32_t checksum = 0;
+  double total_heat = 0;
+  double seconds = 0;
+  std::uint64_t epoch = 0;
+  std::uint64_t injections = 0;
+  std::uint64_t applied_late = 0;
+  std::uint64_t messages = 0;  // K2K messages between ranks, all ranks
+  std::uint64_t bytes = 0;
+  double exchange_seconds = 0;  // the largest rank's time in exchanges
+  std::string backend;
+};
+
+// Statuses that must agree on every rank become one: the first failing rank's, named;
+// `first_failed` is that rank (-1: none).
+Status agree(MPI_Comm comm, const Status& mine, int& first_failed) {
+  first_failed = -1;
+  int rank = 0, size = 1;
+  MPI_Comm_rank(comm, &rank);
+  MPI_Comm_size(comm, &size);
+  const int code = static_cast<int>(mine.code());
+  std::vector<int> codes(static_cast<std::size_t>(size));
+  MPI_Allgather(&code, 1, MPI_INT, codes.data(), 1, MPI_INT, comm);
+  for (int r = 0; r < size; ++r) {
+    if (codes[static_cast<std::size_t>(r)] == 0) continue;
+    first_failed = r;
+    if (r == rank) return mine;
+    return Status(static_cast<StatusCode>(codes[static_cast<std::size_t>(r)]),
+                  "rank " + std::to_string(r) + " failed; its output says why");
+  }
+  return Status();
+}
+
+Status run_heat2d_ranks(const RunOptions& o, MpiRunSummary& sum, int rank, int size, ProgressLine& progress) {
+  if (o.app != "heat2d") {
+    return Status(StatusCode::kUnsupported, "under mpirun only --app heat2d runs over ranks for now. Fix: run " + o.app +
+                                                " without mpirun");
+  }
+  if (!o.checkpoint_dir.empty() || !o.restore.empty() || !o.replay_log.empty() || o.chaos >= 0) {
+    return Status(StatusCode::kUnsupported,
+                  "--checkpoint-dir, --restore, --replay-log and --chaos do not run over ranks yet (coordinated "
+                  "checkpoints and per-rank replay logs are the next steps of docs/scale-out.md). Fix: drop them, or "
+                  "run without mpirun");
+  }
+  auto backend = parse_backend(o.backend);
+  if (!backend.ok()) return backend.status();
+  if (static_cast<std::uint32_t>(size) > o.actors) {
+    return Status(StatusCode::kInvalidArgument, std::to_string(size) + " ranks for " + std::to_string(o.actors) +
+                                                    " actors would leave ranks without actors. Fix: run with mpirun -np " +
+                                                    std::to_string(o.actors) + " or fewer, or more --actors");
+  }
+  examples::Heat2d::Params p;
+  const auto x = o.grid.find('x');
+  try {
+    p.width = static_cast<std::uint32_t>(std::stoul(o.grid.substr(0, x)));
+    p.height = static_cast<std::uint32_t>(std::stoul(o.grid.substr(x + 1)));
+  } catch (const std::exception&) {
+    return Status(StatusCode::kInvalidArgument, "--grid '" + o.grid + "' is not WIDTHxHEIGHT. Fix: e.g. --grid 256x256");
+  }
+  p.seed = o.seed;
+  p.stats_every = 0;  // statistics events would surface on each rank alone
+  examples::heat2d_choose_tiles(p, o.actors);
+  if (p.tiles_x > p.width || p.tiles_y > p.height || x == std::string::npos) {
+    return Status(StatusCode::kInvalidArgument, std::to_string(o.actors) + " actors cannot tile a " + o.grid +
+                                                    " grid. Fix: use fewer --actors or a larger --grid");
+  }
+  mpi::ShardOptions so;
+  so.runtime = run_runtime_options(o, backend.value());
+  so.exchange_timeout = std::chrono::milliseconds(std::max<std::uint32_t>(o.watchdog_ms, 1000) * 3);
+  if (o.partition == "tiles") {
+    auto tiles = ActorPartition::tiles_2d(p.tiles_x, p.tiles_y, static_cast<std::uint32_t>(size));
+    if (!tiles.ok()) return tiles.status();
+    so.partition = std::move(tiles.value());
+  }
+  auto created = mpi::ShardedRuntime::create(MPI_COMM_WORLD, examples::heat2d_program(), p, so);
+  if (!created.ok()) return created.status();
+  mpi::ShardedRuntime& shard = *created.value();
+  if (rank == 0)
+    std::fprintf(stderr, "pkrt: %d ranks, partition %s, K2K delay %u, backend %s\n", size,
+                 shard.partition().description().c_str(), o.k2k_delay, shard.local().backend_description().c_str());
+
+  // The single-process run's injection schedule; each rank sends those for its own tiles.
+  std::vector<examples::Heat2dScheduledInjection> injections;
+  std::mt19937_64 rng(o.seed);
+  for (std::uint32_t i = 0; i < o.injections; ++i) {
+    examples::Heat2dScheduledInjection inj{};
+    inj.epoch = 1 + rng() % std::max<std::uint64_t>(o.epochs, 1);
+    inj.inject.x = static_cast<std::uint32_t>(rng() % p.width);
+    inj.inject.y = static_cast<std::uint32_t>(rng() % p.height);
+    inj.inject.amount = 1.0f + static_cast<float>(rng() % 1000) / 100.0f;
+    injections.push_back(inj);
+  }
+  std::stable_sort(injections.begin(), injections.end(), [](const auto& a, const auto& b) { return a.epoch < b.epoch; });
+  std::vector<std::pair<std::uint64_t, ReplyFuture>> acks;
+  for (const auto& inj : injections) {
+    const std::uint32_t actor = examples::Heat2d::actor_of(p, inj.inject.x, inj.inject.y);
+    if (!shard.owns(actor)) continue;
+    acks.emplace_back(inj.epoch, shard.local().send(shard.local_index(actor), examples::kHeat2dInject, inj.inject, inj.epoch));
+  }
+  const auto t0 = std::chrono::steady_clock::now();
+  PKRT_RETURN_IF_ERROR(shard.start());
+  const std::uint64_t step = std::max<std::uint64_t>(1, o.epochs / 50);
+  for (std::uint64_t e = std::min(step, o.epochs);; e = std::min(e + step, o.epochs)) {
+    PKRT_RETURN_IF_ERROR(shard.run_until(e));
+    if (rank == 0) progress.update("epoch " + std::to_string(e) + "/" + std::to_string(o.epochs));
+    if (e == o.epochs) break;
+  }
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  std::uint64_t late = 0;
+  for (auto& [epoch, ack] : acks) {
+    Reply r = ack.get();
+    if (!r.status.ok()) return r.status;
+    if (r.event.epoch != epoch) ++late;
+  }
+  // Each rank's tiles into an otherwise zero field; OR-ing the bit patterns on rank 0 puts
+  // every tile in place exactly (tiles do not overlap).
+  std::vector<float> field(std::uint64_t{p.width} * p.height, 0.0f);
+  PKRT_RETURN_IF_ERROR(examples::heat2d_gather_into(shard.local(), p, field));
+  std::vector<float> whole(rank == 0 ? field.size() : 0);
+  MPI_Reduce(field.data(), rank == 0 ? whole.data() : nullptr, static_cast<int>(field.size()), MPI_UINT32_T, MPI_BOR, 0,
+             MPI_COMM_WORLD);
+  const mpi::ExchangeStats ex = shard.exchange_stats();
+  const RuntimeStats rs = shard.local().stats();
+  std::uint64_t mine[3] = {ex.messages_sent, ex.bytes_sent, acks.size()}, total[3] = {};
+  std::uint64_t late_total = 0;
+  MPI_Reduce(mine, total, 3, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
+  MPI_Reduce(&late, &late_total, 1, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
+  double slowest[2] = {seconds, ex.seconds_in_exchange}, max_s[2] = {};
+  MPI_Reduce(slowest, max_s, 2, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
+  sum.backend = shard.local().backend_description();
+  sum.epoch = rs.epoch;
+  PKRT_RETURN_IF_ERROR(shard.shutdown());
+  if (rank == 0) {
+    sum.checksum = examples::heat2d_checksum(whole);
+    for (float v : whole) sum.total_heat += v;
+    sum.messages = total[0];
+    sum.bytes = total[1];
+    sum.injections = total[2];
+    sum.applied_late = late_total;
+    sum.seconds = max_s[0];
+    sum.exchange_seconds = max_s[1];
+  }
+  return Status();
+}
+
+}  // namespace
+
+int run_mpi_command(const RunOptions& o) {
+  int provided = 0;
+  // Funneled: pkrt calls MPI only from this thread (pkrt/mpi.hpp).
+  if (MPI_Init_thread(nullptr, nullptr, MPI_THREAD_FUNNELED, &provided) != MPI_SUCCESS)
+    return report_error("run", Status(StatusCode::kUnsupported, "MPI_Init_thread failed. Fix: check the MPI installation"));
+  int rank = 0, size = 1;
+  MPI_Comm_rank(MPI_COMM_WORLD, &rank);
+  MPI_Comm_size(MPI_COMM_WORLD, &size);
+  ProgressLine progress(!o.quiet && rank == 0);
+  MpiRunSummary sum;
+  Status st = run_heat2d_ranks(o, sum, rank, size, progress);
+  progress.finish();
+  // Every rank learns the outcome. The first failing rank prints its error (a bad launch
+  // fails every rank alike: rank 0 alone says so); rank 0 names it when it is another.
+  int first_failed = -1;
+  const Status all = agree(MPI_COMM_WORLD, st, first_failed);
+  if (rank == first_failed) {
+    report_error(("run (rank " + std::to_string(rank) + ")").c_str(), st);
+  } else if (rank == 0 && first_failed > 0) {
+    report_error("run", all);
+  }
+  if (all.ok() && rank == 0) {
+    const double eps = sum.seconds > 0 ? static_cast<double>(sum.epoch) / sum.seconds : 0.0;
+    if (o.json) {
+      const nlohmann::json j = {{"app", "heat2d"},
+                                {"backend", sum.backend},
+                                {"ranks", size},
+                                {"partition", o.partition},
+                                {"k2k_delay", o.k2k_delay},
+                                {"actors", o.actors},
+                                {"epochs", sum.epoch},
+                                {"seconds", sum.seconds},
+                                {"epochs_per_second", eps},
+                                {"k2k_between_ranks", {{"messages", sum.messages}, {"bytes", sum.bytes}}},
+                                {"exchange_seconds_max", sum.exchange_seconds},
+                                {"injections", sum.injections},
+                                {"applied_late", sum.applied_late},
+                                {"total_heat", sum.total_heat},
+                                {"checksum", hex32(sum.checksum)},
+                                {"check_failed", sum.applied_late != 0}};
+      std::printf("%s\n", j.dump(2).c_str());
+    } else {
+      char rate[64], secs[64], heat[64], exch[128];
+      std::snprintf(rate, sizeof rate, "%.1f", eps);
+      std::snprintf(secs, sizeof secs, "%.3f s", sum.seconds);
+      std::snprintf(heat, sizeof heat, "%.9g", sum.total_heat);
+      std::snprintf(exch, sizeof exch, "%llu messages, %llu bytes (%.1f per epoch); slowest rank %.3f s in exchanges",
+                    static_cast<unsigned long long>(sum.messages), static_cast<unsigned long long>(sum.bytes),
+                    sum.epoch > 0 ? static_cast<double>(sum.messages) / static_cast<double>(sum.epoch) : 0.0,
+                    sum.exchange_seconds);
+      print_table(stdout, "pkrt run summary (mpirun)",
+                  {{"app", "heat2d"},
+                   {"ranks", std::to_string(size) + " (partition " + o.partition + ")"},
+                   {"backend", sum.backend + " per rank"},
+                   {"actors", std::to_string(o.actors)},
+                   {"K2K delay", std::to_string(o.k2k_delay) + " epoch(s)"},
+                   {"epochs", std::to_string(sum.epoch)},
+                   {"wall time", secs},
+                   {"epochs/s", rate},
+                   {"K2K between ranks", exch},
+                   {"injections", std::to_string(sum.injections) + " (" + std::to_string(sum.applied_late) +
+                                      " applied after their epoch)"},
+                   {"total heat", heat},
+                   {"final field checksum", hex32(sum.checksum)}});
+    }
+  }
+  MPI_Finalize();
+  if (!all.ok()) return exit_code_for(all);
+  return sum.applied_late != 0 ? kExitFailed : kExitOk;
+}
+
+#endif
+
+}  // namespace pkrt::cli

@@ -1,0 +1,136 @@
+// pkrt/mpi.hpp: one program over MPI ranks (target pkrt::mpi; built when Open MPI is found,
+// PKRT_ENABLE_MPI). Each rank runs a ShardedRuntime: one Runtime over the actors the
+// partition gives it, on the CPU backend or on the GPU its node-local rank picks. Actors keep
+// their global ids; K2K to an actor on another rank is collected from the mailboxes after the
+// epoch it was committed in, exchanged with point-to-point messages, and delivered before the
+// epoch that reads it (K2K delay D: every message, local or remote, is read D epochs after
+// it was sent, so results do not depend on the rank count or the partition). docs/scale-out.md
+// has the model, the protocol and its costs.
+//
+// Contract
+// - MPI is initialised by the caller (MPI_Init_thread with at least MPI_THREAD_FUNNELED):
+//   pkrt calls MPI only from the thread that calls create() and run_until(), on a duplicate
+//   of the communicator it is given, so it never matches the application's own messages.
+// - Collective calls (create, start, run_until) must be made by every rank of the
+//   communicator, in the same order, with the same arguments.
+// - Failures are collective too: a rank whose runtime fails (error, watchdog) tells its peers
+//   at the next exchange, and every rank's run_until returns an error naming it; a rank that
+//   does not reach an exchange within ShardOptions::exchange_timeout is named by the others.
+//   A killed rank is reported by mpirun, which stops the job.
+// - Not thread-safe: one thread drives a ShardedRuntime. The Runtime it owns (local()) keeps
+//   its own contract for sends, posts and snapshots from other threads.
+#pragma once
+
+#include <pkrt/partition.hpp>
+#include <pkrt/runtime.hpp>
+#include <pkrt/status.hpp>
+
+#include <mpi.h>
+
+#include <chrono>
+#include <cstdint>
+#include <memory>
+#include <optional>
+#include <vector>
+
+namespace pkrt::mpi {
+
+// Where this process sits: its rank in the communicator, and among the ranks on its node
+// (MPI_COMM_TYPE_SHARED), which picks its GPU.
+struct RankContext {
+  int rank = 0;
+  int size = 1;
+  int node_rank = 0;
+  int node_size = 1;
+};
+
+Result<RankContext> rank_context(MPI_Comm comm);
+
+// The CUDA device a rank drives: its node-local rank modulo the node's `devices` (0 if none).
+int device_for_rank(const RankContext& context, int devices);
+
+struct ShardOptions {
+  // For every rank: num_actors is the program's (global) actor count; global_actors and
+  // global_ids are filled in from the partition; cuda_device from the node-local rank when
+  // pick_device is set.
+  RuntimeOptions runtime;
+  // Which rank runs which actor; default: contiguous blocks over the communicator's ranks.
+  std::optional<ActorPartition> partition;
+  bool pick_device = true;
+  // How long a rank waits for its own grid to finish an epoch, and for its peers at an
+  // exchange, before it reports them (naming the ranks) and fails.
+  std::chrono::milliseconds exchange_timeout{60000};
+};
+
+// What crossed ranks so far (this rank's side).
+struct ExchangeStats {
+  std::uint64_t epochs = 0;            // exchanges done
+  std::uint64_t messages_sent = 0;     // K2K messages to other ranks
+  std::uint64_t bytes_sent = 0;        // their payload bytes
+  std::uint64_t messages_received = 0;
+  std::uint64_t bytes_received = 0;
+  double seconds_in_exchange = 0;      // in MPI calls and delivery, after the local grid was done
+};
+
+class ShardedRuntime {
+ public:
+  // Collective. Refused on every rank alike for a bad launch (more ranks than actors, a
+  // partition for another rank count) with the fix.
+  static Result<std::unique_ptr<ShardedRuntime>> create(MPI_Comm comm, const Program& program, const void* params,
+                                                        std::size_t params_bytes, const ShardOptions& options);
+  template <class Params>
+  static Result<std::unique_ptr<ShardedRuntime>> create(MPI_Comm comm, const Program& program, const Params& params,
+                                                        const ShardOptions& options) {
+    static_assert(std::is_trivially_copyable_v<Params>, "pkrt: Params must be trivially copyable");
+    return create(comm, program, &params, sizeof(Params), options);
+  }
+  ~ShardedRuntime();
+  ShardedRuntime(const ShardedRuntime&) = delete;
+  ShardedRuntime& operator=(const ShardedRuntime&) = delete;
+
+  const RankContext& context() const { return context_; }
+  const ActorPartition& partition() const { return partition_; }
+  // This rank's runtime: its local actor i is global actor partition().actors_of(rank)[i].
+  Runtime& local() { return *local_; }
+  bool owns(std::uint32_t global_actor) const;
+  // The local index of a global actor this rank owns.
+  std::uint32_t local_index(std::uint32_t global_actor) const { return partition_.local_index(global_actor); }
+
+  // Collective: launches every rank's grid.
+  Status start();
+  // Collective: runs every rank through `epoch` (the grids then park there), exchanging each
+  // epoch's cross-rank K2K. An error on any rank is returned on every rank, naming it.
+  Status run_until(std::uint64_t epoch);
+  // A fire-and-forget command to global actor `actor`, applied at `apply_epoch` (0: next).
+  // Only its owner rank takes it for now (kFailedPrecondition elsewhere, naming the owner):
+  // forwarding to the owner is not built yet (docs/scale-out.md).
+  Status post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+              std::uint64_t apply_epoch = 0);
+
+  ExchangeStats exchange_stats() const { return stats_; }
+  // Stops this rank's grid (not collective). Idempotent; returns the runtime's first error.
+  Status shutdown();
+
+ private:
+  ShardedRuntime(MPI_Comm comm, RankContext context, ActorPartition partition, std::chrono::milliseconds timeout);
+  // Waits until the local grid completed `epoch` (or failed, or the timeout passed).
+  Status wait_local(std::uint64_t epoch);
+  // Swaps epoch `epoch`'s cross-rank K2K with every peer and delivers ours; `local_failure`
+  // (not ok) is told to the peers instead, then returned.
+  Status exchange(std::uint64_t epoch, const Status& local_failure);
+
+  MPI_Comm comm_ = MPI_COMM_NULL;  // our duplicate
+  RankContext context_;
+  ActorPartition partition_;
+  std::chrono::milliseconds timeout_;
+  std::unique_ptr<Runtime> local_;
+  std::uint64_t next_exchange_ = 0;
+  bool exchanges_ = false;  // K2K crosses ranks (more than one rank, an app with K2K)
+  Status failed_;           // the first collective failure: every later call returns it
+  ExchangeStats stats_;
+  // Per-exchange buffers, kept between epochs.
+  std::vector<K2KTransfer> outbound_;
+  std::vector<std::byte> outbound_payload_;
+};
+
+}  // namespace pkrt::mpi

@@ -1,0 +1,355 @@
+// mpi/sharded_runtime.cpp: see pkrt/mpi.hpp.
+//
+// One exchange (epoch e), on every rank, in the same order:
+//   1. wait until the local grid completed e (or failed: the failure is sent instead of data);
+//   2. collect e's outbound K2K (Runtime::collect_outbound_k2k), bucket it by owner rank;
+//   3. header round: to every peer {status, epoch, messages, bytes}, from every peer the
+//      same (MPI_Isend/Irecv, tag kHeaderTag), waited with a deadline that names the peers
+//      still missing when it passes;
+//   4. data round: only between ranks that have messages for each other: the K2KTransfer
+//      records then the payloads, one message per peer (tag kDataTag);
+//   5. deliver what arrived, in rank order (Runtime::deliver_inbound_k2k), which opens e + D.
+// MPI's non-overtaking rule (per source, tag and communicator) keeps consecutive epochs'
+// messages in order without epoch tags; the epoch in the header checks it.
+#include <pkrt/mpi.hpp>
+
+#include <algorithm>
+#include <cstring>
+#include <thread>
+
+namespace pkrt::mpi {
+namespace {
+
+constexpr int kHeaderTag = 7301;
+constexpr int kDataTag = 7302;
+
+// What each rank tells every peer at an exchange.
+struct ExchangeHeader {
+  std::uint32_t code = 0;  // StatusCode of the sender's failure (0: ok, data follows)
+  std::uint32_t reserved = 0;
+  std::uint64_t epoch = 0;
+  std::uint64_t messages = 0;  // K2KTransfer records for the receiver
+  std::uint64_t bytes = 0;     // their payload bytes
+};
+static_assert(sizeof(ExchangeHeader) == 32, "ExchangeHeader travels as bytes");
+
+Status mpi_error(int rc, const char* what) {
+  char text[MPI_MAX_ERROR_STRING] = {};
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  return Status(StatusCode::kInternal, std::string("MPI ") + what + " failed: " + std::string(text, len));
+}
+
+std::string rank_list(const std::vector<int>& ranks) {
+  std::string out;
+  for (int r : ranks) out += (out.empty() ? "" : ", ") + std::to_string(r);
+  return out;
+}
+
+// Waits for every request (MPI_Testall, yielding, then sleeping briefly: ranks may share
+// cores). On timeout cancels what is left and names the peers whose requests did not finish.
+Status wait_all(std::vector<MPI_Request>& requests, const std::vector<int>& peer_of, std::chrono::milliseconds timeout,
+                const std::string& what) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (std::uint32_t polls = 0;; ++polls) {
+    int done = 0;
+    const int rc = MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS) return mpi_error(rc, "Testall");
+    if (done != 0) return Status();
+    if (std::chrono::steady_clock::now() > deadline) break;
+    if (polls < 256) std::this_thread::yield();
+    else std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  std::vector<int> missing;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    if (requests[i] == MPI_REQUEST_NULL) continue;
+    int flag = 0;
+    MPI_Test(&requests[i], &flag, MPI_STATUS_IGNORE);
+    if (flag != 0) continue;
+    if (std::find(missing.begin(), missing.end(), peer_of[i]) == missing.end()) missing.push_back(peer_of[i]);
+    MPI_Cancel(&requests[i]);
+    MPI_Request_free(&requests[i]);
+  }
+  std::sort(missing.begin(), missing.end());
+  return Status(StatusCode::kTimeout, what + ": rank(s) " + rank_list(missing) + " did not answer within " +
+                                          std::to_string(timeout.count()) +
+                                          " ms. They are stuck, much slower, or gone (mpirun reports a killed rank). "
+                                          "Fix: look at those ranks' output, or raise ShardOptions::exchange_timeout");
+}
+
+}  // namespace
+
+Result<RankContext> rank_context(MPI_Comm comm) {
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (initialized == 0)
+    return Status(StatusCode::kFailedPrecondition, "MPI is not initialised. Fix: call MPI_Init_thread first");
+  RankContext c;
+  MPI_Comm_rank(comm, &c.rank);
+  MPI_Comm_size(comm, &c.size);
+  MPI_Comm node = MPI_COMM_NULL;
+  const int rc = MPI_Comm_split_type(comm, MPI_COMM_TYPE_SHARED, c.rank, MPI_INFO_NULL, &node);
+  if (rc != MPI_SUCCESS) return mpi_error(rc, "Comm_split_type(MPI_COMM_TYPE_SHARED)");
+  MPI_Comm_rank(node, &c.node_rank);
+  MPI_Comm_size(node, &c.node_size);
+  MPI_Comm_free(&node);
+  return c;
+}
+
+int device_for_rank(const RankContext& context, int devices) {
+  return devices <= 0 ? 0 : context.node_rank % devices;
+}
+
+ShardedRuntime::ShardedRuntime(MPI_Comm comm, RankContext context, ActorPartition partition,
+                               std::chrono::milliseconds timeout)
+    : comm_(comm), context_(context), partition_(std::move(partition)), timeout_(timeout) {}
+
+ShardedRuntime::~ShardedRuntime() {
+  if (local_) local_->shutdown().ignore();
+  if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, const Program& program, const void* params,
+                                                               std::size_t params_bytes, const ShardOptions& options) {
+  auto context = rank_context(comm);
+  if (!context.ok()) return context.status();
+  const RankContext& c = context.value();
+  const std::uint32_t actors = options.runtime.num_actors;
+  if (actors < static_cast<std::uint32_t>(c.size)) {
+    return Status(StatusCode::kInvalidArgument,
+                  std::to_string(c.size) + " ranks for " + std::to_string(actors) +
+                      " actors would leave ranks without actors. Fix: run with mpirun -np " + std::to_string(actors) +
+                      " or fewer, or more actors");
+  }
+  std::optional<ActorPartition> partition = options.partition;
+  if (!partition) {
+    auto contiguous = ActorPartition::contiguous(actors, static_cast<std::uint32_t>(c.size));
+    if (!contiguous.ok()) return contiguous.status();
+    partition = std::move(contiguous.value());
+  }
+  if (partition->ranks() != static_cast<std::uint32_t>(c.size) || partition->actors() != actors) {
+    return Status(StatusCode::kInvalidArgument,
+                  "the partition is for " + std::to_string(partition->actors()) + " actors over " +
+                      std::to_string(partition->ranks()) + " ranks, but the run has " + std::to_string(actors) +
+                      " actors over " + std::to_string(c.size) + " ranks. Fix: build it for this launch's rank count");
+  }
+  MPI_Comm dup = MPI_COMM_NULL;
+  const int rc = MPI_Comm_dup(comm, &dup);
+  if (rc != MPI_SUCCESS) return mpi_error(rc, "Comm_dup");
+  std::unique_ptr<ShardedRuntime> shard(new ShardedRuntime(dup, c, std::move(*partition), options.exchange_timeout));
+  RuntimeOptions ro = options.runtime;
+  const auto ids = shard->partition_.actors_of(static_cast<std::uint32_t>(c.rank));
+  ro.num_actors = static_cast<std::uint32_t>(ids.size());
+  ro.global_actors = actors;
+  ro.global_ids.assign(ids.begin(), ids.end());
+  // Only a run that may use a GPU asks the driver (a CPU run never initialises CUDA).
+  if (options.pick_device && ro.backend != BackendKind::kCpu) ro.cuda_device = device_for_rank(c, cuda_device_count());
+  auto created = Runtime::create(program, params, params_bytes, ro);
+  // Every rank learns whether every rank could create its runtime: a launch that fails on
+  // one rank (memory, a GPU) fails on all, naming it, instead of hanging at the first exchange.
+  const int ok_here = created.ok() ? 1 : 0;
+  std::vector<int> ok(static_cast<std::size_t>(c.size));
+  MPI_Allgather(&ok_here, 1, MPI_INT, ok.data(), 1, MPI_INT, shard->comm_);
+  if (!created.ok()) return Status(created.status().code(), "rank " + std::to_string(c.rank) + ": " + created.status().message());
+  std::vector<int> failed;
+  for (int r = 0; r < c.size; ++r)
+    if (ok[static_cast<std::size_t>(r)] == 0) failed.push_back(r);
+  if (!failed.empty()) {
+    return Status(StatusCode::kAborted, "rank(s) " + rank_list(failed) +
+                                            " could not create their runtime (see their error); no rank runs");
+  }
+  shard->local_ = std::move(created.value());
+  shard->exchanges_ = c.size > 1 && shard->local_->layout().k2k_channels > 0;
+  return shard;
+}
+
+bool ShardedRuntime::owns(std::uint32_t global_actor) const {
+  return global_actor < partition_.actors() && partition_.owner(global_actor) == static_cast<std::uint32_t>(context_.rank);
+}
+
+Status ShardedRuntime::start() {
+  PKRT_RETURN_IF_ERROR(failed_);
+  PKRT_RETURN_IF_ERROR(local_->start());
+  next_exchange_ = local_->first_exchange_epoch();
+  return Status();
+}
+
+Status ShardedRuntime::post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+                            std::uint64_t apply_epoch) {
+  if (actor >= partition_.actors()) {
+    return Status(StatusCode::kOutOfRange, "actor " + std::to_string(actor) + " is out of range (the program has " +
+                                               std::to_string(partition_.actors()) + " actors)");
+  }
+  if (!owns(actor)) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "actor " + std::to_string(actor) + " runs on rank " + std::to_string(partition_.owner(actor)) +
+                      ", not on rank " + std::to_string(context_.rank) +
+                      ". Fix: post it from its owner (ShardedRuntime::owns); forwarding is not built yet");
+  }
+  return local_->post(local_index(actor), opcode, data, bytes, apply_epoch);
+}
+
+Status ShardedRuntime::wait_local(std::uint64_t epoch) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  for (std::uint32_t polls = 0; !local_->epoch_completed(epoch); ++polls) {
+    PKRT_RETURN_IF_ERROR(local_->health());
+    if (std::chrono::steady_clock::now() > deadline) {
+      return Status(StatusCode::kTimeout, "rank " + std::to_string(context_.rank) + "'s grid did not complete epoch " +
+                                              std::to_string(epoch) + " within " + std::to_string(timeout_.count()) +
+                                              " ms. Fix: raise ShardOptions::exchange_timeout for long epochs");
+    }
+    if (polls < 256) std::this_thread::yield();
+    else std::this_thread::sleep_for(std::chrono::microseconds(20));
+  }
+  return Status();
+}
+
+Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure) {
+  const auto started = std::chrono::steady_clock::now();
+  const int size = context_.size;
+  const int me = context_.rank;
+  // Bucket this epoch's outbound messages by the owner of their destination.
+  std::vector<std::vector<std::byte>> send_data(static_cast<std::size_t>(size));
+  std::vector<ExchangeHeader> send_headers(static_cast<std::size_t>(size));
+  if (local_failure.ok()) {
+    outbound_.clear();
+    outbound_payload_.clear();
+    PKRT_RETURN_IF_ERROR(local_->collect_outbound_k2k(epoch, outbound_, outbound_payload_));
+    std::vector<std::vector<std::byte>> payloads(static_cast<std::size_t>(size));
+    std::size_t offset = 0;
+    for (const K2KTransfer& t : outbound_) {
+      const auto owner = static_cast<std::size_t>(partition_.owner(t.dst));
+      const auto* rec = reinterpret_cast<const std::byte*>(&t);
+      send_data[owner].insert(send_data[owner].end(), rec, rec + sizeof t);
+      payloads[owner].insert(payloads[owner].end(), outbound_payload_.begin() + offset,
+                             outbound_payload_.begin() + offset + t.bytes);
+      offset += t.bytes;
+      ++send_headers[owner].messages;
+      send_headers[owner].bytes += t.bytes;
+    }
+    for (int r = 0; r < size; ++r) {
+      auto& d = send_data[static_cast<std::size_t>(r)];
+      d.insert(d.end(), payloads[static_cast<std::size_t>(r)].begin(), payloads[static_cast<std::size_t>(r)].end());
+      if (r != me) {
+        stats_.messages_sent += send_headers[static_cast<std::size_t>(r)].messages;
+        stats_.bytes_sent += send_headers[static_cast<std::size_t>(r)].bytes;
+      }
+    }
+  }
+  for (auto& h : send_headers) {
+    h.code = static_cast<std::uint32_t>(local_failure.code());
+    h.epoch = epoch;
+  }
+
+  // Header round: everyone hears from everyone, so a failure reaches every rank.
+  std::vector<ExchangeHeader> recv_headers(static_cast<std::size_t>(size));
+  std::vector<MPI_Request> requests;
+  std::vector<int> peer_of;
+  for (int r = 0; r < size; ++r) {
+    if (r == me) continue;
+    requests.emplace_back();
+    peer_of.push_back(r);
+    MPI_Irecv(&recv_headers[static_cast<std::size_t>(r)], sizeof(ExchangeHeader), MPI_BYTE, r, kHeaderTag, comm_,
+              &requests.back());
+  }
+  for (int r = 0; r < size; ++r) {
+    if (r == me) continue;
+    requests.emplace_back();
+    peer_of.push_back(r);
+    MPI_Isend(&send_headers[static_cast<std::size_t>(r)], sizeof(ExchangeHeader), MPI_BYTE, r, kHeaderTag, comm_,
+              &requests.back());
+  }
+  Status waited = wait_all(requests, peer_of, timeout_, "rank " + std::to_string(me) + " at the K2K exchange of epoch " +
+                                                             std::to_string(epoch));
+  if (!waited.ok()) return waited;
+  if (!local_failure.ok()) return local_failure;
+  std::vector<int> failed;
+  StatusCode first_code = StatusCode::kOk;
+  for (int r = 0; r < size; ++r) {
+    const ExchangeHeader& h = recv_headers[static_cast<std::size_t>(r)];
+    if (r == me) continue;
+    if (h.code != 0) {
+      failed.push_back(r);
+      if (first_code == StatusCode::kOk) first_code = static_cast<StatusCode>(h.code);
+    } else if (h.epoch != epoch) {
+      return Status(StatusCode::kInternal, "rank " + std::to_string(r) + " sent the exchange of epoch " +
+                                               std::to_string(h.epoch) + " while rank " + std::to_string(me) +
+                                               " is at epoch " + std::to_string(epoch) +
+                                               ". Fix: every rank must call run_until with the same epochs");
+    }
+  }
+  if (!failed.empty()) {
+    return Status(StatusCode::kAborted, "rank(s) " + rank_list(failed) + " failed (" + status_code_name(first_code) +
+                                            ") at epoch " + std::to_string(epoch) +
+                                            "; this rank stops too. Their output says why");
+  }
+
+  // Data round: only between ranks with messages for each other.
+  std::vector<std::vector<std::byte>> recv_data(static_cast<std::size_t>(size));
+  requests.clear();
+  peer_of.clear();
+  for (int r = 0; r < size; ++r) {
+    const ExchangeHeader& h = recv_headers[static_cast<std::size_t>(r)];
+    if (r == me || h.messages == 0) continue;
+    auto& buf = recv_data[static_cast<std::size_t>(r)];
+    buf.resize(h.messages * sizeof(K2KTransfer) + h.bytes);
+    requests.emplace_back();
+    peer_of.push_back(r);
+    MPI_Irecv(buf.data(), static_cast<int>(buf.size()), MPI_BYTE, r, kDataTag, comm_, &requests.back());
+  }
+  for (int r = 0; r < size; ++r) {
+    if (r == me || send_headers[static_cast<std::size_t>(r)].messages == 0) continue;
+    auto& buf = send_data[static_cast<std::size_t>(r)];
+    requests.emplace_back();
+    peer_of.push_back(r);
+    MPI_Isend(buf.data(), static_cast<int>(buf.size()), MPI_BYTE, r, kDataTag, comm_, &requests.back());
+  }
+  PKRT_RETURN_IF_ERROR(wait_all(requests, peer_of, timeout_,
+                                "rank " + std::to_string(me) + " receiving K2K of epoch " + std::to_string(epoch)));
+
+  // Ours (messages between our own actors never leave the mailboxes; a bucket for ourselves
+  // is empty) and the peers', in rank order.
+  std::vector<K2KTransfer> inbound;
+  std::vector<std::byte> inbound_payload;
+  for (int r = 0; r < size; ++r) {
+    if (r == me) continue;
+    const ExchangeHeader& h = recv_headers[static_cast<std::size_t>(r)];
+    const auto& buf = recv_data[static_cast<std::size_t>(r)];
+    for (std::uint64_t i = 0; i < h.messages; ++i) {
+      K2KTransfer t;
+      std::memcpy(&t, buf.data() + i * sizeof t, sizeof t);
+      inbound.push_back(t);
+    }
+    inbound_payload.insert(inbound_payload.end(), buf.begin() + static_cast<std::ptrdiff_t>(h.messages * sizeof(K2KTransfer)),
+                           buf.end());
+    stats_.messages_received += h.messages;
+    stats_.bytes_received += h.bytes;
+  }
+  PKRT_RETURN_IF_ERROR(local_->deliver_inbound_k2k(epoch, inbound, inbound_payload));
+  ++stats_.epochs;
+  stats_.seconds_in_exchange += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return Status();
+}
+
+Status ShardedRuntime::run_until(std::uint64_t epoch) {
+  PKRT_RETURN_IF_ERROR(failed_);
+  PKRT_RETURN_IF_ERROR(local_->set_target_epoch(epoch));
+  if (exchanges_) {
+    for (; next_exchange_ <= epoch; ++next_exchange_) {
+      const Status here = wait_local(next_exchange_);
+      const Status st = exchange(next_exchange_, here);
+      if (!st.ok()) {
+        failed_ = st;
+        local_->shutdown().ignore();
+        return st;
+      }
+    }
+  }
+  const Status parked = local_->wait_parked(timeout_);
+  if (!parked.ok()) failed_ = parked;
+  return parked;
+}
+
+Status ShardedRuntime::shutdown() { return local_->shutdown(); }
+
+}  // namespace pkrt::mpi
