@@ -87,6 +87,7 @@ struct CheckpointManager::Impl {
   // I/O) by one writer thread at a time. Lock order: catalog_mu, then mu; nothing holding mu
   // waits for catalog_mu, so the pump thread (accept(), mu only) never waits on an fsync.
   std::mutex catalog_mu;
+  std::vector<std::uint64_t> pinned;  // guarded by catalog_mu: epochs whose sets retention keeps
   std::map<std::string, CatalogFile> files;     // by name
   std::map<std::uint64_t, PendingSet> pending;  // by request id
   std::vector<CommittedSet> committed;          // by sequence, oldest first
@@ -360,9 +361,14 @@ struct CheckpointManager::Impl {
   // the older manifests first, then unneeded files (catalog_mu held).
   Status retain(std::uint64_t& deleted) {
     const std::size_t keep = std::max<std::uint32_t>(policy.keep_sets, 1);
-    const std::size_t drop = committed.size() > keep ? committed.size() - keep : 0;
+    const std::size_t older = committed.size() > keep ? committed.size() - keep : 0;
+    // The older sets go, except those at a pinned epoch (pin_epochs).
+    std::vector<bool> dropped(committed.size(), false);
+    for (std::size_t i = 0; i < older; ++i)
+      dropped[i] = std::find(pinned.begin(), pinned.end(), committed[i].epoch) == pinned.end();
     std::set<std::string> roots;
-    for (std::size_t i = drop; i < committed.size(); ++i) roots.insert(committed[i].members.begin(), committed[i].members.end());
+    for (std::size_t i = 0; i < committed.size(); ++i)
+      if (!dropped[i]) roots.insert(committed[i].members.begin(), committed[i].members.end());
     for (const auto& name : newest_durable)
       if (!name.empty()) roots.insert(name);
     roots.insert(uncertain.begin(), uncertain.end());
@@ -385,7 +391,8 @@ struct CheckpointManager::Impl {
     Status failure;
     // Uncommit first: a crash after this leaves files nothing refers to, never a manifest
     // whose members are gone.
-    for (std::size_t i = 0; i < drop; ++i) {
+    for (std::size_t i = 0; i < committed.size(); ++i) {
+      if (!dropped[i]) continue;
       Status st = store->remove(committed[i].manifest);
       if (!st.ok()) {
         failure = st;
@@ -394,7 +401,10 @@ struct CheckpointManager::Impl {
       ++deleted;
     }
     if (!failure.ok()) return failure;  // keep every file while an old manifest may still name it
-    committed.erase(committed.begin(), committed.begin() + static_cast<std::ptrdiff_t>(drop));
+    std::vector<CommittedSet> kept;
+    for (std::size_t i = 0; i < committed.size(); ++i)
+      if (!dropped[i]) kept.push_back(std::move(committed[i]));
+    committed = std::move(kept);
     for (auto it = files.begin(); it != files.end();) {
       if (needed.count(it->first) != 0) {
         ++it;
@@ -605,6 +615,11 @@ std::vector<SnapshotStats> CheckpointManager::snapshot_stats() const {
 }
 
 const CheckpointStore& CheckpointManager::store() const { return *impl_->store; }
+
+void CheckpointManager::pin_epochs(std::vector<std::uint64_t> epochs) {
+  std::lock_guard<std::mutex> catalog(impl_->catalog_mu);
+  impl_->pinned = std::move(epochs);
+}
 
 namespace {
 

@@ -59,10 +59,24 @@ Status Runtime::collect_outbound_k2k(std::uint64_t epoch, std::vector<K2KTransfe
   m.backend->bind_this_thread();
   const std::uint64_t mailbox = std::uint64_t{a.k2k_channels} * a.k2k_slot_stride;
   const std::uint32_t buffer = detail::k2k_buffer_of(a, epoch);
+  // Only the rows of actors other shards run (our own may be written by a live restore),
+  // each run of consecutive ones in one copy; rows land at their own offsets.
   m.exchange_scratch.resize(mailbox * a.global_actors);
-  PKRT_RETURN_IF_ERROR(m.backend->copy_to_host(m.exchange_scratch.data(), m.k2k_mailbox_device(buffer, 0),
-                                               m.exchange_scratch.size()));
+  std::vector<host::HostCopy> copies;
   std::size_t next_local = 0;  // global_ids is ascending: walk it beside the rows
+  for (std::uint32_t row = 0; row < a.global_actors;) {
+    if (next_local < m.global_ids.size() && m.global_ids[next_local] == row) {
+      ++next_local;
+      ++row;
+      continue;
+    }
+    const std::uint32_t first = row;
+    while (row < a.global_actors && !(next_local < m.global_ids.size() && m.global_ids[next_local] == row)) ++row;
+    copies.push_back({m.exchange_scratch.data() + first * mailbox, m.k2k_mailbox_device(buffer, first),
+                      (row - first) * mailbox});
+  }
+  PKRT_RETURN_IF_ERROR(m.backend->gather_to_host(copies));
+  next_local = 0;
   for (std::uint32_t row = 0; row < a.global_actors; ++row) {
     if (next_local < m.global_ids.size() && m.global_ids[next_local] == row) {
       ++next_local;

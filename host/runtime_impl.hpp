@@ -88,6 +88,14 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   std::vector<std::uint32_t> global_ids;
   host::Buffer global_id_buf;
   std::uint32_t global_id(std::uint32_t actor) const { return global_ids.empty() ? actor : global_ids[actor]; }
+  // A shard with K2K delay > 1 cannot snapshot or restore one actor while the grid runs: its
+  // cut would miss (or its restore race) messages other shards are still delivering.
+  Status shard_single_actor_refusal(const char* call) const {
+    return Status(StatusCode::kUnsupported,
+                  std::string(call) + " on a shard of a multi-rank run with K2K delay " + std::to_string(args.k2k_delay) +
+                      ": messages from other ranks are still being delivered into the epochs it would cut. Fix: "
+                      "snapshot_all (it waits for the exchange), or K2K delay 1");
+  }
   // K2K exchange with other shards (k2k_exchange.cpp), on the caller's thread.
   std::mutex exchange_mu;
   std::uint64_t next_delivery = 0;        // guarded by exchange_mu: the epoch deliver_inbound_k2k takes next

@@ -623,6 +623,7 @@ bool Runtime::cancel_snapshot(std::uint64_t request) {
 Result<std::uint64_t> Runtime::snapshot_actor(std::uint32_t actor, bool full, std::uint64_t apply_epoch) {
   Impl& m = *impl_;
   if (!m.options.snapshots) return snapshots_disabled();
+  if (m.args.k2k_gated != 0 && m.args.k2k_delay > 1) return m.shard_single_actor_refusal("snapshot_actor");
   if (actor >= m.options.num_actors)
     return Status(StatusCode::kOutOfRange, "actor " + std::to_string(actor) + " is out of range (app has " +
                                                std::to_string(m.options.num_actors) + " actors)");
@@ -743,6 +744,7 @@ std::future<Reply> Runtime::restore_actor(std::uint32_t actor, const std::vector
     return p.get_future();
   };
   if (!m.options.snapshots) return fail(snapshots_disabled());
+  if (m.args.k2k_gated != 0 && m.args.k2k_delay > 1) return fail(m.shard_single_actor_refusal("restore_actor"));
   if (actor >= m.options.num_actors)
     return fail(Status(StatusCode::kOutOfRange, "actor " + std::to_string(actor) + " is out of range"));
   if (image.size() != m.image.image_bytes)

@@ -271,6 +271,7 @@ struct ControlView {
   std::uint32_t snapshot_flags = 0;  // SnapshotAllFlags
   std::uint32_t snapshot_wave = 0, wave_first = 0, wave_last = 0;
   std::uint64_t k2k_open_epoch = 0;
+  std::uint64_t pending_cut = ~std::uint64_t{0};  // a snapshot_all latched to serve after this epoch
   std::uint64_t served_snapshot = 0;  // block 0's record of the last snapshot_all latched
   std::uint32_t served_wave = 0;      // and of its last wave scheduled
   std::uint32_t reported_generation = 0;  // last generation stored in GridReport
@@ -307,6 +308,12 @@ struct ControlView {
   PKRT_HD bool waits_for_exchange(const KernelArgs& args, std::uint64_t next) const {
     return args.k2k_gated != 0 && next > k2k_open_epoch;
   }
+  // Scale-out: a cut at `epoch` (a park, whose round serves snapshots of it, or a snapshot_all
+  // served after it) must hold every message in flight after it, i.e. wait until the host
+  // delivered `epoch` itself (k2k_open_epoch = epoch + D), not only what epoch + 1 reads.
+  PKRT_HD bool cut_waits_for_exchange(const KernelArgs& args, std::uint64_t epoch) const {
+    return args.k2k_gated != 0 && k2k_open_epoch < epoch + args.k2k_delay;
+  }
   // The user's park: pause or target epoch (reported with kOpPaused).
   PKRT_HD bool wants_park(std::uint64_t epoch) const { return pause || epoch >= target_epoch; }
   // A snapshot_all in waves holds the grid at its cut once latched (kSnapshotAllHold).
@@ -341,6 +348,12 @@ PKRT_HD void decide_next_round(BlockState& bs, ControlView& control, std::uint64
     } else if (control.shutdown) {
       args.grid->stop_reason = kStopShutdown;
       directive = kDirectiveStop;
+    } else if ((control.wants_park(epoch) || control.holds_for_snapshot() || control.pending_cut == epoch) &&
+               control.cut_waits_for_exchange(args, epoch)) {
+      // A park round serves the snapshots of `epoch`; so does the round after a snapshot_all
+      // latched for it. Either waits for the exchange of `epoch` (scale-out) first.
+      wait_for_change(hc.doorbell, bell, args.idle_spin, args.poll_sleep_cap_ns, args.control->doorbell_sleeper);
+      continue;
     } else if (control.wants_park(epoch) || control.holds_for_snapshot()) {
       directive = kDirectivePark;
     } else if (control.waits_for_exchange(args, epoch + 1)) {
@@ -374,6 +387,7 @@ PKRT_HD void decide_next_round(BlockState& bs, ControlView& control, std::uint64
   if (directive != kDirectiveStop && (latch || next_wave)) {
     if (latch) {
       control.served_snapshot = control.snapshot_request;
+      if (directive == kDirectiveRun) control.pending_cut = epoch + 1;
       // Relaxed: published by the release store of control_generation at the next generation.
       store_relaxed(args.control->grid.latched_snapshot, control.snapshot_request);
     }

@@ -71,7 +71,9 @@ Status wait_all(std::vector<MPI_Request>& requests, const std::vector<int>& peer
     MPI_Request_free(&requests[i]);
   }
   std::sort(missing.begin(), missing.end());
-  return Status(StatusCode::kTimeout, what + ": rank(s) " + rank_list(missing) + " did not answer within " +
+  const bool unknown = !missing.empty() && missing.front() < 0;  // a collective: we cannot tell who
+  return Status(StatusCode::kTimeout, what + ": " + (unknown ? std::string("some rank") : "rank(s) " + rank_list(missing)) +
+                                          " did not answer within " +
                                           std::to_string(timeout.count()) +
                                           " ms. They are stuck, much slower, or gone (mpirun reports a killed rank). "
                                           "Fix: look at those ranks' output, or raise ShardOptions::exchange_timeout");
@@ -169,9 +171,33 @@ bool ShardedRuntime::owns(std::uint32_t global_actor) const {
 
 Status ShardedRuntime::start() {
   PKRT_RETURN_IF_ERROR(failed_);
-  PKRT_RETURN_IF_ERROR(local_->start());
-  next_exchange_ = local_->first_exchange_epoch();
-  return Status();
+  Status st = local_->start();
+  if (st.ok()) next_exchange_ = local_->first_exchange_epoch();
+  st = agree(st, "start");
+  if (!st.ok()) failed_ = st;
+  return st;
+}
+
+Status ShardedRuntime::agree(const Status& mine, const std::string& what) {
+  const int code = static_cast<int>(mine.code());
+  std::vector<int> codes(static_cast<std::size_t>(context_.size));
+  MPI_Request request = MPI_REQUEST_NULL;
+  MPI_Iallgather(&code, 1, MPI_INT, codes.data(), 1, MPI_INT, comm_, &request);
+  std::vector<MPI_Request> requests{request};
+  // A stuck or dead peer must not hang this rank: the same deadline as an exchange.
+  PKRT_RETURN_IF_ERROR(wait_all(requests, std::vector<int>{-1}, timeout_,
+                                "rank " + std::to_string(context_.rank) + " agreeing on " + what + " with every rank"));
+  if (!mine.ok()) return mine;
+  std::vector<int> failed;
+  StatusCode first = StatusCode::kOk;
+  for (int r = 0; r < context_.size; ++r) {
+    if (codes[static_cast<std::size_t>(r)] == 0) continue;
+    failed.push_back(r);
+    if (first == StatusCode::kOk) first = static_cast<StatusCode>(codes[static_cast<std::size_t>(r)]);
+  }
+  if (failed.empty()) return Status();
+  return Status(StatusCode::kAborted, "rank(s) " + rank_list(failed) + " failed (" + status_code_name(first) + ") in " +
+                                          what + "; this rank stops too. Their output says why");
 }
 
 Status ShardedRuntime::post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
@@ -211,10 +237,13 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
   // Bucket this epoch's outbound messages by the owner of their destination.
   std::vector<std::vector<std::byte>> send_data(static_cast<std::size_t>(size));
   std::vector<ExchangeHeader> send_headers(static_cast<std::size_t>(size));
-  if (local_failure.ok()) {
+  Status failure = local_failure;
+  if (failure.ok()) {
     outbound_.clear();
     outbound_payload_.clear();
-    PKRT_RETURN_IF_ERROR(local_->collect_outbound_k2k(epoch, outbound_, outbound_payload_));
+    failure = local_->collect_outbound_k2k(epoch, outbound_, outbound_payload_);
+  }
+  if (failure.ok()) {
     std::vector<std::vector<std::byte>> payloads(static_cast<std::size_t>(size));
     std::size_t offset = 0;
     for (const K2KTransfer& t : outbound_) {
@@ -237,8 +266,9 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
     }
   }
   for (auto& h : send_headers) {
-    h.code = static_cast<std::uint32_t>(local_failure.code());
+    h.code = static_cast<std::uint32_t>(failure.code());
     h.epoch = epoch;
+    if (!failure.ok()) h.messages = h.bytes = 0;
   }
 
   // Header round: everyone hears from everyone, so a failure reaches every rank.
@@ -261,8 +291,11 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
   }
   Status waited = wait_all(requests, peer_of, timeout_, "rank " + std::to_string(me) + " at the K2K exchange of epoch " +
                                                              std::to_string(epoch));
+  // Past the header round every peer knows our status (or is past help): nothing left to tell.
+  told_peers_ = true;
   if (!waited.ok()) return waited;
-  if (!local_failure.ok()) return local_failure;
+  if (!failure.ok()) return failure;
+  told_peers_ = false;
   std::vector<int> failed;
   StatusCode first_code = StatusCode::kOk;
   for (int r = 0; r < size; ++r) {
@@ -279,6 +312,7 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
     }
   }
   if (!failed.empty()) {
+    told_peers_ = true;  // every healthy rank got the same headers
     return Status(StatusCode::kAborted, "rank(s) " + rank_list(failed) + " failed (" + status_code_name(first_code) +
                                             ") at epoch " + std::to_string(epoch) +
                                             "; this rank stops too. Their output says why");
@@ -304,8 +338,12 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
     peer_of.push_back(r);
     MPI_Isend(buf.data(), static_cast<int>(buf.size()), MPI_BYTE, r, kDataTag, comm_, &requests.back());
   }
-  PKRT_RETURN_IF_ERROR(wait_all(requests, peer_of, timeout_,
-                                "rank " + std::to_string(me) + " receiving K2K of epoch " + std::to_string(epoch)));
+  Status received = wait_all(requests, peer_of, timeout_,
+                             "rank " + std::to_string(me) + " receiving K2K of epoch " + std::to_string(epoch));
+  if (!received.ok()) {
+    told_peers_ = true;  // a peer that does not send its data is stuck or gone: nobody to tell
+    return received;
+  }
 
   // Ours (messages between our own actors never leave the mailboxes; a bucket for ourselves
   // is empty) and the peers', in rank order.
@@ -333,21 +371,27 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
 
 Status ShardedRuntime::run_until(std::uint64_t epoch) {
   PKRT_RETURN_IF_ERROR(failed_);
-  PKRT_RETURN_IF_ERROR(local_->set_target_epoch(epoch));
+  Status result = local_->set_target_epoch(epoch);
   if (exchanges_) {
+    // A failure is told to the peers at the next exchange's header round (a failing rank keeps
+    // taking part until it has), so every rank leaves the loop at the same epoch.
     for (; next_exchange_ <= epoch; ++next_exchange_) {
-      const Status here = wait_local(next_exchange_);
+      const Status here = result.ok() ? wait_local(next_exchange_) : result;
       const Status st = exchange(next_exchange_, here);
-      if (!st.ok()) {
-        failed_ = st;
-        local_->shutdown().ignore();
-        return st;
-      }
+      if (st.ok()) continue;
+      result = st;
+      if (told_peers_) break;
     }
   }
-  const Status parked = local_->wait_parked(timeout_);
-  if (!parked.ok()) failed_ = parked;
-  return parked;
+  if (result.ok()) result = local_->wait_parked(timeout_);
+  // Every rank returns the same outcome: a rank whose grid failed after the last exchange
+  // (or before it could tell) is named to the others here.
+  result = agree(result, "run_until(" + std::to_string(epoch) + ")");
+  if (!result.ok()) {
+    failed_ = result;
+    local_->shutdown().ignore();
+  }
+  return result;
 }
 
 Status ShardedRuntime::shutdown() { return local_->shutdown(); }

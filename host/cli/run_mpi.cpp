@@ -7,6 +7,7 @@
 #include "host/cli/cli_common.hpp"
 #include "host/cli/commands.hpp"
 
+#include <pkrt/crc32.hpp>
 #include <pkrt/runtime.hpp>
 
 #include <nlohmann/json.hpp>
@@ -61,21 +62,24 @@ struct MpiRunSummary {
 };
 
 // Statuses that must agree on every rank become one: the first failing rank's, named;
-// `first_failed` is that rank (-1: none).
-Status agree(MPI_Comm comm, const Status& mine, int& first_failed) {
+// `first_failed` is that rank (-1: none); `same_as_rank0`: rank 0 failed with this very error
+// (a bad launch fails every rank alike, and one copy of the message is enough).
+Status agree(MPI_Comm comm, const Status& mine, int& first_failed, bool* same_as_rank0 = nullptr) {
   first_failed = -1;
   int rank = 0, size = 1;
   MPI_Comm_rank(comm, &rank);
   MPI_Comm_size(comm, &size);
-  const int code = static_cast<int>(mine.code());
-  std::vector<int> codes(static_cast<std::size_t>(size));
-  MPI_Allgather(&code, 1, MPI_INT, codes.data(), 1, MPI_INT, comm);
+  const std::uint32_t text_crc = crc32(mine.message().data(), mine.message().size());
+  const std::uint32_t code_and_text[2] = {static_cast<std::uint32_t>(mine.code()), text_crc};
+  std::vector<std::uint32_t> all(2 * static_cast<std::size_t>(size));
+  MPI_Allgather(code_and_text, 2, MPI_UINT32_T, all.data(), 2, MPI_UINT32_T, comm);
+  if (same_as_rank0 != nullptr) *same_as_rank0 = !mine.ok() && all[0] == code_and_text[0] && all[1] == text_crc;
   for (int r = 0; r < size; ++r) {
-    if (codes[static_cast<std::size_t>(r)] == 0) continue;
+    const std::uint32_t code = all[2 * static_cast<std::size_t>(r)];
+    if (code == 0) continue;
     first_failed = r;
     if (r == rank) return mine;
-    return Status(static_cast<StatusCode>(codes[static_cast<std::size_t>(r)]),
-                  "rank " + std::to_string(r) + " failed; its output says why");
+    return Status(static_cast<StatusCode>(code), "rank " + std::to_string(r) + " failed; its output says why");
   }
   return Status();
 }
@@ -156,15 +160,19 @@ Status run_heat2d_ranks(const RunOptions& o, MpiRunSummary& sum, int rank, int s
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::uint64_t late = 0;
+  Status local;
   for (auto& [epoch, ack] : acks) {
     Reply r = ack.get();
-    if (!r.status.ok()) return r.status;
+    if (!r.status.ok() && local.ok()) local = r.status;
     if (r.event.epoch != epoch) ++late;
   }
   // Each rank's tiles into an otherwise zero field; OR-ing the bit patterns on rank 0 puts
   // every tile in place exactly (tiles do not overlap).
   std::vector<float> field(std::uint64_t{p.width} * p.height, 0.0f);
-  PKRT_RETURN_IF_ERROR(examples::heat2d_gather_into(shard.local(), p, field));
+  if (local.ok()) local = examples::heat2d_gather_into(shard.local(), p, field);
+  // Every rank takes part in the reductions below, or none does.
+  int first_failed = -1;
+  PKRT_RETURN_IF_ERROR(agree(MPI_COMM_WORLD, local, first_failed));
   std::vector<float> whole(rank == 0 ? field.size() : 0);
   MPI_Reduce(field.data(), rank == 0 ? whole.data() : nullptr, static_cast<int>(field.size()), MPI_UINT32_T, MPI_BOR, 0,
              MPI_COMM_WORLD);
@@ -206,13 +214,16 @@ int run_mpi_command(const RunOptions& o) {
   MpiRunSummary sum;
   Status st = run_heat2d_ranks(o, sum, rank, size, progress);
   progress.finish();
-  // Every rank learns the outcome. The first failing rank prints its error (a bad launch
-  // fails every rank alike: rank 0 alone says so); rank 0 names it when it is another.
+  // Every rank learns the outcome. A rank prints its own error; a notice that another rank
+  // failed (kAborted, "rank...", from an agreement) only rank 0 prints, and only when it has
+  // no error of its own. A bad launch fails every rank alike: rank 0 alone says so.
   int first_failed = -1;
-  const Status all = agree(MPI_COMM_WORLD, st, first_failed);
-  if (rank == first_failed) {
+  bool same_as_rank0 = false;
+  const Status all = agree(MPI_COMM_WORLD, st, first_failed, &same_as_rank0);
+  const bool notice = st.code() == StatusCode::kAborted && st.message().rfind("rank", 0) == 0;
+  if (!st.ok() && !notice && (rank == 0 || !same_as_rank0)) {
     report_error(("run (rank " + std::to_string(rank) + ")").c_str(), st);
-  } else if (rank == 0 && first_failed > 0) {
+  } else if (rank == 0 && !all.ok()) {
     report_error("run", all);
   }
   if (all.ok() && rank == 0) {

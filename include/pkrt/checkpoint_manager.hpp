@@ -118,6 +118,11 @@ class CheckpointManager {
   // last flush, else ok.
   Status flush(std::chrono::milliseconds timeout = std::chrono::minutes(10));
 
+  // Sets at these epochs are kept by retention whatever keep_sets says, until the next call
+  // replaces the list (a rank of a multi-rank run pins the sets its committed global
+  // checkpoints name: pkrt/global_checkpoint.hpp). Applies from the next retention pass.
+  void pin_epochs(std::vector<std::uint64_t> epochs);
+
   CheckpointCounters counters() const;
   std::vector<SnapshotStats> snapshot_stats() const;
   const CheckpointStore& store() const;

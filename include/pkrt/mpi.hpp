@@ -96,7 +96,7 @@ class ShardedRuntime {
   // The local index of a global actor this rank owns.
   std::uint32_t local_index(std::uint32_t global_actor) const { return partition_.local_index(global_actor); }
 
-  // Collective: launches every rank's grid.
+  // Collective: launches every rank's grid; fails on every rank if one could not start.
   Status start();
   // Collective: runs every rank through `epoch` (the grids then park there), exchanging each
   // epoch's cross-rank K2K. An error on any rank is returned on every rank, naming it.
@@ -116,8 +116,12 @@ class ShardedRuntime {
   // Waits until the local grid completed `epoch` (or failed, or the timeout passed).
   Status wait_local(std::uint64_t epoch);
   // Swaps epoch `epoch`'s cross-rank K2K with every peer and delivers ours; `local_failure`
-  // (not ok) is told to the peers instead, then returned.
+  // (not ok), or a failure to collect, is told to the peers instead, then returned. Sets
+  // told_peers_ when the peers know of the failure it returns.
   Status exchange(std::uint64_t epoch, const Status& local_failure);
+  // Collective (with the exchange deadline): every rank's status; ok only when all are ok,
+  // else this rank's own error, or one naming the ranks that failed.
+  Status agree(const Status& mine, const std::string& what);
 
   MPI_Comm comm_ = MPI_COMM_NULL;  // our duplicate
   RankContext context_;
@@ -127,6 +131,7 @@ class ShardedRuntime {
   std::uint64_t next_exchange_ = 0;
   bool exchanges_ = false;  // K2K crosses ranks (more than one rank, an app with K2K)
   Status failed_;           // the first collective failure: every later call returns it
+  bool told_peers_ = false; // the last exchange's failure is known to every peer
   ExchangeStats stats_;
   // Per-exchange buffers, kept between epochs.
   std::vector<K2KTransfer> outbound_;
