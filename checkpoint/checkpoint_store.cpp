@@ -1,5 +1,6 @@
 // checkpoint/checkpoint_store.cpp: file and memory stores, history scan, delta-chain restore.
 #include <pkrt/checkpoint_store.hpp>
+#include <pkrt/global_checkpoint.hpp>
 #include <pkrt/crc32.hpp>
 
 #include "host/file_read.hpp"
@@ -32,13 +33,14 @@ Status io_error(const std::string& what, const std::string& path, int err, const
 
 bool valid_name(const std::string& name) {
   return !name.empty() && name.find('/') == std::string::npos && name[0] != '.' &&
-         (ends_with(name, kCheckpointFileSuffix) || ends_with(name, kCheckpointManifestSuffix));
+         (ends_with(name, kCheckpointFileSuffix) || ends_with(name, kCheckpointManifestSuffix) ||
+          ends_with(name, kGlobalManifestSuffix));
 }
 
 Status bad_name(const std::string& name) {
   return Status(StatusCode::kInvalidArgument,
                 "checkpoint name '" + name + "' is invalid: it must end in .pkck (or .pkset for a set "
-                "manifest), not start with '.', and contain no '/'");
+                "manifest, .pkglobal for a global one), not start with '.', and contain no '/'");
 }
 
 constexpr const char* kLockName = ".pkrt-writer.lock";

@@ -176,9 +176,10 @@ std::string global_manifest_name(const std::string& app, std::uint64_t epoch) {
   return app + buf + kGlobalManifestSuffix;
 }
 
-std::string rank_checkpoint_dir(std::uint32_t rank) {
-  char buf[32];
-  std::snprintf(buf, sizeof buf, "rank-%05u", rank);
+std::string rank_checkpoint_dir(std::uint32_t rank, std::uint32_t ranks, std::span<const std::uint32_t> global_ids) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "rank-%05u-of-%05u-%08x", rank, ranks,
+                crc32(global_ids.data(), global_ids.size_bytes()));
   return buf;
 }
 

@@ -60,8 +60,9 @@ Result<GlobalCheckpointManifest> parse_global_manifest(std::span<const std::byte
 
 // "<app>-global-e<epoch, 12 digits>.pkglobal".
 std::string global_manifest_name(const std::string& app, std::uint64_t epoch);
-// "rank-<rank, 5 digits>": the directory under the checkpoint directory a rank writes into.
-std::string rank_checkpoint_dir(std::uint32_t rank);
+// "rank-<rank>-of-<ranks>-<CRC32 of the rank's global ids, 8 hex digits>" (numbers 5 digits):
+// the directory under the checkpoint directory a rank writes into, one per rank and layout.
+std::string rank_checkpoint_dir(std::uint32_t rank, std::uint32_t ranks, std::span<const std::uint32_t> global_ids);
 // The local index of every global actor in `owner` (its position among its rank's actors).
 std::vector<std::uint32_t> global_local_indices(std::span<const std::uint32_t> owner, std::uint32_t ranks);
 

@@ -21,6 +21,8 @@
 //   its own contract for sends, posts and snapshots from other threads.
 #pragma once
 
+#include <pkrt/checkpoint_manager.hpp>
+#include <pkrt/global_checkpoint.hpp>
 #include <pkrt/partition.hpp>
 #include <pkrt/runtime.hpp>
 #include <pkrt/status.hpp>
@@ -62,6 +64,18 @@ struct ShardOptions {
   std::chrono::milliseconds exchange_timeout{60000};
 };
 
+// Coordinated checkpoints (pkrt/global_checkpoint.hpp).
+struct GlobalCheckpointOptions {
+  // The checkpoint directory, the same path on every rank (a shared filesystem across nodes).
+  // Each rank writes its sets under rank-NNNNN-of-RRRRR-<layout>/ (pkrt::rank_checkpoint_dir):
+  // a directory per rank and partition, so a run with another layout never mixes its files
+  // with this one's; rank 0 writes the global manifests at the top.
+  std::string directory;
+  std::uint32_t keep = 3;  // newest committed global checkpoints kept (>= 1)
+  CheckpointEncodeOptions encode;
+  RunInputs inputs;        // options outside Params that shape the run (compared on restore)
+};
+
 // What crossed ranks so far (this rank's side).
 struct ExchangeStats {
   std::uint64_t epochs = 0;            // exchanges done
@@ -84,7 +98,7 @@ class ShardedRuntime {
     static_assert(std::is_trivially_copyable_v<Params>, "pkrt: Params must be trivially copyable");
     return create(comm, program, &params, sizeof(Params), options);
   }
-  ~ShardedRuntime();
+  ~ShardedRuntime();  // detaches the checkpoint manager, then shuts the runtime down
   ShardedRuntime(const ShardedRuntime&) = delete;
   ShardedRuntime& operator=(const ShardedRuntime&) = delete;
 
@@ -106,6 +120,25 @@ class ShardedRuntime {
   // forwarding to the owner is not built yet (docs/scale-out.md).
   Status post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
               std::uint64_t apply_epoch = 0);
+
+  // ---- Coordinated checkpoints ----------------------------------------------------------
+  // Collective: attaches this rank's CheckpointManager to its directory under
+  // options.directory. Before or after start().
+  Status enable_checkpoints(const GlobalCheckpointOptions& options);
+  // Collective, every grid parked at the same epoch (after run_until): a global checkpoint of
+  // that epoch. Two-phase: every rank's set is durable, then rank 0 commits the global
+  // manifest, then older global checkpoints beyond `keep` are uncommitted and every rank may
+  // prune their sets. Every K2K message in flight at the cut is in the images (the grids
+  // parked only after the exchange of that epoch). On any rank's failure no global manifest is
+  // written, the last committed one stays restorable, and every rank returns the error.
+  Result<std::uint64_t> checkpoint();
+  // Collective, before start(): every rank restores the actors it runs from the newest
+  // committed global checkpoint in `directory` (or the one at `epoch`), whatever rank count
+  // and partition wrote it; the commands queued at the cut are posted again on their actors'
+  // new ranks. Refused (on every rank, naming the field) when the program, params, actor
+  // count, K2K delay, image layout or `inputs` differ. Returns the restored epoch.
+  Result<std::uint64_t> restore(const std::string& directory, std::optional<std::uint64_t> epoch,
+                                const RunInputs& inputs);
 
   ExchangeStats exchange_stats() const { return stats_; }
   // Stops this rank's grid (not collective). Idempotent; returns the runtime's first error.
@@ -133,6 +166,15 @@ class ShardedRuntime {
   Status failed_;           // the first collective failure: every later call returns it
   bool told_peers_ = false; // the last exchange's failure is known to every peer
   ExchangeStats stats_;
+  // Coordinated checkpoints (mpi/coordinated_checkpoint.cpp).
+  std::string checkpoint_dir_;
+  std::uint32_t keep_globals_ = 3;
+  std::unique_ptr<CheckpointManager> manager_;
+  std::uint64_t next_global_sequence_ = 1;  // rank 0
+  // Global checkpoints the directory holds (rank 0 keeps them): newest last.
+  Result<std::vector<std::pair<std::string, GlobalCheckpointManifest>>> scan_globals(const std::string& directory) const;
+  // Rank 0's result broadcast to every rank: ok, or its failure.
+  Status broadcast_status(const Status& at_root);
   // Per-exchange buffers, kept between epochs.
   std::vector<K2KTransfer> outbound_;
   std::vector<std::byte> outbound_payload_;

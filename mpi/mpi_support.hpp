@@ -1,0 +1,63 @@
+// mpi/mpi_support.hpp: what the pkrt::mpi sources share: MPI errors as Status, and waiting
+// for non-blocking requests with a deadline that names the ranks still missing.
+#pragma once
+
+#include <pkrt/status.hpp>
+
+#include <mpi.h>
+
+#include <algorithm>
+#include <chrono>
+#include <string>
+#include <thread>
+#include <vector>
+
+namespace pkrt::mpi::detail {
+
+inline Status mpi_error(int rc, const char* what) {
+  char text[MPI_MAX_ERROR_STRING] = {};
+  int len = 0;
+  MPI_Error_string(rc, text, &len);
+  return Status(StatusCode::kInternal, std::string("MPI ") + what + " failed: " + std::string(text, len));
+}
+
+inline std::string rank_list(const std::vector<int>& ranks) {
+  std::string out;
+  for (int r : ranks) out += (out.empty() ? "" : ", ") + std::to_string(r);
+  return out;
+}
+
+// Waits for every request (MPI_Testall, yielding, then sleeping briefly: ranks may share
+// cores). On timeout cancels what is left and names the peers whose requests did not finish.
+inline Status wait_all(std::vector<MPI_Request>& requests, const std::vector<int>& peer_of, std::chrono::milliseconds timeout,
+                const std::string& what) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout;
+  for (std::uint32_t polls = 0;; ++polls) {
+    int done = 0;
+    const int rc = MPI_Testall(static_cast<int>(requests.size()), requests.data(), &done, MPI_STATUSES_IGNORE);
+    if (rc != MPI_SUCCESS) return mpi_error(rc, "Testall");
+    if (done != 0) return Status();
+    if (std::chrono::steady_clock::now() > deadline) break;
+    if (polls < 256) std::this_thread::yield();
+    else std::this_thread::sleep_for(std::chrono::microseconds(50));
+  }
+  std::vector<int> missing;
+  for (std::size_t i = 0; i < requests.size(); ++i) {
+    if (requests[i] == MPI_REQUEST_NULL) continue;
+    int flag = 0;
+    MPI_Test(&requests[i], &flag, MPI_STATUS_IGNORE);
+    if (flag != 0) continue;
+    if (std::find(missing.begin(), missing.end(), peer_of[i]) == missing.end()) missing.push_back(peer_of[i]);
+    MPI_Cancel(&requests[i]);
+    MPI_Request_free(&requests[i]);
+  }
+  std::sort(missing.begin(), missing.end());
+  const bool unknown = !missing.empty() && missing.front() < 0;  // a collective: we cannot tell who
+  return Status(StatusCode::kTimeout, what + ": " + (unknown ? std::string("some rank") : "rank(s) " + rank_list(missing)) +
+                                          " did not answer within " +
+                                          std::to_string(timeout.count()) +
+                                          " ms. They are stuck, much slower, or gone (mpirun reports a killed rank). "
+                                          "Fix: look at those ranks' output, or raise ShardOptions::exchange_timeout");
+}
+
+}  // namespace pkrt::mpi::detail

@@ -1,0 +1,238 @@
+// pkrt::mpi under mpirun (tests/CMakeLists.txt runs it with -np 4, CPU backend): one job,
+// sub-communicators of 1 to 4 ranks, so a run on R ranks can be checkpointed and restored on
+// M ranks inside one test. Every rank runs every test; ranks outside a test's group wait at
+// its end. Seeded, one behaviour each.
+#include "examples/heat2d/heat2d_host.hpp"
+
+#include <pkrt/mpi.hpp>
+
+#include <gtest/gtest.h>
+
+#include <filesystem>
+#include <random>
+
+namespace pkrt::mpi {
+namespace {
+
+using examples::Heat2d;
+
+int world_rank() {
+  int r = 0;
+  MPI_Comm_rank(MPI_COMM_WORLD, &r);
+  return r;
+}
+
+int world_size() {
+  int s = 1;
+  MPI_Comm_size(MPI_COMM_WORLD, &s);
+  return s;
+}
+
+// World ranks 0 .. n-1 in a new communicator (MPI_COMM_NULL on the others).
+MPI_Comm first_ranks(int n) {
+  MPI_Comm c = MPI_COMM_NULL;
+  MPI_Comm_split(MPI_COMM_WORLD, world_rank() < n ? 0 : MPI_UNDEFINED, world_rank(), &c);
+  return c;
+}
+
+Heat2d::Params field(std::uint32_t actors) {
+  Heat2d::Params p;
+  p.width = 47;
+  p.height = 38;
+  p.seed = 20261204;
+  p.stats_every = 0;
+  examples::heat2d_choose_tiles(p, actors);
+  return p;
+}
+
+constexpr std::uint32_t kActors = 12;
+
+ShardOptions options(std::uint32_t delay) {
+  ShardOptions o;
+  o.runtime.backend = BackendKind::kCpu;
+  o.runtime.num_actors = kActors;
+  o.runtime.threads = 1;
+  o.runtime.k2k_delay = delay;
+  o.exchange_timeout = std::chrono::milliseconds(20000);
+  return o;
+}
+
+// The field's checksum on the group's rank 0 (0 elsewhere), every rank's tiles OR-ed in.
+std::uint32_t group_checksum(ShardedRuntime& shard, MPI_Comm comm, const Heat2d::Params& p) {
+  std::vector<float> mine(std::uint64_t{p.width} * p.height, 0.0f), whole(mine.size());
+  EXPECT_TRUE(examples::heat2d_gather_into(shard.local(), p, mine).ok());
+  MPI_Reduce(mine.data(), whole.data(), static_cast<int>(mine.size()), MPI_UINT32_T, MPI_BOR, 0, comm);
+  return shard.context().rank == 0 ? examples::heat2d_checksum(whole) : 0;
+}
+
+// Injections from every tile's owner, the same schedule on every rank count.
+void inject(ShardedRuntime& shard, const Heat2d::Params& p, std::uint64_t first_epoch) {
+  std::mt19937_64 rng(p.seed);
+  for (int i = 0; i < 10; ++i) {
+    examples::Heat2dInjectData inj{static_cast<std::uint32_t>(rng() % p.width), static_cast<std::uint32_t>(rng() % p.height),
+                                   1.0f + static_cast<float>(rng() % 100)};
+    const std::uint64_t epoch = 1 + rng() % 40;
+    if (epoch < first_epoch) continue;
+    const std::uint32_t actor = Heat2d::actor_of(p, inj.x, inj.y);
+    if (shard.owns(actor)) ASSERT_TRUE(shard.post(actor, examples::kHeat2dInject, &inj, sizeof inj, epoch).ok());
+  }
+}
+
+// Runs heat2d on `ranks` ranks through `epochs` (checkpointing at `checkpoint_at` into `dir`
+// when set) and returns the checksum on world rank 0.
+std::uint32_t straight(int ranks, std::uint32_t delay, std::uint64_t epochs, const std::string& dir = {},
+                       std::uint64_t checkpoint_at = 0) {
+  std::uint32_t sum = 0;
+  MPI_Comm comm = first_ranks(ranks);
+  if (comm != MPI_COMM_NULL) {
+    const Heat2d::Params p = field(kActors);
+    auto created = ShardedRuntime::create(comm, examples::heat2d_program(), p, options(delay));
+    EXPECT_TRUE(created.ok()) << created.status().to_string();
+    if (created.ok()) {
+      ShardedRuntime& shard = *created.value();
+      if (!dir.empty()) {
+        GlobalCheckpointOptions co;
+        co.directory = dir;
+        EXPECT_TRUE(shard.enable_checkpoints(co).ok());
+      }
+      inject(shard, p, 1);
+      EXPECT_TRUE(shard.start().ok());
+      if (checkpoint_at != 0) {
+        EXPECT_TRUE(shard.run_until(checkpoint_at).ok());
+        auto taken = shard.checkpoint();
+        EXPECT_TRUE(taken.ok()) << taken.status().to_string();
+      }
+      const Status ran = shard.run_until(epochs);
+      EXPECT_TRUE(ran.ok()) << ran.to_string();
+      sum = group_checksum(shard, comm, p);
+    }
+    created = Status(StatusCode::kAborted, "done");  // destroy before freeing the communicator
+    MPI_Comm_free(&comm);
+  }
+  MPI_Bcast(&sum, 1, MPI_UINT32_T, 0, MPI_COMM_WORLD);
+  return sum;
+}
+
+// Restores heat2d on `ranks` ranks from `dir` and runs it through `epochs`.
+std::uint32_t restored(int ranks, std::uint32_t delay, std::uint64_t epochs, const std::string& dir,
+                       std::uint64_t expected_epoch) {
+  std::uint32_t sum = 0;
+  MPI_Comm comm = first_ranks(ranks);
+  if (comm != MPI_COMM_NULL) {
+    const Heat2d::Params p = field(kActors);
+    auto created = ShardedRuntime::create(comm, examples::heat2d_program(), p, options(delay));
+    EXPECT_TRUE(created.ok()) << created.status().to_string();
+    if (created.ok()) {
+      ShardedRuntime& shard = *created.value();
+      auto epoch = shard.restore(dir, std::nullopt, {});
+      EXPECT_TRUE(epoch.ok()) << epoch.status().to_string();
+      if (epoch.ok()) EXPECT_EQ(epoch.value(), expected_epoch);
+      EXPECT_TRUE(shard.start().ok());
+      const Status ran = shard.run_until(epochs);
+      EXPECT_TRUE(ran.ok()) << ran.to_string();
+      sum = group_checksum(shard, comm, p);
+    }
+    created = Status(StatusCode::kAborted, "done");
+    MPI_Comm_free(&comm);
+  }
+  MPI_Bcast(&sum, 1, MPI_UINT32_T, 0, MPI_COMM_WORLD);
+  return sum;
+}
+
+std::string fresh_dir(const std::string& name) {
+  std::string dir = (std::filesystem::temp_directory_path() / ("pkrt_mpi_test_" + name)).string();
+  if (world_rank() == 0) {
+    std::filesystem::remove_all(dir);
+    std::filesystem::create_directories(dir);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+  return dir;
+}
+
+class RestoreOnAnotherRankCount : public ::testing::TestWithParam<std::tuple<int, int, std::uint32_t>> {};
+
+TEST_P(RestoreOnAnotherRankCount, ContinuesLikeTheStraightRun) {
+  const auto [from, to, delay] = GetParam();
+  ASSERT_GE(world_size(), std::max(from, to)) << "run under mpirun -np 4";
+  const std::string dir = fresh_dir("restore_" + std::to_string(from) + "_" + std::to_string(to) + "_d" + std::to_string(delay));
+  const std::uint32_t reference = straight(1, delay, 40);
+  const std::uint32_t written = straight(from, delay, 40, dir, 20);
+  EXPECT_EQ(written, reference) << from << " ranks with a checkpoint at 20";
+  EXPECT_EQ(restored(to, delay, 40, dir, 20), reference) << from << " -> " << to << " ranks";
+}
+
+INSTANTIATE_TEST_SUITE_P(FromToDelay, RestoreOnAnotherRankCount,
+                         ::testing::Values(std::make_tuple(4, 2, 1u), std::make_tuple(2, 3, 1u),
+                                           std::make_tuple(1, 4, 1u), std::make_tuple(3, 4, 2u),
+                                           std::make_tuple(4, 1, 2u)));
+
+TEST(ShardedRuntime, ARankThatStopsMakesEveryRankFailNamingIt) {
+  ASSERT_GE(world_size(), 3);
+  MPI_Comm comm = first_ranks(3);
+  if (comm != MPI_COMM_NULL) {
+    const Heat2d::Params p = field(kActors);
+    ShardOptions o = options(1);
+    // Rank 1 gives up on its own grid well before its peers give up on it, so they hear why.
+    int group_rank = 0;
+    MPI_Comm_rank(comm, &group_rank);
+    o.exchange_timeout = std::chrono::milliseconds(group_rank == 1 ? 1000 : 15000);
+    auto created = ShardedRuntime::create(comm, examples::heat2d_program(), p, o);
+    ASSERT_TRUE(created.ok()) << created.status().to_string();
+    ShardedRuntime& shard = *created.value();
+    ASSERT_TRUE(shard.start().ok());
+    ASSERT_TRUE(shard.run_until(5).ok());
+    // Rank 1's grid stops (as after a fault): it never completes epoch 6.
+    if (shard.context().rank == 1) ASSERT_TRUE(shard.local().shutdown().ok());
+    const Status st = shard.run_until(10);
+    ASSERT_FALSE(st.ok());
+    if (shard.context().rank == 1) {
+      EXPECT_NE(st.message().find("rank 1's grid did not complete epoch 6"), std::string::npos) << st.to_string();
+    } else {
+      EXPECT_EQ(st.code(), StatusCode::kAborted) << st.to_string();
+      EXPECT_NE(st.message().find("rank(s) 1 failed"), std::string::npos) << st.to_string();
+    }
+    created = Status(StatusCode::kAborted, "done");
+    MPI_Comm_free(&comm);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+TEST(ShardedRuntime, MoreRanksThanActorsIsRefusedOnEveryRank) {
+  const Heat2d::Params p = field(2);
+  ShardOptions o = options(1);
+  o.runtime.num_actors = 2;
+  auto created = ShardedRuntime::create(MPI_COMM_WORLD, examples::heat2d_program(), p, o);
+  ASSERT_FALSE(created.ok());
+  EXPECT_EQ(created.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(created.status().message().find("mpirun -np 2 or fewer"), std::string::npos) << created.status().to_string();
+}
+
+TEST(ShardedRuntime, NoCommittedGlobalCheckpointIsNotFoundOnEveryRank) {
+  const std::string dir = fresh_dir("empty");
+  const Heat2d::Params p = field(kActors);
+  auto created = ShardedRuntime::create(MPI_COMM_WORLD, examples::heat2d_program(), p, options(1));
+  ASSERT_TRUE(created.ok());
+  auto epoch = created.value()->restore(dir, std::nullopt, {});
+  ASSERT_FALSE(epoch.ok());
+  EXPECT_EQ(epoch.status().code(), StatusCode::kNotFound) << epoch.status().to_string();
+}
+
+}  // namespace
+}  // namespace pkrt::mpi
+
+int main(int argc, char** argv) {
+  int provided = 0;
+  MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
+  ::testing::InitGoogleTest(&argc, argv);
+  // Only rank 0 prints results; every rank runs every test (they are collective).
+  if (pkrt::mpi::world_rank() != 0) {
+    auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
+    delete listeners.Release(listeners.default_result_printer());
+  }
+  int rc = RUN_ALL_TESTS();
+  // The job fails if any rank failed.
+  int worst = 0;
+  MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
+  MPI_Finalize();
+  return worst;
+}
