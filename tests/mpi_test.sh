@@ -47,6 +47,56 @@ rc=$?
 expect_in toomany.err "Fix: run with mpirun -np 4 or fewer" "5 ranks for 4 actors"
 echo "ok: more ranks than actors exits 2 with the fix"
 
+# Coordinated checkpoints: 4 ranks write, 2 and 3 ranks restore and end like the straight run.
+"${mpirun[@]}" -np 4 "$pkrt" "${common[@]}" --threads 1 --checkpoint-dir ck4 --checkpoint-every 20 >ck4.json 2>ck4.err ||
+  fail "4 ranks with checkpoints: $(cat ck4.err)"
+[ "$(checksum_of ck4.json)" = "${single[1]}" ] || fail "4 ranks with checkpoints changed the checksum"
+"$pkrt" checkpoint list ck4 >ck4.list || fail "checkpoint list of a multi-rank directory"
+expect_in ck4.list "3 global checkpoints, 3 whole; restorable epochs: 20 40 60" "checkpoint list"
+for np in 2 3; do
+  "${mpirun[@]}" -np "$np" "$pkrt" "${common[@]}" --threads 1 --restore ck4 --restore-epoch 40 >"r$np.json" 2>"r$np.err" ||
+    fail "restore on $np ranks: $(cat "r$np.err")"
+  [ "$(checksum_of "r$np.json")" = "${single[1]}" ] || fail "4 -> $np ranks from epoch 40: $(checksum_of "r$np.json")"
+  echo "ok: a global checkpoint of 4 ranks restored on $np ranks ends with ${single[1]}"
+done
+# A damaged rank set makes its global checkpoint broken (verify exits 1) and a restore refuses it.
+member=$(ls ck4/rank-00002-*/heat2d-e000000000060-*-a000000-full.pkck)
+printf 'XXXX' | dd of="$member" bs=1 seek=200 conv=notrunc status=none
+"$pkrt" checkpoint verify ck4 >verify.out
+rc=$?
+[ "$rc" -eq 1 ] || fail "verify of a damaged global checkpoint: exit $rc $(cat verify.out)"
+expect_in verify.out "CORRUPT  heat2d-global-e000000000060.pkglobal" "verify names the broken global checkpoint"
+"${mpirun[@]}" -np 2 "$pkrt" "${common[@]}" --threads 1 --restore ck4 --restore-epoch 60 >bad.out 2>bad.err
+[ $? -ne 0 ] || fail "a restore from a damaged global checkpoint succeeded"
+echo "ok: a damaged rank set breaks its global checkpoint (verify exit 1, restore refused)"
+
+# A rank killed at random moments of a run that checkpoints every few epochs: what is listed as
+# committed is always whole, and the newest restores on another rank count to the straight end.
+big=(run --app heat2d --grid 480x360 --actors 12 --epochs 400 --injections 8 --quiet --json --threads 1)
+"$pkrt" "${big[@]}" >big.json 2>big.err || fail "single-process reference of the big run"
+want=$(checksum_of big.json)
+for delay in 0.6 1.1 1.7; do
+  rm -rf ckk
+  "${mpirun[@]}" -np 3 "$pkrt" "${big[@]}" --checkpoint-dir ckk --checkpoint-every 3 --checkpoint-keep 2 \
+    >kk.out 2>kk.err &
+  job=$!
+  pids+=("$job")
+  sleep "$delay"
+  for p in $(pgrep -f "$pkrt run --app heat2d --grid 480x360" || true); do
+    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qx "OMPI_COMM_WORLD_RANK=1"; then kill -9 "$p"; fi
+  done
+  wait "$job"
+  "$pkrt" checkpoint list ckk >kk.list 2>&1
+  grep -q "BROKEN\|DAMAGED" kk.list && fail "a killed rank left a committed global checkpoint that is not whole: $(cat kk.list)"
+  if grep -q "restorable epochs: none" kk.list || ! [ -e ckk ]; then
+    echo "ok: killed after ${delay}s before the first global commit (nothing listed as restorable)"
+    continue
+  fi
+  "${mpirun[@]}" -np 2 "$pkrt" "${big[@]}" --restore ckk >kr.json 2>kr.err || fail "restore after a kill: $(cat kr.err)"
+  [ "$(checksum_of kr.json)" = "$want" ] || fail "restore after a kill at ${delay}s ended with $(checksum_of kr.json), want $want"
+  echo "ok: rank 1 killed after ${delay}s; newest global checkpoint (epoch $(sed -n 's/.*"restored_epoch": \([0-9]*\).*/\1/p' kr.json)) restored on 2 ranks ends with $want"
+done
+
 # A rank killed mid-run: mpirun stops every rank and names the dead one.
 "${mpirun[@]}" -np 3 "$pkrt" run --app heat2d --grid 600x600 --actors 12 --epochs 1000000 --threads 1 --quiet \
   >killed.out 2>killed.err &

@@ -8,9 +8,11 @@
 #include <pkrt/checkpoint_set.hpp>
 #include <pkrt/checkpoint_store.hpp>
 #include <pkrt/crc32.hpp>
+#include <pkrt/global_checkpoint.hpp>
 
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <cstdio>
 #include <filesystem>
 #include <map>
@@ -101,9 +103,15 @@ std::vector<PartialSet> partial_sets(const std::vector<CheckpointRecord>& files,
   return out;
 }
 
+// Multi-rank checkpoint directories and global manifests (defined with verify below): true
+// when `o.path` is one, with the command's exit code in `rc`.
+bool global_command(const CheckpointOptions& o, const char* command, int& rc);
+
 int list_command(const CheckpointOptions& o) {
   auto opened = open_path(o.path, false, true);
   if (!opened.ok()) return report_error("checkpoint list", opened.status());
+  // A multi-rank run's directory holds global manifests and one directory per rank.
+  if (int rc = 0; global_command(o, "list", rc)) return rc;
   auto sets = scan_checkpoint_sets(*opened->store);
   if (!sets.ok()) return report_error("checkpoint list", sets.status());
   auto history = scan_checkpoints(*opened->store);
@@ -237,6 +245,7 @@ int inspect_command(const CheckpointOptions& o) {
   auto bytes = read_checkpoint_file(o.path);
   if (!bytes.ok()) return report_error("checkpoint inspect", bytes.status());
   if (is_manifest_name(o.path)) return inspect_manifest(o, bytes.value());
+  if (int rc = 0; global_command(o, "inspect", rc)) return rc;
   auto parsed = parse_checkpoint(bytes.value(), o.path);
   if (!parsed.ok()) {
     std::fprintf(stderr, "pkrt checkpoint inspect: %s\n", parsed.status().to_string().c_str());
@@ -337,7 +346,174 @@ Status verify_set(const CheckpointManifest& m, const std::vector<CheckpointRecor
   return Status();
 }
 
+bool is_global_name(const std::string& n) {
+  const std::string suffix = kGlobalManifestSuffix;
+  return n.size() > suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+// A global checkpoint of a multi-rank run (pkrt/global_checkpoint.hpp) and, per rank, whether
+// its set is the one committed (manifest CRC) and whole.
+struct GlobalRecord {
+  std::string name;
+  Status status;  // of the global manifest itself
+  GlobalCheckpointManifest manifest;
+  std::vector<Status> ranks;
+  bool whole() const {
+    if (!status.ok()) return false;
+    for (const Status& r : ranks)
+      if (!r.ok()) return false;
+    return true;
+  }
+};
+
+Status verify_rank_set(const std::string& dir, const GlobalCheckpointRank& rk) {
+  const auto slash = rk.manifest.find('/');
+  auto store = FileCheckpointStore::open(dir + "/" + rk.manifest.substr(0, slash));
+  if (!store.ok()) return store.status();
+  const std::string set = rk.manifest.substr(slash + 1);
+  auto bytes = store.value()->get(set);
+  if (!bytes.ok()) return Status(bytes.status().code(), "set manifest " + rk.manifest + " is missing or unreadable");
+  if (crc32(bytes.value().data(), bytes.value().size()) != rk.manifest_crc)
+    return Status(StatusCode::kCorruptData, "set manifest " + rk.manifest + " is not the one committed (CRC differs)");
+  auto parsed = parse_checkpoint_manifest(bytes.value(), store.value()->describe(set));
+  if (!parsed.ok()) return parsed.status();
+  auto files = scan_checkpoints(*store.value());
+  if (!files.ok()) return files.status();
+  return verify_set(parsed.value(), files.value());
+}
+
+GlobalRecord read_global(const std::string& dir, const std::string& name) {
+  GlobalRecord g;
+  g.name = name;
+  auto bytes = read_checkpoint_file(dir + "/" + name);
+  if (!bytes.ok()) {
+    g.status = bytes.status();
+    return g;
+  }
+  auto parsed = parse_global_manifest(bytes.value(), dir + "/" + name);
+  if (!parsed.ok()) {
+    g.status = parsed.status();
+    return g;
+  }
+  g.manifest = std::move(parsed.value());
+  for (const GlobalCheckpointRank& rk : g.manifest.ranks) g.ranks.push_back(verify_rank_set(dir, rk));
+  return g;
+}
+
+std::vector<GlobalRecord> scan_globals(const std::string& dir) {
+  std::vector<GlobalRecord> out;
+  std::error_code ec;
+  for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (is_global_name(name) && entry.is_regular_file(ec)) out.push_back(read_global(dir, name));
+  }
+  std::sort(out.begin(), out.end(), [](const GlobalRecord& a, const GlobalRecord& b) {
+    return a.manifest.sequence != b.manifest.sequence ? a.manifest.sequence < b.manifest.sequence : a.name < b.name;
+  });
+  return out;
+}
+
+std::string rank_summary(const GlobalRecord& g) {
+  std::size_t ok = 0;
+  std::string bad;
+  for (std::size_t r = 0; r < g.ranks.size(); ++r) {
+    if (g.ranks[r].ok()) ++ok;
+    else bad += "; rank " + std::to_string(r) + ": " + g.ranks[r].message();
+  }
+  return std::to_string(ok) + "/" + std::to_string(g.ranks.size()) + " rank sets whole" + bad;
+}
+
+nlohmann::json global_json(const GlobalRecord& g) {
+  if (!g.status.ok()) return {{"manifest", g.name}, {"ok", false}, {"error", g.status.to_string()}};
+  nlohmann::json ranks = nlohmann::json::array();
+  for (std::size_t r = 0; r < g.ranks.size(); ++r)
+    ranks.push_back({{"rank", r}, {"set", g.manifest.ranks[r].manifest}, {"actors", g.manifest.ranks[r].actors},
+                     {"ok", g.ranks[r].ok()}, {"error", g.ranks[r].ok() ? "" : g.ranks[r].to_string()}});
+  return {{"manifest", g.name}, {"ok", g.whole()}, {"app", g.manifest.app}, {"epoch", g.manifest.epoch},
+          {"sequence", g.manifest.sequence}, {"actors", g.manifest.global_actors}, {"k2k_delay", g.manifest.k2k_delay},
+          {"partition", g.manifest.partition}, {"ranks", ranks}};
+}
+
+// `list`/`verify` of a multi-rank checkpoint directory: its global checkpoints, each checked
+// whole (every rank's committed set present, the one committed, and whole).
+int list_globals(const CheckpointOptions& o, const std::vector<GlobalRecord>& globals, bool verify) {
+  std::size_t whole = 0;
+  for (const auto& g : globals) whole += g.whole() ? 1 : 0;
+  if (o.json && !verify) {
+    nlohmann::json js = nlohmann::json::array();
+    for (const auto& g : globals) js.push_back(global_json(g));
+    std::printf("%s\n", nlohmann::json{{"global_checkpoints", js}}.dump(2).c_str());
+    return kExitOk;
+  }
+  if (!verify) std::printf("%-10s %-14s %-8s %-6s %-8s %s\n", "global", "epoch", "seq", "ranks", "actors", "manifest");
+  for (const auto& g : globals) {
+    if (!g.status.ok()) {
+      if (verify) std::printf("CORRUPT  %s\n         %s\n", g.name.c_str(), g.status.message().c_str());
+      else std::printf("%-10s %-14s %-8s %-6s %-8s %s  (%s)\n", "DAMAGED", "?", "?", "?", "?", g.name.c_str(),
+                       g.status.message().c_str());
+      continue;
+    }
+    if (verify) {
+      std::printf("%s  %s (global checkpoint at epoch %llu: %s)\n", g.whole() ? "ok     " : "CORRUPT", g.name.c_str(),
+                  static_cast<unsigned long long>(g.manifest.epoch), rank_summary(g).c_str());
+    } else {
+      std::printf("%-10s %-14llu %-8llu %-6zu %-8u %s  (%s)\n", g.whole() ? "committed" : "BROKEN",
+                  static_cast<unsigned long long>(g.manifest.epoch), static_cast<unsigned long long>(g.manifest.sequence),
+                  g.manifest.ranks.size(), g.manifest.global_actors, g.name.c_str(), rank_summary(g).c_str());
+    }
+  }
+  std::printf("%zu global checkpoints, %zu whole; restorable epochs:", globals.size(), whole);
+  for (const auto& g : globals)
+    if (g.whole()) std::printf(" %llu", static_cast<unsigned long long>(g.manifest.epoch));
+  std::printf("%s\n", whole == 0 ? " none" : "");
+  return !verify || whole == globals.size() ? kExitOk : kExitFailed;
+}
+
+int inspect_global(const CheckpointOptions& o, const GlobalRecord& g) {
+  if (!g.status.ok()) {
+    std::fprintf(stderr, "pkrt checkpoint inspect: %s\n", g.status.to_string().c_str());
+    return kExitFailed;
+  }
+  if (o.json) {
+    std::printf("%s\n", global_json(g).dump(2).c_str());
+    return kExitOk;
+  }
+  std::vector<std::pair<std::string, std::string>> rows = {
+      {"app", g.manifest.app},
+      {"epoch", std::to_string(g.manifest.epoch)},
+      {"sequence", std::to_string(g.manifest.sequence)},
+      {"actors", std::to_string(g.manifest.global_actors) + " over " + std::to_string(g.manifest.ranks.size()) +
+                     " ranks (" + g.manifest.partition + ")"},
+      {"K2K delay", std::to_string(g.manifest.k2k_delay)},
+      {"image", human_bytes(g.manifest.image_bytes) + " per actor, chunks of " + human_bytes(g.manifest.chunk_bytes)},
+      {"status", g.whole() ? "whole: restorable on any rank count" : rank_summary(g)}};
+  for (std::size_t r = 0; r < g.ranks.size(); ++r)
+    rows.push_back({"rank " + std::to_string(r), g.manifest.ranks[r].manifest + " (" +
+                                                     std::to_string(g.manifest.ranks[r].actors) + " actors): " +
+                                                     (g.ranks[r].ok() ? "whole" : g.ranks[r].message())});
+  print_table(stdout, "global checkpoint " + o.path, rows);
+  return kExitOk;
+}
+
+bool global_command(const CheckpointOptions& o, const char* command, int& rc) {
+  std::error_code ec;
+  const std::filesystem::path p(o.path);
+  const bool verify = std::string(command) == "verify";
+  if (std::filesystem::is_regular_file(p, ec) && is_global_name(p.filename().string())) {
+    if (std::string(command) == "list") return false;
+    const GlobalRecord g = read_global(p.has_parent_path() ? p.parent_path().string() : ".", p.filename().string());
+    rc = verify ? list_globals(o, {g}, true) : inspect_global(o, g);
+    return true;
+  }
+  if (std::string(command) == "inspect" || !std::filesystem::is_directory(p, ec)) return false;
+  const auto globals = scan_globals(o.path);
+  if (globals.empty()) return false;
+  rc = list_globals(o, globals, verify);
+  return true;
+}
+
 int verify_command(const CheckpointOptions& o) {
+  if (int rc = 0; global_command(o, "verify", rc)) return rc;
   auto opened = open_path(o.path, true, true);
   if (!opened.ok()) return report_error("checkpoint verify", opened.status());
   const bool explicit_file = !opened->file.empty();
@@ -423,12 +599,13 @@ void add_checkpoint_command(CLI::App& app, CheckpointOptions& o) {
   CLI::App* cmd = app.add_subcommand("checkpoint", "List, inspect and verify checkpoint files");
   cmd->require_subcommand(1);
   CLI::App* list = cmd->add_subcommand(
-      "list", "Checkpoint files by actor and epoch, committed sets, and incomplete sets (never restorable)");
+      "list", "Checkpoint files by actor and epoch, committed sets, and incomplete sets (never restorable); for a "
+              "multi-rank run's directory, its global checkpoints with each rank's set status");
   list->add_option("DIR", o.path, "Checkpoint directory")->required();
   list->add_flag("--json", o.json, "Print as JSON");
   CLI::App* inspect = cmd->add_subcommand(
       "inspect", "Header, metadata and chunks of one checkpoint file, or the fingerprint and members of a set manifest");
-  inspect->add_option("FILE", o.path, "Checkpoint file (.pkck) or set manifest (.pkset)")->required();
+  inspect->add_option("FILE", o.path, "Checkpoint file (.pkck), set manifest (.pkset) or global manifest (.pkglobal)")->required();
   inspect->add_flag("--json", o.json, "Print as JSON");
   CLI::App* verify = cmd->add_subcommand(
       "verify",

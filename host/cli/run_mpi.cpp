@@ -55,6 +55,8 @@ struct MpiRunSummary {
   std::uint64_t epoch = 0;
   std::uint64_t injections = 0;
   std::uint64_t applied_late = 0;
+  std::uint64_t restored_epoch = 0;
+  std::uint64_t checkpoints = 0;  // global checkpoints committed
   std::uint64_t messages = 0;  // K2K messages between ranks, all ranks
   std::uint64_t bytes = 0;
   double exchange_seconds = 0;  // the largest rank's time in exchanges
@@ -89,11 +91,10 @@ Status run_heat2d_ranks(const RunOptions& o, MpiRunSummary& sum, int rank, int s
     return Status(StatusCode::kUnsupported, "under mpirun only --app heat2d runs over ranks for now. Fix: run " + o.app +
                                                 " without mpirun");
   }
-  if (!o.checkpoint_dir.empty() || !o.restore.empty() || !o.replay_log.empty() || o.chaos >= 0) {
+  if (!o.replay_log.empty() || o.chaos >= 0) {
     return Status(StatusCode::kUnsupported,
-                  "--checkpoint-dir, --restore, --replay-log and --chaos do not run over ranks yet (coordinated "
-                  "checkpoints and per-rank replay logs are the next steps of docs/scale-out.md). Fix: drop them, or "
-                  "run without mpirun");
+                  "--replay-log and --chaos do not run over ranks yet (per-rank replay logs are the next step of "
+                  "docs/scale-out.md). Fix: drop them, or run without mpirun");
   }
   auto backend = parse_backend(o.backend);
   if (!backend.ok()) return backend.status();
@@ -131,6 +132,26 @@ Status run_heat2d_ranks(const RunOptions& o, MpiRunSummary& sum, int rank, int s
   if (rank == 0)
     std::fprintf(stderr, "pkrt: %d ranks, partition %s, K2K delay %u, backend %s\n", size,
                  shard.partition().description().c_str(), o.k2k_delay, shard.local().backend_description().c_str());
+  // As in the single-process run: the options outside Params that decide the history.
+  RunInputs inputs = {{"--injections", std::to_string(o.injections)}};
+  if (o.injections != 0) inputs.emplace_back("--epochs", std::to_string(o.epochs));
+  if (!o.restore.empty()) {
+    auto restored = shard.restore(o.restore, o.restore_epoch >= 0 ? std::optional<std::uint64_t>(o.restore_epoch) : std::nullopt,
+                                  inputs);
+    if (!restored.ok()) return restored.status();
+    sum.restored_epoch = restored.value();
+    if (rank == 0)
+      std::fprintf(stderr, "pkrt: restored %u actors from the global checkpoint of epoch %llu in %s\n", o.actors,
+                   static_cast<unsigned long long>(sum.restored_epoch), o.restore.c_str());
+  }
+  if (!o.checkpoint_dir.empty()) {
+    mpi::GlobalCheckpointOptions co;
+    co.directory = o.checkpoint_dir;
+    co.keep = o.checkpoint_keep;
+    co.encode.zstd_level = o.zstd_level;
+    co.inputs = inputs;
+    PKRT_RETURN_IF_ERROR(shard.enable_checkpoints(co));
+  }
 
   // The single-process run's injection schedule; each rank sends those for its own tiles.
   std::vector<examples::Heat2dScheduledInjection> injections;
@@ -146,17 +167,33 @@ Status run_heat2d_ranks(const RunOptions& o, MpiRunSummary& sum, int rank, int s
   std::stable_sort(injections.begin(), injections.end(), [](const auto& a, const auto& b) { return a.epoch < b.epoch; });
   std::vector<std::pair<std::uint64_t, ReplyFuture>> acks;
   for (const auto& inj : injections) {
+    // A restored run holds the earlier ones in its state and the later ones in the commands
+    // its checkpoint restored.
+    if (sum.restored_epoch != 0) break;
     const std::uint32_t actor = examples::Heat2d::actor_of(p, inj.inject.x, inj.inject.y);
     if (!shard.owns(actor)) continue;
     acks.emplace_back(inj.epoch, shard.local().send(shard.local_index(actor), examples::kHeat2dInject, inj.inject, inj.epoch));
   }
   const auto t0 = std::chrono::steady_clock::now();
   PKRT_RETURN_IF_ERROR(shard.start());
+  // Runs in steps (progress), stopping at every checkpoint epoch too; --checkpoint-every 0
+  // checkpoints once, at the end.
   const std::uint64_t step = std::max<std::uint64_t>(1, o.epochs / 50);
-  for (std::uint64_t e = std::min(step, o.epochs);; e = std::min(e + step, o.epochs)) {
-    PKRT_RETURN_IF_ERROR(shard.run_until(e));
+  const std::uint64_t every = o.checkpoint_every;
+  std::uint64_t e = sum.restored_epoch;
+  if (e >= o.epochs) PKRT_RETURN_IF_ERROR(shard.run_until(e));  // park where the checkpoint left it
+  while (e < o.epochs) {
+    std::uint64_t next = std::min(e + step, o.epochs);
+    if (every != 0 && !o.checkpoint_dir.empty()) next = std::min(next, (e / every + 1) * every);
+    PKRT_RETURN_IF_ERROR(shard.run_until(next));
+    e = next;
+    const bool checkpoint_now = !o.checkpoint_dir.empty() && (every != 0 ? e % every == 0 : e == o.epochs);
+    if (checkpoint_now) {
+      auto taken = shard.checkpoint();
+      if (!taken.ok()) return taken.status();
+      ++sum.checkpoints;
+    }
     if (rank == 0) progress.update("epoch " + std::to_string(e) + "/" + std::to_string(o.epochs));
-    if (e == o.epochs) break;
   }
   const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   std::uint64_t late = 0;
@@ -227,7 +264,8 @@ int run_mpi_command(const RunOptions& o) {
     report_error("run", all);
   }
   if (all.ok() && rank == 0) {
-    const double eps = sum.seconds > 0 ? static_cast<double>(sum.epoch) / sum.seconds : 0.0;
+    const double eps =
+        sum.seconds > 0 ? static_cast<double>(sum.epoch - std::min(sum.epoch, sum.restored_epoch)) / sum.seconds : 0.0;
     if (o.json) {
       const nlohmann::json j = {{"app", "heat2d"},
                                 {"backend", sum.backend},
@@ -243,6 +281,8 @@ int run_mpi_command(const RunOptions& o) {
                                 {"injections", sum.injections},
                                 {"applied_late", sum.applied_late},
                                 {"total_heat", sum.total_heat},
+                                {"restored_epoch", sum.restored_epoch},
+                                {"global_checkpoints", sum.checkpoints},
                                 {"checksum", hex32(sum.checksum)},
                                 {"check_failed", sum.applied_late != 0}};
       std::printf("%s\n", j.dump(2).c_str());
@@ -253,7 +293,9 @@ int run_mpi_command(const RunOptions& o) {
       std::snprintf(heat, sizeof heat, "%.9g", sum.total_heat);
       std::snprintf(exch, sizeof exch, "%llu messages, %llu bytes (%.1f per epoch); slowest rank %.3f s in exchanges",
                     static_cast<unsigned long long>(sum.messages), static_cast<unsigned long long>(sum.bytes),
-                    sum.epoch > 0 ? static_cast<double>(sum.messages) / static_cast<double>(sum.epoch) : 0.0,
+                    sum.epoch > sum.restored_epoch
+                        ? static_cast<double>(sum.messages) / static_cast<double>(sum.epoch - sum.restored_epoch)
+                        : 0.0,
                     sum.exchange_seconds);
       print_table(stdout, "pkrt run summary (mpirun)",
                   {{"app", "heat2d"},
@@ -268,6 +310,10 @@ int run_mpi_command(const RunOptions& o) {
                    {"injections", std::to_string(sum.injections) + " (" + std::to_string(sum.applied_late) +
                                       " applied after their epoch)"},
                    {"total heat", heat},
+                   {"checkpoints", o.checkpoint_dir.empty() ? std::string("none")
+                                                             : std::to_string(sum.checkpoints) + " global, in " + o.checkpoint_dir},
+                   {"restored from", sum.restored_epoch == 0 ? std::string("-")
+                                                             : "epoch " + std::to_string(sum.restored_epoch) + " of " + o.restore},
                    {"final field checksum", hex32(sum.checksum)}});
     }
   }
