@@ -6,6 +6,7 @@
 #include <pkrt/checkpoint.hpp>
 #include <pkrt/checkpoint_set.hpp>
 #include <pkrt/crc32.hpp>
+#include <pkrt/global_checkpoint.hpp>
 #include <pkrt/replay_log.hpp>
 
 #include <algorithm>
@@ -99,6 +100,43 @@ inline void checkpoint_manifest_reader(const std::uint8_t* data, std::size_t siz
   const std::uint32_t crc = crc32(fixed.data(), fixed.size() - 4);
   for (int i = 0; i < 4; ++i) fixed[size - 4 + i] = static_cast<std::byte>(crc >> (8 * i));
   detail::check_manifest(fixed);
+}
+
+namespace detail {
+
+// What parse_global_manifest promises of a manifest it accepted (abort otherwise): every rank
+// ran at least one actor, the owner table names ranks that exist and matches their counts,
+// and encoding it again gives the very same bytes.
+inline void check_global_manifest(std::span<const std::byte> file) {
+  auto parsed = parse_global_manifest(file, "fuzz.pkglobal");
+  if (!parsed.ok()) return;
+  const GlobalCheckpointManifest& g = parsed.value();
+  if (g.owner.size() != g.global_actors || g.ranks.empty() || g.ranks.size() > g.global_actors) std::abort();
+  std::vector<std::uint32_t> count(g.ranks.size(), 0);
+  for (std::uint32_t o : g.owner) {
+    if (o >= g.ranks.size()) std::abort();
+    ++count[o];
+  }
+  for (std::size_t r = 0; r < g.ranks.size(); ++r)
+    if (count[r] != g.ranks[r].actors || count[r] == 0 || g.ranks[r].manifest.find("..") != std::string::npos) std::abort();
+  const std::vector<std::byte> again = encode_global_manifest(g);
+  if (again.size() != file.size() || !std::equal(again.begin(), again.end(), file.begin())) std::abort();
+}
+
+}  // namespace detail
+
+// Parses a global checkpoint manifest (pkrt/global_checkpoint.hpp); same approach as the set
+// manifest's target: as given, then with its length field and CRC made to match.
+inline void global_manifest_reader(const std::uint8_t* data, std::size_t size) {
+  const std::span<const std::byte> file(reinterpret_cast<const std::byte*>(data), size);
+  detail::check_global_manifest(file);
+  if (size < 16 + 4 || size > (std::size_t{1} << 20)) return;
+  std::vector<std::byte> fixed(file.begin(), file.end());
+  const auto total = static_cast<std::uint32_t>(size);
+  for (int i = 0; i < 4; ++i) fixed[12 + i] = static_cast<std::byte>(total >> (8 * i));
+  const std::uint32_t crc = crc32(fixed.data(), fixed.size() - 4);
+  for (int i = 0; i < 4; ++i) fixed[size - 4 + i] = static_cast<std::byte>(crc >> (8 * i));
+  detail::check_global_manifest(fixed);
 }
 
 }  // namespace pkrt::fuzz
