@@ -89,10 +89,30 @@ else
   command_text="from \`$from\`"
 fi
 
+# Scale-out over MPI ranks: its own binary under mpirun (built with MPI only).
+mpi_results=""
+if [ -z "$from" ]; then
+  if cmake --build "$build" --target pkrt_mpi_bench -j "$jobs" >>"$build/bench.build.log" 2>&1 &&
+     [ -x "$build/bin/pkrt_mpi_bench" ] && command -v mpirun >/dev/null 2>&1; then
+    mpi_results="$root/$build/bench-mpi-results.json"
+    echo "==> run pkrt_mpi_bench under mpirun -np 4 (oversubscribed on fewer cores)"
+    mpirun --oversubscribe --allow-run-as-root -np 4 "$build/bin/pkrt_mpi_bench" \
+      --benchmark_out="$mpi_results" --benchmark_out_format=json >"$build/bench-mpi-run.log" 2>&1 ||
+      { echo "report.sh: pkrt_mpi_bench failed (see $build/bench-mpi-run.log)" >&2; exit 1; }
+  else
+    echo "==> no pkrt_mpi_bench (built without MPI): the MPI section is left as it is"
+  fi
+elif [ -f "$(dirname "$results")/bench-mpi-results.json" ]; then
+  mpi_results="$(dirname "$results")/bench-mpi-results.json"
+fi
+
 echo "==> BENCHMARKS.md, bench/snapshot_latency.png and bench/latency_cdf.png"
 python3 bench/report.py "$results" --markdown BENCHMARKS.md --plot-data "$plotdir" \
   --png "$root/bench/snapshot_latency.png" --cdf-dir "$cdfdir" --cdf-png "$root/bench/latency_cdf.png" \
   --command "$command_text"
+if [ -n "$mpi_results" ]; then
+  python3 bench/mpi_report.py "$mpi_results" BENCHMARKS.md --command "mpirun --oversubscribe -np 4 pkrt_mpi_bench"
+fi
 gnuplot "$plotdir/snapshot_latency.gp"
 if [ -f "$plotdir/latency_cdf.gp" ]; then
   gnuplot "$plotdir/latency_cdf.gp"
