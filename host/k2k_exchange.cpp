@@ -56,6 +56,7 @@ Status Runtime::collect_outbound_k2k(std::uint64_t epoch, std::vector<K2KTransfe
     return Status(StatusCode::kFailedPrecondition,
                   "the grid has not completed epoch " + std::to_string(epoch) + ". Fix: wait until epoch_completed(epoch)");
   }
+  if (a.k2k_channels == 0) return Status();  // an app without K2K: nothing to collect
   m.backend->bind_this_thread();
   const std::uint64_t mailbox = std::uint64_t{a.k2k_channels} * a.k2k_slot_stride;
   const std::uint32_t buffer = detail::k2k_buffer_of(a, epoch);

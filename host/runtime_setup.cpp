@@ -366,7 +366,9 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
   a.k2k_delay = options.k2k_delay;
   a.k2k_buffers = static_cast<std::uint32_t>(k2k_buffers);
   a.global_actors = global_actors;
-  a.k2k_gated = global_actors != options.num_actors && lay.k2k_channels > 0 ? 1u : 0u;
+  // Every shard is gated, with or without K2K: its host's exchange also carries host commands
+  // forwarded from other ranks, which must arrive before the epochs they apply in.
+  a.k2k_gated = global_actors != options.num_actors ? 1u : 0u;
   a.global = static_cast<std::byte*>(impl->global_buf.device());
   a.global_bytes = lay.global_bytes;
   a.grid = static_cast<detail::GridScratch*>(impl->grid_buf.device());

@@ -158,15 +158,22 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
     return Status(StatusCode::kFailedPrecondition,
                   "checkpoint() before enable_checkpoints(). Fix: enable checkpoints on every rank first");
   }
-  // 1. Every rank parked at one epoch.
+  // 1. Every rank parked at one epoch, and no host command forwarded but not yet delivered
+  //    (it would be in no rank's queued commands at the cut).
   const std::uint64_t epoch = local_->stats().epoch;
-  std::uint64_t lo = 0, hi = 0;
+  std::uint64_t lo = 0, hi = 0, forwarding = forward_.size(), forwarded = 0;
   MPI_Allreduce(&epoch, &lo, 1, MPI_UINT64_T, MPI_MIN, comm_);
   MPI_Allreduce(&epoch, &hi, 1, MPI_UINT64_T, MPI_MAX, comm_);
+  MPI_Allreduce(&forwarding, &forwarded, 1, MPI_UINT64_T, MPI_SUM, comm_);
   if (lo != hi) {
     return Status(StatusCode::kFailedPrecondition,
                   "ranks are parked at epochs " + std::to_string(lo) + " to " + std::to_string(hi) +
                       ". Fix: call run_until(epoch) on every rank before checkpoint()");
+  }
+  if (forwarded != 0) {
+    return Status(StatusCode::kFailedPrecondition,
+                  std::to_string(forwarded) + " host command(s) posted to other ranks' actors are not delivered yet "
+                  "(they travel with the next exchange). Fix: checkpoint before posting them, or after the next run_until");
   }
   // 2. Phase 1: this rank's set, durable.
   Status mine;
@@ -388,6 +395,7 @@ Result<std::uint64_t> ShardedRuntime::restore(const std::string& directory, std:
   auto restored = load();
   const Status agreed = agree(restored.ok() ? Status() : restored.status(), "restore");
   if (!agreed.ok()) return agreed;
+  next_exchange_ = local_->first_exchange_epoch();  // the epoch after the restored one
   return restored.value();
 }
 

@@ -3,12 +3,15 @@
 // One exchange (epoch e), on every rank, in the same order:
 //   1. wait until the local grid completed e (or failed: the failure is sent instead of data);
 //   2. collect e's outbound K2K (Runtime::collect_outbound_k2k), bucket it by owner rank;
-//   3. header round: to every peer {status, epoch, messages, bytes}, from every peer the
+//   3. header round: to every peer {status, epoch, messages, bytes, commands}, from every peer the
 //      same (MPI_Isend/Irecv, tag kHeaderTag), waited with a deadline that names the peers
 //      still missing when it passes;
-//   4. data round: only between ranks that have messages for each other: the K2KTransfer
-//      records then the payloads, one message per peer (tag kDataTag);
-//   5. deliver what arrived, in rank order (Runtime::deliver_inbound_k2k), which opens e + D.
+//   4. data round, only between ranks with something for each other: the K2KTransfer
+//      records, the payloads, then the host commands forwarded to the receiver's actors
+//      (ShardedRuntime::post), one message per peer (tag kDataTag);
+//   5. post the forwarded commands, in rank order (their apply epochs are >= e + D: the grid
+//      cannot have started them), then deliver the K2K in rank order
+//      (Runtime::deliver_inbound_k2k), which opens e + D.
 // MPI's non-overtaking rule (per source, tag and communicator) keeps consecutive epochs'
 // messages in order without epoch tags; the epoch in the header checks it.
 #include <pkrt/mpi.hpp>
@@ -32,7 +35,7 @@ constexpr int kDataTag = 7302;
 // What each rank tells every peer at an exchange.
 struct ExchangeHeader {
   std::uint32_t code = 0;  // StatusCode of the sender's failure (0: ok, data follows)
-  std::uint32_t reserved = 0;
+  std::uint32_t commands = 0;  // host commands forwarded to the receiver (Command records)
   std::uint64_t epoch = 0;
   std::uint64_t messages = 0;  // K2KTransfer records for the receiver
   std::uint64_t bytes = 0;     // their payload bytes
@@ -122,7 +125,9 @@ Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, co
                                             " could not create their runtime (see their error); no rank runs");
   }
   shard->local_ = std::move(created.value());
-  shard->exchanges_ = c.size > 1 && shard->local_->layout().k2k_channels > 0;
+  shard->next_exchange_ = shard->local_->first_exchange_epoch();
+  // Every multi-rank run exchanges each epoch: K2K, forwarded host commands, failures.
+  shard->exchanges_ = c.size > 1;
   return shard;
 }
 
@@ -167,13 +172,27 @@ Status ShardedRuntime::post(std::uint32_t actor, std::uint16_t opcode, const voi
     return Status(StatusCode::kOutOfRange, "actor " + std::to_string(actor) + " is out of range (the program has " +
                                                std::to_string(partition_.actors()) + " actors)");
   }
-  if (!owns(actor)) {
+  if (owns(actor)) return local_->post(local_index(actor), opcode, data, bytes, apply_epoch);
+  if (bytes > kEnvelopeDataBytes) {
+    return Status(StatusCode::kInvalidArgument, "command data of " + std::to_string(bytes) + " bytes (at most " +
+                                                    std::to_string(kEnvelopeDataBytes) + ")");
+  }
+  const std::uint64_t earliest = earliest_remote_apply_epoch();
+  if (apply_epoch != 0 && apply_epoch < earliest) {
     return Status(StatusCode::kFailedPrecondition,
                   "actor " + std::to_string(actor) + " runs on rank " + std::to_string(partition_.owner(actor)) +
-                      ", not on rank " + std::to_string(context_.rank) +
-                      ". Fix: post it from its owner (ShardedRuntime::owns); forwarding is not built yet");
+                      ": a command forwarded now reaches it with the exchange of epoch " + std::to_string(next_exchange_) +
+                      " and can apply at epoch " + std::to_string(earliest) + " at the earliest, not " +
+                      std::to_string(apply_epoch) + ". Fix: an apply epoch >= " + std::to_string(earliest) +
+                      ", or post it from rank " + std::to_string(partition_.owner(actor)));
   }
-  return local_->post(local_index(actor), opcode, data, bytes, apply_epoch);
+  Command c{};
+  c.actor = actor;
+  c.opcode = opcode;
+  c.apply_epoch = apply_epoch == 0 ? earliest : apply_epoch;
+  if (bytes > 0) std::memcpy(c.data.data(), data, bytes);
+  forward_.push_back(c);
+  return Status();
 }
 
 Status ShardedRuntime::wait_local(std::uint64_t epoch) {
@@ -217,9 +236,17 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
       ++send_headers[owner].messages;
       send_headers[owner].bytes += t.bytes;
     }
+    std::vector<std::vector<std::byte>> commands(static_cast<std::size_t>(size));
+    for (const Command& c : forward_) {
+      const auto owner = static_cast<std::size_t>(partition_.owner(c.actor));
+      const auto* rec = reinterpret_cast<const std::byte*>(&c);
+      commands[owner].insert(commands[owner].end(), rec, rec + sizeof c);
+      ++send_headers[owner].commands;
+    }
     for (int r = 0; r < size; ++r) {
       auto& d = send_data[static_cast<std::size_t>(r)];
       d.insert(d.end(), payloads[static_cast<std::size_t>(r)].begin(), payloads[static_cast<std::size_t>(r)].end());
+      d.insert(d.end(), commands[static_cast<std::size_t>(r)].begin(), commands[static_cast<std::size_t>(r)].end());
       if (r != me) {
         stats_.messages_sent += send_headers[static_cast<std::size_t>(r)].messages;
         stats_.bytes_sent += send_headers[static_cast<std::size_t>(r)].bytes;
@@ -229,7 +256,10 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
   for (auto& h : send_headers) {
     h.code = static_cast<std::uint32_t>(failure.code());
     h.epoch = epoch;
-    if (!failure.ok()) h.messages = h.bytes = 0;
+    if (!failure.ok()) {
+      h.messages = h.bytes = 0;
+      h.commands = 0;
+    }
   }
 
   // Header round: everyone hears from everyone, so a failure reaches every rank.
@@ -257,6 +287,8 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
   if (!waited.ok()) return waited;
   if (!failure.ok()) return failure;
   told_peers_ = false;
+  stats_.commands_forwarded += forward_.size();
+  forward_.clear();  // every owner will have them (or the job fails)
   std::vector<int> failed;
   StatusCode first_code = StatusCode::kOk;
   for (int r = 0; r < size; ++r) {
@@ -285,15 +317,17 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
   peer_of.clear();
   for (int r = 0; r < size; ++r) {
     const ExchangeHeader& h = recv_headers[static_cast<std::size_t>(r)];
-    if (r == me || h.messages == 0) continue;
+    if (r == me || (h.messages == 0 && h.commands == 0)) continue;
     auto& buf = recv_data[static_cast<std::size_t>(r)];
-    buf.resize(h.messages * sizeof(K2KTransfer) + h.bytes);
+    buf.resize(h.messages * sizeof(K2KTransfer) + h.bytes + std::uint64_t{h.commands} * sizeof(Command));
     requests.emplace_back();
     peer_of.push_back(r);
     MPI_Irecv(buf.data(), static_cast<int>(buf.size()), MPI_BYTE, r, kDataTag, comm_, &requests.back());
   }
   for (int r = 0; r < size; ++r) {
-    if (r == me || send_headers[static_cast<std::size_t>(r)].messages == 0) continue;
+    if (r == me || (send_headers[static_cast<std::size_t>(r)].messages == 0 &&
+                    send_headers[static_cast<std::size_t>(r)].commands == 0))
+      continue;
     auto& buf = send_data[static_cast<std::size_t>(r)];
     requests.emplace_back();
     peer_of.push_back(r);
@@ -319,10 +353,22 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
       std::memcpy(&t, buf.data() + i * sizeof t, sizeof t);
       inbound.push_back(t);
     }
-    inbound_payload.insert(inbound_payload.end(), buf.begin() + static_cast<std::ptrdiff_t>(h.messages * sizeof(K2KTransfer)),
-                           buf.end());
+    const auto payload_at = static_cast<std::ptrdiff_t>(h.messages * sizeof(K2KTransfer));
+    const auto commands_at = payload_at + static_cast<std::ptrdiff_t>(h.bytes);
+    inbound_payload.insert(inbound_payload.end(), buf.begin() + payload_at, buf.begin() + commands_at);
     stats_.messages_received += h.messages;
     stats_.bytes_received += h.bytes;
+    // Forwarded host commands, posted before the delivery below opens the epochs they apply in.
+    for (std::uint32_t i = 0; i < h.commands; ++i) {
+      Command c;
+      std::memcpy(&c, buf.data() + commands_at + i * sizeof c, sizeof c);
+      if (!owns(c.actor) || c.apply_epoch < epoch + local_->options().k2k_delay) {
+        return Status(StatusCode::kInternal, "rank " + std::to_string(r) + " forwarded a command for actor " +
+                                                 std::to_string(c.actor) + " at epoch " + std::to_string(c.apply_epoch) +
+                                                 " that rank " + std::to_string(me) + " cannot apply then");
+      }
+      PKRT_RETURN_IF_ERROR(local_->post(local_index(c.actor), c.opcode, c.data.data(), c.data.size(), c.apply_epoch));
+    }
   }
   PKRT_RETURN_IF_ERROR(local_->deliver_inbound_k2k(epoch, inbound, inbound_payload));
   ++stats_.epochs;

@@ -65,8 +65,9 @@ std::uint32_t group_checksum(ShardedRuntime& shard, MPI_Comm comm, const Heat2d:
   return shard.context().rank == 0 ? examples::heat2d_checksum(whole) : 0;
 }
 
-// Injections from every tile's owner, the same schedule on every rank count.
-void inject(ShardedRuntime& shard, const Heat2d::Params& p, std::uint64_t first_epoch) {
+// Injections, the same schedule on every rank count: from every tile's owner, or (`from` >= 0)
+// all from that rank, forwarded to the owners.
+void inject(ShardedRuntime& shard, const Heat2d::Params& p, std::uint64_t first_epoch, int from = -1) {
   std::mt19937_64 rng(p.seed);
   for (int i = 0; i < 10; ++i) {
     examples::Heat2dInjectData inj{static_cast<std::uint32_t>(rng() % p.width), static_cast<std::uint32_t>(rng() % p.height),
@@ -74,14 +75,15 @@ void inject(ShardedRuntime& shard, const Heat2d::Params& p, std::uint64_t first_
     const std::uint64_t epoch = 1 + rng() % 40;
     if (epoch < first_epoch) continue;
     const std::uint32_t actor = Heat2d::actor_of(p, inj.x, inj.y);
-    if (shard.owns(actor)) ASSERT_TRUE(shard.post(actor, examples::kHeat2dInject, &inj, sizeof inj, epoch).ok());
+    const bool mine = from < 0 ? shard.owns(actor) : shard.context().rank == from;
+    if (mine) ASSERT_TRUE(shard.post(actor, examples::kHeat2dInject, &inj, sizeof inj, epoch).ok());
   }
 }
 
 // Runs heat2d on `ranks` ranks through `epochs` (checkpointing at `checkpoint_at` into `dir`
 // when set) and returns the checksum on world rank 0.
 std::uint32_t straight(int ranks, std::uint32_t delay, std::uint64_t epochs, const std::string& dir = {},
-                       std::uint64_t checkpoint_at = 0) {
+                       std::uint64_t checkpoint_at = 0, int inject_from = -1, std::uint64_t first_inject = 1) {
   std::uint32_t sum = 0;
   MPI_Comm comm = first_ranks(ranks);
   if (comm != MPI_COMM_NULL) {
@@ -95,7 +97,7 @@ std::uint32_t straight(int ranks, std::uint32_t delay, std::uint64_t epochs, con
         co.directory = dir;
         EXPECT_TRUE(shard.enable_checkpoints(co).ok());
       }
-      inject(shard, p, 1);
+      inject(shard, p, first_inject, inject_from);
       EXPECT_TRUE(shard.start().ok());
       if (checkpoint_at != 0) {
         EXPECT_TRUE(shard.run_until(checkpoint_at).ok());
@@ -197,6 +199,40 @@ TEST(ShardedRuntime, ARankThatStopsMakesEveryRankFailNamingIt) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+TEST(ShardedRuntime, PostsFromOneRankApplyAtTheirEpochsOnTheOwners) {
+  ASSERT_GE(world_size(), 3);
+  for (std::uint32_t delay : {1u, 2u}) {
+    // Before the start a forwarded command can apply from epoch D on (the first exchange is
+    // epoch 0's): the schedule leaves out earlier injections in both runs.
+    const std::uint32_t reference = straight(1, delay, 40, {}, 0, -1, delay);
+    // Every injection posted from rank 2 before the start, forwarded to its tile's owner.
+    EXPECT_EQ(straight(3, delay, 40, {}, 0, 2, delay), reference) << "delay " << delay;
+  }
+}
+
+TEST(ShardedRuntime, AForwardedPostTooSoonForTheExchangeIsRefusedNamingTheEarliestEpoch) {
+  ASSERT_GE(world_size(), 2);
+  MPI_Comm comm = first_ranks(2);
+  if (comm != MPI_COMM_NULL) {
+    const Heat2d::Params p = field(kActors);
+    auto created = ShardedRuntime::create(comm, examples::heat2d_program(), p, options(2));
+    ASSERT_TRUE(created.ok());
+    ShardedRuntime& shard = *created.value();
+    ASSERT_TRUE(shard.start().ok());
+    ASSERT_TRUE(shard.run_until(10).ok());
+    // The next exchange is epoch 11's; with D = 2 a forwarded command applies at 13 or later.
+    EXPECT_EQ(shard.earliest_remote_apply_epoch(), 13u);
+    const std::uint32_t remote = shard.owns(0) ? kActors - 1 : 0;
+    const examples::Heat2dInjectData inj{1, 1, 1.0f};
+    const Status soon = shard.post(remote, examples::kHeat2dInject, &inj, sizeof inj, 12);
+    EXPECT_EQ(soon.code(), StatusCode::kFailedPrecondition) << soon.to_string();
+    EXPECT_NE(soon.message().find("Fix: an apply epoch >= 13"), std::string::npos) << soon.to_string();
+    created = Status(StatusCode::kAborted, "done");
+    MPI_Comm_free(&comm);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 TEST(ShardedRuntime, MoreRanksThanActorsIsRefusedOnEveryRank) {
   const Heat2d::Params p = field(2);
   ShardOptions o = options(1);
@@ -224,10 +260,19 @@ int main(int argc, char** argv) {
   int provided = 0;
   MPI_Init_thread(&argc, &argv, MPI_THREAD_FUNNELED, &provided);
   ::testing::InitGoogleTest(&argc, argv);
-  // Only rank 0 prints results; every rank runs every test (they are collective).
+  // Only rank 0 prints results; every rank runs every test (they are collective). The other
+  // ranks print their own failures, with their rank.
   if (pkrt::mpi::world_rank() != 0) {
+    struct RankFailurePrinter : ::testing::EmptyTestEventListener {
+      void OnTestPartResult(const ::testing::TestPartResult& r) override {
+        if (r.failed())
+          std::fprintf(stderr, "[rank %d] %s:%d: %s\n", pkrt::mpi::world_rank(), r.file_name() ? r.file_name() : "?",
+                       r.line_number(), r.summary());
+      }
+    };
     auto& listeners = ::testing::UnitTest::GetInstance()->listeners();
     delete listeners.Release(listeners.default_result_printer());
+    listeners.Append(new RankFailurePrinter);
   }
   int rc = RUN_ALL_TESTS();
   // The job fails if any rank failed.

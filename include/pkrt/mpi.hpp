@@ -83,6 +83,7 @@ struct ExchangeStats {
   std::uint64_t bytes_sent = 0;        // their payload bytes
   std::uint64_t messages_received = 0;
   std::uint64_t bytes_received = 0;
+  std::uint64_t commands_forwarded = 0;  // host commands sent to their actors' owner ranks
   double seconds_in_exchange = 0;      // in MPI calls and delivery, after the local grid was done
 };
 
@@ -115,11 +116,18 @@ class ShardedRuntime {
   // Collective: runs every rank through `epoch` (the grids then park there), exchanging each
   // epoch's cross-rank K2K. An error on any rank is returned on every rank, naming it.
   Status run_until(std::uint64_t epoch);
-  // A fire-and-forget command to global actor `actor`, applied at `apply_epoch` (0: next).
-  // Only its owner rank takes it for now (kFailedPrecondition elsewhere, naming the owner):
-  // forwarding to the owner is not built yet (docs/scale-out.md).
+  // A fire-and-forget command to global actor `actor` from any rank, applied at
+  // `apply_epoch`. On its owner rank it is posted at once (0: the next epoch). On another rank
+  // it is forwarded to the owner with the next exchange (epoch next_exchange_epoch()) and
+  // applied there at exactly `apply_epoch`, which must then be at least
+  // earliest_remote_apply_epoch() (kFailedPrecondition naming it otherwise; 0 means that
+  // epoch). Commands from one rank to one actor keep their order.
   Status post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
               std::uint64_t apply_epoch = 0);
+  // The epoch whose exchange comes next, and the earliest epoch a command forwarded now can be
+  // applied at on another rank (that exchange's epoch + the K2K delay).
+  std::uint64_t next_exchange_epoch() const { return next_exchange_; }
+  std::uint64_t earliest_remote_apply_epoch() const { return next_exchange_ + local_->options().k2k_delay; }
 
   // ---- Coordinated checkpoints ----------------------------------------------------------
   // Collective: attaches this rank's CheckpointManager to its directory under
@@ -178,6 +186,7 @@ class ShardedRuntime {
   // Per-exchange buffers, kept between epochs.
   std::vector<K2KTransfer> outbound_;
   std::vector<std::byte> outbound_payload_;
+  std::vector<Command> forward_;  // host commands for other ranks' actors, global ids, in order
 };
 
 }  // namespace pkrt::mpi
