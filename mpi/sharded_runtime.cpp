@@ -137,8 +137,13 @@ bool ShardedRuntime::owns(std::uint32_t global_actor) const {
 
 Status ShardedRuntime::start() {
   PKRT_RETURN_IF_ERROR(failed_);
-  Status st = local_->start();
-  if (st.ok()) next_exchange_ = local_->first_exchange_epoch();
+  // The grid parks at its start epoch (after init) until run_until asks for more: a grid
+  // without a target runs freely (a single rank is not gated by any exchange) and could pass
+  // the epoch the caller is about to ask for.
+  next_exchange_ = local_->first_exchange_epoch();
+  parked_at_ = local_->first_exchange_epoch() == 0 ? 0 : local_->first_exchange_epoch() - 1;
+  Status st = local_->set_target_epoch(parked_at_);
+  if (st.ok()) st = local_->start();
   st = agree(st, "start");
   if (!st.ok()) failed_ = st;
   return st;
@@ -378,6 +383,11 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
 
 Status ShardedRuntime::run_until(std::uint64_t epoch) {
   PKRT_RETURN_IF_ERROR(failed_);
+  if (epoch < parked_at_) {
+    // Every rank is parked at the same epoch, so every rank refuses alike.
+    return Status(StatusCode::kFailedPrecondition, "run_until(" + std::to_string(epoch) + ") but the grids are parked at epoch " +
+                                                       std::to_string(parked_at_) + ". Fix: an epoch at or after it");
+  }
   Status result = local_->set_target_epoch(epoch);
   if (exchanges_) {
     // A failure is told to the peers at the next exchange's header round (a failing rank keeps
@@ -394,6 +404,7 @@ Status ShardedRuntime::run_until(std::uint64_t epoch) {
   // Every rank returns the same outcome: a rank whose grid failed after the last exchange
   // (or before it could tell) is named to the others here.
   result = agree(result, "run_until(" + std::to_string(epoch) + ")");
+  if (result.ok()) parked_at_ = epoch;
   if (!result.ok()) {
     failed_ = result;
     local_->shutdown().ignore();

@@ -111,10 +111,12 @@ class ShardedRuntime {
   // The local index of a global actor this rank owns.
   std::uint32_t local_index(std::uint32_t global_actor) const { return partition_.local_index(global_actor); }
 
-  // Collective: launches every rank's grid; fails on every rank if one could not start.
+  // Collective: launches every rank's grid, parked at its start epoch (after init; a restored
+  // run at its checkpoint's epoch) until run_until; fails on every rank if one could not start.
   Status start();
   // Collective: runs every rank through `epoch` (the grids then park there), exchanging each
-  // epoch's cross-rank K2K. An error on any rank is returned on every rank, naming it.
+  // epoch's cross-rank K2K. An error on any rank is returned on every rank, naming it; an
+  // epoch before the one the grids are parked at is refused.
   Status run_until(std::uint64_t epoch);
   // A fire-and-forget command to global actor `actor` from any rank, applied at
   // `apply_epoch`. On its owner rank it is posted at once (0: the next epoch). On another rank
@@ -170,6 +172,7 @@ class ShardedRuntime {
   std::chrono::milliseconds timeout_;
   std::unique_ptr<Runtime> local_;
   std::uint64_t next_exchange_ = 0;
+  std::uint64_t parked_at_ = 0;  // the epoch the grid parks at (start, then each run_until's)
   bool exchanges_ = false;  // K2K crosses ranks (more than one rank, an app with K2K)
   Status failed_;           // the first collective failure: every later call returns it
   bool told_peers_ = false; // the last exchange's failure is known to every peer
