@@ -412,6 +412,39 @@ Status ShardedRuntime::run_until(std::uint64_t epoch) {
   return result;
 }
 
+Result<RunTotals> ShardedRuntime::totals() {
+  const RuntimeStats rs = local_->stats();
+  std::uint64_t sums[11] = {rs.commands_sent,      rs.events_received,     rs.replies,         rs.errors,
+                            rs.posts,              rs.blocks,              stats_.epochs,      stats_.messages_sent,
+                            stats_.bytes_sent,     stats_.messages_received, stats_.bytes_received};
+  std::uint64_t summed[11] = {};
+  std::uint64_t forwarded = stats_.commands_forwarded, forwarded_sum = 0;
+  std::uint64_t epoch = rs.epoch, lowest = 0;
+  double seconds = stats_.seconds_in_exchange, longest = 0;
+  MPI_Allreduce(sums, summed, 11, MPI_UINT64_T, MPI_SUM, comm_);
+  MPI_Allreduce(&forwarded, &forwarded_sum, 1, MPI_UINT64_T, MPI_SUM, comm_);
+  MPI_Allreduce(&epoch, &lowest, 1, MPI_UINT64_T, MPI_MIN, comm_);
+  MPI_Allreduce(&seconds, &longest, 1, MPI_DOUBLE, MPI_MAX, comm_);
+  RunTotals t;
+  t.ranks = context_.size;
+  t.runtime.commands_sent = summed[0];
+  t.runtime.events_received = summed[1];
+  t.runtime.replies = summed[2];
+  t.runtime.errors = summed[3];
+  t.runtime.posts = summed[4];
+  t.runtime.blocks = static_cast<std::uint32_t>(summed[5]);
+  t.runtime.threads_per_block = rs.threads_per_block;
+  t.runtime.epoch = lowest;
+  t.exchange.epochs = summed[6] / static_cast<std::uint64_t>(context_.size);  // every rank does each one
+  t.exchange.messages_sent = summed[7];
+  t.exchange.bytes_sent = summed[8];
+  t.exchange.messages_received = summed[9];
+  t.exchange.bytes_received = summed[10];
+  t.exchange.commands_forwarded = forwarded_sum;
+  t.exchange.seconds_in_exchange = longest;
+  return t;
+}
+
 Status ShardedRuntime::shutdown() { return local_->shutdown(); }
 
 }  // namespace pkrt::mpi

@@ -255,6 +255,40 @@ TEST(ShardedRuntime, AStartedGridWaitsForRunUntilEvenOnOneRank) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+TEST(ShardedRuntime, TotalsAddUpOverRanks) {
+  ASSERT_GE(world_size(), 3);
+  MPI_Comm comm = first_ranks(3);
+  if (comm != MPI_COMM_NULL) {
+    const Heat2d::Params p = field(kActors);
+    auto created = ShardedRuntime::create(comm, examples::heat2d_program(), p, options(1));
+    ASSERT_TRUE(created.ok());
+    ShardedRuntime& shard = *created.value();
+    inject(shard, p, 1, 0);  // all from rank 0: forwarded to the other ranks' tiles
+    ASSERT_TRUE(shard.start().ok());
+    ASSERT_TRUE(shard.run_until(20).ok());
+    auto t = shard.totals();
+    ASSERT_TRUE(t.ok());
+    EXPECT_EQ(t->ranks, 3);
+    EXPECT_EQ(t->runtime.epoch, 20u);
+    EXPECT_EQ(t->exchange.epochs, 21u);  // epochs 0 (init) to 20
+    EXPECT_GT(t->exchange.messages_sent, 0u);
+    EXPECT_EQ(t->exchange.messages_sent, t->exchange.messages_received);
+    EXPECT_EQ(t->exchange.bytes_sent, t->exchange.bytes_received);
+    std::uint32_t remote = 0;  // injections rank 0 had to forward
+    std::mt19937_64 rng(p.seed);
+    for (int i = 0; i < 10; ++i) {
+      const std::uint32_t x = static_cast<std::uint32_t>(rng() % p.width), y = static_cast<std::uint32_t>(rng() % p.height);
+      rng();
+      rng();
+      remote += shard.partition().owner(Heat2d::actor_of(p, x, y)) != 0 ? 1 : 0;
+    }
+    EXPECT_EQ(t->exchange.commands_forwarded, remote);
+    created = Status(StatusCode::kAborted, "done");
+    MPI_Comm_free(&comm);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 TEST(ShardedRuntime, MoreRanksThanActorsIsRefusedOnEveryRank) {
   const Heat2d::Params p = field(2);
   ShardOptions o = options(1);

@@ -61,6 +61,7 @@ struct MpiRunSummary {
   std::uint64_t bytes = 0;
   double exchange_seconds = 0;  // the largest rank's time in exchanges
   std::string backend;
+  RuntimeStats stats;  // every rank's counters summed
 };
 
 // Statuses that must agree on every rank become one: the first failing rank's, named;
@@ -213,26 +214,26 @@ Status run_heat2d_ranks(const RunOptions& o, MpiRunSummary& sum, int rank, int s
   std::vector<float> whole(rank == 0 ? field.size() : 0);
   MPI_Reduce(field.data(), rank == 0 ? whole.data() : nullptr, static_cast<int>(field.size()), MPI_UINT32_T, MPI_BOR, 0,
              MPI_COMM_WORLD);
-  const mpi::ExchangeStats ex = shard.exchange_stats();
-  const RuntimeStats rs = shard.local().stats();
-  std::uint64_t mine[3] = {ex.messages_sent, ex.bytes_sent, acks.size()}, total[3] = {};
-  std::uint64_t late_total = 0;
-  MPI_Reduce(mine, total, 3, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
-  MPI_Reduce(&late, &late_total, 1, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
-  double slowest[2] = {seconds, ex.seconds_in_exchange}, max_s[2] = {};
-  MPI_Reduce(slowest, max_s, 2, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
+  auto totals = shard.totals();
+  if (!totals.ok()) return totals.status();
+  // What only this command knows: its injections, and the slowest rank's wall time.
+  std::uint64_t mine[2] = {acks.size(), late}, total[2] = {};
+  double slowest = 0;
+  MPI_Reduce(mine, total, 2, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
+  MPI_Reduce(&seconds, &slowest, 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
   sum.backend = shard.local().backend_description();
-  sum.epoch = rs.epoch;
+  sum.epoch = totals->runtime.epoch;
+  sum.stats = totals->runtime;
   PKRT_RETURN_IF_ERROR(shard.shutdown());
   if (rank == 0) {
     sum.checksum = examples::heat2d_checksum(whole);
     for (float v : whole) sum.total_heat += v;
-    sum.messages = total[0];
-    sum.bytes = total[1];
-    sum.injections = total[2];
-    sum.applied_late = late_total;
-    sum.seconds = max_s[0];
-    sum.exchange_seconds = max_s[1];
+    sum.messages = totals->exchange.messages_sent;
+    sum.bytes = totals->exchange.bytes_sent;
+    sum.injections = total[0];
+    sum.applied_late = total[1];
+    sum.seconds = slowest;
+    sum.exchange_seconds = totals->exchange.seconds_in_exchange;
   }
   return Status();
 }
@@ -274,6 +275,8 @@ int run_mpi_command(const RunOptions& o) {
                                 {"k2k_delay", o.k2k_delay},
                                 {"actors", o.actors},
                                 {"epochs", sum.epoch},
+                                {"messages", {{"h2k", sum.stats.commands_sent}, {"k2h", sum.stats.events_received},
+                                              {"replies", sum.stats.replies}, {"errors", sum.stats.errors}}},
                                 {"seconds", sum.seconds},
                                 {"epochs_per_second", eps},
                                 {"k2k_between_ranks", {{"messages", sum.messages}, {"bytes", sum.bytes}}},
@@ -304,6 +307,11 @@ int run_mpi_command(const RunOptions& o) {
                    {"actors", std::to_string(o.actors)},
                    {"K2K delay", std::to_string(o.k2k_delay) + " epoch(s)"},
                    {"epochs", std::to_string(sum.epoch)},
+                   {"blocks", std::to_string(sum.stats.blocks) + " in all x " + std::to_string(sum.stats.threads_per_block) +
+                                  " thread(s)"},
+                   {"messages", "H2K " + std::to_string(sum.stats.commands_sent) + ", K2H " +
+                                    std::to_string(sum.stats.events_received) + " (replies " +
+                                    std::to_string(sum.stats.replies) + ", errors " + std::to_string(sum.stats.errors) + ")"},
                    {"wall time", secs},
                    {"epochs/s", rate},
                    {"K2K between ranks", exch},

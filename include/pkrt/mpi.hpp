@@ -87,6 +87,13 @@ struct ExchangeStats {
   double seconds_in_exchange = 0;      // in MPI calls and delivery, after the local grid was done
 };
 
+// Every rank's figures combined (ShardedRuntime::totals).
+struct RunTotals {
+  RuntimeStats runtime;    // counters and blocks summed over ranks; epoch: the lowest rank's
+  ExchangeStats exchange;  // counts summed; seconds_in_exchange: the largest rank's
+  int ranks = 0;
+};
+
 class ShardedRuntime {
  public:
   // Collective. Refused on every rank alike for a bad launch (more ranks than actors, a
@@ -150,7 +157,9 @@ class ShardedRuntime {
   Result<std::uint64_t> restore(const std::string& directory, std::optional<std::uint64_t> epoch,
                                 const RunInputs& inputs);
 
-  ExchangeStats exchange_stats() const { return stats_; }
+  ExchangeStats exchange_stats() const { return stats_; }  // this rank's
+  // Collective: the run's statistics over every rank, on every rank (rank 0 prints them).
+  Result<RunTotals> totals();
   // Stops this rank's grid (not collective). Idempotent; returns the runtime's first error.
   Status shutdown();
 
