@@ -337,7 +337,8 @@ struct CheckpointManager::Impl {
     m.fingerprint = fingerprint;
     m.inputs = policy.inputs;
     for (const auto& mem : set.members) m.members.push_back(*mem);
-    const std::string name = checkpoint_manifest_name(fingerprint.app, m.epoch);
+    const std::string name = policy.unique_manifest_names ? checkpoint_manifest_name(fingerprint.app, m.epoch, m.sequence)
+                                                          : checkpoint_manifest_name(fingerprint.app, m.epoch);
     static const host::NvtxName kManifestName("checkpoint set commit (manifest)");
     const host::NvtxRange committing(kManifestName);
     Status st = store->put(name, encode_checkpoint_manifest(m));
@@ -615,6 +616,12 @@ std::vector<SnapshotStats> CheckpointManager::snapshot_stats() const {
 }
 
 const CheckpointStore& CheckpointManager::store() const { return *impl_->store; }
+
+std::optional<std::pair<std::string, std::uint64_t>> CheckpointManager::newest_committed() const {
+  std::lock_guard<std::mutex> catalog(impl_->catalog_mu);
+  if (impl_->committed.empty()) return std::nullopt;
+  return std::make_pair(impl_->committed.back().manifest, impl_->committed.back().epoch);
+}
 
 void CheckpointManager::pin_epochs(std::vector<std::uint64_t> epochs) {
   std::lock_guard<std::mutex> catalog(impl_->catalog_mu);

@@ -346,6 +346,13 @@ std::string checkpoint_manifest_name(const std::string& app, std::uint64_t epoch
   return app + buf + kCheckpointManifestSuffix;
 }
 
+std::string checkpoint_manifest_name(const std::string& app, std::uint64_t epoch, std::uint64_t sequence) {
+  char buf[64];
+  std::snprintf(buf, sizeof buf, "-set-e%012llu-s%06llu", static_cast<unsigned long long>(epoch),
+                static_cast<unsigned long long>(sequence));
+  return app + buf + kCheckpointManifestSuffix;
+}
+
 std::string checkpoint_member_name(const CheckpointInfo& info, std::uint64_t sequence) {
   char buf[96];
   std::snprintf(buf, sizeof buf, "-e%012llu-s%06llu-%s-%s", static_cast<unsigned long long>(info.epoch),

@@ -21,6 +21,8 @@
 #include "mpi/mpi_support.hpp"
 
 #include <algorithm>
+#include <cstdio>
+#include <cstring>
 #include <map>
 
 namespace pkrt::mpi {
@@ -34,7 +36,8 @@ struct SetReport {
   std::uint32_t code = 0;  // StatusCode
   std::uint32_t manifest_crc = 0;
   std::uint32_t actors = 0;
-  std::uint32_t reserved = 0;
+  std::uint32_t name_length = 0;
+  char name[240] = {};  // the set manifest's name in the rank's directory
 };
 
 bool has_suffix(const std::string& s, const std::string& suffix) {
@@ -78,12 +81,19 @@ Result<std::vector<std::pair<std::string, GlobalCheckpointManifest>>> ShardedRun
   auto names = store.value()->list();
   if (!names.ok()) return names.status();
   std::vector<std::pair<std::string, GlobalCheckpointManifest>> out;
+  const std::string app = local_->program().name;
   for (const std::string& name : names.value()) {
-    if (!has_suffix(name, kGlobalManifestSuffix)) continue;
+    // Only this app's (another app may share the directory: its checkpoints are not ours to
+    // count, keep or remove).
+    if (!has_suffix(name, kGlobalManifestSuffix) || name.rfind(app + "-global-", 0) != 0) continue;
     auto bytes = store.value()->get(name);
-    if (!bytes.ok()) continue;  // removed meanwhile, or unreadable: not a restorable checkpoint
+    if (!bytes.ok()) {
+      if (bytes.status().code() == StatusCode::kNotFound) continue;  // removed meanwhile
+      return bytes.status();  // unreadable now: its sets must keep their pins
+    }
     auto parsed = parse_global_manifest(bytes.value(), store.value()->describe(name));
-    if (parsed.ok()) out.emplace_back(name, std::move(parsed.value()));
+    // A damaged manifest commits nothing (its sets were pinned while it was whole).
+    if (parsed.ok() && parsed.value().app == app) out.emplace_back(name, std::move(parsed.value()));
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.second.sequence < b.second.sequence; });
   return out;
@@ -101,6 +111,14 @@ Status ShardedRuntime::broadcast_status(const Status& at_root) {
   return Status(static_cast<StatusCode>(code), context_.rank == 0 ? text : "rank 0: " + text);
 }
 
+void ShardedRuntime::share_pins() {
+  std::uint32_t count = static_cast<std::uint32_t>(pins_.size());
+  MPI_Bcast(&count, 1, MPI_UINT32_T, 0, comm_);
+  pins_.resize(count);
+  MPI_Bcast(pins_.data(), static_cast<int>(count), MPI_UINT64_T, 0, comm_);
+  if (manager_) manager_->pin_epochs(pins_);
+}
+
 Status ShardedRuntime::enable_checkpoints(const GlobalCheckpointOptions& options) {
   PKRT_RETURN_IF_ERROR(failed_);
   Status st;
@@ -113,43 +131,56 @@ Status ShardedRuntime::enable_checkpoints(const GlobalCheckpointOptions& options
                 std::string("app '") + local_->program().name + "' has a global region, which is per rank in a multi-rank run: "
                 "coordinated checkpoints of it are not built yet. Fix: run it on one rank to checkpoint it");
   }
-  std::vector<std::uint64_t> pinned;
+  // Rank 0 reads the committed global checkpoints once: their epochs are pinned on every
+  // rank (their sets stay, whatever each rank's policy says) and the sequence goes on past them.
+  Status scanned;
+  if (st.ok() && context_.rank == 0) {
+    auto globals = scan_globals(options.directory);
+    if (!globals.ok()) {
+      scanned = globals.status();
+    } else {
+      pins_.clear();
+      for (const auto& [name, g] : globals.value()) {
+        pins_.push_back(g.epoch);
+        next_global_sequence_ = std::max(next_global_sequence_, g.sequence + 1);
+      }
+    }
+  }
+  if (st.ok()) st = broadcast_status(scanned);
+  else broadcast_status(scanned).ignore();
+  MPI_Bcast(&next_global_sequence_, 1, MPI_UINT64_T, 0, comm_);
   if (st.ok()) {
     const auto ids = partition_.actors_of(static_cast<std::uint32_t>(context_.rank));
     const std::string dir = options.directory + "/" +
                             rank_checkpoint_dir(static_cast<std::uint32_t>(context_.rank),
                                                 static_cast<std::uint32_t>(context_.size), ids);
     auto store = FileCheckpointStore::open(dir);
-    // The sets every committed global checkpoint names stay, whatever this rank's policy says.
-    auto globals = scan_globals(options.directory);
     if (!store.ok()) {
       st = store.status();
-    } else if (!globals.ok()) {
-      st = globals.status();
     } else {
-      for (const auto& [name, g] : globals.value()) {
-        pinned.push_back(g.epoch);
-        next_global_sequence_ = std::max(next_global_sequence_, g.sequence + 1);
-      }
       CheckpointPolicy policy;
       policy.keep_sets = 1;  // this rank's newest set; the global checkpoints' sets are pinned
       policy.encode = options.encode;
       policy.inputs = options.inputs;
+      policy.unique_manifest_names = true;  // a global checkpoint names the very set it committed
       auto manager = CheckpointManager::create(*local_, std::move(store.value()), policy);
       if (!manager.ok()) {
         st = manager.status();
       } else {
         manager_ = std::move(manager.value());
-        manager_->pin_epochs(pinned);
         checkpoint_dir_ = options.directory;
         keep_globals_ = std::max<std::uint32_t>(options.keep, 1);
       }
     }
   }
-  // Every rank's sequence counter starts past what any rank saw.
-  std::uint64_t next = next_global_sequence_;
-  MPI_Allreduce(&next, &next_global_sequence_, 1, MPI_UINT64_T, MPI_MAX, comm_);
-  return agree(st, "enable_checkpoints");
+  share_pins();  // before any commit: a rank's first retention already keeps them
+  st = agree(st, "enable_checkpoints");
+  if (!st.ok()) {
+    // Every rank alike: none checkpoints (a later checkpoint() is refused on all of them).
+    manager_.reset();
+    checkpoint_dir_.clear();
+  }
+  return st;
 }
 
 Result<std::uint64_t> ShardedRuntime::checkpoint() {
@@ -178,14 +209,21 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
   // 2. Phase 1: this rank's set, durable.
   Status mine;
   SetReport report{};
-  const std::string set_name = checkpoint_manifest_name(local_->program().name, epoch);
   {
     auto request = manager_->checkpoint_now();
     mine = request.ok() ? manager_->flush() : request.status();
+    const auto newest = manager_->newest_committed();
+    if (mine.ok() && (!newest || newest->second != epoch))
+      mine = Status(StatusCode::kInternal, "rank " + std::to_string(context_.rank) + " flushed its checkpoint of epoch " +
+                                               std::to_string(epoch) + " but has no committed set of it");
     if (mine.ok()) {
-      auto bytes = manager_->store().get(set_name);
+      auto bytes = manager_->store().get(newest->first);
       if (bytes.ok()) report.manifest_crc = crc32(bytes.value().data(), bytes.value().size());
       else mine = bytes.status();
+    }
+    if (mine.ok()) {
+      report.name_length = static_cast<std::uint32_t>(std::min<std::size_t>(newest->first.size(), sizeof report.name));
+      std::memcpy(report.name, newest->first.data(), report.name_length);
     }
   }
   report.code = static_cast<std::uint32_t>(mine.code());
@@ -194,12 +232,13 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
   MPI_Request gather = MPI_REQUEST_NULL;
   MPI_Igather(&report, sizeof report, MPI_BYTE, reports.data(), sizeof report, MPI_BYTE, 0, comm_, &gather);
   std::vector<MPI_Request> requests{gather};
-  PKRT_RETURN_IF_ERROR(wait_all(requests, std::vector<int>{-1}, timeout_,
-                                "rank " + std::to_string(context_.rank) + " reporting its checkpoint set of epoch " +
-                                    std::to_string(epoch)));
+  // As long as a rank may take to make its set durable (CheckpointManager::flush's default).
+  const Status gathered = wait_all(requests, std::vector<int>{-1}, std::max<std::chrono::milliseconds>(timeout_, std::chrono::minutes(10)),
+                                   "rank " + std::to_string(context_.rank) + " reporting its checkpoint set of epoch " +
+                                       std::to_string(epoch));
+  if (!gathered.ok()) return peers_lost(gathered);
   // 3. Phase 2 on rank 0.
   Status committed;
-  std::vector<std::uint64_t> pinned;
   if (context_.rank == 0) {
     std::vector<int> failed;
     for (int r = 0; r < context_.size; ++r)
@@ -222,44 +261,50 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
       g.partition = partition_.description();
       for (int r = 0; r < context_.size; ++r) {
         const auto ids = partition_.actors_of(static_cast<std::uint32_t>(r));
+        const SetReport& rep = reports[static_cast<std::size_t>(r)];
         g.ranks.push_back({rank_checkpoint_dir(static_cast<std::uint32_t>(r), static_cast<std::uint32_t>(context_.size), ids) +
-                               "/" + set_name,
-                           reports[static_cast<std::size_t>(r)].manifest_crc, reports[static_cast<std::size_t>(r)].actors});
+                               "/" + std::string(rep.name, std::min<std::size_t>(rep.name_length, sizeof rep.name)),
+                           rep.manifest_crc, rep.actors});
       }
       for (std::uint32_t a = 0; a < partition_.actors(); ++a) g.owner.push_back(partition_.owner(a));
+      const std::vector<std::byte> encoded = encode_global_manifest(g);
+      // Never commit what a restore would refuse (an over-long partition text, say).
+      auto readable = parse_global_manifest(encoded, global_manifest_name(g.app, epoch));
       auto top = FileCheckpointStore::open(checkpoint_dir_);
-      committed = top.ok() ? top.value()->put(global_manifest_name(g.app, epoch), encode_global_manifest(g)) : top.status();
+      if (!readable.ok()) committed = readable.status();
+      else committed = top.ok() ? top.value()->put(global_manifest_name(g.app, epoch), encoded) : top.status();
       if (committed.ok()) {
+        pins_.push_back(epoch);
         // Uncommit the global checkpoints beyond `keep`, oldest first; their sets are unpinned
-        // below and pruned by each rank's next retention.
+        // below and pruned by each rank's next retention. Failing to is reported, not fatal:
+        // the new checkpoint is committed, and what could not be removed keeps its pins.
         auto globals = scan_globals(checkpoint_dir_);
         if (globals.ok()) {
           auto& list = globals.value();
           const std::size_t drop = list.size() > keep_globals_ ? list.size() - keep_globals_ : 0;
-          for (std::size_t i = 0; i < drop; ++i) {
-            Status removed = top.value()->remove(list[i].first);
-            if (!removed.ok()) {
-              pinned.push_back(list[i].second.epoch);  // still committed: keep its sets
-              committed = removed;
+          pins_.clear();
+          for (std::size_t i = 0; i < list.size(); ++i) {
+            if (i >= drop) {
+              pins_.push_back(list[i].second.epoch);
+              continue;
             }
+            const Status removed = top.value()->remove(list[i].first);
+            if (removed.ok()) continue;
+            pins_.push_back(list[i].second.epoch);
+            std::fprintf(stderr, "pkrt: rank 0: could not retire global checkpoint %s (it stays committed and pinned): %s\n",
+                         list[i].first.c_str(), removed.to_string().c_str());
           }
-          for (std::size_t i = drop; i < list.size(); ++i) pinned.push_back(list[i].second.epoch);
         } else {
-          committed = globals.status();
-          pinned.push_back(epoch);
+          std::fprintf(stderr, "pkrt: rank 0: global checkpoints beyond keep=%u were not retired: %s\n", keep_globals_,
+                       globals.status().to_string().c_str());
         }
       }
     }
   }
   ++next_global_sequence_;
-  // 4. The outcome and the pins, from rank 0.
+  // 4. The outcome and the pins, from rank 0 (after a failed commit, the same pins as before).
   const Status outcome = broadcast_status(committed);
-  std::uint32_t count = static_cast<std::uint32_t>(pinned.size());
-  MPI_Bcast(&count, 1, MPI_UINT32_T, 0, comm_);
-  pinned.resize(count);
-  MPI_Bcast(pinned.data(), static_cast<int>(count), MPI_UINT64_T, 0, comm_);
-  // A failed commit pins nothing new: the previous global checkpoints stay pinned as they were.
-  if (count > 0) manager_->pin_epochs(pinned);
+  share_pins();
   if (!mine.ok()) return mine;
   if (!outcome.ok()) return outcome;
   return epoch;
@@ -268,6 +313,14 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
 Result<std::uint64_t> ShardedRuntime::restore(const std::string& directory, std::optional<std::uint64_t> epoch,
                                               const RunInputs& inputs) {
   PKRT_RETURN_IF_ERROR(failed_);
+  // Commands forwarded before a restore were aimed at epochs of the run being replaced.
+  std::uint64_t forwarding = forward_.size(), forwarded = 0;
+  MPI_Allreduce(&forwarding, &forwarded, 1, MPI_UINT64_T, MPI_SUM, comm_);
+  if (forwarded != 0) {
+    return Status(StatusCode::kFailedPrecondition,
+                  std::to_string(forwarded) + " host command(s) were posted to other ranks' actors before restore(). "
+                  "Fix: restore first, then post (apply epochs after the restored one)");
+  }
   // Rank 0 picks the global checkpoint; every rank reads it and its own actors' members.
   std::string chosen;
   Status picked;
@@ -394,7 +447,10 @@ Result<std::uint64_t> ShardedRuntime::restore(const std::string& directory, std:
   };
   auto restored = load();
   const Status agreed = agree(restored.ok() ? Status() : restored.status(), "restore");
-  if (!agreed.ok()) return agreed;
+  if (!agreed.ok()) {
+    failed_ = agreed;  // some ranks may have restored, others not: this runtime cannot start
+    return agreed;
+  }
   next_exchange_ = local_->first_exchange_epoch();  // the epoch after the restored one
   return restored.value();
 }

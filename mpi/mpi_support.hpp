@@ -48,8 +48,8 @@ inline Status wait_all(std::vector<MPI_Request>& requests, const std::vector<int
     MPI_Test(&requests[i], &flag, MPI_STATUS_IGNORE);
     if (flag != 0) continue;
     if (std::find(missing.begin(), missing.end(), peer_of[i]) == missing.end()) missing.push_back(peer_of[i]);
-    MPI_Cancel(&requests[i]);
-    MPI_Request_free(&requests[i]);
+    // Left pending: cancelling a collective's request is erroneous MPI, and the caller either
+    // aborts the job or makes no further call on this communicator (pkrt/mpi.hpp).
   }
   std::sort(missing.begin(), missing.end());
   const bool unknown = !missing.empty() && missing.front() < 0;  // a collective: we cannot tell who

@@ -19,6 +19,7 @@
 #include "mpi/mpi_support.hpp"
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
 #include <thread>
 
@@ -69,6 +70,16 @@ ShardedRuntime::ShardedRuntime(MPI_Comm comm, RankContext context, ActorPartitio
                                std::chrono::milliseconds timeout)
     : comm_(comm), context_(context), partition_(std::move(partition)), timeout_(timeout) {}
 
+Status ShardedRuntime::peers_lost(const Status& timeout) {
+  if (timeout.code() != StatusCode::kTimeout || !abort_on_lost_peer_) return timeout;
+  std::fprintf(stderr, "pkrt: rank %d: %s\npkrt: rank %d: aborting the job (MPI_Abort): ranks that stopped answering "
+                       "cannot be waited for, and the others would wait for ever\n",
+               context_.rank, timeout.message().c_str(), context_.rank);
+  std::fflush(stderr);
+  MPI_Abort(comm_, 3);
+  return timeout;  // not reached
+}
+
 ShardedRuntime::~ShardedRuntime() {
   manager_.reset();  // flushes what it holds; it refers to the runtime
   if (local_) local_->shutdown().ignore();
@@ -103,6 +114,7 @@ Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, co
   const int rc = MPI_Comm_dup(comm, &dup);
   if (rc != MPI_SUCCESS) return mpi_error(rc, "Comm_dup");
   std::unique_ptr<ShardedRuntime> shard(new ShardedRuntime(dup, c, std::move(*partition), options.exchange_timeout));
+  shard->abort_on_lost_peer_ = options.abort_on_lost_peer;
   RuntimeOptions ro = options.runtime;
   const auto ids = shard->partition_.actors_of(static_cast<std::uint32_t>(c.rank));
   ro.num_actors = static_cast<std::uint32_t>(ids.size());
@@ -156,8 +168,9 @@ Status ShardedRuntime::agree(const Status& mine, const std::string& what) {
   MPI_Iallgather(&code, 1, MPI_INT, codes.data(), 1, MPI_INT, comm_, &request);
   std::vector<MPI_Request> requests{request};
   // A stuck or dead peer must not hang this rank: the same deadline as an exchange.
-  PKRT_RETURN_IF_ERROR(wait_all(requests, std::vector<int>{-1}, timeout_,
-                                "rank " + std::to_string(context_.rank) + " agreeing on " + what + " with every rank"));
+  const Status waited = wait_all(requests, std::vector<int>{-1}, timeout_,
+                                 "rank " + std::to_string(context_.rank) + " agreeing on " + what + " with every rank");
+  if (!waited.ok()) return peers_lost(waited);
   if (!mine.ok()) return mine;
   std::vector<int> failed;
   StatusCode first = StatusCode::kOk;
@@ -289,7 +302,7 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
                                                              std::to_string(epoch));
   // Past the header round every peer knows our status (or is past help): nothing left to tell.
   told_peers_ = true;
-  if (!waited.ok()) return waited;
+  if (!waited.ok()) return peers_lost(waited);
   if (!failure.ok()) return failure;
   told_peers_ = false;
   stats_.commands_forwarded += forward_.size();
@@ -342,7 +355,7 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
                              "rank " + std::to_string(me) + " receiving K2K of epoch " + std::to_string(epoch));
   if (!received.ok()) {
     told_peers_ = true;  // a peer that does not send its data is stuck or gone: nobody to tell
-    return received;
+    return peers_lost(received);
   }
 
   // Ours (messages between our own actors never leave the mailboxes; a bucket for ourselves

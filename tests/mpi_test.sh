@@ -59,6 +59,19 @@ for np in 2 3; do
   [ "$(checksum_of "r$np.json")" = "${single[1]}" ] || fail "4 -> $np ranks from epoch 40: $(checksum_of "r$np.json")"
   echo "ok: a global checkpoint of 4 ranks restored on $np ranks ends with ${single[1]}"
 done
+# The same run twice into one directory (keep 1): the second final checkpoint lands on the
+# epoch of the first; each global checkpoint names its own sets, so the first stays whole until
+# the second is committed, and the directory ends whole and restorable.
+for i in 1 2; do
+  "${mpirun[@]}" -np 2 "$pkrt" "${common[@]}" --threads 1 --checkpoint-dir ck0 --checkpoint-keep 1 >"ck0_$i.json" 2>"ck0_$i.err" ||
+    fail "run $i into ck0: $(cat "ck0_$i.err")"
+done
+"$pkrt" checkpoint verify ck0 >ck0.verify || fail "verify after two runs at one epoch: $(cat ck0.verify)"
+expect_in ck0.verify "1 global checkpoints, 1 whole; restorable epochs: 60" "one global checkpoint kept"
+"${mpirun[@]}" -np 3 "$pkrt" "${common[@]}" --threads 1 --restore ck0 >ck0r.json 2>ck0r.err || fail "restore ck0: $(cat ck0r.err)"
+[ "$(checksum_of ck0r.json)" = "${single[1]}" ] || fail "restore of a re-checkpointed epoch: $(checksum_of ck0r.json)"
+echo "ok: two runs checkpointing the same epoch into one directory leave it whole and restorable"
+
 # A damaged rank set makes its global checkpoint broken (verify exits 1) and a restore refuses it.
 member=$(ls ck4/rank-00002-*/heat2d-e000000000060-*-a000000-full.pkck)
 printf 'XXXX' | dd of="$member" bs=1 seek=200 conv=notrunc status=none

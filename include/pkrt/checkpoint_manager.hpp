@@ -63,6 +63,9 @@ struct CheckpointPolicy {
   std::uint32_t max_pending_sets = 2;
   CheckpointEncodeOptions encode;
   RunInputs inputs;  // recorded in every manifest; restore compares them
+  // Name each set's manifest by epoch and sequence, so a later set at the same epoch never
+  // replaces an earlier one (pkrt::mpi's ranks: a global checkpoint names its sets).
+  bool unique_manifest_names = false;
   // Called on a writer thread as soon as a snapshot, write or commit fails (keep it short;
   // it must not call back into the manager).
   std::function<void(const Status&)> on_failure;
@@ -122,6 +125,8 @@ class CheckpointManager {
   // replaces the list (a rank of a multi-rank run pins the sets its committed global
   // checkpoints name: pkrt/global_checkpoint.hpp). Applies from the next retention pass.
   void pin_epochs(std::vector<std::uint64_t> epochs);
+  // The manifest name and epoch of the newest committed set (highest sequence), if any.
+  std::optional<std::pair<std::string, std::uint64_t>> newest_committed() const;
 
   CheckpointCounters counters() const;
   std::vector<SnapshotStats> snapshot_stats() const;

@@ -105,6 +105,9 @@ Result<CheckpointManifest> parse_checkpoint_manifest(std::span<const std::byte> 
 // "<app>-set-e<epoch, 12 digits>.pkset": one manifest per epoch, so a later set at the same
 // epoch replaces the earlier one atomically.
 std::string checkpoint_manifest_name(const std::string& app, std::uint64_t epoch);
+// "<app>-set-e<epoch>-s<sequence, 6 digits>.pkset": one manifest per set, never replaced (a
+// rank of a multi-rank run: a global checkpoint names the very set it committed).
+std::string checkpoint_manifest_name(const std::string& app, std::uint64_t epoch, std::uint64_t sequence);
 // "<app>-e<epoch>-s<sequence>-a<actor>-<full|delta>.pkck" ("-global-" for the global
 // region's image, "-queued-" for the queued commands): the sequence keeps a set's members from ever overwriting the files of
 // another set at the same epoch.

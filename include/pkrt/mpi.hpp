@@ -60,8 +60,13 @@ struct ShardOptions {
   std::optional<ActorPartition> partition;
   bool pick_device = true;
   // How long a rank waits for its own grid to finish an epoch, and for its peers at an
-  // exchange, before it reports them (naming the ranks) and fails.
+  // exchange or an agreement, before it reports them (naming the ranks).
   std::chrono::milliseconds exchange_timeout{60000};
+  // A peer that does not answer within the deadline leaves the ranks out of step: the next
+  // collective would wait for it for ever. True (the default): the rank prints what it waited
+  // for and calls MPI_Abort, which stops the job. False: the call returns kTimeout, and the
+  // caller must not make another collective call on this communicator.
+  bool abort_on_lost_peer = true;
 };
 
 // Coordinated checkpoints (pkrt/global_checkpoint.hpp).
@@ -179,6 +184,9 @@ class ShardedRuntime {
   RankContext context_;
   ActorPartition partition_;
   std::chrono::milliseconds timeout_;
+  bool abort_on_lost_peer_ = true;
+  // A timeout waiting for peers: printed, then MPI_Abort (abort_on_lost_peer), else returned.
+  Status peers_lost(const Status& timeout);
   std::unique_ptr<Runtime> local_;
   std::uint64_t next_exchange_ = 0;
   std::uint64_t parked_at_ = 0;  // the epoch the grid parks at (start, then each run_until's)
@@ -191,8 +199,12 @@ class ShardedRuntime {
   std::uint32_t keep_globals_ = 3;
   std::unique_ptr<CheckpointManager> manager_;
   std::uint64_t next_global_sequence_ = 1;  // rank 0
-  // Global checkpoints the directory holds (rank 0 keeps them): newest last.
+  std::vector<std::uint64_t> pins_;          // rank 0: epochs of the committed global checkpoints kept
+  // This app's global checkpoints in `directory`, newest last. A manifest that cannot be read
+  // (other than gone) is an error, not an absence: its sets must not lose their pins.
   Result<std::vector<std::pair<std::string, GlobalCheckpointManifest>>> scan_globals(const std::string& directory) const;
+  // Rank 0's pins, broadcast and set in this rank's manager.
+  void share_pins();
   // Rank 0's result broadcast to every rank: ok, or its failure.
   Status broadcast_status(const Status& at_root);
   // Per-exchange buffers, kept between epochs.
