@@ -36,6 +36,19 @@ MPI_Comm first_ranks(int n) {
   return c;
 }
 
+// Runs `body` with a communicator of world ranks 0 .. n-1 on those ranks; then every rank
+// meets, so the next test starts together. What `body` creates is gone before the
+// communicator is freed.
+template <class Body>
+void on_first_ranks(int n, Body&& body) {
+  MPI_Comm comm = first_ranks(n);
+  if (comm != MPI_COMM_NULL) {
+    body(comm);
+    MPI_Comm_free(&comm);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 Heat2d::Params field(std::uint32_t actors) {
   Heat2d::Params p;
   p.width = 47;
@@ -86,8 +99,7 @@ void inject(ShardedRuntime& shard, const Heat2d::Params& p, std::uint64_t first_
 std::uint32_t straight(int ranks, std::uint32_t delay, std::uint64_t epochs, const std::string& dir = {},
                        std::uint64_t checkpoint_at = 0, int inject_from = -1, std::uint64_t first_inject = 1) {
   std::uint32_t sum = 0;
-  MPI_Comm comm = first_ranks(ranks);
-  if (comm != MPI_COMM_NULL) {
+  on_first_ranks(ranks, [&](MPI_Comm comm) {
     const Heat2d::Params p = field(kActors);
     auto created = ShardedRuntime::create(comm, examples::heat2d_program(), p, options(delay));
     EXPECT_TRUE(created.ok()) << created.status().to_string();
@@ -109,9 +121,7 @@ std::uint32_t straight(int ranks, std::uint32_t delay, std::uint64_t epochs, con
       EXPECT_TRUE(ran.ok()) << ran.to_string();
       sum = group_checksum(shard, comm, p);
     }
-    created = Status(StatusCode::kAborted, "done");  // destroy before freeing the communicator
-    MPI_Comm_free(&comm);
-  }
+  });
   MPI_Bcast(&sum, 1, MPI_UINT32_T, 0, MPI_COMM_WORLD);
   return sum;
 }
@@ -120,8 +130,7 @@ std::uint32_t straight(int ranks, std::uint32_t delay, std::uint64_t epochs, con
 std::uint32_t restored(int ranks, std::uint32_t delay, std::uint64_t epochs, const std::string& dir,
                        std::uint64_t expected_epoch) {
   std::uint32_t sum = 0;
-  MPI_Comm comm = first_ranks(ranks);
-  if (comm != MPI_COMM_NULL) {
+  on_first_ranks(ranks, [&](MPI_Comm comm) {
     const Heat2d::Params p = field(kActors);
     auto created = ShardedRuntime::create(comm, examples::heat2d_program(), p, options(delay));
     EXPECT_TRUE(created.ok()) << created.status().to_string();
@@ -135,9 +144,7 @@ std::uint32_t restored(int ranks, std::uint32_t delay, std::uint64_t epochs, con
       EXPECT_TRUE(ran.ok()) << ran.to_string();
       sum = group_checksum(shard, comm, p);
     }
-    created = Status(StatusCode::kAborted, "done");
-    MPI_Comm_free(&comm);
-  }
+  });
   MPI_Bcast(&sum, 1, MPI_UINT32_T, 0, MPI_COMM_WORLD);
   return sum;
 }
@@ -171,8 +178,7 @@ INSTANTIATE_TEST_SUITE_P(FromToDelay, RestoreOnAnotherRankCount,
 
 TEST(ShardedRuntime, ARankThatStopsMakesEveryRankFailNamingIt) {
   ASSERT_GE(world_size(), 3);
-  MPI_Comm comm = first_ranks(3);
-  if (comm != MPI_COMM_NULL) {
+  on_first_ranks(3, [&](MPI_Comm comm) {
     const Heat2d::Params p = field(kActors);
     ShardOptions o = options(1);
     // Rank 1 gives up on its own grid well before its peers give up on it, so they hear why.
@@ -194,10 +200,7 @@ TEST(ShardedRuntime, ARankThatStopsMakesEveryRankFailNamingIt) {
       EXPECT_EQ(st.code(), StatusCode::kAborted) << st.to_string();
       EXPECT_NE(st.message().find("rank(s) 1 failed"), std::string::npos) << st.to_string();
     }
-    created = Status(StatusCode::kAborted, "done");
-    MPI_Comm_free(&comm);
-  }
-  MPI_Barrier(MPI_COMM_WORLD);
+  });
 }
 
 TEST(ShardedRuntime, PostsFromOneRankApplyAtTheirEpochsOnTheOwners) {
@@ -213,8 +216,7 @@ TEST(ShardedRuntime, PostsFromOneRankApplyAtTheirEpochsOnTheOwners) {
 
 TEST(ShardedRuntime, AForwardedPostTooSoonForTheExchangeIsRefusedNamingTheEarliestEpoch) {
   ASSERT_GE(world_size(), 2);
-  MPI_Comm comm = first_ranks(2);
-  if (comm != MPI_COMM_NULL) {
+  on_first_ranks(2, [&](MPI_Comm comm) {
     const Heat2d::Params p = field(kActors);
     auto created = ShardedRuntime::create(comm, examples::heat2d_program(), p, options(2));
     ASSERT_TRUE(created.ok());
@@ -228,17 +230,13 @@ TEST(ShardedRuntime, AForwardedPostTooSoonForTheExchangeIsRefusedNamingTheEarlie
     const Status soon = shard.post(remote, examples::kHeat2dInject, &inj, sizeof inj, 12);
     EXPECT_EQ(soon.code(), StatusCode::kFailedPrecondition) << soon.to_string();
     EXPECT_NE(soon.message().find("Fix: an apply epoch >= 13"), std::string::npos) << soon.to_string();
-    created = Status(StatusCode::kAborted, "done");
-    MPI_Comm_free(&comm);
-  }
-  MPI_Barrier(MPI_COMM_WORLD);
+  });
 }
 
 // A single rank is not gated by any exchange: without a park at the start its grid would run
 // ahead of the first run_until (it did, and a restore test failed one run in ten).
 TEST(ShardedRuntime, AStartedGridWaitsForRunUntilEvenOnOneRank) {
-  MPI_Comm comm = first_ranks(1);
-  if (comm != MPI_COMM_NULL) {
+  on_first_ranks(1, [&](MPI_Comm comm) {
     const Heat2d::Params p = field(kActors);
     auto created = ShardedRuntime::create(comm, examples::heat2d_program(), p, options(1));
     ASSERT_TRUE(created.ok());
@@ -249,16 +247,12 @@ TEST(ShardedRuntime, AStartedGridWaitsForRunUntilEvenOnOneRank) {
     EXPECT_EQ(shard.local().stats().epoch, 5u);
     const Status back = shard.run_until(3);
     EXPECT_EQ(back.code(), StatusCode::kFailedPrecondition) << back.to_string();
-    created = Status(StatusCode::kAborted, "done");
-    MPI_Comm_free(&comm);
-  }
-  MPI_Barrier(MPI_COMM_WORLD);
+  });
 }
 
 TEST(ShardedRuntime, TotalsAddUpOverRanks) {
   ASSERT_GE(world_size(), 3);
-  MPI_Comm comm = first_ranks(3);
-  if (comm != MPI_COMM_NULL) {
+  on_first_ranks(3, [&](MPI_Comm comm) {
     const Heat2d::Params p = field(kActors);
     auto created = ShardedRuntime::create(comm, examples::heat2d_program(), p, options(1));
     ASSERT_TRUE(created.ok());
@@ -283,10 +277,7 @@ TEST(ShardedRuntime, TotalsAddUpOverRanks) {
       remote += shard.partition().owner(Heat2d::actor_of(p, x, y)) != 0 ? 1 : 0;
     }
     EXPECT_EQ(t->exchange.commands_forwarded, remote);
-    created = Status(StatusCode::kAborted, "done");
-    MPI_Comm_free(&comm);
-  }
-  MPI_Barrier(MPI_COMM_WORLD);
+  });
 }
 
 TEST(ShardedRuntime, MoreRanksThanActorsIsRefusedOnEveryRank) {

@@ -2,12 +2,15 @@
 // with its parsed options.
 #pragma once
 
+#include "examples/heat2d/heat2d_host.hpp"
+
 #include <pkrt/runtime.hpp>
 
 #include <CLI/CLI.hpp>
 
 #include <cstdint>
 #include <string>
+#include <vector>
 
 namespace pkrt::cli {
 
@@ -82,6 +85,10 @@ struct SelftestOptions {
 
 void add_run_command(CLI::App& app, RunOptions& opts);
 int run_command(const RunOptions& opts);
+// The random heat2d injections `pkrt run --injections` sends (seeded by --seed), sorted by
+// epoch so none waits behind a later one in a ring: the same on any rank count.
+std::vector<examples::Heat2dScheduledInjection> heat2d_injection_schedule(const RunOptions& opts,
+                                                                        const examples::Heat2d::Params& params);
 // The runtime options `pkrt run` derives from its flags (no replay log).
 RuntimeOptions run_runtime_options(const RunOptions& opts, BackendKind backend);
 // Whether this process is one rank of an mpirun launch of more than one rank.

@@ -168,6 +168,22 @@ RuntimeOptions runtime_options(const RunOptions& o, BackendKind backend, const R
 
 }  // namespace
 
+std::vector<examples::Heat2dScheduledInjection> heat2d_injection_schedule(const RunOptions& o,
+                                                                        const examples::Heat2d::Params& p) {
+  std::vector<examples::Heat2dScheduledInjection> injections;
+  std::mt19937_64 rng(o.seed);
+  for (std::uint32_t i = 0; i < o.injections; ++i) {
+    examples::Heat2dScheduledInjection inj{};
+    inj.epoch = 1 + rng() % std::max<std::uint64_t>(o.epochs, 1);
+    inj.inject.x = static_cast<std::uint32_t>(rng() % p.width);
+    inj.inject.y = static_cast<std::uint32_t>(rng() % p.height);
+    inj.inject.amount = 1.0f + static_cast<float>(rng() % 1000) / 100.0f;
+    injections.push_back(inj);
+  }
+  std::stable_sort(injections.begin(), injections.end(), [](const auto& a, const auto& b) { return a.epoch < b.epoch; });
+  return injections;
+}
+
 RuntimeOptions run_runtime_options(const RunOptions& o, BackendKind backend) {
   RuntimeOptions ro;
   ro.chaos = o.chaos >= 0;
@@ -500,19 +516,7 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, const ReplayLogSessi
     return "";
   };
 
-  // Random injections, sorted by epoch so none waits behind a later one in the ring.
-  std::vector<examples::Heat2dScheduledInjection> injections;
-  std::mt19937_64 rng(o.seed);
-  for (std::uint32_t i = 0; i < o.injections; ++i) {
-    examples::Heat2dScheduledInjection inj{};
-    inj.epoch = 1 + rng() % std::max<std::uint64_t>(o.epochs, 1);
-    inj.inject.x = static_cast<std::uint32_t>(rng() % p.width);
-    inj.inject.y = static_cast<std::uint32_t>(rng() % p.height);
-    inj.inject.amount = 1.0f + static_cast<float>(rng() % 1000) / 100.0f;
-    injections.push_back(inj);
-  }
-  std::stable_sort(injections.begin(), injections.end(),
-                   [](const auto& a, const auto& b) { return a.epoch < b.epoch; });
+  std::vector<examples::Heat2dScheduledInjection> injections = heat2d_injection_schedule(o, p);
   // A restored run already holds the injections up to its restore epoch in its state, and
   // the later ones in the commands its checkpoint set restored (a set from before pkrt
   // captured queued commands has none: those are sent again).

@@ -155,17 +155,7 @@ Status run_heat2d_ranks(const RunOptions& o, MpiRunSummary& sum, int rank, int s
   }
 
   // The single-process run's injection schedule; each rank sends those for its own tiles.
-  std::vector<examples::Heat2dScheduledInjection> injections;
-  std::mt19937_64 rng(o.seed);
-  for (std::uint32_t i = 0; i < o.injections; ++i) {
-    examples::Heat2dScheduledInjection inj{};
-    inj.epoch = 1 + rng() % std::max<std::uint64_t>(o.epochs, 1);
-    inj.inject.x = static_cast<std::uint32_t>(rng() % p.width);
-    inj.inject.y = static_cast<std::uint32_t>(rng() % p.height);
-    inj.inject.amount = 1.0f + static_cast<float>(rng() % 1000) / 100.0f;
-    injections.push_back(inj);
-  }
-  std::stable_sort(injections.begin(), injections.end(), [](const auto& a, const auto& b) { return a.epoch < b.epoch; });
+  const std::vector<examples::Heat2dScheduledInjection> injections = heat2d_injection_schedule(o, p);
   std::vector<std::pair<std::uint64_t, ReplyFuture>> acks;
   for (const auto& inj : injections) {
     // A restored run holds the earlier ones in its state and the later ones in the commands

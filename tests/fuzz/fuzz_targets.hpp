@@ -85,21 +85,31 @@ inline void check_manifest(std::span<const std::byte> file) {
 
 }  // namespace detail
 
-// Parses a checkpoint set manifest (pkrt/checkpoint_set.hpp). Must never crash, hang or
-// allocate beyond the input's size; an accepted manifest must keep the parser's promises
-// (detail::check_manifest). Random bytes almost never carry a valid CRC, so the input is
-// also parsed with its total-size field and trailing CRC made to match it: the mutations then
-// reach the field checks behind the CRC.
-inline void checkpoint_manifest_reader(const std::uint8_t* data, std::size_t size) {
+namespace detail {
+
+// Runs `check` on the input as given, then on a copy whose total-size field (bytes 12..15) and
+// trailing CRC32 are made to match it: random bytes almost never carry a valid CRC, and this
+// lets the mutations reach the field checks behind it. Both manifest formats put them there.
+inline void check_as_given_and_sealed(const std::uint8_t* data, std::size_t size,
+                                      void (*check)(std::span<const std::byte>)) {
   const std::span<const std::byte> file(reinterpret_cast<const std::byte*>(data), size);
-  detail::check_manifest(file);
+  check(file);
   if (size < 16 + 4 || size > (std::size_t{1} << 20)) return;
   std::vector<std::byte> fixed(file.begin(), file.end());
   const auto total = static_cast<std::uint32_t>(size);
   for (int i = 0; i < 4; ++i) fixed[12 + i] = static_cast<std::byte>(total >> (8 * i));
   const std::uint32_t crc = crc32(fixed.data(), fixed.size() - 4);
   for (int i = 0; i < 4; ++i) fixed[size - 4 + i] = static_cast<std::byte>(crc >> (8 * i));
-  detail::check_manifest(fixed);
+  check(fixed);
+}
+
+}  // namespace detail
+
+// Parses a checkpoint set manifest (pkrt/checkpoint_set.hpp). Must never crash, hang or
+// allocate beyond the input's size; an accepted manifest must keep the parser's promises
+// (detail::check_manifest), as given and sealed (detail::check_as_given_and_sealed).
+inline void checkpoint_manifest_reader(const std::uint8_t* data, std::size_t size) {
+  detail::check_as_given_and_sealed(data, size, &detail::check_manifest);
 }
 
 namespace detail {
@@ -128,15 +138,7 @@ inline void check_global_manifest(std::span<const std::byte> file) {
 // Parses a global checkpoint manifest (pkrt/global_checkpoint.hpp); same approach as the set
 // manifest's target: as given, then with its length field and CRC made to match.
 inline void global_manifest_reader(const std::uint8_t* data, std::size_t size) {
-  const std::span<const std::byte> file(reinterpret_cast<const std::byte*>(data), size);
-  detail::check_global_manifest(file);
-  if (size < 16 + 4 || size > (std::size_t{1} << 20)) return;
-  std::vector<std::byte> fixed(file.begin(), file.end());
-  const auto total = static_cast<std::uint32_t>(size);
-  for (int i = 0; i < 4; ++i) fixed[12 + i] = static_cast<std::byte>(total >> (8 * i));
-  const std::uint32_t crc = crc32(fixed.data(), fixed.size() - 4);
-  for (int i = 0; i < 4; ++i) fixed[size - 4 + i] = static_cast<std::byte>(crc >> (8 * i));
-  detail::check_global_manifest(fixed);
+  detail::check_as_given_and_sealed(data, size, &detail::check_global_manifest);
 }
 
 }  // namespace pkrt::fuzz
