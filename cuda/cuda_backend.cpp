@@ -176,18 +176,40 @@ class CudaBackend final : public Backend {
     });
   }
 
-  Status copy_to_device(void* dst, const void* src, std::size_t bytes) override {
+  Status scatter_to_device(std::span<const DeviceCopy> copies) override {
     std::lock_guard<std::mutex> lock(copy_mu_);  // one bounce buffer, callers on several threads
     const DeviceScope on_device(device_);
     PKRT_CUDA_CHECK(on_device.status());
-    auto* d = static_cast<std::byte*>(dst);
-    const auto* s = static_cast<const std::byte*>(src);
-    for (std::size_t off = 0; off < bytes; off += kBounceBytes) {
-      const std::size_t n = std::min(kBounceBytes, bytes - off);
-      std::memcpy(bounce_, s + off, n);
-      PKRT_CUDA_CHECK(cudaMemcpyAsync(d + off, bounce_, n, cudaMemcpyHostToDevice, copy_stream_));
-      PKRT_CUDA_CHECK(cudaStreamSynchronize(copy_stream_));
+    // Bytes of the bounce buffer that copies enqueued since the last synchronisation read. On
+    // an error return they may still be reading it, and the next caller refills it: wait first.
+    std::size_t used = 0;
+    struct SettleQueued {
+      cudaStream_t stream;
+      const std::size_t& used;
+      ~SettleQueued() {
+        if (used != 0) (void)cudaStreamSynchronize(stream);
+      }
+    } settle{copy_stream_, used};
+    for (const DeviceCopy& c : copies) {
+      auto* d = static_cast<std::byte*>(c.device_dst);
+      const auto* s = static_cast<const std::byte*>(c.host_src);
+      for (std::size_t off = 0; off < c.bytes;) {
+        if (used == kBounceBytes) {
+          // The queued copies read the whole buffer: let them finish before refilling it.
+          PKRT_CUDA_CHECK(cudaStreamSynchronize(copy_stream_));
+          used = 0;
+        }
+        const std::size_t n = std::min(kBounceBytes - used, c.bytes - off);
+        std::memcpy(static_cast<std::byte*>(bounce_) + used, s + off, n);
+        PKRT_CUDA_CHECK(cudaMemcpyAsync(d + off, static_cast<std::byte*>(bounce_) + used, n, cudaMemcpyHostToDevice,
+                                        copy_stream_));
+        // Each piece starts 256-byte aligned in the bounce buffer (full-speed DMA).
+        used = std::min(kBounceBytes, (used + n + 255) / 256 * 256);
+        off += n;
+      }
     }
+    if (used != 0) PKRT_CUDA_CHECK(cudaStreamSynchronize(copy_stream_));
+    used = 0;
     return Status();
   }
 

@@ -76,6 +76,13 @@ struct HostCopy {
   std::size_t bytes;
 };
 
+// One host-to-device region of a scatter (Backend::scatter_to_device).
+struct DeviceCopy {
+  void* device_dst;
+  const void* host_src;
+  std::size_t bytes;
+};
+
 // What the user asked of the grid's size (RuntimeOptions); each backend reads its own field.
 struct LaunchLimits {
   std::uint32_t cpu_threads = 0;         // CPU: worker threads (= blocks); 0: hardware concurrency
@@ -97,7 +104,13 @@ class Backend {
   virtual BackendKind kind() const = 0;
   virtual Result<Buffer> alloc_host_visible(std::size_t bytes) = 0;  // zero-filled
   virtual Result<Buffer> alloc_device(std::size_t bytes) = 0;        // zero-filled
-  virtual Status copy_to_device(void* device_dst, const void* host_src, std::size_t bytes) = 0;
+  // Copies every region; on CUDA all of them share one stream synchronisation per bounce
+  // buffer's worth, instead of one round trip per region (the K2K delivery of many messages).
+  virtual Status scatter_to_device(std::span<const DeviceCopy> copies) = 0;
+  Status copy_to_device(void* device_dst, const void* host_src, std::size_t bytes) {
+    const DeviceCopy one{device_dst, host_src, bytes};
+    return scatter_to_device(std::span<const DeviceCopy>(&one, 1));
+  }
   // Copies every region; on CUDA all of them share one stream synchronisation per bounce
   // buffer's worth (4 MiB), instead of one round trip per region.
   virtual Status gather_to_host(std::span<const HostCopy> copies) = 0;

@@ -51,8 +51,9 @@ class CpuBackend final : public Backend {
     return *kib * 1024;
   }
 
-  Status copy_to_device(void* dst, const void* src, std::size_t bytes) override {
-    if (bytes > 0) std::memcpy(dst, src, bytes);
+  Status scatter_to_device(std::span<const DeviceCopy> copies) override {
+    for (const DeviceCopy& c : copies)
+      if (c.bytes > 0) std::memcpy(c.device_dst, c.host_src, c.bytes);
     return Status();
   }
   Status gather_to_host(std::span<const HostCopy> copies) override {

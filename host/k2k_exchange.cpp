@@ -140,17 +140,26 @@ Status Runtime::deliver_inbound_k2k(std::uint64_t epoch, std::span<const K2KTran
   }
   m.backend->bind_this_thread();
   const std::uint32_t buffer = detail::k2k_buffer_of(a, epoch);
+  // Every slot (header, then payload) staged back to back, then one scatter: on CUDA one
+  // stream synchronisation for the whole epoch's messages. The grid reads none of them before
+  // the gate opens below.
+  std::size_t staged = 0;
+  for (const K2KTransfer& t : messages) staged += detail::kK2KHeaderBytes + t.bytes;
+  m.exchange_scratch.assign(staged, std::byte{0});
+  std::vector<host::DeviceCopy> copies;
+  copies.reserve(messages.size());
   std::uint64_t offset = 0;
+  std::size_t at = 0;
   for (const K2KTransfer& t : messages) {
-    // Header and payload in one copy; the grid reads neither before the gate opens below.
-    m.exchange_scratch.assign(detail::kK2KHeaderBytes + t.bytes, std::byte{0});
     const detail::K2KSlotHeader h{epoch, t.src, t.bytes};
-    std::memcpy(m.exchange_scratch.data(), &h, sizeof h);
-    if (t.bytes > 0) std::memcpy(m.exchange_scratch.data() + detail::kK2KHeaderBytes, payload.data() + offset, t.bytes);
+    std::memcpy(m.exchange_scratch.data() + at, &h, sizeof h);
+    if (t.bytes > 0) std::memcpy(m.exchange_scratch.data() + at + detail::kK2KHeaderBytes, payload.data() + offset, t.bytes);
     offset += t.bytes;
-    PKRT_RETURN_IF_ERROR(m.backend->copy_to_device(m.k2k_mailbox_device(buffer, t.dst) + t.channel * a.k2k_slot_stride,
-                                                   m.exchange_scratch.data(), m.exchange_scratch.size()));
+    copies.push_back({m.k2k_mailbox_device(buffer, t.dst) + t.channel * a.k2k_slot_stride, m.exchange_scratch.data() + at,
+                      detail::kK2KHeaderBytes + t.bytes});
+    at += detail::kK2KHeaderBytes + t.bytes;
   }
+  PKRT_RETURN_IF_ERROR(m.backend->scatter_to_device(copies));
   ++m.next_delivery;
   // A control change: k2k_open_epoch, then the generation (release), then the doorbell.
   m.set_control(&HostControl::k2k_open_epoch, epoch + a.k2k_delay);
