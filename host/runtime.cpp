@@ -58,11 +58,6 @@ Status Runtime::start() {
                   "start() called twice; a Runtime launches its kernel once. Fix: create a new "
                   "Runtime to run again");
   }
-  if (m.log && m.args.k2k_gated != 0) {
-    return Status(StatusCode::kUnsupported,
-                  "a replay log of one shard of a multi-rank run cannot be replayed yet (its inbound K2K is not "
-                  "recorded). Fix: record a single-process run, or run this shard without a replay log");
-  }
   // The grid starts only the epochs whose K2K messages from other shards are in: those the
   // first exchange delivers (a fresh run's init sends) or, restored, what its images hold.
   // Relaxed: the kernel is not running yet; the launch orders it.
@@ -82,6 +77,8 @@ Status Runtime::start() {
     info.ring_capacity = m.options.ring_capacity;
     info.digest_period = m.options.digest_period;
     info.k2k_delay = m.options.k2k_delay;
+    // A shard's log: its inbound K2K goes to the companion .k2k file (pkrt::mpi writes it).
+    info.global_actors = m.args.k2k_gated != 0 ? m.args.global_actors : 0;
     info.chaos = m.options.chaos;
     info.chaos_seed = m.options.chaos_seed;
     info.start_epoch = m.args.start_epoch;

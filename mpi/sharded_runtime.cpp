@@ -123,6 +123,18 @@ Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, co
   // Only a run that may use a GPU asks the driver (a CPU run never initialises CUDA).
   if (options.pick_device && ro.backend != BackendKind::kCpu) ro.cuda_device = device_for_rank(c, cuda_device_count());
   auto created = Runtime::create(program, params, params_bytes, ro);
+  std::unique_ptr<K2KLogWriter> k2k_log;
+  if (created.ok() && !options.k2k_log.empty() && c.size > 1) {
+    K2KLogShard identity;
+    identity.rank = static_cast<std::uint32_t>(c.rank);
+    identity.ranks = static_cast<std::uint32_t>(c.size);
+    identity.global_actors = actors;
+    identity.k2k_delay = ro.k2k_delay;
+    identity.global_ids = ro.global_ids;
+    auto writer = K2KLogWriter::create(options.k2k_log, identity);
+    if (writer.ok()) k2k_log = std::move(writer.value());
+    else created = writer.status();
+  }
   // Every rank learns whether every rank could create its runtime: a launch that fails on
   // one rank (memory, a GPU) fails on all, naming it, instead of hanging at the first exchange.
   const int ok_here = created.ok() ? 1 : 0;
@@ -137,6 +149,7 @@ Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, co
                                             " could not create their runtime (see their error); no rank runs");
   }
   shard->local_ = std::move(created.value());
+  shard->k2k_log_ = std::move(k2k_log);
   shard->next_exchange_ = shard->local_->first_exchange_epoch();
   // Every multi-rank run exchanges each epoch: K2K, forwarded host commands, failures.
   shard->exchanges_ = c.size > 1;
@@ -388,6 +401,8 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
       PKRT_RETURN_IF_ERROR(local_->post(local_index(c.actor), c.opcode, c.data.data(), c.data.size(), c.apply_epoch));
     }
   }
+  // Recorded before the delivery: a replay of this rank alone delivers exactly this.
+  if (k2k_log_) PKRT_RETURN_IF_ERROR(k2k_log_->append(epoch, inbound, inbound_payload));
   PKRT_RETURN_IF_ERROR(local_->deliver_inbound_k2k(epoch, inbound, inbound_payload));
   ++stats_.epochs;
   stats_.seconds_in_exchange += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
@@ -458,6 +473,13 @@ Result<RunTotals> ShardedRuntime::totals() {
   return t;
 }
 
-Status ShardedRuntime::shutdown() { return local_->shutdown(); }
+Status ShardedRuntime::shutdown() {
+  Status st = local_->shutdown();
+  if (k2k_log_) {
+    Status closed = k2k_log_->close();
+    if (st.ok()) st = closed;
+  }
+  return st;
+}
 
 }  // namespace pkrt::mpi

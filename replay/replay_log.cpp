@@ -75,7 +75,8 @@ constexpr char kMagic[8] = {'P', 'K', 'R', 'T', 'R', 'L', 'O', 'G'};
 constexpr std::size_t kVersionAt = 8;          // u32
 constexpr std::size_t kHeaderBytesAt = 12;     // u32
 constexpr std::size_t kRecordBytesAt = 16;     // u32
-constexpr std::size_t kCapacityAt = 24;        // u64 (20..23 reserved)
+constexpr std::size_t kGlobalActorsAt = 20;    // u32: a shard's program actor count (0: not a shard)
+constexpr std::size_t kCapacityAt = 24;        // u64
 constexpr std::size_t kAppAt = 32;             // char[64], NUL-padded
 constexpr std::size_t kAppField = kReplayMaxAppName + 1;
 constexpr std::size_t kBackendAt = 96;         // char[16], NUL-padded
@@ -150,6 +151,7 @@ MetadataBytes encode_metadata(std::uint64_t capacity, const ReplayRunInfo& info,
   store_at(p, kVersionAt, version);
   store_at(p, kHeaderBytesAt, static_cast<std::uint32_t>(kReplayLogHeaderBytes));
   store_at(p, kRecordBytesAt, static_cast<std::uint32_t>(kReplayRecordBytes));
+  store_at(p, kGlobalActorsAt, info.global_actors);
   store_at(p, kCapacityAt, capacity);
   store_string(p, kAppAt, kAppField, info.app);
   store_string(p, kBackendAt, kBackendField, info.backend);
@@ -613,6 +615,7 @@ Result<ReplayLog> parse_log(std::span<const std::byte> file, const std::string& 
     return metadata_damaged(name, "K2K delay field " + std::to_string(k2k_delay) + " (0 stands for 1; at most " +
                                       std::to_string(kMaxK2KDelay) + ")");
   info.k2k_delay = k2k_delay == 0 ? 1 : k2k_delay;
+  info.global_actors = load_at<std::uint32_t>(p, kGlobalActorsAt);
   // Encoding what was decoded must give the same bytes: this rejects nonzero padding,
   // reserved bytes and non-0/1 flags in one place.
   if (std::memcmp(encode_metadata(log.capacity, info, version).data(), p, kMetadataBytes) != 0)

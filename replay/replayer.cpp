@@ -4,6 +4,7 @@
 
 #include <pkrt/checkpoint_manager.hpp>
 #include <pkrt/checkpoint_store.hpp>
+#include <pkrt/k2k_log.hpp>
 
 #include <algorithm>
 #include <atomic>
@@ -15,6 +16,7 @@
 #include <map>
 #include <mutex>
 #include <optional>
+#include <thread>
 #include <unistd.h>
 #include <unordered_map>
 
@@ -520,9 +522,40 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
   PKRT_RETURN_IF_ERROR(check_acknowledgements(log));
   PKRT_RETURN_IF_ERROR(check_epochs_against_stop(log));
 
+  // One rank of a multi-rank run: replayed alone, its shard fed from the inbound K2K log.
+  std::optional<K2KLog> inbound;
+  if (info.global_actors != 0) {
+    if (options.inbound_k2k.empty()) {
+      return Status(StatusCode::kFailedPrecondition,
+                    "the log is one rank's of a multi-rank run (" + std::to_string(info.num_actors) + " of " +
+                        std::to_string(info.global_actors) + " actors): replaying it alone needs the K2K it received. "
+                        "Fix: keep the '.k2k' file recorded beside it (pkrt replay finds LOG.k2k)");
+    }
+    if (!options.from_checkpoint.empty()) {
+      return Status(StatusCode::kUnsupported, "a rank's log cannot be replayed from a checkpoint yet (multi-rank "
+                                              "checkpoints are global). Fix: replay from the log's start");
+    }
+    auto read = read_k2k_log(options.inbound_k2k);
+    if (!read.ok()) return read.status();
+    const K2KLogShard& s = read->shard;
+    if (s.global_actors != info.global_actors || s.global_ids.size() != info.num_actors || s.k2k_delay != info.k2k_delay) {
+      return Status(StatusCode::kInvalidArgument,
+                    "inbound K2K log '" + options.inbound_k2k + "' is of rank " + std::to_string(s.rank) + " with " +
+                        std::to_string(s.global_ids.size()) + " of " + std::to_string(s.global_actors) +
+                        " actors (delay " + std::to_string(s.k2k_delay) + "), not of this log's shard. Fix: pass the "
+                        ".k2k file recorded beside this log");
+    }
+    inbound = std::move(read.value());
+  }
+
   ReplayResult result;
   result.app = info.app;
   result.recorded_run = describe_run(info);
+  if (inbound) {
+    result.recorded_run += ", rank " + std::to_string(inbound->shard.rank) + " of " + std::to_string(inbound->shard.ranks) +
+                           " (replayed alone)";
+    if (!inbound->stop_note.empty()) result.notes.push_back("inbound K2K log: " + inbound->stop_note);
+  }
   if (!log.stop_note.empty()) result.notes.push_back("log: " + log.stop_note);
   if (log.wrapped) {
     result.notes.push_back("log wrapped: " + std::to_string(log.written - log.capacity) +
@@ -550,6 +583,17 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
     result.notes.push_back("the readable log ends at record " + std::to_string(log.first_seq + log.records.size()) +
                            "; compared only through epoch " + std::to_string(end) +
                            ", the last one complete before it");
+  }
+  if (inbound) {
+    // Epoch e runs once the K2K of e - D is in: the logged exchanges bound the replay.
+    const std::uint64_t runnable =
+        inbound->epochs.empty() ? info.k2k_delay - 1 : inbound->epochs.back().epoch + info.k2k_delay;
+    if (runnable < end) {
+      result.notes.push_back("the inbound K2K log reaches epoch " +
+                             (inbound->epochs.empty() ? std::string("none") : std::to_string(inbound->epochs.back().epoch)) +
+                             "; compared only through epoch " + std::to_string(runnable));
+      end = runnable;
+    }
   }
   const std::optional<std::uint64_t> coverage = covered_from(log);
   if (!coverage) {
@@ -581,6 +625,10 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
   ro.threads = options.threads != 0 ? options.threads : info.blocks;
   ro.digest_period = info.digest_period;
   ro.k2k_delay = info.k2k_delay;
+  if (inbound) {
+    ro.global_actors = inbound->shard.global_actors;
+    ro.global_ids = inbound->shard.global_ids;
+  }
   ro.chaos = options.chaos;
   ro.chaos_seed = options.chaos_seed;
   ro.snapshots = false;
@@ -735,6 +783,43 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
     };
     PKRT_RETURN_IF_ERROR(rt->set_target_epoch(target_for(0)));
     PKRT_RETURN_IF_ERROR(rt->start());
+    // A rank replayed alone: this thread plays the other ranks, delivering each epoch's logged
+    // K2K once the grid has completed it (what it sends to them is collected and dropped).
+    std::atomic<bool> feeding{true};
+    std::thread feeder;
+    if (inbound) {
+      feeder = std::thread([&] {
+        std::vector<K2KTransfer> out;
+        std::vector<std::byte> out_payload;
+        for (const K2KLogEpoch& e : inbound->epochs) {
+          if (e.epoch < rt->first_exchange_epoch()) continue;
+          if (e.epoch > end) break;
+          // Relaxed: a stop flag; the runtime's own calls order what matters.
+          while (!rt->epoch_completed(e.epoch)) {
+            if (!feeding.load(std::memory_order_relaxed) || !rt->health().ok()) return;
+            std::this_thread::sleep_for(std::chrono::microseconds(20));
+          }
+          out.clear();
+          out_payload.clear();
+          Status st = rt->collect_outbound_k2k(e.epoch, out, out_payload);
+          if (st.ok()) st = rt->deliver_inbound_k2k(e.epoch, e.messages, e.payload);
+          if (!st.ok()) {
+            std::lock_guard<std::mutex> lock(failure_mu);
+            if (failure.ok()) failure = Status(st.code(), "delivering the logged K2K of epoch " + std::to_string(e.epoch) + ": " + st.message());
+            return;
+          }
+        }
+      });
+    }
+    struct JoinFeeder {
+      std::atomic<bool>& feeding;
+      std::thread& feeder;
+      ~JoinFeeder() {
+        // Relaxed: see above.
+        feeding.store(false, std::memory_order_relaxed);
+        if (feeder.joinable()) feeder.join();
+      }
+    } join_feeder{feeding, feeder};
     std::size_t i = 0;
     while (i < commands.size()) {
       // The grid is held at or before applied_epoch - 1 until this epoch's commands are in.

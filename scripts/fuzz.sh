@@ -24,11 +24,12 @@ declare -A inputs=(
   [replay_log_reader]="replay/replay_log.cpp host/crc32.cpp -lisal"
   [checkpoint_manifest]="checkpoint/checkpoint_set.cpp checkpoint/checkpoint_format.cpp host/crc32.cpp -lisal -lzstd"
   [global_manifest]="checkpoint/global_checkpoint.cpp host/crc32.cpp -lisal"
+  [k2k_log]="replay/k2k_log.cpp host/crc32.cpp -lisal"
 )
 declare -A dirs=([checkpoint_reader]=checkpoint [replay_log_reader]=replay_log
-                 [checkpoint_manifest]=checkpoint_manifest [global_manifest]=global_manifest)
+                 [checkpoint_manifest]=checkpoint_manifest [global_manifest]=global_manifest [k2k_log]=k2k_log)
 status=0
-for target in checkpoint_reader replay_log_reader checkpoint_manifest global_manifest; do
+for target in checkpoint_reader replay_log_reader checkpoint_manifest global_manifest k2k_log; do
   bin="$out/${target}_fuzz"
   dir=${dirs[$target]}
   # shellcheck disable=SC2086  # the input list is split into words on purpose

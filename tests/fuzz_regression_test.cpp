@@ -51,6 +51,14 @@ TEST(FuzzRegression, CheckpointManifestReaderSurvivesItsCorpusAndEveryRecordedCr
   std::printf("[ info ] replayed %zu corpus inputs and %zu recorded crashes\n", corpus, crashes);
 }
 
+TEST(FuzzRegression, K2KLogReaderSurvivesItsCorpusAndEveryRecordedCrash) {
+  const std::filesystem::path root = PKRT_FUZZ_DIR;
+  const std::size_t corpus = replay_dir(root / "corpus" / "k2k_log", &pkrt::fuzz::k2k_log_reader);
+  const std::size_t crashes = replay_dir(root / "regressions" / "k2k_log", &pkrt::fuzz::k2k_log_reader);
+  EXPECT_GE(corpus, 2u) << "the seed corpus is missing from " << root;
+  std::printf("[ info ] replayed %zu corpus inputs and %zu recorded crashes\n", corpus, crashes);
+}
+
 TEST(FuzzRegression, GlobalManifestReaderSurvivesItsCorpusAndEveryRecordedCrash) {
   const std::filesystem::path root = PKRT_FUZZ_DIR;
   const std::size_t corpus = replay_dir(root / "corpus" / "global_manifest", &pkrt::fuzz::global_manifest_reader);

@@ -4,10 +4,14 @@
 // its end. Seeded, one behaviour each.
 #include "examples/heat2d/heat2d_host.hpp"
 
+#include <pkrt/k2k_log.hpp>
 #include <pkrt/mpi.hpp>
+#include <pkrt/replay.hpp>
+#include <pkrt/replay_log.hpp>
 
 #include <gtest/gtest.h>
 
+#include <cstring>
 #include <filesystem>
 #include <random>
 #include <thread>
@@ -278,6 +282,82 @@ TEST(ShardedRuntime, TotalsAddUpOverRanks) {
     }
     EXPECT_EQ(t->exchange.commands_forwarded, remote);
   });
+}
+
+// Each rank records its replay log and the K2K it received; one rank is then replayed alone
+// (no MPI: its inbound K2K comes from the log). A changed halo in that log makes the replay
+// diverge after it, which shows the replay really runs on what the log delivers.
+TEST(ShardedRuntime, ARankReplaysAloneFromItsLogsAndATamperedHaloDiverges) {
+  ASSERT_GE(world_size(), 3);
+  const std::string dir = fresh_dir("replay");
+  const Heat2d::Params p = field(kActors);
+  on_first_ranks(3, [&](MPI_Comm comm) {
+    int r = 0;
+    MPI_Comm_rank(comm, &r);
+    const std::string path = dir + "/rank" + std::to_string(r) + ".log";
+    auto writer = ReplayLogWriter::create(path);
+    ASSERT_TRUE(writer.ok()) << writer.status().to_string();
+    std::shared_ptr<ReplayLogWriter> log = std::move(writer.value());
+    ShardOptions o = options(2);
+    o.runtime.replay_log = log;
+    o.runtime.digest_period = 5;
+    o.k2k_log = k2k_log_path(path);
+    auto created = ShardedRuntime::create(comm, examples::heat2d_program(), p, o);
+    ASSERT_TRUE(created.ok()) << created.status().to_string();
+    inject(*created.value(), p, 1);
+    ASSERT_TRUE(created.value()->start().ok());
+    ASSERT_TRUE(created.value()->run_until(40).ok());
+    ASSERT_TRUE(created.value()->shutdown().ok());
+    ASSERT_TRUE(log->close().ok());
+  });
+  if (world_rank() == 0) {
+    const std::string path = dir + "/rank1.log";
+    auto log = read_replay_log(path);
+    ASSERT_TRUE(log.ok()) << log.status().to_string();
+    const Program* programs[] = {&examples::heat2d_program()};
+    ReplayOptions with;
+    with.inbound_k2k = k2k_log_path(path);
+    auto same = replay_log(log.value(), programs, with);
+    ASSERT_TRUE(same.ok()) << same.status().to_string();
+    EXPECT_TRUE(same->identical) << format_replay_report(same.value());
+    EXPECT_EQ(same->end_epoch, 40u);
+    EXPECT_NE(same->recorded_run.find("rank 1 of 3"), std::string::npos) << same->recorded_run;
+    // Without the inbound log the rank's log is refused, saying what is missing.
+    auto refused = replay_log(log.value(), programs, ReplayOptions{});
+    EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition) << refused.status().to_string();
+    // One float of a halo rank 1 received at epoch 20, changed (the record's CRC made anew).
+    auto inbound = read_k2k_log(with.inbound_k2k);
+    ASSERT_TRUE(inbound.ok()) << inbound.status().to_string();
+    const std::string tampered = dir + "/rank1.tampered.k2k";
+    {
+      auto out = K2KLogWriter::create(tampered, inbound->shard);
+      ASSERT_TRUE(out.ok());
+      bool changed = false;
+      for (K2KLogEpoch& e : inbound->epochs) {
+        if (e.epoch == 20) {
+          ASSERT_FALSE(e.payload.empty()) << "rank 1 received nothing at epoch 20";
+          float v = 0;
+          std::memcpy(&v, e.payload.data(), sizeof v);
+          v += 1.0f;
+          std::memcpy(e.payload.data(), &v, sizeof v);
+          changed = true;
+        }
+        ASSERT_TRUE(out.value()->append(e.epoch, e.messages, e.payload).ok());
+      }
+      ASSERT_TRUE(changed);
+      ASSERT_TRUE(out.value()->close().ok());
+    }
+    ReplayOptions bad;
+    bad.inbound_k2k = tampered;
+    auto diverged = replay_log(log.value(), programs, bad);
+    ASSERT_TRUE(diverged.ok()) << diverged.status().to_string();
+    EXPECT_FALSE(diverged->identical);
+    ASSERT_TRUE(diverged->divergence.has_value());
+    // Read at epoch 22 (D = 2); the next digest (every 5 epochs) is at 25.
+    EXPECT_GT(diverged->divergence->epoch, 20u);
+    EXPECT_LE(diverged->divergence->epoch, 25u);
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
 }
 
 TEST(ShardedRuntime, MoreRanksThanActorsIsRefusedOnEveryRank) {

@@ -4,7 +4,10 @@
 #   1. heat2d on 2, 3 and 4 ranks, both partitions, ends with the single-process checksum,
 #      for K2K delay 1 and 2 (the two delays differ from each other, as they must);
 #   2. more ranks than actors is refused on every rank with exit 2 and the fix;
-#   3. a rank killed mid-run stops the whole job within seconds, and the report names it.
+#   3. a rank killed mid-run stops the whole job within seconds, and the report names it;
+#   4. coordinated checkpoints restore on other rank counts, survive a killed rank, and a
+#      damaged member breaks its global checkpoint;
+#   5. each rank's replay log (and the K2K it received) replays that rank alone, identical.
 # Run by the default suite only: the sanitizer suites exercise the same exchange through the
 # in-process shards of tests/k2k_shard_test.cpp (running sanitized binaries under mpirun was
 # not tried).
@@ -38,6 +41,29 @@ for d in 1 2; do
     done
   done
 done
+
+# Replay logs per rank: each rank's log, with the K2K it received beside it (.k2k), replays
+# alone and identical, all three in parallel; without its .k2k a rank's log is refused.
+"${mpirun[@]}" -np 3 "$pkrt" "${common[@]}" --threads 1 --stats-every 10 --replay-log rl >rl.json 2>rl.err ||
+  fail "recording 3 ranks: $(cat rl.err)"
+[ "$(checksum_of rl.json)" = "${single[1]}" ] || fail "recording changed the checksum"
+rpids=()
+for r in 0 1 2; do
+  "$pkrt" replay "rl.rank$r" >"replay$r.out" 2>&1 &
+  rpids+=($!)
+done
+for r in 0 1 2; do
+  wait "${rpids[$r]}" || fail "replay of rank $r: exit $? $(cat "replay$r.out")"
+  expect_in "replay$r.out" "rank $r of 3 (replayed alone)" "replay of rank $r"
+  expect_in "replay$r.out" "verdict: identical" "replay of rank $r"
+done
+echo "ok: every rank of a 3-rank recording replays alone, identical"
+mv rl.rank1.k2k rl.rank1.k2k.away
+"$pkrt" replay rl.rank1 >noinbound.out 2>&1
+rc=$?
+[ "$rc" -eq 2 ] || fail "replay of a rank log without its .k2k: exit $rc $(cat noinbound.out)"
+expect_in noinbound.out "keep the '.k2k' file recorded beside it" "replay without .k2k"
+echo "ok: a rank's log without its .k2k is refused with exit 2 and the fix"
 
 # More ranks than actors: refused on every rank, exit 2, with the fix.
 timeout 60 "${mpirun[@]}" -np 5 "$pkrt" run --app heat2d --grid 32x32 --actors 4 --epochs 5 --quiet \

@@ -7,6 +7,7 @@
 #include "host/cli/cli_common.hpp"
 #include "host/cli/commands.hpp"
 
+#include <pkrt/k2k_log.hpp>
 #include <pkrt/replay.hpp>
 #include <pkrt/replay_log.hpp>
 
@@ -15,6 +16,7 @@
 #include <array>
 #include <cinttypes>
 #include <cstdio>
+#include <filesystem>
 #include <cstring>
 #include <limits>
 
@@ -142,6 +144,11 @@ int replay_command(const ReplayOptions& o) {
   ro.chaos = o.chaos >= 0;
   ro.chaos_seed = o.chaos >= 0 ? static_cast<std::uint64_t>(o.chaos) : 0;
   ro.from_checkpoint = o.from_checkpoint;
+  // One rank of a multi-rank run: the K2K it received was recorded beside its log.
+  {
+    std::error_code ec;
+    if (std::filesystem::exists(k2k_log_path(o.log), ec)) ro.inbound_k2k = k2k_log_path(o.log);
+  }
   ro.record_to = o.record_to;
   ro.context_commands = o.context;
   ProgressLine progress(!o.quiet);

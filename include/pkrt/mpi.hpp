@@ -23,6 +23,7 @@
 
 #include <pkrt/checkpoint_manager.hpp>
 #include <pkrt/global_checkpoint.hpp>
+#include <pkrt/k2k_log.hpp>
 #include <pkrt/partition.hpp>
 #include <pkrt/runtime.hpp>
 #include <pkrt/status.hpp>
@@ -67,6 +68,10 @@ struct ShardOptions {
   // for and calls MPI_Abort, which stops the job. False: the call returns kTimeout, and the
   // caller must not make another collective call on this communicator.
   bool abort_on_lost_peer = true;
+  // With runtime.replay_log set: where this rank records the K2K it receives from other ranks,
+  // with its shard identity (pkrt/k2k_log.hpp; by convention k2k_log_path(replay log path)), so
+  // that the rank can be replayed alone. Empty: not recorded.
+  std::string k2k_log;
 };
 
 // Coordinated checkpoints (pkrt/global_checkpoint.hpp).
@@ -211,6 +216,7 @@ class ShardedRuntime {
   std::vector<K2KTransfer> outbound_;
   std::vector<std::byte> outbound_payload_;
   std::vector<Command> forward_;  // host commands for other ranks' actors, global ids, in order
+  std::unique_ptr<K2KLogWriter> k2k_log_;  // ShardOptions::k2k_log
 };
 
 }  // namespace pkrt::mpi

@@ -110,6 +110,10 @@ struct ReplayOptions {
   // Where the replay records its own log; empty: an unlinked temporary file.
   std::string record_to;
   std::size_t context_commands = 5;  // commands listed before a divergence
+  // The inbound K2K log recorded beside a multi-rank run's rank log (pkrt/k2k_log.hpp; `pkrt
+  // replay` uses k2k_log_path(LOG) when it exists). Needed for such a log: the rank is
+  // replayed alone, its shard runtime receiving exactly the K2K the recording received.
+  std::string inbound_k2k;
   std::chrono::milliseconds timeout{std::chrono::minutes(30)};
   // Called from the caller's thread while commands are fed: (epoch reached, end epoch).
   std::function<void(std::uint64_t, std::uint64_t)> progress;

@@ -79,6 +79,9 @@ struct ReplayRunInfo {
   std::uint32_t ring_capacity = 0;
   std::uint32_t digest_period = 0;       // state digests every this many epochs (0: none)
   std::uint32_t k2k_delay = 1;           // RuntimeOptions::k2k_delay
+  // A shard of a multi-rank run: the program's actor count (0: the run had every actor). Its
+  // inbound K2K and shard identity are in the companion "<log>.k2k" (pkrt/k2k_log.hpp).
+  std::uint32_t global_actors = 0;
   bool chaos = false;                    // CPU chaos mode was on (pkrt/runtime.hpp)
   std::uint64_t chaos_seed = 0;
   std::uint64_t start_epoch = 0;         // epoch already complete when the run started

@@ -36,6 +36,7 @@
 #pragma once
 
 #include <pkrt/command.hpp>
+#include <pkrt/k2k_transfer.hpp>
 #include <pkrt/program.hpp>
 #include <pkrt/replay_log.hpp>
 #include <pkrt/reply_future.hpp>
@@ -148,15 +149,6 @@ struct RuntimeOptions {
   std::vector<std::uint32_t> global_ids;
 };
 
-// One K2K message crossing runtimes (scale-out): its payload travels beside it.
-struct K2KTransfer {
-  std::uint32_t dst = 0;      // global actor
-  std::uint32_t channel = 0;
-  std::uint32_t src = 0;      // global actor
-  std::uint32_t bytes = 0;    // payload bytes
-  std::uint64_t epoch = 0;    // committed in this epoch; read in epoch + D
-};
-static_assert(sizeof(K2KTransfer) == 24, "K2KTransfer travels between ranks as bytes");
 
 // The default staging pool's cap and floor (RuntimeOptions::staging_bytes = 0).
 inline constexpr std::uint64_t kDefaultStagingCapBytes = std::uint64_t{256} << 20;

@@ -7,6 +7,7 @@
 #include <pkrt/checkpoint_set.hpp>
 #include <pkrt/crc32.hpp>
 #include <pkrt/global_checkpoint.hpp>
+#include <pkrt/k2k_log.hpp>
 #include <pkrt/replay_log.hpp>
 
 #include <algorithm>
@@ -139,6 +140,29 @@ inline void check_global_manifest(std::span<const std::byte> file) {
 // manifest's target: as given, then with its length field and CRC made to match.
 inline void global_manifest_reader(const std::uint8_t* data, std::size_t size) {
   detail::check_as_given_and_sealed(data, size, &detail::check_global_manifest);
+}
+
+// Parses an inbound K2K log (pkrt/k2k_log.hpp). Must never crash, hang or allocate beyond
+// the input's size; what it accepts keeps the reader's promises: consecutive epochs, each
+// record's messages adding up to its payload, ids ascending below the actor count.
+inline void k2k_log_reader(const std::uint8_t* data, std::size_t size) {
+  const std::span<const std::byte> file(reinterpret_cast<const std::byte*>(data), size);
+  auto log = parse_k2k_log(file, "fuzz.k2k");
+  if (!log.ok()) return;
+  const K2KLog& l = log.value();
+  if (l.shard.global_ids.empty() || l.shard.global_ids.size() >= l.shard.global_actors) std::abort();
+  for (std::size_t i = 0; i < l.shard.global_ids.size(); ++i)
+    if (l.shard.global_ids[i] >= l.shard.global_actors || (i > 0 && l.shard.global_ids[i] <= l.shard.global_ids[i - 1]))
+      std::abort();
+  std::uint64_t bytes = 0;
+  for (std::size_t i = 0; i < l.epochs.size(); ++i) {
+    if (i > 0 && l.epochs[i].epoch != l.epochs[i - 1].epoch + 1) std::abort();
+    std::uint64_t sum = 0;
+    for (const K2KTransfer& t : l.epochs[i].messages) sum += t.bytes;
+    if (sum != l.epochs[i].payload.size()) std::abort();
+    bytes += l.epochs[i].payload.size() + l.epochs[i].messages.size() * sizeof(K2KTransfer);
+  }
+  if (bytes > size) std::abort();
 }
 
 }  // namespace pkrt::fuzz

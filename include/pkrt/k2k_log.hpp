@@ -1,0 +1,80 @@
+// pkrt/k2k_log.hpp: the inbound K2K log of one rank of a multi-rank run (pkrt/mpi.hpp), kept
+// beside its replay log (pkrt/replay_log.hpp) as "<replay log>.k2k". It records what the
+// rank's shard received from other ranks, epoch by epoch, and which shard it was, so that
+// `pkrt replay` can replay that rank alone: a shard runtime whose exchange delivers the logged
+// messages instead of other ranks' (docs/scale-out.md, "Replay across ranks").
+//
+// Format (little-endian):
+//   header: "PKK2KIN1"  u32 version (1)  u32 rank  u32 ranks  u32 global actors  u32 K2K delay
+//           u32 ids  ids x u32 (the shard's global ids, ascending)  u32 CRC32 of the header
+//   records, one per exchanged epoch, in epoch order (an epoch with no message has one too):
+//           u32 "RK2K"  u32 record bytes (with this header and the CRC)  u64 epoch
+//           u32 messages  u32 payload bytes  messages x K2KTransfer (24 B)  payload
+//           u32 CRC32 of the record before it
+//
+// Contract
+// - The writer creates the file as a temporary, writes the header, fsyncs it and renames it over
+//   the path (an existing log is replaced only once the new one exists); records are appended
+//   (and flushed to the OS) as each epoch is delivered; close() fsyncs.
+// - read_k2k_log() bounds every count by the bytes present, checks every CRC, and stops
+//   cleanly at the first torn or damaged record (it says so in `stop_note`); a bad header is
+//   kCorruptData naming the file and the field. It never crashes (fuzzed: tests/fuzz).
+// - Thread safety: one writer per file, used by one thread.
+#pragma once
+
+#include <pkrt/config.hpp>
+#include <pkrt/k2k_transfer.hpp>
+#include <pkrt/status.hpp>
+
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <memory>
+#include <span>
+#include <string>
+#include <vector>
+
+namespace pkrt {
+
+struct K2KLogShard {
+  std::uint32_t rank = 0;
+  std::uint32_t ranks = 1;
+  std::uint32_t global_actors = 0;
+  std::uint32_t k2k_delay = 1;
+  std::vector<std::uint32_t> global_ids;
+};
+
+struct K2KLogEpoch {
+  std::uint64_t epoch = 0;
+  std::vector<K2KTransfer> messages;
+  std::vector<std::byte> payload;  // the messages' payloads back to back
+};
+
+struct K2KLog {
+  K2KLogShard shard;
+  std::vector<K2KLogEpoch> epochs;  // consecutive, in order
+  std::string stop_note;            // why reading stopped before the end (empty: it did not)
+};
+
+Result<K2KLog> parse_k2k_log(std::span<const std::byte> file, const std::string& name);
+Result<K2KLog> read_k2k_log(const std::string& path);
+// The companion path of a replay log.
+inline std::string k2k_log_path(const std::string& replay_log) { return replay_log + ".k2k"; }
+
+class K2KLogWriter {
+ public:
+  static Result<std::unique_ptr<K2KLogWriter>> create(const std::string& path, const K2KLogShard& shard);
+  ~K2KLogWriter();
+  K2KLogWriter(const K2KLogWriter&) = delete;
+  K2KLogWriter& operator=(const K2KLogWriter&) = delete;
+  Status append(std::uint64_t epoch, std::span<const K2KTransfer> messages, std::span<const std::byte> payload);
+  Status close();  // fsync and close; idempotent
+  const std::string& path() const { return path_; }
+
+ private:
+  K2KLogWriter(std::string path, std::FILE* f) : path_(std::move(path)), file_(f) {}
+  std::string path_;
+  std::FILE* file_ = nullptr;
+};
+
+}  // namespace pkrt
