@@ -58,6 +58,9 @@ for r in 0 1 2; do
   expect_in "replay$r.out" "verdict: identical" "replay of rank $r"
 done
 echo "ok: every rank of a 3-rank recording replays alone, identical"
+"${mpirun[@]}" -np 3 "$pkrt" replay rl >replay_mpi.out 2>&1 || fail "mpirun pkrt replay: exit $? $(cat replay_mpi.out)"
+[ "$(grep -c 'identical through epoch 60' replay_mpi.out)" -eq 3 ] || fail "mpirun pkrt replay: $(cat replay_mpi.out)"
+echo "ok: mpirun -np 3 pkrt replay rl gathers three identical verdicts on rank 0"
 mv rl.rank1.k2k rl.rank1.k2k.away
 "$pkrt" replay rl.rank1 >noinbound.out 2>&1
 rc=$?

@@ -101,6 +101,18 @@ int selftest_command(const SelftestOptions& opts);
 
 void add_replay_command(CLI::App& app, ReplayOptions& opts);
 int replay_command(const ReplayOptions& opts);
+// What one replay concluded (for `pkrt replay` under mpirun, which gathers them).
+struct ReplayVerdict {
+  bool identical = false;
+  std::uint64_t end_epoch = 0;
+  std::uint64_t epoch = 0;   // the first divergence's, when not identical
+  std::uint32_t actor = 0;   // the first divergence's actor (the rank's local index)
+};
+// Replays opts.log; prints the report when `print`; returns the command's exit code.
+int replay_one(const ReplayOptions& opts, bool print, ReplayVerdict& verdict);
+// `pkrt replay FILE` as one rank of an mpirun launch: replays FILE.rank<r>, rank 0 prints
+// every rank's verdict and the first divergence (rank, actor, epoch).
+int replay_mpi_command(const ReplayOptions& opts);
 
 // `pkrt log dump`.
 void add_log_command(CLI::App& app, LogDumpOptions& opts);

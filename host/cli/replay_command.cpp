@@ -131,6 +131,13 @@ void add_replay_command(CLI::App& app, ReplayOptions& o) {
 }
 
 int replay_command(const ReplayOptions& o) {
+  // Under mpirun every rank replays its own rank's log (host/cli/run_mpi.cpp).
+  if (launched_by_mpirun()) return replay_mpi_command(o);
+  ReplayVerdict verdict;
+  return replay_one(o, true, verdict);
+}
+
+int replay_one(const ReplayOptions& o, bool print, ReplayVerdict& verdict) {
   auto backend = parse_backend(o.backend);
   if (!backend.ok()) return report_error("replay", backend.status());
   auto log = read_replay_log(o.log);
@@ -151,7 +158,7 @@ int replay_command(const ReplayOptions& o) {
   }
   ro.record_to = o.record_to;
   ro.context_commands = o.context;
-  ProgressLine progress(!o.quiet);
+  ProgressLine progress(!o.quiet && print);
   ro.progress = [&progress](std::uint64_t epoch, std::uint64_t end) {
     progress.update("replay: epoch " + std::to_string(epoch) + "/" + std::to_string(end));
   };
@@ -165,6 +172,13 @@ int replay_command(const ReplayOptions& o) {
     return kExitUsage;
   }
   const ReplayResult& r = result.value();
+  verdict.identical = r.identical;
+  verdict.end_epoch = r.end_epoch;
+  if (r.divergence) {
+    verdict.epoch = r.divergence->epoch;
+    verdict.actor = r.divergence->actor;
+  }
+  if (!print) return r.identical ? kExitOk : kExitFailed;
   if (o.json) {
     nlohmann::json j = {{"verdict", r.identical ? "identical" : "diverged"},
                         {"app", r.app},
