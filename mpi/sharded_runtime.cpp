@@ -401,8 +401,16 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
       PKRT_RETURN_IF_ERROR(local_->post(local_index(c.actor), c.opcode, c.data.data(), c.data.size(), c.apply_epoch));
     }
   }
-  // Recorded before the delivery: a replay of this rank alone delivers exactly this.
-  if (k2k_log_) PKRT_RETURN_IF_ERROR(k2k_log_->append(epoch, inbound, inbound_payload));
+  // Recorded before the delivery: a replay of this rank alone delivers exactly this. The log is
+  // a diagnostic: failing to write it (a full disk) drops it, reported, and the run goes on.
+  if (k2k_log_) {
+    const Status logged = k2k_log_->append(epoch, inbound, inbound_payload);
+    if (!logged.ok()) {
+      std::fprintf(stderr, "pkrt: rank %d: %s; this rank's inbound K2K log ends at epoch %llu\n", context_.rank,
+                   logged.message().c_str(), static_cast<unsigned long long>(epoch));
+      k2k_log_.reset();
+    }
+  }
   PKRT_RETURN_IF_ERROR(local_->deliver_inbound_k2k(epoch, inbound, inbound_payload));
   ++stats_.epochs;
   stats_.seconds_in_exchange += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();

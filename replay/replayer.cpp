@@ -545,6 +545,24 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
                         " actors (delay " + std::to_string(s.k2k_delay) + "), not of this log's shard. Fix: pass the "
                         ".k2k file recorded beside this log");
     }
+    // Epoch 0 is the first exchange of a run from its start (init's K2K): a log that starts
+    // elsewhere would leave the replayed grid waiting for an exchange that never comes.
+    if (!read->epochs.empty() && read->epochs.front().epoch != 0) {
+      return Status(StatusCode::kCorruptData, "inbound K2K log '" + options.inbound_k2k + "' starts at epoch " +
+                                                  std::to_string(read->epochs.front().epoch) +
+                                                  ", not 0. Fix: pass the .k2k file recorded beside this log");
+    }
+    // Every message must be deliverable to this shard (else the replay would wait for ever).
+    for (const K2KLogEpoch& e : read->epochs) {
+      for (const K2KTransfer& t : e.messages) {
+        if (t.epoch != e.epoch || !std::binary_search(s.global_ids.begin(), s.global_ids.end(), t.dst)) {
+          return Status(StatusCode::kCorruptData, "inbound K2K log '" + options.inbound_k2k + "' holds a message to actor " +
+                                                      std::to_string(t.dst) + " at epoch " + std::to_string(e.epoch) +
+                                                      " that this shard cannot receive. Fix: pass the .k2k file recorded "
+                                                      "beside this log");
+        }
+      }
+    }
     inbound = std::move(read.value());
   }
 
@@ -585,13 +603,17 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
                            ", the last one complete before it");
   }
   if (inbound) {
-    // Epoch e runs once the K2K of e - D is in: the logged exchanges bound the replay.
-    const std::uint64_t runnable =
-        inbound->epochs.empty() ? info.k2k_delay - 1 : inbound->epochs.back().epoch + info.k2k_delay;
+    // The grid parks at an epoch only once that epoch's exchange is in: the last logged
+    // exchange bounds the replay.
+    if (inbound->epochs.empty()) {
+      return Status(StatusCode::kFailedPrecondition, "inbound K2K log '" + options.inbound_k2k +
+                                                         "' holds no epoch: nothing of this rank can be replayed. Fix: "
+                                                         "record a run that reaches its first exchange");
+    }
+    const std::uint64_t runnable = inbound->epochs.back().epoch;
     if (runnable < end) {
-      result.notes.push_back("the inbound K2K log reaches epoch " +
-                             (inbound->epochs.empty() ? std::string("none") : std::to_string(inbound->epochs.back().epoch)) +
-                             "; compared only through epoch " + std::to_string(runnable));
+      result.notes.push_back("the inbound K2K log reaches epoch " + std::to_string(runnable) +
+                             "; compared only through it");
       end = runnable;
     }
   }
@@ -793,6 +815,8 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
         std::vector<std::byte> out_payload;
         for (const K2KLogEpoch& e : inbound->epochs) {
           if (e.epoch < rt->first_exchange_epoch()) continue;
+          // Through `end` itself: the grid parks at `end` only once that epoch's exchange is
+          // in (a cut holds every message in flight after it: cut_waits_for_exchange).
           if (e.epoch > end) break;
           // Relaxed: a stop flag; the runtime's own calls order what matters.
           while (!rt->epoch_completed(e.epoch)) {
@@ -811,14 +835,17 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
         }
       });
     }
+    // Stops and joins the feeder: before every shutdown (it must not call into a runtime that
+    // is stopping) and, whatever happens, when the block ends.
     struct JoinFeeder {
       std::atomic<bool>& feeding;
       std::thread& feeder;
-      ~JoinFeeder() {
+      void operator()() {
         // Relaxed: see above.
         feeding.store(false, std::memory_order_relaxed);
         if (feeder.joinable()) feeder.join();
       }
+      ~JoinFeeder() { (*this)(); }
     } join_feeder{feeding, feeder};
     std::size_t i = 0;
     while (i < commands.size()) {
@@ -842,6 +869,7 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
       {
         std::lock_guard<std::mutex> lock(failure_mu);
         if (!failure.ok()) {
+          join_feeder();
           (void)rt->shutdown();
           return Status(failure.code(), "replay could not inject the command for epoch " + std::to_string(epoch) +
                                             ": " + failure.message());
@@ -850,6 +878,7 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
       PKRT_RETURN_IF_ERROR(rt->set_target_epoch(target_for(i)));
       if (options.progress) options.progress(rt->epoch(), end);
       if (std::chrono::steady_clock::now() > deadline) {
+        join_feeder();
         (void)rt->shutdown();
         return Status(StatusCode::kTimeout, "replay did not finish within the timeout");
       }
@@ -857,7 +886,13 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
     const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
     Status ran = rt->run_until(end, std::max(left, std::chrono::milliseconds(1)));
     if (options.progress) options.progress(rt->epoch(), end);
+    join_feeder();
     Status stopped = rt->shutdown();
+    {
+      // A feeder that could not deliver left the grid waiting: its reason, not the timeout.
+      std::lock_guard<std::mutex> lock(failure_mu);
+      if (!failure.ok() && !ran.ok()) return Status(failure.code(), "replay run: " + failure.message());
+    }
     if (!ran.ok()) return Status(ran.code(), "replay run: " + ran.message());
     if (!stopped.ok()) return Status(stopped.code(), "replay run: " + stopped.message());
     std::lock_guard<std::mutex> lock(failure_mu);

@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <exception>
 #include <random>
 #include <string>
 #include <vector>
@@ -270,7 +271,24 @@ int replay_mpi_command(const ReplayOptions& o) {
   mine.json = false;
   if (!o.record_to.empty()) mine.record_to = o.record_to + ".rank" + std::to_string(rank);
   ReplayVerdict v;
-  const int rc = replay_one(mine, false, v);
+  int rc = kExitUsage;
+  // The recording must be of this many ranks: a launch with fewer would leave ranks unchecked.
+  auto inbound = read_k2k_log(k2k_log_path(mine.log));
+  if (inbound.ok() && (inbound->shard.rank != static_cast<std::uint32_t>(rank) ||
+                       inbound->shard.ranks != static_cast<std::uint32_t>(size))) {
+    report_error("replay", Status(StatusCode::kInvalidArgument,
+                                  mine.log + " was recorded by rank " + std::to_string(inbound->shard.rank) + " of " +
+                                      std::to_string(inbound->shard.ranks) + ", but this is rank " + std::to_string(rank) +
+                                      " of " + std::to_string(size) + ". Fix: mpirun -np " +
+                                      std::to_string(inbound->shard.ranks)));
+  } else {
+    // Every rank must reach the gather below, whatever the replay does.
+    try {
+      rc = replay_one(mine, false, v);
+    } catch (const std::exception& e) {
+      report_error("replay", Status(StatusCode::kInternal, mine.log + ": " + e.what()));
+    }
+  }
   const std::uint64_t row[5] = {static_cast<std::uint64_t>(rc), v.identical ? 1u : 0u, v.end_epoch, v.epoch, v.actor};
   std::vector<std::uint64_t> all(5 * static_cast<std::size_t>(size));
   MPI_Gather(row, 5, MPI_UINT64_T, all.data(), 5, MPI_UINT64_T, 0, MPI_COMM_WORLD);
