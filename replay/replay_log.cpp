@@ -75,7 +75,7 @@ constexpr char kMagic[8] = {'P', 'K', 'R', 'T', 'R', 'L', 'O', 'G'};
 constexpr std::size_t kVersionAt = 8;          // u32
 constexpr std::size_t kHeaderBytesAt = 12;     // u32
 constexpr std::size_t kRecordBytesAt = 16;     // u32
-constexpr std::size_t kGlobalActorsAt = 20;    // u32: a shard's program actor count (0: not a shard)
+constexpr std::size_t kGlobalActorsAt = 20;    // u32, version 3: a shard's program actor count (0: not a shard)
 constexpr std::size_t kCapacityAt = 24;        // u64
 constexpr std::size_t kAppAt = 32;             // char[64], NUL-padded
 constexpr std::size_t kAppField = kReplayMaxAppName + 1;
@@ -94,7 +94,7 @@ constexpr std::size_t kStartEpochAt = 160;     // u64
 constexpr std::size_t kConfigHashAt = 168;     // u64
 constexpr std::size_t kCreatedAt = 176;        // u64
 constexpr std::size_t kParamsBytesAt = 184;    // u32
-constexpr std::size_t kK2KDelayAt = 188;       // u32: K2K delay, 0 for the default 1 (older logs)
+constexpr std::size_t kK2KDelayAt = 188;       // u32, version 3: K2K delay, 0 for the default 1
 constexpr std::size_t kParamsAt = 192;         // u8[2048], zero-padded
 constexpr std::size_t kMetadataCrcAt = kParamsAt + kReplayMaxParamsBytes;  // 2240
 constexpr std::size_t kMetadataBytes = kMetadataCrcAt + 4;
@@ -151,7 +151,9 @@ MetadataBytes encode_metadata(std::uint64_t capacity, const ReplayRunInfo& info,
   store_at(p, kVersionAt, version);
   store_at(p, kHeaderBytesAt, static_cast<std::uint32_t>(kReplayLogHeaderBytes));
   store_at(p, kRecordBytesAt, static_cast<std::uint32_t>(kReplayRecordBytes));
-  store_at(p, kGlobalActorsAt, info.global_actors);
+  // Version 3 fields; an older version's file has zero there (the decoder's round trip then
+  // refuses one that does not).
+  if (version >= 3) store_at(p, kGlobalActorsAt, info.global_actors);
   store_at(p, kCapacityAt, capacity);
   store_string(p, kAppAt, kAppField, info.app);
   store_string(p, kBackendAt, kBackendField, info.backend);
@@ -168,7 +170,7 @@ MetadataBytes encode_metadata(std::uint64_t capacity, const ReplayRunInfo& info,
   store_at(p, kCreatedAt, info.created_unix_ns);
   const std::size_t params = std::min(info.params.size(), kReplayMaxParamsBytes);
   store_at(p, kParamsBytesAt, static_cast<std::uint32_t>(params));
-  store_at(p, kK2KDelayAt, std::uint32_t{info.k2k_delay == 1 ? 0u : info.k2k_delay});
+  if (version >= 3) store_at(p, kK2KDelayAt, std::uint32_t{info.k2k_delay == 1 ? 0u : info.k2k_delay});
   if (params > 0) std::memcpy(p + kParamsAt, info.params.data(), params);
   store_at(p, kMetadataCrcAt, crc32(p, kMetadataCrcAt));
   return m;

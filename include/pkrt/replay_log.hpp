@@ -50,7 +50,7 @@ namespace pkrt {
 
 // Version 2: the K2H stream may hold kOpAckRange, and H2K slots kFlagPost (the
 // record layout is version 1's). Readers take both; a version 1 log replays as before.
-inline constexpr std::uint32_t kReplayLogVersion = 2;
+inline constexpr std::uint32_t kReplayLogVersion = 3;
 inline constexpr std::uint32_t kReplayLogOldestVersion = 1;
 inline constexpr std::size_t kReplayLogHeaderBytes = 4096;
 inline constexpr std::size_t kReplayRecordBytes = 128;
