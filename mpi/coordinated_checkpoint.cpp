@@ -448,7 +448,7 @@ Result<std::uint64_t> ShardedRuntime::restore(const std::string& directory, std:
   auto restored = load();
   const Status agreed = agree(restored.ok() ? Status() : restored.status(), "restore");
   if (!agreed.ok()) {
-    failed_ = agreed;  // some ranks may have restored, others not: this runtime cannot start
+    fail(agreed);  // some ranks may have restored, others not: this runtime cannot start
     return agreed;
   }
   next_exchange_ = local_->first_exchange_epoch();  // the epoch after the restored one

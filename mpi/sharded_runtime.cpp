@@ -7,20 +7,28 @@
 //      same (MPI_Isend/Irecv, tag kHeaderTag), waited with a deadline that names the peers
 //      still missing when it passes;
 //   4. data round, only between ranks with something for each other: the K2KTransfer
-//      records, the payloads, then the host commands forwarded to the receiver's actors
-//      (ShardedRuntime::post), one message per peer (tag kDataTag);
-//   5. post the forwarded commands, in rank order (their apply epochs are >= e + D: the grid
-//      cannot have started them), then deliver the K2K in rank order
+//      records, the payloads, the host commands forwarded to the receiver's actors
+//      (ShardedRuntime::post and send), then the replies to the receiver's forwarded sends
+//      that applied by epoch e, one message per peer (tag kDataTag);
+//   5. post (or send, keeping the future) the forwarded commands, in rank order (their apply
+//      epochs are >= e + D: the grid cannot have started them), complete the futures of this
+//      rank's forwarded sends with their replies, then deliver the K2K in rank order
 //      (Runtime::deliver_inbound_k2k), which opens e + D.
+// A reply is ready on the owner at step 2 of its command's apply epoch a: the kernel answers
+// every command of epoch a before the heartbeat of a (kernels/persistent_loop.hpp, step 8),
+// so the owner waits only for its own pump or drain, and the reply travels with a's exchange.
 // MPI's non-overtaking rule (per source, tag and communicator) keeps consecutive epochs'
 // messages in order without epoch tags; the epoch in the header checks it.
 #include <pkrt/mpi.hpp>
 
+#include "host/request_table.hpp"
 #include "mpi/mpi_support.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cstdio>
 #include <cstring>
+#include <future>
 #include <thread>
 
 namespace pkrt::mpi {
@@ -36,12 +44,68 @@ constexpr int kDataTag = 7302;
 // What each rank tells every peer at an exchange.
 struct ExchangeHeader {
   std::uint32_t code = 0;  // StatusCode of the sender's failure (0: ok, data follows)
-  std::uint32_t commands = 0;  // host commands forwarded to the receiver (Command records)
+  std::uint32_t commands = 0;  // host commands forwarded to the receiver (WireCommand records)
   std::uint64_t epoch = 0;
   std::uint64_t messages = 0;  // K2KTransfer records for the receiver
   std::uint64_t bytes = 0;     // their payload bytes
+  std::uint64_t reply_bytes = 0;  // replies to the receiver's forwarded sends (WireReply + text)
 };
-static_assert(sizeof(ExchangeHeader) == 32, "ExchangeHeader travels as bytes");
+static_assert(sizeof(ExchangeHeader) == 40, "ExchangeHeader travels as bytes");
+
+// A forwarded host command as it travels (no padding: every byte is written).
+struct WireCommand {
+  std::uint32_t actor = 0;  // global id
+  std::uint16_t opcode = 0;
+  std::uint16_t reserved = 0;
+  std::uint64_t apply_epoch = 0;
+  std::uint64_t reply_token = 0;  // 0: a post
+  std::array<std::byte, kEnvelopeDataBytes> data{};
+};
+static_assert(sizeof(WireCommand) == 56, "WireCommand travels as bytes");
+
+// A reply to a forwarded send, followed by its status message (message_bytes of text).
+struct WireReply {
+  std::uint64_t token = 0;
+  std::uint32_t code = 0;  // Reply::status
+  std::uint32_t message_bytes = 0;
+  std::uint16_t opcode = 0;  // Reply::event
+  std::uint16_t flags = 0;
+  std::uint32_t actor = 0;
+  std::uint32_t block = 0;
+  std::uint32_t reserved = 0;
+  std::uint64_t epoch = 0;
+  std::uint64_t request = 0;
+  std::array<std::byte, kEnvelopeDataBytes> data{};
+};
+static_assert(sizeof(WireReply) == 80, "WireReply travels as bytes");
+
+constexpr std::uint32_t kRemoteLane = 0;
+constexpr std::uint32_t kOwnedLane = 1;
+// Futures of one lane outstanding before bindings spill to the table's overflow map.
+constexpr std::uint32_t kReplyWindow = 4096;
+
+template <class T>
+void append_bytes(std::vector<std::byte>& out, const T& value) {
+  const auto* p = reinterpret_cast<const std::byte*>(&value);
+  out.insert(out.end(), p, p + sizeof value);
+}
+
+void append_reply(std::vector<std::byte>& out, std::uint64_t token, const Reply& reply) {
+  WireReply w;
+  w.token = token;
+  w.code = static_cast<std::uint32_t>(reply.status.code());
+  w.message_bytes = static_cast<std::uint32_t>(reply.status.ok() ? 0 : reply.status.message().size());
+  w.opcode = reply.event.opcode;
+  w.flags = reply.event.flags;
+  w.actor = reply.event.actor;
+  w.block = reply.event.block;
+  w.epoch = reply.event.epoch;
+  w.request = reply.event.request;
+  w.data = reply.event.data;
+  append_bytes(out, w);
+  const auto* text = reinterpret_cast<const std::byte*>(reply.status.message().data());
+  out.insert(out.end(), text, text + w.message_bytes);
+}
 
 }  // namespace
 
@@ -82,8 +146,23 @@ Status ShardedRuntime::peers_lost(const Status& timeout) {
 
 ShardedRuntime::~ShardedRuntime() {
   manager_.reset();  // flushes what it holds; it refers to the runtime
+  // The runtime's shutdown completes the owned lane's futures through their callbacks; the
+  // forwarded sends still out are failed here. A future may outlive the table's owner.
   if (local_) local_->shutdown().ignore();
+  if (replies_ != nullptr) {
+    fail_pending_replies(Status(StatusCode::kAborted, "the ShardedRuntime was destroyed before the reply came back"));
+    replies_->release_runtime_reference();
+  }
   if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+}
+
+void ShardedRuntime::fail(const Status& status) {
+  failed_ = status;
+  fail_pending_replies(status);
+}
+
+void ShardedRuntime::fail_pending_replies(const Status& status) {
+  replies_->fail_all(status, local_ ? local_->program().name : std::string("?"));
 }
 
 Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, const Program& program, const void* params,
@@ -149,6 +228,7 @@ Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, co
                                             " could not create their runtime (see their error); no rank runs");
   }
   shard->local_ = std::move(created.value());
+  shard->replies_ = pkrt::detail::RequestTable::create(2, kReplyWindow, false);
   shard->k2k_log_ = std::move(k2k_log);
   shard->next_exchange_ = shard->local_->first_exchange_epoch();
   // Every multi-rank run exchanges each epoch: K2K, forwarded host commands, failures.
@@ -170,7 +250,7 @@ Status ShardedRuntime::start() {
   Status st = local_->set_target_epoch(parked_at_);
   if (st.ok()) st = local_->start();
   st = agree(st, "start");
-  if (!st.ok()) failed_ = st;
+  if (!st.ok()) fail(st);
   return st;
 }
 
@@ -197,17 +277,19 @@ Status ShardedRuntime::agree(const Status& mine, const std::string& what) {
                                           what + "; this rank stops too. Their output says why");
 }
 
-Status ShardedRuntime::post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
-                            std::uint64_t apply_epoch) {
+Status ShardedRuntime::check_command(std::uint32_t actor, const void* data, std::size_t bytes,
+                                     std::uint64_t& apply_epoch) const {
   if (actor >= partition_.actors()) {
     return Status(StatusCode::kOutOfRange, "actor " + std::to_string(actor) + " is out of range (the program has " +
                                                std::to_string(partition_.actors()) + " actors)");
   }
-  if (owns(actor)) return local_->post(local_index(actor), opcode, data, bytes, apply_epoch);
-  if (bytes > kEnvelopeDataBytes) {
-    return Status(StatusCode::kInvalidArgument, "command data of " + std::to_string(bytes) + " bytes (at most " +
-                                                    std::to_string(kEnvelopeDataBytes) + ")");
+  if (bytes > kEnvelopeDataBytes || (bytes != 0 && data == nullptr)) {
+    return Status(StatusCode::kInvalidArgument, "command data of " + std::to_string(bytes) + " bytes" +
+                                                    (bytes != 0 && data == nullptr ? " at a null pointer" : "") +
+                                                    " for actor " + std::to_string(actor) + " (at most " +
+                                                    std::to_string(kEnvelopeDataBytes) + " bytes)");
   }
+  if (owns(actor)) return Status();
   const std::uint64_t earliest = earliest_remote_apply_epoch();
   if (apply_epoch != 0 && apply_epoch < earliest) {
     return Status(StatusCode::kFailedPrecondition,
@@ -215,15 +297,55 @@ Status ShardedRuntime::post(std::uint32_t actor, std::uint16_t opcode, const voi
                       ": a command forwarded now reaches it with the exchange of epoch " + std::to_string(next_exchange_) +
                       " and can apply at epoch " + std::to_string(earliest) + " at the earliest, not " +
                       std::to_string(apply_epoch) + ". Fix: an apply epoch >= " + std::to_string(earliest) +
-                      ", or post it from rank " + std::to_string(partition_.owner(actor)));
+                      ", or send it from rank " + std::to_string(partition_.owner(actor)));
   }
-  Command c{};
-  c.actor = actor;
-  c.opcode = opcode;
-  c.apply_epoch = apply_epoch == 0 ? earliest : apply_epoch;
-  if (bytes > 0) std::memcpy(c.data.data(), data, bytes);
-  forward_.push_back(c);
+  if (apply_epoch == 0) apply_epoch = earliest;
   return Status();
+}
+
+Status ShardedRuntime::post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+                            std::uint64_t apply_epoch) {
+  PKRT_RETURN_IF_ERROR(check_command(actor, data, bytes, apply_epoch));
+  if (owns(actor)) return local_->post(local_index(actor), opcode, data, bytes, apply_epoch);
+  ForwardedCommand f;
+  f.command.actor = actor;
+  f.command.opcode = opcode;
+  f.command.apply_epoch = apply_epoch;
+  if (bytes > 0) std::memcpy(f.command.data.data(), data, bytes);
+  forward_.push_back(f);
+  return Status();
+}
+
+ReplyFuture ShardedRuntime::send(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+                                 std::uint64_t apply_epoch) {
+  const std::uint32_t index = replies_->allocate();
+  // 16M futures outstanding: an invalid future, as Runtime::send gives then (get() says so).
+  if (index == pkrt::detail::RequestTable::kNoRecord) return ReplyFuture();
+  Status bad = failed_;
+  if (bad.ok()) bad = check_command(actor, data, bytes, apply_epoch);
+  if (!bad.ok()) return replies_->complete_unbound(index, actor, opcode, nullptr, std::move(bad));
+  const bool owned = owns(actor);
+  const std::uint32_t lane = owned ? kOwnedLane : kRemoteLane;
+  const std::uint64_t token = make_command_request(lane, next_reply_seq_[lane]++);
+  ReplyFuture future = replies_->prepare(index, token, actor, opcode, nullptr);
+  replies_->bind(token, index);
+  if (owned) {
+    // The owner's runtime answers on its pump thread; the reply names the global id.
+    pkrt::detail::RequestTable* table = replies_;
+    local_->send(local_index(actor), opcode, data, bytes, apply_epoch, [table, token, actor](Reply reply) {
+      reply.event.actor = actor;
+      table->complete(token, [&reply](const pkrt::detail::RequestTable::Record&) { return std::move(reply); });
+    });
+    return future;
+  }
+  ForwardedCommand f;
+  f.command.actor = actor;
+  f.command.opcode = opcode;
+  f.command.apply_epoch = apply_epoch;
+  if (bytes > 0) std::memcpy(f.command.data.data(), data, bytes);
+  f.reply_token = token;
+  forward_.push_back(f);
+  return future;
 }
 
 Status ShardedRuntime::wait_local(std::uint64_t epoch) {
@@ -268,16 +390,25 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
       send_headers[owner].bytes += t.bytes;
     }
     std::vector<std::vector<std::byte>> commands(static_cast<std::size_t>(size));
-    for (const Command& c : forward_) {
-      const auto owner = static_cast<std::size_t>(partition_.owner(c.actor));
-      const auto* rec = reinterpret_cast<const std::byte*>(&c);
-      commands[owner].insert(commands[owner].end(), rec, rec + sizeof c);
+    for (const ForwardedCommand& f : forward_) {
+      const auto owner = static_cast<std::size_t>(partition_.owner(f.command.actor));
+      WireCommand w;
+      w.actor = f.command.actor;
+      w.opcode = f.command.opcode;
+      w.apply_epoch = f.command.apply_epoch;
+      w.reply_token = f.reply_token;
+      w.data = f.command.data;
+      append_bytes(commands[owner], w);
       ++send_headers[owner].commands;
     }
+    std::vector<std::vector<std::byte>> replies(static_cast<std::size_t>(size));
+    collect_due_replies(epoch, replies);
     for (int r = 0; r < size; ++r) {
       auto& d = send_data[static_cast<std::size_t>(r)];
       d.insert(d.end(), payloads[static_cast<std::size_t>(r)].begin(), payloads[static_cast<std::size_t>(r)].end());
       d.insert(d.end(), commands[static_cast<std::size_t>(r)].begin(), commands[static_cast<std::size_t>(r)].end());
+      send_headers[static_cast<std::size_t>(r)].reply_bytes = replies[static_cast<std::size_t>(r)].size();
+      d.insert(d.end(), replies[static_cast<std::size_t>(r)].begin(), replies[static_cast<std::size_t>(r)].end());
       if (r != me) {
         stats_.messages_sent += send_headers[static_cast<std::size_t>(r)].messages;
         stats_.bytes_sent += send_headers[static_cast<std::size_t>(r)].bytes;
@@ -288,7 +419,7 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
     h.code = static_cast<std::uint32_t>(failure.code());
     h.epoch = epoch;
     if (!failure.ok()) {
-      h.messages = h.bytes = 0;
+      h.messages = h.bytes = h.reply_bytes = 0;
       h.commands = 0;
     }
   }
@@ -348,17 +479,16 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
   peer_of.clear();
   for (int r = 0; r < size; ++r) {
     const ExchangeHeader& h = recv_headers[static_cast<std::size_t>(r)];
-    if (r == me || (h.messages == 0 && h.commands == 0)) continue;
+    if (r == me || (h.messages == 0 && h.commands == 0 && h.reply_bytes == 0)) continue;
     auto& buf = recv_data[static_cast<std::size_t>(r)];
-    buf.resize(h.messages * sizeof(K2KTransfer) + h.bytes + std::uint64_t{h.commands} * sizeof(Command));
+    buf.resize(h.messages * sizeof(K2KTransfer) + h.bytes + std::uint64_t{h.commands} * sizeof(WireCommand) +
+               h.reply_bytes);
     requests.emplace_back();
     peer_of.push_back(r);
     MPI_Irecv(buf.data(), static_cast<int>(buf.size()), MPI_BYTE, r, kDataTag, comm_, &requests.back());
   }
   for (int r = 0; r < size; ++r) {
-    if (r == me || (send_headers[static_cast<std::size_t>(r)].messages == 0 &&
-                    send_headers[static_cast<std::size_t>(r)].commands == 0))
-      continue;
+    if (r == me || send_data[static_cast<std::size_t>(r)].empty()) continue;
     auto& buf = send_data[static_cast<std::size_t>(r)];
     requests.emplace_back();
     peer_of.push_back(r);
@@ -389,17 +519,27 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
     inbound_payload.insert(inbound_payload.end(), buf.begin() + payload_at, buf.begin() + commands_at);
     stats_.messages_received += h.messages;
     stats_.bytes_received += h.bytes;
-    // Forwarded host commands, posted before the delivery below opens the epochs they apply in.
+    // Forwarded host commands, posted (sent) before the delivery below opens the epochs they
+    // apply in.
     for (std::uint32_t i = 0; i < h.commands; ++i) {
-      Command c;
+      WireCommand c;
       std::memcpy(&c, buf.data() + commands_at + i * sizeof c, sizeof c);
       if (!owns(c.actor) || c.apply_epoch < epoch + local_->options().k2k_delay) {
         return Status(StatusCode::kInternal, "rank " + std::to_string(r) + " forwarded a command for actor " +
                                                  std::to_string(c.actor) + " at epoch " + std::to_string(c.apply_epoch) +
                                                  " that rank " + std::to_string(me) + " cannot apply then");
       }
-      PKRT_RETURN_IF_ERROR(local_->post(local_index(c.actor), c.opcode, c.data.data(), c.data.size(), c.apply_epoch));
+      if (c.reply_token == 0) {
+        PKRT_RETURN_IF_ERROR(local_->post(local_index(c.actor), c.opcode, c.data.data(), c.data.size(), c.apply_epoch));
+      } else {
+        awaited_.push_back(AwaitedReply{r, c.reply_token, c.actor, c.apply_epoch,
+                                        local_->send(local_index(c.actor), c.opcode, c.data.data(), c.data.size(),
+                                                     c.apply_epoch)});
+      }
     }
+    // Replies to this rank's forwarded sends.
+    const auto replies_at = commands_at + static_cast<std::ptrdiff_t>(std::uint64_t{h.commands} * sizeof(WireCommand));
+    PKRT_RETURN_IF_ERROR(complete_replies(r, std::span<const std::byte>(buf.data() + replies_at, h.reply_bytes)));
   }
   // Recorded before the delivery: a replay of this rank alone delivers exactly this. The log is
   // a diagnostic: failing to write it (a full disk) drops it, reported, and the run goes on.
@@ -414,6 +554,66 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
   PKRT_RETURN_IF_ERROR(local_->deliver_inbound_k2k(epoch, inbound, inbound_payload));
   ++stats_.epochs;
   stats_.seconds_in_exchange += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return Status();
+}
+
+void ShardedRuntime::collect_due_replies(std::uint64_t epoch, std::vector<std::vector<std::byte>>& out) {
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  std::size_t kept = 0;
+  for (std::size_t i = 0; i < awaited_.size(); ++i) {
+    AwaitedReply& a = awaited_[i];
+    if (a.apply_epoch > epoch) {
+      if (kept != i) awaited_[kept] = std::move(a);
+      ++kept;
+      continue;
+    }
+    Reply reply;
+    if (a.future.wait_until(deadline) == std::future_status::ready) {
+      reply = a.future.get();
+      if (!reply.status.ok()) reply.status = Status(reply.status.code(), "on rank " + std::to_string(context_.rank) + ": " + reply.status.message());
+    } else {
+      reply.status = Status(StatusCode::kTimeout,
+                            "actor " + std::to_string(a.actor) + " on rank " + std::to_string(context_.rank) +
+                                " applied the command at epoch " + std::to_string(a.apply_epoch) +
+                                " but its reply did not reach the host within " + std::to_string(timeout_.count()) +
+                                " ms. Fix: raise ShardOptions::exchange_timeout");
+      reply.event.opcode = kOpError;
+    }
+    reply.event.actor = a.actor;
+    append_reply(out[static_cast<std::size_t>(a.origin)], a.token, reply);
+    ++stats_.replies_returned;
+  }
+  awaited_.erase(awaited_.begin() + static_cast<std::ptrdiff_t>(kept), awaited_.end());
+}
+
+Status ShardedRuntime::complete_replies(int from, std::span<const std::byte> bytes) {
+  std::size_t at = 0;
+  while (at < bytes.size()) {
+    WireReply w;
+    if (bytes.size() - at < sizeof w) {
+      return Status(StatusCode::kInternal, "rank " + std::to_string(from) + " sent a truncated reply record");
+    }
+    std::memcpy(&w, bytes.data() + at, sizeof w);
+    at += sizeof w;
+    if (bytes.size() - at < w.message_bytes) {
+      return Status(StatusCode::kInternal, "rank " + std::to_string(from) + " sent a reply whose message is cut short");
+    }
+    Reply reply;
+    if (w.code != 0) {
+      reply.status = Status(static_cast<StatusCode>(w.code),
+                            std::string(reinterpret_cast<const char*>(bytes.data() + at), w.message_bytes));
+    }
+    at += w.message_bytes;
+    reply.event.opcode = w.opcode;
+    reply.event.flags = w.flags;
+    reply.event.actor = w.actor;
+    reply.event.block = w.block;
+    reply.event.epoch = w.epoch;
+    reply.event.request = w.request;
+    reply.event.data = w.data;
+    // False when nobody waits any more (the run failed here first): nothing to do.
+    replies_->complete(w.token, [&reply](const pkrt::detail::RequestTable::Record&) { return std::move(reply); });
+  }
   return Status();
 }
 
@@ -442,7 +642,7 @@ Status ShardedRuntime::run_until(std::uint64_t epoch) {
   result = agree(result, "run_until(" + std::to_string(epoch) + ")");
   if (result.ok()) parked_at_ = epoch;
   if (!result.ok()) {
-    failed_ = result;
+    fail(result);
     local_->shutdown().ignore();
   }
   return result;
@@ -454,11 +654,11 @@ Result<RunTotals> ShardedRuntime::totals() {
                             rs.posts,              rs.blocks,              stats_.epochs,      stats_.messages_sent,
                             stats_.bytes_sent,     stats_.messages_received, stats_.bytes_received};
   std::uint64_t summed[11] = {};
-  std::uint64_t forwarded = stats_.commands_forwarded, forwarded_sum = 0;
+  std::uint64_t forwarded[2] = {stats_.commands_forwarded, stats_.replies_returned}, forwarded_sum[2] = {};
   std::uint64_t epoch = rs.epoch, lowest = 0;
   double seconds = stats_.seconds_in_exchange, longest = 0;
   MPI_Allreduce(sums, summed, 11, MPI_UINT64_T, MPI_SUM, comm_);
-  MPI_Allreduce(&forwarded, &forwarded_sum, 1, MPI_UINT64_T, MPI_SUM, comm_);
+  MPI_Allreduce(forwarded, forwarded_sum, 2, MPI_UINT64_T, MPI_SUM, comm_);
   MPI_Allreduce(&epoch, &lowest, 1, MPI_UINT64_T, MPI_MIN, comm_);
   MPI_Allreduce(&seconds, &longest, 1, MPI_DOUBLE, MPI_MAX, comm_);
   RunTotals t;
@@ -476,7 +676,8 @@ Result<RunTotals> ShardedRuntime::totals() {
   t.exchange.bytes_sent = summed[8];
   t.exchange.messages_received = summed[9];
   t.exchange.bytes_received = summed[10];
-  t.exchange.commands_forwarded = forwarded_sum;
+  t.exchange.commands_forwarded = forwarded_sum[0];
+  t.exchange.replies_returned = forwarded_sum[1];
   t.exchange.seconds_in_exchange = longest;
   return t;
 }

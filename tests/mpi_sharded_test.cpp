@@ -2,6 +2,7 @@
 // sub-communicators of 1 to 4 ranks, so a run on R ranks can be checkpointed and restored on
 // M ranks inside one test. Every rank runs every test; ranks outside a test's group wait at
 // its end. Seeded, one behaviour each.
+#include "examples/echo/echo.hpp"
 #include "examples/heat2d/heat2d_host.hpp"
 
 #include <pkrt/k2k_log.hpp>
@@ -281,6 +282,86 @@ TEST(ShardedRuntime, TotalsAddUpOverRanks) {
       remote += shard.partition().owner(Heat2d::actor_of(p, x, y)) != 0 ? 1 : 0;
     }
     EXPECT_EQ(t->exchange.commands_forwarded, remote);
+  });
+}
+
+// The echo app (a reply per ping, no K2K) over `ranks` ranks of `comm`.
+std::unique_ptr<ShardedRuntime> echo_shard(MPI_Comm comm, std::chrono::milliseconds timeout = std::chrono::milliseconds(20000)) {
+  ShardOptions o = options(1);
+  o.exchange_timeout = timeout;
+  auto created = ShardedRuntime::create(comm, examples::echo_program(), examples::Echo::Params{}, o);
+  EXPECT_TRUE(created.ok()) << created.status().to_string();
+  return created.ok() ? std::move(created.value()) : nullptr;
+}
+
+// What rank `from` sends actor `actor`: both ids in the bytes, so a reply shows whose it is.
+std::array<std::byte, kEnvelopeDataBytes> ping_bytes(int from, std::uint32_t actor) {
+  std::array<std::byte, kEnvelopeDataBytes> b{};
+  for (std::size_t i = 0; i < b.size(); ++i) b[i] = static_cast<std::byte>((from * 31 + actor * 7 + i) & 0xff);
+  return b;
+}
+
+TEST(ShardedRuntime, SendsToAnyActorFromAnyRankAreAnsweredByTheRunUntilOfTheirEpoch) {
+  ASSERT_GE(world_size(), 3);
+  on_first_ranks(3, [&](MPI_Comm comm) {
+    auto shard = echo_shard(comm);
+    ASSERT_NE(shard, nullptr);
+    ASSERT_TRUE(shard->start().ok());
+    ASSERT_TRUE(shard->run_until(2).ok());
+    const int me = shard->context().rank;
+    // Every rank pings every actor at epoch 6, and asks one remote actor an unknown opcode.
+    std::vector<ReplyFuture> pings;
+    for (std::uint32_t a = 0; a < kActors; ++a) {
+      const auto bytes = ping_bytes(me, a);
+      pings.push_back(shard->send(a, examples::kEchoPing, bytes.data(), bytes.size(), 6));
+    }
+    const std::uint32_t remote = shard->owns(0) ? kActors - 1 : 0;
+    ReplyFuture unknown = shard->send(remote, std::uint16_t{examples::kEchoPing + 40}, nullptr, 0, 6);
+    ASSERT_TRUE(shard->run_until(5).ok());
+    EXPECT_FALSE(pings[remote].ready()) << "a remote reply before its epoch ran";
+    ASSERT_TRUE(shard->run_until(6).ok());
+    for (std::uint32_t a = 0; a < kActors; ++a) {
+      if (!shard->owns(a)) EXPECT_TRUE(pings[a].ready()) << "actor " << a << "'s reply is back with epoch 6's exchange";
+      ASSERT_EQ(pings[a].wait_for(std::chrono::seconds(10)), std::future_status::ready) << "actor " << a;
+      const Reply r = pings[a].get();
+      ASSERT_TRUE(r.status.ok()) << "actor " << a << ": " << r.status.to_string();
+      EXPECT_EQ(r.event.actor, a) << "replies name the global id";
+      EXPECT_EQ(r.event.epoch, 6u);
+      EXPECT_EQ(r.event.data, ping_bytes(me, a)) << "actor " << a;
+    }
+    ASSERT_TRUE(unknown.ready());
+    const Reply u = unknown.get();
+    EXPECT_EQ(u.status.code(), StatusCode::kUnknownOpcode) << u.status.to_string();
+    EXPECT_NE(u.status.message().find("on rank " + std::to_string(shard->partition().owner(remote))), std::string::npos)
+        << u.status.to_string();
+    auto t = shard->totals();
+    ASSERT_TRUE(t.ok());
+    EXPECT_EQ(t->exchange.replies_returned, 3u * (kActors + 1) - kActors) << "every send but the owners' own";
+  });
+}
+
+TEST(ShardedRuntime, ARemoteSendTooSoonFailsAtOnceAndAFailedRunFailsThePendingOnes) {
+  ASSERT_GE(world_size(), 2);
+  on_first_ranks(2, [&](MPI_Comm comm) {
+    int group_rank = 0;
+    MPI_Comm_rank(comm, &group_rank);
+    auto shard = echo_shard(comm, std::chrono::milliseconds(group_rank == 1 ? 1000 : 15000));
+    ASSERT_NE(shard, nullptr);
+    ASSERT_TRUE(shard->start().ok());
+    ASSERT_TRUE(shard->run_until(4).ok());
+    const std::uint32_t remote = shard->owns(0) ? kActors - 1 : 0;
+    ReplyFuture soon = shard->send(remote, examples::kEchoPing, std::uint64_t{1}, 5);
+    ASSERT_TRUE(soon.ready());
+    const Reply r = soon.get();
+    EXPECT_EQ(r.status.code(), StatusCode::kFailedPrecondition) << r.status.to_string();
+    EXPECT_NE(r.status.message().find("Fix: an apply epoch >= 6"), std::string::npos) << r.status.to_string();
+    // A reply due long after the run fails: rank 1's grid stops, both ranks' run_until fail,
+    // and the future holds that failure instead of waiting for ever.
+    ReplyFuture late = shard->send(remote, examples::kEchoPing, std::uint64_t{2}, 1000);
+    if (shard->context().rank == 1) ASSERT_TRUE(shard->local().shutdown().ok());
+    ASSERT_FALSE(shard->run_until(10).ok());
+    ASSERT_EQ(late.wait_for(std::chrono::seconds(10)), std::future_status::ready);
+    EXPECT_FALSE(late.get().status.ok());
   });
 }
 

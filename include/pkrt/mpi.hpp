@@ -25,6 +25,7 @@
 #include <pkrt/global_checkpoint.hpp>
 #include <pkrt/k2k_log.hpp>
 #include <pkrt/partition.hpp>
+#include <pkrt/reply_future.hpp>
 #include <pkrt/runtime.hpp>
 #include <pkrt/status.hpp>
 
@@ -34,7 +35,12 @@
 #include <cstdint>
 #include <memory>
 #include <optional>
+#include <span>
 #include <vector>
+
+namespace pkrt::detail {
+class RequestTable;
+}
 
 namespace pkrt::mpi {
 
@@ -94,6 +100,7 @@ struct ExchangeStats {
   std::uint64_t messages_received = 0;
   std::uint64_t bytes_received = 0;
   std::uint64_t commands_forwarded = 0;  // host commands sent to their actors' owner ranks
+  std::uint64_t replies_returned = 0;    // replies to forwarded sends, sent back to their ranks
   double seconds_in_exchange = 0;      // in MPI calls and delivery, after the local grid was done
 };
 
@@ -143,6 +150,25 @@ class ShardedRuntime {
   // epoch). Commands from one rank to one actor keep their order.
   Status post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
               std::uint64_t apply_epoch = 0);
+  // Sends a command to global actor `actor` from any rank, with the same apply epoch rules as
+  // post(), and returns a future for its reply, whose event names the actor by its global id.
+  // On the owner rank the command goes to local() at once and the future completes when its
+  // runtime answers. On another rank it is forwarded with the next exchange and the owner
+  // returns the reply with the exchange of the epoch it applied in: once run_until has run
+  // that epoch, the future is ready on the sending rank. So wait for it after that run_until
+  // (or on another thread while it runs): the thread that drives this ShardedRuntime is the
+  // one that carries the reply, and a get() there before it would wait for ever. A too-early
+  // apply epoch completes the future at once (kFailedPrecondition, naming the earliest); a
+  // run that fails completes every pending future with its error.
+  ReplyFuture send(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+                   std::uint64_t apply_epoch = 0);
+  template <class T>
+    requires kMessageValue<T>
+  ReplyFuture send(std::uint32_t actor, std::uint16_t opcode, const T& value, std::uint64_t apply_epoch = 0) {
+    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEnvelopeDataBytes,
+                  "pkrt: message data is at most 32 trivially copyable bytes");
+    return send(actor, opcode, &value, sizeof(T), apply_epoch);
+  }
   // The epoch whose exchange comes next, and the earliest epoch a command forwarded now can be
   // applied at on another rank (that exchange's epoch + the K2K delay).
   std::uint64_t next_exchange_epoch() const { return next_exchange_; }
@@ -212,10 +238,43 @@ class ShardedRuntime {
   void share_pins();
   // Rank 0's result broadcast to every rank: ok, or its failure.
   Status broadcast_status(const Status& at_root);
+  // Refuses what neither post nor send can deliver (unknown actor, too much data, a remote
+  // apply epoch the next exchange cannot make); fills in the apply epoch of a remote command.
+  Status check_command(std::uint32_t actor, const void* data, std::size_t bytes, std::uint64_t& apply_epoch) const;
+  // Completes the pending futures of send() with `status` (a failed run, a shutdown).
+  void fail_pending_replies(const Status& status);
+  // The first collective failure: every later call returns it, and every pending future.
+  void fail(const Status& status);
+  // The replies to forwarded sends applied by `epoch`, waited for (they are in the K2H
+  // ring once the grid completed the epoch) and appended to their origin rank's bucket.
+  void collect_due_replies(std::uint64_t epoch, std::vector<std::vector<std::byte>>& out);
+  // Completes this rank's forwarded sends with the replies rank `from` returned.
+  Status complete_replies(int from, std::span<const std::byte> bytes);
+  // A host command for another rank's actor: global id; reply_token names the sender's
+  // future (0: a post).
+  struct ForwardedCommand {
+    Command command;
+    std::uint64_t reply_token = 0;
+  };
+  // A forwarded send this rank applies: its reply goes back to `origin` with the exchange of
+  // `apply_epoch`.
+  struct AwaitedReply {
+    int origin = 0;
+    std::uint64_t token = 0;
+    std::uint32_t actor = 0;  // global id
+    std::uint64_t apply_epoch = 0;
+    ReplyFuture future;
+  };
   // Per-exchange buffers, kept between epochs.
   std::vector<K2KTransfer> outbound_;
   std::vector<std::byte> outbound_payload_;
-  std::vector<Command> forward_;  // host commands for other ranks' actors, global ids, in order
+  std::vector<ForwardedCommand> forward_;  // for other ranks' actors, in order
+  std::vector<AwaitedReply> awaited_;
+  // The futures send() returned: lane kRemoteLane for forwarded sends (completed by the
+  // exchange on the driving thread), kOwnedLane for this rank's actors (completed by
+  // local()'s callback on its pump thread): one completer per lane, as the table requires.
+  pkrt::detail::RequestTable* replies_ = nullptr;
+  std::uint64_t next_reply_seq_[2] = {1, 1};
   std::unique_ptr<K2KLogWriter> k2k_log_;  // ShardOptions::k2k_log
 };
 
