@@ -1,24 +1,32 @@
 // mpi/sharded_runtime.cpp: see pkrt/mpi.hpp.
 //
-// One exchange (epoch e), on every rank, in the same order:
-//   1. wait until the local grid completed e (or failed: the failure is sent instead of data);
-//   2. collect e's outbound K2K (Runtime::collect_outbound_k2k), bucket it by owner rank;
-//   3. header round: to every peer {status, epoch, messages, bytes, commands}, from every peer the
-//      same (MPI_Isend/Irecv, tag kHeaderTag), waited with a deadline that names the peers
-//      still missing when it passes;
-//   4. data round, only between ranks with something for each other: the K2KTransfer
-//      records, the payloads, the host commands forwarded to the receiver's actors
-//      (ShardedRuntime::post and send), then the replies to the receiver's forwarded sends
-//      that applied by epoch e, one message per peer (tag kDataTag);
-//   5. post (or send, keeping the future) the forwarded commands, in rank order (their apply
+// One exchange (epoch e), on every rank, in the same order. Only ranks with something for
+// each other exchange messages; what every rank does with every other is one non-blocking
+// all-reduce of 8 bytes (O(log R) latency), which also carries failures. It is the
+// nonblocking consensus of Hoefler, Siebert and Lumsdaine ("Scalable communication protocols
+// for dynamic sparse data exchange", PPoPP 2010):
+//   1. wait until the local grid completed e (or failed: the failure goes into step 3's
+//      all-reduce instead of data);
+//   2. collect e's outbound K2K (Runtime::collect_outbound_k2k) and the replies due at e, and
+//      pack one message per destination rank: a MessageHeader, the K2KTransfer records, their
+//      payloads, the host commands forwarded to the receiver's actors (post and send), the
+//      replies to the receiver's forwarded sends that applied by e;
+//   3. MPI_Issend each message (tag kDataTag + e % 2), and meanwhile receive whatever arrives
+//      for e (MPI_Improbe from any source, MPI_Imrecv). Once our synchronous sends have all
+//      matched, join an MPI_Iallreduce(MAXLOC) of {failure code, rank}; keep receiving until
+//      it completes. It completes only after every rank joined, so after every message for
+//      us has matched one of our receives: nothing more is coming. A rank that does not get
+//      there within the deadline is named by those whose messages it did not take, and the
+//      job is aborted (peers_lost). A failure in the result: every rank agrees on who failed
+//      (agree()) and returns it;
+//   4. post (or send, keeping the future) the forwarded commands, in rank order (their apply
 //      epochs are >= e + D: the grid cannot have started them), complete the futures of this
 //      rank's forwarded sends with their replies, then deliver the K2K in rank order
 //      (Runtime::deliver_inbound_k2k), which opens e + D.
 // A reply is ready on the owner at step 2 of its command's apply epoch a: the kernel answers
 // every command of epoch a before the heartbeat of a (kernels/persistent_loop.hpp, step 8),
 // so the owner waits only for its own pump or drain, and the reply travels with a's exchange.
-// MPI's non-overtaking rule (per source, tag and communicator) keeps consecutive epochs'
-// messages in order without epoch tags; the epoch in the header checks it.
+// Messages carry their epoch, checked on receipt.
 #include <pkrt/mpi.hpp>
 
 #include "host/request_table.hpp"
@@ -29,6 +37,7 @@
 #include <cstdio>
 #include <cstring>
 #include <future>
+#include <map>
 #include <thread>
 
 namespace pkrt::mpi {
@@ -38,19 +47,18 @@ using detail::mpi_error;
 using detail::rank_list;
 using detail::wait_all;
 
-constexpr int kHeaderTag = 7301;
-constexpr int kDataTag = 7302;
+constexpr int kDataTag = 7302;  // and 7303: epochs alternate
 
-// What each rank tells every peer at an exchange.
-struct ExchangeHeader {
-  std::uint32_t code = 0;  // StatusCode of the sender's failure (0: ok, data follows)
-  std::uint32_t commands = 0;  // host commands forwarded to the receiver (WireCommand records)
+// What starts each exchange message (a peer gets one only when there is something for it).
+struct MessageHeader {
   std::uint64_t epoch = 0;
-  std::uint64_t messages = 0;  // K2KTransfer records for the receiver
-  std::uint64_t bytes = 0;     // their payload bytes
+  std::uint64_t messages = 0;     // K2KTransfer records for the receiver
+  std::uint64_t bytes = 0;        // their payload bytes
   std::uint64_t reply_bytes = 0;  // replies to the receiver's forwarded sends (WireReply + text)
+  std::uint32_t commands = 0;     // host commands forwarded to the receiver (WireCommand records)
+  std::uint32_t reserved = 0;
 };
-static_assert(sizeof(ExchangeHeader) == 40, "ExchangeHeader travels as bytes");
+static_assert(sizeof(MessageHeader) == 40, "MessageHeader travels as bytes");
 
 // A forwarded host command as it travels (no padding: every byte is written).
 struct WireCommand {
@@ -365,182 +373,109 @@ Status ShardedRuntime::wait_local(std::uint64_t epoch) {
 
 Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure) {
   const auto started = std::chrono::steady_clock::now();
-  const int size = context_.size;
   const int me = context_.rank;
-  // Bucket this epoch's outbound messages by the owner of their destination.
-  std::vector<std::vector<std::byte>> send_data(static_cast<std::size_t>(size));
-  std::vector<ExchangeHeader> send_headers(static_cast<std::size_t>(size));
+  // 2. This epoch's message for each peer that has something for it.
+  std::map<int, std::vector<std::byte>> outgoing;
   Status failure = local_failure;
-  if (failure.ok()) {
-    outbound_.clear();
-    outbound_payload_.clear();
-    failure = local_->collect_outbound_k2k(epoch, outbound_, outbound_payload_);
+  if (failure.ok()) failure = pack_outgoing(epoch, outgoing);
+
+  // 3. Synchronous sends, then receive whatever comes until every rank has joined the
+  //    consensus. Epochs alternate tags: a peer may already send epoch e + 1's message while
+  //    this rank still waits for e's consensus (it cannot send e + 2's before this rank has
+  //    joined e + 1's), and the two must not be matched to each other.
+  const int tag = kDataTag + static_cast<int>(epoch & 1);
+  std::vector<MPI_Request> sends;
+  std::vector<int> send_peer;
+  for (auto& [peer, m] : outgoing) {
+    sends.emplace_back();
+    send_peer.push_back(peer);
+    MPI_Issend(m.data(), static_cast<int>(m.size()), MPI_BYTE, peer, tag, comm_, &sends.back());
   }
-  if (failure.ok()) {
-    std::vector<std::vector<std::byte>> payloads(static_cast<std::size_t>(size));
-    std::size_t offset = 0;
-    for (const K2KTransfer& t : outbound_) {
-      const auto owner = static_cast<std::size_t>(partition_.owner(t.dst));
-      const auto* rec = reinterpret_cast<const std::byte*>(&t);
-      send_data[owner].insert(send_data[owner].end(), rec, rec + sizeof t);
-      payloads[owner].insert(payloads[owner].end(), outbound_payload_.begin() + offset,
-                             outbound_payload_.begin() + offset + t.bytes);
-      offset += t.bytes;
-      ++send_headers[owner].messages;
-      send_headers[owner].bytes += t.bytes;
+  std::map<int, std::vector<std::byte>> incoming;
+  std::vector<MPI_Request> receives;
+  std::vector<int> receive_peer;
+  struct {
+    int code;
+    int rank;
+  } mine{static_cast<int>(failure.code()), me}, worst{0, 0};
+  MPI_Request consensus = MPI_REQUEST_NULL;
+  bool joined = false;
+  const auto deadline = started + timeout_;
+  for (std::uint32_t polls = 0;; ++polls) {
+    int flag = 0;
+    MPI_Message message = MPI_MESSAGE_NULL;
+    MPI_Status status;
+    MPI_Improbe(MPI_ANY_SOURCE, tag, comm_, &flag, &message, &status);
+    if (flag != 0) {
+      int count = 0;
+      MPI_Get_count(&status, MPI_BYTE, &count);
+      std::vector<std::byte>& buf = incoming[status.MPI_SOURCE];
+      buf.resize(static_cast<std::size_t>(count));
+      receives.emplace_back();
+      receive_peer.push_back(status.MPI_SOURCE);
+      MPI_Imrecv(buf.data(), count, MPI_BYTE, &message, &receives.back());
+      polls = 0;
+      continue;
     }
-    std::vector<std::vector<std::byte>> commands(static_cast<std::size_t>(size));
-    for (const ForwardedCommand& f : forward_) {
-      const auto owner = static_cast<std::size_t>(partition_.owner(f.command.actor));
-      WireCommand w;
-      w.actor = f.command.actor;
-      w.opcode = f.command.opcode;
-      w.apply_epoch = f.command.apply_epoch;
-      w.reply_token = f.reply_token;
-      w.data = f.command.data;
-      append_bytes(commands[owner], w);
-      ++send_headers[owner].commands;
-    }
-    std::vector<std::vector<std::byte>> replies(static_cast<std::size_t>(size));
-    collect_due_replies(epoch, replies);
-    for (int r = 0; r < size; ++r) {
-      auto& d = send_data[static_cast<std::size_t>(r)];
-      d.insert(d.end(), payloads[static_cast<std::size_t>(r)].begin(), payloads[static_cast<std::size_t>(r)].end());
-      d.insert(d.end(), commands[static_cast<std::size_t>(r)].begin(), commands[static_cast<std::size_t>(r)].end());
-      send_headers[static_cast<std::size_t>(r)].reply_bytes = replies[static_cast<std::size_t>(r)].size();
-      d.insert(d.end(), replies[static_cast<std::size_t>(r)].begin(), replies[static_cast<std::size_t>(r)].end());
-      if (r != me) {
-        stats_.messages_sent += send_headers[static_cast<std::size_t>(r)].messages;
-        stats_.bytes_sent += send_headers[static_cast<std::size_t>(r)].bytes;
+    int done = 0;
+    if (!joined) {
+      // Every synchronous send matched: every peer has taken (or is taking) what we sent.
+      MPI_Testall(static_cast<int>(sends.size()), sends.data(), &done, MPI_STATUSES_IGNORE);
+      if (done != 0) {
+        MPI_Iallreduce(&mine, &worst, 1, MPI_2INT, MPI_MAXLOC, comm_, &consensus);
+        joined = true;
       }
+    } else {
+      // Complete on every rank only once every rank joined, so after their sends matched:
+      // nothing more is on its way to us for this epoch.
+      MPI_Test(&consensus, &done, MPI_STATUS_IGNORE);
+      if (done != 0) break;
     }
-  }
-  for (auto& h : send_headers) {
-    h.code = static_cast<std::uint32_t>(failure.code());
-    h.epoch = epoch;
-    if (!failure.ok()) {
-      h.messages = h.bytes = h.reply_bytes = 0;
-      h.commands = 0;
+    if (std::chrono::steady_clock::now() > deadline) {
+      std::vector<int> owed;
+      for (std::size_t i = 0; i < sends.size(); ++i) {
+        int matched = 0;
+        if (sends[i] != MPI_REQUEST_NULL) MPI_Test(&sends[i], &matched, MPI_STATUS_IGNORE);
+        if (matched == 0) owed.push_back(send_peer[i]);
+      }
+      // Pending requests still point into these buffers: they must outlive this call.
+      for (auto& [peer, m] : outgoing) abandoned_.push_back(std::move(m));
+      for (auto& [peer, buf] : incoming) abandoned_.push_back(std::move(buf));
+      told_peers_ = true;  // a peer that never arrives is stuck or gone: nobody left to tell
+      return peers_lost(Status(
+          StatusCode::kTimeout,
+          "rank " + std::to_string(me) + " at the K2K exchange of epoch " + std::to_string(epoch) + ": " +
+              (owed.empty() ? std::string("some rank did not reach it")
+                            : "rank(s) " + rank_list(owed) + " did not take this rank's messages") +
+              " within " + std::to_string(timeout_.count()) +
+              " ms. They are stuck, much slower, or gone (mpirun reports a killed rank). Fix: look at those ranks' "
+              "output, or raise ShardOptions::exchange_timeout"));
     }
+    if (polls < 256) std::this_thread::yield();
+    else std::this_thread::sleep_for(std::chrono::microseconds(20));
   }
-
-  // Header round: everyone hears from everyone, so a failure reaches every rank.
-  std::vector<ExchangeHeader> recv_headers(static_cast<std::size_t>(size));
-  std::vector<MPI_Request> requests;
-  std::vector<int> peer_of;
-  for (int r = 0; r < size; ++r) {
-    if (r == me) continue;
-    requests.emplace_back();
-    peer_of.push_back(r);
-    MPI_Irecv(&recv_headers[static_cast<std::size_t>(r)], sizeof(ExchangeHeader), MPI_BYTE, r, kHeaderTag, comm_,
-              &requests.back());
-  }
-  for (int r = 0; r < size; ++r) {
-    if (r == me) continue;
-    requests.emplace_back();
-    peer_of.push_back(r);
-    MPI_Isend(&send_headers[static_cast<std::size_t>(r)], sizeof(ExchangeHeader), MPI_BYTE, r, kHeaderTag, comm_,
-              &requests.back());
-  }
-  Status waited = wait_all(requests, peer_of, timeout_, "rank " + std::to_string(me) + " at the K2K exchange of epoch " +
-                                                             std::to_string(epoch));
-  // Past the header round every peer knows our status (or is past help): nothing left to tell.
-  told_peers_ = true;
-  if (!waited.ok()) return peers_lost(waited);
-  if (!failure.ok()) return failure;
-  told_peers_ = false;
-  stats_.commands_forwarded += forward_.size();
-  forward_.clear();  // every owner will have them (or the job fails)
-  std::vector<int> failed;
-  StatusCode first_code = StatusCode::kOk;
-  for (int r = 0; r < size; ++r) {
-    const ExchangeHeader& h = recv_headers[static_cast<std::size_t>(r)];
-    if (r == me) continue;
-    if (h.code != 0) {
-      failed.push_back(r);
-      if (first_code == StatusCode::kOk) first_code = static_cast<StatusCode>(h.code);
-    } else if (h.epoch != epoch) {
-      return Status(StatusCode::kInternal, "rank " + std::to_string(r) + " sent the exchange of epoch " +
-                                               std::to_string(h.epoch) + " while rank " + std::to_string(me) +
-                                               " is at epoch " + std::to_string(epoch) +
-                                               ". Fix: every rank must call run_until with the same epochs");
-    }
-  }
-  if (!failed.empty()) {
-    told_peers_ = true;  // every healthy rank got the same headers
-    return Status(StatusCode::kAborted, "rank(s) " + rank_list(failed) + " failed (" + status_code_name(first_code) +
-                                            ") at epoch " + std::to_string(epoch) +
-                                            "; this rank stops too. Their output says why");
-  }
-
-  // Data round: only between ranks with messages for each other.
-  std::vector<std::vector<std::byte>> recv_data(static_cast<std::size_t>(size));
-  requests.clear();
-  peer_of.clear();
-  for (int r = 0; r < size; ++r) {
-    const ExchangeHeader& h = recv_headers[static_cast<std::size_t>(r)];
-    if (r == me || (h.messages == 0 && h.commands == 0 && h.reply_bytes == 0)) continue;
-    auto& buf = recv_data[static_cast<std::size_t>(r)];
-    buf.resize(h.messages * sizeof(K2KTransfer) + h.bytes + std::uint64_t{h.commands} * sizeof(WireCommand) +
-               h.reply_bytes);
-    requests.emplace_back();
-    peer_of.push_back(r);
-    MPI_Irecv(buf.data(), static_cast<int>(buf.size()), MPI_BYTE, r, kDataTag, comm_, &requests.back());
-  }
-  for (int r = 0; r < size; ++r) {
-    if (r == me || send_data[static_cast<std::size_t>(r)].empty()) continue;
-    auto& buf = send_data[static_cast<std::size_t>(r)];
-    requests.emplace_back();
-    peer_of.push_back(r);
-    MPI_Isend(buf.data(), static_cast<int>(buf.size()), MPI_BYTE, r, kDataTag, comm_, &requests.back());
-  }
-  Status received = wait_all(requests, peer_of, timeout_,
-                             "rank " + std::to_string(me) + " receiving K2K of epoch " + std::to_string(epoch));
+  const Status received = wait_all(receives, receive_peer, timeout_,
+                                   "rank " + std::to_string(me) + " receiving K2K of epoch " + std::to_string(epoch));
   if (!received.ok()) {
-    told_peers_ = true;  // a peer that does not send its data is stuck or gone: nobody to tell
+    for (auto& [peer, buf] : incoming) abandoned_.push_back(std::move(buf));
+    told_peers_ = true;
     return peers_lost(received);
   }
+  if (worst.code != 0) {
+    // Some rank failed: every rank learnt it from the same consensus, so all of them agree
+    // here on who (this rank's own error, or one naming the ranks that failed).
+    told_peers_ = true;
+    return agree(failure, "the exchange of epoch " + std::to_string(epoch));
+  }
+  told_peers_ = false;
+  stats_.commands_forwarded += forward_.size();
+  forward_.clear();  // every owner has them
 
-  // Ours (messages between our own actors never leave the mailboxes; a bucket for ourselves
-  // is empty) and the peers', in rank order.
+  // 4. The peers' messages in rank order: forwarded commands first (their apply epochs are
+  //    >= e + D), replies, then the K2K, delivered at once.
   std::vector<K2KTransfer> inbound;
   std::vector<std::byte> inbound_payload;
-  for (int r = 0; r < size; ++r) {
-    if (r == me) continue;
-    const ExchangeHeader& h = recv_headers[static_cast<std::size_t>(r)];
-    const auto& buf = recv_data[static_cast<std::size_t>(r)];
-    for (std::uint64_t i = 0; i < h.messages; ++i) {
-      K2KTransfer t;
-      std::memcpy(&t, buf.data() + i * sizeof t, sizeof t);
-      inbound.push_back(t);
-    }
-    const auto payload_at = static_cast<std::ptrdiff_t>(h.messages * sizeof(K2KTransfer));
-    const auto commands_at = payload_at + static_cast<std::ptrdiff_t>(h.bytes);
-    inbound_payload.insert(inbound_payload.end(), buf.begin() + payload_at, buf.begin() + commands_at);
-    stats_.messages_received += h.messages;
-    stats_.bytes_received += h.bytes;
-    // Forwarded host commands, posted (sent) before the delivery below opens the epochs they
-    // apply in.
-    for (std::uint32_t i = 0; i < h.commands; ++i) {
-      WireCommand c;
-      std::memcpy(&c, buf.data() + commands_at + i * sizeof c, sizeof c);
-      if (!owns(c.actor) || c.apply_epoch < epoch + local_->options().k2k_delay) {
-        return Status(StatusCode::kInternal, "rank " + std::to_string(r) + " forwarded a command for actor " +
-                                                 std::to_string(c.actor) + " at epoch " + std::to_string(c.apply_epoch) +
-                                                 " that rank " + std::to_string(me) + " cannot apply then");
-      }
-      if (c.reply_token == 0) {
-        PKRT_RETURN_IF_ERROR(local_->post(local_index(c.actor), c.opcode, c.data.data(), c.data.size(), c.apply_epoch));
-      } else {
-        awaited_.push_back(AwaitedReply{r, c.reply_token, c.actor, c.apply_epoch,
-                                        local_->send(local_index(c.actor), c.opcode, c.data.data(), c.data.size(),
-                                                     c.apply_epoch)});
-      }
-    }
-    // Replies to this rank's forwarded sends.
-    const auto replies_at = commands_at + static_cast<std::ptrdiff_t>(std::uint64_t{h.commands} * sizeof(WireCommand));
-    PKRT_RETURN_IF_ERROR(complete_replies(r, std::span<const std::byte>(buf.data() + replies_at, h.reply_bytes)));
-  }
+  for (const auto& [peer, buf] : incoming) PKRT_RETURN_IF_ERROR(unpack_incoming(epoch, peer, buf, inbound, inbound_payload));
   // Recorded before the delivery: a replay of this rank alone delivers exactly this. The log is
   // a diagnostic: failing to write it (a full disk) drops it, reported, and the run goes on.
   if (k2k_log_) {
@@ -557,7 +492,105 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
   return Status();
 }
 
-void ShardedRuntime::collect_due_replies(std::uint64_t epoch, std::vector<std::vector<std::byte>>& out) {
+Status ShardedRuntime::pack_outgoing(std::uint64_t epoch, std::map<int, std::vector<std::byte>>& outgoing) {
+  outbound_.clear();
+  outbound_payload_.clear();
+  PKRT_RETURN_IF_ERROR(local_->collect_outbound_k2k(epoch, outbound_, outbound_payload_));
+  struct Parts {
+    MessageHeader header;
+    std::vector<std::byte> records, payload, commands, replies;
+  };
+  std::map<int, Parts> parts;
+  std::size_t offset = 0;
+  for (const K2KTransfer& t : outbound_) {
+    Parts& p = parts[static_cast<int>(partition_.owner(t.dst))];
+    append_bytes(p.records, t);
+    p.payload.insert(p.payload.end(), outbound_payload_.begin() + static_cast<std::ptrdiff_t>(offset),
+                     outbound_payload_.begin() + static_cast<std::ptrdiff_t>(offset + t.bytes));
+    offset += t.bytes;
+    ++p.header.messages;
+    p.header.bytes += t.bytes;
+  }
+  for (const ForwardedCommand& f : forward_) {
+    Parts& p = parts[static_cast<int>(partition_.owner(f.command.actor))];
+    WireCommand w;
+    w.actor = f.command.actor;
+    w.opcode = f.command.opcode;
+    w.apply_epoch = f.command.apply_epoch;
+    w.reply_token = f.reply_token;
+    w.data = f.command.data;
+    append_bytes(p.commands, w);
+    ++p.header.commands;
+  }
+  std::map<int, std::vector<std::byte>> replies;
+  collect_due_replies(epoch, replies);
+  for (auto& [peer, bytes] : replies) {
+    Parts& p = parts[peer];
+    p.replies = std::move(bytes);
+    p.header.reply_bytes = p.replies.size();
+  }
+  for (auto& [peer, p] : parts) {
+    p.header.epoch = epoch;
+    std::vector<std::byte>& out = outgoing[peer];
+    out.reserve(sizeof p.header + p.records.size() + p.payload.size() + p.commands.size() + p.replies.size());
+    append_bytes(out, p.header);
+    for (const auto* part : {&p.records, &p.payload, &p.commands, &p.replies}) out.insert(out.end(), part->begin(), part->end());
+    stats_.messages_sent += p.header.messages;
+    stats_.bytes_sent += p.header.bytes;
+  }
+  stats_.peer_messages += parts.size();
+  return Status();
+}
+
+Status ShardedRuntime::unpack_incoming(std::uint64_t epoch, int peer, std::span<const std::byte> buf,
+                                       std::vector<K2KTransfer>& inbound, std::vector<std::byte>& inbound_payload) {
+  MessageHeader h;
+  const auto bad = [&](const std::string& what) {
+    return Status(StatusCode::kInternal, "rank " + std::to_string(peer) + " sent rank " + std::to_string(context_.rank) +
+                                             " " + what + " at the exchange of epoch " + std::to_string(epoch));
+  };
+  if (buf.size() < sizeof h) return bad("a message shorter than its header");
+  std::memcpy(&h, buf.data(), sizeof h);
+  if (h.epoch != epoch) {
+    return bad("the exchange of epoch " + std::to_string(h.epoch) +
+               ". Fix: every rank must call run_until with the same epochs");
+  }
+  const std::uint64_t records_at = sizeof h;
+  const std::uint64_t payload_at = records_at + h.messages * sizeof(K2KTransfer);
+  const std::uint64_t commands_at = payload_at + h.bytes;
+  const std::uint64_t replies_at = commands_at + std::uint64_t{h.commands} * sizeof(WireCommand);
+  if (h.messages > buf.size() || h.bytes > buf.size() || replies_at + h.reply_bytes != buf.size())
+    return bad("a message whose header does not match its size");
+  // Forwarded host commands, posted (sent) before the delivery opens the epochs they apply in.
+  for (std::uint32_t i = 0; i < h.commands; ++i) {
+    WireCommand c;
+    std::memcpy(&c, buf.data() + commands_at + i * sizeof c, sizeof c);
+    if (!owns(c.actor) || c.apply_epoch < epoch + local_->options().k2k_delay) {
+      return bad("a command for actor " + std::to_string(c.actor) + " at epoch " + std::to_string(c.apply_epoch) +
+                 " that it cannot apply then");
+    }
+    if (c.reply_token == 0) {
+      PKRT_RETURN_IF_ERROR(local_->post(local_index(c.actor), c.opcode, c.data.data(), c.data.size(), c.apply_epoch));
+    } else {
+      awaited_.push_back(AwaitedReply{peer, c.reply_token, c.actor, c.apply_epoch,
+                                      local_->send(local_index(c.actor), c.opcode, c.data.data(), c.data.size(),
+                                                   c.apply_epoch)});
+    }
+  }
+  PKRT_RETURN_IF_ERROR(complete_replies(peer, buf.subspan(replies_at, h.reply_bytes)));
+  for (std::uint64_t i = 0; i < h.messages; ++i) {
+    K2KTransfer t;
+    std::memcpy(&t, buf.data() + records_at + i * sizeof t, sizeof t);
+    inbound.push_back(t);
+  }
+  inbound_payload.insert(inbound_payload.end(), buf.begin() + static_cast<std::ptrdiff_t>(payload_at),
+                         buf.begin() + static_cast<std::ptrdiff_t>(commands_at));
+  stats_.messages_received += h.messages;
+  stats_.bytes_received += h.bytes;
+  return Status();
+}
+
+void ShardedRuntime::collect_due_replies(std::uint64_t epoch, std::map<int, std::vector<std::byte>>& out) {
   const auto deadline = std::chrono::steady_clock::now() + timeout_;
   std::size_t kept = 0;
   for (std::size_t i = 0; i < awaited_.size(); ++i) {
@@ -580,7 +613,7 @@ void ShardedRuntime::collect_due_replies(std::uint64_t epoch, std::vector<std::v
       reply.event.opcode = kOpError;
     }
     reply.event.actor = a.actor;
-    append_reply(out[static_cast<std::size_t>(a.origin)], a.token, reply);
+    append_reply(out[a.origin], a.token, reply);
     ++stats_.replies_returned;
   }
   awaited_.erase(awaited_.begin() + static_cast<std::ptrdiff_t>(kept), awaited_.end());
@@ -654,11 +687,12 @@ Result<RunTotals> ShardedRuntime::totals() {
                             rs.posts,              rs.blocks,              stats_.epochs,      stats_.messages_sent,
                             stats_.bytes_sent,     stats_.messages_received, stats_.bytes_received};
   std::uint64_t summed[11] = {};
-  std::uint64_t forwarded[2] = {stats_.commands_forwarded, stats_.replies_returned}, forwarded_sum[2] = {};
+  std::uint64_t forwarded[3] = {stats_.commands_forwarded, stats_.replies_returned, stats_.peer_messages};
+  std::uint64_t forwarded_sum[3] = {};
   std::uint64_t epoch = rs.epoch, lowest = 0;
   double seconds = stats_.seconds_in_exchange, longest = 0;
   MPI_Allreduce(sums, summed, 11, MPI_UINT64_T, MPI_SUM, comm_);
-  MPI_Allreduce(forwarded, forwarded_sum, 2, MPI_UINT64_T, MPI_SUM, comm_);
+  MPI_Allreduce(forwarded, forwarded_sum, 3, MPI_UINT64_T, MPI_SUM, comm_);
   MPI_Allreduce(&epoch, &lowest, 1, MPI_UINT64_T, MPI_MIN, comm_);
   MPI_Allreduce(&seconds, &longest, 1, MPI_DOUBLE, MPI_MAX, comm_);
   RunTotals t;
@@ -678,6 +712,7 @@ Result<RunTotals> ShardedRuntime::totals() {
   t.exchange.bytes_received = summed[10];
   t.exchange.commands_forwarded = forwarded_sum[0];
   t.exchange.replies_returned = forwarded_sum[1];
+  t.exchange.peer_messages = forwarded_sum[2];
   t.exchange.seconds_in_exchange = longest;
   return t;
 }

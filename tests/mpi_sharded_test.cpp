@@ -365,6 +365,39 @@ TEST(ShardedRuntime, ARemoteSendTooSoonFailsAtOnceAndAFailedRunFailsThePendingOn
   });
 }
 
+// What every rank exchanges with every other each epoch is one small all-reduce: MPI messages
+// go only to ranks with something for them (K2K, a forwarded command, a reply).
+TEST(ShardedRuntime, RanksWithNothingForEachOtherExchangeNoMessages) {
+  ASSERT_GE(world_size(), 4);
+  on_first_ranks(4, [&](MPI_Comm comm) {
+    auto shard = echo_shard(comm);
+    ASSERT_NE(shard, nullptr);
+    ASSERT_TRUE(shard->start().ok());
+    ASSERT_TRUE(shard->run_until(30).ok());
+    auto quiet = shard->totals();
+    ASSERT_TRUE(quiet.ok());
+    EXPECT_EQ(quiet->exchange.epochs, 31u);
+    EXPECT_EQ(quiet->exchange.peer_messages, 0u) << "no traffic, no messages";
+    // Rank 0 posts to rank 3's last actor and sends to rank 2's first: the post is one
+    // message, the send one there and one back with its reply.
+    const std::uint32_t on_rank_3 = kActors - 1, on_rank_2 = shard->partition().actors_of(2).front();
+    if (shard->context().rank == 0) {
+      ASSERT_TRUE(shard->post(on_rank_3, examples::kEchoPing, std::uint64_t{1}, 33).ok());
+    }
+    ReplyFuture reply = shard->context().rank == 0 ? shard->send(on_rank_2, examples::kEchoCount, nullptr, 0, 33)
+                                                   : ReplyFuture();
+    ASSERT_TRUE(shard->run_until(40).ok());
+    auto busy = shard->totals();
+    ASSERT_TRUE(busy.ok());
+    EXPECT_EQ(busy->exchange.peer_messages, 3u);
+    if (shard->context().rank == 0) {
+      const Reply r = reply.get();
+      ASSERT_TRUE(r.status.ok()) << r.status.to_string();
+      EXPECT_EQ(r.event.as<std::uint64_t>(), 0u) << "actor " << on_rank_2 << " answered no ping before";
+    }
+  });
+}
+
 // Each rank records its replay log and the K2K it received; one rank is then replayed alone
 // (no MPI: its inbound K2K comes from the log). A changed halo in that log makes the replay
 // diverge after it, which shows the replay really runs on what the log delivers.

@@ -33,6 +33,7 @@
 
 #include <chrono>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <span>
@@ -95,6 +96,7 @@ struct GlobalCheckpointOptions {
 // What crossed ranks so far (this rank's side).
 struct ExchangeStats {
   std::uint64_t epochs = 0;            // exchanges done
+  std::uint64_t peer_messages = 0;     // MPI messages sent: one per exchange per peer with something for it
   std::uint64_t messages_sent = 0;     // K2K messages to other ranks
   std::uint64_t bytes_sent = 0;        // their payload bytes
   std::uint64_t messages_received = 0;
@@ -150,6 +152,13 @@ class ShardedRuntime {
   // epoch). Commands from one rank to one actor keep their order.
   Status post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
               std::uint64_t apply_epoch = 0);
+  template <class T>
+    requires kMessageValue<T>
+  Status post(std::uint32_t actor, std::uint16_t opcode, const T& value, std::uint64_t apply_epoch = 0) {
+    static_assert(std::is_trivially_copyable_v<T> && sizeof(T) <= kEnvelopeDataBytes,
+                  "pkrt: message data is at most 32 trivially copyable bytes");
+    return post(actor, opcode, &value, sizeof(T), apply_epoch);
+  }
   // Sends a command to global actor `actor` from any rank, with the same apply epoch rules as
   // post(), and returns a future for its reply, whose event names the actor by its global id.
   // On the owner rank the command goes to local() at once and the future completes when its
@@ -247,7 +256,14 @@ class ShardedRuntime {
   void fail(const Status& status);
   // The replies to forwarded sends applied by `epoch`, waited for (they are in the K2H
   // ring once the grid completed the epoch) and appended to their origin rank's bucket.
-  void collect_due_replies(std::uint64_t epoch, std::vector<std::vector<std::byte>>& out);
+  void collect_due_replies(std::uint64_t epoch, std::map<int, std::vector<std::byte>>& out);
+  // Epoch `epoch`'s message for each peer with something for it: K2K, forwarded commands,
+  // due replies (mpi/sharded_runtime.cpp has the layout).
+  Status pack_outgoing(std::uint64_t epoch, std::map<int, std::vector<std::byte>>& outgoing);
+  // Checks and applies one peer's message: posts (sends) its commands, completes its replies,
+  // appends its K2K to `inbound`.
+  Status unpack_incoming(std::uint64_t epoch, int peer, std::span<const std::byte> message,
+                         std::vector<K2KTransfer>& inbound, std::vector<std::byte>& inbound_payload);
   // Completes this rank's forwarded sends with the replies rank `from` returned.
   Status complete_replies(int from, std::span<const std::byte> bytes);
   // A host command for another rank's actor: global id; reply_token names the sender's
@@ -276,6 +292,9 @@ class ShardedRuntime {
   pkrt::detail::RequestTable* replies_ = nullptr;
   std::uint64_t next_reply_seq_[2] = {1, 1};
   std::unique_ptr<K2KLogWriter> k2k_log_;  // ShardOptions::k2k_log
+  // Buffers of requests left pending by a timeout (the job aborts, or no call follows): MPI
+  // may still write or read them, so they live as long as this object.
+  std::vector<std::vector<std::byte>> abandoned_;
 };
 
 }  // namespace pkrt::mpi
