@@ -2,7 +2,8 @@
 //   BM_Heat2dOverRanks/<ranks>/<delay>   heat2d epochs per second on the first `ranks` ranks
 //       of the job (the others wait), 512 x 512 cells in 16 tiles, tiles partition; counters:
 //       k2k_bytes_per_epoch and k2k_messages_per_epoch crossing ranks (all ranks together),
-//       exchange_share (slowest rank's time in exchanges / wall time). /1/1 is the in-run
+//       mpi_messages_per_epoch (point-to-point messages that carried them, all ranks; the
+//       per-epoch all-reduce not counted), exchange_share (slowest rank's time in exchanges / wall time). /1/1 is the in-run
 //       baseline the report divides by.
 //   BM_GlobalCheckpoint/<ranks>           one coordinated checkpoint (every rank's set durable,
 //       then the global manifest) of the same state; bytes_per_second over the state's bytes.
@@ -124,18 +125,20 @@ void BM_Heat2dOverRanks(benchmark::State& state) {
     polite_barrier();  // the next iteration starts together
   }
   const mpi::ExchangeStats after = g.member() ? g.shard->exchange_stats() : mpi::ExchangeStats{};
-  double mine[3] = {static_cast<double>(after.bytes_sent - before.bytes_sent),
+  double mine[4] = {static_cast<double>(after.bytes_sent - before.bytes_sent),
                     static_cast<double>(after.messages_sent - before.messages_sent),
+                    static_cast<double>(after.peer_messages - before.peer_messages),
                     after.seconds_in_exchange - before.seconds_in_exchange};
-  double sums[3] = {};
-  MPI_Reduce(mine, sums, 2, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
-  MPI_Reduce(&mine[2], &sums[2], 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
+  double sums[4] = {};
+  MPI_Reduce(mine, sums, 3, MPI_DOUBLE, MPI_SUM, 0, MPI_COMM_WORLD);
+  MPI_Reduce(&mine[3], &sums[3], 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
   state.SetItemsProcessed(static_cast<std::int64_t>(epochs));
   state.counters["ranks"] = ranks;
   state.counters["k2k_delay"] = delay;
   state.counters["k2k_bytes_per_epoch"] = epochs > 0 ? sums[0] / static_cast<double>(epochs) : 0;
   state.counters["k2k_messages_per_epoch"] = epochs > 0 ? sums[1] / static_cast<double>(epochs) : 0;
-  state.counters["exchange_share"] = wall > 0 ? sums[2] / wall : 0;
+  state.counters["mpi_messages_per_epoch"] = epochs > 0 ? sums[2] / static_cast<double>(epochs) : 0;
+  state.counters["exchange_share"] = wall > 0 ? sums[3] / wall : 0;
 }
 BENCHMARK(BM_Heat2dOverRanks)
     ->Args({1, 1})->Args({2, 1})->Args({4, 1})->Args({2, 2})->Args({4, 2})

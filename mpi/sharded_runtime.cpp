@@ -659,7 +659,7 @@ Status ShardedRuntime::run_until(std::uint64_t epoch) {
   }
   Status result = local_->set_target_epoch(epoch);
   if (exchanges_) {
-    // A failure is told to the peers at the next exchange's header round (a failing rank keeps
+    // A failure is told to the peers at the next exchange's consensus (a failing rank keeps
     // taking part until it has), so every rank leaves the loop at the same epoch.
     for (; next_exchange_ <= epoch; ++next_exchange_) {
       const Status here = result.ok() ? wait_local(next_exchange_) : result;

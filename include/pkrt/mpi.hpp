@@ -2,7 +2,8 @@
 // PKRT_ENABLE_MPI). Each rank runs a ShardedRuntime: one Runtime over the actors the
 // partition gives it, on the CPU backend or on the GPU its node-local rank picks. Actors keep
 // their global ids; K2K to an actor on another rank is collected from the mailboxes after the
-// epoch it was committed in, exchanged with point-to-point messages, and delivered before the
+// epoch it was committed in, sent with point-to-point messages to the ranks it is for (one
+// small all-reduce per epoch tells every rank the exchange is complete), and delivered before the
 // epoch that reads it (K2K delay D: every message, local or remote, is read D epochs after
 // it was sent, so results do not depend on the rank count or the partition). docs/scale-out.md
 // has the model, the protocol and its costs.
@@ -15,7 +16,8 @@
 //   communicator, in the same order, with the same arguments.
 // - Failures are collective too: a rank whose runtime fails (error, watchdog) tells its peers
 //   at the next exchange, and every rank's run_until returns an error naming it; a rank that
-//   does not reach an exchange within ShardOptions::exchange_timeout is named by the others.
+//   does not reach an exchange within ShardOptions::exchange_timeout is named by the peers
+//   whose messages it did not take (the others report that some rank did not arrive).
 //   A killed rank is reported by mpirun, which stops the job.
 // - Not thread-safe: one thread drives a ShardedRuntime. The Runtime it owns (local()) keeps
 //   its own contract for sends, posts and snapshots from other threads.
@@ -212,9 +214,10 @@ class ShardedRuntime {
   ShardedRuntime(MPI_Comm comm, RankContext context, ActorPartition partition, std::chrono::milliseconds timeout);
   // Waits until the local grid completed `epoch` (or failed, or the timeout passed).
   Status wait_local(std::uint64_t epoch);
-  // Swaps epoch `epoch`'s cross-rank K2K with every peer and delivers ours; `local_failure`
-  // (not ok), or a failure to collect, is told to the peers instead, then returned. Sets
-  // told_peers_ when the peers know of the failure it returns.
+  // Swaps epoch `epoch`'s cross-rank K2K, forwarded commands and replies with the peers that
+  // have any, and delivers ours; `local_failure` (not ok), or a failure to collect, is told to
+  // every rank through the exchange's consensus instead, then returned. Sets told_peers_ when
+  // the peers know of the failure it returns.
   Status exchange(std::uint64_t epoch, const Status& local_failure);
   // Collective (with the exchange deadline): every rank's status; ok only when all are ok,
   // else this rank's own error, or one naming the ranks that failed.
