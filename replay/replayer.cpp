@@ -920,6 +920,12 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
   result.observations_compared = cmp.compared;
   result.divergence = std::move(cmp.divergence);
   result.identical = !result.divergence.has_value();
+  if (inbound) {
+    result.rank = inbound->shard.rank;
+    result.ranks = inbound->shard.ranks;
+    if (result.divergence && result.divergence->actor < inbound->shard.global_ids.size())
+      result.divergence->global_actor = inbound->shard.global_ids[result.divergence->actor];
+  }
   return result;
 }
 
@@ -938,8 +944,10 @@ std::string format_replay_report(const ReplayResult& r) {
     return out;
   }
   const ReplayDivergence& d = *r.divergence;
-  out += "verdict: diverged at epoch " + std::to_string(d.epoch) + ", actor " +
-         (d.actor == kNoActor ? std::string("-") : std::to_string(d.actor)) + ", opcode " +
+  std::string actor = d.actor == kNoActor ? std::string("-") : std::to_string(d.actor);
+  if (d.global_actor != kNoActor) actor = std::to_string(d.global_actor) + " (local index " + actor + ")";
+  if (r.rank) actor += " of rank " + std::to_string(*r.rank) + " of " + std::to_string(r.ranks);
+  out += "verdict: diverged at epoch " + std::to_string(d.epoch) + ", actor " + actor + ", opcode " +
          replay_opcode_name(d.opcode) + " (" + std::to_string(r.observations_compared) +
          " observations matched before it, " + range + ")\n";
   switch (d.kind) {

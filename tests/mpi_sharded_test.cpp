@@ -470,6 +470,17 @@ TEST(ShardedRuntime, ARankReplaysAloneFromItsLogsAndATamperedHaloDiverges) {
     // Read at epoch 22 (D = 2); the next digest (every 5 epochs) is at 25.
     EXPECT_GT(diverged->divergence->epoch, 20u);
     EXPECT_LE(diverged->divergence->epoch, 25u);
+    // Named as the run knows it: the rank, and the actor's global id beside its local index.
+    ASSERT_TRUE(diverged->rank.has_value());
+    EXPECT_EQ(*diverged->rank, 1u);
+    const std::uint32_t local = diverged->divergence->actor;
+    ASSERT_LT(local, inbound->shard.global_ids.size());
+    EXPECT_EQ(diverged->divergence->global_actor, inbound->shard.global_ids[local]);
+    const std::string report = format_replay_report(diverged.value());
+    EXPECT_NE(report.find("actor " + std::to_string(inbound->shard.global_ids[local]) + " (local index " +
+                          std::to_string(local) + ") of rank 1 of 3"),
+              std::string::npos)
+        << report;
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }

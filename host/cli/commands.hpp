@@ -106,7 +106,7 @@ struct ReplayVerdict {
   bool identical = false;
   std::uint64_t end_epoch = 0;
   std::uint64_t epoch = 0;   // the first divergence's, when not identical
-  std::uint32_t actor = 0;   // the first divergence's actor (the rank's local index)
+  std::uint32_t actor = 0;   // the first divergence's actor (its global id for a rank's log)
 };
 // Replays opts.log; prints the report when `print`; returns the command's exit code.
 int replay_one(const ReplayOptions& opts, bool print, ReplayVerdict& verdict);

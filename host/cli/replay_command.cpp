@@ -99,6 +99,7 @@ nlohmann::json divergence_json(const ReplayDivergence& d) {
   return {{"kind", replay_divergence_kind_name(d.kind)},
           {"epoch", d.epoch},
           {"actor", d.actor},
+          {"global_actor", d.global_actor == kNoActor ? nlohmann::json(nullptr) : nlohmann::json(d.global_actor)},
           {"opcode", d.opcode},
           {"opcode_name", replay_opcode_name(d.opcode)},
           {"field", d.field},
@@ -176,7 +177,7 @@ int replay_one(const ReplayOptions& o, bool print, ReplayVerdict& verdict) {
   verdict.end_epoch = r.end_epoch;
   if (r.divergence) {
     verdict.epoch = r.divergence->epoch;
-    verdict.actor = r.divergence->actor;
+    verdict.actor = r.divergence->global_actor != kNoActor ? r.divergence->global_actor : r.divergence->actor;
   }
   if (!print) return r.identical ? kExitOk : kExitFailed;
   if (o.json) {
@@ -191,6 +192,7 @@ int replay_one(const ReplayOptions& o, bool print, ReplayVerdict& verdict) {
                         {"commands_injected", r.commands_injected},
                         {"observations_compared", r.observations_compared},
                         {"notes", r.notes},
+                        {"rank", r.rank ? nlohmann::json(*r.rank) : nlohmann::json(nullptr)},
                         {"divergence", r.divergence ? divergence_json(*r.divergence) : nlohmann::json(nullptr)}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {

@@ -306,7 +306,7 @@ int replay_mpi_command(const ReplayOptions& o) {
       } else if (a[1] != 0) {
         text = "identical through epoch " + std::to_string(a[2]);
       } else {
-        text = "DIVERGED at epoch " + std::to_string(a[3]) + ", actor " + std::to_string(a[4]) + " (local index)";
+        text = "DIVERGED at epoch " + std::to_string(a[3]) + ", actor " + std::to_string(a[4]);
         const std::uint64_t* f = first < 0 ? nullptr : all.data() + 5 * static_cast<std::size_t>(first);
         if (f == nullptr || a[3] < f[3]) first = r;
       }

@@ -64,7 +64,10 @@ struct ReplayDivergence {
   };
   Kind kind = Kind::kDiffers;
   std::uint64_t epoch = 0;
-  std::uint32_t actor = kNoActor;
+  std::uint32_t actor = kNoActor;  // the runtime's actor index (a rank's local index)
+  // For one rank of a multi-rank run: the actor's global id (kNoActor otherwise, or when the
+  // observation is not an actor's).
+  std::uint32_t global_actor = kNoActor;
   std::uint16_t opcode = 0;
   std::string field;  // first differing field: "epoch", "actor", "opcode", "flags", "request", "data"
   std::optional<ReplayRecord> expected;  // the recorded observation
@@ -130,6 +133,9 @@ struct ReplayResult {
   std::string recorded_run;  // e.g. "cpu, 2 blocks, chaos seed 7"
   std::string replay_run;    // e.g. "cpu (3 worker threads), chaos seed 9"
   std::vector<std::string> notes;  // what the reader noted (torn tail, wrap) and what was skipped
+  // One rank of a multi-rank run (its inbound K2K log says which): the rank and the run's rank count.
+  std::optional<std::uint32_t> rank;
+  std::uint32_t ranks = 0;
   std::optional<ReplayDivergence> divergence;
 };
 
