@@ -40,64 +40,7 @@ struct SetReport {
   char name[240] = {};  // the set manifest's name in the rank's directory
 };
 
-bool has_suffix(const std::string& s, const std::string& suffix) {
-  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
-// The queued commands of one rank are at most two rings of 48-byte records per block; this
-// bounds what a damaged file can make a restore allocate.
-constexpr std::uint64_t kMaxQueuedCommandBytes = std::uint64_t{1} << 32;
-
-// One member of a committed set, verified like find_restore_point verifies it: the file is
-// the one the manifest names (digest, actor, epoch), then its delta chain and CRCs.
-Result<std::vector<std::byte>> load_member(const CheckpointStore& store, const std::vector<CheckpointRecord>& history,
-                                           const CheckpointManifest& m, const CheckpointSetMember& mem,
-                                           std::uint64_t image_bytes) {
-  const CheckpointRecord* file = nullptr;
-  for (const CheckpointRecord& rec : history)
-    if (rec.name == mem.file) file = &rec;
-  if (file == nullptr || !file->status.ok())
-    return Status(StatusCode::kCorruptData, "member '" + store.describe(mem.file) + "' is missing or damaged" +
-                                                (file != nullptr ? ": " + file->status.message() : std::string()));
-  if (file->info.digest != mem.digest || file->info.actor != mem.actor || file->info.epoch != m.epoch)
-    return Status(StatusCode::kCorruptData, "member '" + store.describe(mem.file) +
-                                                "' is not the file its set committed (digest, actor or epoch differ)");
-  std::uint64_t expected = image_bytes;
-  if (mem.actor == kQueuedCommandsActor) {
-    expected = file->info.state_bytes;
-    if (expected > kMaxQueuedCommandBytes)
-      return Status(StatusCode::kCorruptData, "member '" + store.describe(mem.file) + "' declares " +
-                                                  std::to_string(expected) + " bytes of queued commands");
-  }
-  return load_checkpoint_state(store, history, mem.file, expected);
-}
-
 }  // namespace
-
-Result<std::vector<std::pair<std::string, GlobalCheckpointManifest>>> ShardedRuntime::scan_globals(
-    const std::string& directory) const {
-  auto store = FileCheckpointStore::open(directory);
-  if (!store.ok()) return store.status();
-  auto names = store.value()->list();
-  if (!names.ok()) return names.status();
-  std::vector<std::pair<std::string, GlobalCheckpointManifest>> out;
-  const std::string app = local_->program().name;
-  for (const std::string& name : names.value()) {
-    // Only this app's (another app may share the directory: its checkpoints are not ours to
-    // count, keep or remove).
-    if (!has_suffix(name, kGlobalManifestSuffix) || name.rfind(app + "-global-", 0) != 0) continue;
-    auto bytes = store.value()->get(name);
-    if (!bytes.ok()) {
-      if (bytes.status().code() == StatusCode::kNotFound) continue;  // removed meanwhile
-      return bytes.status();  // unreadable now: its sets must keep their pins
-    }
-    auto parsed = parse_global_manifest(bytes.value(), store.value()->describe(name));
-    // A damaged manifest commits nothing (its sets were pinned while it was whole).
-    if (parsed.ok() && parsed.value().app == app) out.emplace_back(name, std::move(parsed.value()));
-  }
-  std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.second.sequence < b.second.sequence; });
-  return out;
-}
 
 Status ShardedRuntime::broadcast_status(const Status& at_root) {
   std::uint32_t code = static_cast<std::uint32_t>(at_root.code());
@@ -135,7 +78,7 @@ Status ShardedRuntime::enable_checkpoints(const GlobalCheckpointOptions& options
   // rank (their sets stay, whatever each rank's policy says) and the sequence goes on past them.
   Status scanned;
   if (st.ok() && context_.rank == 0) {
-    auto globals = scan_globals(options.directory);
+    auto globals = list_global_checkpoints(options.directory, local_->program().name);
     if (!globals.ok()) {
       scanned = globals.status();
     } else {
@@ -278,7 +221,7 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
         // Uncommit the global checkpoints beyond `keep`, oldest first; their sets are unpinned
         // below and pruned by each rank's next retention. Failing to is reported, not fatal:
         // the new checkpoint is committed, and what could not be removed keeps its pins.
-        auto globals = scan_globals(checkpoint_dir_);
+        auto globals = list_global_checkpoints(checkpoint_dir_, local_->program().name);
         if (globals.ok()) {
           auto& list = globals.value();
           const std::size_t drop = list.size() > keep_globals_ ? list.size() - keep_globals_ : 0;
@@ -325,7 +268,7 @@ Result<std::uint64_t> ShardedRuntime::restore(const std::string& directory, std:
   std::string chosen;
   Status picked;
   if (context_.rank == 0) {
-    auto globals = scan_globals(directory);
+    auto globals = list_global_checkpoints(directory, local_->program().name);
     if (!globals.ok()) {
       picked = globals.status();
     } else {
@@ -349,101 +292,21 @@ Result<std::uint64_t> ShardedRuntime::restore(const std::string& directory, std:
   MPI_Bcast(chosen.data(), static_cast<int>(length), MPI_CHAR, 0, comm_);
 
   auto load = [&]() -> Result<std::uint64_t> {
-    const std::string where = directory + "/" + chosen;
-    auto bytes = read_checkpoint_file(where);
-    if (!bytes.ok()) return bytes.status();
-    auto parsed = parse_global_manifest(bytes.value(), where);
-    if (!parsed.ok()) return parsed.status();
-    const GlobalCheckpointManifest& g = parsed.value();
-    auto mismatch = [&](const std::string& field, const std::string& saved, const std::string& now) {
-      return Status(StatusCode::kInvalidArgument,
-                    "global checkpoint " + where + " has " + field + " " + saved + ", this run " + now +
-                        ". Fix: restore with the run's own settings (or restore another checkpoint)");
-    };
-    if (g.app != local_->program().name) return mismatch("app", g.app, std::string(local_->program().name));
-    if (g.global_actors != partition_.actors())
-      return mismatch("actors", std::to_string(g.global_actors), std::to_string(partition_.actors()));
-    if (g.k2k_delay != local_->options().k2k_delay)
-      return mismatch("K2K delay", std::to_string(g.k2k_delay), std::to_string(local_->options().k2k_delay));
-    if (g.params != local_->params()) return mismatch("params", "of CRC " + std::to_string(crc32(g.params.data(), g.params.size())),
-                                                      "of CRC " + std::to_string(crc32(local_->params().data(), local_->params().size())));
-    if (g.image_bytes != local_->image_layout().image_bytes || g.chunk_bytes != local_->image_layout().chunk_bytes)
-      return mismatch("image layout", std::to_string(g.image_bytes) + " bytes in chunks of " + std::to_string(g.chunk_bytes),
-                      std::to_string(local_->image_layout().image_bytes) + " in chunks of " +
-                          std::to_string(local_->image_layout().chunk_bytes));
-    const std::vector<std::uint32_t> old_local = global_local_indices(g.owner, static_cast<std::uint32_t>(g.ranks.size()));
+    GlobalRestoreRequest request;
+    request.app = local_->program().name;
+    request.params = local_->params();
+    request.global_actors = partition_.actors();
+    request.k2k_delay = local_->options().k2k_delay;
+    request.image_bytes = local_->image_layout().image_bytes;
+    request.chunk_bytes = local_->image_layout().chunk_bytes;
     const auto mine = partition_.actors_of(static_cast<std::uint32_t>(context_.rank));
-    std::vector<std::vector<std::byte>> images(mine.size());
-    std::vector<Command> queued;
-    // The old ranks this rank reads from, each set verified once (its manifest's CRC against
-    // the global manifest's, every member through its delta chain).
-    std::map<std::uint32_t, std::vector<std::uint32_t>> by_old_rank;  // old rank -> indices into `mine`
-    for (std::uint32_t i = 0; i < mine.size(); ++i) by_old_rank[g.owner[mine[i]]].push_back(i);
-    for (std::uint32_t old = 0; old < g.ranks.size(); ++old) {
-      const GlobalCheckpointRank& rk = g.ranks[old];
-      const auto slash = rk.manifest.find('/');
-      auto store = FileCheckpointStore::open(directory + "/" + rk.manifest.substr(0, slash));
-      if (!store.ok()) return store.status();
-      const std::string set_name = rk.manifest.substr(slash + 1);
-      auto set_bytes = store.value()->get(set_name);
-      if (!set_bytes.ok()) return set_bytes.status();
-      if (crc32(set_bytes.value().data(), set_bytes.value().size()) != rk.manifest_crc) {
-        return Status(StatusCode::kCorruptData, "rank " + std::to_string(old) + "'s set manifest " +
-                                                    store.value()->describe(set_name) +
-                                                    " is not the one global checkpoint " + where +
-                                                    " committed (CRC differs). Fix: restore another global checkpoint");
-      }
-      auto set = parse_checkpoint_manifest(set_bytes.value(), store.value()->describe(set_name));
-      if (!set.ok()) return set.status();
-      const CheckpointManifest& m = set.value();
-      PKRT_RETURN_IF_ERROR(compare_run_inputs(m.inputs, inputs, store.value()->describe(set_name)));
-      if (m.epoch != g.epoch || m.fingerprint.num_actors != rk.actors) {
-        return Status(StatusCode::kCorruptData, "rank " + std::to_string(old) + "'s set " + store.value()->describe(set_name) +
-                                                    " is of epoch " + std::to_string(m.epoch) + " with " +
-                                                    std::to_string(m.fingerprint.num_actors) + " actors, not what " + where +
-                                                    " says. Fix: restore another global checkpoint");
-      }
-      const auto wanted = by_old_rank.find(old);
-      // Every rank reads each old rank's queued commands (they may be for its actors).
-      const CheckpointSetMember* queued_member = nullptr;
-      for (const CheckpointSetMember& mem : m.members)
-        if (mem.actor == kQueuedCommandsActor) queued_member = &mem;
-      if (wanted == by_old_rank.end() && queued_member == nullptr) continue;
-      auto history = scan_checkpoints(*store.value());
-      if (!history.ok()) return history.status();
-      if (wanted != by_old_rank.end()) {
-        for (std::uint32_t i : wanted->second) {
-          const std::uint32_t l = old_local[mine[i]];
-          if (l >= m.members.size() || m.members[l].actor != l)
-            return Status(StatusCode::kCorruptData, "set " + store.value()->describe(set_name) + " has no member for its actor " +
-                                                        std::to_string(l) + " (global " + std::to_string(mine[i]) + ")");
-          auto state = load_member(*store.value(), history.value(), m, m.members[l], g.image_bytes);
-          if (!state.ok()) return state.status();
-          images[i] = std::move(state.value());
-        }
-      }
-      if (queued_member != nullptr) {
-        auto state = load_member(*store.value(), history.value(), m, *queued_member, 0);
-        if (!state.ok()) return state.status();
-        auto commands = decode_queued_commands(state.value(), rk.actors, store.value()->describe(queued_member->file));
-        if (!commands.ok()) return commands.status();
-        // Old local index -> global id -> ours?
-        const auto old_ids = [&] {
-          std::vector<std::uint32_t> ids;
-          for (std::uint32_t a = 0; a < g.global_actors; ++a)
-            if (g.owner[a] == old) ids.push_back(a);
-          return ids;
-        }();
-        for (Command c : commands.value()) {
-          const std::uint32_t global = old_ids[c.actor];
-          if (!owns(global)) continue;
-          c.actor = local_index(global);
-          queued.push_back(c);
-        }
-      }
-    }
-    PKRT_RETURN_IF_ERROR(local_->restore_before_start(g.epoch, images, {}, queued));
-    return g.epoch;
+    request.global_ids.assign(mine.begin(), mine.end());
+    request.inputs = inputs;
+    auto read = read_global_checkpoint(directory, chosen, request);
+    if (!read.ok()) return read.status();
+    for (Command& c : read->queued) c.actor = local_index(c.actor);
+    PKRT_RETURN_IF_ERROR(local_->restore_before_start(read->epoch, read->images, {}, read->queued));
+    return read->epoch;
   };
   auto restored = load();
   const Status agreed = agree(restored.ok() ? Status() : restored.status(), "restore");

@@ -4,6 +4,7 @@
 
 #include <pkrt/checkpoint_manager.hpp>
 #include <pkrt/checkpoint_store.hpp>
+#include <pkrt/global_checkpoint.hpp>
 #include <pkrt/k2k_log.hpp>
 
 #include <algorithm>
@@ -288,6 +289,92 @@ Status check_epochs_against_stop(const ReplayLog& log) {
   return Status();
 }
 
+// A single runtime's replay from a checkpoint set: the newest committed set with at least one
+// complete epoch of the log (through `end`) after it; when every set is past the log's
+// horizon, that is said.
+Result<RestorePoint> find_set_restore_point(const std::string& directory, const Runtime& rt, const std::string& app,
+                                            std::uint64_t end) {
+  auto store = FileCheckpointStore::open(directory);
+  if (!store.ok()) return store.status();
+  RestoreQuery query;
+  query.fingerprint = checkpoint_fingerprint(rt);
+  query.match_inputs = false;  // the log re-injects the recorded commands itself
+  query.max_epoch = end > 0 ? end - 1 : 0;
+  auto found = find_restore_point(*store.value(), query);
+  if (found.ok()) return found;
+  std::optional<std::uint64_t> newest_past;
+  bool any_within = false;
+  if (auto sets = scan_checkpoint_sets(*store.value()); sets.ok()) {
+    for (const CheckpointSetRecord& set : sets.value()) {
+      if (!set.status.ok() || set.manifest.fingerprint.app != app) continue;
+      if (set.manifest.epoch >= end) newest_past = std::max(newest_past.value_or(0), set.manifest.epoch);
+      else any_within = true;
+    }
+  }
+  if (newest_past && !any_within) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "its newest checkpoint (epoch " + std::to_string(*newest_past) +
+                      ") is at or past the log's last complete epoch " + std::to_string(end) +
+                      " and none lies within the log (" + found.status().message() +
+                      "). Fix: keep older checkpoints or record a longer log");
+  }
+  return found.status();
+}
+
+// One rank of a multi-rank run, replayed from a global checkpoint: the newest committed one
+// at or before `max_epoch` (and not before `min_epoch`), its images read for the shard's
+// actors whatever rank count wrote it. Newer ones that cannot be read are passed over and
+// listed in `skipped`. The queued commands are not read: the log re-injects every command.
+Result<RestorePoint> find_global_restore_point(const std::string& directory, const Runtime& rt,
+                                               const K2KLogShard& shard, std::uint64_t min_epoch,
+                                               std::uint64_t max_epoch) {
+  auto globals = list_global_checkpoints(directory, rt.program().name);
+  if (!globals.ok()) return globals.status();
+  GlobalRestoreRequest request;
+  request.app = rt.program().name;
+  request.params = rt.params();
+  request.global_actors = shard.global_actors;
+  request.k2k_delay = shard.k2k_delay;
+  request.image_bytes = rt.image_layout().image_bytes;
+  request.chunk_bytes = rt.image_layout().chunk_bytes;
+  request.global_ids = shard.global_ids;
+  request.queued_commands = false;
+  RestorePoint point;
+  std::optional<std::uint64_t> newest_past;
+  for (auto it = globals.value().rbegin(); it != globals.value().rend(); ++it) {
+    const GlobalCheckpointManifest& g = it->second;
+    if (g.epoch > max_epoch) {
+      newest_past = std::max(newest_past.value_or(0), g.epoch);
+      continue;
+    }
+    if (g.epoch < min_epoch) continue;
+    auto read = read_global_checkpoint(directory, it->first, request);
+    if (!read.ok()) {
+      // A mismatch (another program or layout) is the caller's to fix, not a damaged file.
+      if (read.status().code() == StatusCode::kInvalidArgument) return read.status();
+      point.skipped.push_back("global checkpoint " + it->first + " (" + read.status().message() + ")");
+      continue;
+    }
+    point.epoch = read->epoch;
+    point.manifest = it->first;
+    point.sequence = g.sequence;
+    point.images = std::move(read->images);
+    return point;
+  }
+  if (newest_past) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "its newest global checkpoint (epoch " + std::to_string(*newest_past) +
+                      ") is at or past the log's last complete epoch " + std::to_string(max_epoch + 1) +
+                      " and none lies within the log. Fix: keep older checkpoints or record a longer log");
+  }
+  return Status(StatusCode::kNotFound,
+                "no committed global checkpoint of '" + std::string(rt.program().name) + "' between epochs " +
+                    std::to_string(min_epoch) + " and " + std::to_string(max_epoch) + " in " + directory + " (" +
+                    std::to_string(globals.value().size()) + " committed in all" +
+                    (point.skipped.empty() ? std::string() : ", " + std::to_string(point.skipped.size()) + " unreadable") +
+                    "). Fix: `pkrt checkpoint list " + directory + "` shows them");
+}
+
 }  // namespace
 
 std::uint64_t replay_config_hash(const Program& program, std::span<const std::byte> params,
@@ -531,10 +618,6 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
                         std::to_string(info.global_actors) + " actors): replaying it alone needs the K2K it received. "
                         "Fix: keep the '.k2k' file recorded beside it (pkrt replay finds LOG.k2k)");
     }
-    if (!options.from_checkpoint.empty()) {
-      return Status(StatusCode::kUnsupported, "a rank's log cannot be replayed from a checkpoint yet (multi-rank "
-                                              "checkpoints are global). Fix: replay from the log's start");
-    }
     auto read = read_k2k_log(options.inbound_k2k);
     if (!read.ok()) return read.status();
     const K2KLogShard& s = read->shard;
@@ -545,12 +628,15 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
                         " actors (delay " + std::to_string(s.k2k_delay) + "), not of this log's shard. Fix: pass the "
                         ".k2k file recorded beside this log");
     }
-    // Epoch 0 is the first exchange of a run from its start (init's K2K): a log that starts
-    // elsewhere would leave the replayed grid waiting for an exchange that never comes.
-    if (!read->epochs.empty() && read->epochs.front().epoch != 0) {
+    // Epoch 0 is the first exchange of a run from its start (init's K2K), start + 1 that of a
+    // run restored at `start`: a log that starts elsewhere would leave the replayed grid
+    // waiting for an exchange that never comes.
+    const std::uint64_t first_exchange = info.start_epoch == 0 ? 0 : info.start_epoch + 1;
+    if (!read->epochs.empty() && read->epochs.front().epoch != first_exchange) {
       return Status(StatusCode::kCorruptData, "inbound K2K log '" + options.inbound_k2k + "' starts at epoch " +
-                                                  std::to_string(read->epochs.front().epoch) +
-                                                  ", not 0. Fix: pass the .k2k file recorded beside this log");
+                                                  std::to_string(read->epochs.front().epoch) + ", not " +
+                                                  std::to_string(first_exchange) +
+                                                  ". Fix: pass the .k2k file recorded beside this log");
     }
     // Every message must be deliverable to this shard (else the replay would wait for ever).
     for (const K2KLogEpoch& e : read->epochs) {
@@ -705,34 +791,12 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
   RestorePoint point;
   if (!options.from_checkpoint.empty()) {
     const std::string where = "--from-checkpoint " + options.from_checkpoint + ": ";
-    auto store = FileCheckpointStore::open(options.from_checkpoint);
-    if (!store.ok()) return store.status();
-    RestoreQuery query;
-    query.fingerprint = checkpoint_fingerprint(*rt);
-    query.match_inputs = false;  // the log re-injects the recorded commands itself
-    // The newest committed set with at least one complete epoch after it to compare.
-    query.max_epoch = end > 0 ? end - 1 : 0;
-    auto found = find_restore_point(*store.value(), query);
-    if (!found.ok()) {
-      // When every committed set is past the log's horizon, say so.
-      std::optional<std::uint64_t> newest_past;
-      bool any_within = false;
-      if (auto sets = scan_checkpoint_sets(*store.value()); sets.ok()) {
-        for (const CheckpointSetRecord& set : sets.value()) {
-          if (!set.status.ok() || set.manifest.fingerprint.app != info.app) continue;
-          if (set.manifest.epoch >= end) newest_past = std::max(newest_past.value_or(0), set.manifest.epoch);
-          else any_within = true;
-        }
-      }
-      if (newest_past && !any_within) {
-        return Status(StatusCode::kFailedPrecondition,
-                      where + "its newest checkpoint (epoch " + std::to_string(*newest_past) +
-                          ") is at or past the log's last complete epoch " + std::to_string(end) +
-                          " and none lies within the log (" + found.status().message() +
-                          "). Fix: keep older checkpoints or record a longer log");
-      }
-      return Status(found.status().code(), where + found.status().message());
-    }
+    // One rank's log: its actors' images come from a global checkpoint.
+    Result<RestorePoint> found =
+        inbound ? find_global_restore_point(options.from_checkpoint, *rt, inbound->shard, info.start_epoch,
+                                            end > 0 ? end - 1 : 0)
+                : find_set_restore_point(options.from_checkpoint, *rt, info.app, end);
+    if (!found.ok()) return Status(found.status().code(), where + found.status().message());
     point = std::move(found.value());
     for (const std::string& skipped : point.skipped)
       result.notes.push_back(where + "passed over the " + skipped);

@@ -401,29 +401,51 @@ TEST(ShardedRuntime, RanksWithNothingForEachOtherExchangeNoMessages) {
 // Each rank records its replay log and the K2K it received; one rank is then replayed alone
 // (no MPI: its inbound K2K comes from the log). A changed halo in that log makes the replay
 // diverge after it, which shows the replay really runs on what the log delivers.
+// Records heat2d (D = 2, digests every 5 epochs) on `ranks` ranks through epoch 40: rank r's
+// replay log in dir/rank<r>.log, its inbound K2K beside it; with `checkpoints`, a global
+// checkpoint there at each epoch of `checkpoint_at`.
+void record_ranks(int ranks, const std::string& dir, const std::string& checkpoints = {},
+                  std::vector<std::uint64_t> checkpoint_at = {}) {
+  const Heat2d::Params p = field(kActors);
+  on_first_ranks(ranks, [&](MPI_Comm comm) {
+    int r = 0;
+    MPI_Comm_rank(comm, &r);
+    ShardOptions o = options(2);
+    std::shared_ptr<ReplayLogWriter> log;
+    if (!dir.empty()) {
+      const std::string path = dir + "/rank" + std::to_string(r) + ".log";
+      auto writer = ReplayLogWriter::create(path);
+      ASSERT_TRUE(writer.ok()) << writer.status().to_string();
+      log = std::move(writer.value());
+      o.runtime.replay_log = log;
+      o.k2k_log = k2k_log_path(path);
+    }
+    o.runtime.digest_period = 5;
+    auto created = ShardedRuntime::create(comm, examples::heat2d_program(), p, o);
+    ASSERT_TRUE(created.ok()) << created.status().to_string();
+    ShardedRuntime& shard = *created.value();
+    if (!checkpoints.empty()) {
+      GlobalCheckpointOptions co;
+      co.directory = checkpoints;
+      ASSERT_TRUE(shard.enable_checkpoints(co).ok());
+    }
+    inject(shard, p, 1);
+    ASSERT_TRUE(shard.start().ok());
+    for (std::uint64_t at : checkpoint_at) {
+      ASSERT_TRUE(shard.run_until(at).ok());
+      auto taken = shard.checkpoint();
+      ASSERT_TRUE(taken.ok()) << taken.status().to_string();
+    }
+    ASSERT_TRUE(shard.run_until(40).ok());
+    ASSERT_TRUE(shard.shutdown().ok());
+    if (log) ASSERT_TRUE(log->close().ok());
+  });
+}
+
 TEST(ShardedRuntime, ARankReplaysAloneFromItsLogsAndATamperedHaloDiverges) {
   ASSERT_GE(world_size(), 3);
   const std::string dir = fresh_dir("replay");
-  const Heat2d::Params p = field(kActors);
-  on_first_ranks(3, [&](MPI_Comm comm) {
-    int r = 0;
-    MPI_Comm_rank(comm, &r);
-    const std::string path = dir + "/rank" + std::to_string(r) + ".log";
-    auto writer = ReplayLogWriter::create(path);
-    ASSERT_TRUE(writer.ok()) << writer.status().to_string();
-    std::shared_ptr<ReplayLogWriter> log = std::move(writer.value());
-    ShardOptions o = options(2);
-    o.runtime.replay_log = log;
-    o.runtime.digest_period = 5;
-    o.k2k_log = k2k_log_path(path);
-    auto created = ShardedRuntime::create(comm, examples::heat2d_program(), p, o);
-    ASSERT_TRUE(created.ok()) << created.status().to_string();
-    inject(*created.value(), p, 1);
-    ASSERT_TRUE(created.value()->start().ok());
-    ASSERT_TRUE(created.value()->run_until(40).ok());
-    ASSERT_TRUE(created.value()->shutdown().ok());
-    ASSERT_TRUE(log->close().ok());
-  });
+  record_ranks(3, dir);
   if (world_rank() == 0) {
     const std::string path = dir + "/rank1.log";
     auto log = read_replay_log(path);
@@ -481,6 +503,44 @@ TEST(ShardedRuntime, ARankReplaysAloneFromItsLogsAndATamperedHaloDiverges) {
                           std::to_string(local) + ") of rank 1 of 3"),
               std::string::npos)
         << report;
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// A rank's log replays from a global checkpoint within it, whatever rank count wrote the
+// checkpoint (heat2d's results do not depend on it): the images of the rank's actors come
+// from the sets of the ranks that ran them, the inbound K2K after the cut from its log.
+TEST(ShardedRuntime, ARankReplaysAloneFromAGlobalCheckpointOfAnyRankCount) {
+  ASSERT_GE(world_size(), 3);
+  const std::string dir = fresh_dir("replay_global");
+  const std::string own = fresh_dir("replay_global_own"), other = fresh_dir("replay_global_other");
+  const std::string empty = fresh_dir("replay_global_none");
+  record_ranks(3, dir, own, {20});
+  record_ranks(2, {}, other, {15, 25});
+  if (world_rank() == 0) {
+    const std::string path = dir + "/rank1.log";
+    auto log = read_replay_log(path);
+    ASSERT_TRUE(log.ok()) << log.status().to_string();
+    const Program* programs[] = {&examples::heat2d_program()};
+    for (const auto& [checkpoints, epoch] : {std::pair{own, 20u}, std::pair{other, 25u}}) {
+      ReplayOptions o;
+      o.inbound_k2k = k2k_log_path(path);
+      o.from_checkpoint = checkpoints;
+      auto replayed = replay_log(log.value(), programs, o);
+      ASSERT_TRUE(replayed.ok()) << replayed.status().to_string();
+      EXPECT_TRUE(replayed->from_checkpoint);
+      EXPECT_EQ(replayed->start_epoch, epoch) << checkpoints;
+      EXPECT_EQ(replayed->end_epoch, 40u);
+      EXPECT_TRUE(replayed->identical) << format_replay_report(replayed.value());
+      EXPECT_GT(replayed->observations_compared, 0u);
+    }
+    // A directory without a global checkpoint: refused, saying where to look.
+    ReplayOptions wrong;
+    wrong.inbound_k2k = k2k_log_path(path);
+    wrong.from_checkpoint = empty;
+    auto none = replay_log(log.value(), programs, wrong);
+    EXPECT_EQ(none.status().code(), StatusCode::kNotFound) << none.status().to_string();
+    EXPECT_NE(none.status().message().find("pkrt checkpoint list"), std::string::npos) << none.status().to_string();
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }

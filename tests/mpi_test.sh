@@ -7,7 +7,8 @@
 #   3. a rank killed mid-run stops the whole job within seconds, and the report names it;
 #   4. coordinated checkpoints restore on other rank counts, survive a killed rank, and a
 #      damaged member breaks its global checkpoint;
-#   5. each rank's replay log (and the K2K it received) replays that rank alone, identical.
+#   5. each rank's replay log (and the K2K it received) replays that rank alone, identical,
+#      from its start or from a global checkpoint (of any rank count).
 # Run by the default suite only: the sanitizer suites exercise the same exchange through the
 # in-process shards of tests/k2k_shard_test.cpp (running sanitized binaries under mpirun was
 # not tried).
@@ -88,6 +89,16 @@ for np in 2 3; do
   [ "$(checksum_of "r$np.json")" = "${single[1]}" ] || fail "4 -> $np ranks from epoch 40: $(checksum_of "r$np.json")"
   echo "ok: a global checkpoint of 4 ranks restored on $np ranks ends with ${single[1]}"
 done
+# A rank's log replays from a global checkpoint, here one written by 4 ranks for a 3-rank
+# recording of the same run (results do not depend on the rank count): alone, and all ranks
+# under mpirun.
+"${mpirun[@]}" -np 3 "$pkrt" "${common[@]}" --threads 1 --replay-log rlc >rlc.json 2>rlc.err || fail "recording rlc: $(cat rlc.err)"
+"$pkrt" replay rlc.rank1 --from-checkpoint ck4 >rlc1.out 2>&1 || fail "replay of rank 1 from ck4: exit $? $(cat rlc1.out)"
+expect_in rlc1.out "from the checkpoint at epoch 40" "replay of rank 1 from ck4"
+expect_in rlc1.out "verdict: identical" "replay of rank 1 from ck4"
+"${mpirun[@]}" -np 3 "$pkrt" replay rlc --from-checkpoint ck4 >rlc_mpi.out 2>&1 || fail "mpirun replay from ck4: $(cat rlc_mpi.out)"
+[ "$(grep -c 'identical through epoch 60' rlc_mpi.out)" -eq 3 ] || fail "mpirun replay from ck4: $(cat rlc_mpi.out)"
+echo "ok: a 3-rank recording replays rank by rank from a global checkpoint of 4 ranks (epoch 40), identical"
 # The same run twice into one directory (keep 1): the second final checkpoint lands on the
 # epoch of the first; each global checkpoint names its own sets, so the first stays whole until
 # the second is committed, and the directory ends whole and restorable.

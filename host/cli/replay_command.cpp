@@ -124,7 +124,8 @@ void add_replay_command(CLI::App& app, ReplayOptions& o) {
   cmd->add_option("--chaos", o.chaos, "CPU chaos mode for the replay, with this seed")
       ->check(CLI::Range(std::int64_t{0}, std::numeric_limits<std::int64_t>::max()));
   cmd->add_option("--from-checkpoint", o.from_checkpoint,
-                  "Start from the newest complete checkpoint in this directory (within the log) instead of the log's start");
+                  "Start from the newest complete checkpoint in this directory (within the log) instead of the log's "
+                  "start; for one rank's log, the run's global checkpoint directory (any rank count)");
   cmd->add_option("--record-to", o.record_to, "Keep the replay's own log in this file");
   cmd->add_option("--context", o.context, "Recorded commands listed before a divergence")->capture_default_str();
   cmd->add_flag("--json", o.json, "Print the verdict as JSON on stdout");

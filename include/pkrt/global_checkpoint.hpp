@@ -16,15 +16,23 @@
 //   the file and the field. It never crashes (fuzzed: tests/fuzz).
 // - Global checkpoints are ordered by sequence (assigned by rank 0, increasing across runs
 //   sharing a directory), like sets.
-// - Thread safety: pure functions.
+// - Reading for a restore (read_global_checkpoint) verifies every rank set it reads against
+//   the global manifest (its manifest's CRC) and every member through its delta chain, as a
+//   single runtime's restore does; it reads only the sets that hold the requested actors (and
+//   the queued commands, when asked for).
+// - Thread safety: pure functions (the readers only read files).
 #pragma once
 
+#include <pkrt/checkpoint_set.hpp>
+#include <pkrt/command.hpp>
 #include <pkrt/status.hpp>
 
 #include <cstddef>
 #include <cstdint>
+#include <optional>
 #include <span>
 #include <string>
+#include <utility>
 #include <vector>
 
 namespace pkrt {
@@ -65,5 +73,42 @@ std::string global_manifest_name(const std::string& app, std::uint64_t epoch);
 std::string rank_checkpoint_dir(std::uint32_t rank, std::uint32_t ranks, std::span<const std::uint32_t> global_ids);
 // The local index of every global actor in `owner` (its position among its rank's actors).
 std::vector<std::uint32_t> global_local_indices(std::span<const std::uint32_t> owner, std::uint32_t ranks);
+
+// A directory's committed global checkpoints of `app`, oldest first (by sequence), each with
+// its manifest's file name. A damaged manifest is not listed (it commits nothing); one that
+// cannot be read (other than gone meanwhile) is an error, so that callers pinning the sets
+// of the listed ones never drop a checkpoint they could not see.
+using GlobalCheckpointList = std::vector<std::pair<std::string, GlobalCheckpointManifest>>;
+Result<GlobalCheckpointList> list_global_checkpoints(const std::string& directory, const std::string& app);
+
+// What a runtime restoring some actors from a global checkpoint expects of it (compared
+// field by field; a difference is kInvalidArgument naming the field and the fix).
+struct GlobalRestoreRequest {
+  std::string app;
+  std::vector<std::byte> params;
+  std::uint32_t global_actors = 0;
+  std::uint32_t k2k_delay = 1;
+  std::uint64_t image_bytes = 0;
+  std::uint32_t chunk_bytes = 0;
+  // The actors to read, global ids ascending (a rank's ActorPartition::actors_of).
+  std::vector<std::uint32_t> global_ids;
+  // Compared with every set's recorded inputs when set (a replay re-injects its commands and
+  // does not compare them).
+  std::optional<RunInputs> inputs;
+  // Also collect the commands queued at the cut for these actors.
+  bool queued_commands = true;
+};
+
+struct GlobalRestoreData {
+  std::uint64_t epoch = 0;
+  std::vector<std::vector<std::byte>> images;  // by position in GlobalRestoreRequest::global_ids
+  std::vector<Command> queued;                 // Command::actor is a global id; in the cut's order per rank
+};
+
+// Reads global checkpoint `name` of `directory` for `request`: checks the manifest against
+// it, then reads each requested actor's image from the set of the rank that ran it (whatever
+// rank count wrote it).
+Result<GlobalRestoreData> read_global_checkpoint(const std::string& directory, const std::string& name,
+                                                 const GlobalRestoreRequest& request);
 
 }  // namespace pkrt

@@ -243,9 +243,6 @@ class ShardedRuntime {
   std::unique_ptr<CheckpointManager> manager_;
   std::uint64_t next_global_sequence_ = 1;  // rank 0
   std::vector<std::uint64_t> pins_;          // rank 0: epochs of the committed global checkpoints kept
-  // This app's global checkpoints in `directory`, newest last. A manifest that cannot be read
-  // (other than gone) is an error, not an absence: its sets must not lose their pins.
-  Result<std::vector<std::pair<std::string, GlobalCheckpointManifest>>> scan_globals(const std::string& directory) const;
   // Rank 0's pins, broadcast and set in this rank's manager.
   void share_pins();
   // Rank 0's result broadcast to every rank: ok, or its failure.
