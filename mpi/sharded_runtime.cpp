@@ -400,6 +400,7 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
   } mine{static_cast<int>(failure.code()), me}, worst{0, 0};
   MPI_Request consensus = MPI_REQUEST_NULL;
   bool joined = false;
+  int duplicate = -1;  // a peer that sent two messages for this epoch (a bug: reported)
   const auto deadline = started + timeout_;
   for (std::uint32_t polls = 0;; ++polls) {
     int flag = 0;
@@ -409,11 +410,17 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
     if (flag != 0) {
       int count = 0;
       MPI_Get_count(&status, MPI_BYTE, &count);
-      std::vector<std::byte>& buf = incoming[status.MPI_SOURCE];
-      buf.resize(static_cast<std::size_t>(count));
+      auto [at, fresh] = incoming.try_emplace(status.MPI_SOURCE);
+      std::vector<std::byte>* buf = &at->second;
+      if (!fresh) {
+        // Received aside (the first one's buffer has a receive in flight), then reported.
+        duplicate = status.MPI_SOURCE;
+        buf = &abandoned_.emplace_back();
+      }
+      buf->resize(static_cast<std::size_t>(count));
       receives.emplace_back();
       receive_peer.push_back(status.MPI_SOURCE);
-      MPI_Imrecv(buf.data(), count, MPI_BYTE, &message, &receives.back());
+      MPI_Imrecv(buf->data(), count, MPI_BYTE, &message, &receives.back());
       polls = 0;
       continue;
     }
@@ -468,6 +475,10 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
     return agree(failure, "the exchange of epoch " + std::to_string(epoch));
   }
   told_peers_ = false;
+  if (duplicate >= 0) {
+    return Status(StatusCode::kInternal, "rank " + std::to_string(duplicate) + " sent rank " + std::to_string(me) +
+                                             " two messages at the exchange of epoch " + std::to_string(epoch));
+  }
   stats_.commands_forwarded += forward_.size();
   forward_.clear();  // every owner has them
 
@@ -559,7 +570,8 @@ Status ShardedRuntime::unpack_incoming(std::uint64_t epoch, int peer, std::span<
   const std::uint64_t payload_at = records_at + h.messages * sizeof(K2KTransfer);
   const std::uint64_t commands_at = payload_at + h.bytes;
   const std::uint64_t replies_at = commands_at + std::uint64_t{h.commands} * sizeof(WireCommand);
-  if (h.messages > buf.size() || h.bytes > buf.size() || replies_at + h.reply_bytes != buf.size())
+  if (h.messages > buf.size() || h.bytes > buf.size() || h.reply_bytes > buf.size() ||
+      replies_at + h.reply_bytes != buf.size())
     return bad("a message whose header does not match its size");
   // Forwarded host commands, posted (sent) before the delivery opens the epochs they apply in.
   for (std::uint32_t i = 0; i < h.commands; ++i) {
