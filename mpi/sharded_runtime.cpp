@@ -685,7 +685,12 @@ Status ShardedRuntime::run_until(std::uint64_t epoch) {
   // Every rank returns the same outcome: a rank whose grid failed after the last exchange
   // (or before it could tell) is named to the others here.
   result = agree(result, "run_until(" + std::to_string(epoch) + ")");
-  if (result.ok()) parked_at_ = epoch;
+  if (result.ok()) {
+    parked_at_ = epoch;
+    // One rank has no exchange, but the same apply-epoch rules (earliest_remote_apply_epoch),
+    // so that code written for any rank count behaves alike on one.
+    if (!exchanges_) next_exchange_ = std::max(next_exchange_, epoch + 1);
+  }
   if (!result.ok()) {
     fail(result);
     local_->shutdown().ignore();

@@ -1,6 +1,8 @@
 # Installs pkrt into a scratch prefix, then configures, builds and runs examples/standalone
 # against it with find_package(pkrt), as a user's application would.
-# Inputs: PKRT_BUILD_DIR, PKRT_SOURCE_DIR, WORK_DIR, CUDA_COMPILER (may be empty).
+# With MPI (MPIRUN set and the package has pkrt::mpi), also counter_mpi under mpirun -np 1, 2
+# and 3.
+# Inputs: PKRT_BUILD_DIR, PKRT_SOURCE_DIR, WORK_DIR, CUDA_COMPILER and MPIRUN (may be empty).
 file(REMOVE_RECURSE "${WORK_DIR}")
 execute_process(COMMAND ${CMAKE_COMMAND} --install "${PKRT_BUILD_DIR}" --prefix "${WORK_DIR}/prefix"
                 RESULT_VARIABLE rc OUTPUT_QUIET)
@@ -26,3 +28,17 @@ message("${out}${err}")
 if(NOT rc EQUAL 0)
   message(FATAL_ERROR "counter_app failed (${rc})")
 endif()
+if(MPIRUN AND EXISTS "${WORK_DIR}/build/counter_mpi")
+  # One rank (no exchange), an even and an uneven split of the 8 counters.
+  foreach(ranks 1 2 3)
+    execute_process(COMMAND "${MPIRUN}" --oversubscribe --allow-run-as-root -np ${ranks} "${WORK_DIR}/build/counter_mpi"
+                    RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 300)
+    message("${out}${err}")
+    if(NOT rc EQUAL 0 OR NOT out MATCHES "counter_mpi: ${ranks} ranks, 8 counters at 303 after epoch 101: ok")
+      message(FATAL_ERROR "counter_mpi under mpirun -np ${ranks} failed (${rc})")
+    endif()
+  endforeach()
+elseif(MPIRUN)
+  message(FATAL_ERROR "pkrt was built with MPI but counter_mpi was not built against the installed package")
+endif()
+message("standalone: all checks passed")
