@@ -77,6 +77,14 @@ rc=$?
 [ "$rc" -eq 2 ] || fail "5 ranks for 4 actors: exit $rc, wanted 2 $(cat toomany.err)"
 expect_in toomany.err "Fix: run with mpirun -np 4 or fewer" "5 ranks for 4 actors"
 echo "ok: more ranks than actors exits 2 with the fix"
+# A bad --grid: refused on every rank like a single process refuses it (one parser).
+for g in 96x64junk 0x5 12x; do
+  timeout 60 "${mpirun[@]}" -np 2 "$pkrt" run --app heat2d --grid "$g" --epochs 5 --quiet >badgrid.out 2>badgrid.err
+  rc=$?
+  [ "$rc" -eq 2 ] || fail "--grid $g over 2 ranks: exit $rc, wanted 2 $(cat badgrid.err)"
+  expect_in badgrid.err "is not WIDTHxHEIGHT. Fix: e.g. --grid 256x256" "--grid $g over 2 ranks"
+done
+echo "ok: a bad --grid over ranks exits 2 with the fix"
 
 # Coordinated checkpoints: 4 ranks write, 2 and 3 ranks restore and end like the straight run.
 "${mpirun[@]}" -np 4 "$pkrt" "${common[@]}" --threads 1 --checkpoint-dir ck4 --checkpoint-every 20 >ck4.json 2>ck4.err ||

@@ -89,6 +89,9 @@ int run_command(const RunOptions& opts);
 // epoch so none waits behind a later one in a ring: the same on any rank count.
 std::vector<examples::Heat2dScheduledInjection> heat2d_injection_schedule(const RunOptions& opts,
                                                                         const examples::Heat2d::Params& params);
+// heat2d's Params from `pkrt run`'s flags (--grid, --actors, --seed, --stats-every), or the
+// bad flag and its fix.
+Result<examples::Heat2d::Params> heat2d_params_from_flags(const RunOptions& opts);
 // The runtime options `pkrt run` derives from its flags (no replay log).
 RuntimeOptions run_runtime_options(const RunOptions& opts, BackendKind backend);
 // Whether this process is one rank of an mpirun launch of more than one rank.

@@ -184,6 +184,23 @@ std::vector<examples::Heat2dScheduledInjection> heat2d_injection_schedule(const 
   return injections;
 }
 
+Result<examples::Heat2d::Params> heat2d_params_from_flags(const RunOptions& o) {
+  auto grid = parse_grid(o.grid);
+  if (!grid.ok()) return grid.status();
+  examples::Heat2d::Params p;
+  p.width = grid->first;
+  p.height = grid->second;
+  p.seed = o.seed;
+  p.stats_every = o.stats_every;
+  examples::heat2d_choose_tiles(p, o.actors);
+  if (p.tiles_x > p.width || p.tiles_y > p.height) {
+    return Status(StatusCode::kInvalidArgument,
+                  std::to_string(o.actors) + " actors cannot tile a " + o.grid +
+                      " grid (tiles would be empty). Fix: use fewer --actors or a larger --grid");
+  }
+  return p;
+}
+
 RuntimeOptions run_runtime_options(const RunOptions& o, BackendKind backend) {
   RuntimeOptions ro;
   ro.chaos = o.chaos >= 0;
@@ -460,19 +477,9 @@ std::string describe_heat2d_params(std::span<const std::byte> bytes) {
 
 Status run_heat2d(const RunOptions& o, BackendKind backend, const ReplayLogSession& log, RunSummary& sum,
                   ProgressLine& progress, StopCondition& stop) {
-  auto grid = parse_grid(o.grid);
-  if (!grid.ok()) return grid.status();
-  examples::Heat2d::Params p;
-  p.width = grid->first;
-  p.height = grid->second;
-  p.seed = o.seed;
-  p.stats_every = o.stats_every;
-  examples::heat2d_choose_tiles(p, o.actors);
-  if (p.tiles_x > p.width || p.tiles_y > p.height) {
-    return Status(StatusCode::kInvalidArgument,
-                  std::to_string(o.actors) + " actors cannot tile a " + o.grid +
-                      " grid (tiles would be empty). Fix: use fewer --actors or a larger --grid");
-  }
+  auto params = heat2d_params_from_flags(o);
+  if (!params.ok()) return params.status();
+  const examples::Heat2d::Params& p = params.value();
   if (o.injections > o.ring_capacity / 2) {
     return Status(StatusCode::kInvalidArgument,
                   "--injections " + std::to_string(o.injections) + " exceeds half the ring capacity (" +

@@ -111,21 +111,10 @@ Status run_heat2d_ranks(const RunOptions& o, MpiRunSummary& sum, int rank, int s
                                                     " actors would leave ranks without actors. Fix: run with mpirun -np " +
                                                     std::to_string(o.actors) + " or fewer, or more --actors");
   }
-  examples::Heat2d::Params p;
-  const auto x = o.grid.find('x');
-  try {
-    p.width = static_cast<std::uint32_t>(std::stoul(o.grid.substr(0, x)));
-    p.height = static_cast<std::uint32_t>(std::stoul(o.grid.substr(x + 1)));
-  } catch (const std::exception&) {
-    return Status(StatusCode::kInvalidArgument, "--grid '" + o.grid + "' is not WIDTHxHEIGHT. Fix: e.g. --grid 256x256");
-  }
-  p.seed = o.seed;
+  auto params = heat2d_params_from_flags(o);
+  if (!params.ok()) return params.status();
+  examples::Heat2d::Params p = params.value();
   p.stats_every = 0;  // statistics events would surface on each rank alone
-  examples::heat2d_choose_tiles(p, o.actors);
-  if (p.tiles_x > p.width || p.tiles_y > p.height || x == std::string::npos) {
-    return Status(StatusCode::kInvalidArgument, std::to_string(o.actors) + " actors cannot tile a " + o.grid +
-                                                    " grid. Fix: use fewer --actors or a larger --grid");
-  }
   mpi::ShardOptions so;
   so.runtime = run_runtime_options(o, backend.value());
   // --replay-log FILE: each rank records FILE.rank<r> and, beside it, the K2K it receives
