@@ -315,13 +315,18 @@ Status ShardedRuntime::post(std::uint32_t actor, std::uint16_t opcode, const voi
                             std::uint64_t apply_epoch) {
   PKRT_RETURN_IF_ERROR(check_command(actor, data, bytes, apply_epoch));
   if (owns(actor)) return local_->post(local_index(actor), opcode, data, bytes, apply_epoch);
-  ForwardedCommand f;
+  forward(actor, opcode, data, bytes, apply_epoch, 0);
+  return Status();
+}
+
+void ShardedRuntime::forward(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+                             std::uint64_t apply_epoch, std::uint64_t reply_token) {
+  ForwardedCommand& f = forward_.emplace_back();
   f.command.actor = actor;
   f.command.opcode = opcode;
   f.command.apply_epoch = apply_epoch;
   if (bytes > 0) std::memcpy(f.command.data.data(), data, bytes);
-  forward_.push_back(f);
-  return Status();
+  f.reply_token = reply_token;
 }
 
 ReplyFuture ShardedRuntime::send(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
@@ -346,13 +351,7 @@ ReplyFuture ShardedRuntime::send(std::uint32_t actor, std::uint16_t opcode, cons
     });
     return future;
   }
-  ForwardedCommand f;
-  f.command.actor = actor;
-  f.command.opcode = opcode;
-  f.command.apply_epoch = apply_epoch;
-  if (bytes > 0) std::memcpy(f.command.data.data(), data, bytes);
-  f.reply_token = token;
-  forward_.push_back(f);
+  forward(actor, opcode, data, bytes, apply_epoch, token);
   return future;
 }
 

@@ -272,6 +272,9 @@ class ShardedRuntime {
     Command command;
     std::uint64_t reply_token = 0;
   };
+  // Queues a checked command for another rank's actor, for the next exchange.
+  void forward(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+               std::uint64_t apply_epoch, std::uint64_t reply_token);
   // A forwarded send this rank applies: its reply goes back to `origin` with the exchange of
   // `apply_epoch`.
   struct AwaitedReply {
