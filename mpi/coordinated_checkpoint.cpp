@@ -64,6 +64,7 @@ void ShardedRuntime::share_pins() {
 
 Status ShardedRuntime::enable_checkpoints(const GlobalCheckpointOptions& options) {
   PKRT_RETURN_IF_ERROR(failed_);
+  PKRT_RETURN_IF_ERROR(lost_);
   Status st;
   if (options.directory.empty()) {
     st = Status(StatusCode::kInvalidArgument, "no checkpoint directory. Fix: set GlobalCheckpointOptions::directory");
@@ -128,6 +129,7 @@ Status ShardedRuntime::enable_checkpoints(const GlobalCheckpointOptions& options
 
 Result<std::uint64_t> ShardedRuntime::checkpoint() {
   PKRT_RETURN_IF_ERROR(failed_);
+  PKRT_RETURN_IF_ERROR(lost_);
   if (!manager_) {
     return Status(StatusCode::kFailedPrecondition,
                   "checkpoint() before enable_checkpoints(). Fix: enable checkpoints on every rank first");
@@ -256,6 +258,7 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
 Result<std::uint64_t> ShardedRuntime::restore(const std::string& directory, std::optional<std::uint64_t> epoch,
                                               const RunInputs& inputs) {
   PKRT_RETURN_IF_ERROR(failed_);
+  PKRT_RETURN_IF_ERROR(lost_);
   // Commands forwarded before a restore were aimed at epochs of the run being replaced.
   std::uint64_t forwarding = forward_.size(), forwarded = 0;
   MPI_Allreduce(&forwarding, &forwarded, 1, MPI_UINT64_T, MPI_SUM, comm_);

@@ -28,7 +28,8 @@ inline std::string rank_list(const std::vector<int>& ranks) {
 }
 
 // Waits for every request (MPI_Testall, yielding, then sleeping briefly: ranks may share
-// cores). On timeout cancels what is left and names the peers whose requests did not finish.
+// cores). On timeout names the peers whose requests did not finish and leaves the requests
+// pending (see the loop's end): the caller aborts the job or makes no further MPI call on them.
 inline Status wait_all(std::vector<MPI_Request>& requests, const std::vector<int>& peer_of, std::chrono::milliseconds timeout,
                 const std::string& what) {
   const auto deadline = std::chrono::steady_clock::now() + timeout;

@@ -37,6 +37,7 @@
 #include <cstdio>
 #include <cstring>
 #include <future>
+#include <limits>
 #include <map>
 #include <thread>
 
@@ -143,7 +144,13 @@ ShardedRuntime::ShardedRuntime(MPI_Comm comm, RankContext context, ActorPartitio
     : comm_(comm), context_(context), partition_(std::move(partition)), timeout_(timeout) {}
 
 Status ShardedRuntime::peers_lost(const Status& timeout) {
-  if (timeout.code() != StatusCode::kTimeout || !abort_on_lost_peer_) return timeout;
+  if (timeout.code() != StatusCode::kTimeout) return timeout;
+  if (!abort_on_lost_peer_) {
+    // Requests on comm_ are left pending (their buffers are members or abandoned_): no
+    // collective may follow on it, so every later call returns this, and comm_ is not freed.
+    lost_ = timeout;
+    return timeout;
+  }
   std::fprintf(stderr, "pkrt: rank %d: %s\npkrt: rank %d: aborting the job (MPI_Abort): ranks that stopped answering "
                        "cannot be waited for, and the others would wait for ever\n",
                context_.rank, timeout.message().c_str(), context_.rank);
@@ -161,7 +168,8 @@ ShardedRuntime::~ShardedRuntime() {
     fail_pending_replies(Status(StatusCode::kAborted, "the ShardedRuntime was destroyed before the reply came back"));
     replies_->release_runtime_reference();
   }
-  if (comm_ != MPI_COMM_NULL) MPI_Comm_free(&comm_);
+  // After a lost peer, requests may still be pending on comm_: it is left to MPI_Finalize.
+  if (comm_ != MPI_COMM_NULL && lost_.ok()) MPI_Comm_free(&comm_);
 }
 
 void ShardedRuntime::fail(const Status& status) {
@@ -250,6 +258,7 @@ bool ShardedRuntime::owns(std::uint32_t global_actor) const {
 
 Status ShardedRuntime::start() {
   PKRT_RETURN_IF_ERROR(failed_);
+  PKRT_RETURN_IF_ERROR(lost_);
   // The grid parks at its start epoch (after init) until run_until asks for more: a grid
   // without a target runs freely (a single rank is not gated by any exchange) and could pass
   // the epoch the caller is about to ask for.
@@ -263,10 +272,13 @@ Status ShardedRuntime::start() {
 }
 
 Status ShardedRuntime::agree(const Status& mine, const std::string& what) {
-  const int code = static_cast<int>(mine.code());
-  std::vector<int> codes(static_cast<std::size_t>(context_.size));
+  PKRT_RETURN_IF_ERROR(lost_);
+  // Members: a timeout leaves the request pending on them (see peers_lost).
+  agree_code_ = static_cast<int>(mine.code());
+  std::vector<int>& codes = agree_codes_;
+  codes.assign(static_cast<std::size_t>(context_.size), 0);
   MPI_Request request = MPI_REQUEST_NULL;
-  MPI_Iallgather(&code, 1, MPI_INT, codes.data(), 1, MPI_INT, comm_, &request);
+  MPI_Iallgather(&agree_code_, 1, MPI_INT, codes.data(), 1, MPI_INT, comm_, &request);
   std::vector<MPI_Request> requests{request};
   // A stuck or dead peer must not hang this rank: the same deadline as an exchange.
   const Status waited = wait_all(requests, std::vector<int>{-1}, timeout_,
@@ -393,14 +405,17 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
   std::map<int, std::vector<std::byte>> incoming;
   std::vector<MPI_Request> receives;
   std::vector<int> receive_peer;
-  struct {
-    int code;
-    int rank;
-  } mine{static_cast<int>(failure.code()), me}, worst{0, 0};
+  // Members: a timeout leaves the all-reduce pending on them (see peers_lost).
+  ConsensusWord& mine = consensus_mine_;
+  ConsensusWord& worst = consensus_worst_;
+  mine = {static_cast<int>(failure.code()), me};
+  worst = {0, 0};
   MPI_Request consensus = MPI_REQUEST_NULL;
   bool joined = false;
   int duplicate = -1;  // a peer that sent two messages for this epoch (a bug: reported)
-  const auto deadline = started + timeout_;
+  // From here: packing may have waited for replies (collect_due_replies, at most a quarter
+  // of the timeout), which must not eat into the wait for the peers.
+  const auto deadline = std::chrono::steady_clock::now() + timeout_;
   for (std::uint32_t polls = 0;; ++polls) {
     int flag = 0;
     MPI_Message message = MPI_MESSAGE_NULL;
@@ -409,6 +424,9 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
     if (flag != 0) {
       int count = 0;
       MPI_Get_count(&status, MPI_BYTE, &count);
+      // MPI_UNDEFINED (over 2 GiB) cannot come from pkrt (pack_outgoing refuses it): receive it
+      // into nothing, so that MPI reports the truncation instead of a huge resize here.
+      if (count < 0) count = 0;
       auto [at, fresh] = incoming.try_emplace(status.MPI_SOURCE);
       std::vector<std::byte>* buf = &at->second;
       if (!fresh) {
@@ -541,6 +559,15 @@ Status ShardedRuntime::pack_outgoing(std::uint64_t epoch, std::map<int, std::vec
   }
   for (auto& [peer, p] : parts) {
     p.header.epoch = epoch;
+    const std::uint64_t total = sizeof p.header + p.records.size() + p.payload.size() + p.commands.size() + p.replies.size();
+    // One MPI message per peer, counted in int.
+    if (total > static_cast<std::uint64_t>(std::numeric_limits<int>::max())) {
+      return Status(StatusCode::kUnsupported, "epoch " + std::to_string(epoch) + "'s message from rank " +
+                                                  std::to_string(context_.rank) + " to rank " + std::to_string(peer) +
+                                                  " would be " + std::to_string(total) +
+                                                  " bytes (at most 2 GiB per peer and epoch). Fix: more ranks, "
+                                                  "smaller K2K messages, or fewer commands per epoch");
+    }
     std::vector<std::byte>& out = outgoing[peer];
     out.reserve(sizeof p.header + p.records.size() + p.payload.size() + p.commands.size() + p.replies.size());
     append_bytes(out, p.header);
@@ -572,6 +599,19 @@ Status ShardedRuntime::unpack_incoming(std::uint64_t epoch, int peer, std::span<
   if (h.messages > buf.size() || h.bytes > buf.size() || h.reply_bytes > buf.size() ||
       replies_at + h.reply_bytes != buf.size())
     return bad("a message whose header does not match its size");
+  // Each K2K record is for one of our actors, of this epoch, and the payloads add up to this
+  // peer's bytes (deliver_inbound_k2k checks only the sum over all peers).
+  std::uint64_t payload = 0;
+  for (std::uint64_t i = 0; i < h.messages; ++i) {
+    K2KTransfer t;
+    std::memcpy(&t, buf.data() + records_at + i * sizeof t, sizeof t);
+    if (t.epoch != epoch || !owns(t.dst)) {
+      return bad("a K2K message for actor " + std::to_string(t.dst) + " of epoch " + std::to_string(t.epoch) +
+                 " that it does not take");
+    }
+    payload += t.bytes;
+  }
+  if (payload != h.bytes) return bad("K2K records whose payloads do not add up to the message's");
   // Forwarded host commands, posted (sent) before the delivery opens the epochs they apply in.
   for (std::uint32_t i = 0; i < h.commands; ++i) {
     WireCommand c;
@@ -602,7 +642,9 @@ Status ShardedRuntime::unpack_incoming(std::uint64_t epoch, int peer, std::span<
 }
 
 void ShardedRuntime::collect_due_replies(std::uint64_t epoch, std::map<int, std::vector<std::byte>>& out) {
-  const auto deadline = std::chrono::steady_clock::now() + timeout_;
+  // A reply is normally microseconds away (in the K2H ring already); a quarter of the exchange
+  // timeout leaves the peers, which started waiting for this rank, most of theirs.
+  const auto deadline = std::chrono::steady_clock::now() + timeout_ / 4;
   std::size_t kept = 0;
   for (std::size_t i = 0; i < awaited_.size(); ++i) {
     AwaitedReply& a = awaited_[i];
@@ -619,8 +661,8 @@ void ShardedRuntime::collect_due_replies(std::uint64_t epoch, std::map<int, std:
       reply.status = Status(StatusCode::kTimeout,
                             "actor " + std::to_string(a.actor) + " on rank " + std::to_string(context_.rank) +
                                 " applied the command at epoch " + std::to_string(a.apply_epoch) +
-                                " but its reply did not reach the host within " + std::to_string(timeout_.count()) +
-                                " ms. Fix: raise ShardOptions::exchange_timeout");
+                                " but its reply did not reach the host within " + std::to_string((timeout_ / 4).count()) +
+                                " ms (a quarter of the exchange timeout). Fix: raise ShardOptions::exchange_timeout");
       reply.event.opcode = kOpError;
     }
     reply.event.actor = a.actor;
@@ -641,6 +683,15 @@ Status ShardedRuntime::complete_replies(int from, std::span<const std::byte> byt
     at += sizeof w;
     if (bytes.size() - at < w.message_bytes) {
       return Status(StatusCode::kInternal, "rank " + std::to_string(from) + " sent a reply whose message is cut short");
+    }
+    // Only a reply to one of our forwarded sends, from the rank that runs its actor.
+    if (!is_command_request(w.token) || command_request_block(w.token) != kRemoteLane ||
+        w.actor >= partition_.actors() || partition_.owner(w.actor) != static_cast<std::uint32_t>(from) ||
+        w.code > static_cast<std::uint32_t>(StatusCode::kBusy)) {
+      return Status(StatusCode::kInternal, "rank " + std::to_string(from) + " returned a reply (token " +
+                                               std::to_string(w.token) + ", actor " + std::to_string(w.actor) +
+                                               ", code " + std::to_string(w.code) + ") that is not for rank " +
+                                               std::to_string(context_.rank) + "'s forwarded sends");
     }
     Reply reply;
     if (w.code != 0) {
@@ -663,6 +714,7 @@ Status ShardedRuntime::complete_replies(int from, std::span<const std::byte> byt
 
 Status ShardedRuntime::run_until(std::uint64_t epoch) {
   PKRT_RETURN_IF_ERROR(failed_);
+  PKRT_RETURN_IF_ERROR(lost_);
   if (epoch < parked_at_) {
     // Every rank is parked at the same epoch, so every rank refuses alike.
     return Status(StatusCode::kFailedPrecondition, "run_until(" + std::to_string(epoch) + ") but the grids are parked at epoch " +
@@ -698,6 +750,7 @@ Status ShardedRuntime::run_until(std::uint64_t epoch) {
 }
 
 Result<RunTotals> ShardedRuntime::totals() {
+  PKRT_RETURN_IF_ERROR(lost_);
   const RuntimeStats rs = local_->stats();
   std::uint64_t sums[11] = {rs.commands_sent,      rs.events_received,     rs.replies,         rs.errors,
                             rs.posts,              rs.blocks,              stats_.epochs,      stats_.messages_sent,

@@ -228,8 +228,18 @@ class ShardedRuntime {
   ActorPartition partition_;
   std::chrono::milliseconds timeout_;
   bool abort_on_lost_peer_ = true;
-  // A timeout waiting for peers: printed, then MPI_Abort (abort_on_lost_peer), else returned.
+  // A timeout waiting for peers: printed, then MPI_Abort (abort_on_lost_peer), else kept in
+  // lost_ and returned.
   Status peers_lost(const Status& timeout);
+  Status lost_;  // not ok once a peer was lost without aborting: no collective call follows
+  // Buffers of the collectives in flight (members: a lost peer leaves them pending).
+  struct ConsensusWord {
+    int code = 0;
+    int rank = 0;
+  };
+  ConsensusWord consensus_mine_, consensus_worst_;
+  int agree_code_ = 0;
+  std::vector<int> agree_codes_;
   std::unique_ptr<Runtime> local_;
   std::uint64_t next_exchange_ = 0;
   std::uint64_t parked_at_ = 0;  // the epoch the grid parks at (start, then each run_until's)
@@ -291,7 +301,10 @@ class ShardedRuntime {
   std::vector<AwaitedReply> awaited_;
   // The futures send() returned: lane kRemoteLane for forwarded sends (completed by the
   // exchange on the driving thread), kOwnedLane for this rank's actors (completed by
-  // local()'s callback on its pump thread): one completer per lane, as the table requires.
+  // local()'s callback: on its pump thread, inline when the local send fails, or where its
+  // shutdown fails them). Each lane has one regular completer, so window entries are cleared
+  // by one thread; fail_all and the rare other completers race only through the record's
+  // claim (a CAS), which the table allows.
   pkrt::detail::RequestTable* replies_ = nullptr;
   std::uint64_t next_reply_seq_[2] = {1, 1};
   std::unique_ptr<K2KLogWriter> k2k_log_;  // ShardOptions::k2k_log
