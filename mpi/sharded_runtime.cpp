@@ -389,6 +389,7 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
   std::map<int, std::vector<std::byte>> outgoing;
   Status failure = local_failure;
   if (failure.ok()) failure = pack_outgoing(epoch, outgoing);
+  if (!failure.ok()) outgoing.clear();  // a failing rank sends nothing, only its code
 
   // 3. Synchronous sends, then receive whatever comes until every rank has joined the
   //    consensus. Epochs alternate tags: a peer may already send epoch e + 1's message while
@@ -569,7 +570,7 @@ Status ShardedRuntime::pack_outgoing(std::uint64_t epoch, std::map<int, std::vec
                                                   "smaller K2K messages, or fewer commands per epoch");
     }
     std::vector<std::byte>& out = outgoing[peer];
-    out.reserve(sizeof p.header + p.records.size() + p.payload.size() + p.commands.size() + p.replies.size());
+    out.reserve(total);
     append_bytes(out, p.header);
     for (const auto* part : {&p.records, &p.payload, &p.commands, &p.replies}) out.insert(out.end(), part->begin(), part->end());
     stats_.messages_sent += p.header.messages;
