@@ -11,10 +11,6 @@
 namespace pkrt {
 namespace {
 
-bool has_suffix(const std::string& s, const std::string& suffix) {
-  return s.size() > suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
-}
-
 // The queued commands of one rank are at most two rings of 48-byte records per block; this
 // bounds what a damaged file can make a restore allocate.
 constexpr std::uint64_t kMaxQueuedCommandBytes = std::uint64_t{1} << 32;
@@ -77,7 +73,7 @@ Result<GlobalCheckpointList> list_global_checkpoints(const std::string& director
   for (const std::string& name : names.value()) {
     // Only this app's (another app may share the directory: its checkpoints are not ours to
     // count, keep or remove).
-    if (!has_suffix(name, kGlobalManifestSuffix) || name.rfind(app + "-global-", 0) != 0) continue;
+    if (!name.ends_with(kGlobalManifestSuffix) || !name.starts_with(app + "-global-")) continue;
     auto bytes = store.value()->get(name);
     if (!bytes.ok()) {
       if (bytes.status().code() == StatusCode::kNotFound) continue;  // removed meanwhile
@@ -109,6 +105,10 @@ Result<GlobalRestoreData> read_global_checkpoint(const std::string& directory, c
   // global manifest's, every member through its delta chain).
   std::map<std::uint32_t, std::vector<std::uint32_t>> by_old_rank;  // old rank -> indices into wanted_ids
   for (std::uint32_t i = 0; i < wanted_ids.size(); ++i) by_old_rank[g.owner[wanted_ids[i]]].push_back(i);
+  // For the queued commands: each old rank's global ids in its local order, in one pass.
+  std::vector<std::vector<std::uint32_t>> old_ids_of(request.queued_commands ? g.ranks.size() : 0);
+  if (request.queued_commands)
+    for (std::uint32_t a = 0; a < g.global_actors; ++a) old_ids_of[g.owner[a]].push_back(a);
   for (std::uint32_t old = 0; old < g.ranks.size(); ++old) {
     const auto wanted = by_old_rank.find(old);
     if (wanted == by_old_rank.end() && !request.queued_commands) continue;
@@ -159,9 +159,7 @@ Result<GlobalRestoreData> read_global_checkpoint(const std::string& directory, c
       auto commands = decode_queued_commands(state.value(), rk.actors, store.value()->describe(queued_member->file));
       if (!commands.ok()) return commands.status();
       // The old rank's local index -> global id; kept when it is one of ours.
-      std::vector<std::uint32_t> old_ids;
-      for (std::uint32_t a = 0; a < g.global_actors; ++a)
-        if (g.owner[a] == old) old_ids.push_back(a);
+      const std::vector<std::uint32_t>& old_ids = old_ids_of[old];
       for (Command c : commands.value()) {
         if (c.actor >= old_ids.size()) {
           return Status(StatusCode::kCorruptData, "a command queued in " + store.value()->describe(queued_member->file) +
