@@ -206,10 +206,15 @@ Runtime::Impl::PassResult Runtime::Impl::pump_pass() {
       continue;
     }
     pass_locked.push_back(b);
-    Slot slot;
     std::uint32_t n = 0;
-    while (n < kPumpDrainPerRing && lane.consumer.peek(slot)) {
-      pass_records.push_back(k2h_record(b, observed, slot));
+    while (n < kPumpDrainPerRing) {
+      // Read straight into its record (see fill_replay_header).
+      ReplayRecord& record = pass_records.emplace_back();
+      if (!lane.consumer.peek(record.slot)) {
+        pass_records.pop_back();
+        break;
+      }
+      fill_replay_header(record, ReplayDirection::kK2H, b, observed);
       lane.consumer.advance();
       ++n;
     }

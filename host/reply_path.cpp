@@ -137,13 +137,15 @@ bool Runtime::Impl::drain_for_waiter(std::uint32_t block) {
     std::uint32_t n = 0;
     // Relaxed: a label for the records (see complete_epoch).
     const std::uint64_t observed = complete_epoch.load(std::memory_order_relaxed);
-    Slot slot;
-    while (n < kBatch && lane.consumer.peek(slot)) {
-      if (!waiter_may_consume(slot)) {
+    // Each slot is read straight into its record (see fill_replay_header); the header is
+    // needed only by the log.
+    while (n < kBatch && lane.consumer.peek(batch[n].slot)) {
+      if (!waiter_may_consume(batch[n].slot)) {
         pump_needed = true;
         break;
       }
-      batch[n++] = k2h_record(block, observed, slot);
+      if (log) fill_replay_header(batch[n], ReplayDirection::kK2H, block, observed);
+      ++n;
       lane.consumer.advance();
     }
     if (n == 0) break;

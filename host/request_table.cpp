@@ -58,11 +58,6 @@ RequestTable::~RequestTable() {
     delete[] chunks_[c].load(std::memory_order_relaxed);
 }
 
-RequestTable::Record& RequestTable::record(std::uint32_t index) const {
-  // Acquire: pairs with grow()'s release of the chunk pointer (the records are constructed).
-  return chunks_[index / kChunkRecords].load(std::memory_order_acquire)[index % kChunkRecords];
-}
-
 void RequestTable::drop_reference() {
   // Acq_rel: every use of the table by the dropping threads happens before the delete.
   if (references_.fetch_sub(1, std::memory_order_acq_rel) == 1) delete this;
@@ -127,6 +122,40 @@ std::uint32_t RequestTable::allocate() {
       return index;
     }
   }
+}
+
+std::size_t RequestTable::allocate_many(std::uint32_t* out, std::size_t n) {
+  std::size_t got = 0;
+  while (got < n) {
+    // Acquire: pairs with push_free's release CAS (the records' states and links).
+    std::uint64_t head = free_head_.load(std::memory_order_acquire);
+    for (;;) {
+      const auto top = static_cast<std::uint32_t>(head);
+      if (top == 0) break;
+      // Walk up to n - got links from the head. A record is only relinked after it was
+      // popped, which moves the head's tag: if the CAS below succeeds, nothing on the walked
+      // part of the list changed while we read it.
+      std::size_t taken = 0;
+      std::uint32_t link = top;
+      while (link != 0 && got + taken < n) {
+        out[got + taken++] = link - 1;
+        // Relaxed: a stale link only means the tag moved and the CAS fails.
+        link = record(link - 1).next_free.load(std::memory_order_relaxed);
+      }
+      const std::uint64_t desired = (((head >> 32) + 1) << 32) | link;
+      // Acquire (success and failure): as in allocate().
+      if (free_head_.compare_exchange_weak(head, desired, std::memory_order_acquire,
+                                           std::memory_order_acquire)) {
+        // Relaxed: a count; see allocate().
+        references_.fetch_add(static_cast<std::int64_t>(taken), std::memory_order_relaxed);
+        got += taken;
+        break;
+      }
+    }
+    if (got < n && static_cast<std::uint32_t>(free_head_.load(std::memory_order_relaxed)) == 0 && !grow())
+      break;  // Relaxed: only decides whether to grow; grow() re-checks under its mutex.
+  }
+  return got;
 }
 
 void RequestTable::free_record(std::uint32_t index) {

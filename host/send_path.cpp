@@ -15,6 +15,7 @@
 #include <pkrt/detail/futex.hpp>
 
 #include <algorithm>
+#include <cstring>
 
 namespace pkrt {
 namespace {
@@ -29,6 +30,19 @@ Slot make_slot(std::uint16_t opcode, std::uint16_t flags, std::uint32_t actor, c
   slot.header.actor = actor;
   slot.payload = env;
   return slot;
+}
+
+// A batch's command slot, built in place in the batch's buffer rather than in a temporary
+// Slot that is then copied: the copy's 16-byte loads would stall on the temporary's narrow
+// stores (store forwarding fails), which measured as most of publish_batch's own time.
+void build_command_slot(Slot& slot, const Command& c, std::uint16_t flags, std::uint64_t request) {
+  slot.header.seq = 0;
+  slot.header.opcode = c.opcode;
+  slot.header.flags = flags;
+  slot.header.actor = c.actor;
+  slot.payload.epoch = c.apply_epoch;
+  slot.payload.request = request;
+  std::memcpy(slot.payload.data, c.data.data(), kEnvelopeDataBytes);
 }
 
 }  // namespace
@@ -72,8 +86,9 @@ void Runtime::Impl::log_h2k(std::uint32_t b, const Slot* slots, std::uint32_t n)
   const std::uint64_t position = h2k[b].producer.position();
   for (std::uint32_t i = 0; i < n; ++i) {
     ReplayRecord& r = records[i];
-    fill_replay_record(r, ReplayDirection::kH2K, b, observed, slots[i]);
+    r.slot = slots[i];
     r.slot.header.seq = position + i + 1;
+    fill_replay_header(r, ReplayDirection::kH2K, b, observed);
   }
   // Acquire: pairs with start()'s release after it logged the commands sent before it.
   if (!log_begun.load(std::memory_order_acquire)) {
@@ -214,11 +229,18 @@ Status Runtime::Impl::publish_batch(std::span<const Command> commands, ReplyFutu
                           std::to_string(options.num_actors));
     }
   }
-  // Sends: every record first, outside the lanes' mutexes.
-  std::vector<std::uint32_t> indices;
+  // Sends: every record first, outside the lanes' mutexes (a batch of up to kLaneBatch on
+  // the stack, larger ones on the heap).
+  std::uint32_t small_indices[kLaneBatch];
+  std::vector<std::uint32_t> large_indices;
+  std::uint32_t* indices = small_indices;
   if (!post) {
-    indices.resize(n, detail::RequestTable::kNoRecord);
-    for (std::size_t i = 0; i < n; ++i) indices[i] = requests->allocate();
+    if (n > kLaneBatch) {
+      large_indices.resize(n);
+      indices = large_indices.data();
+    }
+    const std::size_t got = requests->allocate_many(indices, n);
+    std::fill(indices + got, indices + n, detail::RequestTable::kNoRecord);
   }
   std::size_t done = 0;         // commands published, in order
   std::uint64_t unannounced = 0;  // published but not yet counted by a doorbell
@@ -252,14 +274,13 @@ Status Runtime::Impl::publish_batch(std::span<const Command> commands, ReplyFutu
                                                       std::to_string(done + built) + " of the batch was not sent");
           break;
         }
-        Envelope env = detail::make_envelope(c.apply_epoch, 0, c.data.data(), kEnvelopeDataBytes);
-        env.request = make_command_request(b, next_command_seq(lane));
+        const std::uint64_t request = make_command_request(b, next_command_seq(lane));
         if (!post) {
           const std::uint32_t index = indices[done + built];
-          replies[done + built] = requests->prepare(index, env.request, c.actor, c.opcode, nullptr);
-          requests->bind(env.request, index);
+          replies[done + built] = requests->prepare(index, request, c.actor, c.opcode, nullptr);
+          requests->bind(request, index);
         }
-        slots[built] = make_slot(c.opcode, post ? kFlagPost : kFlagNone, c.actor, env);
+        build_command_slot(slots[built], c, post ? kFlagPost : kFlagNone, request);
       }
       if (built != 0) {
         publish_locked(b, slots, built);

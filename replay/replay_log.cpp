@@ -5,6 +5,7 @@
 
 #include "host/file_read.hpp"
 #include "host/nvtx.hpp"
+#include "replay/record_crc.hpp"
 
 #include <fcntl.h>
 #include <sys/mman.h>
@@ -55,6 +56,28 @@ inline void stream_record(std::byte* dst, const ReplayRecord& record) {
   std::memcpy(dst, &record, sizeof record);
 #endif
 }
+
+#if PKRT_RECORD_CRC_CLMUL
+// stream_record with the record's CRC computed on the way (AVX-512 + VPCLMULQDQ): each record
+// is loaded once into two 512-bit registers, CRC'd from them, its CRC field set in the
+// register, and streamed out as one whole 128-byte line pair. Also stores each CRC in
+// batch[i].crc, as append_batch documents. The CRC fields must be zero on entry.
+__attribute__((target("avx512f,vpclmulqdq,pclmul,sse4.1"))) void seal_and_stream_records_zmm(
+    std::byte* records, std::uint64_t capacity, ReplayRecord* batch, std::size_t n) {
+  static_assert(offsetof(ReplayRecord, crc) == 15 * sizeof(std::uint32_t) && alignof(ReplayRecord) >= 64);
+  for (std::size_t i = 0; i < n; ++i) {
+    const auto* src = reinterpret_cast<const char*>(&batch[i]);
+    __m512i front = _mm512_load_si512(src);
+    const __m512i back = _mm512_load_si512(src + 64);
+    const std::uint32_t crc = detail::record_crc_zmm(front, back);
+    batch[i].crc = crc;
+    front = _mm512_mask_set1_epi32(front, __mmask16{1} << 15, static_cast<int>(crc));  // dword 15: the crc field
+    std::byte* dst = records + (batch[i].seq % capacity) * kReplayRecordBytes;
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(dst), front);
+    _mm512_stream_si512(reinterpret_cast<__m512i*>(dst + 64), back);
+  }
+}
+#endif
 
 // Store fence: the non-temporal stores of stream_record are globally visible before any
 // later store (the release of the written count in publish_counters, which orders only
@@ -208,11 +231,10 @@ const char* replay_direction_name(ReplayDirection direction) {
 }
 
 std::uint32_t replay_record_crc(const ReplayRecord& record) {
-  // One call over all 128 bytes with the crc field as zero: ISA-L's setup cost is per call,
-  // and two calls (60 + 64 bytes) measured ~4x one.
+  // One pass over all 128 bytes with the crc field as zero (the writer's own path).
   ReplayRecord copy = record;
   copy.crc = 0;
-  return crc32(&copy, sizeof copy);
+  return detail::crc32_fixed128(&copy);
 }
 
 // ---- Writer ---------------------------------------------------------------------------------
@@ -454,10 +476,17 @@ void ReplayLogWriter::append_batch(std::span<ReplayRecord> records) {
       batch[i].time_ns = now;
       batch[i].crc = 0;
     }
-    for (std::size_t i = 0; i < n; ++i) {
-      batch[i].crc = crc32(&batch[i], sizeof(ReplayRecord));  // = replay_record_crc: the field is zero
-      stream_record(impl_->map + kReplayLogHeaderBytes + (batch[i].seq % impl_->capacity) * kReplayRecordBytes,
-                    batch[i]);
+    std::byte* const slots = impl_->map + kReplayLogHeaderBytes;
+#if PKRT_RECORD_CRC_CLMUL
+    if (detail::record_crc_path() == detail::RecordCrcPath::kZmm) {
+      seal_and_stream_records_zmm(slots, impl_->capacity, batch, n);
+    } else
+#endif
+    {
+      for (std::size_t i = 0; i < n; ++i) {
+        batch[i].crc = detail::crc32_fixed128(&batch[i]);  // = replay_record_crc: the field is zero
+        stream_record(slots + (batch[i].seq % impl_->capacity) * kReplayRecordBytes, batch[i]);
+      }
     }
     order_streamed_records();
     impl_->written += n;
@@ -544,7 +573,7 @@ std::optional<std::string> record_problem(std::span<const std::byte> file, std::
   std::memcpy(&out, file.data() + record_offset(seq, capacity), sizeof out);
   const std::uint32_t stored = out.crc;
   out.crc = 0;  // replay_record_crc's definition, without another copy of the record
-  const bool intact = crc32(&out, sizeof out) == stored;
+  const bool intact = detail::crc32_fixed128(&out) == stored;
   out.crc = stored;
   if (!intact) return std::string("CRC mismatch (torn or corrupted)");
   if (out.seq != seq)
