@@ -158,7 +158,7 @@ void Runtime::Impl::handle(const Slot& slot, std::uint32_t block) {
   }();
   if (!snapshot_refused &&
       (opcode == kOpAckRange || ((slot.header.flags & kFlagReply) != 0 && is_command_request(request)))) {
-    complete_commands(slot, block);
+    replies.fetch_add(complete_commands(slot, block), std::memory_order_relaxed);  // Relaxed: statistics only.
     return;
   }
   if (opcode == kOpError) errors.fetch_add(1, std::memory_order_relaxed);  // Relaxed: statistics only.

@@ -13,8 +13,7 @@
 
 namespace pkrt {
 
-Event to_event(const Slot& slot, std::uint32_t block) {
-  Event ev;
+void fill_event(Event& ev, const Slot& slot, std::uint32_t block) {
   ev.opcode = slot.header.opcode;
   ev.flags = slot.header.flags;
   ev.actor = slot.header.actor;
@@ -22,6 +21,11 @@ Event to_event(const Slot& slot, std::uint32_t block) {
   ev.epoch = slot.payload.epoch;
   ev.request = slot.payload.request;
   std::memcpy(ev.data.data(), slot.payload.data, kEnvelopeDataBytes);
+}
+
+Event to_event(const Slot& slot, std::uint32_t block) {
+  Event ev;
+  fill_event(ev, slot, block);
   return ev;
 }
 
@@ -84,45 +88,41 @@ bool Runtime::Impl::waiter_may_consume(const Slot& slot) const {
   return slot.header.opcode == kOpAck && request == 0;  // a runtime-internal command's ack
 }
 
-void Runtime::Impl::complete_commands(const Slot& slot, std::uint32_t block) {
+std::uint64_t Runtime::Impl::complete_commands(const Slot& slot, std::uint32_t block) {
   if (slot.header.opcode == kOpAckRange) {
     AckRangeData range;
     std::memcpy(&range, slot.payload.data, sizeof range);
-    replies.fetch_add(range.count, std::memory_order_relaxed);  // Relaxed: statistics only.
     for (std::uint32_t i = 0; i < range.count; ++i) {
       const std::uint64_t request = range.first_request + i;
-      requests->complete(request, [&](const detail::RequestTable::Record& r) {
-        Reply reply;
-        reply.event.opcode = kOpAck;
-        reply.event.flags = kFlagReply;
-        reply.event.actor = r.actor;
-        reply.event.block = block;
-        reply.event.epoch = slot.payload.epoch;
-        reply.event.request = request;
+      requests->complete(request, [&](detail::RequestTable::Record& r) {
+        Event& event = r.reply.event;
+        event.opcode = kOpAck;
+        event.flags = kFlagReply;
+        event.actor = r.actor;
+        event.block = block;
+        event.epoch = slot.payload.epoch;
+        event.request = request;
         AckData ack{};
         ack.opcode = r.opcode;
-        std::memcpy(reply.event.data.data(), &ack, sizeof ack);
-        return reply;
+        event.data.fill(std::byte{0});
+        std::memcpy(event.data.data(), &ack, sizeof ack);
       });
     }
-    return;
+    return range.count;
   }
-  replies.fetch_add(1, std::memory_order_relaxed);  // Relaxed: statistics only.
   if (slot.header.opcode == kOpError) errors.fetch_add(1, std::memory_order_relaxed);  // Relaxed: statistics only.
-  const Event ev = to_event(slot, block);
-  const bool completed = requests->complete(slot.payload.request, [&](const detail::RequestTable::Record&) {
-    Reply reply;
-    reply.event = ev;
-    if (ev.opcode == kOpError) reply.status = error_status(ev);
-    return reply;
+  const bool completed = requests->complete(slot.payload.request, [&](detail::RequestTable::Record& r) {
+    fill_event(r.reply.event, slot, block);
+    if (slot.header.opcode == kOpError) r.reply.status = error_status(r.reply.event);
   });
   // Nobody waits: a post (its reply is dropped, its error reported) or a request already
   // failed by shutdown.
-  if (!completed && ev.opcode == kOpError) {
-    const Status st = error_status(ev);
+  if (!completed && slot.header.opcode == kOpError) {
+    const Status st = error_status(to_event(slot, block));
     report_error(Status(st.code(), "a command nobody waits for (a posted command, or one whose wait shutdown "
                                    "already ended) failed: " + st.message()));
   }
+  return 1;
 }
 
 bool Runtime::Impl::drain_for_waiter(std::uint32_t block) {
@@ -153,11 +153,15 @@ bool Runtime::Impl::drain_for_waiter(std::uint32_t block) {
     if (log) log->append_batch(std::span<ReplayRecord>(batch, n));
     lane.consumer.commit();
     events_received.fetch_add(n, std::memory_order_relaxed);  // Relaxed: statistics only.
+    std::uint64_t answered = 0;
     for (std::uint32_t i = 0; i < n; ++i) {
       const Slot& s = batch[i].slot;
       if (s.header.opcode == kOpAck && s.payload.request == 0) continue;
-      complete_commands(s, block);
+      answered += complete_commands(s, block);
     }
+    // One RMW per drain, not per reply: a locked instruction also waits for this thread's
+    // pending stores (the H2K slots it just published, still being fetched for ownership).
+    replies.fetch_add(answered, std::memory_order_relaxed);  // Relaxed: statistics only.
     if (n < kBatch || pump_needed) break;
   }
   lane.unlock();

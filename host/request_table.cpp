@@ -308,18 +308,18 @@ bool RequestTable::claim(Record& r, std::uint64_t request, std::uint32_t& claime
   }
 }
 
-void RequestTable::finish(std::uint32_t index, std::uint32_t claimed_state, Reply reply) {
+void RequestTable::finish(std::uint32_t index, std::uint32_t claimed_state) {
   Record& r = record(index);
   // Relaxed: a hint for the poll policy.
   if (count_outstanding_) outstanding_.fetch_sub(1, std::memory_order_relaxed);
   if ((claimed_state & kCallback) != 0) {
     Runtime::ReplyCallback callback = std::move(r.callback);
     r.callback = nullptr;
+    const Reply reply = std::move(r.reply);
     free_record(index);
     if (callback) callback(reply);
     return;
   }
-  r.reply = std::move(reply);
   const std::uint32_t done = generation_of(claimed_state) << kGenerationShift | kDone;
   // Acq_rel: release publishes the reply to the waiter's acquire of kDone; acquire pairs
   // with the future's release of kDetached / kParked.
@@ -356,11 +356,16 @@ void RequestTable::fail_all(const Status& status, const std::string& program_nam
     if ((claimed & kCallback) != 0) {
       callbacks.emplace_back(index, claimed);
     } else {
-      finish(index, claimed, failed(r));
+      r.reply = failed(r);
+      finish(index, claimed);
     }
   }
   // Phase 2: the callbacks, which may now wait on any of those futures.
-  for (const auto& [index, claimed] : callbacks) finish(index, claimed, failed(record(index)));
+  for (const auto& [index, claimed] : callbacks) {
+    Record& r = record(index);
+    r.reply = failed(r);
+    finish(index, claimed);
+  }
 }
 
 // ---- waiting ------------------------------------------------------------------------------

@@ -42,6 +42,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <type_traits>
 #include <unordered_map>
 
 namespace pkrt::detail {
@@ -125,16 +126,23 @@ class RequestTable {
   enum class Waiter { kNone, kFuture, kCallback };
   // Who waits for `request`, without changing anything.
   Waiter waiter_of(std::uint64_t request) const;
-  // Completes `request` with make(record) -> Reply, unbinding it. False when nobody waits
-  // (a post, an id already failed by fail_all, a stale id). A callback runs in this call.
-  template <class MakeReply>
-  bool complete(std::uint64_t request, MakeReply&& make) {
+  // Completes `request`, unbinding it: fill(record) writes the reply in place into
+  // record.reply (its status, and every field of its event: the record is reused, so the
+  // event holds an older reply's values), then the waiter is released. In place because a
+  // Reply built elsewhere and moved in costs copies whose wide loads stall on the fresh
+  // narrow stores. False when nobody waits (a post, an id already failed by fail_all, a
+  // stale id). A callback runs in this call.
+  template <class FillReply>
+  bool complete(std::uint64_t request, FillReply&& fill) {
+    static_assert(std::is_void_v<std::invoke_result_t<FillReply&, Record&>>,
+                  "complete(): fill writes record.reply in place; a Reply it returned would be lost");
     const std::uint32_t index = unbind(request);
     if (index == kNoRecord) return false;
     Record& r = record(index);
     std::uint32_t s;
     if (!claim(r, request, s)) return false;
-    finish(index, s, make(static_cast<const Record&>(r)));
+    fill(r);
+    finish(index, s);
     return true;
   }
   // Completes every pending record with `status` (shutdown, a fatal runtime error), in two
@@ -178,7 +186,7 @@ class RequestTable {
   std::uint32_t unbind(std::uint64_t request);
   std::uint32_t lookup(std::uint64_t request) const;
   bool claim(Record& r, std::uint64_t request, std::uint32_t& claimed_state);
-  void finish(std::uint32_t index, std::uint32_t claimed_state, Reply reply);
+  void finish(std::uint32_t index, std::uint32_t claimed_state);  // the reply is in the record
   void free_record(std::uint32_t index);
   void push_free(std::uint32_t first, std::uint32_t last);
   bool grow();  // false when the index space is used up

@@ -199,8 +199,9 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   // Whether a waiting thread may consume this slot itself (future replies, acks).
   bool waiter_may_consume(const Slot& slot) const;
   // Completes the command(s) a reply, error or kOpAckRange answers. Runs callbacks: only the
-  // pump calls it with slots a waiter may not consume.
-  void complete_commands(const Slot& slot, std::uint32_t block);
+  // pump calls it with slots a waiter may not consume. Returns the replies the slot carried
+  // (the caller adds them to the `replies` statistic).
+  std::uint64_t complete_commands(const Slot& slot, std::uint32_t block);
   Status error_status(const Event& ev) const;
   // ReplyDrainer
   bool drain_for_waiter(std::uint32_t block) override;
@@ -418,6 +419,7 @@ void Runtime::Impl::update_control(Fn&& store) {
 }
 
 Event to_event(const Slot& slot, std::uint32_t block);
+void fill_event(Event& ev, const Slot& slot, std::uint32_t block);  // every field, in place
 std::string hex_opcode(std::uint16_t op);
 
 // Fills the header of a replay record whose slot half is already in place (seq, time_ns and crc

@@ -359,7 +359,7 @@ ReplyFuture ShardedRuntime::send(std::uint32_t actor, std::uint16_t opcode, cons
     pkrt::detail::RequestTable* table = replies_;
     local_->send(local_index(actor), opcode, data, bytes, apply_epoch, [table, token, actor](Reply reply) {
       reply.event.actor = actor;
-      table->complete(token, [&reply](const pkrt::detail::RequestTable::Record&) { return std::move(reply); });
+      table->complete(token, [&reply](pkrt::detail::RequestTable::Record& r) { r.reply = std::move(reply); });
     });
     return future;
   }
@@ -708,7 +708,7 @@ Status ShardedRuntime::complete_replies(int from, std::span<const std::byte> byt
     reply.event.request = w.request;
     reply.event.data = w.data;
     // False when nobody waits any more (the run failed here first): nothing to do.
-    replies_->complete(w.token, [&reply](const pkrt::detail::RequestTable::Record&) { return std::move(reply); });
+    replies_->complete(w.token, [&reply](pkrt::detail::RequestTable::Record& r) { r.reply = std::move(reply); });
   }
   return Status();
 }

@@ -30,7 +30,8 @@ namespace pkrt::detail {
 // Per-block environment handed to the loop by the backend.
 struct BlockEnv {
   std::uint32_t block;    // this block's index
-  void* host_barrier;     // CPU backend: std::barrier<>* shared by all workers; unused on CUDA
+  void* host_barrier;     // CPU backend: std::barrier<>* shared by all workers, null with one
+                          // block (nothing to wait for); unused on CUDA
   void* host_chaos;       // CPU backend with chaos mode: ChaosTurn* (pkrt/detail/chaos.hpp); else null
 };
 
@@ -144,7 +145,7 @@ PKRT_HD inline void sync_grid(const BlockEnv& env) {
   cooperative_groups::this_grid().sync();
 #else
   if (env.host_chaos != nullptr) chaos_delay(*static_cast<const ChaosTurn*>(env.host_chaos), env.block);
-  static_cast<HostEpochBarrier*>(env.host_barrier)->arrive_and_wait();
+  if (env.host_barrier != nullptr) static_cast<HostEpochBarrier*>(env.host_barrier)->arrive_and_wait();
 #endif
 }
 
