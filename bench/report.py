@@ -308,20 +308,26 @@ def build_rows(r):
     add("`send_batch` throughput (64 commands per call, a future each, `get()` each)", fmt_rate(batch_tp, "msg/s"),
         "Boost.Lockfree spsc " + fmt_rate(boost_tp, "msg/s"), ratio(batch_tp, boost_tp), ">=", 0.5,
         tp_why("echo_cpu/send_batch", batch_tp) +
-        " A send costs %s per message more than a post in this run: it takes a request record from "
-        "the pool and frees it, the echo actor publishes a reply slot per command on K2H (commands "
-        "without a reply would share one kOpAckRange), and the thread in get() consumes those slots "
-        "(the whole ring per drain, one hand-back per 32) and completes the records (a post has none "
-        "of these). What would close more of it (runtime): fewer atomic steps per record (about "
-        "nine read-modify-writes from allocation to free, half on lines another thread touched)."
+        " A send costs %s per message more than a post in this run: a request record (a batch takes "
+        "its records with one free-list CAS; the reply is written into the record in place; get() "
+        "frees it), and a reply slot on K2H per command that the thread in get() consumes. So every "
+        "message moves two cache lines between the cores (its H2K slot one way, its reply the "
+        "other) where the Boost queue moves one: about 0.5x Boost is the ceiling while both are "
+        "bound by those transfers. On this 2-vCPU machine runs also fall into a slow mode about "
+        "half as fast (whole processes, back to back), which matches what the same benchmark gives "
+        "with every thread on one core (`taskset -c 0`): re-run before reading a miss as a regression. "
+        "What would close more of it: fewer RMWs per record (claim, completion, free and the "
+        "reference count are one each), or replies packed several to a K2H slot."
         % fmt_time(None if not (batch_tp and post_tp) else 1e9 / batch_tp - 1e9 / post_tp))
     log_why = ("With the log the sender mirrors every H2K slot as it publishes it (under the ring "
                "lane's lock, one append_batch per publish) and the pump every K2H slot it consumes "
                "(posts are then acknowledged in runs, so that the log holds each one's applied "
                "epoch): %s per message more than without in this run, against %s per record for "
-               "append_batch of 32 measured alone. What would close it: the per-record CRC is most of "
-               "an append (see the replay rows), so a cheaper record CRC, or appending outside the "
-               "lane lock.")
+               "append_batch of 32 measured alone. Each record's CRC is computed from the registers "
+               "that copy it (replay/record_crc.hpp); what is left per publish is the clock read, "
+               "the counters update and the store fence that waits for the streamed records, and "
+               "per message the record built beside its slot. What would close more of it: "
+               "appending outside the lane lock, or records built straight from the slots.")
     add("`post_batch` throughput with the replay log on", fmt_rate(post_log, "msg/s"),
         "without " + fmt_rate(post_tp, "msg/s"), ratio(post_log, post_tp), ">=", 0.5,
         log_why % (fmt_time(None if not (post_tp and post_log) else 1e9 / post_log - 1e9 / post_tp), fmt_time(rec32)))

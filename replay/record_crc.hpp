@@ -40,11 +40,15 @@
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 // GCC 12's AVX-512 intrinsics pass _mm512_undefined_*() as the merge source of unmasked
 // operations and then warn that it is uninitialized (a false positive of the compiler).
+#if !defined(__clang__)
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 #include <immintrin.h>
+#if !defined(__clang__)
 #pragma GCC diagnostic pop
+#endif
 #define PKRT_RECORD_CRC_CLMUL 1
 #else
 #define PKRT_RECORD_CRC_CLMUL 0
