@@ -36,6 +36,12 @@
 //   .../echo_cuda/{post,send_batch}       the batched feeds on the CUDA backend
 // Each echo throughput run ends by asking the actor how many pings it answered (kEchoCount,
 // applied after every earlier command to the actor) and fails unless every message arrived.
+// Paired throughput (the report's targets; one iteration of 9 alternating windows, A B
+// then B A; counters ratio_median/min/max, rate and baseline_rate, the medians):
+//   BM_RingThroughputPaired/echo_cpu/{post,send_batch}/vs_boost     the feed vs the Boost queue
+//   BM_RingThroughputPaired/echo_cpu/{post,send_batch}/log_vs_none  with a replay log vs without
+//   BM_RingRoundTripPaired/echo_cpu/future/vs_boost   send().get() vs the Boost ping-pong
+//                                         (p50 and p99 ratios to Boost's p50, per pair)
 #include "bench/bench_util.hpp"
 #include "bench/latency_histogram.hpp"
 #include "examples/echo/echo.hpp"
@@ -47,6 +53,7 @@
 #include <benchmark/benchmark.h>
 #include <boost/lockfree/spsc_queue.hpp>
 
+#include <algorithm>
 #include <array>
 #include <atomic>
 #include <chrono>
@@ -474,81 +481,359 @@ Status collect(std::span<ReplyFuture> replies) {
   return first;
 }
 
-// Feeds kBatch-command batches (or single posts) to one echo actor as fast as the H2K ring
-// takes them. The last commands are still in flight when the timed loop ends (at most a ring's
-// worth, as in the baselines' untimed drain); the final kEchoCount round trip waits for them.
+// Feeds kBatch-command batches (or single posts) to one echo actor, one step per call, and
+// checks at the end that the actor answered every ping (kEchoCount, applied after every earlier
+// command to the actor).
+class EchoFeeder {
+ public:
+  // `pings`: what the actor already counted (the warm-up's).
+  EchoFeeder(Runtime& rt, Feed feed, std::uint64_t pings)
+      : rt_(rt), feed_(feed), pings_(pings), batch_(kBatch, Command::make(0, kEchoPing, Ping{})) {}
+
+  std::int64_t messages_per_step() const { return feed_ == Feed::kPostSingle ? 1 : static_cast<std::int64_t>(kBatch); }
+
+  Status step() {
+    switch (feed_) {
+    case Feed::kPostBatch:
+      pings_ += kBatch;
+      return rt_.post_batch(batch_);
+    case Feed::kSendBatch: {
+      // One batch is queued while the previous one's replies are collected.
+      rt_.send_batch(batch_, in_flight_[current_]);
+      pings_ += kBatch;
+      Status failure = previous_pending_ ? collect(in_flight_[current_ ^ 1]) : Status();
+      previous_pending_ = true;
+      current_ ^= 1;
+      return failure;
+    }
+    case Feed::kPostSingle:
+      pings_ += 1;
+      return rt_.post(0, kEchoPing, Ping{});
+    }
+    return Status();
+  }
+
+  // Collects what is still in flight (at most a ring's worth, as in the baselines' untimed
+  // drain) and asks the actor for its count.
+  Status finish() {
+    Status failure = previous_pending_ ? collect(in_flight_[current_ ^ 1]) : Status();
+    previous_pending_ = false;
+    Reply count = rt_.send(0, kEchoCount, std::uint64_t{0}).get();
+    if (failure.ok() && !count.status.ok()) failure = count.status;
+    if (failure.ok() && count.event.as<std::uint64_t>() != pings_) {
+      failure =
+          Status(StatusCode::kInternal, "the echo actor answered " + std::to_string(count.event.as<std::uint64_t>()) +
+                                            " pings of " + std::to_string(pings_) + " sent");
+    }
+    return failure;
+  }
+
+ private:
+  Runtime& rt_;
+  Feed feed_;
+  std::uint64_t pings_;
+  std::vector<Command> batch_;
+  std::array<std::array<ReplyFuture, kBatch>, 2> in_flight_;
+  std::size_t current_ = 0;
+  bool previous_pending_ = false;
+};
+
+// A replay log in the benchmark's scratch directory, named after the benchmark (and `tag`).
+// The product's default capacity (2^20 records, 128 MiB): it wraps in a long run, which costs
+// nothing more.
+Result<std::shared_ptr<ReplayLogWriter>> scratch_log(const std::string& name, const std::string& tag = "") {
+  std::string dir = "ring-" + name.substr(name.find('/') + 1) + tag;
+  for (char& c : dir)
+    if (c == '/' || c == ':') c = '-';
+  auto made = ReplayLogWriter::create((scratch_dir(dir) / "run.pkrl").string());
+  if (!made.ok()) return made.status();
+  return std::shared_ptr<ReplayLogWriter>(std::move(made.value()));
+}
+
+// An echo runtime ready for a throughput run (warmed up); null after reporting the error.
+std::unique_ptr<Runtime> start_warm_echo(benchmark::State& state, BackendKind backend,
+                                         std::shared_ptr<ReplayLogWriter> log) {
+  auto rt = start_echo(state, backend, PollPolicy::kAuto, std::move(log));
+  if (!rt) return nullptr;
+  if (Status st = warm_up(*rt); !st.ok()) {
+    state.SkipWithError(st.to_string().c_str());
+    rt->shutdown().ignore();
+    return nullptr;
+  }
+  return rt;
+}
+
+constexpr std::uint64_t kWarmUpPings = 100;  // warm_up()'s round trips
+
+// Feeds one echo actor as fast as the H2K ring takes the commands.
 void BM_RingThroughput_Echo(benchmark::State& state, BackendKind backend, Feed feed, bool with_log,
                             const std::string& name) {
   if (backend == BackendKind::kCuda && skip_without_cuda(state)) return;
   std::shared_ptr<ReplayLogWriter> log;
   if (with_log) {
-    std::string dir = "ring-" + name.substr(name.find('/') + 1);
-    for (char& c : dir)
-      if (c == '/') c = '-';
-    // The product's default capacity (2^20 records, 128 MiB): it wraps in a long run, which
-    // costs nothing more.
-    auto made = ReplayLogWriter::create((scratch_dir(dir) / "run.pkrl").string());
+    auto made = scratch_log(name);
     if (!made.ok()) {
       state.SkipWithError(made.status().to_string().c_str());
       return;
     }
     log = std::move(made.value());
   }
-  auto rt = start_echo(state, backend, PollPolicy::kAuto, log);
+  auto rt = start_warm_echo(state, backend, log);
   if (!rt) return;
-  if (Status st = warm_up(*rt); !st.ok()) {
-    state.SkipWithError(st.to_string().c_str());
-    rt->shutdown().ignore();
-    return;
-  }
-  std::uint64_t pings = 100;  // the warm-up's
-  const std::vector<Command> batch(kBatch, Command::make(0, kEchoPing, Ping{}));
-  // send_batch: one batch is queued while the previous one's replies are collected.
-  std::array<std::array<ReplyFuture, kBatch>, 2> in_flight;
-  std::size_t current = 0;
-  bool previous_pending = false;
+  EchoFeeder feeder(*rt, feed, kWarmUpPings);
   const auto switches = process_context_switches();
   for (auto _ : state) {
-    Status failure;
-    switch (feed) {
-    case Feed::kPostBatch:
-      failure = rt->post_batch(batch);
-      pings += kBatch;
-      break;
-    case Feed::kSendBatch:
-      rt->send_batch(batch, in_flight[current]);
-      pings += kBatch;
-      if (previous_pending) failure = collect(in_flight[current ^ 1]);
-      previous_pending = true;
-      current ^= 1;
-      break;
-    case Feed::kPostSingle:
-      failure = rt->post(0, kEchoPing, Ping{});
-      pings += 1;
-      break;
-    }
-    if (!failure.ok()) {
+    if (Status failure = feeder.step(); !failure.ok()) {
       state.SkipWithError(failure.to_string().c_str());
       break;
     }
   }
   if (!state.error_occurred()) {
-    Status failure = previous_pending ? collect(in_flight[current ^ 1]) : Status();
-    Reply count = rt->send(0, kEchoCount, std::uint64_t{0}).get();
-    if (failure.ok() && !count.status.ok()) failure = count.status;
-    if (failure.ok() && count.event.as<std::uint64_t>() != pings) {
-      failure =
-          Status(StatusCode::kInternal, "the echo actor answered " + std::to_string(count.event.as<std::uint64_t>()) +
-                                            " pings of " + std::to_string(pings) + " sent");
-    }
-    if (!failure.ok()) state.SkipWithError(failure.to_string().c_str());
+    if (Status failure = feeder.finish(); !failure.ok()) state.SkipWithError(failure.to_string().c_str());
   }
-  const std::int64_t per_iteration = feed == Feed::kPostSingle ? 1 : static_cast<std::int64_t>(kBatch);
+  const std::int64_t per_iteration = feeder.messages_per_step();
   publish_switches(state, switches, static_cast<double>(state.iterations() * per_iteration));
   state.SetItemsProcessed(state.iterations() * per_iteration);
   state.SetBytesProcessed(state.iterations() * per_iteration * static_cast<std::int64_t>(sizeof(Slot)));
   rt->shutdown().ignore();
   if (log) log->close().ignore();
+}
+
+// ---- Paired throughput: the targets' ratios -------------------------------------------------
+// On a shared 2-vCPU guest the machine switches between a fast and a slow mode for seconds at a
+// time (docs/performance.md, "Two modes"), so two benchmarks run a minute apart can compare
+// different machines. These alternate the measured feed and its baseline in short windows
+// (A B, then B A) and report the median of the pairs' ratios (counter ratio_median) with the
+// median rates (rate, baseline_rate), as heat2d's paired benchmarks do.
+
+// Pairs and window per pair: 9 x 80 ms in the report's short mode, 2 x 10 ms in the smoke test.
+int pair_count() { return short_level() >= 2 ? 2 : 9; }
+std::chrono::milliseconds pair_window() {
+  return std::chrono::milliseconds(short_level() >= 2 ? 10 : short_level() == 1 ? 80 : 250);
+}
+
+double median(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+// Messages per second through a Boost spsc queue drained by a consumer thread, over `window`.
+double boost_rate(std::chrono::milliseconds window) {
+  auto q = std::make_unique<BoostQueue>();
+  std::atomic<bool> stop{false};
+  std::atomic<std::uint64_t> consumed{0};
+  std::thread consumer([&] {
+    std::uint64_t n = 0;
+    SpinWait idle;
+    // Relaxed (stop, consumed): a flag and a counter; the queue orders the messages.
+    while (!stop.load(std::memory_order_relaxed)) {
+      const std::size_t got = q->consume_all([&](const Msg64& x) {
+        benchmark::DoNotOptimize(x);
+        ++n;
+      });
+      if (got == 0) idle();
+      consumed.store(n, std::memory_order_relaxed);
+    }
+  });
+  Msg64 m{};
+  SpinWait full;
+  std::uint64_t pushed = 0;
+  const auto t0 = Clock::now();
+  const auto end = t0 + window;
+  while (true) {
+    for (int i = 0; i < 256; ++i) {
+      ++m.seq;
+      while (!q->push(m)) full();
+    }
+    pushed += 256;
+    if (Clock::now() >= end) break;
+  }
+  SpinWait drain;
+  // Relaxed: a counter, paired with the consumer's store.
+  while (consumed.load(std::memory_order_relaxed) < pushed) drain();
+  const double seconds = seconds_since(t0);
+  stop.store(true, std::memory_order_relaxed);  // Relaxed: pairs with the consumer's stop load.
+  consumer.join();
+  return static_cast<double>(pushed) / seconds;
+}
+
+// Messages per second of `feeder` over `window`, including the collection of what it left in
+// flight (so a feed cannot bank unanswered messages across windows).
+Result<double> feed_rate(EchoFeeder& feeder, std::chrono::milliseconds window) {
+  std::int64_t messages = 0;
+  const auto t0 = Clock::now();
+  const auto end = t0 + window;
+  do {
+    PKRT_RETURN_IF_ERROR(feeder.step());
+    messages += feeder.messages_per_step();
+  } while (Clock::now() < end);
+  PKRT_RETURN_IF_ERROR(feeder.finish());
+  return static_cast<double>(messages) / seconds_since(t0);
+}
+
+void publish_pairs(benchmark::State& state, const std::vector<double>& rates, const std::vector<double>& baselines) {
+  std::vector<double> ratios;
+  for (std::size_t i = 0; i < rates.size(); ++i) ratios.push_back(baselines[i] > 0 ? rates[i] / baselines[i] : 0.0);
+  state.counters["ratio_median"] = median(ratios);
+  state.counters["ratio_min"] = ratios.empty() ? 0.0 : *std::min_element(ratios.begin(), ratios.end());
+  state.counters["ratio_max"] = ratios.empty() ? 0.0 : *std::max_element(ratios.begin(), ratios.end());
+  state.counters["rate"] = median(rates);
+  state.counters["baseline_rate"] = median(baselines);
+}
+
+// Round trips through two Boost spsc queues (ping-pong with an echo thread) over `window`.
+LatencyHistogram boost_round_trips(std::chrono::milliseconds window) {
+  auto ping = std::make_unique<BoostQueue>();
+  auto pong = std::make_unique<BoostQueue>();
+  std::atomic<bool> stop{false};
+  std::thread echo([&] {
+    Msg64 m;
+    SpinWait idle;
+    // Relaxed: a stop flag; the queues carry their own ordering.
+    while (!stop.load(std::memory_order_relaxed)) {
+      if (ping->pop(m)) {
+        SpinWait w;
+        while (!pong->push(m)) w();
+      } else {
+        idle();
+      }
+    }
+  });
+  LatencyHistogram histogram;
+  Msg64 m{};
+  Msg64 r{};
+  const auto end = Clock::now() + window;
+  while (Clock::now() < end) {
+    ++m.seq;
+    const auto t0 = Clock::now();
+    SpinWait w;
+    while (!ping->push(m)) w();
+    while (!pong->pop(r)) w();
+    histogram.record(Clock::now() - t0);
+    benchmark::DoNotOptimize(r);
+  }
+  stop.store(true, std::memory_order_relaxed);  // Relaxed: pairs with the echo thread's stop load.
+  echo.join();
+  return histogram;
+}
+
+// send().get() round trips to the echo actor over `window`.
+Result<LatencyHistogram> echo_round_trips(Runtime& rt, std::chrono::milliseconds window) {
+  LatencyHistogram histogram;
+  Ping ping{};
+  const auto end = Clock::now() + window;
+  while (Clock::now() < end) {
+    ++ping.words[0];
+    const auto t0 = Clock::now();
+    Reply reply = rt.send(0, kEchoPing, ping).get();
+    histogram.record(Clock::now() - t0);
+    if (!reply.status.ok()) return reply.status;
+  }
+  return histogram;
+}
+
+// BM_RingRoundTripPaired/echo_cpu/future/vs_boost: send().get() (default poll policy) against
+// the Boost ping-pong, in alternating windows. Counters: p50_ratio_median (echo p50 / Boost
+// p50 of the same pair), p99_ratio_median (echo p99 / Boost p50), their min and max, and the
+// medians p50_ns, p99_ns, boost_p50_ns.
+void BM_RingRoundTripPaired_VsBoost(benchmark::State& state) {
+  auto rt = start_warm_echo(state, BackendKind::kCpu, nullptr);
+  if (!rt) return;
+  std::vector<double> p50, p99, boost_p50, r50, r99;
+  for (auto _ : state) {
+    for (int pair = 0; pair < pair_count(); ++pair) {
+      const bool boost_first = pair % 2 == 1;
+      LatencyHistogram boost;
+      if (boost_first) boost = boost_round_trips(pair_window());
+      auto echo = echo_round_trips(*rt, pair_window());
+      if (!echo.ok()) {
+        state.SkipWithError(echo.status().to_string().c_str());
+        break;
+      }
+      if (!boost_first) boost = boost_round_trips(pair_window());
+      const double b = boost.percentile(50);
+      p50.push_back(echo->percentile(50));
+      p99.push_back(echo->percentile(99));
+      boost_p50.push_back(b);
+      r50.push_back(b > 0 ? p50.back() / b : 0.0);
+      r99.push_back(b > 0 ? p99.back() / b : 0.0);
+    }
+  }
+  if (!state.error_occurred()) {
+    state.counters["p50_ratio_median"] = median(r50);
+    state.counters["p50_ratio_min"] = *std::min_element(r50.begin(), r50.end());
+    state.counters["p50_ratio_max"] = *std::max_element(r50.begin(), r50.end());
+    state.counters["p99_ratio_median"] = median(r99);
+    state.counters["p99_ratio_min"] = *std::min_element(r99.begin(), r99.end());
+    state.counters["p99_ratio_max"] = *std::max_element(r99.begin(), r99.end());
+    state.counters["p50_ns"] = median(p50);
+    state.counters["p99_ns"] = median(p99);
+    state.counters["boost_p50_ns"] = median(boost_p50);
+  }
+  rt->shutdown().ignore();
+}
+
+// BM_RingThroughputPaired/<feed>/vs_boost: the feed against the Boost queue.
+void BM_RingThroughputPaired_VsBoost(benchmark::State& state, Feed feed) {
+  auto rt = start_warm_echo(state, BackendKind::kCpu, nullptr);
+  if (!rt) return;
+  EchoFeeder feeder(*rt, feed, kWarmUpPings);
+  std::vector<double> rates, baselines;
+  for (auto _ : state) {
+    for (int pair = 0; pair < pair_count(); ++pair) {
+      const bool boost_first = pair % 2 == 1;
+      if (boost_first) baselines.push_back(boost_rate(pair_window()));
+      auto rate = feed_rate(feeder, pair_window());
+      if (!rate.ok()) {
+        state.SkipWithError(rate.status().to_string().c_str());
+        break;
+      }
+      rates.push_back(rate.value());
+      if (!boost_first) baselines.push_back(boost_rate(pair_window()));
+    }
+  }
+  if (!state.error_occurred()) publish_pairs(state, rates, baselines);
+  rt->shutdown().ignore();
+}
+
+// BM_RingThroughputPaired/<feed>/log_vs_none: the feed with a replay log against the same feed
+// without one (two runtimes, alternating).
+void BM_RingThroughputPaired_LogVsNone(benchmark::State& state, Feed feed, const std::string& name) {
+  auto log = scratch_log(name);
+  if (!log.ok()) {
+    state.SkipWithError(log.status().to_string().c_str());
+    return;
+  }
+  auto logged = start_warm_echo(state, BackendKind::kCpu, log.value());
+  if (!logged) return;
+  auto plain = start_warm_echo(state, BackendKind::kCpu, nullptr);
+  if (!plain) {
+    logged->shutdown().ignore();
+    return;
+  }
+  EchoFeeder with_log(*logged, feed, kWarmUpPings);
+  EchoFeeder without(*plain, feed, kWarmUpPings);
+  std::vector<double> rates, baselines;
+  for (auto _ : state) {
+    for (int pair = 0; pair < pair_count(); ++pair) {
+      const bool plain_first = pair % 2 == 1;
+      Result<double> base = 0.0;
+      if (plain_first) base = feed_rate(without, pair_window());
+      auto rate = feed_rate(with_log, pair_window());
+      if (!plain_first) base = feed_rate(without, pair_window());
+      const Status failure = !rate.ok() ? rate.status() : base.status();
+      if (!failure.ok()) {
+        state.SkipWithError(failure.to_string().c_str());
+        break;
+      }
+      rates.push_back(rate.value());
+      baselines.push_back(base.value());
+    }
+  }
+  if (!state.error_occurred()) publish_pairs(state, rates, baselines);
+  logged->shutdown().ignore();
+  plain->shutdown().ignore();
+  log.value()->close().ignore();
 }
 
 // The idle gaps of the gap variants, with their labels.
@@ -631,6 +916,20 @@ void register_all() {
   benchmark::RegisterBenchmark("BM_RingThroughput/boost_spsc", BM_RingThroughput_Boost)->UseRealTime();
   benchmark::RegisterBenchmark("BM_RingThroughput/pkrt_ring", BM_RingThroughput_PkrtRing)->UseRealTime();
   for (BackendKind b : {BackendKind::kCpu, BackendKind::kCuda}) register_throughput(b);
+  // One iteration each: the pairs are the repetitions.
+  register_named("BM_RingRoundTripPaired/echo_cpu/future/vs_boost",
+                 [](benchmark::State& s, const std::string&) { BM_RingRoundTripPaired_VsBoost(s); })
+      ->Iterations(1)
+      ->Unit(benchmark::kMillisecond);
+  for (const auto& [feed, label] : {std::pair{Feed::kPostBatch, "post"}, std::pair{Feed::kSendBatch, "send_batch"}}) {
+    const std::string base = std::string("BM_RingThroughputPaired/echo_cpu/") + label;
+    register_named(base + "/vs_boost", [feed](benchmark::State& s, const std::string&) {
+      BM_RingThroughputPaired_VsBoost(s, feed);
+    })->Iterations(1)->Unit(benchmark::kMillisecond);
+    register_named(base + "/log_vs_none", [feed](benchmark::State& s, const std::string& n) {
+      BM_RingThroughputPaired_LogVsNone(s, feed, n);
+    })->Iterations(1)->Unit(benchmark::kMillisecond);
+  }
 }
 
 const bool registered = (register_all(), true);
