@@ -121,75 +121,114 @@ constexpr std::size_t kBatch = 64;
 
 // ---- Baseline: Boost.Lockfree ---------------------------------------------------------------
 
-void BM_RingRoundTrip_Boost(benchmark::State& state, const std::string& name) {
-  auto ping = std::make_unique<BoostQueue>();
-  auto pong = std::make_unique<BoostQueue>();
-  std::atomic<bool> stop{false};
-  std::thread echo([&] {
+// An echo thread answering 64-byte pings over two Boost spsc queues: the round-trip baseline.
+class BoostEcho {
+ public:
+  BoostEcho() : thread_([this] { run(); }) {}
+  ~BoostEcho() {
+    stop_.store(true, std::memory_order_relaxed);  // Relaxed: pairs with run()'s stop load.
+    thread_.join();
+  }
+  BoostEcho(const BoostEcho&) = delete;
+  BoostEcho& operator=(const BoostEcho&) = delete;
+
+  // One ping and its answer; returns how long it took.
+  Clock::duration round_trip() {
+    ++out_.seq;
+    const auto t0 = Clock::now();
+    SpinWait w;
+    while (!ping_->push(out_)) w();
+    while (!pong_->pop(in_)) w();
+    const auto elapsed = Clock::now() - t0;
+    benchmark::DoNotOptimize(in_);
+    return elapsed;
+  }
+
+ private:
+  void run() {
     Msg64 m;
     SpinWait idle;
-    // Relaxed: a stop flag, set once by the benchmark thread; the queues carry their own ordering.
-    while (!stop.load(std::memory_order_relaxed)) {
-      if (ping->pop(m)) {
+    // Relaxed: a stop flag, set once by the destructor; the queues carry their own ordering.
+    while (!stop_.load(std::memory_order_relaxed)) {
+      if (ping_->pop(m)) {
         SpinWait w;
-        while (!pong->push(m)) w();
+        while (!pong_->push(m)) w();
       } else {
         idle();
       }
     }
-  });
-  LatencyHistogram histogram;
-  Msg64 m{};
-  Msg64 r{};
-  const auto switches = process_context_switches();
-  for (auto _ : state) {
-    ++m.seq;
-    const auto t0 = Clock::now();
-    SpinWait w;
-    while (!ping->push(m)) w();
-    while (!pong->pop(r)) w();
-    histogram.record(Clock::now() - t0);
-    benchmark::DoNotOptimize(r);
   }
+
+  std::unique_ptr<BoostQueue> ping_ = std::make_unique<BoostQueue>();
+  std::unique_ptr<BoostQueue> pong_ = std::make_unique<BoostQueue>();
+  std::atomic<bool> stop_{false};
+  Msg64 out_{};
+  Msg64 in_{};
+  std::thread thread_;  // last: started once every other member is constructed
+};
+
+// A consumer thread draining 64-byte messages from a Boost spsc queue: the throughput baseline.
+class BoostSink {
+ public:
+  BoostSink() : thread_([this] { run(); }) {}
+  ~BoostSink() {
+    stop_.store(true, std::memory_order_relaxed);  // Relaxed: pairs with run()'s stop load.
+    thread_.join();
+  }
+  BoostSink(const BoostSink&) = delete;
+  BoostSink& operator=(const BoostSink&) = delete;
+
+  void push() {
+    ++msg_.seq;
+    while (!queue_->push(msg_)) full_();
+  }
+  // Waits until the consumer has taken `pushed` messages.
+  void drain(std::uint64_t pushed) {
+    SpinWait w;
+    // Relaxed: a counter, paired with the consumer's store; nothing else is read through it.
+    while (consumed_.load(std::memory_order_relaxed) < pushed) w();
+  }
+
+ private:
+  void run() {
+    std::uint64_t n = 0;
+    SpinWait idle;
+    // Relaxed (stop, consumed): a flag and a counter; the queue orders the messages.
+    while (!stop_.load(std::memory_order_relaxed)) {
+      const std::size_t got = queue_->consume_all([&](const Msg64& x) {
+        benchmark::DoNotOptimize(x);
+        ++n;
+      });
+      if (got == 0) idle();
+      consumed_.store(n, std::memory_order_relaxed);
+    }
+  }
+
+  std::unique_ptr<BoostQueue> queue_ = std::make_unique<BoostQueue>();
+  std::atomic<bool> stop_{false};
+  std::atomic<std::uint64_t> consumed_{0};
+  Msg64 msg_{};
+  SpinWait full_;
+  std::thread thread_;  // last: started once every other member is constructed
+};
+
+void BM_RingRoundTrip_Boost(benchmark::State& state, const std::string& name) {
+  BoostEcho echo;
+  LatencyHistogram histogram;
+  const auto switches = process_context_switches();
+  for (auto _ : state) histogram.record(echo.round_trip());
   publish_switches(state, switches, static_cast<double>(state.iterations()));
-  stop.store(true, std::memory_order_relaxed);  // Relaxed: pairs with the echo thread's stop load.
-  echo.join();
   state.SetItemsProcessed(state.iterations());
   publish_latency(state, histogram, name);
 }
 
 void BM_RingThroughput_Boost(benchmark::State& state) {
-  auto q = std::make_unique<BoostQueue>();
-  std::atomic<bool> stop{false};
-  std::atomic<std::uint64_t> consumed{0};
-  std::thread consumer([&] {
-    std::uint64_t n = 0;
-    SpinWait idle;
-    // Relaxed (stop with the benchmark thread's store, consumed with its drain loads): a flag
-    // and a counter; the queue orders the messages.
-    while (!stop.load(std::memory_order_relaxed)) {
-      const std::size_t got = q->consume_all([&](const Msg64& x) {
-        benchmark::DoNotOptimize(x);
-        ++n;
-      });
-      if (got == 0) idle();
-      consumed.store(n, std::memory_order_relaxed);
-    }
-  });
-  Msg64 m{};
-  SpinWait full;
+  BoostSink sink;
   const auto switches = process_context_switches();
-  for (auto _ : state) {
-    ++m.seq;
-    while (!q->push(m)) full();
-  }
+  for (auto _ : state) sink.push();
   const auto want = static_cast<std::uint64_t>(state.iterations());
-  SpinWait drain;
-  // Relaxed: a counter, paired with the consumer's store; nothing else is read through it.
-  while (consumed.load(std::memory_order_relaxed) < want) drain();
+  sink.drain(want);
   publish_switches(state, switches, static_cast<double>(want));
-  stop.store(true, std::memory_order_relaxed);  // Relaxed: pairs with the consumer's stop load.
-  consumer.join();
   state.SetItemsProcessed(state.iterations());
   state.SetBytesProcessed(state.iterations() * 64);
 }
@@ -619,42 +658,16 @@ double median(std::vector<double> v) {
 
 // Messages per second through a Boost spsc queue drained by a consumer thread, over `window`.
 double boost_rate(std::chrono::milliseconds window) {
-  auto q = std::make_unique<BoostQueue>();
-  std::atomic<bool> stop{false};
-  std::atomic<std::uint64_t> consumed{0};
-  std::thread consumer([&] {
-    std::uint64_t n = 0;
-    SpinWait idle;
-    // Relaxed (stop, consumed): a flag and a counter; the queue orders the messages.
-    while (!stop.load(std::memory_order_relaxed)) {
-      const std::size_t got = q->consume_all([&](const Msg64& x) {
-        benchmark::DoNotOptimize(x);
-        ++n;
-      });
-      if (got == 0) idle();
-      consumed.store(n, std::memory_order_relaxed);
-    }
-  });
-  Msg64 m{};
-  SpinWait full;
+  BoostSink sink;
   std::uint64_t pushed = 0;
   const auto t0 = Clock::now();
   const auto end = t0 + window;
-  while (true) {
-    for (int i = 0; i < 256; ++i) {
-      ++m.seq;
-      while (!q->push(m)) full();
-    }
+  do {
+    for (int i = 0; i < 256; ++i) sink.push();
     pushed += 256;
-    if (Clock::now() >= end) break;
-  }
-  SpinWait drain;
-  // Relaxed: a counter, paired with the consumer's store.
-  while (consumed.load(std::memory_order_relaxed) < pushed) drain();
-  const double seconds = seconds_since(t0);
-  stop.store(true, std::memory_order_relaxed);  // Relaxed: pairs with the consumer's stop load.
-  consumer.join();
-  return static_cast<double>(pushed) / seconds;
+  } while (Clock::now() < end);
+  sink.drain(pushed);
+  return static_cast<double>(pushed) / seconds_since(t0);
 }
 
 // Messages per second of `feeder` over `window`, including the collection of what it left in
@@ -683,37 +696,10 @@ void publish_pairs(benchmark::State& state, const std::vector<double>& rates, co
 
 // Round trips through two Boost spsc queues (ping-pong with an echo thread) over `window`.
 LatencyHistogram boost_round_trips(std::chrono::milliseconds window) {
-  auto ping = std::make_unique<BoostQueue>();
-  auto pong = std::make_unique<BoostQueue>();
-  std::atomic<bool> stop{false};
-  std::thread echo([&] {
-    Msg64 m;
-    SpinWait idle;
-    // Relaxed: a stop flag; the queues carry their own ordering.
-    while (!stop.load(std::memory_order_relaxed)) {
-      if (ping->pop(m)) {
-        SpinWait w;
-        while (!pong->push(m)) w();
-      } else {
-        idle();
-      }
-    }
-  });
+  BoostEcho echo;
   LatencyHistogram histogram;
-  Msg64 m{};
-  Msg64 r{};
   const auto end = Clock::now() + window;
-  while (Clock::now() < end) {
-    ++m.seq;
-    const auto t0 = Clock::now();
-    SpinWait w;
-    while (!ping->push(m)) w();
-    while (!pong->pop(r)) w();
-    histogram.record(Clock::now() - t0);
-    benchmark::DoNotOptimize(r);
-  }
-  stop.store(true, std::memory_order_relaxed);  // Relaxed: pairs with the echo thread's stop load.
-  echo.join();
+  while (Clock::now() < end) histogram.record(echo.round_trip());
   return histogram;
 }
 
