@@ -23,6 +23,7 @@
 #include <mutex>
 #include <optional>
 #include <thread>
+#include <utility>
 
 #if defined(__SSE2__)
 #include <emmintrin.h>
@@ -33,6 +34,16 @@ namespace {
 
 // rename(from, to) that fails with EEXIST instead of replacing an existing `to`. Filesystems
 // without RENAME_NOREPLACE get link + unlink, which refuses an existing name the same way.
+// fsync of a directory, so that a rename in it survives a crash. Best effort: a directory
+// that cannot be opened for reading only loses that guarantee.
+void fsync_directory(const std::string& dir) {
+  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir_fd >= 0) {
+    (void)::fsync(dir_fd);
+    ::close(dir_fd);
+  }
+}
+
 bool rename_no_replace(const std::string& from, const std::string& to) {
   if (::renameat2(AT_FDCWD, from.c_str(), AT_FDCWD, to.c_str(), RENAME_NOREPLACE) == 0) return true;
   if (errno != EINVAL && errno != ENOSYS) return false;
@@ -241,6 +252,10 @@ std::uint32_t replay_record_crc(const ReplayRecord& record) {
 
 struct ReplayLogWriter::Impl {
   std::string path;
+  std::string dir;           // the directory `path` is in ("." or ending in '/')
+  // Non-empty while the log replaces an existing file: it is written under this temporary
+  // name and renamed over `path` only at close(), once it is durable and a run was recorded.
+  std::string replaces_at_close;
   int fd = -1;
   std::uint64_t capacity = 0;
   std::size_t map_bytes = 0;
@@ -293,6 +308,31 @@ struct ReplayLogWriter::Impl {
     return Status();
   }
 
+  // close() of a log that replaces a file: swaps it in when it is durable and recorded a run;
+  // otherwise the old file stays. `closed` is close()'s result so far.
+  Status finish_replacement(Status closed) {
+    const std::string temp = std::exchange(replaces_at_close, std::string());
+    if (!closed.ok()) {
+      return Status(closed.code(), closed.message() + " The file at " + quoted(path) +
+                                       " was left as it was; this run's log is " + quoted(temp));
+    }
+    if (!run_begun) {
+      // Nothing was recorded: the old file is worth more than an empty log.
+      ::unlink(temp.c_str());
+      return Status();
+    }
+    // Atomic: `path` is the old file until this instant, then the whole new log; a symbolic
+    // link created there meanwhile is replaced, never followed.
+    if (::rename(temp.c_str(), path.c_str()) != 0) {
+      const int err = errno;
+      return Status(StatusCode::kIoError, "cannot replace " + quoted(path) + " with this run's log: rename: " +
+                                              errno_text(err) + ". The old file is untouched; this run's log is " +
+                                              quoted(temp) + ". Fix: move it into place by hand");
+    }
+    fsync_directory(dir);
+    return Status();
+  }
+
   void sync_loop(std::chrono::milliseconds interval) {
     std::unique_lock lock(sync_mutex);
     while (!sync_wake.wait_for(lock, interval, [&] { return sync_stop; })) {
@@ -320,7 +360,9 @@ Result<std::unique_ptr<ReplayLogWriter>> ReplayLogWriter::create(const std::stri
                   "cannot create " + quoted(path) + ": negative sync_interval");
   // What is at `path` decides whether we may go on; lstat, so a link is seen as a link.
   struct stat existing {};
+  bool existed = false;
   if (::lstat(path.c_str(), &existing) == 0) {
+    existed = true;
     if (S_ISLNK(existing.st_mode))
       return Status(StatusCode::kFailedPrecondition,
                     "cannot create " + quoted(path) + ": it is a symbolic link, and a log is never written through "
@@ -396,25 +438,27 @@ Result<std::unique_ptr<ReplayLogWriter>> ReplayLogWriter::create(const std::stri
   std::memcpy(impl->map, meta.data(), meta.size());
   impl->publish_counters(kStateOpen);
 
-  if (options.replace_existing) {
-    // Atomic: `path` is the old file until this instant, then the new log; a symbolic link
-    // created there meanwhile is replaced, never followed.
-    if (::rename(temp.c_str(), path.c_str()) != 0) return fail("rename", errno);
-  } else if (!rename_no_replace(temp, path)) {
+  // A file already at `path` (or one that appears there meanwhile) that may be replaced stays
+  // until close(): a run that fails before it records anything, or is killed, leaves it as it
+  // was, and the new log is at `temp`.
+  bool deferred = options.replace_existing && existed;
+  if (!deferred && !rename_no_replace(temp, path)) {
     const int err = errno;
-    if (err == EEXIST) {
+    if (err != EEXIST) return fail("rename", err);
+    if (!options.replace_existing) {
       fail("rename", err).ignore();
       return Status(StatusCode::kFailedPrecondition,
                     "cannot create " + quoted(path) + ": a file appeared there while the log was being made, and a "
                     "new log never overwrites one. Fix: pick another path");
     }
-    return fail("rename", err);
+    deferred = true;
   }
-  // The name is durable too: a crash right after create() still leaves the log findable.
-  const int dir_fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir_fd >= 0) {
-    (void)::fsync(dir_fd);
-    ::close(dir_fd);
+  impl->dir = dir;
+  if (deferred) {
+    impl->replaces_at_close = temp;
+  } else {
+    // The name is durable too: a crash right after create() still leaves the log findable.
+    fsync_directory(dir);
   }
 
   if (options.sync_interval.count() > 0)
@@ -533,6 +577,7 @@ Status ReplayLogWriter::close() {
                                               errno_text(close_error) +
                                               ". Fix: check the disk (dmesg)");
   if (result.ok() && !impl_->sync_error.ok()) result = impl_->sync_error;
+  if (!impl_->replaces_at_close.empty()) result = impl_->finish_replacement(std::move(result));
   return result;
 }
 

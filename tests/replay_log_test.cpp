@@ -410,12 +410,14 @@ void kill_writer_and_check(const std::string& path, std::uint64_t capacity, std:
                            const std::function<void(ReplayLogWriter&)>& append_forever) {
   int ready[2];
   ASSERT_EQ(::pipe(ready), 0);
+  // Every round writes the same path, fresh: a replacing writer would keep the previous
+  // round's log there until it closes, which a killed one never does.
+  std::filesystem::remove(path);
   const pid_t child = ::fork();
   ASSERT_GE(child, 0);
   if (child == 0) {
     ::close(ready[0]);
-    // Every round writes the same path: the previous round's log is replaced.
-    auto writer = ReplayLogWriter::create(path, {.capacity_records = capacity, .replace_existing = true});
+    auto writer = ReplayLogWriter::create(path, {.capacity_records = capacity});
     if (!writer.ok() || !writer.value()->begin_run(run_info()).ok()) ::_exit(3);
     const char byte = 'r';
     if (::write(ready[1], &byte, 1) != 1) ::_exit(4);
@@ -752,22 +754,80 @@ TEST(ReplayLog, CreateRefusesAnExistingFileAndLeavesItAsItWas) {
   EXPECT_EQ(entries, 1u);
 }
 
-TEST(ReplayLog, ReplaceExistingSwapsInACompleteLogAtomically) {
+// The files in `dir` (names only).
+std::vector<std::string> names_in(const std::string& dir) {
+  std::vector<std::string> names;
+  for (const auto& e : std::filesystem::directory_iterator(dir)) names.push_back(e.path().filename().string());
+  std::sort(names.begin(), names.end());
+  return names;
+}
+
+TEST(ReplayLog, ReplaceExistingSwapsInTheNewLogOnlyAtClose) {
   TempDir dir;
   const std::string path = dir.file("run.pkrl");
   write_file(path, "old");
   auto writer = ReplayLogWriter::create(path, {.capacity_records = 16, .replace_existing = true});
   ASSERT_TRUE(writer.ok()) << writer.status().to_string();
-  // The name already holds the new, valid (empty) log while it is being written.
-  auto live = read_replay_log(path);
-  ASSERT_TRUE(live.ok()) << live.status().to_string();
-  EXPECT_EQ(live->records.size(), 0u);
   ASSERT_TRUE(writer.value()->begin_run(run_info()).ok());
   writer.value()->append(ReplayDirection::kH2K, 0, 0, 0, Slot{});
+  EXPECT_EQ(contents_of(path), "old") << "the old file stays while the new log is written";
   ASSERT_TRUE(writer.value()->close().ok());
   auto log = read_replay_log(path);
   ASSERT_TRUE(log.ok()) << log.status().to_string();
   EXPECT_EQ(log->records.size(), 1u);
+  EXPECT_EQ(names_in(dir.file("")), std::vector<std::string>{"run.pkrl"}) << "no temporary file is left";
+}
+
+TEST(ReplayLog, ReplacingWriterThatRecordsNoRunLeavesTheOldFileAsItWas) {
+  TempDir dir;
+  const std::string path = dir.file("run.pkrl");
+  write_file(path, "old");
+  {
+    // A run that fails before it begins (a bad restore, a refused option) closes its log.
+    auto writer = ReplayLogWriter::create(path, {.capacity_records = 16, .replace_existing = true});
+    ASSERT_TRUE(writer.ok()) << writer.status().to_string();
+    ASSERT_TRUE(writer.value()->close().ok());
+  }
+  {
+    auto writer = ReplayLogWriter::create(path, {.capacity_records = 16, .replace_existing = true});
+    ASSERT_TRUE(writer.ok()) << writer.status().to_string();
+  }  // destroyed without close()
+  EXPECT_EQ(contents_of(path), "old");
+  EXPECT_EQ(names_in(dir.file("")), std::vector<std::string>{"run.pkrl"});
+}
+
+TEST(ReplayLog, ReplacingWriterKilledMidRunLeavesTheOldFileAndItsLogBeside) {
+  TempDir dir;
+  const std::string path = dir.file("run.pkrl");
+  write_file(path, "old");
+  int ready[2];
+  ASSERT_EQ(::pipe(ready), 0);
+  const pid_t child = ::fork();
+  ASSERT_GE(child, 0);
+  if (child == 0) {
+    ::close(ready[0]);
+    auto writer = ReplayLogWriter::create(path, {.capacity_records = 64, .replace_existing = true});
+    if (!writer.ok() || !writer.value()->begin_run(run_info()).ok()) ::_exit(3);
+    writer.value()->append(ReplayDirection::kH2K, 0, 0, 0, Slot{});
+    const char byte = 'r';
+    if (::write(ready[1], &byte, 1) != 1) ::_exit(4);
+    for (;;) ::pause();
+  }
+  ::close(ready[1]);
+  char byte = 0;
+  ASSERT_EQ(::read(ready[0], &byte, 1), 1) << "the writer failed to start";
+  ::close(ready[0]);
+  ::kill(child, SIGKILL);
+  int status = 0;
+  ::waitpid(child, &status, 0);
+  EXPECT_EQ(contents_of(path), "old");
+  const auto names = names_in(dir.file(""));
+  ASSERT_EQ(names.size(), 2u);
+  const std::string& temp = names[0] == "run.pkrl" ? names[1] : names[0];
+  EXPECT_EQ(temp.rfind(".run.pkrl.", 0), 0u) << temp;
+  auto log = read_replay_log(dir.file(temp));
+  ASSERT_TRUE(log.ok()) << log.status().to_string();
+  EXPECT_EQ(log->records.size(), 1u) << "the killed run's log is readable at its temporary name";
 }
 
 TEST(ReplayLog, CreateNeverWritesThroughASymlink) {

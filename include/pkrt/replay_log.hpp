@@ -115,8 +115,10 @@ struct ReplayLogOptions {
   // 0: msync only at sync() and close(). Otherwise a background thread syncs this often.
   std::chrono::milliseconds sync_interval{0};
   // A regular file already at the path: false (default) refuses to touch it; true replaces
-  // it, but only once the new log is complete (built under a temporary name, then renamed
-  // over it), so a failure leaves the old file as it was.
+  // it, but only at close(), once the new log is durable and holds a run (begin_run): until
+  // then the new log is written under a temporary name beside it (`.<name>.<pid>.<n>.tmp`),
+  // so a run that fails before it begins, or a process killed mid-run, leaves the old file as
+  // it was (a killed run's log stays at the temporary name).
   bool replace_existing = false;
 };
 
@@ -125,7 +127,7 @@ class ReplayLogWriter {
   // Creates `path`, preallocated and mapped, under a temporary name in the same directory that
   // is renamed to `path` once the empty log is complete. Never truncates or follows anything:
   // a symbolic link, FIFO, device or directory at `path` is refused, and so is a regular file
-  // unless options.replace_existing (then it is replaced atomically by the rename).
+  // unless options.replace_existing (then it is replaced atomically by a rename at close()).
   // kInvalidArgument for a bad capacity; kFailedPrecondition for what is at `path`; kIoError
   // (naming the path and the errno text) when the file cannot be made.
   static Result<std::unique_ptr<ReplayLogWriter>> create(const std::string& path,
@@ -153,7 +155,8 @@ class ReplayLogWriter {
   // kIoError with the errno text; kFailedPrecondition after close().
   Status sync();
   // Mark the log closed cleanly, sync(), unmap. Idempotent. Also reports the first failure
-  // of the background sync thread, if any.
+  // of the background sync thread, if any. A log that replaces a file is renamed over it here,
+  // if the sync succeeded and a run began; one that recorded no run is removed instead.
   Status close();
 
   std::uint64_t written() const;  // records ever appended
