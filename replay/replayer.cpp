@@ -589,6 +589,25 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
                       std::to_string(kReplayMaxActors) + " actors: the log is crafted or damaged. Fix: replay "
                       "a log written by `pkrt run --replay-log`");
   }
+  // A shard's log holds its share of the actors; the app's params describe the whole run.
+  if (info.global_actors != 0 && (info.global_actors < info.num_actors || info.global_actors > kReplayMaxActors)) {
+    return Status(StatusCode::kCorruptData,
+                  "the log's global actor count is " + std::to_string(info.global_actors) + " for a shard of " +
+                      std::to_string(info.num_actors) + " actors (a run has at most " +
+                      std::to_string(kReplayMaxActors) + "): the log is crafted or damaged. Fix: replay a log "
+                      "written by `pkrt run --replay-log`");
+  }
+  // The app's own check comes before anything lays it out: its layout code may divide by, or
+  // loop over, parameters it relies on check_params to have bounded.
+  if (program->check_params != nullptr) {
+    const std::uint32_t run_actors = info.global_actors != 0 ? info.global_actors : info.num_actors;
+    if (const char* problem = program->check_params(info.params.data(), run_actors)) {
+      return Status(StatusCode::kCorruptData,
+                    "the log's parameters for app '" + info.app + "' with " + std::to_string(run_actors) +
+                        " actors are rejected by the app (" + problem + "), so no run recorded them: the log is "
+                        "crafted or damaged. Fix: replay a log written by `pkrt run --replay-log`");
+    }
+  }
   const std::uint64_t hash = replay_config_hash(*program, info.params, info.num_actors, info.digest_period, info.k2k_delay);
   if (hash != info.config_hash) {
     return Status(StatusCode::kInvalidArgument,

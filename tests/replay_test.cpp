@@ -671,6 +671,31 @@ TEST(Replay, CraftedActorCountIsRefusedWithoutWalkingIt) {
     EXPECT_NE(m.find(part), std::string::npos) << "missing '" << part << "' in: " << m;
 }
 
+// heat2d's layout divides by tiles_x and loops over tiles_x * tiles_y: params its check_params
+// refuses must be refused before anything lays the app out (a crafted log crashed with SIGFPE).
+TEST(Replay, CraftedParamsTheAppRejectsAreRefusedBeforeTheAppIsLaidOut) {
+  for (const std::uint32_t tiles_x : {0u, 0xFFFFFFFFu}) {
+    SCOPED_TRACE("tiles_x " + std::to_string(tiles_x));
+    ReplayLog log;
+    log.capacity = 4096;
+    log.complete_epoch = 10;
+    log.info.app = "heat2d";
+    log.info.backend = "cpu";
+    log.info.blocks = 1;
+    log.info.num_actors = 6;
+    Heat2d::Params p = heat_params(6);
+    p.tiles_x = tiles_x;
+    log.info.params.resize(sizeof p);
+    std::memcpy(log.info.params.data(), &p, sizeof p);
+    auto r = replay_log(log, kPrograms, replay_with(1, false, 0));
+    ASSERT_FALSE(r.ok());
+    EXPECT_EQ(r.status().code(), StatusCode::kCorruptData);
+    const std::string& m = r.status().message();
+    for (const std::string& part : {std::string("rejected by the app"), std::string("tiles_x"), std::string("Fix:")})
+      EXPECT_NE(m.find(part), std::string::npos) << "missing '" << part << "' in: " << m;
+  }
+}
+
 // The CLI registers only the built-in examples: a log of another app exits 2, saying which.
 TEST(ReplayCli, LogOfAnAppTheCliDoesNotRegisterExits2WithTheAppsName) {
   ScratchDir dir("cli_app");

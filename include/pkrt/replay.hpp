@@ -48,7 +48,8 @@ inline constexpr std::uint32_t kReplayMaxActors = 1u << 24;
 // Hash of what determines a run's behaviour apart from its commands: the app's name and
 // layout (State size, named regions, K2K channels and payload, global region), its params
 // bytes, the actor count, the digest period and the K2K delay (hashed only when not 1, so
-// older logs keep their hash). Not the backend or the thread count.
+// older logs keep their hash). Not the backend or the thread count. It lays the app out, so
+// params must have passed the program's check_params (replay_log() checks a log's first).
 std::uint64_t replay_config_hash(const Program& program, std::span<const std::byte> params,
                                  std::uint32_t num_actors, std::uint32_t digest_period,
                                  std::uint32_t k2k_delay = 1);
