@@ -24,3 +24,28 @@ expect(0 "DIR" checkpoint list --help)
 expect(2 "subcommand" checkpoint)
 expect(2 "--checkpoint-every needs --checkpoint-dir" run --checkpoint-every 10 --quiet)
 expect(2 "neither a checkpoint file nor a directory" run --restore /nonexistent/pkrt --quiet)
+
+# Output that cannot be written (stdout on a full disk) is an error, not a silent success.
+function(expect_output_lost)
+  execute_process(COMMAND ${PKRT} ${ARGN} RESULT_VARIABLE rc OUTPUT_FILE /dev/full ERROR_VARIABLE err)
+  if(NOT rc EQUAL 2 OR NOT err MATCHES "cannot write the output to stdout")
+    message(FATAL_ERROR "pkrt ${ARGN} > /dev/full: exit ${rc}, expected 2 with a message\n${err}")
+  endif()
+endfunction()
+if(EXISTS /dev/full)
+  expect_output_lost(--help)
+  expect_output_lost(run --app heat2d --grid 16x16 --actors 4 --epochs 3 --quiet)
+  expect_output_lost(run --app heat2d --grid 16x16 --actors 4 --epochs 3 --quiet --json)
+endif()
+
+# A --replay-log path that holds something already is unusable input (2), and is left alone.
+file(MAKE_DIRECTORY ${CMAKE_CURRENT_BINARY_DIR}/cli_usage_work)
+set(_existing ${CMAKE_CURRENT_BINARY_DIR}/cli_usage_work/existing.log)
+file(WRITE ${_existing} "keep me")
+expect(2 "the file exists" run --app heat2d --grid 16x16 --actors 4 --epochs 3 --quiet --replay-log ${_existing})
+expect(2 "not a regular file" run --app heat2d --grid 16x16 --actors 4 --epochs 3 --quiet
+       --replay-log ${CMAKE_CURRENT_BINARY_DIR}/cli_usage_work)
+file(READ ${_existing} _kept)
+if(NOT _kept STREQUAL "keep me")
+  message(FATAL_ERROR "a refused --replay-log path was changed: '${_kept}'")
+endif()

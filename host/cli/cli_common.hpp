@@ -38,6 +38,14 @@ inline int exit_code_for(const Status& st) {
   }
 }
 
+// A --replay-log path the writer refused: what is there (a file, link, FIFO or directory) is
+// unusable input for the CLI, exit 2, though ReplayLogWriter::create names it a failed
+// precondition.
+inline Status replay_log_refused(const Status& st) {
+  const StatusCode code = st.code() == StatusCode::kFailedPrecondition ? StatusCode::kInvalidArgument : st.code();
+  return Status(code, "--replay-log: " + st.message());
+}
+
 inline int report_error(const char* command, const Status& st) {
   std::fprintf(stderr, "pkrt %s: error: %s\n", command, st.to_string().c_str());
   return exit_code_for(st);

@@ -7,8 +7,10 @@
 
 #include <unistd.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstdio>
+#include <cstring>
 #include <string>
 
 namespace pkrt::cli {
@@ -54,12 +56,18 @@ void refuse_negative_values(CLI::App& app) {
   for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) refuse_negative_values(*sub);
 }
 
-}  // namespace
+// What the command printed must have reached stdout: a summary or JSON written to a full
+// disk or a closed pipe is an error, not a success.
+int checked_stdout(int rc) {
+  errno = 0;
+  if (std::fflush(stdout) == 0 && std::ferror(stdout) == 0) return rc;
+  const int err = errno;
+  std::fprintf(stderr, "pkrt: error: cannot write the output to stdout: %s. Fix: check where stdout goes (a full "
+               "disk, a closed pipe)\n", err != 0 ? std::strerror(err) : "write error");
+  return rc == kExitOk ? kExitUsage : rc;
+}
 
-}  // namespace pkrt::cli
-
-int main(int argc, char** argv) {
-  using namespace pkrt::cli;
+int dispatch(int argc, char** argv) {
   CLI::App app{"pkrt: persistent GPU actors with checkpointing and differential replay.\n"
                "Exit codes: 0 success, 1 a check or the run failed, 2 bad usage or unusable "
                "input/environment, 130/143 run stopped by SIGINT/SIGTERM."};
@@ -89,3 +97,9 @@ int main(int argc, char** argv) {
   if (app.got_subcommand("checkpoint")) return checkpoint_command(app, checkpoint);
   return kExitUsage;
 }
+
+}  // namespace
+
+}  // namespace pkrt::cli
+
+int main(int argc, char** argv) { return pkrt::cli::checked_stdout(pkrt::cli::dispatch(argc, argv)); }

@@ -137,7 +137,7 @@ class ReplayLogSession {
     lo.sync_interval = std::chrono::milliseconds(o.replay_log_sync_ms);
     lo.replace_existing = o.replay_log_replace;
     auto writer = ReplayLogWriter::create(o.replay_log, lo);
-    if (!writer.ok()) return Status(writer.status().code(), "--replay-log: " + writer.status().message());
+    if (!writer.ok()) return replay_log_refused(writer.status());
     writer_ = std::move(writer.value());
     return Status();
   }

@@ -127,7 +127,7 @@ Status run_heat2d_ranks(const RunOptions& o, MpiRunSummary& sum, int rank, int s
     lo.replace_existing = o.replay_log_replace;
     const std::string path = o.replay_log + ".rank" + std::to_string(rank);
     auto writer = ReplayLogWriter::create(path, lo);
-    if (!writer.ok()) return Status(writer.status().code(), "--replay-log: " + writer.status().message());
+    if (!writer.ok()) return replay_log_refused(writer.status());
     log = std::move(writer.value());
     so.runtime.replay_log = log;
     so.runtime.digest_period = o.digest_every;
