@@ -79,6 +79,19 @@ Result<std::unique_ptr<FileCheckpointStore>> FileCheckpointStore::open(const std
   return std::unique_ptr<FileCheckpointStore>(new FileCheckpointStore(directory));
 }
 
+Result<std::unique_ptr<FileCheckpointStore>> FileCheckpointStore::open_existing(const std::string& directory) {
+  std::error_code ec;
+  if (!std::filesystem::exists(directory, ec)) {
+    return Status(StatusCode::kNotFound, "checkpoint directory '" + directory + "' does not exist. Fix: pass the "
+                                         "directory a run wrote its checkpoints to (--checkpoint-dir)");
+  }
+  if (!std::filesystem::is_directory(directory, ec)) {
+    return Status(StatusCode::kInvalidArgument, "'" + directory + "' is not a checkpoint directory (not a directory). "
+                                                "Fix: pass the directory a run wrote its checkpoints to (--checkpoint-dir)");
+  }
+  return std::unique_ptr<FileCheckpointStore>(new FileCheckpointStore(directory));
+}
+
 std::string FileCheckpointStore::describe(const std::string& name) const { return dir_ + "/" + name; }
 
 FileCheckpointStore::~FileCheckpointStore() {

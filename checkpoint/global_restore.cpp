@@ -65,7 +65,9 @@ Status check_against(const GlobalCheckpointManifest& g, const GlobalRestoreReque
 }  // namespace
 
 Result<GlobalCheckpointList> list_global_checkpoints(const std::string& directory, const std::string& app) {
-  auto store = FileCheckpointStore::open(directory);
+  auto store = FileCheckpointStore::open_existing(directory);
+  // A directory no run has written yet holds none (a first coordinated checkpoint lists it).
+  if (store.status().code() == StatusCode::kNotFound) return GlobalCheckpointList{};
   if (!store.ok()) return store.status();
   auto names = store.value()->list();
   if (!names.ok()) return names.status();
@@ -114,7 +116,7 @@ Result<GlobalRestoreData> read_global_checkpoint(const std::string& directory, c
     if (wanted == by_old_rank.end() && !request.queued_commands) continue;
     const GlobalCheckpointRank& rk = g.ranks[old];
     const auto slash = rk.manifest.find('/');
-    auto store = FileCheckpointStore::open(directory + "/" + rk.manifest.substr(0, slash));
+    auto store = FileCheckpointStore::open_existing(directory + "/" + rk.manifest.substr(0, slash));
     if (!store.ok()) return store.status();
     const std::string set_name = rk.manifest.substr(slash + 1);
     auto set_bytes = store.value()->get(set_name);

@@ -294,7 +294,7 @@ Status check_epochs_against_stop(const ReplayLog& log) {
 // horizon, that is said.
 Result<RestorePoint> find_set_restore_point(const std::string& directory, const Runtime& rt, const std::string& app,
                                             std::uint64_t end) {
-  auto store = FileCheckpointStore::open(directory);
+  auto store = FileCheckpointStore::open_existing(directory);
   if (!store.ok()) return store.status();
   RestoreQuery query;
   query.fingerprint = checkpoint_fingerprint(rt);
@@ -328,6 +328,9 @@ Result<RestorePoint> find_set_restore_point(const std::string& directory, const 
 Result<RestorePoint> find_global_restore_point(const std::string& directory, const Runtime& rt,
                                                const K2KLogShard& shard, std::uint64_t min_epoch,
                                                std::uint64_t max_epoch) {
+  // list_global_checkpoints reads a missing directory as one without checkpoints; here it is a
+  // wrong path.
+  if (auto dir = FileCheckpointStore::open_existing(directory); !dir.ok()) return dir.status();
   auto globals = list_global_checkpoints(directory, rt.program().name);
   if (!globals.ok()) return globals.status();
   GlobalRestoreRequest request;

@@ -243,6 +243,22 @@ TEST(Replay, Heat2dReplaysIdenticallyFromAMidRunCheckpoint) {
   EXPECT_GT(r->observations_compared, 6u * 11);  // digests 100..200 at least
 }
 
+// A reader never creates or changes what it reads: a mistyped --from-checkpoint path is an
+// error naming it, not an empty directory made on the spot.
+TEST(Replay, FromCheckpointOfAMissingDirectoryIsNotFoundAndCreatesNothing) {
+  ScratchDir dir("ckpt_missing");
+  Recording rec;
+  record_heat2d(dir.file("run.log"), rec);
+  const ReplayLog log = read_log(dir.file("run.log"));
+  ReplayOptions o = replay_with(1, false, 0);
+  o.from_checkpoint = dir.file("no-such-dir");
+  auto r = replay_log(log, kPrograms, o);
+  ASSERT_FALSE(r.ok());
+  EXPECT_EQ(r.status().code(), StatusCode::kNotFound) << r.status().to_string();
+  EXPECT_NE(r.status().message().find("does not exist"), std::string::npos) << r.status().message();
+  EXPECT_FALSE(std::filesystem::exists(o.from_checkpoint));
+}
+
 // racy_sum's epoch-e total, as chaos mode orders the adds: blocks in the seeded order,
 // actors in index order within a block.
 float predicted_total(std::uint64_t chaos_seed, std::uint64_t epoch, std::uint32_t actors, std::uint32_t blocks,

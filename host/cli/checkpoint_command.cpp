@@ -43,7 +43,7 @@ Result<Opened> open_path(const std::string& path, bool allow_file, bool allow_di
                                               allow_file ? "a checkpoint file" : "a directory") +
                       ". Fix: check the path");
   }
-  auto store = FileCheckpointStore::open(dir);
+  auto store = FileCheckpointStore::open_existing(dir);
   if (!store.ok()) return store.status();
   out.store = std::move(store.value());
   return out;
@@ -368,7 +368,7 @@ struct GlobalRecord {
 
 Status verify_rank_set(const std::string& dir, const GlobalCheckpointRank& rk) {
   const auto slash = rk.manifest.find('/');
-  auto store = FileCheckpointStore::open(dir + "/" + rk.manifest.substr(0, slash));
+  auto store = FileCheckpointStore::open_existing(dir + "/" + rk.manifest.substr(0, slash));
   if (!store.ok()) return store.status();
   const std::string set = rk.manifest.substr(slash + 1);
   auto bytes = store.value()->get(set);

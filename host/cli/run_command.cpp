@@ -430,7 +430,7 @@ class CheckpointSession {
       return Status(StatusCode::kInvalidArgument,
                     "--restore '" + o_.restore + "' is neither a checkpoint file nor a directory");
     }
-    auto store = FileCheckpointStore::open(dir);
+    auto store = FileCheckpointStore::open_existing(dir);
     if (!store.ok()) return store.status();
     RestoreQuery query;
     query.fingerprint = checkpoint_fingerprint(rt);

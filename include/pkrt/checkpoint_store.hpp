@@ -48,8 +48,12 @@ class CheckpointStore {
 
 class FileCheckpointStore final : public CheckpointStore {
  public:
-  // Creates the directory (and parents) if needed.
+  // For writing: creates the directory (and parents) if needed, and removes the temporary
+  // files of writers that died.
   static Result<std::unique_ptr<FileCheckpointStore>> open(const std::string& directory);
+  // For reading a directory a run wrote: never creates it and never removes anything in it.
+  // kNotFound when it does not exist, kInvalidArgument when it is not a directory.
+  static Result<std::unique_ptr<FileCheckpointStore>> open_existing(const std::string& directory);
 
   Status put(const std::string& name, const std::vector<std::byte>& bytes) override;
   Result<std::vector<std::byte>> get(const std::string& name) const override;

@@ -77,7 +77,8 @@ std::vector<std::uint32_t> global_local_indices(std::span<const std::uint32_t> o
 // A directory's committed global checkpoints of `app`, oldest first (by sequence), each with
 // its manifest's file name. A damaged manifest is not listed (it commits nothing); one that
 // cannot be read (other than gone meanwhile) is an error, so that callers pinning the sets
-// of the listed ones never drop a checkpoint they could not see.
+// of the listed ones never drop a checkpoint they could not see. A directory that does not
+// exist holds none (it is never created here).
 using GlobalCheckpointList = std::vector<std::pair<std::string, GlobalCheckpointManifest>>;
 Result<GlobalCheckpointList> list_global_checkpoints(const std::string& directory, const std::string& app);
 
