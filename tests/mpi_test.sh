@@ -132,6 +132,17 @@ expect_in verify.out "CORRUPT  heat2d-global-e000000000060.pkglobal" "verify nam
 [ $? -ne 0 ] || fail "a restore from a damaged global checkpoint succeeded"
 echo "ok: a damaged rank set breaks its global checkpoint (verify exit 1, restore refused)"
 
+# Damage inside a member's chunk data (its header intact) is found too: verify reads every CRC.
+member=$(ls ck4/rank-00001-*/heat2d-e000000000040-*-a000001-full.pkck)
+size=$(stat -c %s "$member")
+printf 'XXXX' | dd of="$member" bs=1 seek=$((size / 2)) conv=notrunc status=none
+"$pkrt" checkpoint verify ck4 >verify40.out
+rc=$?
+[ "$rc" -eq 1 ] || fail "verify of damaged chunk data in a global checkpoint: exit $rc $(cat verify40.out)"
+expect_in verify40.out "CORRUPT  heat2d-global-e000000000040.pkglobal" "verify names the global checkpoint whose member data is damaged"
+expect_in verify40.out "CRC mismatch" "verify says what is damaged"
+echo "ok: damaged chunk data in a rank's member breaks its global checkpoint"
+
 # A rank killed at random moments of a run that checkpoints every few epochs: what is listed as
 # committed is always whole, and the newest restores on another rank count to the straight end.
 big=(run --app heat2d --grid 480x360 --actors 12 --epochs 400 --injections 8 --quiet --json --threads 1)

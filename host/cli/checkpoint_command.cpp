@@ -301,10 +301,10 @@ int inspect_command(const CheckpointOptions& o) {
 }
 
 // Every CRC of one checkpoint file; kNotFound when it is gone. Its header goes to `info`.
-Status verify_file(const Opened& opened, const std::string& name, const std::string& where, bool explicit_file,
+Status verify_file(const CheckpointStore& store, const std::string& name, const std::string& where, bool explicit_file,
                    CheckpointInfo& info) {
   // An explicit file is read whatever its name; a directory's files through the store.
-  auto bytes = explicit_file ? read_checkpoint_file(where) : opened.store->get(name);
+  auto bytes = explicit_file ? read_checkpoint_file(where) : store.get(name);
   if (!bytes.ok()) return bytes.status();
   auto parsed = parse_checkpoint(bytes.value(), where);
   if (!parsed.ok()) return parsed.status();
@@ -346,6 +346,30 @@ Status verify_set(const CheckpointManifest& m, const std::vector<CheckpointRecor
   return Status();
 }
 
+// verify_set, then every CRC of each member and of the files its delta chain rests on: what a
+// restore of the set would read.
+Status verify_set_deep(const CheckpointStore& store, const CheckpointManifest& m,
+                       const std::vector<CheckpointRecord>& files) {
+  PKRT_RETURN_IF_ERROR(verify_set(m, files));
+  std::set<std::string> checked;
+  for (const auto& mem : m.members) {
+    std::string name = mem.file;
+    for (std::size_t guard = 0; guard <= files.size() && checked.insert(name).second; ++guard) {
+      CheckpointInfo info;
+      PKRT_RETURN_IF_ERROR(verify_file(store, name, store.describe(name), false, info));
+      if (!info.delta) break;
+      // verify_set found the chain whole: the parent is the newest older file with the digest.
+      const CheckpointRecord* parent = nullptr;
+      for (const auto& r : files)
+        if (r.status.ok() && r.info.actor == info.actor && r.info.digest == info.parent_digest && r.info.epoch < info.epoch)
+          parent = &r;
+      if (parent == nullptr) break;
+      name = parent->name;
+    }
+  }
+  return Status();
+}
+
 bool is_global_name(const std::string& n) {
   const std::string suffix = kGlobalManifestSuffix;
   return n.size() > suffix.size() && n.compare(n.size() - suffix.size(), suffix.size(), suffix) == 0;
@@ -366,7 +390,8 @@ struct GlobalRecord {
   }
 };
 
-Status verify_rank_set(const std::string& dir, const GlobalCheckpointRank& rk) {
+// `deep`: every member's CRCs too (verify), not only that the set is whole (list).
+Status verify_rank_set(const std::string& dir, const GlobalCheckpointRank& rk, bool deep) {
   const auto slash = rk.manifest.find('/');
   auto store = FileCheckpointStore::open_existing(dir + "/" + rk.manifest.substr(0, slash));
   if (!store.ok()) return store.status();
@@ -379,10 +404,10 @@ Status verify_rank_set(const std::string& dir, const GlobalCheckpointRank& rk) {
   if (!parsed.ok()) return parsed.status();
   auto files = scan_checkpoints(*store.value());
   if (!files.ok()) return files.status();
-  return verify_set(parsed.value(), files.value());
+  return deep ? verify_set_deep(*store.value(), parsed.value(), files.value()) : verify_set(parsed.value(), files.value());
 }
 
-GlobalRecord read_global(const std::string& dir, const std::string& name) {
+GlobalRecord read_global(const std::string& dir, const std::string& name, bool deep) {
   GlobalRecord g;
   g.name = name;
   auto bytes = read_checkpoint_file(dir + "/" + name);
@@ -396,16 +421,16 @@ GlobalRecord read_global(const std::string& dir, const std::string& name) {
     return g;
   }
   g.manifest = std::move(parsed.value());
-  for (const GlobalCheckpointRank& rk : g.manifest.ranks) g.ranks.push_back(verify_rank_set(dir, rk));
+  for (const GlobalCheckpointRank& rk : g.manifest.ranks) g.ranks.push_back(verify_rank_set(dir, rk, deep));
   return g;
 }
 
-std::vector<GlobalRecord> scan_globals(const std::string& dir) {
+std::vector<GlobalRecord> scan_globals(const std::string& dir, bool deep) {
   std::vector<GlobalRecord> out;
   std::error_code ec;
   for (const auto& entry : std::filesystem::directory_iterator(dir, ec)) {
     const std::string name = entry.path().filename().string();
-    if (is_global_name(name) && entry.is_regular_file(ec)) out.push_back(read_global(dir, name));
+    if (is_global_name(name) && entry.is_regular_file(ec)) out.push_back(read_global(dir, name, deep));
   }
   std::sort(out.begin(), out.end(), [](const GlobalRecord& a, const GlobalRecord& b) {
     return a.manifest.sequence != b.manifest.sequence ? a.manifest.sequence < b.manifest.sequence : a.name < b.name;
@@ -501,12 +526,13 @@ bool global_command(const CheckpointOptions& o, const char* command, int& rc) {
   const bool verify = std::string(command) == "verify";
   if (std::filesystem::is_regular_file(p, ec) && is_global_name(p.filename().string())) {
     if (std::string(command) == "list") return false;
-    const GlobalRecord g = read_global(p.has_parent_path() ? p.parent_path().string() : ".", p.filename().string());
+    const GlobalRecord g =
+        read_global(p.has_parent_path() ? p.parent_path().string() : ".", p.filename().string(), verify);
     rc = verify ? list_globals(o, {g}, true) : inspect_global(o, g);
     return true;
   }
   if (std::string(command) == "inspect" || !std::filesystem::is_directory(p, ec)) return false;
-  const auto globals = scan_globals(o.path);
+  const auto globals = scan_globals(o.path, verify);
   if (globals.empty()) return false;
   rc = list_globals(o, globals, verify);
   return true;
@@ -534,7 +560,7 @@ int verify_command(const CheckpointOptions& o) {
     if (!files.ok()) return report_error("checkpoint verify", files.status());
     Status st(StatusCode::kNotFound, "the manifest was removed during the scan (retired by its run's retention)");
     for (const auto& s : sets.value())
-      if (s.name == opened->file) st = s.status.ok() ? verify_set(s.manifest, files.value()) : s.status;
+      if (s.name == opened->file) st = s.status.ok() ? verify_set_deep(*opened->store, s.manifest, files.value()) : s.status;
     if (st.ok()) std::printf("ok       %s (set whole)\nverify: 1 intact, 0 corrupt\n", o.path.c_str());
     else std::printf("CORRUPT  %s\n         %s\nverify: 0 intact, 1 corrupt\n", o.path.c_str(), st.message().c_str());
     return st.ok() ? kExitOk : kExitFailed;
@@ -550,7 +576,7 @@ int verify_command(const CheckpointOptions& o) {
     const std::string where = explicit_file ? o.path : opened->store->describe(name);
     CheckpointRecord rec;
     rec.name = name;
-    const Status st = verify_file(opened.value(), name, where, explicit_file, rec.info);
+    const Status st = verify_file(*opened->store, name, where, explicit_file, rec.info);
     if (st.code() == StatusCode::kNotFound && !explicit_file) {
       // Retention of a live run removed it after the listing: not damage.
       ++gone;
