@@ -159,8 +159,10 @@ struct Runtime::Impl final : detail::ReplyDrainer {
 
   // The next command sequence number of a lane (its mutex held); never 0 in the id's bits.
   static std::uint64_t next_command_seq(H2KLane& lane);
+  // Opcodes below kUserOpcodeBase other than kOpPing are refused unless `runtime_opcode`
+  // (the runtime's own commands that want a reply: restore_actor).
   ReplyFuture send_one(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
-                       std::uint64_t apply_epoch, ReplyCallback* callback);
+                       std::uint64_t apply_epoch, ReplyCallback* callback, bool runtime_opcode = false);
   Status post_one(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
                   std::uint64_t apply_epoch);
   // Sends (replies != nullptr, one future each) or posts a batch.

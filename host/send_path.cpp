@@ -15,7 +15,9 @@
 #include <pkrt/detail/futex.hpp>
 
 #include <algorithm>
+#include <cstdio>
 #include <cstring>
+#include <string>
 
 namespace pkrt {
 namespace {
@@ -163,10 +165,35 @@ Status bad_message(std::uint32_t actor, std::size_t bytes) {
                     " bytes (put larger data in the actor's state or a named region)");
 }
 
+// The runtime's own opcodes drive its protocols (snapshots, restores, staging releases): one
+// sent by an application would overwrite actor state or answer a request nobody made, so only
+// kOpPing (a no-op that measures the round trip) and application opcodes may be sent.
+bool application_may_send(std::uint16_t opcode) { return opcode >= kUserOpcodeBase || opcode == kOpPing; }
+
+Status runtime_opcode_refused(std::uint32_t actor, std::uint16_t opcode, const std::string& which) {
+  char hex[8];
+  std::snprintf(hex, sizeof hex, "0x%04x", opcode);
+  return Status(StatusCode::kInvalidArgument,
+                which + " to actor " + std::to_string(actor) + " has opcode " + hex +
+                    ", one of pkrt's own (below kUserOpcodeBase, 0x1000); nothing was sent. Fix: number the "
+                    "application's opcodes from pkrt::kUserOpcodeBase, and use the Runtime's own calls "
+                    "(snapshot_actor, restore_actor, ...) for what the runtime does");
+}
+
+// The first command of a batch with an opcode an application may not send.
+Status check_batch_opcodes(std::span<const Command> commands) {
+  for (std::size_t i = 0; i < commands.size(); ++i)
+    if (!application_may_send(commands[i].opcode))
+      return runtime_opcode_refused(commands[i].actor, commands[i].opcode,
+                                    "command " + std::to_string(i) + " of the batch");
+  return Status();
+}
+
 }  // namespace
 
 ReplyFuture Runtime::Impl::send_one(std::uint32_t actor, std::uint16_t opcode, const void* data,
-                                    std::size_t bytes, std::uint64_t apply_epoch, ReplyCallback* callback) {
+                                    std::size_t bytes, std::uint64_t apply_epoch, ReplyCallback* callback,
+                                    bool runtime_opcode) {
   const std::uint32_t index = requests->allocate();
   if (index == detail::RequestTable::kNoRecord) {
     Reply failed{Status(StatusCode::kRingFull,
@@ -179,6 +206,8 @@ ReplyFuture Runtime::Impl::send_one(std::uint32_t actor, std::uint16_t opcode, c
   }
   if (bytes > kEnvelopeDataBytes || (bytes != 0 && data == nullptr))
     return requests->complete_unbound(index, actor, opcode, callback, bad_message(actor, bytes));
+  if (!runtime_opcode && !application_may_send(opcode))
+    return requests->complete_unbound(index, actor, opcode, callback, runtime_opcode_refused(actor, opcode, "a command"));
   const std::uint32_t b = block_of(actor);
   H2KLane& lane = h2k[b];
   Envelope env = detail::make_envelope(apply_epoch, 0, data, bytes);
@@ -208,6 +237,7 @@ ReplyFuture Runtime::Impl::send_one(std::uint32_t actor, std::uint16_t opcode, c
 Status Runtime::Impl::post_one(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
                                std::uint64_t apply_epoch) {
   if (bytes > kEnvelopeDataBytes || (bytes != 0 && data == nullptr)) return bad_message(actor, bytes);
+  if (!application_may_send(opcode)) return runtime_opcode_refused(actor, opcode, "a post");
   Command c;
   c.actor = actor;
   c.opcode = opcode;
@@ -346,14 +376,20 @@ Status Runtime::post(std::uint32_t actor, std::uint16_t opcode, const void* data
   return impl_->post_one(actor, opcode, data, bytes, apply_epoch);
 }
 
-Status Runtime::post_batch(std::span<const Command> commands) { return impl_->publish_batch(commands, nullptr); }
+Status Runtime::post_batch(std::span<const Command> commands) {
+  PKRT_RETURN_IF_ERROR(check_batch_opcodes(commands));
+  return impl_->publish_batch(commands, nullptr);
+}
 
 void Runtime::send_batch(std::span<const Command> commands, std::span<ReplyFuture> replies) {
+  Status bad = check_batch_opcodes(commands);
   if (replies.size() != commands.size()) {
-    const Status bad(StatusCode::kInvalidArgument,
-                     "send_batch: " + std::to_string(commands.size()) + " commands but room for " +
-                         std::to_string(replies.size()) + " replies; nothing was sent. Fix: pass a span of "
-                         "futures as long as the commands");
+    bad = Status(StatusCode::kInvalidArgument,
+                 "send_batch: " + std::to_string(commands.size()) + " commands but room for " +
+                     std::to_string(replies.size()) + " replies; nothing was sent. Fix: pass a span of "
+                     "futures as long as the commands");
+  }
+  if (!bad.ok()) {
     for (ReplyFuture& f : replies) {
       const std::uint32_t index = impl_->requests->allocate();
       if (index == detail::RequestTable::kNoRecord) continue;

@@ -780,7 +780,8 @@ std::future<Reply> Runtime::restore_actor(std::uint32_t actor, const std::vector
   std::future<Reply> f = done->get_future();
   Impl* impl = impl_.get();
   const RestoreRequestData req{source_epoch, slot, 0};
-  send(actor, kOpRestoreActor, &req, sizeof req, apply_epoch, [impl, done, slot, resets](const Reply& r) {
+  // Through send_one: the public send() refuses the runtime's own opcodes.
+  ReplyCallback on_reply = [impl, done, slot, resets](const Reply& r) {
     {
       std::lock_guard<std::mutex> lock(impl->mu);
       --impl->restores_in_flight;
@@ -799,7 +800,8 @@ std::future<Reply> Runtime::restore_actor(std::uint32_t actor, const std::vector
       }
     }
     done->set_value(r);
-  });
+  };
+  (void)impl->send_one(actor, kOpRestoreActor, &req, sizeof req, apply_epoch, &on_reply, /*runtime_opcode=*/true);
   return f;
 }
 

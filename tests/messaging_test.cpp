@@ -477,6 +477,34 @@ TEST(Messaging, MoreThan32BytesOrNoDataPointerIsRefusedNotTruncated) {
   EXPECT_EQ(rt->stats().commands_sent, 1u);
 }
 
+// The runtime's own opcodes drive its protocols: sent by an application, kOpRestoreActor
+// overwrote an actor with a staging slot's image and kOpSnapshotActor left a future that never
+// completed. Every send path refuses them (kOpPing, a no-op, stays allowed) and sends nothing.
+TEST(Messaging, TheRuntimesOwnOpcodesAreRefusedOnEverySendPathAndNothingIsSent) {
+  auto rt = make_ledger(2, 1);
+  ASSERT_TRUE(rt->start().ok());
+  for (const std::uint16_t op : {std::uint16_t{kOpRestoreActor}, std::uint16_t{kOpSnapshotActor},
+                                 std::uint16_t{kOpReleaseStaging}, std::uint16_t{0}, std::uint16_t{kUserOpcodeBase - 1}}) {
+    SCOPED_TRACE("opcode " + std::to_string(op));
+    const Reply r = rt->send(0, op, std::uint64_t{0}).get();
+    EXPECT_EQ(r.status.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(r.status.message().find("kUserOpcodeBase"), std::string::npos) << r.status.message();
+    Status via_callback;
+    rt->send(0, op, nullptr, 0, 0, [&](const Reply& reply) { via_callback = reply.status; });
+    EXPECT_EQ(via_callback.code(), StatusCode::kInvalidArgument) << "the callback ran at once with the refusal";
+    EXPECT_EQ(rt->post(1, op, std::uint64_t{0}).code(), StatusCode::kInvalidArgument);
+    std::vector<Command> batch{append(0, 0, 1), append(1, 0, 1)};
+    batch[1].opcode = op;
+    const Status posted = rt->post_batch(batch);
+    EXPECT_EQ(posted.code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(posted.message().find("command 1 of the batch"), std::string::npos) << posted.message();
+    for (ReplyFuture& f : rt->send_batch(batch)) EXPECT_EQ(f.get().status.code(), StatusCode::kInvalidArgument);
+  }
+  EXPECT_EQ(rt->stats().commands_sent, 0u);
+  EXPECT_EQ(totals_of(*rt, 0).count, 0u) << "no command of a refused batch was sent";
+  EXPECT_TRUE(rt->send(0, kOpPing, nullptr, 0).get().status.ok()) << "a ping is still the application's to send";
+}
+
 TEST(ReplyFuture, WaitForZeroAndReadyPollWithoutBlocking) {
   auto rt = make_ledger(1, 1);
   ASSERT_TRUE(rt->start().ok());

@@ -20,7 +20,12 @@
 //   and never call shutdown() from them. They may send, and wait on a future: a get() there
 //   does the pump's own work until its reply is in (so it cannot deadlock), but meanwhile
 //   no other callback, event or watchdog check runs beyond what that work does: do not wait
-//   there for replies due far in the future.
+//   there for replies due far in the future. They must not throw: an exception escaping
+//   one (or the snapshot sink) ends the process through std::terminate, as one escaping a
+//   std::thread does; catch inside the callback what it may throw.
+// - Opcodes: an application sends its own (>= kUserOpcodeBase) and kOpPing; the runtime's
+//   other opcodes drive its protocols and every send and post path refuses them
+//   (kInvalidArgument, nothing sent).
 //
 // Messaging fast path (docs/architecture.md, "Messaging"): a send takes one record from a
 // lock-free pool, the H2K ring's own lock (one per block, not global), and bumps the
@@ -261,7 +266,9 @@ class Runtime {
 
   // Sends a command to an actor, applied at `apply_epoch` (0: the next epoch; a parked grid
   // applies it when it next runs). Allowed before start(). Commands due at the same epoch
-  // apply in the order sent; one due later never holds back one due sooner. The future
+  // apply in the order sent; one due later never holds back one due sooner while its block
+  // holds fewer than ring_capacity commands not yet due (they wait in a per-block list of
+  // that size; past it, the ring backs up until the earliest come due). The future
   // completes with the actor's reply, an ack, or an error (unknown opcode, bad actor, ring
   // full after ring_full_timeout, runtime failed or shut down).
   ReplyFuture send(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
