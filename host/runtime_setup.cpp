@@ -39,6 +39,35 @@ Result<std::unique_ptr<Runtime>> Runtime::create(const Program& program, const v
                       program.name + "', which expects " + std::to_string(program.params_bytes) +
                       ". Fix: pass the app's own Params struct");
   }
+  if (params == nullptr && params_bytes != 0) {
+    return Status(StatusCode::kInvalidArgument,
+                  "params of app '" + std::string(program.name) + "' given as a null pointer with " +
+                      std::to_string(params_bytes) + " bytes. Fix: pass the address of the app's Params struct");
+  }
+  if (options.backend != BackendKind::kAuto && options.backend != BackendKind::kCpu &&
+      options.backend != BackendKind::kCuda) {
+    return Status(StatusCode::kInvalidArgument,
+                  "backend " + std::to_string(static_cast<int>(options.backend)) +
+                      " is not a BackendKind. Fix: kAuto, kCpu or kCuda (parse_backend reads them from text)");
+  }
+  if (options.poll != PollPolicy::kAuto && options.poll != PollPolicy::kLatency && options.poll != PollPolicy::kBalanced &&
+      options.poll != PollPolicy::kLowPower) {
+    return Status(StatusCode::kInvalidArgument,
+                  "poll policy " + std::to_string(static_cast<int>(options.poll)) +
+                      " is not a PollPolicy. Fix: kAuto, kLatency, kBalanced or kLowPower (parse_poll_policy reads "
+                      "them from text)");
+  }
+  // The watchdog and both waits are bounds: zero or a negative time would fail every run (or,
+  // for stop_timeout, leak the backend at every shutdown) for a typo.
+  for (const auto& [name, value] : {std::pair{"watchdog_timeout", options.watchdog_timeout},
+                                    std::pair{"ring_full_timeout", options.ring_full_timeout},
+                                    std::pair{"stop_timeout", options.stop_timeout}}) {
+    if (value.count() <= 0) {
+      return Status(StatusCode::kInvalidArgument,
+                    std::string(name) + " of " + std::to_string(value.count()) +
+                        " ms. Fix: a positive time (the defaults: 10000, 5000 and 10000 ms)");
+    }
+  }
   if (options.num_actors == 0 || options.num_actors > (1u << 24)) {
     return Status(StatusCode::kInvalidArgument,
                   "actor count " + std::to_string(options.num_actors) +
