@@ -53,11 +53,25 @@ void Runtime::Impl::record_error(const Status& st) {
 
 Status Runtime::start() {
   Impl& m = *impl_;
+  if (m.phase == RuntimePhase::kStopped) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "start() after shutdown(); a Runtime launches its kernel once. Fix: create a new Runtime to run again");
+  }
   if (m.phase != RuntimePhase::kCreated) {
     return Status(StatusCode::kFailedPrecondition,
                   "start() called twice; a Runtime launches its kernel once. Fix: create a new "
                   "Runtime to run again");
   }
+  if (Status earlier = health(); !earlier.ok()) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "start() after a failed start (" + earlier.message() + "). Fix: create a new Runtime to run again");
+  }
+  // A start that fails leaves nothing waiting: the error is sticky (health()), every command
+  // queued before start() fails with it, and later sends are refused.
+  auto failed = [&m](const Status& st) {
+    m.record_error(Status(st.code(), "start() failed: " + st.message()));
+    return st;
+  };
   // The grid starts only the epochs whose K2K messages from other shards are in: those the
   // first exchange delivers (a fresh run's init sends) or, restored, what its images hold.
   // Relaxed: the kernel is not running yet; the launch orders it.
@@ -87,8 +101,11 @@ Status Runtime::start() {
     info.pkrt_version = version();
     info.created_unix_ns = static_cast<std::uint64_t>(
         std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::system_clock::now().time_since_epoch()).count());
-    std::lock_guard<std::mutex> lock(m.log_mu);
-    PKRT_RETURN_IF_ERROR(m.log->begin_run(info));
+    std::unique_lock<std::mutex> lock(m.log_mu);
+    if (Status begun = m.log->begin_run(info); !begun.ok()) {
+      lock.unlock();
+      return failed(begun);
+    }
     // Relaxed: a label for records (see complete_epoch).
     m.complete_epoch.store(m.args.start_epoch, std::memory_order_relaxed);
     m.log->set_complete_epoch(m.args.start_epoch);
@@ -98,7 +115,7 @@ Status Runtime::start() {
     // Release: senders that acquire it append directly, after the records above.
     m.log_begun.store(true, std::memory_order_release);
   }
-  PKRT_RETURN_IF_ERROR(m.backend->launch(*m.program, m.args, m.plan));
+  if (Status launched = m.backend->launch(*m.program, m.args, m.plan); !launched.ok()) return failed(launched);
   {
     std::lock_guard<std::mutex> lock(m.mu);
     m.phase = RuntimePhase::kRunning;

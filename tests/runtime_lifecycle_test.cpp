@@ -6,14 +6,17 @@
 #include "cuda/device_registry.hpp"
 
 #include <pkrt/program.hpp>
+#include <pkrt/replay_log.hpp>
 #include <pkrt/runtime.hpp>
 
 #include <gtest/gtest.h>
 
 #include <dirent.h>
+#include <unistd.h>
 
 #include <atomic>
 #include <chrono>
+#include <filesystem>
 #include <mutex>
 #include <set>
 #include <thread>
@@ -495,6 +498,50 @@ TEST(Runtime, CommandsQueuedBeforeAStartThatNeverComesCompleteAsAborted) {
   auto queued = rt->send(0, kProbeEpoch, std::uint64_t{0});
   EXPECT_TRUE(rt->shutdown().ok());
   EXPECT_EQ(queued.get().status.code(), StatusCode::kAborted);
+}
+
+// A log that was already closed refuses the run at start(): nothing sent before or after may
+// wait for a grid that never launched (they waited until shutdown() before).
+TEST(Runtime, AFailedStartFailsQueuedCommandsRefusesNewOnesAndStaysUnhealthy) {
+  const std::string path =
+      (std::filesystem::temp_directory_path() / ("pkrt_failed_start_" + std::to_string(::getpid()) + ".pkrl")).string();
+  std::filesystem::remove(path);
+  auto writer = ReplayLogWriter::create(path, {.capacity_records = 64});
+  ASSERT_TRUE(writer.ok()) << writer.status().to_string();
+  struct Remove {
+    std::string path;
+    ~Remove() { std::filesystem::remove(path); }
+  } remove{path};
+  ASSERT_TRUE(writer.value()->close().ok());
+  RuntimeOptions o = cpu_options(2, 1);
+  o.replay_log = std::move(writer.value());
+  auto created = Runtime::create(probe_program(), Probe::Params{}, o);
+  ASSERT_TRUE(created.ok()) << created.status().to_string();
+  Runtime& rt = *created.value();
+  ReplyFuture queued = rt.send(0, kProbeEpoch, std::uint64_t{0});
+  Status reported;
+  rt.set_error_callback([&](const Status& st) { reported = st; });
+  const Status started = rt.start();
+  ASSERT_FALSE(started.ok());
+  EXPECT_EQ(queued.wait_for(std::chrono::seconds(10)), std::future_status::ready) << "the queued command was failed";
+  EXPECT_FALSE(queued.get().status.ok());
+  EXPECT_FALSE(rt.health().ok());
+  EXPECT_NE(rt.health().message().find("start() failed"), std::string::npos) << rt.health().message();
+  EXPECT_FALSE(reported.ok()) << "the error callback heard of it";
+  EXPECT_FALSE(rt.post(0, kProbeEpoch, std::uint64_t{0}).ok());
+  EXPECT_FALSE(rt.send(1, kProbeEpoch, std::uint64_t{0}).get().status.ok());
+  const Status again = rt.start();
+  EXPECT_EQ(again.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(again.message().find("after a failed start"), std::string::npos) << again.message();
+  EXPECT_FALSE(rt.shutdown().ok()) << "shutdown reports the sticky error";
+}
+
+TEST(Runtime, StartAfterShutdownSaysSo) {
+  auto rt = make_probe(1, 1);
+  ASSERT_TRUE(rt->shutdown().ok());
+  const Status st = rt->start();
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.message().find("after shutdown()"), std::string::npos) << st.message();
 }
 
 TEST(Runtime, StartTwiceIsRefused) {

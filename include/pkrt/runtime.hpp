@@ -123,7 +123,7 @@ struct RuntimeOptions {
   // and live restores each take one slot while in flight.
   std::uint64_t staging_bytes = 0;
   // Replay (pkrt/replay_log.hpp, pkrt/replay.hpp). With a log, the runtime writes the run
-  // metadata into it at create() and mirrors every H2K slot when it publishes it and every
+  // metadata into it at start() and mirrors every H2K slot when it publishes it and every
   // K2H slot when the pump consumes it. One log records one run.
   std::shared_ptr<ReplayLogWriter> replay_log;
   // Every digest_period epochs each actor reports the CRC32 of its state (State + named
@@ -249,7 +249,10 @@ class Runtime {
   void set_error_callback(ErrorCallback callback);
 
   // Launches the kernel: actors are initialised, then epochs advance until the target epoch
-  // (set_target_epoch; default: none), a pause, or shutdown.
+  // (set_target_epoch; default: none), a pause, or shutdown. A start that fails (the replay
+  // log refuses the run, the launch fails) leaves its error sticky in health(): commands sent
+  // before it complete with that error, later ones are refused, and the error callback runs
+  // on the calling thread. Once only: a second start(), or one after shutdown(), is refused.
   Status start();
 
   // Epochs advance until `epoch` is complete, then the grid parks. Non-blocking; may be
