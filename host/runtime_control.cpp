@@ -120,7 +120,21 @@ void Runtime::Impl::wake_pump() {
 
 void Runtime::Impl::abort_kernel() { set_control(&HostControl::abort, 1u); }
 
+namespace {
+
+// Control of a runtime that was shut down changes nothing: say so rather than report success.
+Status stopped_control(const char* call) {
+  return Status(StatusCode::kFailedPrecondition,
+                std::string(call) + " after shutdown(): the grid no longer runs. Fix: create a new Runtime to run again");
+}
+
+}  // namespace
+
 Status Runtime::set_target_epoch(std::uint64_t epoch) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (impl_->phase == RuntimePhase::kStopped) return stopped_control("set_target_epoch()");
+  }
   impl_->set_control(&HostControl::target_epoch, epoch);
   return Status();
 }
@@ -128,6 +142,7 @@ Status Runtime::set_target_epoch(std::uint64_t epoch) {
 Status Runtime::pause() {
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
+    if (impl_->phase == RuntimePhase::kStopped) return stopped_control("pause()");
     impl_->pause_requested = true;
   }
   impl_->set_control(&HostControl::pause, 1u);
@@ -137,6 +152,7 @@ Status Runtime::pause() {
 Status Runtime::resume() {
   {
     std::lock_guard<std::mutex> lock(impl_->mu);
+    if (impl_->phase == RuntimePhase::kStopped) return stopped_control("resume()");
     impl_->pause_requested = false;
   }
   impl_->set_control(&HostControl::pause, 0u);
@@ -153,7 +169,7 @@ Status wait_for(Runtime::Impl& m, std::unique_lock<std::mutex>& lock,
   if (!m.sticky.ok()) return m.sticky;
   if (m.kernel_done || m.stopped_event) {
     return Status(StatusCode::kAborted, "the kernel stopped at epoch " + std::to_string(m.parked_epoch) +
-                                            " before " + what);
+                                            " while waiting for " + what);
   }
   return Status(StatusCode::kTimeout, "timed out after " + std::to_string(timeout.count()) +
                                           " ms waiting for " + what);

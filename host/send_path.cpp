@@ -238,6 +238,11 @@ Status Runtime::Impl::post_one(std::uint32_t actor, std::uint16_t opcode, const 
                                std::uint64_t apply_epoch) {
   if (bytes > kEnvelopeDataBytes || (bytes != 0 && data == nullptr)) return bad_message(actor, bytes);
   if (!application_may_send(opcode)) return runtime_opcode_refused(actor, opcode, "a post");
+  if (actor >= options.num_actors)
+    return Status(StatusCode::kOutOfRange, "a post to actor " + std::to_string(actor) + ", but app '" + program->name +
+                                               "' has " + std::to_string(options.num_actors) +
+                                               " actors; nothing was posted. Fix: address actors below " +
+                                               std::to_string(options.num_actors));
   Command c;
   c.actor = actor;
   c.opcode = opcode;

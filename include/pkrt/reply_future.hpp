@@ -36,7 +36,9 @@
 
 namespace pkrt {
 
-// One K2H slot as the host sees it.
+// One K2H slot as the host sees it. In a Reply: a handler's reply has the command's own
+// opcode and kFlagReply in flags; a command applied without a reply has kOpAck (also when
+// the kernel acknowledged it in a kOpAckRange run); a rejected one kOpError.
 struct Event {
   std::uint16_t opcode = 0;
   std::uint16_t flags = 0;

@@ -34,7 +34,8 @@ enum Opcode : std::uint16_t {
   // K2H, runtime-level.
   kOpAck = 0x40,      // command applied; data: AckData
   kOpError = 0x41,    // command rejected or failed; data: ErrorData
-  kOpReply = 0x42,    // reply from an actor's message handler; data: handler-defined
+  kOpReply = 0x42,    // reserved, never published: a handler's reply carries the command's
+                      // own opcode with kFlagReply (data: handler-defined)
   kOpPaused = 0x43,   // grid parked at an epoch boundary (pause requested or target reached)
   kOpResumed = 0x44,  // grid left a park
   kOpStopped = 0x45,  // kernel is exiting; data: StopData
