@@ -674,9 +674,11 @@ Result<RestorePoint> find_restore_point(const CheckpointStore& store, const Rest
   const CheckpointFingerprint& want = q.fingerprint;
   std::vector<const CheckpointSetRecord*> candidates;  // newest first
   std::string damaged;
+  std::vector<std::string> skipped;  // sets passed over: damaged manifests first (their epochs are unknown)
   for (auto it = sets->rbegin(); it != sets->rend(); ++it) {
     if (!it->status.ok()) {
       damaged += (damaged.empty() ? "" : "; ") + it->status.message();
+      skipped.push_back("set whose manifest '" + store.describe(it->name) + "' is damaged (" + it->status.message() + ")");
       continue;
     }
     const CheckpointManifest& m = it->manifest;
@@ -704,7 +706,6 @@ Result<RestorePoint> find_restore_point(const CheckpointStore& store, const Rest
     if (!damaged.empty()) msg += " (damaged manifests: " + damaged + ")";
     return Status(StatusCode::kInvalidArgument, msg);
   }
-  std::vector<std::string> skipped;
   for (const CheckpointSetRecord* rec : candidates) {
     const CheckpointManifest& m = rec->manifest;
     const std::string where = store.describe(rec->name);

@@ -378,6 +378,26 @@ TEST(CheckpointSetRestore, ADamagedNewestSetIsPassedOverForTheNextOlderOneAndSay
   EXPECT_FALSE(exact.ok());
 }
 
+TEST(CheckpointSetRestore, ADamagedNewestManifestIsPassedOverAndListedInSkipped) {
+  ProbeRun r = start_probe_run(2, 3);
+  checkpoint(r, 1);
+  checkpoint(r, 2);
+  auto sets = scan_checkpoint_sets(r.store->inner);
+  ASSERT_TRUE(sets.ok());
+  ASSERT_EQ(sets->size(), 2u);
+  const std::string manifest = sets->back().name;
+  auto bytes = r.store->inner.get(manifest);
+  ASSERT_TRUE(bytes.ok());
+  bytes.value()[bytes->size() / 2] ^= std::byte{0x40};
+  ASSERT_TRUE(r.store->inner.put(manifest, bytes.value()).ok());
+  auto point = find_restore_point(r.store->inner, "probe", r.rt->params(), 2, std::nullopt);
+  ASSERT_TRUE(point.ok()) << point.status().to_string();
+  EXPECT_EQ(point->epoch, 1u);
+  ASSERT_EQ(point->skipped.size(), 1u) << "the caller hears that a newer set could not be read";
+  EXPECT_NE(point->skipped[0].find(manifest), std::string::npos) << point->skipped[0];
+  EXPECT_NE(point->skipped[0].find("damaged"), std::string::npos) << point->skipped[0];
+}
+
 TEST(CheckpointSetRestore, TheNewestSetIsTheMostRecentlyCommittedNotTheHighestEpoch) {
   const auto dir = std::filesystem::temp_directory_path() / ("pkrt_sets_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);

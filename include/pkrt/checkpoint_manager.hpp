@@ -153,7 +153,9 @@ struct RestorePoint {
   // caller must send again whatever was due after `epoch`.
   std::vector<Command> queued;
   bool has_queued = false;
-  std::vector<std::string> skipped;  // newer sets passed over, and why (damaged files)
+  // Sets passed over, and why: newer ones with a damaged member, and any whose manifest is
+  // damaged (its epoch unreadable, so it may be older or newer).
+  std::vector<std::string> skipped;
 };
 
 struct RestoreQuery {
