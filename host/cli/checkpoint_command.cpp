@@ -185,8 +185,7 @@ int list_command(const CheckpointOptions& o) {
 int inspect_manifest(const CheckpointOptions& o, std::span<const std::byte> bytes) {
   auto parsed = parse_checkpoint_manifest(bytes, o.path);
   if (!parsed.ok()) {
-    std::fprintf(stderr, "pkrt checkpoint inspect: %s\n", parsed.status().to_string().c_str());
-    return kExitFailed;
+    return report_error("checkpoint inspect", parsed.status(), kExitFailed);
   }
   const CheckpointManifest& m = parsed.value();
   const CheckpointFingerprint& f = m.fingerprint;
@@ -248,8 +247,7 @@ int inspect_command(const CheckpointOptions& o) {
   if (int rc = 0; global_command(o, "inspect", rc)) return rc;
   auto parsed = parse_checkpoint(bytes.value(), o.path);
   if (!parsed.ok()) {
-    std::fprintf(stderr, "pkrt checkpoint inspect: %s\n", parsed.status().to_string().c_str());
-    return kExitFailed;
+    return report_error("checkpoint inspect", parsed.status(), kExitFailed);
   }
   const CheckpointInfo& i = parsed->info;
   std::uint64_t stored = 0, raw = 0;
@@ -496,8 +494,7 @@ int list_globals(const CheckpointOptions& o, const std::vector<GlobalRecord>& gl
 
 int inspect_global(const CheckpointOptions& o, const GlobalRecord& g) {
   if (!g.status.ok()) {
-    std::fprintf(stderr, "pkrt checkpoint inspect: %s\n", g.status.to_string().c_str());
-    return kExitFailed;
+    return report_error("checkpoint inspect", g.status, kExitFailed);
   }
   if (o.json) {
     std::printf("%s\n", global_json(g).dump(2).c_str());

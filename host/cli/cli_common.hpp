@@ -4,6 +4,8 @@
 
 #include <pkrt/status.hpp>
 
+#include <nlohmann/json.hpp>
+
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -46,10 +48,27 @@ inline Status replay_log_refused(const Status& st) {
   return Status(code, "--replay-log: " + st.message());
 }
 
-inline int report_error(const char* command, const Status& st) {
-  std::fprintf(stderr, "pkrt %s: error: %s\n", command, st.to_string().c_str());
-  return exit_code_for(st);
+// With --json, errors go to stdout too, as one JSON object ({"error": {...}, "exit_code": N}),
+// so that a script reading stdout gets a document on every exit. main() sets it from the
+// command's --json flag; MPI ranks other than 0 clear it (their stdout joins rank 0's).
+inline bool& json_errors() {
+  static bool on = false;
+  return on;
 }
+
+// Prints the error (stderr, and stdout as JSON under --json) and returns `rc`.
+inline int report_error(const char* command, const Status& st, int rc) {
+  std::fprintf(stderr, "pkrt %s: error: %s\n", command, st.to_string().c_str());
+  if (json_errors()) {
+    const nlohmann::json j = {
+        {"error", {{"command", command}, {"code", status_code_name(st.code())}, {"message", st.message()}}},
+        {"exit_code", rc}};
+    std::printf("%s\n", j.dump(2).c_str());
+  }
+  return rc;
+}
+
+inline int report_error(const char* command, const Status& st) { return report_error(command, st, exit_code_for(st)); }
 
 // Two-column table with a title, aligned on the widest key.
 inline void print_table(std::FILE* out, const std::string& title,

@@ -90,6 +90,7 @@ int dispatch(int argc, char** argv) {
     const int rc = app.exit(e);
     return rc == 0 ? kExitOk : kExitUsage;
   }
+  json_errors() = run.json || replay.json || log.json || selftest.json || checkpoint.json;
   if (app.got_subcommand("run")) return run_command(run);
   if (app.got_subcommand("replay")) return replay_command(replay);
   if (app.got_subcommand("log")) return log_command(log);

@@ -143,10 +143,7 @@ int replay_one(const ReplayOptions& o, bool print, ReplayVerdict& verdict) {
   auto backend = parse_backend(o.backend);
   if (!backend.ok()) return report_error("replay", backend.status());
   auto log = read_replay_log(o.log);
-  if (!log.ok()) {
-    std::fprintf(stderr, "pkrt replay: error: %s\n", log.status().to_string().c_str());
-    return kExitUsage;
-  }
+  if (!log.ok()) return report_error("replay", log.status(), kExitUsage);
   pkrt::ReplayOptions ro;
   ro.backend = backend.value();
   ro.threads = o.threads;
@@ -170,8 +167,7 @@ int replay_one(const ReplayOptions& o, bool print, ReplayVerdict& verdict) {
   if (!result.ok()) {
     // Whatever stops a replay (bad input, a log it cannot cover, a run that failed) means
     // no verdict: exit 2, never 0 or 1. replay_log() sees the log, not its path: name it here.
-    std::fprintf(stderr, "pkrt replay: error: %s: %s\n", o.log.c_str(), result.status().to_string().c_str());
-    return kExitUsage;
+    return report_error("replay", Status(result.status().code(), o.log + ": " + result.status().message()), kExitUsage);
   }
   const ReplayResult& r = result.value();
   verdict.identical = r.identical;
@@ -216,10 +212,7 @@ void add_log_command(CLI::App& app, LogDumpOptions& o) {
 
 int log_command(const LogDumpOptions& o) {
   auto log = read_replay_log(o.log);
-  if (!log.ok()) {
-    std::fprintf(stderr, "pkrt log dump: error: %s\n", log.status().to_string().c_str());
-    return kExitUsage;
-  }
+  if (!log.ok()) return report_error("log dump", log.status(), kExitUsage);
   const ReplayLog& l = log.value();
   const std::size_t first = o.tail != 0 && o.tail < l.records.size() ? l.records.size() - o.tail : 0;
   const bool damaged = !l.stop_note.empty();

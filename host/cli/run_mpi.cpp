@@ -253,6 +253,8 @@ int replay_mpi_command(const ReplayOptions& o) {
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
+  // A rank's errors go to stderr only: rank 0 prints the one JSON document (the verdicts).
+  json_errors() = false;
   // Each rank replays its own rank's log alone (its inbound K2K from the .k2k beside it): the
   // ranks need no MPI between them, only the gathering of verdicts at the end.
   ReplayOptions mine = o;
@@ -284,6 +286,7 @@ int replay_mpi_command(const ReplayOptions& o) {
   int worst = kExitOk;
   if (rank == 0) {
     std::vector<std::pair<std::string, std::string>> rows;
+    nlohmann::json ranks_json = nlohmann::json::array();
     int first = -1;
     for (int r = 0; r < size; ++r) {
       const std::uint64_t* a = all.data() + 5 * static_cast<std::size_t>(r);
@@ -299,9 +302,15 @@ int replay_mpi_command(const ReplayOptions& o) {
         const std::uint64_t* f = first < 0 ? nullptr : all.data() + 5 * static_cast<std::size_t>(first);
         if (f == nullptr || a[3] < f[3]) first = r;
       }
-      rows.emplace_back("rank " + std::to_string(r) + " (" + mine.log.substr(0, mine.log.rfind(".rank")) + ".rank" +
-                            std::to_string(r) + ")",
-                        text);
+      const std::string rank_log = mine.log.substr(0, mine.log.rfind(".rank")) + ".rank" + std::to_string(r);
+      rows.emplace_back("rank " + std::to_string(r) + " (" + rank_log + ")", text);
+      ranks_json.push_back({{"rank", r},
+                            {"log", rank_log},
+                            {"verdict", code == kExitUsage ? "error" : a[1] != 0 ? "identical" : "diverged"},
+                            {"end_epoch", a[2]},
+                            {"divergence", code != kExitUsage && a[1] == 0
+                                               ? nlohmann::json{{"epoch", a[3]}, {"actor", a[4]}}
+                                               : nlohmann::json(nullptr)}});
     }
     if (first >= 0) {
       const std::uint64_t* f = all.data() + 5 * static_cast<std::size_t>(first);
@@ -310,7 +319,15 @@ int replay_mpi_command(const ReplayOptions& o) {
                                                 ". Fix: pkrt replay " + o.log + ".rank" + std::to_string(first) +
                                                 " for its full report");
     }
-    print_table(stdout, "pkrt replay (mpirun, " + std::to_string(size) + " ranks, each replayed alone)", rows);
+    if (o.json) {
+      const char* verdict = worst == 3 ? "error" : worst == kExitOk ? "identical" : "diverged";
+      const nlohmann::json j = {{"verdict", verdict}, {"log", o.log}, {"ranks", ranks_json},
+                                {"first_divergence", first >= 0 ? ranks_json[static_cast<std::size_t>(first)]["divergence"]
+                                                                : nlohmann::json(nullptr)}};
+      std::printf("%s\n", j.dump(2).c_str());
+    } else {
+      print_table(stdout, "pkrt replay (mpirun, " + std::to_string(size) + " ranks, each replayed alone)", rows);
+    }
   }
   MPI_Bcast(&worst, 1, MPI_INT, 0, MPI_COMM_WORLD);
   MPI_Finalize();
@@ -325,6 +342,8 @@ int run_mpi_command(const RunOptions& o) {
   int rank = 0, size = 1;
   MPI_Comm_rank(MPI_COMM_WORLD, &rank);
   MPI_Comm_size(MPI_COMM_WORLD, &size);
+  // Only rank 0's stdout carries JSON (one document, its summary or its error).
+  json_errors() = json_errors() && rank == 0;
   ProgressLine progress(!o.quiet && rank == 0);
   MpiRunSummary sum;
   Status st = run_heat2d_ranks(o, sum, rank, size, progress);
