@@ -29,6 +29,11 @@ if(NOT rc EQUAL 0 OR NOT CMAKE_MATCH_1 STREQUAL original)
   message(FATAL_ERROR "restored run: exit ${rc}, checksum '${CMAKE_MATCH_1}' vs original '${original}'\n${out}")
 endif()
 message("original and restored checksum: ${original}")
+# A file names its epoch: a --restore-epoch that differs is a contradiction, refused.
+run_pkrt(out rc ${common} --restore ${WORK}/heat2d-set-e000000000200.pkset --restore-epoch 100)
+if(NOT rc EQUAL 2 OR NOT out MATCHES "is a checkpoint of epoch 200, but --restore-epoch asks for 100")
+  message(FATAL_ERROR "--restore FILE with another --restore-epoch: exit ${rc}\n${out}")
+endif()
 # One flipped byte in the chunk data of one file.
 file(GLOB files "${WORK}/heat2d-e000000000200-*-a000001-*.pkck")
 list(GET files 0 victim)

@@ -62,3 +62,11 @@ endfunction()
 expect_json_error(2 run --restore /nonexistent/pkrt --quiet --json)
 expect_json_error(2 log dump /nonexistent/pkrt.log --json)
 expect_json_error(2 replay /nonexistent/pkrt.log --json)
+
+# 64-bit values too large for their type are refused, not saturated; so are empty values and
+# an option taken as the value of the one before (it would have named a file --quiet).
+expect(2 "--seed: the value 99999999999999999999 is too large" run --seed 99999999999999999999 --quiet)
+expect(2 "--chaos: the value 99999999999999999999 is too large" run --chaos 99999999999999999999 --quiet)
+expect(2 "--replay-log: .*required" run --quiet --replay-log=)
+expect(2 "--replay-log: the value '--quiet' looks like an option" run --replay-log --quiet)
+expect(2 "--checkpoint-dir: the value '--quiet' looks like an option" run --checkpoint-dir --quiet)

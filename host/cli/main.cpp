@@ -39,21 +39,43 @@ void ProgressLine::finish() {
 namespace {
 
 // No pkrt option takes a negative number, and CLI11 converts "-1" for a 64-bit unsigned
-// option to 2^64-1 (a seed, period or count nobody meant): refuse every negative value.
-void refuse_negative_values(CLI::App& app) {
-  const CLI::Validator not_negative(
-      [](std::string& value) -> std::string {
-        // Only what reads as a whole number: a path such as "-1ckpt" is not a value to refuse.
-        char* end = nullptr;
-        const double v = std::strtod(value.c_str(), &end);
-        if (!value.empty() && end == value.c_str() + value.size() && v < 0)
-          return "the value " + value + " is negative; it must be 0 or more";
-        return std::string();
-      },
-      "NONNEGATIVE");
-  for (CLI::Option* opt : app.get_options())
-    if (opt->get_type_size() != 0) opt->check(not_negative);
-  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) refuse_negative_values(*sub);
+// option to 2^64-1 (a seed, period or count nobody meant): refuse every negative value. It
+// also saturates a 64-bit value too large for its type (99999999999999999999 becomes 2^64-1,
+// or 2^63-1 for a signed one) where narrower types are refused: refuse those too, by name.
+// An empty value (--replay-log '') is refused too (it would silently mean "not given"), and
+// one that starts with "--" (an option taken as the value of the one before).
+// The validator has no name, so --help shows each option's type as CLI11 writes it.
+void check_option_values(CLI::App& app) {
+  for (CLI::Option* opt : app.get_options()) {
+    const std::string type = opt->get_type_name();
+    if (type.empty() || opt->get_type_size() == 0) continue;  // flags, --help
+    // The type comes first, then the descriptions of checks added before (e.g. "UINT:UINT in [1 - 16]").
+    const bool is_signed = type.rfind("INT", 0) == 0, is_unsigned = type.rfind("UINT", 0) == 0;
+    opt->check(CLI::Validator(
+        [is_signed, is_unsigned](std::string& value) -> std::string {
+          if (value.empty()) return "an empty value; give one (see --help)";
+          // "--replay-log --quiet" would otherwise record into a file named --quiet.
+          if (value.rfind("--", 0) == 0)
+            return "the value '" + value + "' looks like an option, not a value. Fix: give this option its value "
+                   "(a file of that name: ./" + value + ")";
+          // Only what reads as a whole number: a path such as "-1ckpt" is not a value to refuse.
+          char* end = nullptr;
+          const double v = std::strtod(value.c_str(), &end);
+          if (end != value.c_str() + value.size()) return std::string();
+          if (v < 0) return "the value " + value + " is negative; it must be 0 or more";
+          if (is_signed || is_unsigned) {
+            errno = 0;
+            if (is_signed) (void)std::strtoll(value.c_str(), nullptr, 10);
+            else (void)std::strtoull(value.c_str(), nullptr, 10);
+            if (errno == ERANGE)
+              return "the value " + value + " is too large (at most " +
+                     (is_signed ? std::string("9223372036854775807") : std::string("18446744073709551615")) + ")";
+          }
+          return std::string();
+        },
+        ""));
+  }
+  for (CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) check_option_values(*sub);
 }
 
 // What the command printed must have reached stdout: a summary or JSON written to a full
@@ -83,7 +105,7 @@ int dispatch(int argc, char** argv) {
   add_log_command(app, log);
   CheckpointOptions checkpoint;
   add_checkpoint_command(app, checkpoint);
-  refuse_negative_values(app);
+  check_option_values(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

@@ -425,7 +425,13 @@ class CheckpointSession {
         if (!parsed.ok()) return parsed.status();
         file_epoch = parsed->info.epoch;
       }
-      if (!epoch) epoch = file_epoch;
+      if (epoch && *epoch != file_epoch) {
+        return Status(StatusCode::kInvalidArgument,
+                      "--restore '" + o_.restore + "' is a checkpoint of epoch " + std::to_string(file_epoch) +
+                          ", but --restore-epoch asks for " + std::to_string(*epoch) +
+                          ". Fix: give the directory with --restore-epoch, or the file alone");
+      }
+      epoch = file_epoch;
     } else if (!std::filesystem::is_directory(o_.restore, ec)) {
       return Status(StatusCode::kInvalidArgument,
                     "--restore '" + o_.restore + "' is neither a checkpoint file nor a directory");
