@@ -64,7 +64,8 @@ Status check_against(const GlobalCheckpointManifest& g, const GlobalRestoreReque
 
 }  // namespace
 
-Result<GlobalCheckpointList> list_global_checkpoints(const std::string& directory, const std::string& app) {
+Result<GlobalCheckpointList> list_global_checkpoints(const std::string& directory, const std::string& app,
+                                                     std::vector<std::string>* damaged) {
   auto store = FileCheckpointStore::open_existing(directory);
   // A directory no run has written yet holds none (a first coordinated checkpoint lists it).
   if (store.status().code() == StatusCode::kNotFound) return GlobalCheckpointList{};
@@ -84,6 +85,7 @@ Result<GlobalCheckpointList> list_global_checkpoints(const std::string& director
     auto parsed = parse_global_manifest(bytes.value(), store.value()->describe(name));
     // A damaged manifest commits nothing (its sets were pinned while it was whole).
     if (parsed.ok() && parsed.value().app == app) out.emplace_back(name, std::move(parsed.value()));
+    else if (!parsed.ok() && damaged != nullptr) damaged->push_back(name + " (" + parsed.status().message() + ")");
   }
   std::sort(out.begin(), out.end(), [](const auto& a, const auto& b) { return a.second.sequence < b.second.sequence; });
   return out;

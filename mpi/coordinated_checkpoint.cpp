@@ -256,7 +256,7 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
 }
 
 Result<std::uint64_t> ShardedRuntime::restore(const std::string& directory, std::optional<std::uint64_t> epoch,
-                                              const RunInputs& inputs) {
+                                              const RunInputs& inputs, std::vector<std::string>* skipped) {
   PKRT_RETURN_IF_ERROR(failed_);
   PKRT_RETURN_IF_ERROR(lost_);
   // Commands forwarded before a restore were aimed at epochs of the run being replaced.
@@ -267,58 +267,103 @@ Result<std::uint64_t> ShardedRuntime::restore(const std::string& directory, std:
                   std::to_string(forwarded) + " host command(s) were posted to other ranks' actors before restore(). "
                   "Fix: restore first, then post (apply epochs after the restored one)");
   }
-  // Rank 0 picks the global checkpoint; every rank reads it and its own actors' members.
-  std::string chosen;
+  std::vector<std::string> passed_over;  // rank 0's account
+  // Rank 0 lists the candidates, newest first; then, one at a time, every rank reads its
+  // actors' part of the candidate and all agree whether every rank could.
+  std::vector<std::string> candidates;
   Status picked;
   if (context_.rank == 0) {
-    auto globals = list_global_checkpoints(directory, local_->program().name);
+    std::vector<std::string> damaged;
+    auto globals = list_global_checkpoints(directory, local_->program().name, &damaged);
     if (!globals.ok()) {
       picked = globals.status();
     } else {
-      for (auto it = globals.value().rbegin(); it != globals.value().rend(); ++it) {
-        if (epoch && it->second.epoch != *epoch) continue;
-        chosen = it->first;
-        break;
-      }
-      if (chosen.empty()) {
+      for (const std::string& d : damaged) passed_over.push_back("global checkpoint whose manifest is damaged: " + d);
+      for (auto it = globals.value().rbegin(); it != globals.value().rend(); ++it)
+        if (!epoch || it->second.epoch == *epoch) candidates.push_back(it->first);
+      if (candidates.empty()) {
         picked = Status(StatusCode::kNotFound,
                         "no committed global checkpoint" + (epoch ? " of epoch " + std::to_string(*epoch) : std::string()) +
-                            " in " + directory + " (" + std::to_string(globals.value().size()) +
-                            " committed in all). Fix: `pkrt checkpoint list " + directory + "` shows them");
+                            " in " + directory + " (" + std::to_string(globals.value().size()) + " committed in all" +
+                            (damaged.empty() ? std::string() : ", " + std::to_string(damaged.size()) + " damaged") +
+                            "). Fix: `pkrt checkpoint list " + directory + "` shows them");
       }
     }
   }
   PKRT_RETURN_IF_ERROR(broadcast_status(picked));
-  std::uint32_t length = static_cast<std::uint32_t>(chosen.size());
-  MPI_Bcast(&length, 1, MPI_UINT32_T, 0, comm_);
-  chosen.resize(length);
-  MPI_Bcast(chosen.data(), static_cast<int>(length), MPI_CHAR, 0, comm_);
+  std::uint32_t count = static_cast<std::uint32_t>(candidates.size());
+  MPI_Bcast(&count, 1, MPI_UINT32_T, 0, comm_);
 
-  auto load = [&]() -> Result<std::uint64_t> {
-    GlobalRestoreRequest request;
-    request.app = local_->program().name;
-    request.params = local_->params();
-    request.global_actors = partition_.actors();
-    request.k2k_delay = local_->options().k2k_delay;
-    request.image_bytes = local_->image_layout().image_bytes;
-    request.chunk_bytes = local_->image_layout().chunk_bytes;
-    const auto mine = partition_.actors_of(static_cast<std::uint32_t>(context_.rank));
-    request.global_ids.assign(mine.begin(), mine.end());
-    request.inputs = inputs;
+  GlobalRestoreRequest request;
+  request.app = local_->program().name;
+  request.params = local_->params();
+  request.global_actors = partition_.actors();
+  request.k2k_delay = local_->options().k2k_delay;
+  request.image_bytes = local_->image_layout().image_bytes;
+  request.chunk_bytes = local_->image_layout().chunk_bytes;
+  const auto mine = partition_.actors_of(static_cast<std::uint32_t>(context_.rank));
+  request.global_ids.assign(mine.begin(), mine.end());
+  request.inputs = inputs;
+  for (std::uint32_t i = 0; i < count; ++i) {
+    std::string chosen = context_.rank == 0 ? candidates[i] : std::string();
+    std::uint32_t length = static_cast<std::uint32_t>(chosen.size());
+    MPI_Bcast(&length, 1, MPI_UINT32_T, 0, comm_);
+    chosen.resize(length);
+    MPI_Bcast(chosen.data(), static_cast<int>(length), MPI_CHAR, 0, comm_);
     auto read = read_global_checkpoint(directory, chosen, request);
-    if (!read.ok()) return read.status();
-    for (Command& c : read->queued) c.actor = local_index(c.actor);
-    PKRT_RETURN_IF_ERROR(local_->restore_before_start(read->epoch, read->images, {}, read->queued));
-    return read->epoch;
-  };
-  auto restored = load();
-  const Status agreed = agree(restored.ok() ? Status() : restored.status(), "restore");
-  if (!agreed.ok()) {
-    fail(agreed);  // some ranks may have restored, others not: this runtime cannot start
-    return agreed;
+    const Status readable = agree(read.ok() ? Status() : read.status(), "reading global checkpoint " + chosen);
+    PKRT_RETURN_IF_ERROR(lost_);
+    if (readable.ok()) {
+      for (Command& c : read->queued) c.actor = local_index(c.actor);
+      const Status restored = local_->restore_before_start(read->epoch, read->images, {}, read->queued);
+      const Status agreed = agree(restored, "restore");
+      if (!agreed.ok()) {
+        fail(agreed);  // some ranks may have restored, others not: this runtime cannot start
+        return agreed;
+      }
+      if (skipped != nullptr) *skipped = std::move(passed_over);
+      next_exchange_ = local_->first_exchange_epoch();  // the epoch after the restored one
+      return read->epoch;
+    }
+    // Nothing was restored: pass it over for the next older one, saying why on rank 0.
+    const std::string why = gather_texts(read.ok() ? std::string() : read.status().message());
+    // Only what is damaged or missing is passed over; a mismatch (another program, params,
+    // inputs) holds for every older one too, and is the caller's to fix.
+    const bool damaged_only = read.ok() || read.status().code() == StatusCode::kCorruptData ||
+                              read.status().code() == StatusCode::kNotFound || read.status().code() == StatusCode::kIoError;
+    const Status all_damaged = agree(damaged_only ? Status() : read.status(), "checking what kept " + chosen + " from restoring");
+    PKRT_RETURN_IF_ERROR(lost_);
+    if (epoch || !all_damaged.ok()) return read.ok() ? (all_damaged.ok() ? readable : all_damaged) : read.status();
+    if (context_.rank == 0) passed_over.push_back("global checkpoint " + chosen + " (" + why + ")");
   }
-  next_exchange_ = local_->first_exchange_epoch();  // the epoch after the restored one
-  return restored.value();
+  if (skipped != nullptr) *skipped = passed_over;
+  std::string all;
+  for (const std::string& p : passed_over) all += (all.empty() ? "" : "; ") + p;
+  return Status(StatusCode::kCorruptData, "every committed global checkpoint in " + directory + " is damaged" +
+                                              (context_.rank == 0 ? ": " + all : std::string(" (rank 0 lists them)")) +
+                                              ". Fix: restore from a copy of the directory, or start from scratch");
+}
+
+std::string ShardedRuntime::gather_texts(const std::string& mine) {
+  const std::string text = mine.substr(0, 4096);
+  int length = static_cast<int>(text.size());
+  std::vector<int> lengths(context_.rank == 0 ? static_cast<std::size_t>(context_.size) : 0);
+  MPI_Gather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, 0, comm_);
+  std::vector<int> offsets(lengths.size(), 0);
+  int total = 0;
+  for (std::size_t r = 0; r < lengths.size(); ++r) {
+    offsets[r] = total;
+    total += lengths[r];
+  }
+  std::string all(static_cast<std::size_t>(total), '\0');
+  MPI_Gatherv(text.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(), MPI_CHAR, 0, comm_);
+  std::string joined;
+  for (std::size_t r = 0; r < lengths.size(); ++r) {
+    if (lengths[r] == 0) continue;
+    joined += (joined.empty() ? "" : "; ") + std::string("rank ") + std::to_string(r) + ": " +
+              all.substr(static_cast<std::size_t>(offsets[r]), static_cast<std::size_t>(lengths[r]));
+  }
+  return joined;
 }
 
 }  // namespace pkrt::mpi

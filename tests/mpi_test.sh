@@ -143,6 +143,16 @@ expect_in verify40.out "CORRUPT  heat2d-global-e000000000040.pkglobal" "verify n
 expect_in verify40.out "CRC mismatch" "verify says what is damaged"
 echo "ok: damaged chunk data in a rank's member breaks its global checkpoint"
 
+# Without --restore-epoch, a restore passes the damaged ones over (warning which and why) and
+# continues from the newest whole one to the same end.
+"${mpirun[@]}" -np 3 "$pkrt" "${common[@]}" --threads 1 --restore ck4 >fallback.json 2>fallback.err ||
+  fail "restore passing over damaged global checkpoints: $(cat fallback.err)"
+expect_in fallback.err "passed over the global checkpoint heat2d-global-e000000000060.pkglobal (rank " "the damaged newest is named"
+expect_in fallback.err "passed over the global checkpoint heat2d-global-e000000000040.pkglobal (rank " "so is the next"
+expect_in fallback.json '"restored_epoch": 20' "the newest whole one is restored"
+[ "$(checksum_of fallback.json)" = "${single[1]}" ] || fail "restore after passing over damaged ones: $(checksum_of fallback.json)"
+echo "ok: a restore passes over damaged global checkpoints, saying which, and ends with the single-process checksum"
+
 # A rank killed at random moments of a run that checkpoints every few epochs: what is listed as
 # committed is always whole, and the newest restores on another rank count to the straight end.
 big=(run --app heat2d --grid 480x360 --actors 12 --epochs 400 --injections 8 --quiet --json --threads 1)

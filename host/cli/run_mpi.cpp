@@ -149,8 +149,10 @@ Status run_heat2d_ranks(const RunOptions& o, MpiRunSummary& sum, int rank, int s
   RunInputs inputs = {{"--injections", std::to_string(o.injections)}};
   if (o.injections != 0) inputs.emplace_back("--epochs", std::to_string(o.epochs));
   if (!o.restore.empty()) {
+    std::vector<std::string> skipped;
     auto restored = shard.restore(o.restore, o.restore_epoch >= 0 ? std::optional<std::uint64_t>(o.restore_epoch) : std::nullopt,
-                                  inputs);
+                                  inputs, &skipped);
+    for (const std::string& s : skipped) std::fprintf(stderr, "pkrt: warning: passed over the %s\n", s.c_str());
     if (!restored.ok()) return restored.status();
     sum.restored_epoch = restored.value();
     if (rank == 0)

@@ -78,9 +78,11 @@ std::vector<std::uint32_t> global_local_indices(std::span<const std::uint32_t> o
 // its manifest's file name. A damaged manifest is not listed (it commits nothing); one that
 // cannot be read (other than gone meanwhile) is an error, so that callers pinning the sets
 // of the listed ones never drop a checkpoint they could not see. A directory that does not
-// exist holds none (it is never created here).
+// exist holds none (it is never created here). `damaged`, when given, receives each damaged
+// manifest of the app as "<name> (<why>)".
 using GlobalCheckpointList = std::vector<std::pair<std::string, GlobalCheckpointManifest>>;
-Result<GlobalCheckpointList> list_global_checkpoints(const std::string& directory, const std::string& app);
+Result<GlobalCheckpointList> list_global_checkpoints(const std::string& directory, const std::string& app,
+                                                     std::vector<std::string>* damaged = nullptr);
 
 // What a runtime restoring some actors from a global checkpoint expects of it (compared
 // field by field; a difference is kInvalidArgument naming the field and the fix).

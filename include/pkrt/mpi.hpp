@@ -201,8 +201,12 @@ class ShardedRuntime {
   // and partition wrote it; the commands queued at the cut are posted again on their actors'
   // new ranks. Refused (on every rank, naming the field) when the program, params, actor
   // count, K2K delay, image layout or `inputs` differ. Returns the restored epoch.
+  // Without `epoch`, a global checkpoint that some rank cannot read (a damaged or missing
+  // rank set or member) is passed over for the next older one, as a damaged manifest is; on
+  // rank 0, `skipped` (when given) receives each one passed over and why, every rank's
+  // reason included.
   Result<std::uint64_t> restore(const std::string& directory, std::optional<std::uint64_t> epoch,
-                                const RunInputs& inputs);
+                                const RunInputs& inputs, std::vector<std::string>* skipped = nullptr);
 
   ExchangeStats exchange_stats() const { return stats_; }  // this rank's
   // Collective: the run's statistics over every rank, on every rank (rank 0 prints them).
@@ -257,6 +261,9 @@ class ShardedRuntime {
   void share_pins();
   // Rank 0's result broadcast to every rank: ok, or its failure.
   Status broadcast_status(const Status& at_root);
+  // Collective: every rank's `mine` (empty: nothing to say), joined as "rank r: text; ..."
+  // on rank 0 (empty elsewhere).
+  std::string gather_texts(const std::string& mine);
   // Refuses what neither post nor send can deliver (unknown actor, too much data, a remote
   // apply epoch the next exchange cannot make); fills in the apply epoch of a remote command.
   Status check_command(std::uint32_t actor, const void* data, std::size_t bytes, std::uint64_t& apply_epoch) const;
