@@ -153,6 +153,12 @@ expect_in fallback.json '"restored_epoch": 20' "the newest whole one is restored
 [ "$(checksum_of fallback.json)" = "${single[1]}" ] || fail "restore after passing over damaged ones: $(checksum_of fallback.json)"
 echo "ok: a restore passes over damaged global checkpoints, saying which, and ends with the single-process checksum"
 
+# Without mpirun, pkrt restores a multi-rank run's global checkpoints on one rank.
+"$pkrt" "${common[@]}" --threads 2 --restore ck4 >one_rank.json 2>one_rank.err || fail "restore of global checkpoints without mpirun: $(cat one_rank.err)"
+expect_in one_rank.json '"restored_epoch": 20' "the newest whole global checkpoint is restored without mpirun"
+[ "$(checksum_of one_rank.json)" = "${single[1]}" ] || fail "restore without mpirun: $(checksum_of one_rank.json)"
+echo "ok: global checkpoints restore without mpirun, on one rank"
+
 # A rank killed at random moments of a run that checkpoints every few epochs: what is listed as
 # committed is always whole, and the newest restores on another rank count to the straight end.
 big=(run --app heat2d --grid 480x360 --actors 12 --epochs 400 --injections 8 --quiet --json --threads 1)

@@ -96,6 +96,8 @@ Result<examples::Heat2d::Params> heat2d_params_from_flags(const RunOptions& opts
 RuntimeOptions run_runtime_options(const RunOptions& opts, BackendKind backend);
 // Whether this process is one rank of an mpirun launch of more than one rank.
 bool launched_by_mpirun();
+// Whether `directory` holds global checkpoints (a multi-rank run's *.pkglobal manifests).
+bool holds_global_checkpoints(const std::string& directory);
 // `pkrt run` as one rank of an mpirun launch (host/cli/run_mpi.cpp): heat2d over the ranks.
 int run_mpi_command(const RunOptions& opts);
 

@@ -142,6 +142,15 @@ int replay_command(const ReplayOptions& o) {
 int replay_one(const ReplayOptions& o, bool print, ReplayVerdict& verdict) {
   auto backend = parse_backend(o.backend);
   if (!backend.ok()) return report_error("replay", backend.status());
+  std::error_code ec;
+  if (!std::filesystem::exists(o.log, ec) && std::filesystem::exists(o.log + ".rank0", ec)) {
+    return report_error("replay",
+                        Status(StatusCode::kNotFound, "'" + o.log + "' is not a file, but " + o.log +
+                                                          ".rank0 is: the recording of a multi-rank run. Fix: mpirun -np "
+                                                          "<ranks> pkrt replay " + o.log + " (every rank), or pkrt replay " +
+                                                          o.log + ".rank<r> (one rank alone)"),
+                        kExitUsage);
+  }
   auto log = read_replay_log(o.log);
   if (!log.ok()) return report_error("replay", log.status(), kExitUsage);
   pkrt::ReplayOptions ro;

@@ -776,8 +776,9 @@ void add_run_command(CLI::App& app, RunOptions& o) {
 }
 
 int run_command(const RunOptions& o) {
-  // Under mpirun every rank runs one shard of the program (host/cli/run_mpi.cpp).
-  if (launched_by_mpirun()) return run_mpi_command(o);
+  // Under mpirun every rank runs one shard of the program (host/cli/run_mpi.cpp). A multi-rank
+  // run's global checkpoints are restored the same way, here on one rank (MPI's singleton).
+  if (launched_by_mpirun() || (!o.restore.empty() && holds_global_checkpoints(o.restore))) return run_mpi_command(o);
   auto backend = parse_backend(o.backend);
   if (!backend.ok()) return report_error("run", backend.status());
   ProgressLine progress(!o.quiet);

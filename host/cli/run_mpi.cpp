@@ -17,6 +17,7 @@
 #include <algorithm>
 #include <cstdio>
 #include <cstdlib>
+#include <filesystem>
 #include <exception>
 #include <random>
 #include <string>
@@ -27,6 +28,14 @@
 #endif
 
 namespace pkrt::cli {
+
+bool holds_global_checkpoints(const std::string& directory) {
+  std::error_code ec;
+  if (!std::filesystem::is_directory(directory, ec)) return false;
+  for (const auto& entry : std::filesystem::directory_iterator(directory, ec))
+    if (entry.path().extension() == ".pkglobal") return true;
+  return false;
+}
 
 bool launched_by_mpirun() {
   // Open MPI's launcher sets OMPI_COMM_WORLD_SIZE; PMI_SIZE covers Slurm/PMI launches.
@@ -40,6 +49,11 @@ bool launched_by_mpirun() {
 #if !PKRT_HAVE_MPI
 
 Status built_without_mpi() {
+  if (!launched_by_mpirun()) {
+    return Status(StatusCode::kUnsupported,
+                  "--restore names the global checkpoints of a multi-rank run, which only a pkrt built with MPI "
+                  "restores. Fix: apt-get install libopenmpi-dev openmpi-bin and rebuild (PKRT_ENABLE_MPI=AUTO finds it)");
+  }
   return Status(StatusCode::kUnsupported,
                 "launched by mpirun, but this pkrt was built without MPI: every rank would do the whole job alone. "
                 "Fix: apt-get install libopenmpi-dev openmpi-bin and rebuild (PKRT_ENABLE_MPI=AUTO finds it), or run "
