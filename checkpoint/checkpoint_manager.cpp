@@ -498,13 +498,41 @@ Result<std::unique_ptr<CheckpointManager>> CheckpointManager::create(Runtime& ru
   auto sets = scan_checkpoint_sets(*impl->store);
   if (!sets.ok()) return sets.status();
   const std::string& app = impl->fingerprint.app;
+  // Only this configuration's: sets and files of the same app with other params, actor count,
+  // layout or run inputs are another run's history, which this run can never restore from; they
+  // are left as they are (never counted, kept or removed by this run's retention).
+  auto same_run_files = [&](const CheckpointInfo& info) {
+    return info.app == app && info.num_actors == impl->fingerprint.num_actors && info.params == impl->params;
+  };
   for (const auto& rec : history.value()) {
-    if (!rec.status.ok() || rec.info.app != app) continue;
+    if (!rec.status.ok() || !same_run_files(rec.info)) continue;
     impl->files[rec.name] = {rec.info.actor, rec.info.epoch, rec.info.digest, rec.info.delta ? rec.info.parent_digest : 0};
     impl->next_sequence = std::max(impl->next_sequence, checkpoint_member_sequence(rec.name) + 1);
   }
   for (const auto& set : sets.value()) {
     if (!set.status.ok() || set.manifest.fingerprint.app != app) continue;
+    if (!compare_fingerprints(set.manifest.fingerprint, impl->fingerprint, set.name).ok() ||
+        !compare_run_inputs(set.manifest.inputs, policy.inputs, set.name).ok()) {
+      // Its members and the delta chains they rest on stay too, whatever their headers say.
+      for (const auto& mem : set.manifest.members) {
+        std::string name = mem.file;
+        for (std::size_t guard = 0; guard <= history->size(); ++guard) {
+          impl->files.erase(name);
+          const CheckpointRecord* rec = nullptr;
+          for (const auto& h : history.value())
+            if (h.name == name && h.status.ok()) rec = &h;
+          if (rec == nullptr || !rec->info.delta) break;
+          const CheckpointRecord* parent = nullptr;
+          for (const auto& h : history.value())
+            if (h.status.ok() && h.info.actor == rec->info.actor && h.info.digest == rec->info.parent_digest &&
+                h.info.epoch < rec->info.epoch)
+              parent = &h;
+          if (parent == nullptr) break;
+          name = parent->name;
+        }
+      }
+      continue;
+    }
     CommittedSet c{set.manifest.sequence, set.manifest.epoch, set.name, {}};
     for (const auto& mem : set.manifest.members) c.members.push_back(mem.file);
     impl->committed.push_back(std::move(c));
@@ -706,12 +734,21 @@ Result<RestorePoint> find_restore_point(const CheckpointStore& store, const Rest
     if (!damaged.empty()) msg += " (damaged manifests: " + damaged + ")";
     return Status(StatusCode::kInvalidArgument, msg);
   }
+  Status mismatch;  // the newest candidate of another configuration, if nothing else restores
   for (const CheckpointSetRecord* rec : candidates) {
     const CheckpointManifest& m = rec->manifest;
     const std::string where = store.describe(rec->name);
-    PKRT_RETURN_IF_ERROR(q.match_layout ? compare_fingerprints(m.fingerprint, want, where, q.describe_params)
-                                        : compare_partial(m.fingerprint, want, where, q.describe_params));
-    if (q.match_inputs) PKRT_RETURN_IF_ERROR(compare_run_inputs(m.inputs, q.inputs, where));
+    Status matches = q.match_layout ? compare_fingerprints(m.fingerprint, want, where, q.describe_params)
+                                    : compare_partial(m.fingerprint, want, where, q.describe_params);
+    if (matches.ok() && q.match_inputs) matches = compare_run_inputs(m.inputs, q.inputs, where);
+    if (!matches.ok()) {
+      // Asked for by epoch, or the only kind there is: refused, naming what differs. Else
+      // another configuration's set (a directory two runs shared) is passed over.
+      if (q.epoch) return matches;
+      if (mismatch.ok()) mismatch = matches;
+      skipped.push_back("set at epoch " + std::to_string(m.epoch) + " of another configuration (" + matches.message() + ")");
+      continue;
+    }
     RestorePoint point;
     point.epoch = m.epoch;
     point.sequence = m.sequence;
@@ -766,9 +803,13 @@ Result<RestorePoint> find_restore_point(const CheckpointStore& store, const Rest
     if (q.epoch) return Status(failed.code(), "checkpoint set at epoch " + std::to_string(m.epoch) + " cannot be restored: " + failed.message());
     skipped.push_back("set at epoch " + std::to_string(m.epoch) + " (" + failed.message() + ")");
   }
+  // Nothing of this configuration restores: a mismatch says what differs (the likely mistake).
+  bool damaged_seen = false;
+  for (const auto& s : skipped) damaged_seen = damaged_seen || s.find(" of another configuration (") == std::string::npos;
+  if (!mismatch.ok() && !damaged_seen) return mismatch;
   std::string why;
   for (const auto& s : skipped) why += (why.empty() ? "" : "; ") + s;
-  return Status(StatusCode::kCorruptData, "every committed checkpoint set is damaged: " + why +
+  return Status(StatusCode::kCorruptData, "no committed checkpoint set of this run's configuration can be restored: " + why +
                                               ". Fix: restore from a copy of the directory, or start from scratch");
 }
 

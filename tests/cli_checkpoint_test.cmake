@@ -64,3 +64,27 @@ run_pkrt(out rc checkpoint verify ${WORK}/does-not-exist)
 if(NOT rc EQUAL 2)
   message(FATAL_ERROR "verify of a missing path: exit ${rc}, expected 2\n${out}")
 endif()
+# Another configuration of the app checkpointing into the same directory (keep 1) leaves the
+# first run's sets alone: they are not its to count or remove.
+file(REMOVE "${bad}")
+run_pkrt(out rc run --app heat2d --grid 32x32 --epochs 20 --actors 4 --quiet --checkpoint-dir ${WORK}
+         --checkpoint-every 10 --checkpoint-keep 1)
+if(NOT rc EQUAL 0)
+  message(FATAL_ERROR "second configuration's run failed (${rc}): ${out}")
+endif()
+run_pkrt(out rc checkpoint verify ${WORK})
+if(NOT rc EQUAL 0 OR NOT out MATCHES "sets: 4 whole, 0 broken")
+  message(FATAL_ERROR "after another configuration's run (keep 1): exit ${rc}, expected the first run's 3 sets and its 1\n${out}")
+endif()
+run_pkrt(out rc ${common} --restore ${WORK} --restore-epoch 100 --threads 1)
+string(REGEX MATCH "\"checksum\": \"(0x[0-9a-f]+)\"" _ "${out}")
+if(NOT rc EQUAL 0 OR NOT CMAKE_MATCH_1 STREQUAL original)
+  message(FATAL_ERROR "restore of the first run after the second: exit ${rc}, checksum '${CMAKE_MATCH_1}'\n${out}")
+endif()
+# Without --restore-epoch, the newest set of this configuration is restored; the other
+# configuration's newer ones are passed over, with a warning.
+run_pkrt(out rc ${common} --restore ${WORK} --threads 1)
+string(REGEX MATCH "\"checksum\": \"(0x[0-9a-f]+)\"" _ "${out}")
+if(NOT rc EQUAL 0 OR NOT CMAKE_MATCH_1 STREQUAL original OR NOT out MATCHES "passed over the set at epoch 20 of another configuration")
+  message(FATAL_ERROR "restore of the newest set of this configuration: exit ${rc}, checksum '${CMAKE_MATCH_1}'\n${out}")
+endif()

@@ -22,6 +22,9 @@
 //   next delta) and the files of sets still being written; it removes the manifests of
 //   older sets first (uncommitting them) and then the files nothing kept needs. A crash
 //   between the two leaves only unreferenced files, which the next run's retention removes.
+//   What an earlier run of the same configuration (app, params, actor count, layout, run
+//   inputs) left in the directory counts too; another configuration's sets and files are
+//   never counted or removed.
 // - One writer per directory: create() calls store->lock_for_writing().
 // - Backpressure: checkpoint_at()/checkpoint_now() (and the schedule) wait while
 //   policy.max_pending_sets sets are still being written. Like wait_served(), they must not
@@ -169,9 +172,11 @@ struct RestoreQuery {
 };
 
 // The newest committed set (or the one at `epoch`) matching the query, every member file
-// verified through its delta chain. A set whose fingerprint or inputs differ is refused
-// (the message names the field and both values). Without `epoch`, a damaged set is passed
-// over for the next older one (listed in `skipped`). With no committed set, the error says
+// verified through its delta chain. Without `epoch`, a damaged set, and a set of another
+// configuration of the app (fingerprint or inputs differ: a directory two runs shared), are
+// passed over for the next older one (listed in `skipped`); when no set of this
+// configuration exists, the newest other one is refused, the message naming the field and
+// both values (as is a set at `epoch` that differs). With no committed set, the error says
 // so and lists the partial ones (epochs, and how many actors each has).
 Result<RestorePoint> find_restore_point(const CheckpointStore& store, const RestoreQuery& query);
 
