@@ -504,15 +504,22 @@ Result<std::unique_ptr<CheckpointManager>> CheckpointManager::create(Runtime& ru
   auto same_run_files = [&](const CheckpointInfo& info) {
     return info.app == app && info.num_actors == impl->fingerprint.num_actors && info.params == impl->params;
   };
+  // Sequences go on past every run's of the app, whatever its configuration: member names
+  // carry them, so no file of another run is ever written over.
   for (const auto& rec : history.value()) {
-    if (!rec.status.ok() || !same_run_files(rec.info)) continue;
-    impl->files[rec.name] = {rec.info.actor, rec.info.epoch, rec.info.digest, rec.info.delta ? rec.info.parent_digest : 0};
+    if (!rec.status.ok() || rec.info.app != app) continue;
     impl->next_sequence = std::max(impl->next_sequence, checkpoint_member_sequence(rec.name) + 1);
+    if (!same_run_files(rec.info)) continue;
+    impl->files[rec.name] = {rec.info.actor, rec.info.epoch, rec.info.digest, rec.info.delta ? rec.info.parent_digest : 0};
   }
   for (const auto& set : sets.value()) {
     if (!set.status.ok() || set.manifest.fingerprint.app != app) continue;
+    impl->next_sequence = std::max(impl->next_sequence, set.manifest.sequence + 1);
     if (!compare_fingerprints(set.manifest.fingerprint, impl->fingerprint, set.name).ok() ||
         !compare_run_inputs(set.manifest.inputs, policy.inputs, set.name).ok()) {
+      // Manifests are named by epoch: one of this run at an epoch the other run checkpointed
+      // would replace that set's. Named by epoch and sequence instead, both stay.
+      impl->policy.unique_manifest_names = true;
       // Its members and the delta chains they rest on stay too, whatever their headers say.
       for (const auto& mem : set.manifest.members) {
         std::string name = mem.file;
@@ -536,7 +543,6 @@ Result<std::unique_ptr<CheckpointManager>> CheckpointManager::create(Runtime& ru
     CommittedSet c{set.manifest.sequence, set.manifest.epoch, set.name, {}};
     for (const auto& mem : set.manifest.members) c.members.push_back(mem.file);
     impl->committed.push_back(std::move(c));
-    impl->next_sequence = std::max(impl->next_sequence, set.manifest.sequence + 1);
   }
   const std::size_t threads = std::max<std::uint32_t>(1, policy.writer_threads);
   impl->queues.resize(threads);
