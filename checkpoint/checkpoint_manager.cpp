@@ -427,7 +427,8 @@ struct CheckpointManager::Impl {
 
   // Requests the next multiple of every_epochs ahead of the grid, so it lands exactly; one
   // the grid has already reached (parked there, or ran past while the previous checkpoint
-  // was in flight) is requested at the grid's epoch: late, never skipped.
+  // was in flight) is requested at the grid's epoch, late, and the multiples it ran past
+  // before that one are counted as coalesced into it.
   void scheduler_loop() {
     std::uint64_t next_epoch = policy.every_epochs;
     auto last_time = std::chrono::steady_clock::now();
@@ -439,7 +440,14 @@ struct CheckpointManager::Impl {
       lock.unlock();
       if (policy.every_epochs != 0) {
         const std::uint64_t at = std::max(next_epoch, now_epoch);
-        if (request(at).ok()) next_epoch = (at / policy.every_epochs + 1) * policy.every_epochs;
+        if (request(at).ok()) {
+          if (at > next_epoch) {
+            std::lock_guard<std::mutex> count_lock(mu);
+            ++counters.late;
+            counters.coalesced += (at - next_epoch) / policy.every_epochs;
+          }
+          next_epoch = (at / policy.every_epochs + 1) * policy.every_epochs;
+        }
       } else if (policy.every_time.count() > 0 &&
                  std::chrono::steady_clock::now() - last_time >= policy.every_time) {
         last_time = std::chrono::steady_clock::now();

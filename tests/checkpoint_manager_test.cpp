@@ -164,6 +164,31 @@ TEST(CheckpointManager, EpochScheduleWritesRestorableCheckpointsAndARestartSeesT
   std::filesystem::remove_all(dir);
 }
 
+// The schedule does not hold the grid: multiples it ran past before they could be requested
+// become one late checkpoint at the grid's epoch, and the counters say so.
+TEST(CheckpointManager, MultiplesTheGridRanPastAreTakenAsOneLateCheckpointAndCounted) {
+  auto created = Runtime::create(testing::probe_program(), testing::Probe::Params{}, cpu(2, 1));
+  ASSERT_TRUE(created.ok());
+  Runtime& rt = *created.value();
+  ASSERT_TRUE(rt.set_target_epoch(230).ok());
+  ASSERT_TRUE(rt.start().ok());
+  ASSERT_TRUE(rt.run_until(230, 60s).ok());  // parked past 50, 100, 150 and 200
+  CheckpointPolicy policy;
+  policy.every_epochs = 50;
+  auto manager = CheckpointManager::create(rt, std::make_unique<MemoryCheckpointStore>(), policy);
+  ASSERT_TRUE(manager.ok()) << manager.status().to_string();
+  const auto deadline = std::chrono::steady_clock::now() + 30s;
+  while (manager.value()->counters().sets_committed < 1 && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
+  ASSERT_TRUE(manager.value()->flush(60s).ok());
+  const CheckpointCounters c = manager.value()->counters();
+  EXPECT_EQ(c.sets_committed, 1u) << "one checkpoint, at the parked epoch";
+  EXPECT_EQ(c.late, 1u);
+  EXPECT_EQ(c.coalesced, 3u) << "50, 100 and 150 folded into the late one taken for 200";
+  ASSERT_FALSE(manager.value()->snapshot_stats().empty());
+  EXPECT_EQ(manager.value()->snapshot_stats().front().epoch, 230u);
+}
+
 TEST(CheckpointManager, CancelWithdrawsARequestTheGridHasNotServed) {
   auto created = Runtime::create(testing::probe_program(), testing::Probe::Params{}, cpu(2, 1));
   ASSERT_TRUE(created.ok());

@@ -2,12 +2,17 @@
 // retained checkpoint files, on a schedule or on demand; and finds restore points.
 //
 // Contract
-// - Scheduling: every N epochs (requested ahead of the grid, so they land on multiples of N;
-//   one the grid outran is taken late, never skipped) and/or every T of wall time, plus
+// - Scheduling: every N epochs (requested ahead of the grid, so they land on multiples of N)
+//   and/or every T of wall time, plus
 //   checkpoint_now() /
 //   checkpoint_at(). One snapshot_all is in flight at a time; requests are counted
 //   (requested, written, failed, cancelled, pending) and failures are reported to the
-//   error callback and counted, never dropped silently.
+//   error callback and counted, never dropped silently. One request is in flight at a time
+//   and the grid is not held for the schedule: a multiple the grid reached before it could be
+//   requested is taken late, at the grid's epoch, and when the grid runs past several while a
+//   checkpoint is in flight they become that one late checkpoint (counted in `late` and
+//   `coalesced`). For every multiple exactly, park the grid at each (run_until, then
+//   checkpoint_now(), as `pkrt run --checkpoint-every` does).
 // - Each actor's images are written in order by one writer thread (off the pump thread):
 //   a delta (only the chunks the device marked changed) when the actor's previous
 //   checkpoint was written and the chain is shorter than max_delta_chain, else a full one.
@@ -97,6 +102,8 @@ struct CheckpointCounters {
   std::uint64_t sets_failed = 0;  // requests with a failed member or commit
   std::uint64_t bytes_copied = 0;
   std::uint64_t bytes_written = 0;
+  std::uint64_t late = 0;       // scheduled checkpoints taken after their multiple of every_epochs
+  std::uint64_t coalesced = 0;  // multiples the grid ran past while a checkpoint was in flight (none taken)
 };
 
 class CheckpointManager {
