@@ -1,6 +1,6 @@
 # The replay CLI contract: `pkrt replay` exits 0 on an identical replay, 1 with the first
-# divergent epoch and actor on a diverged one (racy_sum under another chaos seed), 2 on an
-# unusable log; `pkrt log dump` exits 0 on a whole log, 1 on a truncated one (printing its
+# divergent epoch and actor on a diverged one (racy_sum under another chaos seed) or when a
+# cleanly closed log has unreadable records, 2 on an unusable log; `pkrt log dump` exits 0 on a whole log, 1 on a truncated one (printing its
 # intact records and where it stopped), 2 on a file that is not a log.
 file(REMOVE_RECURSE "${WORK}")
 file(MAKE_DIRECTORY "${WORK}")
@@ -42,6 +42,13 @@ set(cut "${WORK}/cut.log")
 execute_process(COMMAND sh -c "head -c 5400 '${log}' > '${cut}'" RESULT_VARIABLE src)
 run_pkrt(out rc log dump ${cut})
 expect(${rc} 1 "${out}" "truncated|ends|stopped" "log dump of a truncated log")
+
+# The same cut replayed: what could be read matches, but the log was closed cleanly, so the
+# missing records are damage and the rest of the run went unchecked: exit 1, saying so.
+run_pkrt(out rc replay ${cut} --chaos 1 --quiet)
+expect(${rc} 1 "${out}" "LOG DAMAGED: the log was closed cleanly, yet records" "replay of a damaged (truncated) log")
+run_pkrt(out rc replay ${cut} --chaos 1 --quiet --json)
+expect(${rc} 1 "${out}" "\"log_damaged\": true" "replay --json of a damaged log")
 
 file(WRITE "${WORK}/garbage.log" "this is not a replay log at all, just text")
 run_pkrt(out rc log dump "${WORK}/garbage.log")

@@ -112,6 +112,9 @@ struct ReplayVerdict {
   std::uint64_t end_epoch = 0;
   std::uint64_t epoch = 0;   // the first divergence's, when not identical
   std::uint32_t actor = 0;   // the first divergence's actor (its global id for a rank's log)
+  // The log was closed cleanly but records are unreadable (damage, not a crash's torn tail):
+  // what was compared matched, yet part of the run went unchecked. Exit 1.
+  bool log_damaged = false;
 };
 // Replays opts.log; prints the report when `print`; returns the command's exit code.
 int replay_one(const ReplayOptions& opts, bool print, ReplayVerdict& verdict);

@@ -179,13 +179,27 @@ int replay_one(const ReplayOptions& o, bool print, ReplayVerdict& verdict) {
     return report_error("replay", Status(result.status().code(), o.log + ": " + result.status().message()), kExitUsage);
   }
   const ReplayResult& r = result.value();
+  // A crash leaves a torn tail, which the replay covers up to; a log closed cleanly holds the
+  // whole run, so records it cannot read are damage, and the run was not wholly checked.
+  const ReplayLog& l = log.value();
+  verdict.log_damaged = l.closed_cleanly && l.records.size() < l.written - l.first_seq;
   verdict.identical = r.identical;
   verdict.end_epoch = r.end_epoch;
   if (r.divergence) {
     verdict.epoch = r.divergence->epoch;
     verdict.actor = r.divergence->global_actor != kNoActor ? r.divergence->global_actor : r.divergence->actor;
   }
-  if (!print) return r.identical ? kExitOk : kExitFailed;
+  const std::string damage_note =
+      verdict.log_damaged ? "the log was closed cleanly, yet records " + std::to_string(l.first_seq + l.records.size()) +
+                                ".." + std::to_string(l.written - 1) + " cannot be read (" + l.stop_note +
+                                "): the run after epoch " + std::to_string(r.end_epoch) +
+                                " was not checked. Fix: replay an intact copy of the log"
+                          : std::string();
+  const int rc = !r.identical || verdict.log_damaged ? kExitFailed : kExitOk;
+  if (!print) {
+    if (verdict.log_damaged) std::fprintf(stderr, "pkrt replay: %s: %s\n", o.log.c_str(), damage_note.c_str());
+    return rc;
+  }
   if (o.json) {
     nlohmann::json j = {{"verdict", r.identical ? "identical" : "diverged"},
                         {"app", r.app},
@@ -199,12 +213,15 @@ int replay_one(const ReplayOptions& o, bool print, ReplayVerdict& verdict) {
                         {"observations_compared", r.observations_compared},
                         {"notes", r.notes},
                         {"rank", r.rank ? nlohmann::json(*r.rank) : nlohmann::json(nullptr)},
-                        {"divergence", r.divergence ? divergence_json(*r.divergence) : nlohmann::json(nullptr)}};
+                        {"divergence", r.divergence ? divergence_json(*r.divergence) : nlohmann::json(nullptr)},
+                        {"log_damaged", verdict.log_damaged},
+                        {"log_damage", damage_note}};
     std::printf("%s\n", j.dump(2).c_str());
   } else {
     std::fputs(format_replay_report(r).c_str(), stdout);
+    if (verdict.log_damaged) std::printf("LOG DAMAGED: %s\n", damage_note.c_str());
   }
-  return r.identical ? kExitOk : kExitFailed;
+  return rc;
 }
 
 void add_log_command(CLI::App& app, LogDumpOptions& o) {

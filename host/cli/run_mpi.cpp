@@ -296,26 +296,28 @@ int replay_mpi_command(const ReplayOptions& o) {
       report_error("replay", Status(StatusCode::kInternal, mine.log + ": " + e.what()));
     }
   }
-  const std::uint64_t row[5] = {static_cast<std::uint64_t>(rc), v.identical ? 1u : 0u, v.end_epoch, v.epoch, v.actor};
-  std::vector<std::uint64_t> all(5 * static_cast<std::size_t>(size));
-  MPI_Gather(row, 5, MPI_UINT64_T, all.data(), 5, MPI_UINT64_T, 0, MPI_COMM_WORLD);
+  const std::uint64_t row[6] = {static_cast<std::uint64_t>(rc), v.identical ? 1u : 0u, v.end_epoch, v.epoch, v.actor,
+                               v.log_damaged ? 1u : 0u};
+  std::vector<std::uint64_t> all(6 * static_cast<std::size_t>(size));
+  MPI_Gather(row, 6, MPI_UINT64_T, all.data(), 6, MPI_UINT64_T, 0, MPI_COMM_WORLD);
   int worst = kExitOk;
   if (rank == 0) {
     std::vector<std::pair<std::string, std::string>> rows;
     nlohmann::json ranks_json = nlohmann::json::array();
     int first = -1;
     for (int r = 0; r < size; ++r) {
-      const std::uint64_t* a = all.data() + 5 * static_cast<std::size_t>(r);
+      const std::uint64_t* a = all.data() + 6 * static_cast<std::size_t>(r);
       const int code = static_cast<int>(a[0]);
       worst = std::max(worst, code == kExitUsage ? 3 : code);  // "cannot replay" outranks "diverged"
       std::string text;
       if (code == kExitUsage) {
         text = "cannot be replayed (its error above)";
       } else if (a[1] != 0) {
-        text = "identical through epoch " + std::to_string(a[2]);
+        text = "identical through epoch " + std::to_string(a[2]) +
+               (a[5] != 0 ? ", but its log is damaged after that (its note above)" : "");
       } else {
         text = "DIVERGED at epoch " + std::to_string(a[3]) + ", actor " + std::to_string(a[4]);
-        const std::uint64_t* f = first < 0 ? nullptr : all.data() + 5 * static_cast<std::size_t>(first);
+        const std::uint64_t* f = first < 0 ? nullptr : all.data() + 6 * static_cast<std::size_t>(first);
         if (f == nullptr || a[3] < f[3]) first = r;
       }
       const std::string rank_log = mine.log.substr(0, mine.log.rfind(".rank")) + ".rank" + std::to_string(r);
@@ -323,20 +325,24 @@ int replay_mpi_command(const ReplayOptions& o) {
       ranks_json.push_back({{"rank", r},
                             {"log", rank_log},
                             {"verdict", code == kExitUsage ? "error" : a[1] != 0 ? "identical" : "diverged"},
+                            {"log_damaged", a[5] != 0},
                             {"end_epoch", a[2]},
                             {"divergence", code != kExitUsage && a[1] == 0
                                                ? nlohmann::json{{"epoch", a[3]}, {"actor", a[4]}}
                                                : nlohmann::json(nullptr)}});
     }
     if (first >= 0) {
-      const std::uint64_t* f = all.data() + 5 * static_cast<std::size_t>(first);
+      const std::uint64_t* f = all.data() + 6 * static_cast<std::size_t>(first);
       rows.emplace_back("first divergence", "rank " + std::to_string(first) + ", actor " + std::to_string(f[4]) +
                                                 ", epoch " + std::to_string(f[3]) +
                                                 ". Fix: pkrt replay " + o.log + ".rank" + std::to_string(first) +
                                                 " for its full report");
     }
     if (o.json) {
-      const char* verdict = worst == 3 ? "error" : worst == kExitOk ? "identical" : "diverged";
+      const char* verdict = worst == 3       ? "error"
+                            : first >= 0         ? "diverged"
+                            : worst == kExitOk   ? "identical"
+                                                 : "identical_log_damaged";
       const nlohmann::json j = {{"verdict", verdict}, {"log", o.log}, {"ranks", ranks_json},
                                 {"first_divergence", first >= 0 ? ranks_json[static_cast<std::size_t>(first)]["divergence"]
                                                                 : nlohmann::json(nullptr)}};
