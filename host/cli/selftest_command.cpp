@@ -250,7 +250,9 @@ void add_selftest_command(CLI::App& app, SelftestOptions& o) {
   CLI::App* cmd = app.add_subcommand(
       "selftest", "Check rings, K2K, heat2d and replay end to end on a backend (run this first on a GPU machine)");
   cmd->add_option("--backend", o.backend, "auto, cpu, or cuda")->check(CLI::IsMember({"auto", "cpu", "cuda"}))->capture_default_str();
-  cmd->add_option("--threads", o.threads, "CPU backend worker threads (0: hardware concurrency)")->capture_default_str();
+  cmd->add_option("--threads", o.threads, "CPU backend worker threads (0: hardware concurrency)")
+      ->check(CLI::Range(0u, 1024u))
+      ->capture_default_str();
   cmd->add_option("--seed", o.seed, "Seed for payloads and initial data")->capture_default_str();
   cmd->add_option("--cuda-device", o.cuda_device, "CUDA device index")->capture_default_str();
   cmd->add_flag("--json", o.json, "Print results as JSON on stdout");
@@ -265,6 +267,9 @@ int selftest_command(const SelftestOptions& o) {
     auto probe = Runtime::create(examples::echo_program(), examples::Echo::Params{}, base_options(o, backend.value(), 1));
     if (!probe.ok()) return report_error("selftest", probe.status());
     std::fprintf(stderr, "pkrt: backend %s\n", probe.value()->backend_description().c_str());
+    // That probe has one actor, hence one worker: say what the checks get.
+    std::fprintf(stderr, "pkrt: (that is the probe's, 1 actor; each check sizes its own grid, --threads %u%s)\n",
+                 o.threads, o.threads == 0 ? ": hardware concurrency" : "");
   }
   const std::vector<std::pair<std::string, std::function<Status(std::string&)>>> checks = {
       {"ring round trip", [&](std::string& d) { return check_ring_round_trip(o, backend.value(), d); }},
