@@ -89,3 +89,8 @@ if(NOT rc EQUAL 2 OR NOT out MATCHES "restore point is at epoch 300" OR
    NOT out MATCHES "passed over the set at epoch 20 of another configuration")
   message(FATAL_ERROR "restore of the newest set of this configuration: exit ${rc}\n${out}")
 endif()
+# verify --json: one document with the counts (and the same exit codes).
+run_pkrt(out rc checkpoint verify ${WORK} --json)
+if(NOT rc EQUAL 0 OR NOT out MATCHES "\"sets_whole\": 4" OR NOT out MATCHES "\"corrupt\": 0")
+  message(FATAL_ERROR "verify --json: exit ${rc}\n${out}")
+endif()

@@ -462,11 +462,21 @@ nlohmann::json global_json(const GlobalRecord& g) {
 int list_globals(const CheckpointOptions& o, const std::vector<GlobalRecord>& globals, bool verify) {
   std::size_t whole = 0;
   for (const auto& g : globals) whole += g.whole() ? 1 : 0;
-  if (o.json && !verify) {
+  if (o.json) {
     nlohmann::json js = nlohmann::json::array();
-    for (const auto& g : globals) js.push_back(global_json(g));
-    std::printf("%s\n", nlohmann::json{{"global_checkpoints", js}}.dump(2).c_str());
-    return kExitOk;
+    nlohmann::json restorable = nlohmann::json::array();
+    for (const auto& g : globals) {
+      js.push_back(global_json(g));
+      if (g.whole()) restorable.push_back(g.manifest.epoch);
+    }
+    nlohmann::json out{{"global_checkpoints", js}};
+    if (verify) {
+      out["whole"] = whole;
+      out["broken"] = globals.size() - whole;
+      out["restorable_epochs"] = restorable;
+    }
+    std::printf("%s\n", out.dump(2).c_str());
+    return !verify || whole == globals.size() ? kExitOk : kExitFailed;
   }
   if (!verify) std::printf("%-10s %-14s %-8s %-6s %-8s %s\n", "global", "epoch", "seq", "ranks", "actors", "manifest");
   for (const auto& g : globals) {
@@ -535,8 +545,46 @@ bool global_command(const CheckpointOptions& o, const char* command, int& rc) {
   return true;
 }
 
+// What verify found, printed as it goes (text) or as one JSON document at the end (--json).
+class VerifyReport {
+ public:
+  explicit VerifyReport(bool json) : json_(json) {}
+  // kind: "file" or "set"; detail: shown after an intact entry's path (text only).
+  void add(const char* kind, const std::string& where, const Status& st, const std::string& detail = "") {
+    if (json_) {
+      entries_.push_back({{"kind", kind}, {"path", where}, {"ok", st.ok()}, {"error", st.ok() ? "" : st.message()}});
+    } else if (st.ok()) {
+      std::printf("ok       %s%s\n", where.c_str(), detail.empty() ? "" : (" (" + detail + ")").c_str());
+    } else {
+      std::printf("CORRUPT  %s\n         %s\n", where.c_str(), st.message().c_str());
+    }
+  }
+  // The summary line (text) or the document (JSON); `sets` false: no set was checked.
+  void finish(std::size_t intact, std::size_t corrupt, std::size_t gone, bool sets, std::size_t whole,
+              std::size_t broken) {
+    if (json_) {
+      nlohmann::json j{{"intact", intact}, {"corrupt", corrupt}, {"removed_during_scan", gone}, {"entries", entries_}};
+      if (sets) {
+        j["sets_whole"] = whole;
+        j["sets_broken"] = broken;
+      }
+      std::printf("%s\n", j.dump(2).c_str());
+      return;
+    }
+    std::printf("verify: %zu intact, %zu corrupt", intact, corrupt);
+    if (gone != 0) std::printf(", %zu removed by the writer during the scan", gone);
+    if (sets) std::printf("; sets: %zu whole, %zu broken", whole, broken);
+    std::printf("\n");
+  }
+
+ private:
+  bool json_;
+  nlohmann::json entries_ = nlohmann::json::array();
+};
+
 int verify_command(const CheckpointOptions& o) {
   if (int rc = 0; global_command(o, "verify", rc)) return rc;
+  VerifyReport report(o.json);
   auto opened = open_path(o.path, true, true);
   if (!opened.ok()) return report_error("checkpoint verify", opened.status());
   const bool explicit_file = !opened->file.empty();
@@ -558,8 +606,8 @@ int verify_command(const CheckpointOptions& o) {
     Status st(StatusCode::kNotFound, "the manifest was removed during the scan (retired by its run's retention)");
     for (const auto& s : sets.value())
       if (s.name == opened->file) st = s.status.ok() ? verify_set_deep(*opened->store, s.manifest, files.value()) : s.status;
-    if (st.ok()) std::printf("ok       %s (set whole)\nverify: 1 intact, 0 corrupt\n", o.path.c_str());
-    else std::printf("CORRUPT  %s\n         %s\nverify: 0 intact, 1 corrupt\n", o.path.c_str(), st.message().c_str());
+    report.add("set", o.path, st, "set whole");
+    report.finish(st.ok() ? 1 : 0, st.ok() ? 0 : 1, 0, false, 0, 0);
     return st.ok() ? kExitOk : kExitFailed;
   }
   // Sets are listed before the files are read: a set committed by then has every member
@@ -581,12 +629,8 @@ int verify_command(const CheckpointOptions& o) {
     }
     rec.status = st;
     files.push_back(std::move(rec));
-    if (st.ok()) {
-      std::printf("ok       %s\n", where.c_str());
-    } else {
-      ++bad;
-      std::printf("CORRUPT  %s\n         %s\n", where.c_str(), st.message().c_str());
-    }
+    if (!st.ok()) ++bad;
+    report.add("file", where, st);
   }
   std::size_t sets_ok = 0, sets_bad = 0;
   if (!explicit_file) {
@@ -595,24 +639,19 @@ int verify_command(const CheckpointOptions& o) {
       Status st = s.status.ok() ? verify_set(s.manifest, files) : s.status;
       // A set retired while we looked (its manifest is removed before its files) is not damage.
       if (!st.ok() && opened->store->get(s.name).status().code() == StatusCode::kNotFound) continue;
-      if (st.ok()) {
-        ++sets_ok;
-        std::printf("ok       %s (set at epoch %llu, %u actors)\n", where.c_str(),
-                    static_cast<unsigned long long>(s.manifest.epoch), s.manifest.fingerprint.num_actors);
-      } else {
-        ++sets_bad;
-        std::printf("CORRUPT  %s\n         %s\n", where.c_str(), st.message().c_str());
-      }
+      ++(st.ok() ? sets_ok : sets_bad);
+      report.add("set", where, st,
+                 "set at epoch " + std::to_string(s.manifest.epoch) + ", " +
+                     std::to_string(s.manifest.fingerprint.num_actors) + " actors");
     }
   }
-  std::printf("verify: %zu intact, %zu corrupt", names.size() - bad - gone, bad);
-  if (gone != 0) std::printf(", %zu removed by the writer during the scan", gone);
-  if (!explicit_file) std::printf("; sets: %zu whole, %zu broken", sets_ok, sets_bad);
-  std::printf("\n");
   if (names.empty()) {
-    std::fprintf(stderr, "pkrt checkpoint verify: no checkpoint files in '%s'\n", o.path.c_str());
-    return kExitUsage;
+    return report_error("checkpoint verify",
+                        Status(StatusCode::kNotFound, "no checkpoint files in '" + o.path +
+                                                          "'. Fix: pass the directory a run wrote with --checkpoint-dir"),
+                        kExitUsage);
   }
+  report.finish(names.size() - bad - gone, bad, gone, !explicit_file, sets_ok, sets_bad);
   return bad == 0 && sets_bad == 0 ? kExitOk : kExitFailed;
 }
 
@@ -635,6 +674,7 @@ void add_checkpoint_command(CLI::App& app, CheckpointOptions& o) {
       "Check every CRC of a file, or of every file and set manifest in a directory, and that each committed "
       "set is whole (exit 0 intact, 1 corrupt, 2 unusable)");
   verify->add_option("PATH", o.path, "Checkpoint file or directory")->required();
+  verify->add_flag("--json", o.json, "Print the findings as JSON (same exit codes)");
 }
 
 int checkpoint_command(const CLI::App& app, const CheckpointOptions& o) {
