@@ -303,8 +303,21 @@ Result<std::vector<CheckpointSetRecord>> scan_checkpoint_sets(const CheckpointSt
       rec.status = bytes.status();
     } else {
       auto parsed = parse_checkpoint_manifest(bytes.value(), store.describe(name));
-      if (parsed.ok()) rec.manifest = std::move(parsed.value());
-      else rec.status = parsed.status();
+      if (!parsed.ok()) {
+        rec.status = parsed.status();
+      } else if (const CheckpointManifest& m = parsed.value();
+                 name != checkpoint_manifest_name(m.fingerprint.app, m.epoch) &&
+                 name != checkpoint_manifest_name(m.fingerprint.app, m.epoch, m.sequence)) {
+        // Intact, but not under the name its writer gave it (copied or renamed over another):
+        // two manifests would claim one set, and a listing by name would misplace it.
+        rec.status = Status(StatusCode::kCorruptData,
+                            "set manifest '" + store.describe(name) + "' holds the set of epoch " +
+                                std::to_string(m.epoch) + " (sequence " + std::to_string(m.sequence) +
+                                "), whose manifest is named " + checkpoint_manifest_name(m.fingerprint.app, m.epoch) +
+                                ". Fix: remove the misnamed copy");
+      } else {
+        rec.manifest = std::move(parsed.value());
+      }
     }
     sets.push_back(std::move(rec));
   }

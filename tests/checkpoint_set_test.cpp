@@ -398,6 +398,29 @@ TEST(CheckpointSetRestore, ADamagedNewestManifestIsPassedOverAndListedInSkipped)
   EXPECT_NE(point->skipped[0].find("damaged"), std::string::npos) << point->skipped[0];
 }
 
+// A manifest copied over another epoch's name is intact but claims a set its name does not:
+// the scan reports it as damaged instead of listing one set twice.
+TEST(CheckpointSetRestore, AManifestUnderAnotherEpochsNameIsReportedNotListed) {
+  ProbeRun r = start_probe_run(2, 3);
+  checkpoint(r, 1);
+  checkpoint(r, 2);
+  auto sets = scan_checkpoint_sets(r.store->inner);
+  ASSERT_TRUE(sets.ok());
+  ASSERT_EQ(sets->size(), 2u);
+  auto older = r.store->inner.get(sets->front().name);
+  ASSERT_TRUE(older.ok());
+  ASSERT_TRUE(r.store->inner.put(sets->back().name, older.value()).ok());  // epoch 1's set under epoch 2's name
+  auto again = scan_checkpoint_sets(r.store->inner);
+  ASSERT_TRUE(again.ok());
+  std::size_t damaged = 0;
+  for (const auto& set : again.value()) {
+    if (set.status.ok()) continue;
+    ++damaged;
+    EXPECT_NE(set.status.message().find("holds the set of epoch 1"), std::string::npos) << set.status.message();
+  }
+  EXPECT_EQ(damaged, 1u);
+}
+
 TEST(CheckpointSetRestore, TheNewestSetIsTheMostRecentlyCommittedNotTheHighestEpoch) {
   const auto dir = std::filesystem::temp_directory_path() / ("pkrt_sets_" + std::to_string(::getpid()));
   std::filesystem::remove_all(dir);
