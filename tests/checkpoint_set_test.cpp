@@ -210,6 +210,24 @@ void checkpoint(ProbeRun& r, std::uint64_t epoch) {
   (void)r.manager->flush(30s);
 }
 
+// Commits sets at epochs 1 and 2 and returns their scan (oldest first) in `sets`.
+void commit_two_sets(ProbeRun& r, std::vector<CheckpointSetRecord>& sets) {
+  checkpoint(r, 1);
+  checkpoint(r, 2);
+  auto scanned = scan_checkpoint_sets(r.store->inner);
+  ASSERT_TRUE(scanned.ok());
+  ASSERT_EQ(scanned->size(), 2u);
+  sets = std::move(scanned.value());
+}
+
+// Flips one bit in the middle of the stored file `name`.
+void flip_middle_byte(ProbeRun& r, const std::string& name) {
+  auto bytes = r.store->inner.get(name);
+  ASSERT_TRUE(bytes.ok());
+  bytes.value()[bytes->size() / 2] ^= std::byte{0x40};
+  ASSERT_TRUE(r.store->inner.put(name, bytes.value()).ok());
+}
+
 TEST(CheckpointSetCommit, TheManifestIsWrittenOnlyAfterEveryMemberIsDurable) {
   ProbeRun r = start_probe_run(4, 3);
   checkpoint(r, 1);
@@ -358,16 +376,9 @@ TEST(CheckpointSetRestore, WithNoCommittedSetTheErrorSaysSoAndListsThePartialSet
 
 TEST(CheckpointSetRestore, ADamagedNewestSetIsPassedOverForTheNextOlderOneAndSaysSo) {
   ProbeRun r = start_probe_run(2, 3);
-  checkpoint(r, 1);
-  checkpoint(r, 2);
-  auto sets = scan_checkpoint_sets(r.store->inner);
-  ASSERT_TRUE(sets.ok());
-  ASSERT_EQ(sets->size(), 2u);
-  const std::string victim = sets->back().manifest.members[1].file;
-  auto bytes = r.store->inner.get(victim);
-  ASSERT_TRUE(bytes.ok());
-  bytes.value()[bytes->size() / 2] ^= std::byte{0x40};
-  ASSERT_TRUE(r.store->inner.put(victim, bytes.value()).ok());
+  std::vector<CheckpointSetRecord> sets;
+  ASSERT_NO_FATAL_FAILURE(commit_two_sets(r, sets));
+  ASSERT_NO_FATAL_FAILURE(flip_middle_byte(r, sets.back().manifest.members[1].file));
   auto point = find_restore_point(r.store->inner, "probe", r.rt->params(), 2, std::nullopt);
   ASSERT_TRUE(point.ok()) << point.status().to_string();
   EXPECT_EQ(point->epoch, 1u);
@@ -380,16 +391,10 @@ TEST(CheckpointSetRestore, ADamagedNewestSetIsPassedOverForTheNextOlderOneAndSay
 
 TEST(CheckpointSetRestore, ADamagedNewestManifestIsPassedOverAndListedInSkipped) {
   ProbeRun r = start_probe_run(2, 3);
-  checkpoint(r, 1);
-  checkpoint(r, 2);
-  auto sets = scan_checkpoint_sets(r.store->inner);
-  ASSERT_TRUE(sets.ok());
-  ASSERT_EQ(sets->size(), 2u);
-  const std::string manifest = sets->back().name;
-  auto bytes = r.store->inner.get(manifest);
-  ASSERT_TRUE(bytes.ok());
-  bytes.value()[bytes->size() / 2] ^= std::byte{0x40};
-  ASSERT_TRUE(r.store->inner.put(manifest, bytes.value()).ok());
+  std::vector<CheckpointSetRecord> sets;
+  ASSERT_NO_FATAL_FAILURE(commit_two_sets(r, sets));
+  const std::string manifest = sets.back().name;
+  ASSERT_NO_FATAL_FAILURE(flip_middle_byte(r, manifest));
   auto point = find_restore_point(r.store->inner, "probe", r.rt->params(), 2, std::nullopt);
   ASSERT_TRUE(point.ok()) << point.status().to_string();
   EXPECT_EQ(point->epoch, 1u);
@@ -402,14 +407,11 @@ TEST(CheckpointSetRestore, ADamagedNewestManifestIsPassedOverAndListedInSkipped)
 // the scan reports it as damaged instead of listing one set twice.
 TEST(CheckpointSetRestore, AManifestUnderAnotherEpochsNameIsReportedNotListed) {
   ProbeRun r = start_probe_run(2, 3);
-  checkpoint(r, 1);
-  checkpoint(r, 2);
-  auto sets = scan_checkpoint_sets(r.store->inner);
-  ASSERT_TRUE(sets.ok());
-  ASSERT_EQ(sets->size(), 2u);
-  auto older = r.store->inner.get(sets->front().name);
+  std::vector<CheckpointSetRecord> sets;
+  ASSERT_NO_FATAL_FAILURE(commit_two_sets(r, sets));
+  auto older = r.store->inner.get(sets.front().name);
   ASSERT_TRUE(older.ok());
-  ASSERT_TRUE(r.store->inner.put(sets->back().name, older.value()).ok());  // epoch 1's set under epoch 2's name
+  ASSERT_TRUE(r.store->inner.put(sets.back().name, older.value()).ok());  // epoch 1's set under epoch 2's name
   auto again = scan_checkpoint_sets(r.store->inner);
   ASSERT_TRUE(again.ok());
   std::size_t damaged = 0;

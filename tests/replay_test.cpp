@@ -668,17 +668,23 @@ TEST(Replay, FromCheckpointPassesOverADamagedNewerSetAndSaysSo) {
       << refused.status().message();
 }
 
-TEST(Replay, CraftedActorCountIsRefusedWithoutWalkingIt) {
+// A log as a crafted file could describe it: heat2d with these params and actors, no records.
+ReplayLog crafted_heat2d_log(const Heat2d::Params& p, std::uint32_t num_actors) {
   ReplayLog log;
   log.capacity = 4096;
   log.complete_epoch = 10;
   log.info.app = "heat2d";
   log.info.backend = "cpu";
   log.info.blocks = 1;
-  const Heat2d::Params p = heat_params(6);
+  log.info.num_actors = num_actors;
   log.info.params.resize(sizeof p);
   std::memcpy(log.info.params.data(), &p, sizeof p);
-  log.info.num_actors = 0xFFFFFFFFu;  // laying heat2d out for this many actors takes minutes
+  return log;
+}
+
+TEST(Replay, CraftedActorCountIsRefusedWithoutWalkingIt) {
+  // Laying heat2d out for this many actors takes minutes.
+  const ReplayLog log = crafted_heat2d_log(heat_params(6), 0xFFFFFFFFu);
   auto r = replay_log(log, kPrograms, replay_with(1, false, 0));
   ASSERT_FALSE(r.ok());
   EXPECT_EQ(r.status().code(), StatusCode::kCorruptData);
@@ -692,17 +698,9 @@ TEST(Replay, CraftedActorCountIsRefusedWithoutWalkingIt) {
 TEST(Replay, CraftedParamsTheAppRejectsAreRefusedBeforeTheAppIsLaidOut) {
   for (const std::uint32_t tiles_x : {0u, 0xFFFFFFFFu}) {
     SCOPED_TRACE("tiles_x " + std::to_string(tiles_x));
-    ReplayLog log;
-    log.capacity = 4096;
-    log.complete_epoch = 10;
-    log.info.app = "heat2d";
-    log.info.backend = "cpu";
-    log.info.blocks = 1;
-    log.info.num_actors = 6;
     Heat2d::Params p = heat_params(6);
     p.tiles_x = tiles_x;
-    log.info.params.resize(sizeof p);
-    std::memcpy(log.info.params.data(), &p, sizeof p);
+    const ReplayLog log = crafted_heat2d_log(p, 6);
     auto r = replay_log(log, kPrograms, replay_with(1, false, 0));
     ASSERT_FALSE(r.ok());
     EXPECT_EQ(r.status().code(), StatusCode::kCorruptData);
