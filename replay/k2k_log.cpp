@@ -6,6 +6,7 @@
 #include "host/file_read.hpp"
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -30,6 +31,16 @@ Status corrupt(const std::string& name, const std::string& what) {
 }
 
 std::string system_error(int err) { return std::strerror(err); }
+
+// A failure to write the log, with the fix its cause calls for.
+Status write_error(const std::string& doing, const std::string& file, int err) {
+  const char* fix = err == ENOSPC || err == EDQUOT ? "free disk space"
+                    : err == EACCES || err == EPERM || err == EROFS
+                        ? "make the replay log's directory writable, or pick another --replay-log"
+                    : err == ENOENT || err == ENOTDIR ? "create the replay log's directory first"
+                                                      : "check the replay log's directory, or pick another --replay-log";
+  return Status(StatusCode::kIoError, doing + " inbound K2K log '" + file + "' failed: " + system_error(err) + ". Fix: " + fix);
+}
 
 }  // namespace
 
@@ -136,33 +147,33 @@ Result<std::unique_ptr<K2KLogWriter>> K2KLogWriter::create(const std::string& pa
   w.put(static_cast<std::uint32_t>(shard.global_ids.size()));
   for (std::uint32_t id : shard.global_ids) w.put(id);
   w.put(crc32(header.data(), header.size()));
-  // The header lands in a temporary, durable, then renamed over `path`: an older log there is
-  // replaced only once this one exists.
+  // A path that names a directory or a device would only fail at close(), after the run.
+  struct stat existing {};
+  if (::stat(path.c_str(), &existing) == 0 && !S_ISREG(existing.st_mode)) {
+    return Status(StatusCode::kInvalidArgument, "inbound K2K log '" + path + "' names " +
+                                                    (S_ISDIR(existing.st_mode) ? "a directory" : "something other than a file") +
+                                                    ". Fix: name a file (by convention k2k_log_path(<replay log>))");
+  }
+  // The log is written under a temporary name and renamed over `path` only by close(), once
+  // durable: an older log there stays whole until then (and after a killed run, beside
+  // `path.tmp.<pid>`), as a replacing replay log does.
   const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-  if (fd < 0)
-    return Status(StatusCode::kIoError, "creating inbound K2K log '" + tmp + "' failed: " + system_error(errno) +
-                                            ". Fix: check the replay log's directory is writable");
+  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0) return write_error("creating", tmp, errno);
   std::FILE* f = ::fdopen(fd, "wb");
   if (f == nullptr) {
+    const int err = errno;
     ::close(fd);
-    return Status(StatusCode::kIoError, "opening inbound K2K log '" + tmp + "' failed");
+    ::unlink(tmp.c_str());
+    return write_error("opening", tmp, err);
   }
-  if (std::fwrite(header.data(), 1, header.size(), f) != header.size() || std::fflush(f) != 0 || ::fsync(fd) != 0 ||
-      ::rename(tmp.c_str(), path.c_str()) != 0) {
+  if (std::fwrite(header.data(), 1, header.size(), f) != header.size() || std::fflush(f) != 0) {
     const int err = errno;
     std::fclose(f);
     ::unlink(tmp.c_str());
-    return Status(StatusCode::kIoError, "writing inbound K2K log '" + path + "' failed: " + system_error(err) +
-                                            ". Fix: free disk space or pick another --replay-log");
+    return write_error("writing", tmp, err);
   }
-  const std::filesystem::path parent = std::filesystem::path(path).parent_path();
-  const int dir = ::open(parent.empty() ? "." : parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-  if (dir >= 0) {
-    (void)::fsync(dir);  // the rename's directory entry, best effort: the log is a diagnostic
-    ::close(dir);
-  }
-  return std::unique_ptr<K2KLogWriter>(new K2KLogWriter(path, f));
+  return std::unique_ptr<K2KLogWriter>(new K2KLogWriter(path, tmp, f));
 }
 
 K2KLogWriter::~K2KLogWriter() { close().ignore(); }
@@ -180,17 +191,25 @@ Status K2KLogWriter::append(std::uint64_t epoch, std::span<const K2KTransfer> me
   w.bytes(payload.data(), payload.size());
   w.put(crc32(rec.data(), rec.size()));
   if (std::fwrite(rec.data(), 1, rec.size(), file_) != rec.size() || std::fflush(file_) != 0)
-    return Status(StatusCode::kIoError, "appending to inbound K2K log '" + path_ + "' failed: " + system_error(errno) +
-                                            ". Fix: free disk space");
+    return write_error("appending to", tmp_, errno);
   return Status();
 }
 
 Status K2KLogWriter::close() {
   if (file_ == nullptr) return Status();
   const bool synced = std::fflush(file_) == 0 && ::fsync(::fileno(file_)) == 0;
+  const int sync_error = errno;
   const bool closed = std::fclose(file_) == 0;
   file_ = nullptr;
-  if (!synced || !closed) return Status(StatusCode::kIoError, "closing inbound K2K log '" + path_ + "' failed");
+  // Not renamed when it is not durable: the log at `path_`, if any, stays as it was.
+  if (!synced || !closed) return write_error("closing", tmp_, synced ? errno : sync_error);
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0) return write_error("renaming it to '" + path_ + "':", tmp_, errno);
+  const std::filesystem::path parent = std::filesystem::path(path_).parent_path();
+  const int dir = ::open(parent.empty() ? "." : parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+  if (dir >= 0) {
+    (void)::fsync(dir);  // the rename's directory entry, best effort: the log is a diagnostic
+    ::close(dir);
+  }
   return Status();
 }
 

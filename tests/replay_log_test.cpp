@@ -3,6 +3,7 @@
 // records, and concurrent appends get one contiguous sequence. Offsets below are the ones
 // docs/replay-log-format.md specifies.
 #include <pkrt/crc32.hpp>
+#include <pkrt/k2k_log.hpp>
 #include <pkrt/replay_log.hpp>
 
 #include "replay/record_crc.hpp"
@@ -938,6 +939,62 @@ TEST(ReplayLog, BackgroundSyncThreadStopsPromptlyOnClose) {
     EXPECT_TRUE(log->closed_cleanly);
     EXPECT_EQ(log->records.size(), 3000u);
   }
+}
+
+// One rank's inbound K2K log with `epochs` epochs (one message each, epoch-stamped payload).
+Status write_k2k_log(K2KLogWriter& writer, std::uint64_t epochs) {
+  for (std::uint64_t e = 1; e <= epochs; ++e) {
+    K2KTransfer t{};
+    t.dst = 1;
+    t.epoch = e;
+    t.bytes = sizeof e;
+    std::array<std::byte, sizeof e> payload;
+    std::memcpy(payload.data(), &e, sizeof e);
+    PKRT_RETURN_IF_ERROR(writer.append(e, std::span<const K2KTransfer>(&t, 1), payload));
+  }
+  return Status();
+}
+
+K2KLogShard k2k_shard() {
+  K2KLogShard shard;
+  shard.rank = 0;
+  shard.ranks = 2;
+  shard.global_actors = 2;
+  shard.global_ids = {0};
+  return shard;
+}
+
+TEST(K2KLog, AnOlderLogStaysWholeUntilTheNewOneIsClosed) {
+  TempDir dir;
+  const std::string path = dir.file("rank0.pkrl.k2k");
+  {
+    auto first = K2KLogWriter::create(path, k2k_shard());
+    ASSERT_TRUE(first.ok()) << first.status().to_string();
+    ASSERT_TRUE(write_k2k_log(*first.value(), 3).ok());
+    ASSERT_TRUE(first.value()->close().ok());
+  }
+  auto second = K2KLogWriter::create(path, k2k_shard());
+  ASSERT_TRUE(second.ok()) << second.status().to_string();
+  ASSERT_TRUE(write_k2k_log(*second.value(), 1).ok());
+  // A run killed now would leave the first log as it was, not a header-only one.
+  auto before = read_k2k_log(path);
+  ASSERT_TRUE(before.ok()) << before.status().to_string();
+  EXPECT_EQ(before->epochs.size(), 3u);
+  ASSERT_TRUE(second.value()->close().ok());
+  auto after = read_k2k_log(path);
+  ASSERT_TRUE(after.ok()) << after.status().to_string();
+  EXPECT_EQ(after->epochs.size(), 1u);
+}
+
+TEST(K2KLog, APathNamingADirectoryIsRefusedAtCreateNotAfterTheRun) {
+  TempDir dir;
+  const std::string path = dir.file("logs");
+  std::filesystem::create_directories(path);
+  auto writer = K2KLogWriter::create(path, k2k_shard());
+  ASSERT_FALSE(writer.ok());
+  EXPECT_EQ(writer.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(writer.status().message().find("names a directory. Fix: name a file"), std::string::npos)
+      << writer.status().to_string();
 }
 
 }  // namespace
