@@ -66,7 +66,9 @@ Result<ActorPartition> ActorPartition::tiles_2d(std::uint32_t tiles_x, std::uint
   if (tiles == 0 || tiles > std::numeric_limits<std::uint32_t>::max() || ranks == 0)
     return Status(StatusCode::kInvalidArgument, "a " + std::to_string(tiles_x) + " x " + std::to_string(tiles_y) +
                                                     " tile grid over " + std::to_string(ranks) +
-                                                    " ranks cannot be partitioned. Fix: at least one tile and one rank");
+                                                    " ranks cannot be partitioned. Fix: " +
+                                                    (tiles == 0 || ranks == 0 ? "at least one tile and one rank"
+                                                                              : "at most 2^32 - 1 tiles (actor ids are 32-bit)"));
   // The rank grid px x py = ranks that fits the tiles and whose rectangles are closest to
   // square (their perimeter, the halo they exchange, is then smallest for their area).
   std::uint32_t best_px = 0;

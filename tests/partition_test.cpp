@@ -87,6 +87,9 @@ TEST(Partition, ImpossiblePartitionsAreRefusedNamingTheFix) {
   auto prime = ActorPartition::tiles_2d(2, 2, 3);
   ASSERT_EQ(prime.status().code(), StatusCode::kInvalidArgument) << "3 = 3 x 1 or 1 x 3: wider than 2 tiles";
   EXPECT_NE(prime.status().message().find("contiguous"), std::string::npos);
+  auto huge = ActorPartition::tiles_2d(65536, 65536, 2);
+  ASSERT_EQ(huge.status().code(), StatusCode::kInvalidArgument);
+  EXPECT_NE(huge.status().message().find("at most 2^32 - 1 tiles"), std::string::npos) << huge.status().to_string();
   auto outside = ActorPartition::custom(4, 2, [](std::uint32_t a) { return a; }, "identity");
   ASSERT_EQ(outside.status().code(), StatusCode::kInvalidArgument);
   EXPECT_NE(outside.status().message().find("actor 2 on rank 2"), std::string::npos) << outside.status().to_string();
