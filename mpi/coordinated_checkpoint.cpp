@@ -42,24 +42,37 @@ struct SetReport {
 
 }  // namespace
 
-Status ShardedRuntime::broadcast_status(const Status& at_root) {
-  std::uint32_t code = static_cast<std::uint32_t>(at_root.code());
-  std::string text = at_root.message();
-  std::uint32_t length = static_cast<std::uint32_t>(std::min<std::size_t>(text.size(), 4096));
-  MPI_Bcast(&code, 1, MPI_UINT32_T, 0, comm_);
-  MPI_Bcast(&length, 1, MPI_UINT32_T, 0, comm_);
-  text.resize(length);
-  MPI_Bcast(text.data(), static_cast<int>(length), MPI_CHAR, 0, comm_);
+Status ShardedRuntime::broadcast_status(const Status& at_root, std::chrono::milliseconds timeout) {
+  std::vector<std::byte> bytes;
+  if (context_.rank == 0) {
+    const std::uint32_t code = static_cast<std::uint32_t>(at_root.code());
+    const std::string text = at_root.message().substr(0, 4096);
+    bytes.resize(sizeof code + text.size());
+    std::memcpy(bytes.data(), &code, sizeof code);
+    std::memcpy(bytes.data() + sizeof code, text.data(), text.size());
+  }
+  PKRT_RETURN_IF_ERROR(broadcast(bytes, timeout, "hearing rank 0's outcome"));
+  std::uint32_t code = 0;
+  if (bytes.size() < sizeof code) return Status(StatusCode::kInternal, "rank 0 broadcast an outcome of " + std::to_string(bytes.size()) + " bytes");
+  std::memcpy(&code, bytes.data(), sizeof code);
   if (code == 0) return Status();
+  const std::string text(reinterpret_cast<const char*>(bytes.data()) + sizeof code, bytes.size() - sizeof code);
   return Status(static_cast<StatusCode>(code), context_.rank == 0 ? text : "rank 0: " + text);
 }
 
-void ShardedRuntime::share_pins() {
-  std::uint32_t count = static_cast<std::uint32_t>(pins_.size());
-  MPI_Bcast(&count, 1, MPI_UINT32_T, 0, comm_);
-  pins_.resize(count);
-  MPI_Bcast(pins_.data(), static_cast<int>(count), MPI_UINT64_T, 0, comm_);
+Status ShardedRuntime::share_pins(std::chrono::milliseconds timeout) {
+  // [next global sequence][pinned epochs...], rank 0's.
+  std::vector<std::byte> bytes((1 + pins_.size()) * sizeof(std::uint64_t));
+  std::memcpy(bytes.data(), &next_global_sequence_, sizeof(std::uint64_t));
+  if (!pins_.empty()) std::memcpy(bytes.data() + sizeof(std::uint64_t), pins_.data(), pins_.size() * sizeof(std::uint64_t));
+  PKRT_RETURN_IF_ERROR(broadcast(bytes, timeout, "hearing rank 0's pinned checkpoints"));
+  if (bytes.empty() || bytes.size() % sizeof(std::uint64_t) != 0)
+    return Status(StatusCode::kInternal, "rank 0 broadcast " + std::to_string(bytes.size()) + " bytes of pins");
+  std::memcpy(&next_global_sequence_, bytes.data(), sizeof(std::uint64_t));
+  pins_.resize(bytes.size() / sizeof(std::uint64_t) - 1);
+  if (!pins_.empty()) std::memcpy(pins_.data(), bytes.data() + sizeof(std::uint64_t), pins_.size() * sizeof(std::uint64_t));
   if (manager_) manager_->pin_epochs(pins_);
+  return Status();
 }
 
 Status ShardedRuntime::enable_checkpoints(const GlobalCheckpointOptions& options) {
@@ -90,9 +103,9 @@ Status ShardedRuntime::enable_checkpoints(const GlobalCheckpointOptions& options
       }
     }
   }
-  if (st.ok()) st = broadcast_status(scanned);
-  else broadcast_status(scanned).ignore();
-  MPI_Bcast(&next_global_sequence_, 1, MPI_UINT64_T, 0, comm_);
+  const Status heard = broadcast_status(scanned, timeout_);
+  PKRT_RETURN_IF_ERROR(lost_);
+  if (st.ok()) st = heard;
   if (st.ok()) {
     const auto ids = partition_.actors_of(static_cast<std::uint32_t>(context_.rank));
     const std::string dir = options.directory + "/" +
@@ -117,7 +130,10 @@ Status ShardedRuntime::enable_checkpoints(const GlobalCheckpointOptions& options
       }
     }
   }
-  share_pins();  // before any commit: a rank's first retention already keeps them
+  // Before any commit: a rank's first retention already keeps them.
+  const Status pinned = share_pins(timeout_);
+  PKRT_RETURN_IF_ERROR(lost_);
+  if (st.ok()) st = pinned;
   st = agree(st, "enable_checkpoints");
   if (!st.ok()) {
     // Every rank alike: none checkpoints (a later checkpoint() is refused on all of them).
@@ -130,17 +146,34 @@ Status ShardedRuntime::enable_checkpoints(const GlobalCheckpointOptions& options
 Result<std::uint64_t> ShardedRuntime::checkpoint() {
   PKRT_RETURN_IF_ERROR(failed_);
   PKRT_RETURN_IF_ERROR(lost_);
+  Status ready;
   if (!manager_) {
-    return Status(StatusCode::kFailedPrecondition,
-                  "checkpoint() before enable_checkpoints(). Fix: enable checkpoints on every rank first");
+    ready = Status(StatusCode::kFailedPrecondition,
+                   "checkpoint() before enable_checkpoints(). Fix: enable checkpoints on every rank first");
+  } else if (shut_down_) {
+    ready = after_shutdown("checkpoint()");
+  } else if (!started_) {
+    ready = Status(StatusCode::kFailedPrecondition,
+                   "checkpoint() before start(): no grid runs yet to take it. Fix: start() (then run_until(epoch)) on "
+                   "every rank first");
+  }
+  // Agreed: a rank that cannot take part would leave the others waiting in the collectives below.
+  PKRT_RETURN_IF_ERROR(agree(ready, "checkpoint()"));
+  // Right after start() the grids are parked at their start epoch before its exchange: the K2K
+  // and forwarded commands of that epoch are with no rank yet, so they would be in no image,
+  // and the gated grids cannot serve the snapshot. That exchange comes first (the grids stay
+  // parked at the same epoch).
+  if (exchanges_ && next_exchange_ <= parked_at_) {
+    const Status exchanged = run_until(parked_at_);
+    if (!exchanged.ok()) return exchanged;
   }
   // 1. Every rank parked at one epoch, and no host command forwarded but not yet delivered
-  //    (it would be in no rank's queued commands at the cut).
+  //    (it would be in no rank's queued commands at the cut). One maximum: the lowest epoch as
+  //    the largest complement.
   const std::uint64_t epoch = local_->stats().epoch;
-  std::uint64_t lo = 0, hi = 0, forwarding = forward_.size(), forwarded = 0;
-  MPI_Allreduce(&epoch, &lo, 1, MPI_UINT64_T, MPI_MIN, comm_);
-  MPI_Allreduce(&epoch, &hi, 1, MPI_UINT64_T, MPI_MAX, comm_);
-  MPI_Allreduce(&forwarding, &forwarded, 1, MPI_UINT64_T, MPI_SUM, comm_);
+  auto most = allreduce({epoch, ~epoch, forward_.size()}, MPI_MAX, timeout_, "comparing the ranks' parked epochs");
+  if (!most.ok()) return most.status();
+  const std::uint64_t hi = most.value()[0], lo = ~most.value()[1], forwarded = most.value()[2];
   if (lo != hi) {
     return Status(StatusCode::kFailedPrecondition,
                   "ranks are parked at epochs " + std::to_string(lo) + " to " + std::to_string(hi) +
@@ -148,12 +181,14 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
   }
   if (forwarded != 0) {
     return Status(StatusCode::kFailedPrecondition,
-                  std::to_string(forwarded) + " host command(s) posted to other ranks' actors are not delivered yet "
+                  "host command(s) posted to other ranks' actors are not delivered yet "
                   "(they travel with the next exchange). Fix: checkpoint before posting them, or after the next run_until");
   }
   // 2. Phase 1: this rank's set, durable.
   Status mine;
-  SetReport report{};
+  // Heap buffers of the gather below: a lost peer leaves it pending on them.
+  auto buffers = std::make_shared<std::pair<SetReport, std::vector<SetReport>>>();
+  auto& [report, reports] = *buffers;
   {
     auto request = manager_->checkpoint_now();
     mine = request.ok() ? manager_->flush() : request.status();
@@ -173,15 +208,12 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
   }
   report.code = static_cast<std::uint32_t>(mine.code());
   report.actors = local_->options().num_actors;
-  std::vector<SetReport> reports(static_cast<std::size_t>(context_.size));
+  reports.resize(static_cast<std::size_t>(context_.size));
   MPI_Request gather = MPI_REQUEST_NULL;
   MPI_Igather(&report, sizeof report, MPI_BYTE, reports.data(), sizeof report, MPI_BYTE, 0, comm_, &gather);
-  std::vector<MPI_Request> requests{gather};
   // As long as a rank may take to make its set durable (CheckpointManager::flush's default).
-  const Status gathered = wait_all(requests, std::vector<int>{-1}, std::max<std::chrono::milliseconds>(timeout_, std::chrono::minutes(10)),
-                                   "rank " + std::to_string(context_.rank) + " reporting its checkpoint set of epoch " +
-                                       std::to_string(epoch));
-  if (!gathered.ok()) return peers_lost(gathered);
+  PKRT_RETURN_IF_ERROR(await_collective(gather, buffers, io_timeout(),
+                                        "reporting its checkpoint set of epoch " + std::to_string(epoch)));
   // 3. Phase 2 on rank 0.
   Status committed;
   if (context_.rank == 0) {
@@ -248,10 +280,14 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
   }
   ++next_global_sequence_;
   // 4. The outcome and the pins, from rank 0 (after a failed commit, the same pins as before).
-  const Status outcome = broadcast_status(committed);
-  share_pins();
+  //    Rank 0 may still be writing and retiring manifests: the I/O deadline.
+  const Status outcome = broadcast_status(committed, io_timeout());
+  PKRT_RETURN_IF_ERROR(lost_);
+  const Status pinned = share_pins(io_timeout());
+  PKRT_RETURN_IF_ERROR(lost_);
   if (!mine.ok()) return mine;
   if (!outcome.ok()) return outcome;
+  if (!pinned.ok()) return pinned;
   return epoch;
 }
 
@@ -259,14 +295,19 @@ Result<std::uint64_t> ShardedRuntime::restore(const std::string& directory, std:
                                               const RunInputs& inputs, std::vector<std::string>* skipped) {
   PKRT_RETURN_IF_ERROR(failed_);
   PKRT_RETURN_IF_ERROR(lost_);
-  // Commands forwarded before a restore were aimed at epochs of the run being replaced.
-  std::uint64_t forwarding = forward_.size(), forwarded = 0;
-  MPI_Allreduce(&forwarding, &forwarded, 1, MPI_UINT64_T, MPI_SUM, comm_);
-  if (forwarded != 0) {
-    return Status(StatusCode::kFailedPrecondition,
-                  std::to_string(forwarded) + " host command(s) were posted to other ranks' actors before restore(). "
-                  "Fix: restore first, then post (apply epochs after the restored one)");
+  Status ready;
+  if (started_ || shut_down_) {
+    ready = Status(StatusCode::kFailedPrecondition,
+                   std::string("restore() after ") + (started_ ? "start()" : "shutdown()") +
+                       ": a grid that ran cannot be replaced. Fix: create a new ShardedRuntime on every rank and "
+                       "restore it before start()");
+  } else if (!forward_.empty()) {
+    // Commands forwarded before a restore were aimed at epochs of the run being replaced.
+    ready = Status(StatusCode::kFailedPrecondition,
+                   std::to_string(forward_.size()) + " host command(s) were posted to other ranks' actors before "
+                   "restore(). Fix: restore first, then post (apply epochs after the restored one)");
   }
+  PKRT_RETURN_IF_ERROR(agree(ready, "restore()"));
   std::vector<std::string> passed_over;  // rank 0's account
   // Rank 0 lists the candidates, newest first; then, one at a time, every rank reads its
   // actors' part of the candidate and all agree whether every rank could.
@@ -290,9 +331,27 @@ Result<std::uint64_t> ShardedRuntime::restore(const std::string& directory, std:
       }
     }
   }
-  PKRT_RETURN_IF_ERROR(broadcast_status(picked));
-  std::uint32_t count = static_cast<std::uint32_t>(candidates.size());
-  MPI_Bcast(&count, 1, MPI_UINT32_T, 0, comm_);
+  // Rank 0 may have scanned a large directory: the I/O deadline.
+  PKRT_RETURN_IF_ERROR(broadcast_status(picked, io_timeout()));
+  // The candidates' names, each as [u32 length][bytes].
+  std::vector<std::byte> names;
+  for (const std::string& c : candidates) {
+    const std::uint32_t length = static_cast<std::uint32_t>(c.size());
+    const auto* p = reinterpret_cast<const std::byte*>(&length);
+    names.insert(names.end(), p, p + sizeof length);
+    names.insert(names.end(), reinterpret_cast<const std::byte*>(c.data()), reinterpret_cast<const std::byte*>(c.data()) + c.size());
+  }
+  PKRT_RETURN_IF_ERROR(broadcast(names, timeout_, "hearing rank 0's global checkpoints"));
+  candidates.clear();
+  for (std::size_t at = 0; at < names.size();) {
+    std::uint32_t length = 0;
+    if (names.size() - at < sizeof length) return Status(StatusCode::kInternal, "rank 0 broadcast a cut-short list of checkpoints");
+    std::memcpy(&length, names.data() + at, sizeof length);
+    at += sizeof length;
+    if (names.size() - at < length) return Status(StatusCode::kInternal, "rank 0 broadcast a cut-short list of checkpoints");
+    candidates.emplace_back(reinterpret_cast<const char*>(names.data() + at), length);
+    at += length;
+  }
 
   GlobalRestoreRequest request;
   request.app = local_->program().name;
@@ -304,19 +363,15 @@ Result<std::uint64_t> ShardedRuntime::restore(const std::string& directory, std:
   const auto mine = partition_.actors_of(static_cast<std::uint32_t>(context_.rank));
   request.global_ids.assign(mine.begin(), mine.end());
   request.inputs = inputs;
-  for (std::uint32_t i = 0; i < count; ++i) {
-    std::string chosen = context_.rank == 0 ? candidates[i] : std::string();
-    std::uint32_t length = static_cast<std::uint32_t>(chosen.size());
-    MPI_Bcast(&length, 1, MPI_UINT32_T, 0, comm_);
-    chosen.resize(length);
-    MPI_Bcast(chosen.data(), static_cast<int>(length), MPI_CHAR, 0, comm_);
+  for (const std::string& chosen : candidates) {
     auto read = read_global_checkpoint(directory, chosen, request);
-    const Status readable = agree(read.ok() ? Status() : read.status(), "reading global checkpoint " + chosen);
+    const Status readable =
+        agree(read.ok() ? Status() : read.status(), "reading global checkpoint " + chosen, io_timeout());
     PKRT_RETURN_IF_ERROR(lost_);
     if (readable.ok()) {
       for (Command& c : read->queued) c.actor = local_index(c.actor);
       const Status restored = local_->restore_before_start(read->epoch, read->images, {}, read->queued);
-      const Status agreed = agree(restored, "restore");
+      const Status agreed = agree(restored, "restore", io_timeout());
       if (!agreed.ok()) {
         fail(agreed);  // some ranks may have restored, others not: this runtime cannot start
         return agreed;
@@ -345,18 +400,34 @@ Result<std::uint64_t> ShardedRuntime::restore(const std::string& directory, std:
 }
 
 std::string ShardedRuntime::gather_texts(const std::string& mine) {
-  const std::string text = mine.substr(0, 4096);
-  int length = static_cast<int>(text.size());
-  std::vector<int> lengths(context_.rank == 0 ? static_cast<std::size_t>(context_.size) : 0);
-  MPI_Gather(&length, 1, MPI_INT, lengths.data(), 1, MPI_INT, 0, comm_);
-  std::vector<int> offsets(lengths.size(), 0);
+  if (!lost_.ok()) return {};
+  // Heap buffers: a lost peer leaves the gathers pending on them.
+  struct Buffers {
+    std::string text;
+    int length = 0;
+    std::vector<int> lengths, offsets;
+    std::string all;
+  };
+  auto b = std::make_shared<Buffers>();
+  b->text = mine.substr(0, 4096);
+  b->length = static_cast<int>(b->text.size());
+  b->lengths.resize(context_.rank == 0 ? static_cast<std::size_t>(context_.size) : 0);
+  MPI_Request request = MPI_REQUEST_NULL;
+  MPI_Igather(&b->length, 1, MPI_INT, b->lengths.data(), 1, MPI_INT, 0, comm_, &request);
+  if (!await_collective(request, b, timeout_, "gathering the ranks' reasons").ok()) return {};
+  b->offsets.assign(b->lengths.size(), 0);
   int total = 0;
-  for (std::size_t r = 0; r < lengths.size(); ++r) {
-    offsets[r] = total;
-    total += lengths[r];
+  for (std::size_t r = 0; r < b->lengths.size(); ++r) {
+    b->offsets[r] = total;
+    total += b->lengths[r];
   }
-  std::string all(static_cast<std::size_t>(total), '\0');
-  MPI_Gatherv(text.data(), length, MPI_CHAR, all.data(), lengths.data(), offsets.data(), MPI_CHAR, 0, comm_);
+  b->all.assign(static_cast<std::size_t>(total), '\0');
+  MPI_Igatherv(b->text.data(), b->length, MPI_CHAR, b->all.data(), b->lengths.data(), b->offsets.data(), MPI_CHAR, 0, comm_,
+               &request);
+  if (!await_collective(request, b, timeout_, "gathering the ranks' reasons").ok()) return {};
+  const std::vector<int>& lengths = b->lengths;
+  const std::vector<int>& offsets = b->offsets;
+  const std::string& all = b->all;
   std::string joined;
   for (std::size_t r = 0; r < lengths.size(); ++r) {
     if (lengths[r] == 0) continue;

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cstdio>
 #include <string>
 #include <thread>
 #include <vector>
@@ -59,6 +60,20 @@ inline Status wait_all(std::vector<MPI_Request>& requests, const std::vector<int
                                           std::to_string(timeout.count()) +
                                           " ms. They are stuck, much slower, or gone (mpirun reports a killed rank). "
                                           "Fix: look at those ranks' output, or raise ShardOptions::exchange_timeout");
+}
+
+// A peer that did not answer within a deadline leaves the ranks out of step: the next
+// collective on `comm` would wait for it for ever. `abort_job`: print what was waited for and
+// MPI_Abort (which stops every rank); otherwise return `timeout` (the caller makes no further
+// collective call on `comm`). Other errors are returned as they are.
+inline Status lose_peers(MPI_Comm comm, int rank, bool abort_job, const Status& timeout) {
+  if (timeout.code() != StatusCode::kTimeout || !abort_job) return timeout;
+  std::fprintf(stderr, "pkrt: rank %d: %s\npkrt: rank %d: aborting the job (MPI_Abort): ranks that stopped answering "
+                       "cannot be waited for, and the others would wait for ever\n",
+               rank, timeout.message().c_str(), rank);
+  std::fflush(stderr);
+  MPI_Abort(comm, 3);
+  return timeout;  // not reached
 }
 
 }  // namespace pkrt::mpi::detail

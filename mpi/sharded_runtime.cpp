@@ -27,6 +27,7 @@
 // every command of epoch a before the heartbeat of a (kernels/persistent_loop.hpp, step 8),
 // so the owner waits only for its own pump or drain, and the reply travels with a's exchange.
 // Messages carry their epoch, checked on receipt.
+#include <pkrt/crc32.hpp>
 #include <pkrt/mpi.hpp>
 
 #include "host/request_table.hpp"
@@ -36,9 +37,11 @@
 #include <array>
 #include <cstdio>
 #include <cstring>
+#include <filesystem>
 #include <future>
 #include <limits>
 #include <map>
+#include <string_view>
 #include <thread>
 
 namespace pkrt::mpi {
@@ -144,19 +147,61 @@ ShardedRuntime::ShardedRuntime(MPI_Comm comm, RankContext context, ActorPartitio
     : comm_(comm), context_(context), partition_(std::move(partition)), timeout_(timeout) {}
 
 Status ShardedRuntime::peers_lost(const Status& timeout) {
-  if (timeout.code() != StatusCode::kTimeout) return timeout;
-  if (!abort_on_lost_peer_) {
-    // Requests on comm_ are left pending (their buffers are members or abandoned_): no
-    // collective may follow on it, so every later call returns this, and comm_ is not freed.
+  if (timeout.code() == StatusCode::kTimeout && !abort_on_lost_peer_) {
+    // Requests on comm_ are left pending (their buffers are members, abandoned_ or
+    // kept_alive_): no collective may follow on it, so every later call returns this, and
+    // comm_ is not freed.
     lost_ = timeout;
-    return timeout;
   }
-  std::fprintf(stderr, "pkrt: rank %d: %s\npkrt: rank %d: aborting the job (MPI_Abort): ranks that stopped answering "
-                       "cannot be waited for, and the others would wait for ever\n",
-               context_.rank, timeout.message().c_str(), context_.rank);
-  std::fflush(stderr);
-  MPI_Abort(comm_, 3);
-  return timeout;  // not reached
+  return detail::lose_peers(comm_, context_.rank, abort_on_lost_peer_, timeout);
+}
+
+Status ShardedRuntime::await_collective(MPI_Request request, std::shared_ptr<void> buffers,
+                                        std::chrono::milliseconds timeout, const std::string& what) {
+  std::vector<MPI_Request> requests{request};
+  const Status waited = wait_all(requests, std::vector<int>{-1}, timeout, "rank " + std::to_string(context_.rank) + " " + what);
+  if (waited.ok()) return waited;
+  kept_alive_.push_back(std::move(buffers));  // MPI may still read or write them
+  return peers_lost(waited);
+}
+
+Result<std::vector<std::uint64_t>> ShardedRuntime::allreduce(std::vector<std::uint64_t> mine, MPI_Op op,
+                                                              std::chrono::milliseconds timeout, const std::string& what) {
+  PKRT_RETURN_IF_ERROR(lost_);
+  auto buffers = std::make_shared<std::array<std::vector<std::uint64_t>, 2>>();
+  auto& [in, out] = *buffers;
+  in = std::move(mine);
+  out.assign(in.size(), 0);
+  MPI_Request request = MPI_REQUEST_NULL;
+  const int rc = MPI_Iallreduce(in.data(), out.data(), static_cast<int>(in.size()), MPI_UINT64_T, op, comm_, &request);
+  if (rc != MPI_SUCCESS) return mpi_error(rc, "Iallreduce");
+  PKRT_RETURN_IF_ERROR(await_collective(request, buffers, timeout, what));
+  return std::move(out);
+}
+
+Status ShardedRuntime::broadcast(std::vector<std::byte>& bytes, std::chrono::milliseconds timeout, const std::string& what) {
+  PKRT_RETURN_IF_ERROR(lost_);
+  auto length = std::make_shared<std::uint64_t>(bytes.size());
+  MPI_Request request = MPI_REQUEST_NULL;
+  int rc = MPI_Ibcast(length.get(), 1, MPI_UINT64_T, 0, comm_, &request);
+  if (rc != MPI_SUCCESS) return mpi_error(rc, "Ibcast");
+  PKRT_RETURN_IF_ERROR(await_collective(request, length, timeout, what));
+  // Every rank has rank 0's length, so every rank refuses alike.
+  if (*length > static_cast<std::uint64_t>(std::numeric_limits<int>::max()))
+    return Status(StatusCode::kInternal, what + ": rank 0 broadcast " + std::to_string(*length) + " bytes (at most 2 GiB)");
+  auto data = std::make_shared<std::vector<std::byte>>(context_.rank == 0 ? std::move(bytes)
+                                                                          : std::vector<std::byte>(*length));
+  rc = MPI_Ibcast(data->data(), static_cast<int>(*length), MPI_BYTE, 0, comm_, &request);
+  if (rc != MPI_SUCCESS) return mpi_error(rc, "Ibcast");
+  PKRT_RETURN_IF_ERROR(await_collective(request, data, timeout, what));
+  bytes = std::move(*data);
+  return Status();
+}
+
+std::chrono::milliseconds ShardedRuntime::io_timeout() const {
+  // As long as a rank may take to make its set durable or to read one
+  // (CheckpointManager::flush's default): a slow filesystem is not a lost peer.
+  return std::max<std::chrono::milliseconds>(timeout_, std::chrono::minutes(10));
 }
 
 ShardedRuntime::~ShardedRuntime() {
@@ -169,7 +214,10 @@ ShardedRuntime::~ShardedRuntime() {
     replies_->release_runtime_reference();
   }
   // After a lost peer, requests may still be pending on comm_: it is left to MPI_Finalize.
-  if (comm_ != MPI_COMM_NULL && lost_.ok()) MPI_Comm_free(&comm_);
+  // After MPI_Finalize (a ShardedRuntime destroyed at exit), no MPI call is allowed at all.
+  int finalized = 0;
+  MPI_Finalized(&finalized);
+  if (comm_ != MPI_COMM_NULL && lost_.ok() && finalized == 0) MPI_Comm_free(&comm_);
 }
 
 void ShardedRuntime::fail(const Status& status) {
@@ -181,35 +229,187 @@ void ShardedRuntime::fail_pending_replies(const Status& status) {
   replies_->fail_all(status, local_ ? local_->program().name : std::string("?"));
 }
 
+namespace {
+
+// What one rank's create() was given, gathered from every rank: a launch with other arguments
+// on some rank fails on every rank, naming what differs, instead of hanging at the first
+// collective the ranks no longer make alike.
+struct LaunchFingerprint {
+  std::uint32_t refused = 0;  // StatusCode of this rank's own checks (0: fine)
+  std::uint32_t actors = 0;
+  std::uint32_t k2k_delay = 0;
+  std::uint32_t backend = 0;
+  std::uint32_t params_bytes = 0;
+  std::uint32_t program_crc = 0;
+  std::uint32_t partition_crc = 0;  // the owner table (0 when this rank refused the partition)
+  std::uint32_t reserved[2] = {};
+  std::uint64_t replay_log_key = 0;  // this node and the replay log's path (0: none)
+  std::uint64_t k2k_log_key = 0;     // the same for ShardOptions::k2k_log
+};
+static_assert(sizeof(LaunchFingerprint) == 56, "LaunchFingerprint travels as bytes");
+
+// FNV-1a (64 bits) of this host's name and a file's absolute path: two ranks on one node that
+// would write one file get one key. Not a CRC: the key must not collide for paths that differ
+// in a few bytes, and 64 bits keep false matches negligible at thousands of ranks.
+std::uint64_t file_key(const std::string& path) {
+  if (path.empty()) return 0;
+  char host[MPI_MAX_PROCESSOR_NAME] = {};
+  int host_length = 0;
+  MPI_Get_processor_name(host, &host_length);
+  std::error_code ec;
+  const std::filesystem::path absolute = std::filesystem::absolute(path, ec);
+  const std::string text = std::string(host, static_cast<std::size_t>(host_length)) + '\0' +
+                           (ec ? path : absolute.lexically_normal().string());
+  std::uint64_t h = 0xcbf29ce484222325ull;
+  for (unsigned char c : text) h = (h ^ c) * 0x100000001b3ull;
+  return h == 0 ? 1 : h;
+}
+
+// The first difference from rank 0 among the fingerprints, or ok.
+Status compare_launches(const std::vector<LaunchFingerprint>& all) {
+  const LaunchFingerprint& root = all.front();
+  struct Field {
+    const char* what;
+    bool (*differs)(const LaunchFingerprint&, const LaunchFingerprint&);
+  };
+  static constexpr Field kFields[] = {
+      {"program", [](const LaunchFingerprint& a, const LaunchFingerprint& b) { return a.program_crc != b.program_crc; }},
+      // Params are compared by size only: their bytes may differ in padding (an empty
+      // struct's one byte, a struct's holes) while the values are the same. A restore
+      // compares them whole against the manifest rank 0 wrote.
+      {"params size", [](const LaunchFingerprint& a, const LaunchFingerprint& b) { return a.params_bytes != b.params_bytes; }},
+      {"actor count (RuntimeOptions::num_actors)",
+       [](const LaunchFingerprint& a, const LaunchFingerprint& b) { return a.actors != b.actors; }},
+      {"K2K delay (RuntimeOptions::k2k_delay)",
+       [](const LaunchFingerprint& a, const LaunchFingerprint& b) { return a.k2k_delay != b.k2k_delay; }},
+      {"backend (RuntimeOptions::backend)",
+       [](const LaunchFingerprint& a, const LaunchFingerprint& b) { return a.backend != b.backend; }},
+      // Last: another actor count also gives another partition.
+      {"partition (ShardOptions::partition)",
+       [](const LaunchFingerprint& a, const LaunchFingerprint& b) { return a.partition_crc != b.partition_crc; }},
+  };
+  for (const Field& f : kFields) {
+    // The partition of a rank that refused its own (partition_crc 0) is that rank's to report.
+    const bool partition = std::string_view(f.what).starts_with("partition");
+    std::vector<int> ranks;
+    for (std::size_t r = 1; r < all.size(); ++r)
+      if (f.differs(root, all[r]) && !(partition && (root.refused != 0 || all[r].refused != 0)))
+        ranks.push_back(static_cast<int>(r));
+    if (ranks.empty()) continue;
+    return Status(StatusCode::kInvalidArgument,
+                  std::string("ShardedRuntime::create was given another ") + f.what + " on rank(s) " + rank_list(ranks) +
+                      " than on rank 0; no rank runs. Fix: call it with the same program, params and options on every "
+                      "rank (only the partition decides which actors a rank runs)");
+  }
+  return Status();
+}
+
+// Two ranks on one node that would write the same log file, or ok.
+Status shared_log_files(const std::vector<LaunchFingerprint>& all, int me, const ShardOptions& options) {
+  const std::pair<std::uint64_t LaunchFingerprint::*, const char*> kinds[] = {
+      {&LaunchFingerprint::replay_log_key, "replay log (RuntimeOptions::replay_log)"},
+      {&LaunchFingerprint::k2k_log_key, "inbound K2K log (ShardOptions::k2k_log)"}};
+  for (const auto& [key, what] : kinds) {
+    for (std::size_t a = 0; a < all.size(); ++a) {
+      for (std::size_t b = a + 1; b < all.size(); ++b) {
+        if (all[a].*key == 0 || all[a].*key != all[b].*key) continue;
+        std::string path;
+        if (static_cast<std::size_t>(me) == a || static_cast<std::size_t>(me) == b) {
+          path = key == &LaunchFingerprint::replay_log_key ? options.runtime.replay_log->path() : options.k2k_log;
+          path = " '" + path + "'";
+        }
+        return Status(StatusCode::kInvalidArgument,
+                      "ranks " + std::to_string(a) + " and " + std::to_string(b) + " would write the same " + what + path +
+                          " on one node, each over the other's; no rank runs. Fix: one file per rank, e.g. "
+                          "<path>.rank<r> as `pkrt run` names them");
+      }
+    }
+  }
+  return Status();
+}
+
+}  // namespace
+
 Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, const Program& program, const void* params,
                                                                std::size_t params_bytes, const ShardOptions& options) {
   auto context = rank_context(comm);
   if (!context.ok()) return context.status();
   const RankContext& c = context.value();
-  const std::uint32_t actors = options.runtime.num_actors;
-  if (actors < static_cast<std::uint32_t>(c.size)) {
-    return Status(StatusCode::kInvalidArgument,
-                  std::to_string(c.size) + " ranks for " + std::to_string(actors) +
-                      " actors would leave ranks without actors. Fix: run with mpirun -np " + std::to_string(actors) +
-                      " or fewer, or more actors");
-  }
-  std::optional<ActorPartition> partition = options.partition;
-  if (!partition) {
-    auto contiguous = ActorPartition::contiguous(actors, static_cast<std::uint32_t>(c.size));
-    if (!contiguous.ok()) return contiguous.status();
-    partition = std::move(contiguous.value());
-  }
-  if (partition->ranks() != static_cast<std::uint32_t>(c.size) || partition->actors() != actors) {
-    return Status(StatusCode::kInvalidArgument,
-                  "the partition is for " + std::to_string(partition->actors()) + " actors over " +
-                      std::to_string(partition->ranks()) + " ranks, but the run has " + std::to_string(actors) +
-                      " actors over " + std::to_string(c.size) + " ranks. Fix: build it for this launch's rank count");
-  }
+  // Every rank gets this far whatever it was given (no return before the first collective on
+  // the duplicate): a rank that refused alone would leave the others waiting in Comm_dup.
   MPI_Comm dup = MPI_COMM_NULL;
   const int rc = MPI_Comm_dup(comm, &dup);
   if (rc != MPI_SUCCESS) return mpi_error(rc, "Comm_dup");
+  const std::uint32_t actors = options.runtime.num_actors;
+  Status refused;
+  std::optional<ActorPartition> partition = options.partition;
+  if (actors < static_cast<std::uint32_t>(c.size)) {
+    refused = Status(StatusCode::kInvalidArgument,
+                     std::to_string(c.size) + " ranks for " + std::to_string(actors) +
+                         " actors would leave ranks without actors. Fix: run with mpirun -np " + std::to_string(actors) +
+                         " or fewer, or more actors");
+  } else if (!partition) {
+    auto contiguous = ActorPartition::contiguous(actors, static_cast<std::uint32_t>(c.size));
+    if (contiguous.ok()) partition = std::move(contiguous.value());
+    else refused = contiguous.status();
+  } else if (partition->ranks() != static_cast<std::uint32_t>(c.size) || partition->actors() != actors) {
+    refused = Status(StatusCode::kInvalidArgument,
+                     "the partition is for " + std::to_string(partition->actors()) + " actors over " +
+                         std::to_string(partition->ranks()) + " ranks, but the run has " + std::to_string(actors) +
+                         " actors over " + std::to_string(c.size) + " ranks. Fix: build it for this launch's rank count");
+  }
+  if (refused.ok() && (params_bytes > std::numeric_limits<std::uint32_t>::max() || (params_bytes != 0 && params == nullptr))) {
+    refused = Status(StatusCode::kInvalidArgument, std::to_string(params_bytes) + " bytes of params at " +
+                                                       (params == nullptr ? "a null pointer" : "a pointer") +
+                                                       ". Fix: pass the app's Params (ShardedRuntime::create<Params>)");
+  }
+  auto fingerprints = std::make_shared<std::array<std::vector<LaunchFingerprint>, 2>>();
+  auto& [mine_only, all] = *fingerprints;
+  LaunchFingerprint& mine = mine_only.emplace_back();
+  mine.refused = static_cast<std::uint32_t>(refused.code());
+  mine.actors = actors;
+  mine.k2k_delay = options.runtime.k2k_delay;
+  mine.backend = static_cast<std::uint32_t>(options.runtime.backend);
+  mine.params_bytes = static_cast<std::uint32_t>(std::min<std::size_t>(params_bytes, std::numeric_limits<std::uint32_t>::max()));
+  if (refused.ok()) {
+    std::vector<std::uint32_t> owners(partition->actors());
+    for (std::uint32_t a = 0; a < partition->actors(); ++a) owners[a] = partition->owner(a);
+    mine.partition_crc = crc32(owners.data(), owners.size() * sizeof owners[0]);
+  }
+  const std::string_view name = program.name == nullptr ? std::string_view() : std::string_view(program.name);
+  mine.program_crc = crc32(name.data(), name.size());
+  mine.replay_log_key = options.runtime.replay_log ? file_key(options.runtime.replay_log->path()) : 0;
+  mine.k2k_log_key = c.size > 1 ? file_key(options.k2k_log) : 0;
+  all.resize(static_cast<std::size_t>(c.size));
+  MPI_Request request = MPI_REQUEST_NULL;
+  MPI_Iallgather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, dup, &request);
+  std::vector<MPI_Request> requests{request};
+  const Status gathered = wait_all(requests, std::vector<int>{-1}, options.exchange_timeout,
+                                   "rank " + std::to_string(c.rank) + " comparing ShardedRuntime::create's arguments");
+  if (!gathered.ok()) {
+    // The request still writes into the fingerprints: they are left to the job's end, with dup.
+    (void)new std::shared_ptr<void>(fingerprints);
+    return detail::lose_peers(dup, c.rank, options.abort_on_lost_peer, gathered);
+  }
+  Status launch = compare_launches(all);
+  if (launch.ok() && !refused.ok()) launch = Status(refused.code(), "rank " + std::to_string(c.rank) + ": " + refused.message());
+  if (launch.ok()) {
+    std::vector<int> ranks;
+    for (int r = 0; r < c.size; ++r)
+      if (all[static_cast<std::size_t>(r)].refused != 0) ranks.push_back(r);
+    if (!ranks.empty()) {
+      launch = Status(static_cast<StatusCode>(all[static_cast<std::size_t>(ranks.front())].refused),
+                      "rank(s) " + rank_list(ranks) + " refused the launch (their output says why); no rank runs");
+    }
+  }
+  if (launch.ok()) launch = shared_log_files(all, c.rank, options);
+  if (!launch.ok()) {
+    MPI_Comm_free(&dup);
+    return launch;
+  }
   std::unique_ptr<ShardedRuntime> shard(new ShardedRuntime(dup, c, std::move(*partition), options.exchange_timeout));
   shard->abort_on_lost_peer_ = options.abort_on_lost_peer;
+  shard->replies_ = pkrt::detail::RequestTable::create(2, kReplyWindow, false);
   RuntimeOptions ro = options.runtime;
   const auto ids = shard->partition_.actors_of(static_cast<std::uint32_t>(c.rank));
   ro.num_actors = static_cast<std::uint32_t>(ids.size());
@@ -232,19 +432,11 @@ Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, co
   }
   // Every rank learns whether every rank could create its runtime: a launch that fails on
   // one rank (memory, a GPU) fails on all, naming it, instead of hanging at the first exchange.
-  const int ok_here = created.ok() ? 1 : 0;
-  std::vector<int> ok(static_cast<std::size_t>(c.size));
-  MPI_Allgather(&ok_here, 1, MPI_INT, ok.data(), 1, MPI_INT, shard->comm_);
-  if (!created.ok()) return Status(created.status().code(), "rank " + std::to_string(c.rank) + ": " + created.status().message());
-  std::vector<int> failed;
-  for (int r = 0; r < c.size; ++r)
-    if (ok[static_cast<std::size_t>(r)] == 0) failed.push_back(r);
-  if (!failed.empty()) {
-    return Status(StatusCode::kAborted, "rank(s) " + rank_list(failed) +
-                                            " could not create their runtime (see their error); no rank runs");
-  }
+  const Status here = created.ok() ? Status()
+                                   : Status(created.status().code(),
+                                            "rank " + std::to_string(c.rank) + ": " + created.status().message());
+  PKRT_RETURN_IF_ERROR(shard->agree(here, "creating its runtime"));
   shard->local_ = std::move(created.value());
-  shard->replies_ = pkrt::detail::RequestTable::create(2, kReplyWindow, false);
   shard->k2k_log_ = std::move(k2k_log);
   shard->next_exchange_ = shard->local_->first_exchange_epoch();
   // Every multi-rank run exchanges each epoch: K2K, forwarded host commands, failures.
@@ -259,6 +451,13 @@ bool ShardedRuntime::owns(std::uint32_t global_actor) const {
 Status ShardedRuntime::start() {
   PKRT_RETURN_IF_ERROR(failed_);
   PKRT_RETURN_IF_ERROR(lost_);
+  // Refused without a collective (every rank that keeps the contract refuses alike) and
+  // without failing the grids that already run.
+  if (started_) {
+    return Status(StatusCode::kFailedPrecondition,
+                  "start() twice: the grids already run. Fix: call start() once, then run_until(epoch)");
+  }
+  if (shut_down_) return after_shutdown("start()");
   // The grid parks at its start epoch (after init) until run_until asks for more: a grid
   // without a target runs freely (a single rank is not gated by any exchange) and could pass
   // the epoch the caller is about to ask for.
@@ -267,11 +466,12 @@ Status ShardedRuntime::start() {
   Status st = local_->set_target_epoch(parked_at_);
   if (st.ok()) st = local_->start();
   st = agree(st, "start");
-  if (!st.ok()) fail(st);
+  if (st.ok()) started_ = true;
+  else fail(st);
   return st;
 }
 
-Status ShardedRuntime::agree(const Status& mine, const std::string& what) {
+Status ShardedRuntime::agree(const Status& mine, const std::string& what, std::chrono::milliseconds timeout) {
   PKRT_RETURN_IF_ERROR(lost_);
   // Members: a timeout leaves the request pending on them (see peers_lost).
   agree_code_ = static_cast<int>(mine.code());
@@ -281,7 +481,7 @@ Status ShardedRuntime::agree(const Status& mine, const std::string& what) {
   MPI_Iallgather(&agree_code_, 1, MPI_INT, codes.data(), 1, MPI_INT, comm_, &request);
   std::vector<MPI_Request> requests{request};
   // A stuck or dead peer must not hang this rank: the same deadline as an exchange.
-  const Status waited = wait_all(requests, std::vector<int>{-1}, timeout_,
+  const Status waited = wait_all(requests, std::vector<int>{-1}, timeout.count() > 0 ? timeout : timeout_,
                                  "rank " + std::to_string(context_.rank) + " agreeing on " + what + " with every rank");
   if (!waited.ok()) return peers_lost(waited);
   if (!mine.ok()) return mine;
@@ -323,8 +523,18 @@ Status ShardedRuntime::check_command(std::uint32_t actor, const void* data, std:
   return Status();
 }
 
+Status ShardedRuntime::after_shutdown(const char* call) const {
+  return Status(StatusCode::kFailedPrecondition, "rank " + std::to_string(context_.rank) + ": " + call +
+                                                     " after shutdown(): this rank's grid no longer runs. Fix: create a "
+                                                     "new ShardedRuntime on every rank to run again");
+}
+
 Status ShardedRuntime::post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
                             std::uint64_t apply_epoch) {
+  // A command forwarded now would be lost without a word: no exchange carries it.
+  PKRT_RETURN_IF_ERROR(failed_);
+  PKRT_RETURN_IF_ERROR(lost_);
+  if (shut_down_) return after_shutdown("post()");
   PKRT_RETURN_IF_ERROR(check_command(actor, data, bytes, apply_epoch));
   if (owns(actor)) return local_->post(local_index(actor), opcode, data, bytes, apply_epoch);
   forward(actor, opcode, data, bytes, apply_epoch, 0);
@@ -347,6 +557,8 @@ ReplyFuture ShardedRuntime::send(std::uint32_t actor, std::uint16_t opcode, cons
   // 16M futures outstanding: an invalid future, as Runtime::send gives then (get() says so).
   if (index == pkrt::detail::RequestTable::kNoRecord) return ReplyFuture();
   Status bad = failed_;
+  if (bad.ok()) bad = lost_;
+  if (bad.ok() && shut_down_) bad = after_shutdown("send()");
   if (bad.ok()) bad = check_command(actor, data, bytes, apply_epoch);
   if (!bad.ok()) return replies_->complete_unbound(index, actor, opcode, nullptr, std::move(bad));
   const bool owned = owns(actor);
@@ -716,12 +928,20 @@ Status ShardedRuntime::complete_replies(int from, std::span<const std::byte> byt
 Status ShardedRuntime::run_until(std::uint64_t epoch) {
   PKRT_RETURN_IF_ERROR(failed_);
   PKRT_RETURN_IF_ERROR(lost_);
+  if (!started_ && !shut_down_) {
+    return Status(StatusCode::kFailedPrecondition, "run_until(" + std::to_string(epoch) +
+                                                       ") before start(): no grid runs yet. Fix: call start() on every "
+                                                       "rank first");
+  }
   if (epoch < parked_at_) {
     // Every rank is parked at the same epoch, so every rank refuses alike.
     return Status(StatusCode::kFailedPrecondition, "run_until(" + std::to_string(epoch) + ") but the grids are parked at epoch " +
                                                        std::to_string(parked_at_) + ". Fix: an epoch at or after it");
   }
-  Status result = local_->set_target_epoch(epoch);
+  // After shutdown() this rank still joins the collective, with its refusal as its failure,
+  // so that its peers hear why at once instead of waiting for it until their deadline.
+  Status result = shut_down_ ? after_shutdown(("run_until(" + std::to_string(epoch) + ")").c_str())
+                             : local_->set_target_epoch(epoch);
   if (exchanges_) {
     // A failure is told to the peers at the next exchange's consensus (a failing rank keeps
     // taking part until it has), so every rank leaves the loop at the same epoch.
@@ -753,18 +973,18 @@ Status ShardedRuntime::run_until(std::uint64_t epoch) {
 Result<RunTotals> ShardedRuntime::totals() {
   PKRT_RETURN_IF_ERROR(lost_);
   const RuntimeStats rs = local_->stats();
-  std::uint64_t sums[11] = {rs.commands_sent,      rs.events_received,     rs.replies,         rs.errors,
-                            rs.posts,              rs.blocks,              stats_.epochs,      stats_.messages_sent,
-                            stats_.bytes_sent,     stats_.messages_received, stats_.bytes_received};
-  std::uint64_t summed[11] = {};
-  std::uint64_t forwarded[3] = {stats_.commands_forwarded, stats_.replies_returned, stats_.peer_messages};
-  std::uint64_t forwarded_sum[3] = {};
-  std::uint64_t epoch = rs.epoch, lowest = 0;
-  double seconds = stats_.seconds_in_exchange, longest = 0;
-  MPI_Allreduce(sums, summed, 11, MPI_UINT64_T, MPI_SUM, comm_);
-  MPI_Allreduce(forwarded, forwarded_sum, 3, MPI_UINT64_T, MPI_SUM, comm_);
-  MPI_Allreduce(&epoch, &lowest, 1, MPI_UINT64_T, MPI_MIN, comm_);
-  MPI_Allreduce(&seconds, &longest, 1, MPI_DOUBLE, MPI_MAX, comm_);
+  // One sum, one maximum: the lowest epoch as the largest complement, the longest exchange in ns.
+  auto sum = allreduce({rs.commands_sent, rs.events_received, rs.replies, rs.errors, rs.posts, rs.blocks, stats_.epochs,
+                        stats_.messages_sent, stats_.bytes_sent, stats_.messages_received, stats_.bytes_received,
+                        stats_.commands_forwarded, stats_.replies_returned, stats_.peer_messages},
+                       MPI_SUM, timeout_, "summing the run's totals");
+  if (!sum.ok()) return sum.status();
+  auto most = allreduce({~rs.epoch, static_cast<std::uint64_t>(stats_.seconds_in_exchange * 1e9)}, MPI_MAX, timeout_,
+                        "combining the run's totals");
+  if (!most.ok()) return most.status();
+  const std::vector<std::uint64_t>& summed = sum.value();
+  const std::uint64_t lowest = ~most.value()[0];
+  const double longest = static_cast<double>(most.value()[1]) * 1e-9;
   RunTotals t;
   t.ranks = context_.size;
   t.runtime.commands_sent = summed[0];
@@ -780,14 +1000,15 @@ Result<RunTotals> ShardedRuntime::totals() {
   t.exchange.bytes_sent = summed[8];
   t.exchange.messages_received = summed[9];
   t.exchange.bytes_received = summed[10];
-  t.exchange.commands_forwarded = forwarded_sum[0];
-  t.exchange.replies_returned = forwarded_sum[1];
-  t.exchange.peer_messages = forwarded_sum[2];
+  t.exchange.commands_forwarded = summed[11];
+  t.exchange.replies_returned = summed[12];
+  t.exchange.peer_messages = summed[13];
   t.exchange.seconds_in_exchange = longest;
   return t;
 }
 
 Status ShardedRuntime::shutdown() {
+  shut_down_ = true;
   Status st = local_->shutdown();
   if (k2k_log_) {
     Status closed = k2k_log_->close();

@@ -569,6 +569,122 @@ TEST(ShardedRuntime, NoCommittedGlobalCheckpointIsNotFoundOnEveryRank) {
   EXPECT_EQ(epoch.status().code(), StatusCode::kNotFound) << epoch.status().to_string();
 }
 
+TEST(ShardedRuntime, ACheckpointRightAfterStartTakesTheStartEpochAndRestoresLikeTheStraightRun) {
+  ASSERT_GE(world_size(), 2);
+  const std::string dir = fresh_dir("after_start");
+  on_first_ranks(2, [&](MPI_Comm comm) {
+    const Heat2d::Params p = field(kActors);
+    auto created = ShardedRuntime::create(comm, examples::heat2d_program(), p, options(1));
+    ASSERT_TRUE(created.ok()) << created.status().to_string();
+    ShardedRuntime& shard = *created.value();
+    GlobalCheckpointOptions co;
+    co.directory = dir;
+    ASSERT_TRUE(shard.enable_checkpoints(co).ok());
+    inject(shard, p, 1);  // straight()'s injections: queued at the cut, posted again on restore
+    // Before the start no grid can take it: refused on every rank, not a hang.
+    auto early = shard.checkpoint();
+    EXPECT_EQ(early.status().code(), StatusCode::kFailedPrecondition) << early.status().to_string();
+    ASSERT_TRUE(shard.start().ok());
+    // Parked at epoch 0 before its exchange: the checkpoint runs that exchange first, so the
+    // K2K init sent is in the images.
+    auto taken = shard.checkpoint();
+    ASSERT_TRUE(taken.ok()) << taken.status().to_string();
+    EXPECT_EQ(taken.value(), 0u);
+    EXPECT_TRUE(shard.run_until(20).ok());
+  });
+  EXPECT_EQ(restored(2, 1, 20, dir, 0), straight(2, 1, 20));
+}
+
+TEST(ShardedRuntime, ADifferentLaunchOnOneRankFailsOnEveryRankNamingWhatDiffers) {
+  ASSERT_GE(world_size(), 2);
+  on_first_ranks(2, [&](MPI_Comm comm) {
+    int rank = 0;
+    MPI_Comm_rank(comm, &rank);
+    // Rank 1 reads K2K one epoch later: its exchanges would never line up with rank 0's.
+    auto delay = ShardedRuntime::create(comm, examples::heat2d_program(), field(kActors), options(rank == 1 ? 2 : 1));
+    ASSERT_FALSE(delay.ok());
+    EXPECT_EQ(delay.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(delay.status().message().find("another K2K delay (RuntimeOptions::k2k_delay) on rank(s) 1 than on rank 0"),
+              std::string::npos)
+        << delay.status().to_string();
+    // Rank 1 asks for more actors than ranks allow (its own check refuses): it used to return
+    // before the first collective and leave rank 0 waiting in it for ever.
+    ShardOptions o = options(1);
+    if (rank == 1) o.runtime.num_actors = 1;
+    auto actors = ShardedRuntime::create(comm, examples::heat2d_program(), field(kActors), o);
+    ASSERT_FALSE(actors.ok());
+    EXPECT_NE(actors.status().message().find("another actor count (RuntimeOptions::num_actors) on rank(s) 1"),
+              std::string::npos)
+        << actors.status().to_string();
+  });
+}
+
+TEST(ShardedRuntime, TwoRanksRecordingIntoOneFileAreRefusedBeforeEitherWrites) {
+  ASSERT_GE(world_size(), 2);
+  const std::string dir = fresh_dir("one_k2k_log");
+  on_first_ranks(2, [&](MPI_Comm comm) {
+    ShardOptions o = options(1);
+    o.k2k_log = dir + "/shared.k2k";
+    auto created = ShardedRuntime::create(comm, examples::heat2d_program(), field(kActors), o);
+    ASSERT_FALSE(created.ok());
+    EXPECT_EQ(created.status().code(), StatusCode::kInvalidArgument);
+    EXPECT_NE(created.status().message().find("ranks 0 and 1 would write the same inbound K2K log"), std::string::npos)
+        << created.status().to_string();
+    EXPECT_FALSE(std::filesystem::exists(o.k2k_log));
+  });
+}
+
+TEST(ShardedRuntime, RunUntilAfterOneRanksShutdownFailsAtOnceOnEveryRankNamingIt) {
+  ASSERT_GE(world_size(), 2);
+  on_first_ranks(2, [&](MPI_Comm comm) {
+    auto created = ShardedRuntime::create(comm, examples::heat2d_program(), field(kActors), options(1));
+    ASSERT_TRUE(created.ok());
+    ShardedRuntime& shard = *created.value();
+    ASSERT_TRUE(shard.start().ok());
+    ASSERT_TRUE(shard.run_until(3).ok());
+    const bool stopped = shard.context().rank == 1;
+    if (stopped) {
+      ASSERT_TRUE(shard.shutdown().ok());
+      // Nothing would carry a forwarded command any more: refused, not dropped.
+      const examples::Heat2dInjectData inj{1, 1, 1.0f};
+      const Status posted = shard.post(shard.owns(0) ? kActors - 1 : 0, examples::kHeat2dInject, &inj, sizeof inj, 10);
+      EXPECT_EQ(posted.code(), StatusCode::kFailedPrecondition) << posted.to_string();
+    }
+    const auto began = std::chrono::steady_clock::now();
+    const Status st = shard.run_until(10);
+    // Well inside the 20 s exchange timeout: the stopped rank tells its peer at the exchange.
+    EXPECT_LT(std::chrono::steady_clock::now() - began, std::chrono::seconds(10));
+    ASSERT_FALSE(st.ok());
+    if (stopped) {
+      EXPECT_NE(st.message().find("rank 1: run_until(10) after shutdown()"), std::string::npos) << st.to_string();
+    } else {
+      EXPECT_NE(st.message().find("rank(s) 1 failed"), std::string::npos) << st.to_string();
+    }
+  });
+}
+
+TEST(ShardedRuntime, CallsOutOfOrderAreRefusedWithoutFailingTheRun) {
+  ASSERT_GE(world_size(), 2);
+  const std::string dir = fresh_dir("restore_after_start");
+  on_first_ranks(2, [&](MPI_Comm comm) {
+    auto created = ShardedRuntime::create(comm, examples::heat2d_program(), field(kActors), options(1));
+    ASSERT_TRUE(created.ok());
+    ShardedRuntime& shard = *created.value();
+    const Status early = shard.run_until(5);
+    EXPECT_EQ(early.code(), StatusCode::kFailedPrecondition) << early.to_string();
+    EXPECT_NE(early.message().find("before start()"), std::string::npos) << early.to_string();
+    ASSERT_TRUE(shard.start().ok());
+    const Status twice = shard.start();
+    EXPECT_EQ(twice.code(), StatusCode::kFailedPrecondition) << twice.to_string();
+    auto late = shard.restore(dir, std::nullopt, {});
+    EXPECT_EQ(late.status().code(), StatusCode::kFailedPrecondition) << late.status().to_string();
+    EXPECT_NE(late.status().message().find("restore() after start()"), std::string::npos) << late.status().to_string();
+    // None of them harmed the run.
+    EXPECT_TRUE(shard.run_until(5).ok());
+    EXPECT_EQ(shard.local().stats().epoch, 5u);
+  });
+}
+
 }  // namespace
 }  // namespace pkrt::mpi
 
@@ -591,9 +707,20 @@ int main(int argc, char** argv) {
     listeners.Append(new RankFailurePrinter);
   }
   int rc = RUN_ALL_TESTS();
+  // A ShardedRuntime destroyed after MPI_Finalize (one held until the end of main) must not
+  // call MPI: it once freed its communicator there, which aborts the process.
+  auto outliving = pkrt::mpi::ShardedRuntime::create(MPI_COMM_WORLD, pkrt::examples::heat2d_program(),
+                                                     pkrt::mpi::field(pkrt::mpi::kActors), pkrt::mpi::options(1));
+  if (!outliving.ok()) {
+    std::fprintf(stderr, "[rank %d] the ShardedRuntime kept past MPI_Finalize was not created: %s\n",
+                 pkrt::mpi::world_rank(), outliving.status().to_string().c_str());
+    rc = 1;
+  }
+  std::unique_ptr<pkrt::mpi::ShardedRuntime> kept = outliving.ok() ? std::move(outliving.value()) : nullptr;
   // The job fails if any rank failed.
   int worst = 0;
   MPI_Allreduce(&rc, &worst, 1, MPI_INT, MPI_MAX, MPI_COMM_WORLD);
   MPI_Finalize();
+  kept.reset();
   return worst;
 }

@@ -223,9 +223,9 @@ class ShardedRuntime {
   // every rank through the exchange's consensus instead, then returned. Sets told_peers_ when
   // the peers know of the failure it returns.
   Status exchange(std::uint64_t epoch, const Status& local_failure);
-  // Collective (with the exchange deadline): every rank's status; ok only when all are ok,
-  // else this rank's own error, or one naming the ranks that failed.
-  Status agree(const Status& mine, const std::string& what);
+  // Collective (with the exchange deadline, or `timeout` when given): every rank's status; ok
+  // only when all are ok, else this rank's own error, or one naming the ranks that failed.
+  Status agree(const Status& mine, const std::string& what, std::chrono::milliseconds timeout = {});
 
   MPI_Comm comm_ = MPI_COMM_NULL;  // our duplicate
   RankContext context_;
@@ -236,6 +236,18 @@ class ShardedRuntime {
   // lost_ and returned.
   Status peers_lost(const Status& timeout);
   Status lost_;  // not ok once a peer was lost without aborting: no collective call follows
+  // Waits for one non-blocking collective until `timeout`; on a timeout `buffers` (what the
+  // request still reads or writes) live on in kept_alive_ and the peers are lost.
+  Status await_collective(MPI_Request request, std::shared_ptr<void> buffers, std::chrono::milliseconds timeout,
+                          const std::string& what);
+  // Collective, with a deadline: `mine` combined over every rank with `op`.
+  Result<std::vector<std::uint64_t>> allreduce(std::vector<std::uint64_t> mine, MPI_Op op, std::chrono::milliseconds timeout,
+                                               const std::string& what);
+  // Collective, with a deadline: rank 0's `bytes` replace every other rank's.
+  Status broadcast(std::vector<std::byte>& bytes, std::chrono::milliseconds timeout, const std::string& what);
+  // The deadline of collectives that wait for a rank's file I/O (checkpoint, restore).
+  std::chrono::milliseconds io_timeout() const;
+  std::vector<std::shared_ptr<void>> kept_alive_;
   // Buffers of the collectives in flight (members: a lost peer leaves them pending).
   struct ConsensusWord {
     int code = 0;
@@ -248,6 +260,8 @@ class ShardedRuntime {
   std::uint64_t next_exchange_ = 0;
   std::uint64_t parked_at_ = 0;  // the epoch the grid parks at (start, then each run_until's)
   bool exchanges_ = false;  // K2K crosses ranks (more than one rank, an app with K2K)
+  bool started_ = false;    // start() succeeded
+  bool shut_down_ = false;  // shutdown() was called: the grid no longer runs
   Status failed_;           // the first collective failure: every later call returns it
   bool told_peers_ = false; // the last exchange's failure is known to every peer
   ExchangeStats stats_;
@@ -257,10 +271,10 @@ class ShardedRuntime {
   std::unique_ptr<CheckpointManager> manager_;
   std::uint64_t next_global_sequence_ = 1;  // rank 0
   std::vector<std::uint64_t> pins_;          // rank 0: epochs of the committed global checkpoints kept
-  // Rank 0's pins, broadcast and set in this rank's manager.
-  void share_pins();
-  // Rank 0's result broadcast to every rank: ok, or its failure.
-  Status broadcast_status(const Status& at_root);
+  // Rank 0's pins and next global sequence, broadcast and set in this rank's manager.
+  Status share_pins(std::chrono::milliseconds timeout);
+  // Rank 0's result broadcast to every rank: ok, or its failure (or the broadcast's own).
+  Status broadcast_status(const Status& at_root, std::chrono::milliseconds timeout);
   // Collective: every rank's `mine` (empty: nothing to say), joined as "rank r: text; ..."
   // on rank 0 (empty elsewhere).
   std::string gather_texts(const std::string& mine);
@@ -271,6 +285,8 @@ class ShardedRuntime {
   void fail_pending_replies(const Status& status);
   // The first collective failure: every later call returns it, and every pending future.
   void fail(const Status& status);
+  // `call` refused after shutdown(), naming this rank.
+  Status after_shutdown(const char* call) const;
   // The replies to forwarded sends applied by `epoch`, waited for (they are in the K2H
   // ring once the grid completed the epoch) and appended to their origin rank's bucket.
   void collect_due_replies(std::uint64_t epoch, std::map<int, std::vector<std::byte>>& out);
