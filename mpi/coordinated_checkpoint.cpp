@@ -92,6 +92,18 @@ Status ShardedRuntime::enable_checkpoints(const GlobalCheckpointOptions& options
   // rank (their sets stay, whatever each rank's policy says) and the sequence goes on past them.
   Status scanned;
   if (st.ok() && context_.rank == 0) {
+    // One job writes a directory's global checkpoints: another one (another rank count, say)
+    // would retire this job's by sequence. Rank 0 holds the directory's writer lock
+    // (FileCheckpointStore::lock_for_writing) for as long as checkpoints are enabled.
+    auto top = FileCheckpointStore::open(options.directory);
+    if (top.ok()) {
+      scanned = top.value()->lock_for_writing();
+      if (scanned.ok()) global_store_ = std::move(top.value());
+    } else {
+      scanned = top.status();
+    }
+  }
+  if (st.ok() && scanned.ok() && context_.rank == 0) {
     auto globals = list_global_checkpoints(options.directory, local_->program().name);
     if (!globals.ok()) {
       scanned = globals.status();
@@ -138,6 +150,7 @@ Status ShardedRuntime::enable_checkpoints(const GlobalCheckpointOptions& options
   if (!st.ok()) {
     // Every rank alike: none checkpoints (a later checkpoint() is refused on all of them).
     manager_.reset();
+    global_store_.reset();
     checkpoint_dir_.clear();
   }
   return st;
@@ -247,9 +260,8 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
       const std::vector<std::byte> encoded = encode_global_manifest(g);
       // Never commit what a restore would refuse (an over-long partition text, say).
       auto readable = parse_global_manifest(encoded, global_manifest_name(g.app, epoch));
-      auto top = FileCheckpointStore::open(checkpoint_dir_);
       if (!readable.ok()) committed = readable.status();
-      else committed = top.ok() ? top.value()->put(global_manifest_name(g.app, epoch), encoded) : top.status();
+      else committed = global_store_->put(global_manifest_name(g.app, epoch), encoded);
       if (committed.ok()) {
         pins_.push_back(epoch);
         // Uncommit the global checkpoints beyond `keep`, oldest first; their sets are unpinned
@@ -265,7 +277,7 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
               pins_.push_back(list[i].second.epoch);
               continue;
             }
-            const Status removed = top.value()->remove(list[i].first);
+            const Status removed = global_store_->remove(list[i].first);
             if (removed.ok()) continue;
             pins_.push_back(list[i].second.epoch);
             std::fprintf(stderr, "pkrt: rank 0: could not retire global checkpoint %s (it stays committed and pinned): %s\n",

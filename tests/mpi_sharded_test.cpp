@@ -663,6 +663,27 @@ TEST(ShardedRuntime, RunUntilAfterOneRanksShutdownFailsAtOnceOnEveryRankNamingIt
   });
 }
 
+TEST(ShardedRuntime, ASecondJobWritingTheSameCheckpointDirectoryIsRefusedOnEveryRank) {
+  ASSERT_GE(world_size(), 2);
+  const std::string dir = fresh_dir("two_jobs");
+  on_first_ranks(2, [&](MPI_Comm comm) {
+    GlobalCheckpointOptions co;
+    co.directory = dir;
+    auto first = ShardedRuntime::create(comm, examples::heat2d_program(), field(kActors), options(1));
+    ASSERT_TRUE(first.ok());
+    ASSERT_TRUE(first.value()->enable_checkpoints(co).ok());
+    // Another job in the directory would retire the first one's global checkpoints by
+    // sequence (and it might run on another rank count): refused while the first holds it.
+    auto second = ShardedRuntime::create(comm, examples::heat2d_program(), field(kActors), options(1));
+    ASSERT_TRUE(second.ok());
+    const Status refused = second.value()->enable_checkpoints(co);
+    EXPECT_EQ(refused.code(), StatusCode::kBusy) << refused.to_string();
+    EXPECT_NE(refused.message().find("in use by another writer"), std::string::npos) << refused.to_string();
+    first.value().reset();
+    EXPECT_TRUE(second.value()->enable_checkpoints(co).ok()) << "the lock goes with the job that held it";
+  });
+}
+
 TEST(ShardedRuntime, CallsOutOfOrderAreRefusedWithoutFailingTheRun) {
   ASSERT_GE(world_size(), 2);
   const std::string dir = fresh_dir("restore_after_start");

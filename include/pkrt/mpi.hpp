@@ -24,6 +24,7 @@
 #pragma once
 
 #include <pkrt/checkpoint_manager.hpp>
+#include <pkrt/checkpoint_store.hpp>
 #include <pkrt/global_checkpoint.hpp>
 #include <pkrt/k2k_log.hpp>
 #include <pkrt/partition.hpp>
@@ -187,7 +188,9 @@ class ShardedRuntime {
 
   // ---- Coordinated checkpoints ----------------------------------------------------------
   // Collective: attaches this rank's CheckpointManager to its directory under
-  // options.directory. Before or after start().
+  // options.directory. Before or after start(). Rank 0 holds the directory's writer lock
+  // until this ShardedRuntime is destroyed: a second job writing global checkpoints there is
+  // refused on every rank (kBusy, naming the holder's pid).
   Status enable_checkpoints(const GlobalCheckpointOptions& options);
   // Collective, every grid parked at the same epoch (after run_until): a global checkpoint of
   // that epoch. Two-phase: every rank's set is durable, then rank 0 commits the global
@@ -269,6 +272,7 @@ class ShardedRuntime {
   std::string checkpoint_dir_;
   std::uint32_t keep_globals_ = 3;
   std::unique_ptr<CheckpointManager> manager_;
+  std::unique_ptr<FileCheckpointStore> global_store_;  // rank 0: the top directory, locked for writing
   std::uint64_t next_global_sequence_ = 1;  // rank 0
   std::vector<std::uint64_t> pins_;          // rank 0: epochs of the committed global checkpoints kept
   // Rank 0's pins and next global sequence, broadcast and set in this rank's manager.
