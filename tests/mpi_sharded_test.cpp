@@ -706,6 +706,28 @@ TEST(ShardedRuntime, CallsOutOfOrderAreRefusedWithoutFailingTheRun) {
   });
 }
 
+// Run alone (tests/CMakeLists.txt, Mpi.ARankThatSkipsACollectiveAbortsTheJobNamingTheWait):
+// the job ends in MPI_Abort, which the test expects, so the default run filters it out.
+TEST(LostPeer, ARankThatSkipsTotalsMakesItsPeerAbortTheJobAtTheDeadline) {
+  ASSERT_GE(world_size(), 2);
+  on_first_ranks(2, [&](MPI_Comm comm) {
+    ShardOptions o = options(1);
+    o.exchange_timeout = std::chrono::milliseconds(1500);
+    auto created = ShardedRuntime::create(comm, examples::heat2d_program(), field(kActors), o);
+    ASSERT_TRUE(created.ok());
+    ShardedRuntime& shard = *created.value();
+    ASSERT_TRUE(shard.start().ok());
+    ASSERT_TRUE(shard.run_until(2).ok());
+    if (shard.context().rank == 1) {
+      // Never joins: the all-reduce on rank 0 used to wait for it for ever.
+      std::this_thread::sleep_for(std::chrono::seconds(60));
+      return;
+    }
+    auto totals = shard.totals();
+    ADD_FAILURE() << "totals() returned instead of aborting the job: " << totals.status().to_string();
+  });
+}
+
 }  // namespace
 }  // namespace pkrt::mpi
 
