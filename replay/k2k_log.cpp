@@ -149,29 +149,37 @@ Result<std::unique_ptr<K2KLogWriter>> K2KLogWriter::create(const std::string& pa
   w.put(crc32(header.data(), header.size()));
   // A path that names a directory or a device would only fail at close(), after the run.
   struct stat existing {};
-  if (::stat(path.c_str(), &existing) == 0 && !S_ISREG(existing.st_mode)) {
+  const bool replacing = ::stat(path.c_str(), &existing) == 0;
+  if (replacing && !S_ISREG(existing.st_mode)) {
     return Status(StatusCode::kInvalidArgument, "inbound K2K log '" + path + "' names " +
                                                     (S_ISDIR(existing.st_mode) ? "a directory" : "something other than a file") +
                                                     ". Fix: name a file (by convention k2k_log_path(<replay log>))");
   }
-  // The log is written under a temporary name and renamed over `path` only by close(), once
-  // durable: an older log there stays whole until then (and after a killed run, beside
-  // `path.tmp.<pid>`), as a replacing replay log does.
-  const std::string tmp = path + ".tmp." + std::to_string(::getpid());
-  const int fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-  if (fd < 0) return write_error("creating", tmp, errno);
+  // A new log is written in place, so a killed rank's log is there to replay up to its last
+  // whole record. One that replaces an older log is written under a temporary name and renamed
+  // over `path` only by close(), once durable: the older log stays whole until then (after a
+  // killed run, beside `path.tmp.<pid>`), as a replacing replay log does.
+  std::string tmp;
+  int fd = replacing ? -1 : ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
+  if (fd < 0 && !replacing && errno != EEXIST) return write_error("creating", path, errno);
+  if (fd < 0) {  // replacing, or another process created it just now
+    tmp = path + ".tmp." + std::to_string(::getpid());
+    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) return write_error("creating", tmp, errno);
+  }
+  const std::string& written = tmp.empty() ? path : tmp;
   std::FILE* f = ::fdopen(fd, "wb");
   if (f == nullptr) {
     const int err = errno;
     ::close(fd);
-    ::unlink(tmp.c_str());
-    return write_error("opening", tmp, err);
+    ::unlink(written.c_str());  // ours: created above, empty
+    return write_error("opening", written, err);
   }
   if (std::fwrite(header.data(), 1, header.size(), f) != header.size() || std::fflush(f) != 0) {
     const int err = errno;
     std::fclose(f);
-    ::unlink(tmp.c_str());
-    return write_error("writing", tmp, err);
+    ::unlink(written.c_str());
+    return write_error("writing", written, err);
   }
   return std::unique_ptr<K2KLogWriter>(new K2KLogWriter(path, tmp, f));
 }
@@ -191,7 +199,7 @@ Status K2KLogWriter::append(std::uint64_t epoch, std::span<const K2KTransfer> me
   w.bytes(payload.data(), payload.size());
   w.put(crc32(rec.data(), rec.size()));
   if (std::fwrite(rec.data(), 1, rec.size(), file_) != rec.size() || std::fflush(file_) != 0)
-    return write_error("appending to", tmp_, errno);
+    return write_error("appending to", tmp_.empty() ? path_ : tmp_, errno);
   return Status();
 }
 
@@ -201,8 +209,10 @@ Status K2KLogWriter::close() {
   const int sync_error = errno;
   const bool closed = std::fclose(file_) == 0;
   file_ = nullptr;
-  // Not renamed when it is not durable: the log at `path_`, if any, stays as it was.
-  if (!synced || !closed) return write_error("closing", tmp_, synced ? errno : sync_error);
+  // Not renamed when it is not durable: the log it replaces stays as it was.
+  const std::string& written = tmp_.empty() ? path_ : tmp_;
+  if (!synced || !closed) return write_error("closing", written, synced ? errno : sync_error);
+  if (tmp_.empty()) return Status();  // written in place
   if (::rename(tmp_.c_str(), path_.c_str()) != 0) return write_error("renaming it to '" + path_ + "':", tmp_, errno);
   const std::filesystem::path parent = std::filesystem::path(path_).parent_path();
   const int dir = ::open(parent.empty() ? "." : parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);

@@ -986,6 +986,17 @@ TEST(K2KLog, AnOlderLogStaysWholeUntilTheNewOneIsClosed) {
   EXPECT_EQ(after->epochs.size(), 1u);
 }
 
+TEST(K2KLog, ANewLogIsReadableBeforeCloseSoAKilledRanksLogCanBeReplayed) {
+  TempDir dir;
+  const std::string path = dir.file("rank1.pkrl.k2k");
+  auto writer = K2KLogWriter::create(path, k2k_shard());
+  ASSERT_TRUE(writer.ok()) << writer.status().to_string();
+  ASSERT_TRUE(write_k2k_log(*writer.value(), 2).ok());
+  auto read = read_k2k_log(path);  // as after a SIGKILL: never closed
+  ASSERT_TRUE(read.ok()) << read.status().to_string();
+  EXPECT_EQ(read->epochs.size(), 2u);
+}
+
 TEST(K2KLog, APathNamingADirectoryIsRefusedAtCreateNotAfterTheRun) {
   TempDir dir;
   const std::string path = dir.file("logs");

@@ -14,9 +14,11 @@
 //
 // Contract
 // - The writer writes the header and then the records (flushed to the OS as each epoch is
-//   delivered) to a temporary, `<path>.tmp.<pid>`; close() fsyncs it and renames it over the
-//   path, so an existing log is replaced only once the new one is durable (a killed run leaves
-//   the temporary beside it). A path that names a directory or a device is refused at create().
+//   delivered); close() fsyncs. A new log is written in place (a killed rank's log is there to
+//   replay up to its last whole record). One that replaces an existing log goes to a
+//   temporary, `<path>.tmp.<pid>`, renamed over the path by close() once durable, so the older
+//   log stays whole until then (a killed run leaves the temporary beside it). A path that
+//   names a directory or a device is refused at create().
 // - read_k2k_log() bounds every count by the bytes present, checks every CRC, and stops
 //   cleanly at the first torn or damaged record (it says so in `stop_note`); a bad header is
 //   kCorruptData naming the file and the field. It never crashes (fuzzed: tests/fuzz).
@@ -69,15 +71,15 @@ class K2KLogWriter {
   K2KLogWriter(const K2KLogWriter&) = delete;
   K2KLogWriter& operator=(const K2KLogWriter&) = delete;
   Status append(std::uint64_t epoch, std::span<const K2KTransfer> messages, std::span<const std::byte> payload);
-  // fsync, close and rename over path() (until then an older log there stays whole, and the
-  // records go to `<path>.tmp.<pid>`); idempotent.
+  // fsync and close; a replacing log is then renamed over path() (until then the older log
+  // there stays whole, and the records go to `<path>.tmp.<pid>`). Idempotent.
   Status close();
   const std::string& path() const { return path_; }
 
  private:
   K2KLogWriter(std::string path, std::string tmp, std::FILE* f) : path_(std::move(path)), tmp_(std::move(tmp)), file_(f) {}
   std::string path_;
-  std::string tmp_;
+  std::string tmp_;  // empty: written in place
   std::FILE* file_ = nullptr;
 };
 
