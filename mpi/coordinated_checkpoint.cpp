@@ -78,11 +78,12 @@ Status ShardedRuntime::share_pins(std::chrono::milliseconds timeout) {
 Status ShardedRuntime::enable_checkpoints(const GlobalCheckpointOptions& options) {
   PKRT_RETURN_IF_ERROR(failed_);
   PKRT_RETURN_IF_ERROR(lost_);
+  // Told apart from a failed call: a second call leaves the enabled checkpoints (and rank 0's
+  // lock of their directory) as they are. Every rank that keeps the contract refuses alike.
+  if (manager_) return Status(StatusCode::kFailedPrecondition, "checkpoints are already enabled on this ShardedRuntime");
   Status st;
   if (options.directory.empty()) {
     st = Status(StatusCode::kInvalidArgument, "no checkpoint directory. Fix: set GlobalCheckpointOptions::directory");
-  } else if (manager_) {
-    st = Status(StatusCode::kFailedPrecondition, "checkpoints are already enabled on this ShardedRuntime");
   } else if (local_->layout().global_bytes > 0) {
     st = Status(StatusCode::kUnsupported,
                 std::string("app '") + local_->program().name + "' has a global region, which is per rank in a multi-rank run: "
@@ -115,7 +116,9 @@ Status ShardedRuntime::enable_checkpoints(const GlobalCheckpointOptions& options
       }
     }
   }
-  const Status heard = broadcast_status(scanned, timeout_);
+  // Rank 0 read every global manifest: the I/O deadline (here and below, where every rank's
+  // manager scans its own directory).
+  const Status heard = broadcast_status(scanned, io_timeout());
   PKRT_RETURN_IF_ERROR(lost_);
   if (st.ok()) st = heard;
   if (st.ok()) {
@@ -143,10 +146,10 @@ Status ShardedRuntime::enable_checkpoints(const GlobalCheckpointOptions& options
     }
   }
   // Before any commit: a rank's first retention already keeps them.
-  const Status pinned = share_pins(timeout_);
+  const Status pinned = share_pins(io_timeout());
   PKRT_RETURN_IF_ERROR(lost_);
   if (st.ok()) st = pinned;
-  st = agree(st, "enable_checkpoints");
+  st = agree(st, "enable_checkpoints", io_timeout());
   if (!st.ok()) {
     // Every rank alike: none checkpoints (a later checkpoint() is refused on all of them).
     manager_.reset();

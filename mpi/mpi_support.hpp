@@ -53,6 +53,8 @@ inline Status wait_all(std::vector<MPI_Request>& requests, const std::vector<int
     // Left pending: cancelling a collective's request is erroneous MPI, and the caller either
     // aborts the job or makes no further call on this communicator (pkrt/mpi.hpp).
   }
+  // Every request finished in the last test, after the deadline: nothing is missing.
+  if (missing.empty()) return Status();
   std::sort(missing.begin(), missing.end());
   const bool unknown = !missing.empty() && missing.front() < 0;  // a collective: we cannot tell who
   return Status(StatusCode::kTimeout, what + ": " + (unknown ? std::string("some rank") : "rank(s) " + rank_list(missing)) +

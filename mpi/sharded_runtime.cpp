@@ -213,11 +213,17 @@ ShardedRuntime::~ShardedRuntime() {
     fail_pending_replies(Status(StatusCode::kAborted, "the ShardedRuntime was destroyed before the reply came back"));
     replies_->release_runtime_reference();
   }
-  // After a lost peer, requests may still be pending on comm_: it is left to MPI_Finalize.
+  // After a lost peer, requests may still be pending on comm_: it is left to MPI_Finalize,
+  // and the buffers they may still write are leaked rather than freed under them.
+  if (!lost_.ok()) {
+    (void)new std::pair<std::vector<std::shared_ptr<void>>, std::vector<std::vector<std::byte>>>(std::move(kept_alive_),
+                                                                                                  std::move(abandoned_));
+    return;
+  }
   // After MPI_Finalize (a ShardedRuntime destroyed at exit), no MPI call is allowed at all.
   int finalized = 0;
   MPI_Finalized(&finalized);
-  if (comm_ != MPI_COMM_NULL && lost_.ok() && finalized == 0) MPI_Comm_free(&comm_);
+  if (comm_ != MPI_COMM_NULL && finalized == 0) MPI_Comm_free(&comm_);
 }
 
 void ShardedRuntime::fail(const Status& status) {
@@ -473,17 +479,15 @@ Status ShardedRuntime::start() {
 
 Status ShardedRuntime::agree(const Status& mine, const std::string& what, std::chrono::milliseconds timeout) {
   PKRT_RETURN_IF_ERROR(lost_);
-  // Members: a timeout leaves the request pending on them (see peers_lost).
-  agree_code_ = static_cast<int>(mine.code());
-  std::vector<int>& codes = agree_codes_;
+  // {mine, every rank's} on the heap: a timeout leaves the request pending on them.
+  auto buffers = std::make_shared<std::pair<int, std::vector<int>>>(static_cast<int>(mine.code()), std::vector<int>());
+  std::vector<int>& codes = buffers->second;
   codes.assign(static_cast<std::size_t>(context_.size), 0);
   MPI_Request request = MPI_REQUEST_NULL;
-  MPI_Iallgather(&agree_code_, 1, MPI_INT, codes.data(), 1, MPI_INT, comm_, &request);
-  std::vector<MPI_Request> requests{request};
+  MPI_Iallgather(&buffers->first, 1, MPI_INT, codes.data(), 1, MPI_INT, comm_, &request);
   // A stuck or dead peer must not hang this rank: the same deadline as an exchange.
-  const Status waited = wait_all(requests, std::vector<int>{-1}, timeout.count() > 0 ? timeout : timeout_,
-                                 "rank " + std::to_string(context_.rank) + " agreeing on " + what + " with every rank");
-  if (!waited.ok()) return peers_lost(waited);
+  PKRT_RETURN_IF_ERROR(await_collective(request, buffers, timeout.count() > 0 ? timeout : timeout_,
+                                        "agreeing on " + what + " with every rank"));
   if (!mine.ok()) return mine;
   std::vector<int> failed;
   StatusCode first = StatusCode::kOk;
@@ -618,9 +622,9 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
   std::map<int, std::vector<std::byte>> incoming;
   std::vector<MPI_Request> receives;
   std::vector<int> receive_peer;
-  // Members: a timeout leaves the all-reduce pending on them (see peers_lost).
-  ConsensusWord& mine = consensus_mine_;
-  ConsensusWord& worst = consensus_worst_;
+  // On the heap: a timeout leaves the all-reduce pending on them (see peers_lost).
+  ConsensusWord& mine = (*consensus_)[0];
+  ConsensusWord& worst = (*consensus_)[1];
   mine = {static_cast<int>(failure.code()), me};
   worst = {0, 0};
   MPI_Request consensus = MPI_REQUEST_NULL;
@@ -678,6 +682,7 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
       // Pending requests still point into these buffers: they must outlive this call.
       for (auto& [peer, m] : outgoing) abandoned_.push_back(std::move(m));
       for (auto& [peer, buf] : incoming) abandoned_.push_back(std::move(buf));
+      kept_alive_.push_back(consensus_);
       told_peers_ = true;  // a peer that never arrives is stuck or gone: nobody left to tell
       return peers_lost(Status(
           StatusCode::kTimeout,

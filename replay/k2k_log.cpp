@@ -161,8 +161,16 @@ Result<std::unique_ptr<K2KLogWriter>> K2KLogWriter::create(const std::string& pa
   // killed run, beside `path.tmp.<pid>`), as a replacing replay log does.
   std::string tmp;
   int fd = replacing ? -1 : ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
-  if (fd < 0 && !replacing && errno != EEXIST) return write_error("creating", path, errno);
-  if (fd < 0) {  // replacing, or another process created it just now
+  if (fd < 0 && !replacing) {
+    // Created between the stat and the open: another writer (a rank on another node sharing
+    // the filesystem, say) is writing it, and renaming over it at close() would lose its log.
+    if (errno == EEXIST) {
+      return Status(StatusCode::kBusy, "inbound K2K log '" + path + "' was created by another writer just now. "
+                                       "Fix: one log per rank (<replay log>.rank<r>.k2k, as `pkrt run` names them)");
+    }
+    return write_error("creating", path, errno);
+  }
+  if (fd < 0) {
     tmp = path + ".tmp." + std::to_string(::getpid());
     fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
     if (fd < 0) return write_error("creating", tmp, errno);
@@ -184,7 +192,17 @@ Result<std::unique_ptr<K2KLogWriter>> K2KLogWriter::create(const std::string& pa
   return std::unique_ptr<K2KLogWriter>(new K2KLogWriter(path, tmp, f));
 }
 
-K2KLogWriter::~K2KLogWriter() { close().ignore(); }
+K2KLogWriter::~K2KLogWriter() {
+  if (file_ != nullptr && epochs_ == 0) {
+    // Never given an epoch (the run did not start: a peer failed create(), say): nothing to
+    // replay, and a replacing log must not put a header-only file over the one it replaces.
+    std::fclose(file_);
+    file_ = nullptr;
+    ::unlink((tmp_.empty() ? path_ : tmp_).c_str());
+    return;
+  }
+  close().ignore();
+}
 
 Status K2KLogWriter::append(std::uint64_t epoch, std::span<const K2KTransfer> messages, std::span<const std::byte> payload) {
   if (file_ == nullptr) return Status(StatusCode::kFailedPrecondition, "inbound K2K log '" + path_ + "' is closed");
@@ -200,20 +218,22 @@ Status K2KLogWriter::append(std::uint64_t epoch, std::span<const K2KTransfer> me
   w.put(crc32(rec.data(), rec.size()));
   if (std::fwrite(rec.data(), 1, rec.size(), file_) != rec.size() || std::fflush(file_) != 0)
     return write_error("appending to", tmp_.empty() ? path_ : tmp_, errno);
+  ++epochs_;
   return Status();
 }
 
 Status K2KLogWriter::close() {
-  if (file_ == nullptr) return Status();
+  if (file_ == nullptr) return close_error_;  // a failure is reported by every later call too
   const bool synced = std::fflush(file_) == 0 && ::fsync(::fileno(file_)) == 0;
   const int sync_error = errno;
   const bool closed = std::fclose(file_) == 0;
   file_ = nullptr;
   // Not renamed when it is not durable: the log it replaces stays as it was.
   const std::string& written = tmp_.empty() ? path_ : tmp_;
-  if (!synced || !closed) return write_error("closing", written, synced ? errno : sync_error);
+  if (!synced || !closed) return close_error_ = write_error("closing", written, synced ? errno : sync_error);
   if (tmp_.empty()) return Status();  // written in place
-  if (::rename(tmp_.c_str(), path_.c_str()) != 0) return write_error("renaming it to '" + path_ + "':", tmp_, errno);
+  if (::rename(tmp_.c_str(), path_.c_str()) != 0)
+    return close_error_ = write_error("renaming it to '" + path_ + "':", tmp_, errno);
   const std::filesystem::path parent = std::filesystem::path(path_).parent_path();
   const int dir = ::open(parent.empty() ? "." : parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir >= 0) {

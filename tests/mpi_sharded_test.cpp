@@ -672,6 +672,8 @@ TEST(ShardedRuntime, ASecondJobWritingTheSameCheckpointDirectoryIsRefusedOnEvery
     auto first = ShardedRuntime::create(comm, examples::heat2d_program(), field(kActors), options(1));
     ASSERT_TRUE(first.ok());
     ASSERT_TRUE(first.value()->enable_checkpoints(co).ok());
+    // A second call on the same job is refused and leaves its checkpoints (and lock) as they are.
+    EXPECT_EQ(first.value()->enable_checkpoints(co).code(), StatusCode::kFailedPrecondition);
     // Another job in the directory would retire the first one's global checkpoints by
     // sequence (and it might run on another rank count): refused while the first holds it.
     auto second = ShardedRuntime::create(comm, examples::heat2d_program(), field(kActors), options(1));

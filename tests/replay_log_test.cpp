@@ -984,6 +984,28 @@ TEST(K2KLog, AnOlderLogStaysWholeUntilTheNewOneIsClosed) {
   auto after = read_k2k_log(path);
   ASSERT_TRUE(after.ok()) << after.status().to_string();
   EXPECT_EQ(after->epochs.size(), 1u);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.file("")), std::filesystem::directory_iterator()), 1)
+      << "the temporary was renamed, not left beside the log";
+}
+
+TEST(K2KLog, AWriterGivenNoEpochLeavesTheOlderLogAsItWas) {
+  TempDir dir;
+  const std::string path = dir.file("rank0.pkrl.k2k");
+  {
+    auto first = K2KLogWriter::create(path, k2k_shard());
+    ASSERT_TRUE(first.ok()) << first.status().to_string();
+    ASSERT_TRUE(write_k2k_log(*first.value(), 3).ok());
+  }  // destroyed after epochs: closed, kept
+  {
+    // A rerun whose launch failed on another rank: its writer goes before any exchange.
+    auto second = K2KLogWriter::create(path, k2k_shard());
+    ASSERT_TRUE(second.ok()) << second.status().to_string();
+  }
+  auto kept = read_k2k_log(path);
+  ASSERT_TRUE(kept.ok()) << kept.status().to_string();
+  EXPECT_EQ(kept->epochs.size(), 3u);
+  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.file("")), std::filesystem::directory_iterator()), 1)
+      << "nothing left behind";
 }
 
 TEST(K2KLog, ANewLogIsReadableBeforeCloseSoAKilledRanksLogCanBeReplayed) {

@@ -72,7 +72,10 @@ class K2KLogWriter {
   K2KLogWriter& operator=(const K2KLogWriter&) = delete;
   Status append(std::uint64_t epoch, std::span<const K2KTransfer> messages, std::span<const std::byte> payload);
   // fsync and close; a replacing log is then renamed over path() (until then the older log
-  // there stays whole, and the records go to `<path>.tmp.<pid>`). Idempotent.
+  // there stays whole, and the records go to `<path>.tmp.<pid>`). Idempotent (a failure is
+  // returned again). Destroyed without close(): closed the same way, except that a writer
+  // given no epoch at all removes what it wrote (a run that never started leaves nothing, and
+  // never replaces an older log with an empty one).
   Status close();
   const std::string& path() const { return path_; }
 
@@ -80,6 +83,8 @@ class K2KLogWriter {
   K2KLogWriter(std::string path, std::string tmp, std::FILE* f) : path_(std::move(path)), tmp_(std::move(tmp)), file_(f) {}
   std::string path_;
   std::string tmp_;  // empty: written in place
+  std::uint64_t epochs_ = 0;  // records appended
+  Status close_error_;        // close()'s failure, returned by every later call
   std::FILE* file_ = nullptr;
 };
 

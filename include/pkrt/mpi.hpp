@@ -34,6 +34,7 @@
 
 #include <mpi.h>
 
+#include <array>
 #include <chrono>
 #include <cstdint>
 #include <map>
@@ -250,15 +251,15 @@ class ShardedRuntime {
   Status broadcast(std::vector<std::byte>& bytes, std::chrono::milliseconds timeout, const std::string& what);
   // The deadline of collectives that wait for a rank's file I/O (checkpoint, restore).
   std::chrono::milliseconds io_timeout() const;
+  // Buffers of timed-out requests (with abandoned_); after a lost peer the destructor leaks
+  // them rather than free memory MPI may still write.
   std::vector<std::shared_ptr<void>> kept_alive_;
-  // Buffers of the collectives in flight (members: a lost peer leaves them pending).
+  // The exchange's consensus words {mine, worst}, on the heap for the same reason.
   struct ConsensusWord {
     int code = 0;
     int rank = 0;
   };
-  ConsensusWord consensus_mine_, consensus_worst_;
-  int agree_code_ = 0;
-  std::vector<int> agree_codes_;
+  std::shared_ptr<std::array<ConsensusWord, 2>> consensus_ = std::make_shared<std::array<ConsensusWord, 2>>();
   std::unique_ptr<Runtime> local_;
   std::uint64_t next_exchange_ = 0;
   std::uint64_t parked_at_ = 0;  // the epoch the grid parks at (start, then each run_until's)
