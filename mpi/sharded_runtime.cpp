@@ -338,14 +338,34 @@ Status shared_log_files(const std::vector<LaunchFingerprint>& all, int me, const
 
 Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, const Program& program, const void* params,
                                                                std::size_t params_bytes, const ShardOptions& options) {
-  auto context = rank_context(comm);
-  if (!context.ok()) return context.status();
+  int initialized = 0;
+  MPI_Initialized(&initialized);
+  if (initialized == 0)
+    return Status(StatusCode::kFailedPrecondition, "MPI is not initialised. Fix: call MPI_Init_thread first");
+  int rank = 0;
+  MPI_Comm_rank(comm, &rank);
+  // Every rank gets this far whatever it was given (no return before the first collective):
+  // a rank that refused alone would leave the others waiting in it. The duplicate is made with
+  // the deadline, so a rank that never calls create() is reported rather than waited for; once
+  // it is made every rank is here, and the blocking MPI_Comm_split_type below completes.
+  auto dup_box = std::make_shared<MPI_Comm>(MPI_COMM_NULL);
+  MPI_Request dup_request = MPI_REQUEST_NULL;
+  const int rc = MPI_Comm_idup(comm, dup_box.get(), &dup_request);
+  if (rc != MPI_SUCCESS) return mpi_error(rc, "Comm_idup");
+  std::vector<MPI_Request> dup_requests{dup_request};
+  const Status duplicated = wait_all(dup_requests, std::vector<int>{-1}, options.exchange_timeout,
+                                     "rank " + std::to_string(rank) + " in ShardedRuntime::create, waiting for every rank to call it");
+  if (!duplicated.ok()) {
+    (void)new std::shared_ptr<MPI_Comm>(dup_box);  // the request still writes it
+    return detail::lose_peers(comm, rank, options.abort_on_lost_peer, duplicated);
+  }
+  MPI_Comm dup = *dup_box;
+  auto context = rank_context(dup);
+  if (!context.ok()) {
+    MPI_Comm_free(&dup);
+    return context.status();
+  }
   const RankContext& c = context.value();
-  // Every rank gets this far whatever it was given (no return before the first collective on
-  // the duplicate): a rank that refused alone would leave the others waiting in Comm_dup.
-  MPI_Comm dup = MPI_COMM_NULL;
-  const int rc = MPI_Comm_dup(comm, &dup);
-  if (rc != MPI_SUCCESS) return mpi_error(rc, "Comm_dup");
   const std::uint32_t actors = options.runtime.num_actors;
   Status refused;
   std::optional<ActorPartition> partition = options.partition;

@@ -730,6 +730,23 @@ TEST(LostPeer, ARankThatSkipsTotalsMakesItsPeerAbortTheJobAtTheDeadline) {
   });
 }
 
+TEST(LostPeer, ARankThatNeverCallsCreateMakesItsPeerAbortTheJobAtTheDeadline) {
+  ASSERT_GE(world_size(), 2);
+  on_first_ranks(2, [&](MPI_Comm comm) {
+    int rank = 0;
+    MPI_Comm_rank(comm, &rank);
+    if (rank == 1) {
+      // Never arrives: rank 0's MPI_Comm_dup used to wait for it for ever.
+      std::this_thread::sleep_for(std::chrono::seconds(60));
+      return;
+    }
+    ShardOptions o = options(1);
+    o.exchange_timeout = std::chrono::milliseconds(1500);
+    auto created = ShardedRuntime::create(comm, examples::heat2d_program(), field(kActors), o);
+    ADD_FAILURE() << "create() returned instead of aborting the job: " << created.status().to_string();
+  });
+}
+
 }  // namespace
 }  // namespace pkrt::mpi
 
