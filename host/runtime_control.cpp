@@ -130,9 +130,17 @@ Status stopped_control(const char* call) {
 
 }  // namespace
 
-// Not refused after shutdown(): callers that drive a grid (ShardedRuntime::run_until) set the
-// target first and then learn from the wait why the grid did not get there.
+// Refused after shutdown() (with the sticky error, if the run failed first): a caller that
+// drives the grid (ShardedRuntime::run_until) would otherwise wait its whole deadline for an
+// epoch a stopped grid never reaches.
 Status Runtime::set_target_epoch(std::uint64_t epoch) {
+  {
+    std::lock_guard<std::mutex> lock(impl_->mu);
+    if (impl_->phase == RuntimePhase::kStopped) {
+      if (!impl_->sticky.ok()) return impl_->sticky;
+      return stopped_control("set_target_epoch()");
+    }
+  }
   impl_->set_control(&HostControl::target_epoch, epoch);
   return Status();
 }

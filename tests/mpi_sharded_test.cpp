@@ -195,8 +195,9 @@ TEST(ShardedRuntime, ARankThatStopsMakesEveryRankFailNamingIt) {
     ShardedRuntime& shard = *created.value();
     ASSERT_TRUE(shard.start().ok());
     ASSERT_TRUE(shard.run_until(5).ok());
-    // Rank 1's grid stops (as after a fault): it never completes epoch 6.
-    if (shard.context().rank == 1) ASSERT_TRUE(shard.local().shutdown().ok());
+    // Rank 1's grid is held (stuck, as in user code that never returns): it never completes
+    // epoch 6, and rank 1 gives up on it at its own deadline.
+    if (shard.context().rank == 1) ASSERT_TRUE(shard.local().pause().ok());
     const Status st = shard.run_until(10);
     ASSERT_FALSE(st.ok());
     if (shard.context().rank == 1) {
@@ -636,31 +637,36 @@ TEST(ShardedRuntime, TwoRanksRecordingIntoOneFileAreRefusedBeforeEitherWrites) {
 
 TEST(ShardedRuntime, RunUntilAfterOneRanksShutdownFailsAtOnceOnEveryRankNamingIt) {
   ASSERT_GE(world_size(), 2);
-  on_first_ranks(2, [&](MPI_Comm comm) {
-    auto created = ShardedRuntime::create(comm, examples::heat2d_program(), field(kActors), options(1));
-    ASSERT_TRUE(created.ok());
-    ShardedRuntime& shard = *created.value();
-    ASSERT_TRUE(shard.start().ok());
-    ASSERT_TRUE(shard.run_until(3).ok());
-    const bool stopped = shard.context().rank == 1;
-    if (stopped) {
-      ASSERT_TRUE(shard.shutdown().ok());
-      // Nothing would carry a forwarded command any more: refused, not dropped.
-      const examples::Heat2dInjectData inj{1, 1, 1.0f};
-      const Status posted = shard.post(shard.owns(0) ? kActors - 1 : 0, examples::kHeat2dInject, &inj, sizeof inj, 10);
-      EXPECT_EQ(posted.code(), StatusCode::kFailedPrecondition) << posted.to_string();
-    }
-    const auto began = std::chrono::steady_clock::now();
-    const Status st = shard.run_until(10);
-    // Well inside the 20 s exchange timeout: the stopped rank tells its peer at the exchange.
-    EXPECT_LT(std::chrono::steady_clock::now() - began, std::chrono::seconds(10));
-    ASSERT_FALSE(st.ok());
-    if (stopped) {
-      EXPECT_NE(st.message().find("rank 1: run_until(10) after shutdown()"), std::string::npos) << st.to_string();
-    } else {
-      EXPECT_NE(st.message().find("rank(s) 1 failed"), std::string::npos) << st.to_string();
-    }
-  });
+  // Rank 1 shuts down its ShardedRuntime, then (second round) only its local() Runtime.
+  for (const bool whole : {true, false}) {
+    on_first_ranks(2, [&](MPI_Comm comm) {
+      auto created = ShardedRuntime::create(comm, examples::heat2d_program(), field(kActors), options(1));
+      ASSERT_TRUE(created.ok());
+      ShardedRuntime& shard = *created.value();
+      ASSERT_TRUE(shard.start().ok());
+      ASSERT_TRUE(shard.run_until(3).ok());
+      const bool stopped = shard.context().rank == 1;
+      if (stopped && !whole) ASSERT_TRUE(shard.local().shutdown().ok());
+      if (stopped && whole) {
+        ASSERT_TRUE(shard.shutdown().ok());
+        // Nothing would carry a forwarded command any more: refused, not dropped.
+        const examples::Heat2dInjectData inj{1, 1, 1.0f};
+        const Status posted = shard.post(shard.owns(0) ? kActors - 1 : 0, examples::kHeat2dInject, &inj, sizeof inj, 10);
+        EXPECT_EQ(posted.code(), StatusCode::kFailedPrecondition) << posted.to_string();
+      }
+      const auto began = std::chrono::steady_clock::now();
+      const Status st = shard.run_until(10);
+      // Well inside the 20 s exchange timeout: the stopped rank tells its peer at the exchange.
+      EXPECT_LT(std::chrono::steady_clock::now() - began, std::chrono::seconds(10));
+      ASSERT_FALSE(st.ok());
+      if (stopped) {
+        const char* said = whole ? "rank 1: run_until(10) after shutdown()" : "rank 1: set_target_epoch() after shutdown()";
+        EXPECT_NE(st.message().find(said), std::string::npos) << st.to_string();
+      } else {
+        EXPECT_NE(st.message().find("rank(s) 1 failed"), std::string::npos) << st.to_string();
+      }
+    });
+  }
 }
 
 TEST(ShardedRuntime, ASecondJobWritingTheSameCheckpointDirectoryIsRefusedOnEveryRank) {

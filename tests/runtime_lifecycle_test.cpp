@@ -544,6 +544,17 @@ TEST(Runtime, StartAfterShutdownSaysSo) {
   EXPECT_NE(st.message().find("after shutdown()"), std::string::npos) << st.message();
 }
 
+TEST(Runtime, SetTargetEpochAfterShutdownIsRefusedInsteadOfLeftToAWaitThatCannotEnd) {
+  auto rt = make_probe(1, 1);
+  ASSERT_TRUE(rt->set_target_epoch(3).ok());  // before start: allowed
+  ASSERT_TRUE(rt->start().ok());
+  ASSERT_TRUE(rt->wait_parked(std::chrono::seconds(30)).ok());
+  ASSERT_TRUE(rt->shutdown().ok());
+  const Status st = rt->set_target_epoch(10);
+  EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition);
+  EXPECT_NE(st.message().find("set_target_epoch() after shutdown()"), std::string::npos) << st.message();
+}
+
 TEST(Runtime, StartTwiceIsRefused) {
   auto rt = make_probe(1, 1);
   ASSERT_TRUE(rt->start().ok());

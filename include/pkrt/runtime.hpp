@@ -256,7 +256,8 @@ class Runtime {
   Status start();
 
   // Epochs advance until `epoch` is complete, then the grid parks. Non-blocking; may be
-  // called before start() (the grid then parks there, however fast it runs).
+  // called before start() (the grid then parks there, however fast it runs). After
+  // shutdown(): refused (kFailedPrecondition, or the run's sticky error if it failed).
   Status set_target_epoch(std::uint64_t epoch);
   // set_target_epoch(epoch) and wait until the grid parks there (or fails). If the grid had
   // already passed `epoch` it parks where it is and this returns kFailedPrecondition.
