@@ -965,8 +965,11 @@ Status ShardedRuntime::run_until(std::uint64_t epoch) {
   }
   // After shutdown() this rank still joins the collective, with its refusal as its failure,
   // so that its peers hear why at once instead of waiting for it until their deadline.
+  // The same after local().shutdown(): set_target_epoch refuses it at once.
   Status result = shut_down_ ? after_shutdown(("run_until(" + std::to_string(epoch) + ")").c_str())
                              : local_->set_target_epoch(epoch);
+  if (!result.ok() && !shut_down_)
+    result = Status(result.code(), "rank " + std::to_string(context_.rank) + ": " + result.message());
   if (exchanges_) {
     // A failure is told to the peers at the next exchange's consensus (a failing rank keeps
     // taking part until it has), so every rank leaves the loop at the same epoch.
