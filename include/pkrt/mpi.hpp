@@ -12,8 +12,11 @@
 // - MPI is initialised by the caller (MPI_Init_thread with at least MPI_THREAD_FUNNELED):
 //   pkrt calls MPI only from the thread that calls create() and run_until(), on a duplicate
 //   of the communicator it is given, so it never matches the application's own messages.
-// - Collective calls (create, start, run_until) must be made by every rank of the
-//   communicator, in the same order, with the same arguments.
+// - Collective calls (create, start, run_until, totals and the checkpoint calls) must be made
+//   by every rank of the communicator, in the same order, with the same arguments. create()
+//   compares what each rank was given and refuses on every rank, naming the difference; each
+//   collective waits for the peers at most ShardOptions::exchange_timeout (longer for file
+//   I/O), then reports them (below) rather than waiting for ever.
 // - Failures are collective too: a rank whose runtime fails (error, watchdog) tells its peers
 //   at the next exchange, and every rank's run_until returns an error naming it; a rank that
 //   does not reach an exchange within ShardOptions::exchange_timeout is named by the peers
