@@ -652,8 +652,17 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
     }
     // Epoch 0 is the first exchange of a run from its start (init's K2K), start + 1 that of a
     // run restored at `start`: a log that starts elsewhere would leave the replayed grid
-    // waiting for an exchange that never comes.
-    const std::uint64_t first_exchange = info.start_epoch == 0 ? 0 : info.start_epoch + 1;
+    // waiting for an exchange that never comes. A run restored at epoch 0 also has start 0
+    // (the replay log does not say it was restored): its K2K log, which records every
+    // exchange from the first, starts at 1, and it replays only from its checkpoint.
+    const bool restored_at_zero = info.start_epoch == 0 && !read->epochs.empty() && read->epochs.front().epoch == 1;
+    if (restored_at_zero && options.from_checkpoint.empty()) {
+      return Status(StatusCode::kFailedPrecondition,
+                    "the recorded run was restored from a checkpoint at epoch 0 (its inbound K2K log '" +
+                        options.inbound_k2k + "' starts at epoch 1), which the log does not hold. Fix: pass "
+                        "--from-checkpoint DIR with that run's checkpoints");
+    }
+    const std::uint64_t first_exchange = info.start_epoch == 0 && !restored_at_zero ? 0 : info.start_epoch + 1;
     if (!read->epochs.empty() && read->epochs.front().epoch != first_exchange) {
       return Status(StatusCode::kCorruptData, "inbound K2K log '" + options.inbound_k2k + "' starts at epoch " +
                                                   std::to_string(read->epochs.front().epoch) + ", not " +

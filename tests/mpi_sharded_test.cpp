@@ -410,7 +410,7 @@ TEST(ShardedRuntime, RanksWithNothingForEachOtherExchangeNoMessages) {
 // replay log in dir/rank<r>.log, its inbound K2K beside it; with `checkpoints`, a global
 // checkpoint there at each epoch of `checkpoint_at`.
 void record_ranks(int ranks, const std::string& dir, const std::string& checkpoints = {},
-                  std::vector<std::uint64_t> checkpoint_at = {}) {
+                  std::vector<std::uint64_t> checkpoint_at = {}, const std::string& restore_from = {}) {
   const Heat2d::Params p = field(kActors);
   on_first_ranks(ranks, [&](MPI_Comm comm) {
     int r = 0;
@@ -434,7 +434,13 @@ void record_ranks(int ranks, const std::string& dir, const std::string& checkpoi
       co.directory = checkpoints;
       ASSERT_TRUE(shard.enable_checkpoints(co).ok());
     }
-    inject(shard, p, 1);
+    if (restore_from.empty()) {
+      inject(shard, p, 1);
+    } else {
+      // The injections not yet applied are among the checkpoint's queued commands.
+      auto restored = shard.restore(restore_from, std::nullopt, {});
+      ASSERT_TRUE(restored.ok()) << restored.status().to_string();
+    }
     ASSERT_TRUE(shard.start().ok());
     for (std::uint64_t at : checkpoint_at) {
       ASSERT_TRUE(shard.run_until(at).ok());
@@ -515,6 +521,34 @@ TEST(ShardedRuntime, ARankReplaysAloneFromItsLogsAndATamperedHaloDiverges) {
 // A rank's log replays from a global checkpoint within it, whatever rank count wrote the
 // checkpoint (heat2d's results do not depend on it): the images of the rank's actors come
 // from the sets of the ranks that ran them, the inbound K2K after the cut from its log.
+// A run restored at epoch 0 starts at 0 like a fresh one, but its first exchange is epoch 1
+// (the checkpoint's images hold epoch 0's): its rank logs replay from that checkpoint.
+TEST(ShardedRuntime, ARankOfARunRestoredAtEpochZeroReplaysAloneFromThatCheckpoint) {
+  ASSERT_GE(world_size(), 2);
+  const std::string checkpoints = fresh_dir("replay_zero_ckpt");
+  const std::string dir = fresh_dir("replay_zero");
+  record_ranks(2, {}, checkpoints, {0});
+  record_ranks(2, dir, {}, {}, checkpoints);
+  if (world_rank() == 0) {
+    const std::string path = dir + "/rank1.log";
+    auto log = read_replay_log(path);
+    ASSERT_TRUE(log.ok()) << log.status().to_string();
+    const Program* programs[] = {&examples::heat2d_program()};
+    ReplayOptions o;
+    o.inbound_k2k = k2k_log_path(path);
+    auto fresh = replay_log(log.value(), programs, o);
+    EXPECT_EQ(fresh.status().code(), StatusCode::kFailedPrecondition) << fresh.status().to_string();
+    EXPECT_NE(fresh.status().message().find("--from-checkpoint"), std::string::npos) << fresh.status().to_string();
+    o.from_checkpoint = checkpoints;
+    auto replayed = replay_log(log.value(), programs, o);
+    ASSERT_TRUE(replayed.ok()) << replayed.status().to_string();
+    EXPECT_EQ(replayed->start_epoch, 0u);
+    EXPECT_EQ(replayed->end_epoch, 40u);
+    EXPECT_TRUE(replayed->identical) << format_replay_report(replayed.value());
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 TEST(ShardedRuntime, ARankReplaysAloneFromAGlobalCheckpointOfAnyRankCount) {
   ASSERT_GE(world_size(), 3);
   const std::string dir = fresh_dir("replay_global");
