@@ -248,27 +248,35 @@ struct LaunchFingerprint {
   std::uint32_t params_bytes = 0;
   std::uint32_t program_crc = 0;
   std::uint32_t partition_crc = 0;  // the owner table (0 when this rank refused the partition)
-  std::uint32_t reserved[2] = {};
+  std::uint32_t reserved = 0;
+  std::uint64_t node_key = 0;        // this host's name: ranks with one key share a node
   std::uint64_t replay_log_key = 0;  // this node and the replay log's path (0: none)
   std::uint64_t k2k_log_key = 0;     // the same for ShardOptions::k2k_log
 };
 static_assert(sizeof(LaunchFingerprint) == 56, "LaunchFingerprint travels as bytes");
 
-// FNV-1a (64 bits) of this host's name and a file's absolute path: two ranks on one node that
-// would write one file get one key. Not a CRC: the key must not collide for paths that differ
-// in a few bytes, and 64 bits keep false matches negligible at thousands of ranks.
-std::uint64_t file_key(const std::string& path) {
-  if (path.empty()) return 0;
-  char host[MPI_MAX_PROCESSOR_NAME] = {};
-  int host_length = 0;
-  MPI_Get_processor_name(host, &host_length);
-  std::error_code ec;
-  const std::filesystem::path absolute = std::filesystem::absolute(path, ec);
-  const std::string text = std::string(host, static_cast<std::size_t>(host_length)) + '\0' +
-                           (ec ? path : absolute.lexically_normal().string());
+// FNV-1a (64 bits), never 0 (0 means "none"). Not a CRC: keys must not collide for texts that
+// differ in a few bytes, and 64 bits keep false matches negligible at thousands of ranks.
+std::uint64_t text_key(const std::string& text) {
   std::uint64_t h = 0xcbf29ce484222325ull;
   for (unsigned char c : text) h = (h ^ c) * 0x100000001b3ull;
   return h == 0 ? 1 : h;
+}
+
+std::string host_name() {
+  char host[MPI_MAX_PROCESSOR_NAME] = {};
+  int host_length = 0;
+  MPI_Get_processor_name(host, &host_length);
+  return std::string(host, static_cast<std::size_t>(host_length));
+}
+
+// This host's name and a file's absolute path: two ranks on one node that would write one
+// file get one key.
+std::uint64_t file_key(const std::string& path) {
+  if (path.empty()) return 0;
+  std::error_code ec;
+  const std::filesystem::path absolute = std::filesystem::absolute(path, ec);
+  return text_key(host_name() + '\0' + (ec ? path : absolute.lexically_normal().string()));
 }
 
 // The first difference from rank 0 among the fingerprints, or ok.
@@ -346,8 +354,7 @@ Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, co
   MPI_Comm_rank(comm, &rank);
   // Every rank gets this far whatever it was given (no return before the first collective):
   // a rank that refused alone would leave the others waiting in it. The duplicate is made with
-  // the deadline, so a rank that never calls create() is reported rather than waited for; once
-  // it is made every rank is here, and the blocking MPI_Comm_split_type below completes.
+  // the deadline, so a rank that never calls create() is reported rather than waited for.
   auto dup_box = std::make_shared<MPI_Comm>(MPI_COMM_NULL);
   MPI_Request dup_request = MPI_REQUEST_NULL;
   const int rc = MPI_Comm_idup(comm, dup_box.get(), &dup_request);
@@ -360,12 +367,11 @@ Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, co
     return detail::lose_peers(comm, rank, options.abort_on_lost_peer, duplicated);
   }
   MPI_Comm dup = *dup_box;
-  auto context = rank_context(dup);
-  if (!context.ok()) {
-    MPI_Comm_free(&dup);
-    return context.status();
-  }
-  const RankContext& c = context.value();
+  // Where this rank sits on its node comes from the fingerprints (node_key) rather than from a
+  // blocking MPI_Comm_split_type (rank_context), so that no step of create() lacks a deadline.
+  RankContext c;
+  MPI_Comm_rank(dup, &c.rank);
+  MPI_Comm_size(dup, &c.size);
   const std::uint32_t actors = options.runtime.num_actors;
   Status refused;
   std::optional<ActorPartition> partition = options.partition;
@@ -404,6 +410,7 @@ Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, co
   }
   const std::string_view name = program.name == nullptr ? std::string_view() : std::string_view(program.name);
   mine.program_crc = crc32(name.data(), name.size());
+  mine.node_key = text_key(host_name());
   mine.replay_log_key = options.runtime.replay_log ? file_key(options.runtime.replay_log->path()) : 0;
   mine.k2k_log_key = c.size > 1 ? file_key(options.k2k_log) : 0;
   all.resize(static_cast<std::size_t>(c.size));
@@ -429,6 +436,13 @@ Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, co
     }
   }
   if (launch.ok()) launch = shared_log_files(all, c.rank, options);
+  c.node_rank = 0;
+  c.node_size = 0;
+  for (int r = 0; r < c.size; ++r) {
+    if (all[static_cast<std::size_t>(r)].node_key != mine.node_key) continue;
+    if (r < c.rank) ++c.node_rank;
+    ++c.node_size;
+  }
   if (!launch.ok()) {
     MPI_Comm_free(&dup);
     return launch;

@@ -518,9 +518,6 @@ TEST(ShardedRuntime, ARankReplaysAloneFromItsLogsAndATamperedHaloDiverges) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
-// A rank's log replays from a global checkpoint within it, whatever rank count wrote the
-// checkpoint (heat2d's results do not depend on it): the images of the rank's actors come
-// from the sets of the ranks that ran them, the inbound K2K after the cut from its log.
 // A run restored at epoch 0 starts at 0 like a fresh one, but its first exchange is epoch 1
 // (the checkpoint's images hold epoch 0's): its rank logs replay from that checkpoint.
 TEST(ShardedRuntime, ARankOfARunRestoredAtEpochZeroReplaysAloneFromThatCheckpoint) {
@@ -542,13 +539,18 @@ TEST(ShardedRuntime, ARankOfARunRestoredAtEpochZeroReplaysAloneFromThatCheckpoin
     o.from_checkpoint = checkpoints;
     auto replayed = replay_log(log.value(), programs, o);
     ASSERT_TRUE(replayed.ok()) << replayed.status().to_string();
+    EXPECT_TRUE(replayed->from_checkpoint);
     EXPECT_EQ(replayed->start_epoch, 0u);
     EXPECT_EQ(replayed->end_epoch, 40u);
     EXPECT_TRUE(replayed->identical) << format_replay_report(replayed.value());
+    EXPECT_GT(replayed->observations_compared, 0u);
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+// A rank's log replays from a global checkpoint within it, whatever rank count wrote the
+// checkpoint (heat2d's results do not depend on it): the images of the rank's actors come
+// from the sets of the ranks that ran them, the inbound K2K after the cut from its log.
 TEST(ShardedRuntime, ARankReplaysAloneFromAGlobalCheckpointOfAnyRankCount) {
   ASSERT_GE(world_size(), 3);
   const std::string dir = fresh_dir("replay_global");
@@ -723,6 +725,21 @@ TEST(ShardedRuntime, ASecondJobWritingTheSameCheckpointDirectoryIsRefusedOnEvery
     EXPECT_NE(refused.message().find("in use by another writer"), std::string::npos) << refused.to_string();
     first.value().reset();
     EXPECT_TRUE(second.value()->enable_checkpoints(co).ok()) << "the lock goes with the job that held it";
+  });
+}
+
+TEST(ShardedRuntime, EachRankKnowsItsPlaceOnItsNodeAsMpiSharedMemoryWouldSay) {
+  ASSERT_GE(world_size(), 3);
+  on_first_ranks(3, [&](MPI_Comm comm) {
+    auto created = ShardedRuntime::create(comm, examples::heat2d_program(), field(kActors), options(1));
+    ASSERT_TRUE(created.ok());
+    auto shared = rank_context(comm);  // the blocking MPI_COMM_TYPE_SHARED split
+    ASSERT_TRUE(shared.ok());
+    const RankContext& mine = created.value()->context();
+    EXPECT_EQ(mine.rank, shared->rank);
+    EXPECT_EQ(mine.size, 3);
+    EXPECT_EQ(mine.node_rank, shared->node_rank);
+    EXPECT_EQ(mine.node_size, shared->node_size);
   });
 }
 

@@ -53,7 +53,8 @@ class RequestTable;
 namespace pkrt::mpi {
 
 // Where this process sits: its rank in the communicator, and among the ranks on its node
-// (MPI_COMM_TYPE_SHARED), which picks its GPU.
+// (rank_context: MPI_COMM_TYPE_SHARED; ShardedRuntime::create: the ranks with its host name),
+// which picks its GPU.
 struct RankContext {
   int rank = 0;
   int size = 1;
@@ -61,6 +62,8 @@ struct RankContext {
   int node_size = 1;
 };
 
+// Collective and blocking (MPI_Comm_split_type): call it on every rank of `comm`.
+// ShardedRuntime::create finds the same from its ranks' host names, with its deadline.
 Result<RankContext> rank_context(MPI_Comm comm);
 
 // The CUDA device a rank drives: its node-local rank modulo the node's `devices` (0 if none).
