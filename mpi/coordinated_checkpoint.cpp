@@ -18,6 +18,7 @@
 #include <pkrt/crc32.hpp>
 #include <pkrt/mpi.hpp>
 
+#include "checkpoint/byte_io.hpp"
 #include "mpi/mpi_support.hpp"
 
 #include <algorithm>
@@ -29,7 +30,6 @@ namespace pkrt::mpi {
 namespace {
 
 using detail::rank_list;
-using detail::wait_all;
 
 // What a rank reports to rank 0 after phase 1.
 struct SetReport {
@@ -43,34 +43,37 @@ struct SetReport {
 }  // namespace
 
 Status ShardedRuntime::broadcast_status(const Status& at_root, std::chrono::milliseconds timeout) {
+  // [u32 code][message, at most 4 KiB], rank 0's.
   std::vector<std::byte> bytes;
   if (context_.rank == 0) {
-    const std::uint32_t code = static_cast<std::uint32_t>(at_root.code());
     const std::string text = at_root.message().substr(0, 4096);
-    bytes.resize(sizeof code + text.size());
-    std::memcpy(bytes.data(), &code, sizeof code);
-    std::memcpy(bytes.data() + sizeof code, text.data(), text.size());
+    pkrt::detail::ByteWriter w(bytes);
+    w.put(static_cast<std::uint32_t>(at_root.code()));
+    w.bytes(text.data(), text.size());
   }
   PKRT_RETURN_IF_ERROR(broadcast(bytes, timeout, "hearing rank 0's outcome"));
-  std::uint32_t code = 0;
-  if (bytes.size() < sizeof code) return Status(StatusCode::kInternal, "rank 0 broadcast an outcome of " + std::to_string(bytes.size()) + " bytes");
-  std::memcpy(&code, bytes.data(), sizeof code);
+  pkrt::detail::ByteReader r(bytes);
+  const auto code = r.get<std::uint32_t>();
+  const auto text = r.take(bytes.size() - r.pos());
+  if (r.failed()) return Status(StatusCode::kInternal, "rank 0 broadcast an outcome of " + std::to_string(bytes.size()) + " bytes");
   if (code == 0) return Status();
-  const std::string text(reinterpret_cast<const char*>(bytes.data()) + sizeof code, bytes.size() - sizeof code);
-  return Status(static_cast<StatusCode>(code), context_.rank == 0 ? text : "rank 0: " + text);
+  const std::string message(reinterpret_cast<const char*>(text.data()), text.size());
+  return Status(static_cast<StatusCode>(code), context_.rank == 0 ? message : "rank 0: " + message);
 }
 
 Status ShardedRuntime::share_pins(std::chrono::milliseconds timeout) {
-  // [next global sequence][pinned epochs...], rank 0's.
-  std::vector<std::byte> bytes((1 + pins_.size()) * sizeof(std::uint64_t));
-  std::memcpy(bytes.data(), &next_global_sequence_, sizeof(std::uint64_t));
-  if (!pins_.empty()) std::memcpy(bytes.data() + sizeof(std::uint64_t), pins_.data(), pins_.size() * sizeof(std::uint64_t));
+  // [u64 next global sequence][u64 pinned epochs...], rank 0's.
+  std::vector<std::byte> bytes;
+  pkrt::detail::ByteWriter w(bytes);
+  w.put(next_global_sequence_);
+  w.bytes(pins_.data(), pins_.size() * sizeof(std::uint64_t));
   PKRT_RETURN_IF_ERROR(broadcast(bytes, timeout, "hearing rank 0's pinned checkpoints"));
   if (bytes.empty() || bytes.size() % sizeof(std::uint64_t) != 0)
     return Status(StatusCode::kInternal, "rank 0 broadcast " + std::to_string(bytes.size()) + " bytes of pins");
-  std::memcpy(&next_global_sequence_, bytes.data(), sizeof(std::uint64_t));
+  pkrt::detail::ByteReader r(bytes);
+  next_global_sequence_ = r.get<std::uint64_t>();
   pins_.resize(bytes.size() / sizeof(std::uint64_t) - 1);
-  if (!pins_.empty()) std::memcpy(pins_.data(), bytes.data() + sizeof(std::uint64_t), pins_.size() * sizeof(std::uint64_t));
+  for (std::uint64_t& pin : pins_) pin = r.get<std::uint64_t>();
   if (manager_) manager_->pin_epochs(pins_);
   return Status();
 }
@@ -350,22 +353,18 @@ Result<std::uint64_t> ShardedRuntime::restore(const std::string& directory, std:
   PKRT_RETURN_IF_ERROR(broadcast_status(picked, io_timeout()));
   // The candidates' names, each as [u32 length][bytes].
   std::vector<std::byte> names;
+  pkrt::detail::ByteWriter w(names);
   for (const std::string& c : candidates) {
-    const std::uint32_t length = static_cast<std::uint32_t>(c.size());
-    const auto* p = reinterpret_cast<const std::byte*>(&length);
-    names.insert(names.end(), p, p + sizeof length);
-    names.insert(names.end(), reinterpret_cast<const std::byte*>(c.data()), reinterpret_cast<const std::byte*>(c.data()) + c.size());
+    w.put(static_cast<std::uint32_t>(c.size()));
+    w.bytes(c.data(), c.size());
   }
   PKRT_RETURN_IF_ERROR(broadcast(names, timeout_, "hearing rank 0's global checkpoints"));
   candidates.clear();
-  for (std::size_t at = 0; at < names.size();) {
-    std::uint32_t length = 0;
-    if (names.size() - at < sizeof length) return Status(StatusCode::kInternal, "rank 0 broadcast a cut-short list of checkpoints");
-    std::memcpy(&length, names.data() + at, sizeof length);
-    at += sizeof length;
-    if (names.size() - at < length) return Status(StatusCode::kInternal, "rank 0 broadcast a cut-short list of checkpoints");
-    candidates.emplace_back(reinterpret_cast<const char*>(names.data() + at), length);
-    at += length;
+  pkrt::detail::ByteReader r(names);
+  while (r.pos() < names.size()) {
+    const auto name = r.take(r.get<std::uint32_t>());
+    if (r.failed()) return Status(StatusCode::kInternal, "rank 0 broadcast a cut-short list of checkpoints");
+    candidates.emplace_back(reinterpret_cast<const char*>(name.data()), name.size());
   }
 
   GlobalRestoreRequest request;

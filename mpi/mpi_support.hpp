@@ -9,6 +9,7 @@
 #include <algorithm>
 #include <chrono>
 #include <cstdio>
+#include <memory>
 #include <string>
 #include <thread>
 #include <vector>
@@ -62,6 +63,19 @@ inline Status wait_all(std::vector<MPI_Request>& requests, const std::vector<int
                                           std::to_string(timeout.count()) +
                                           " ms. They are stuck, much slower, or gone (mpirun reports a killed rank). "
                                           "Fix: look at those ranks' output, or raise ShardOptions::exchange_timeout");
+}
+
+// Waits for one request (wait_all). On a timeout it stays pending, so `buffers`, what it still
+// reads or writes, go to `keep`, or are leaked when no owner outlives the caller (`keep`
+// null): MPI never writes memory that was freed.
+inline Status wait_one(MPI_Request request, std::shared_ptr<void> buffers, std::vector<std::shared_ptr<void>>* keep,
+                       std::chrono::milliseconds timeout, const std::string& what) {
+  std::vector<MPI_Request> requests{request};
+  Status waited = wait_all(requests, std::vector<int>{-1}, timeout, what);
+  if (waited.ok()) return waited;
+  if (keep != nullptr) keep->push_back(std::move(buffers));
+  else (void)new std::shared_ptr<void>(std::move(buffers));
+  return waited;
 }
 
 // A peer that did not answer within a deadline leaves the ranks out of step: the next

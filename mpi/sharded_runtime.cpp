@@ -50,6 +50,7 @@ namespace {
 using detail::mpi_error;
 using detail::rank_list;
 using detail::wait_all;
+using detail::wait_one;
 
 constexpr int kDataTag = 7302;  // and 7303: epochs alternate
 
@@ -158,11 +159,9 @@ Status ShardedRuntime::peers_lost(const Status& timeout) {
 
 Status ShardedRuntime::await_collective(MPI_Request request, std::shared_ptr<void> buffers,
                                         std::chrono::milliseconds timeout, const std::string& what) {
-  std::vector<MPI_Request> requests{request};
-  const Status waited = wait_all(requests, std::vector<int>{-1}, timeout, "rank " + std::to_string(context_.rank) + " " + what);
-  if (waited.ok()) return waited;
-  kept_alive_.push_back(std::move(buffers));  // MPI may still read or write them
-  return peers_lost(waited);
+  const Status waited = wait_one(request, std::move(buffers), &kept_alive_, timeout,
+                                 "rank " + std::to_string(context_.rank) + " " + what);
+  return waited.ok() ? waited : peers_lost(waited);
 }
 
 Result<std::vector<std::uint64_t>> ShardedRuntime::allreduce(std::vector<std::uint64_t> mine, MPI_Op op,
@@ -359,13 +358,10 @@ Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, co
   MPI_Request dup_request = MPI_REQUEST_NULL;
   const int rc = MPI_Comm_idup(comm, dup_box.get(), &dup_request);
   if (rc != MPI_SUCCESS) return mpi_error(rc, "Comm_idup");
-  std::vector<MPI_Request> dup_requests{dup_request};
-  const Status duplicated = wait_all(dup_requests, std::vector<int>{-1}, options.exchange_timeout,
-                                     "rank " + std::to_string(rank) + " in ShardedRuntime::create, waiting for every rank to call it");
-  if (!duplicated.ok()) {
-    (void)new std::shared_ptr<MPI_Comm>(dup_box);  // the request still writes it
-    return detail::lose_peers(comm, rank, options.abort_on_lost_peer, duplicated);
-  }
+  const Status duplicated =
+      wait_one(dup_request, dup_box, nullptr, options.exchange_timeout,
+               "rank " + std::to_string(rank) + " in ShardedRuntime::create, waiting for every rank to call it");
+  if (!duplicated.ok()) return detail::lose_peers(comm, rank, options.abort_on_lost_peer, duplicated);
   MPI_Comm dup = *dup_box;
   // Where this rank sits on its node comes from the fingerprints (node_key) rather than from a
   // blocking MPI_Comm_split_type (rank_context), so that no step of create() lacks a deadline.
@@ -416,14 +412,10 @@ Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, co
   all.resize(static_cast<std::size_t>(c.size));
   MPI_Request request = MPI_REQUEST_NULL;
   MPI_Iallgather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, dup, &request);
-  std::vector<MPI_Request> requests{request};
-  const Status gathered = wait_all(requests, std::vector<int>{-1}, options.exchange_timeout,
+  // On a timeout the fingerprints are left to the job's end, with dup.
+  const Status gathered = wait_one(request, fingerprints, nullptr, options.exchange_timeout,
                                    "rank " + std::to_string(c.rank) + " comparing ShardedRuntime::create's arguments");
-  if (!gathered.ok()) {
-    // The request still writes into the fingerprints: they are left to the job's end, with dup.
-    (void)new std::shared_ptr<void>(fingerprints);
-    return detail::lose_peers(dup, c.rank, options.abort_on_lost_peer, gathered);
-  }
+  if (!gathered.ok()) return detail::lose_peers(dup, c.rank, options.abort_on_lost_peer, gathered);
   Status launch = compare_launches(all);
   if (launch.ok() && !refused.ok()) launch = Status(refused.code(), "rank " + std::to_string(c.rank) + ": " + refused.message());
   if (launch.ok()) {
@@ -567,12 +559,16 @@ Status ShardedRuntime::after_shutdown(const char* call) const {
                                                      "new ShardedRuntime on every rank to run again");
 }
 
-Status ShardedRuntime::post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
-                            std::uint64_t apply_epoch) {
-  // A command forwarded now would be lost without a word: no exchange carries it.
+Status ShardedRuntime::can_command(const char* call) const {
+  // A command forwarded now would be lost without a word: no exchange would carry it.
   PKRT_RETURN_IF_ERROR(failed_);
   PKRT_RETURN_IF_ERROR(lost_);
-  if (shut_down_) return after_shutdown("post()");
+  return shut_down_ ? after_shutdown(call) : Status();
+}
+
+Status ShardedRuntime::post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+                            std::uint64_t apply_epoch) {
+  PKRT_RETURN_IF_ERROR(can_command("post()"));
   PKRT_RETURN_IF_ERROR(check_command(actor, data, bytes, apply_epoch));
   if (owns(actor)) return local_->post(local_index(actor), opcode, data, bytes, apply_epoch);
   forward(actor, opcode, data, bytes, apply_epoch, 0);
@@ -594,9 +590,7 @@ ReplyFuture ShardedRuntime::send(std::uint32_t actor, std::uint16_t opcode, cons
   const std::uint32_t index = replies_->allocate();
   // 16M futures outstanding: an invalid future, as Runtime::send gives then (get() says so).
   if (index == pkrt::detail::RequestTable::kNoRecord) return ReplyFuture();
-  Status bad = failed_;
-  if (bad.ok()) bad = lost_;
-  if (bad.ok() && shut_down_) bad = after_shutdown("send()");
+  Status bad = can_command("send()");
   if (bad.ok()) bad = check_command(actor, data, bytes, apply_epoch);
   if (!bad.ok()) return replies_->complete_unbound(index, actor, opcode, nullptr, std::move(bad));
   const bool owned = owns(actor);

@@ -159,7 +159,7 @@ Result<std::unique_ptr<K2KLogWriter>> K2KLogWriter::create(const std::string& pa
   // whole record. One that replaces an older log is written under a temporary name and renamed
   // over `path` only by close(), once durable: the older log stays whole until then (after a
   // killed run, beside `path.tmp.<pid>`), as a replacing replay log does.
-  std::string tmp;
+  std::string written = path;
   int fd = replacing ? -1 : ::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (fd < 0 && !replacing) {
     // Created between the stat and the open: another writer (a rank on another node sharing
@@ -170,12 +170,11 @@ Result<std::unique_ptr<K2KLogWriter>> K2KLogWriter::create(const std::string& pa
     }
     return write_error("creating", path, errno);
   }
-  if (fd < 0) {
-    tmp = path + ".tmp." + std::to_string(::getpid());
-    fd = ::open(tmp.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
-    if (fd < 0) return write_error("creating", tmp, errno);
+  if (replacing) {
+    written = path + ".tmp." + std::to_string(::getpid());
+    fd = ::open(written.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC | O_NOFOLLOW, 0644);
+    if (fd < 0) return write_error("creating", written, errno);
   }
-  const std::string& written = tmp.empty() ? path : tmp;
   std::FILE* f = ::fdopen(fd, "wb");
   if (f == nullptr) {
     const int err = errno;
@@ -189,7 +188,7 @@ Result<std::unique_ptr<K2KLogWriter>> K2KLogWriter::create(const std::string& pa
     ::unlink(written.c_str());
     return write_error("writing", written, err);
   }
-  return std::unique_ptr<K2KLogWriter>(new K2KLogWriter(path, tmp, f));
+  return std::unique_ptr<K2KLogWriter>(new K2KLogWriter(path, written, f));
 }
 
 K2KLogWriter::~K2KLogWriter() {
@@ -198,7 +197,7 @@ K2KLogWriter::~K2KLogWriter() {
     // replay, and a replacing log must not put a header-only file over the one it replaces.
     std::fclose(file_);
     file_ = nullptr;
-    ::unlink((tmp_.empty() ? path_ : tmp_).c_str());
+    ::unlink(written_.c_str());
     return;
   }
   close().ignore();
@@ -217,7 +216,7 @@ Status K2KLogWriter::append(std::uint64_t epoch, std::span<const K2KTransfer> me
   w.bytes(payload.data(), payload.size());
   w.put(crc32(rec.data(), rec.size()));
   if (std::fwrite(rec.data(), 1, rec.size(), file_) != rec.size() || std::fflush(file_) != 0)
-    return write_error("appending to", tmp_.empty() ? path_ : tmp_, errno);
+    return write_error("appending to", written_, errno);
   ++epochs_;
   return Status();
 }
@@ -229,11 +228,10 @@ Status K2KLogWriter::close() {
   const bool closed = std::fclose(file_) == 0;
   file_ = nullptr;
   // Not renamed when it is not durable: the log it replaces stays as it was.
-  const std::string& written = tmp_.empty() ? path_ : tmp_;
-  if (!synced || !closed) return close_error_ = write_error("closing", written, synced ? errno : sync_error);
-  if (tmp_.empty()) return Status();  // written in place
-  if (::rename(tmp_.c_str(), path_.c_str()) != 0)
-    return close_error_ = write_error("renaming it to '" + path_ + "':", tmp_, errno);
+  if (!synced || !closed) return close_error_ = write_error("closing", written_, synced ? errno : sync_error);
+  if (written_ == path_) return Status();  // written in place
+  if (::rename(written_.c_str(), path_.c_str()) != 0)
+    return close_error_ = write_error("renaming it to '" + path_ + "':", written_, errno);
   const std::filesystem::path parent = std::filesystem::path(path_).parent_path();
   const int dir = ::open(parent.empty() ? "." : parent.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (dir >= 0) {

@@ -80,9 +80,10 @@ class K2KLogWriter {
   const std::string& path() const { return path_; }
 
  private:
-  K2KLogWriter(std::string path, std::string tmp, std::FILE* f) : path_(std::move(path)), tmp_(std::move(tmp)), file_(f) {}
+  K2KLogWriter(std::string path, std::string written, std::FILE* f)
+      : path_(std::move(path)), written_(std::move(written)), file_(f) {}
   std::string path_;
-  std::string tmp_;  // empty: written in place
+  std::string written_;  // where the records go: path_, or the temporary of a replacing log
   std::uint64_t epochs_ = 0;  // records appended
   Status close_error_;        // close()'s failure, returned by every later call
   std::FILE* file_ = nullptr;

@@ -298,6 +298,9 @@ class ShardedRuntime {
   void fail(const Status& status);
   // `call` refused after shutdown(), naming this rank.
   Status after_shutdown(const char* call) const;
+  // Whether post/send (`call`) can still be delivered: the run's failure, a lost peer, or
+  // after_shutdown; ok otherwise.
+  Status can_command(const char* call) const;
   // The replies to forwarded sends applied by `epoch`, waited for (they are in the K2H
   // ring once the grid completed the epoch) and appended to their origin rank's bucket.
   void collect_due_replies(std::uint64_t epoch, std::map<int, std::vector<std::byte>>& out);
