@@ -51,7 +51,6 @@ struct RunSummary {
   nlohmann::json extra_json = nlohmann::json::object();
   bool check_failed = false;
   std::uint64_t restored_epoch = 0;
-  bool restored = false;  // --restore loaded a checkpoint (maybe of epoch 0)
   std::string stopped;  // why the run stopped before its last epoch (empty: it did not)
 };
 
@@ -356,7 +355,8 @@ class CheckpointSession {
   std::size_t queued_count() const { return queued_count_; }
 
   void summarize(RunSummary& sum) const {
-    if (sum.restored) sum.extra.push_back({"restored from", "epoch " + std::to_string(sum.restored_epoch)});
+    // --restore: a run that could not load its checkpoint does not get here (maybe epoch 0).
+    if (!o_.restore.empty()) sum.extra.push_back({"restored from", "epoch " + std::to_string(sum.restored_epoch)});
     if (!manager_) return;
     const CheckpointCounters c = manager_->counters();
     const auto stats = manager_->snapshot_stats();
@@ -511,7 +511,6 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, const ReplayLogSessi
   auto restored = checkpoints.restore(rt);
   if (!restored.ok()) return restored.status();
   sum.restored_epoch = restored.value();
-  sum.restored = !o.restore.empty();
   PKRT_RETURN_IF_ERROR(checkpoints.attach(rt));
   rt.set_event_callback([&](const Event& ev) {
     if (ev.opcode != examples::kHeat2dStats) return;
@@ -537,7 +536,7 @@ Status run_heat2d(const RunOptions& o, BackendKind backend, const ReplayLogSessi
   // the later ones in the commands its checkpoint set restored (a set from before pkrt
   // captured queued commands has none: those are sent again).
   std::erase_if(injections, [&](const auto& inj) {
-    return sum.restored && (inj.epoch <= sum.restored_epoch || checkpoints.restored_queued());
+    return !o.restore.empty() && (inj.epoch <= sum.restored_epoch || checkpoints.restored_queued());
   });
 
   // Commands before the launch: every injection is in its ring before its epoch comes.
@@ -672,7 +671,6 @@ Status run_racy_sum(const RunOptions& o, BackendKind backend, const ReplayLogSes
   auto restored = checkpoints.restore(rt);
   if (!restored.ok()) return restored.status();
   sum.restored_epoch = restored.value();
-  sum.restored = !o.restore.empty();
   PKRT_RETURN_IF_ERROR(checkpoints.attach(rt));
   rt.set_event_callback([&](const Event& ev) {
     if (ev.opcode != examples::kRacySumTotal) return;

@@ -76,7 +76,6 @@ struct MpiRunSummary {
   std::uint64_t injections = 0;
   std::uint64_t applied_late = 0;
   std::uint64_t restored_epoch = 0;
-  bool restored = false;  // --restore loaded a global checkpoint (maybe of epoch 0)
   std::uint64_t checkpoints = 0;  // global checkpoints committed
   std::uint64_t messages = 0;  // K2K messages between ranks, all ranks
   std::uint64_t bytes = 0;
@@ -170,7 +169,6 @@ Status run_heat2d_ranks(const RunOptions& o, MpiRunSummary& sum, int rank, int s
     for (const std::string& s : skipped) std::fprintf(stderr, "pkrt: warning: passed over the %s\n", s.c_str());
     if (!restored.ok()) return restored.status();
     sum.restored_epoch = restored.value();
-    sum.restored = true;
     if (rank == 0)
       std::fprintf(stderr, "pkrt: restored %u actors from the global checkpoint of epoch %llu in %s\n", o.actors,
                    static_cast<unsigned long long>(sum.restored_epoch), o.restore.c_str());
@@ -190,7 +188,7 @@ Status run_heat2d_ranks(const RunOptions& o, MpiRunSummary& sum, int rank, int s
   for (const auto& inj : injections) {
     // A restored run holds the earlier ones in its state and the later ones in the commands
     // its checkpoint restored.
-    if (sum.restored) break;
+    if (!o.restore.empty()) break;
     const std::uint32_t actor = examples::Heat2d::actor_of(p, inj.inject.x, inj.inject.y);
     if (!shard.owns(actor)) continue;
     acks.emplace_back(inj.epoch, shard.local().send(shard.local_index(actor), examples::kHeat2dInject, inj.inject, inj.epoch));
@@ -440,7 +438,7 @@ int run_mpi_command(const RunOptions& o) {
                    {"total heat", heat},
                    {"checkpoints", o.checkpoint_dir.empty() ? std::string("none")
                                                              : std::to_string(sum.checkpoints) + " global, in " + o.checkpoint_dir},
-                   {"restored from", !sum.restored ? std::string("-")
+                   {"restored from", o.restore.empty() ? std::string("-")
                                                              : "epoch " + std::to_string(sum.restored_epoch) + " of " + o.restore},
                    {"replay logs", o.replay_log.empty() ? std::string("none")
                                                         : o.replay_log + ".rank0 .. .rank" + std::to_string(size - 1) +
