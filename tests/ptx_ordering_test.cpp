@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <iterator>
 #include <regex>
 #include <sstream>
 #include <string>
@@ -39,6 +40,22 @@ TEST(Ptx, PublishStoresTheSequenceWithSystemScopeRelease) {
   EXPECT_TRUE(release_store || fenced_store) << body;
   // The consumer index reload on a full ring: an acquire load at system scope.
   EXPECT_TRUE(std::regex_search(body, std::regex(R"(ld\.acquire\.sys(\.global)?\.[bu]64)"))) << body;
+}
+
+TEST(Ptx, AStagedRunStoresEachSequenceAndThenPublishedWithSystemScopeRelease) {
+  const std::string body = function_body(read_ptx(), "pkrt_probe_stage_run");
+  ASSERT_FALSE(body.empty()) << "pkrt_probe_stage_run not found in " << PKRT_PROBE_PTX;
+  // Two slots' sequence words and the ring's `published`: three release stores at system
+  // scope (st.release.sys, or relaxed/volatile system stores each behind a fence).
+  const std::regex release_store(R"(st\.release\.sys(\.global)?\.[bu]64)");
+  const std::regex fenced_store(R"(st\.(relaxed|volatile)\.sys(\.global)?\.[bu]64)");
+  const std::regex fence(R"(fence\.(acq_rel|sc)\.sys)");
+  auto count = [&body](const std::regex& re) {
+    return std::distance(std::sregex_iterator(body.begin(), body.end(), re), std::sregex_iterator());
+  };
+  const bool released = count(release_store) >= 3 || (count(fenced_store) >= 3 && count(fence) >= 3);
+  EXPECT_TRUE(released) << body;
+  EXPECT_FALSE(std::regex_search(body, std::regex(R"(atom\.)"))) << body;
 }
 
 TEST(Ptx, PollLoadsTheSequenceWithSystemScopeAcquireAndReleasesTheHead) {

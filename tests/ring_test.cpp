@@ -46,17 +46,33 @@ Envelope payload_for(std::uint64_t seed, std::uint64_t p) {
 
 bool same(const Envelope& a, const Envelope& b) { return std::memcmp(&a, &b, sizeof a) == 0; }
 
-void stress(std::uint32_t capacity, std::uint64_t count, std::uint64_t seed) {
+// How the stress producer publishes: one slot at a time, or runs of staged slots of random
+// length made readable together (publishing what it staged before it waits on a full ring).
+enum class Publish { kEachSlot, kStagedRuns };
+
+void stress(std::uint32_t capacity, std::uint64_t count, std::uint64_t seed, Publish mode = Publish::kEachSlot) {
   RingMemory mem(capacity);
   std::thread producer([&] {
     RingProducer prod(mem.header());
+    std::mt19937 run_lengths(static_cast<std::uint32_t>(seed));
+    std::uint32_t run_left = 0;
     for (std::uint64_t p = 0; p < count; ++p) {
       const Envelope env = payload_for(seed, p);
-      while (!prod.try_publish(static_cast<std::uint16_t>(p & 0xFFFF), static_cast<std::uint16_t>(p >> 48),
-                               static_cast<std::uint32_t>(p), env)) {
+      const auto opcode = static_cast<std::uint16_t>(p & 0xFFFF);
+      const auto flags = static_cast<std::uint16_t>(p >> 48);
+      const auto actor = static_cast<std::uint32_t>(p);
+      if (mode == Publish::kEachSlot) {
+        while (!prod.try_publish(opcode, flags, actor, env)) std::this_thread::yield();
+        continue;
+      }
+      while (!prod.try_stage(opcode, flags, actor, env)) {
+        prod.publish_staged();
         std::this_thread::yield();
       }
+      if (run_left == 0) run_left = run_lengths() % 40 + 1;
+      if (--run_left == 0) prod.publish_staged();
     }
+    prod.publish_staged();
   });
   RingConsumer cons(mem.header());
   std::uint64_t bad = 0;
@@ -79,6 +95,54 @@ TEST(Ring, TwoThreadStressDeliversEverySlotInOrderWithItsContent) {
 
 TEST(Ring, TwoThreadStressOnATinyRingWrapsConstantly) {
   stress(4, 1'000'000, test_seed() + 1);
+}
+
+TEST(Ring, TwoThreadStressWithStagedRunsDeliversEverySlotInOrderWithItsContent) {
+  stress(64, 1'000'000, test_seed() + 2, Publish::kStagedRuns);
+}
+
+TEST(Ring, StagedSlotsStayInvisibleUntilPublishedThenArriveInOrder) {
+  const std::uint64_t seed = test_seed();
+  RingMemory mem(8);
+  RingProducer prod(mem.header());
+  RingConsumer cons(mem.header());
+  for (std::uint64_t p = 0; p < 3; ++p) ASSERT_TRUE(prod.try_stage(1, 0, 0, payload_for(seed, p)));
+  EXPECT_EQ(prod.staged(), 3u);
+  Slot slot;
+  EXPECT_FALSE(cons.ready()) << "a staged slot must not be readable before publish_staged()";
+  EXPECT_FALSE(cons.try_consume(slot));
+  EXPECT_EQ(ring_depth(mem.header()), 0u);
+  prod.publish_staged();
+  EXPECT_EQ(prod.staged(), 0u);
+  // try_publish makes its own slot and any staged before it readable.
+  ASSERT_TRUE(prod.try_stage(1, 0, 0, payload_for(seed, 3)));
+  ASSERT_TRUE(prod.try_publish(1, 0, 0, payload_for(seed, 4)));
+  EXPECT_EQ(ring_depth(mem.header()), 5u);
+  for (std::uint64_t p = 0; p < 5; ++p) {
+    ASSERT_TRUE(cons.try_consume(slot)) << "position " << p;
+    EXPECT_EQ(slot.header.seq, p + 1);
+    EXPECT_TRUE(same(slot.payload, payload_for(seed, p))) << "position " << p;
+  }
+  EXPECT_FALSE(cons.try_consume(slot));
+}
+
+TEST(Ring, StagingIntoAFullRingIsRefusedAndKeepsWhatWasStaged) {
+  const std::uint64_t seed = test_seed();
+  RingMemory mem(4);
+  RingProducer prod(mem.header());
+  RingConsumer cons(mem.header());
+  for (std::uint64_t p = 0; p < 4; ++p) ASSERT_TRUE(prod.try_stage(1, 0, 0, payload_for(seed, p)));
+  EXPECT_FALSE(prod.try_stage(1, 0, 0, payload_for(seed, 4))) << "a full ring must refuse, not overwrite";
+  // A producer publishes what it staged before waiting for room (else none is ever freed).
+  EXPECT_FALSE(prod.try_publish(1, 0, 0, payload_for(seed, 4)));
+  Slot slot;
+  ASSERT_TRUE(cons.try_consume(slot));
+  EXPECT_TRUE(same(slot.payload, payload_for(seed, 0)));
+  ASSERT_TRUE(prod.try_publish(1, 0, 0, payload_for(seed, 4)));
+  for (std::uint64_t p = 1; p <= 4; ++p) {
+    ASSERT_TRUE(cons.try_consume(slot)) << "position " << p;
+    EXPECT_TRUE(same(slot.payload, payload_for(seed, p))) << "position " << p;
+  }
 }
 
 TEST(Ring, FullRingAppliesBackpressureWithoutLoss) {

@@ -130,7 +130,8 @@ struct BlockState {
   // While the leader applies a run of commands (apply_due_commands), the pump wake-up of an
   // urgent K2H slot (a reply) is deferred and made once per kK2HWakeBatch slots and at the
   // end of the run: each wake-up is a full fence plus a load of a line the host's waiters
-  // write, which cost more than applying an echo command.
+  // write, which cost more than applying an echo command. K2H slots are only staged in the
+  // meantime (publish_k2h_slot), so the ring's `published` word moves as rarely.
   bool defer_wakes;
   std::uint32_t unannounced;  // urgent slots published since the last wake-up (leader)
   // kMaxBoundaryOps each, leader only. Per-block storage outside BlockState (shared memory on
@@ -145,8 +146,10 @@ struct BlockState {
 // large batch to about this many command applications.
 inline constexpr std::uint32_t kK2HWakeBatch = 32;
 
-// Wakes the host pump for the slots whose wake-up was deferred, if any. Leader only.
+// Publishes the K2H slots staged during a run of commands and wakes the host pump for the
+// urgent ones, if any. Leader only.
 PKRT_HD inline void announce_k2h(BlockState& bs) {
+  bs.k2h.publish_staged();
   if (bs.unannounced == 0) return;
   bs.unannounced = 0;
   wake_host_pump(bs.args->control->pump);
@@ -157,22 +160,30 @@ PKRT_HD inline void announce_k2h(BlockState& bs) {
 // wake the pump while waiting). `urgent` = false (a slot nobody waits for: acknowledgements
 // of posts only) wakes a sleeping pump only once the ring is half full; the pump's own timed
 // passes collect it otherwise, so a stream of posts costs the block no system calls.
+// While a run of commands is applied (defer_wakes) the slot is only staged: the ring's
+// `published` word, which every host thread draining K2H polls, is stored once per
+// kK2HWakeBatch urgent slots and at the end of the run (announce_k2h) rather than once per
+// reply, so the line moves between the agents once per run instead of once per slot.
 PKRT_HD inline bool publish_k2h_slot(BlockState& bs, std::uint16_t opcode, std::uint16_t flags,
                                      std::uint32_t actor, const Envelope& env, bool urgent = true) {
   Backoff backoff(64, bs.args->poll_sleep_cap_ns);
-  while (!bs.k2h.try_publish(opcode, flags, actor, env)) {
+  while (!bs.k2h.try_stage(opcode, flags, actor, env)) {
+    // The host frees room only by draining what it can see: publish what is staged first.
+    bs.k2h.publish_staged();
     // Acquire: pairs with the host's store_release of abort (stop waiting for a dead pump).
     if (load_acquire(bs.args->control->host.abort) != 0) return false;
     wake_host_pump(bs.args->control->pump);
     backoff.pause();
   }
+  bs.active = true;
   if (urgent) {
     ++bs.unannounced;
     if (!bs.defer_wakes || bs.unannounced >= kK2HWakeBatch) announce_k2h(bs);
-  } else if (bs.k2h.room(bs.k2h.capacity() / 2) <= bs.k2h.capacity() / 2) {
-    wake_host_pump(bs.args->control->pump);
+    return true;
   }
-  bs.active = true;
+  const bool half_full = bs.k2h.room(bs.k2h.capacity() / 2) <= bs.k2h.capacity() / 2;
+  if (!bs.defer_wakes || half_full) bs.k2h.publish_staged();
+  if (half_full) wake_host_pump(bs.args->control->pump);
   return true;
 }
 

@@ -41,6 +41,11 @@
 //   store each slot's seq (release, in position order) and `published` once; a consumer may
 //   advance past several slots (steps 1-2 each) and hand them all back with one store of head
 //   (commit). Neither changes the protocol: each slot still has its own release/acquire pair.
+//   A producer may also stage slots one at a time (steps 1-3, try_stage) and store
+//   `published` later for all of them (step 4, publish_staged): the consumer's gate, whose
+//   line it polls, then moves once per run of slots instead of once per slot. Staged slots
+//   are invisible to the consumer, so a producer must publish them before it waits for the
+//   consumer (a full ring) or for anything the consumer does after reading them.
 //
 //   Neither side writes the other's index; no read-modify-write crosses agents; each index
 //   sits alone on its cache line so the peers do not false-share.
@@ -100,13 +105,24 @@ class RingProducer {
   PKRT_HD explicit RingProducer(RingHeader* ring)
       : ring_(ring), slots_(ring_slots(ring)), mask_(ring->mask), capacity_(ring->capacity),
         // Relaxed: our own previous value (a resumed producer continues where it stopped).
-        tail_(detail::load_relaxed(ring->published)),
+        tail_(detail::load_relaxed(ring->published)), published_(tail_),
         // Acquire: pairs with the consumer's release of head (slots up to it are free).
         cached_head_(detail::load_acquire(ring->head)) {}
 
-  // Publishes one slot; false when the ring is full (the caller decides how to wait).
+  // Publishes one slot (and any staged before it); false when the ring is full (the caller
+  // decides how to wait; slots staged earlier are published either way).
   PKRT_HD bool try_publish(std::uint16_t opcode, std::uint16_t flags, std::uint32_t actor,
                            const Envelope& payload) {
+    const bool written = try_stage(opcode, flags, actor, payload);
+    publish_staged();
+    return written;
+  }
+
+  // Writes one slot and its sequence word but not `published`: the consumer sees it only
+  // after publish_staged(). False when the ring is full; the caller must then publish what
+  // it staged before waiting for room, or the consumer never frees any.
+  PKRT_HD bool try_stage(std::uint16_t opcode, std::uint16_t flags, std::uint32_t actor,
+                         const Envelope& payload) {
     if (tail_ - cached_head_ >= capacity_) {
       // Acquire: pairs with the consumer's store_release(head) after it copied slots out.
       cached_head_ = detail::load_acquire(ring_->head);
@@ -120,10 +136,21 @@ class RingProducer {
     // Release: makes the fields above visible before the consumer's load_acquire of seq.
     detail::store_release(slot.header.seq, tail_ + 1);
     ++tail_;
-    // Release: the consumer that acquires `published` may read every slot below it.
-    detail::store_release(ring_->published, tail_);
     return true;
   }
+
+  // Makes every staged slot readable with one store of `published` (none if nothing is
+  // staged, so the consumer's line is left alone).
+  PKRT_HD void publish_staged() {
+    if (published_ == tail_) return;
+    published_ = tail_;
+    // Release: the consumer that acquires `published` may read every slot below it (each
+    // slot's contents and seq were stored before this).
+    detail::store_release(ring_->published, tail_);
+  }
+
+  // Slots written but not yet published.
+  PKRT_HD std::uint32_t staged() const { return static_cast<std::uint32_t>(tail_ - published_); }
 
   // Whether a publish would succeed now (reloads the consumer's head if needed).
   PKRT_HD bool has_room() { return room() > 0; }
@@ -151,6 +178,7 @@ class RingProducer {
       detail::store_release(slot.header.seq, tail_ + i + 1);
     }
     tail_ += n;
+    published_ = tail_;
     // Release: the consumer that acquires `published` may read every slot below it.
     detail::store_release(ring_->published, tail_);
   }
@@ -165,6 +193,7 @@ class RingProducer {
   std::uint32_t mask_ = 0;
   std::uint32_t capacity_ = 0;
   std::uint64_t tail_ = 0;
+  std::uint64_t published_ = 0;  // tail_ as last stored to ring_->published
   std::uint64_t cached_head_ = 0;
 };
 

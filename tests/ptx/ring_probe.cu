@@ -8,6 +8,16 @@ extern "C" __global__ void pkrt_probe_publish(pkrt::RingHeader* ring, pkrt::Enve
   *ok = producer.try_publish(0x1000, 0, 1, env) ? 1 : 0;
 }
 
+// A run of two staged slots made readable with one store of `published` (the block's K2H
+// path while it applies a run of commands).
+extern "C" __global__ void pkrt_probe_stage_run(pkrt::RingHeader* ring, pkrt::Envelope env, int* ok) {
+  pkrt::RingProducer producer(ring);
+  const bool first = producer.try_stage(0x1000, 0, 1, env);
+  const bool second = producer.try_stage(0x1000, 0, 2, env);
+  producer.publish_staged();
+  *ok = first && second ? 1 : 0;
+}
+
 extern "C" __global__ void pkrt_probe_poll(pkrt::RingHeader* ring, pkrt::Slot* out, int* ok) {
   pkrt::RingConsumer consumer(ring);
   *ok = consumer.try_consume(*out) ? 1 : 0;
