@@ -176,12 +176,18 @@ PKRT_HD void apply_command(BlockState& bs, const Slot& cmd, std::uint32_t first,
 // A command due later therefore never holds back one due sooner (a snapshot release, say),
 // and commands due at the same epoch apply in the order they were sent. Ring slots are handed
 // back in batches (one head store per kH2KCommitBatch slots and at the end), the
-// acknowledgements of the epoch's commands go out as kOpAckRange runs at the end, and the
+// acknowledgements of the epoch's commands go out as kOpAckRange runs at the end, the K2H
+// slots the commands produce are published once per kK2HPublishBatch applications, and the
 // host pump is woken once per kK2HWakeBatch replies and at the end (BlockState::defer_wakes).
 template <class App>
 PKRT_HD void apply_due_commands(BlockState& bs, std::uint32_t first, std::uint32_t last) {
   const KernelArgs& args = *bs.args;
   Slot* deferred = args.deferred + std::uint64_t{args.deferred_capacity} * block_index(bs.env);
+  std::uint32_t applied = 0;
+  auto apply = [&](const Slot& cmd) {
+    apply_command<App>(bs, cmd, first, last);
+    if (++applied % kK2HPublishBatch == 0) bs.k2h.publish_staged();
+  };
   bs.defer_wakes = true;
   while (bs.deferred_count > 0 && bs.epoch >= bs.deferred_min) {
     std::uint32_t pick = bs.deferred_count;
@@ -195,7 +201,7 @@ PKRT_HD void apply_due_commands(BlockState& bs, std::uint32_t first, std::uint32
     if (pick == bs.deferred_count) break;
     const Slot cmd = deferred[pick];
     deferred[pick] = deferred[--bs.deferred_count];
-    apply_command<App>(bs, cmd, first, last);
+    apply(cmd);
     bs.deferred_min = ~std::uint64_t{0};
     for (std::uint32_t i = 0; i < bs.deferred_count; ++i)
       bs.deferred_min = deferred[i].payload.epoch < bs.deferred_min ? deferred[i].payload.epoch : bs.deferred_min;
@@ -210,7 +216,7 @@ PKRT_HD void apply_due_commands(BlockState& bs, std::uint32_t first, std::uint32
       deferred[bs.deferred_count++] = cmd;
       bs.deferred_min = cmd.payload.epoch < bs.deferred_min ? cmd.payload.epoch : bs.deferred_min;
     } else {
-      apply_command<App>(bs, cmd, first, last);
+      apply(cmd);
     }
     bs.h2k.advance();
     if (bs.h2k.uncommitted() >= kH2KCommitBatch) bs.h2k.commit();

@@ -7,6 +7,11 @@
 #include <pkrt/runtime.hpp>
 
 #include <cstdint>
+#if !PKRT_DEVICE_PASS
+#include <atomic>
+#include <chrono>
+#include <thread>
+#endif
 
 namespace pkrt::testing {
 
@@ -17,7 +22,19 @@ enum LedgerOpcode : std::uint16_t {
   kLedgerQuery = kUserOpcodeBase + 1,   // reply: LedgerTotals
   kLedgerEcho = kUserOpcodeBase + 2,    // reply: the same 32 bytes
   kLedgerReject = kUserOpcodeBase + 3,  // fails with kInvalidArgument
+  kLedgerHold = kUserOpcodeBase + 4,    // CPU backend: returns once ledger_hold_released() is
+                                        // set (or after 20 s, or on abort); no reply
 };
+
+#if !PKRT_DEVICE_PASS
+// The flag kLedgerHold waits for: lets a test keep a block inside one run of commands while
+// it watches what the host sees. Host memory, so the CPU backend only (a GPU applies
+// kLedgerHold at once).
+inline std::atomic<bool>& ledger_hold_released() {
+  static std::atomic<bool> released{false};
+  return released;
+}
+#endif
 
 struct LedgerEntry {
   std::uint32_t sender;  // < kLedgerSenders
@@ -64,6 +81,16 @@ struct Ledger {
         return StatusCode::kOk;
       case kLedgerReject:
         return StatusCode::kInvalidArgument;
+      case kLedgerHold: {
+#if !PKRT_DEVICE_PASS
+        const auto give_up = std::chrono::steady_clock::now() + std::chrono::seconds(20);
+        // Acquire: pairs with the test's release store; nothing else is read after it.
+        while (!ledger_hold_released().load(std::memory_order_acquire) && !ctx.abort_requested() &&
+               std::chrono::steady_clock::now() < give_up)
+          std::this_thread::yield();
+#endif
+        return StatusCode::kOk;
+      }
       default:
         return StatusCode::kUnknownOpcode;
     }

@@ -98,6 +98,37 @@ TEST(Messaging, PostsAndPostBatchesDeliverEveryCommandOnceInOrderPerSender) {
   EXPECT_TRUE(rt->shutdown().ok());
 }
 
+// A run of commands stages its K2H slots and publishes them every kK2HPublishBatch
+// applications: a reply must not wait for the end of a long run. The run here is one reply,
+// kK2HPublishBatch - 1 quick posts, then a post whose handler holds the block until the reply
+// is seen (or 20 s).
+TEST(Messaging, AReplyIsVisibleWhileItsRunOfCommandsIsStillBeingApplied) {
+  auto rt = make_ledger(1, 1);
+  ASSERT_TRUE(rt);
+  ASSERT_TRUE(rt->start().ok());
+  ledger_hold_released().store(false);
+  // Parked, so that everything below is published before the block applies any of it.
+  ASSERT_TRUE(rt->pause().ok());
+  ASSERT_TRUE(rt->wait_parked(10s).ok());
+  std::array<std::byte, kEnvelopeDataBytes> payload{};
+  payload[0] = std::byte{42};
+  ReplyFuture reply = rt->send(0, kLedgerEcho, payload.data(), payload.size());
+  std::vector<Command> run;
+  for (std::uint64_t seq = 1; seq < detail::kK2HPublishBatch; ++seq) run.push_back(append(0, 0, seq));
+  run.push_back(Command::make(0, kLedgerHold, std::uint64_t{0}));
+  ASSERT_TRUE(rt->post_batch(run).ok());
+  ASSERT_TRUE(rt->resume().ok());
+  const bool seen_during_run = reply.wait_for(5s) == std::future_status::ready;
+  // Release: pairs with the held handler's acquire load.
+  ledger_hold_released().store(true, std::memory_order_release);
+  EXPECT_TRUE(seen_during_run) << "the reply stayed invisible while the block held its run of commands";
+  const Reply r = reply.get();
+  ASSERT_TRUE(r.status.ok()) << r.status.to_string();
+  EXPECT_EQ(r.event.as<std::uint8_t>(), 42u);
+  EXPECT_EQ(totals_of(*rt, 0).count, detail::kK2HPublishBatch - 1);
+  EXPECT_TRUE(rt->shutdown().ok());
+}
+
 TEST(Messaging, BatchesLongerThanTheRingWaitForRoomAndLoseNothing) {
   RuntimeOptions o;
   o.ring_capacity = 16;

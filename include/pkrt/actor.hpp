@@ -131,7 +131,7 @@ struct BlockState {
   // urgent K2H slot (a reply) is deferred and made once per kK2HWakeBatch slots and at the
   // end of the run: each wake-up is a full fence plus a load of a line the host's waiters
   // write, which cost more than applying an echo command. K2H slots are only staged in the
-  // meantime (publish_k2h_slot), so the ring's `published` word moves as rarely.
+  // meantime (publish_k2h_slot) and published kK2HPublishBatch applications at a time.
   bool defer_wakes;
   std::uint32_t unannounced;  // urgent slots published since the last wake-up (leader)
   // kMaxBoundaryOps each, leader only. Per-block storage outside BlockState (shared memory on
@@ -145,6 +145,14 @@ struct BlockState {
 // applied: bounds how long a sleeping pump (callbacks, events) waits for the first reply of a
 // large batch to about this many command applications.
 inline constexpr std::uint32_t kK2HWakeBatch = 32;
+
+// While a run of commands is applied, the K2H slots it produced are published (one store of
+// the ring's `published`) after every kK2HPublishBatch command applications and at the end
+// of the run. It bounds how late a spinning waiter sees a reply: by this many further
+// command applications, whatever they produce (a reply staged before a long run of posts
+// is not held back until the run ends), while the `published` line moves 1/8 as often as
+// once per reply.
+inline constexpr std::uint32_t kK2HPublishBatch = 8;
 
 // Publishes the K2H slots staged during a run of commands and wakes the host pump for the
 // urgent ones, if any. Leader only.
@@ -161,9 +169,9 @@ PKRT_HD inline void announce_k2h(BlockState& bs) {
 // of posts only) wakes a sleeping pump only once the ring is half full; the pump's own timed
 // passes collect it otherwise, so a stream of posts costs the block no system calls.
 // While a run of commands is applied (defer_wakes) the slot is only staged: the ring's
-// `published` word, which every host thread draining K2H polls, is stored once per
-// kK2HWakeBatch urgent slots and at the end of the run (announce_k2h) rather than once per
-// reply, so the line moves between the agents once per run instead of once per slot.
+// `published` word, which every host thread draining K2H polls, is stored by the run once
+// per kK2HPublishBatch applications, at each wake-up and at its end (announce_k2h), rather
+// than once per reply.
 PKRT_HD inline bool publish_k2h_slot(BlockState& bs, std::uint16_t opcode, std::uint16_t flags,
                                      std::uint32_t actor, const Envelope& env, bool urgent = true) {
   Backoff backoff(64, bs.args->poll_sleep_cap_ns);
