@@ -89,6 +89,28 @@ void stress(std::uint32_t capacity, std::uint64_t count, std::uint64_t seed, Pub
   EXPECT_EQ(ring_depth(mem.header()), 0u);
 }
 
+// A ring with its producer and consumer views, for the single-threaded protocol tests.
+struct RingEnds {
+  explicit RingEnds(std::uint32_t capacity) : mem(capacity), prod(mem.header()), cons(mem.header()) {}
+  // Stages positions [first, last) with their payloads; each must fit.
+  void stage(std::uint64_t seed, std::uint64_t first, std::uint64_t last) {
+    for (std::uint64_t p = first; p < last; ++p) ASSERT_TRUE(prod.try_stage(1, 0, 0, payload_for(seed, p)));
+  }
+  RingMemory mem;
+  RingProducer prod;
+  RingConsumer cons;
+};
+
+// Consumes positions [first, last) and checks each one's sequence and payload.
+void expect_consumes_in_order(RingConsumer& cons, std::uint64_t seed, std::uint64_t first, std::uint64_t last) {
+  Slot slot;
+  for (std::uint64_t p = first; p < last; ++p) {
+    ASSERT_TRUE(cons.try_consume(slot)) << "position " << p;
+    EXPECT_EQ(slot.header.seq, p + 1);
+    EXPECT_TRUE(same(slot.payload, payload_for(seed, p))) << "position " << p;
+  }
+}
+
 TEST(Ring, TwoThreadStressDeliversEverySlotInOrderWithItsContent) {
   stress(1024, 2'000'000, test_seed());
 }
@@ -103,10 +125,9 @@ TEST(Ring, TwoThreadStressWithStagedRunsDeliversEverySlotInOrderWithItsContent) 
 
 TEST(Ring, StagedSlotsStayInvisibleUntilPublishedThenArriveInOrder) {
   const std::uint64_t seed = test_seed();
-  RingMemory mem(8);
-  RingProducer prod(mem.header());
-  RingConsumer cons(mem.header());
-  for (std::uint64_t p = 0; p < 3; ++p) ASSERT_TRUE(prod.try_stage(1, 0, 0, payload_for(seed, p)));
+  RingEnds ring(8);
+  auto& [mem, prod, cons] = ring;
+  ring.stage(seed, 0, 3);
   EXPECT_EQ(prod.staged(), 3u);
   Slot slot;
   EXPECT_FALSE(cons.ready()) << "a staged slot must not be readable before publish_staged()";
@@ -118,31 +139,21 @@ TEST(Ring, StagedSlotsStayInvisibleUntilPublishedThenArriveInOrder) {
   ASSERT_TRUE(prod.try_stage(1, 0, 0, payload_for(seed, 3)));
   ASSERT_TRUE(prod.try_publish(1, 0, 0, payload_for(seed, 4)));
   EXPECT_EQ(ring_depth(mem.header()), 5u);
-  for (std::uint64_t p = 0; p < 5; ++p) {
-    ASSERT_TRUE(cons.try_consume(slot)) << "position " << p;
-    EXPECT_EQ(slot.header.seq, p + 1);
-    EXPECT_TRUE(same(slot.payload, payload_for(seed, p))) << "position " << p;
-  }
+  expect_consumes_in_order(cons, seed, 0, 5);
   EXPECT_FALSE(cons.try_consume(slot));
 }
 
 TEST(Ring, StagingIntoAFullRingIsRefusedAndKeepsWhatWasStaged) {
   const std::uint64_t seed = test_seed();
-  RingMemory mem(4);
-  RingProducer prod(mem.header());
-  RingConsumer cons(mem.header());
-  for (std::uint64_t p = 0; p < 4; ++p) ASSERT_TRUE(prod.try_stage(1, 0, 0, payload_for(seed, p)));
+  RingEnds ring(4);
+  auto& [mem, prod, cons] = ring;
+  ring.stage(seed, 0, 4);
   EXPECT_FALSE(prod.try_stage(1, 0, 0, payload_for(seed, 4))) << "a full ring must refuse, not overwrite";
   // A producer publishes what it staged before waiting for room (else none is ever freed).
   EXPECT_FALSE(prod.try_publish(1, 0, 0, payload_for(seed, 4)));
-  Slot slot;
-  ASSERT_TRUE(cons.try_consume(slot));
-  EXPECT_TRUE(same(slot.payload, payload_for(seed, 0)));
+  expect_consumes_in_order(cons, seed, 0, 1);
   ASSERT_TRUE(prod.try_publish(1, 0, 0, payload_for(seed, 4)));
-  for (std::uint64_t p = 1; p <= 4; ++p) {
-    ASSERT_TRUE(cons.try_consume(slot)) << "position " << p;
-    EXPECT_TRUE(same(slot.payload, payload_for(seed, p))) << "position " << p;
-  }
+  expect_consumes_in_order(cons, seed, 1, 5);
 }
 
 TEST(Ring, FullRingAppliesBackpressureWithoutLoss) {
@@ -158,11 +169,7 @@ TEST(Ring, FullRingAppliesBackpressureWithoutLoss) {
   EXPECT_TRUE(same(slot.payload, payload_for(seed, 0)));
   ASSERT_TRUE(prod.try_publish(1, 0, 0, payload_for(seed, 8)));
   EXPECT_FALSE(prod.try_publish(1, 0, 0, payload_for(seed, 9)));
-  for (std::uint64_t p = 1; p <= 8; ++p) {
-    ASSERT_TRUE(cons.try_consume(slot));
-    EXPECT_EQ(slot.header.seq, p + 1);
-    EXPECT_TRUE(same(slot.payload, payload_for(seed, p))) << "position " << p;
-  }
+  expect_consumes_in_order(cons, seed, 1, 9);
   EXPECT_FALSE(cons.try_consume(slot));
 }
 
