@@ -197,12 +197,31 @@ Runtime::Impl::PassResult Runtime::Impl::pump_pass() {
   const std::uint64_t observed = complete_epoch.load(std::memory_order_relaxed);
   pass_records.clear();
   pass_next = 0;
+  result.all_drained = consume_into_pass(observed);
+  // Traced only when it consumed something: an idle pump would bury the timeline in
+  // empty passes.
+  static const host::NvtxName kPassName("pump pass");
+  std::optional<host::NvtxRange> traced;
+  if (!pass_records.empty()) traced.emplace(kPassName);
+  log_and_hand_back(0);
+  if (!pass_records.empty()) {
+    result.any = true;
+    handle_pass();
+  }
+  if (result.all_drained) advance_horizon(horizon);
+  apply_reports();
+  retry_releases();
+  return result;
+}
+
+bool Runtime::Impl::consume_into_pass(std::uint64_t observed) {
+  bool all_drained = true;
   pass_locked.clear();
   for (std::uint32_t b = 0; b < plan.blocks; ++b) {
     if (!k2h_maybe_ready(b)) continue;
     K2HLane& lane = k2h[b];
     if (!lane.try_lock()) {
-      result.all_drained = false;  // a waiting thread drains it right now
+      all_drained = false;  // a waiting thread drains it right now
       continue;
     }
     pass_locked.push_back(b);
@@ -218,28 +237,29 @@ Runtime::Impl::PassResult Runtime::Impl::pump_pass() {
       lane.consumer.advance();
       ++n;
     }
-    if (n == kPumpDrainPerRing) result.all_drained = false;
+    if (n == kPumpDrainPerRing) all_drained = false;
   }
-  // Traced only when it consumed something: an idle pump would bury the timeline in
-  // empty passes.
-  static const host::NvtxName kPassName("pump pass");
-  std::optional<host::NvtxRange> traced;
-  if (!pass_records.empty()) traced.emplace(kPassName);
+  return all_drained;
+}
+
+void Runtime::Impl::log_and_hand_back(std::size_t first) {
+  const std::size_t n = pass_records.size() - first;
   // Logged before handed back: see k2h_maybe_ready.
-  if (log && !pass_records.empty()) log->append_batch(std::span<ReplayRecord>(pass_records));
+  if (log && n != 0) log->append_batch(std::span<ReplayRecord>(pass_records.data() + first, n));
   for (std::uint32_t b : pass_locked) {
     k2h[b].consumer.commit();
     k2h[b].unlock();
   }
-  if (!pass_records.empty()) {
-    result.any = true;
-    events_received.fetch_add(pass_records.size(), std::memory_order_relaxed);  // Relaxed: statistics only.
-    handle_pass();
-  }
-  if (result.all_drained) advance_horizon(horizon);
-  apply_reports();
-  retry_releases();
-  return result;
+  pass_locked.clear();
+  if (n != 0) events_received.fetch_add(n, std::memory_order_relaxed);  // Relaxed: statistics only.
+}
+
+bool Runtime::Impl::pump_drain_without_handling() {
+  const std::size_t first = pass_records.size();
+  // Relaxed: a label for the records (see complete_epoch).
+  (void)consume_into_pass(complete_epoch.load(std::memory_order_relaxed));
+  log_and_hand_back(first);
+  return pass_records.size() != first;
 }
 
 bool Runtime::Impl::handle_next_pass_record() {

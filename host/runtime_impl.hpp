@@ -171,12 +171,16 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   // wait = false: kRingFull at once when the ring has no room (the pump must not block).
   Status publish_internal(std::uint32_t block, std::uint16_t opcode, std::uint32_t actor,
                           const Envelope& env, bool wait);
+  // Takes a lane's mutex. On the pump thread (a callback that sends) it drains K2H while it
+  // waits (pump_drain_without_handling): the holder may be waiting for room only that makes.
+  std::unique_lock<std::mutex> lock_lane(H2KLane& lane);
   // Publishes slots[0..n) into lane b (mutex held, room checked), logging and counting them
   // (HostControl::published) first; the caller rings the doorbell after.
   void publish_locked(std::uint32_t b, Slot* slots, std::uint32_t n);
   // Waits (lane mutex held) until lane b has room for `wanted` slots, or fails: ring full
   // after ring_full_timeout, admission closed, kernel stopped. `unannounced` slots already
-  // published are announced (doorbell) before the first wait.
+  // published are announced (doorbell) before the first wait. On the pump thread it drains
+  // K2H while it waits (pump_drain_without_handling).
   Status wait_for_room(std::uint32_t b, std::uint32_t wanted, std::uint32_t actor,
                        std::uint64_t& unannounced, std::uint32_t& room);
   Status refusal_status() const;
@@ -230,6 +234,19 @@ struct Runtime::Impl final : detail::ReplyDrainer {
     bool all_drained = true;  // every ring is empty or was drained (none held by a waiter)
   };
   PassResult pump_pass();
+  // Consumes what the K2H rings hold (up to kPumpDrainPerRing each, rings a waiting thread
+  // holds skipped) into pass_records after what is there, their lanes locked and listed in
+  // pass_locked. Returns whether every ring was empty or drained.
+  bool consume_into_pass(std::uint64_t observed);
+  // Logs pass_records[first..] as one batch, then hands the locked lanes' slots back and
+  // unlocks them: a slot is in the log before its ring can reuse it.
+  void log_and_hand_back(std::size_t first);
+  // Pump thread, while a callback waits to send (for a lane's mutex or for room in an H2K
+  // ring): consumes K2H into pass_records without handling it, so blocks waiting for K2H
+  // room go on consuming H2K. The records are handled, in order, once the callback returns
+  // to the pass that called it. No callback runs in here (a send waiting inside a callback
+  // may hold a lane's mutex). Returns whether it consumed anything.
+  bool pump_drain_without_handling();
   void pump_loop();
   void handle(const Slot& slot, std::uint32_t block);
   void apply_reports();

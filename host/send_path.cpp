@@ -80,6 +80,18 @@ void Runtime::Impl::close_admission(const Status& why) {
 
 // ---- H2K lanes ------------------------------------------------------------------------------
 
+std::unique_lock<std::mutex> Runtime::Impl::lock_lane(H2KLane& lane) {
+  if (!requests->on_pump_thread()) return std::unique_lock<std::mutex>(lane.mutex);
+  // The pump thread (a callback that sends): the holder may be a sender waiting for room that
+  // the blocks make only once K2H is drained, which is our job; drain while we wait.
+  std::unique_lock<std::mutex> lock(lane.mutex, std::defer_lock);
+  detail::Backoff backoff(64, detail::kDevicePollCapLowPowerNs);
+  while (!lock.try_lock()) {
+    if (!pump_drain_without_handling()) backoff.pause();
+  }
+  return lock;
+}
+
 void Runtime::Impl::log_h2k(std::uint32_t b, const Slot* slots, std::uint32_t n) {
   if (!log) return;
   ReplayRecord records[kLaneBatch];
@@ -128,6 +140,7 @@ Status Runtime::Impl::wait_for_room(std::uint32_t b, std::uint32_t wanted, std::
   ring_doorbell(unannounced);
   unannounced = 0;
   const auto deadline = std::chrono::steady_clock::now() + options.ring_full_timeout;
+  const bool on_pump_thread = requests->on_pump_thread();
   // Sleeps of at most 16 us: the ring frees up as soon as the block's next epoch consumes it,
   // and a sender asleep for a millisecond would cut a full ring's throughput tenfold.
   detail::Backoff backoff(64, detail::kDevicePollCapLowPowerNs);
@@ -141,6 +154,9 @@ Status Runtime::Impl::wait_for_room(std::uint32_t b, std::uint32_t wanted, std::
     if (detail::load_acquire(control->grid.state) == kGridStopped)
       return Status(StatusCode::kAborted, "the kernel stopped; the command to actor " + std::to_string(actor) +
                                               " was not sent");
+    // A callback sending on the pump thread: room comes only once the blocks can publish
+    // their answers, and nobody but us drains K2H.
+    if (on_pump_thread && pump_drain_without_handling()) continue;
     if (std::chrono::steady_clock::now() >= deadline) {
       return Status(StatusCode::kRingFull,
                     "H2K ring of block " + std::to_string(b) + " stayed full (capacity " +
@@ -214,7 +230,7 @@ ReplyFuture Runtime::Impl::send_one(std::uint32_t actor, std::uint16_t opcode, c
   ReplyFuture future;
   Status failure;
   {
-    std::lock_guard<std::mutex> lock(lane.mutex);
+    const std::unique_lock<std::mutex> lock = lock_lane(lane);
     std::uint64_t unannounced = 0;
     std::uint32_t room = 0;
     // Relaxed: see close_admission.
@@ -288,7 +304,7 @@ Status Runtime::Impl::publish_batch(std::span<const Command> commands, ReplyFutu
     std::size_t end = done + 1;
     while (end < n && block_of(commands[end].actor) == b) ++end;
     H2KLane& lane = h2k[b];
-    std::lock_guard<std::mutex> lock(lane.mutex);
+    const std::unique_lock<std::mutex> lock = lock_lane(lane);
     // Relaxed: see close_admission.
     if (!admitting.load(std::memory_order_relaxed)) {
       failure = refusal_status();
@@ -348,7 +364,7 @@ Status Runtime::Impl::publish_internal(std::uint32_t block, std::uint16_t opcode
     // while it waits for room the kernel can only make once the pump drained K2H.
     std::unique_lock<std::mutex> lock(lane.mutex, std::defer_lock);
     if (wait) {
-      lock.lock();
+      lock = lock_lane(lane);
     } else if (!lock.try_lock()) {
       return Status(StatusCode::kRingFull, "H2K lane of block " + std::to_string(block) + " is busy");
     }

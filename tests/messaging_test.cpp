@@ -359,6 +359,66 @@ TEST(Messaging, AReplyWaitedForInsideACallbackArrivesWithoutDeadlock) {
   EXPECT_EQ(r.event.as<std::uint64_t>(), 2u);
 }
 
+// A callback runs on the pump thread, the only drainer of replies nobody waits on. A callback
+// that posts while the main thread streams sends into a small ring used to stall on the
+// lane's mutex (held by the main thread, waiting for room the blocks make only once the pump
+// drains K2H) until ring_full_timeout, then fail both sides with kRingFull.
+TEST(Messaging, CallbacksThatPostWhileAnotherThreadStreamsSendsWaitForNoTimeout) {
+  RuntimeOptions o;
+  o.ring_capacity = 16;
+  o.ring_full_timeout = 1s;
+  auto rt = make_ledger(1, 1, o);
+  ASSERT_TRUE(rt);
+  ASSERT_TRUE(rt->start().ok());
+  constexpr std::uint64_t kSends = 2000;
+  std::atomic<std::uint64_t> callbacks{0}, failed{0};
+  // Bounded, so that the stalls this guards against fail the test in seconds, not minutes.
+  const auto deadline = std::chrono::steady_clock::now() + 10s;
+  for (std::uint64_t i = 0; i < kSends && std::chrono::steady_clock::now() < deadline; ++i) {
+    rt->send(0, kLedgerEcho, i, 0, [&, i](const Reply& r) {
+      // Replies of one actor come back in sending order, so the posts' sequence is in order.
+      if (!r.status.ok() || !rt->post(0, kLedgerAppend, LedgerEntry{1, 0, i + 1}).ok()) failed.fetch_add(1);
+      callbacks.fetch_add(1);
+    });
+  }
+  while (callbacks.load() < kSends && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
+  ASSERT_EQ(callbacks.load(), kSends) << "the sends did not all complete within 10 s";
+  EXPECT_EQ(failed.load(), 0u) << "a send or a callback's post ran into ring_full_timeout";
+  const LedgerTotals t = totals_of(*rt, 0);
+  EXPECT_EQ(t.count, kSends);
+  EXPECT_EQ(t.violations, 0u);
+  EXPECT_TRUE(rt->shutdown().ok());
+}
+
+// A callback's own batch, larger than the ring: the room it waits for comes from the replies
+// it cannot hand to anyone else, so it drains them while it waits (and handles them after).
+TEST(Messaging, ACallbackSendingMoreThanTheRingHoldsGetsEveryReply) {
+  RuntimeOptions o;
+  o.ring_capacity = 16;
+  o.ring_full_timeout = 1s;
+  auto rt = make_ledger(1, 1, o);
+  ASSERT_TRUE(rt);
+  ASSERT_TRUE(rt->start().ok());
+  std::vector<Command> batch;
+  for (std::uint64_t i = 0; i < 200; ++i) batch.push_back(Command::make(0, kLedgerEcho, i));
+  std::promise<std::vector<Reply>> inner;
+  rt->send(0, kLedgerEcho, std::uint64_t{0}, 0, [&](const Reply&) {
+    std::vector<ReplyFuture> futures = rt->send_batch(batch);
+    std::vector<Reply> replies;
+    for (ReplyFuture& f : futures) replies.push_back(f.get());
+    inner.set_value(std::move(replies));
+  });
+  auto f = inner.get_future();
+  ASSERT_EQ(f.wait_for(30s), std::future_status::ready);
+  const std::vector<Reply> replies = f.get();
+  ASSERT_EQ(replies.size(), batch.size());
+  for (std::uint64_t i = 0; i < replies.size(); ++i) {
+    ASSERT_TRUE(replies[i].status.ok()) << "command " << i << ": " << replies[i].status.to_string();
+    EXPECT_EQ(replies[i].event.as<std::uint64_t>(), i);
+  }
+  EXPECT_TRUE(rt->shutdown().ok());
+}
+
 TEST(Messaging, ACallbackWaitingOnAReplyTheSamePumpPassHoldsGetsIt) {
   // A (callback) and B (future) apply in one epoch on one actor, so one pump pass takes both
   // replies; A's callback waits on B, whose reply the pump has taken but not yet handled.
