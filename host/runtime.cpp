@@ -165,6 +165,8 @@ Status Runtime::read_region(std::uint32_t actor, int region, void* out, std::siz
 
 Status Runtime::shutdown() {
   Impl& m = *impl_;
+  // It joins the pump thread: from a callback it would wait for itself.
+  PKRT_RETURN_IF_ERROR(m.refused_on_pump_thread("shutdown()"));
   if (m.phase == RuntimePhase::kStopped) return health();
   const bool launched = m.phase == RuntimePhase::kRunning;
   m.close_admission(Status(StatusCode::kFailedPrecondition,

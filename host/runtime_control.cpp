@@ -165,6 +165,14 @@ Status Runtime::resume() {
   return Status();
 }
 
+Status Runtime::Impl::refused_on_pump_thread(const char* call) const {
+  if (!requests->on_pump_thread()) return Status();
+  return Status(StatusCode::kFailedPrecondition,
+                std::string(call) + " was called from a callback, on the pump thread, and waits for what only "
+                "that thread does (park reports, the kernel's last answers); nothing was done. Fix: call it "
+                "from another thread (e.g. have the callback notify the thread that drives the run)");
+}
+
 namespace {
 
 Status wait_for(Runtime::Impl& m, std::unique_lock<std::mutex>& lock,
@@ -185,6 +193,7 @@ Status wait_for(Runtime::Impl& m, std::unique_lock<std::mutex>& lock,
 
 Status Runtime::run_until(std::uint64_t epoch, std::chrono::milliseconds timeout) {
   Impl& m = *impl_;
+  PKRT_RETURN_IF_ERROR(m.refused_on_pump_thread("run_until()"));
   if (m.phase != RuntimePhase::kRunning)
     return Status(StatusCode::kFailedPrecondition, "run_until() needs a started runtime");
   {
@@ -210,6 +219,7 @@ Status Runtime::run_until(std::uint64_t epoch, std::chrono::milliseconds timeout
 
 Status Runtime::wait_parked(std::chrono::milliseconds timeout) {
   Impl& m = *impl_;
+  PKRT_RETURN_IF_ERROR(m.refused_on_pump_thread("wait_parked()"));
   std::unique_lock<std::mutex> lock(m.mu);
   return wait_for(m, lock, timeout, [&] { return m.parked_now(); }, "the grid to park");
 }

@@ -184,6 +184,9 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   Status wait_for_room(std::uint32_t b, std::uint32_t wanted, std::uint32_t actor,
                        std::uint64_t& unannounced, std::uint32_t& room);
   Status refusal_status() const;
+  // kFailedPrecondition naming `call` on the pump thread (a callback), where a call that waits
+  // for the pump would wait for itself; ok elsewhere.
+  Status refused_on_pump_thread(const char* call) const;
   std::uint32_t block_of(std::uint32_t actor) const;
 
   // ---- K2H lanes: the pump and draining waiters (send_path.cpp, pump.cpp) -----------------

@@ -419,6 +419,31 @@ TEST(Messaging, ACallbackSendingMoreThanTheRingHoldsGetsEveryReply) {
   EXPECT_TRUE(rt->shutdown().ok());
 }
 
+// shutdown() from a callback joined the pump thread from itself (std::terminate), and
+// run_until()/wait_parked() waited for park reports only that thread applies.
+TEST(Messaging, CallsThatWaitForThePumpAreRefusedInsideACallbackAndChangeNothing) {
+  auto rt = make_ledger(1, 1);
+  ASSERT_TRUE(rt);
+  ASSERT_TRUE(rt->start().ok());
+  std::promise<std::array<Status, 3>> inner;
+  rt->send(0, kLedgerEcho, std::uint64_t{1}, 0, [&](const Reply&) {
+    inner.set_value({rt->shutdown(), rt->run_until(rt->epoch() + 2, 10s), rt->wait_parked(10s)});
+  });
+  auto f = inner.get_future();
+  ASSERT_EQ(f.wait_for(5s), std::future_status::ready) << "a call inside the callback waited";
+  const std::array<Status, 3> calls = f.get();
+  for (const Status& st : calls) {
+    EXPECT_EQ(st.code(), StatusCode::kFailedPrecondition) << st.to_string();
+    EXPECT_NE(st.message().find("pump thread"), std::string::npos) << st.to_string();
+  }
+  // Still running and answering; the run_until's target was never set.
+  const Reply r = rt->send(0, kLedgerEcho, std::uint64_t{7}).get();
+  ASSERT_TRUE(r.status.ok()) << r.status.to_string();
+  EXPECT_EQ(r.event.as<std::uint64_t>(), 7u);
+  EXPECT_TRUE(rt->health().ok());
+  EXPECT_TRUE(rt->shutdown().ok());
+}
+
 TEST(Messaging, ACallbackWaitingOnAReplyTheSamePumpPassHoldsGetsIt) {
   // A (callback) and B (future) apply in one epoch on one actor, so one pump pass takes both
   // replies; A's callback waits on B, whose reply the pump has taken but not yet handled.
