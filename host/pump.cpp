@@ -195,6 +195,9 @@ Runtime::Impl::PassResult Runtime::Impl::pump_pass() {
   const std::uint64_t horizon = acquire_min_heartbeat();
   // Relaxed: a label for the records (see complete_epoch).
   const std::uint64_t observed = complete_epoch.load(std::memory_order_relaxed);
+  // Records a callback's send drained outside a pass (one run from the watchdog's error
+  // callback, say) are handled first: a pass never drops what is in the log.
+  handle_pass();
   pass_records.clear();
   pass_next = 0;
   result.all_drained = consume_into_pass(observed);

@@ -13,12 +13,26 @@
 #include <pkrt/replay.hpp>
 
 #include <algorithm>
+#include <cstdio>
+#include <cstdlib>
 #include <cstring>
 
 namespace pkrt {
 Runtime::Runtime(std::unique_ptr<Impl> impl) : impl_(std::move(impl)) {}
 
-Runtime::~Runtime() { shutdown().ignore(); }
+Runtime::~Runtime() {
+  // From a callback the pump thread would have to join itself, and the frames below this one
+  // still use the runtime: no way on that is safe. Say so instead of a bare std::terminate.
+  if (impl_->requests->on_pump_thread()) {
+    std::fprintf(stderr,
+                 "pkrt: a Runtime of app '%s' was destroyed inside one of its own callbacks (on its pump "
+                 "thread); the process cannot continue safely and aborts. Fix: destroy the Runtime from "
+                 "another thread, after the callback returned (e.g. have the callback notify that thread)\n",
+                 impl_->program->name);
+    std::abort();
+  }
+  shutdown().ignore();
+}
 
 Runtime::Impl::~Impl() {
   if (requests != nullptr) requests->release_runtime_reference();

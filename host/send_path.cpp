@@ -155,8 +155,9 @@ Status Runtime::Impl::wait_for_room(std::uint32_t b, std::uint32_t wanted, std::
       return Status(StatusCode::kAborted, "the kernel stopped; the command to actor " + std::to_string(actor) +
                                               " was not sent");
     // A callback sending on the pump thread: room comes only once the blocks can publish
-    // their answers, and nobody but us drains K2H.
-    if (on_pump_thread && pump_drain_without_handling()) continue;
+    // their answers, and nobody but us drains K2H. The deadline holds all the same: a ring
+    // held up by commands due far ahead stays full however much K2H flows.
+    const bool drained = on_pump_thread && pump_drain_without_handling();
     if (std::chrono::steady_clock::now() >= deadline) {
       return Status(StatusCode::kRingFull,
                     "H2K ring of block " + std::to_string(b) + " stayed full (capacity " +
@@ -167,7 +168,7 @@ Status Runtime::Impl::wait_for_room(std::uint32_t b, std::uint32_t wanted, std::
                         "the runtime, raise ring_capacity (--ring-capacity), or send fewer commands "
                         "ahead of time");
     }
-    backoff.pause();
+    if (!drained) backoff.pause();
   }
 }
 

@@ -106,7 +106,8 @@ TEST(Messaging, AReplyIsVisibleWhileItsRunOfCommandsIsStillBeingApplied) {
   auto rt = make_ledger(1, 1);
   ASSERT_TRUE(rt);
   ASSERT_TRUE(rt->start().ok());
-  ledger_hold_released().store(false);
+  // Relaxed: no held handler runs yet; the publishes below order it before the hold.
+  ledger_hold_released().store(false, std::memory_order_relaxed);
   // Parked, so that everything below is published before the block applies any of it.
   ASSERT_TRUE(rt->pause().ok());
   ASSERT_TRUE(rt->wait_parked(10s).ok());
@@ -364,26 +365,31 @@ TEST(Messaging, AReplyWaitedForInsideACallbackArrivesWithoutDeadlock) {
 // lane's mutex (held by the main thread, waiting for room the blocks make only once the pump
 // drains K2H) until ring_full_timeout, then fail both sides with kRingFull.
 TEST(Messaging, CallbacksThatPostWhileAnotherThreadStreamsSendsWaitForNoTimeout) {
+  constexpr std::uint64_t kSends = 2000;
+  // Before the runtime: its destructor may still run callbacks that count here.
+  std::atomic<std::uint64_t> callbacks{0}, failed{0};
   RuntimeOptions o;
   o.ring_capacity = 16;
   o.ring_full_timeout = 1s;
   auto rt = make_ledger(1, 1, o);
   ASSERT_TRUE(rt);
   ASSERT_TRUE(rt->start().ok());
-  constexpr std::uint64_t kSends = 2000;
-  std::atomic<std::uint64_t> callbacks{0}, failed{0};
   // Bounded, so that the stalls this guards against fail the test in seconds, not minutes.
   const auto deadline = std::chrono::steady_clock::now() + 10s;
   for (std::uint64_t i = 0; i < kSends && std::chrono::steady_clock::now() < deadline; ++i) {
     rt->send(0, kLedgerEcho, i, 0, [&, i](const Reply& r) {
       // Replies of one actor come back in sending order, so the posts' sequence is in order.
-      if (!r.status.ok() || !rt->post(0, kLedgerAppend, LedgerEntry{1, 0, i + 1}).ok()) failed.fetch_add(1);
-      callbacks.fetch_add(1);
+      // Release (both): the main thread's acquire loads see the failure count with the total.
+      if (!r.status.ok() || !rt->post(0, kLedgerAppend, LedgerEntry{1, 0, i + 1}).ok())
+        failed.fetch_add(1, std::memory_order_release);
+      callbacks.fetch_add(1, std::memory_order_release);
     });
   }
-  while (callbacks.load() < kSends && std::chrono::steady_clock::now() < deadline) std::this_thread::sleep_for(1ms);
-  ASSERT_EQ(callbacks.load(), kSends) << "the sends did not all complete within 10 s";
-  EXPECT_EQ(failed.load(), 0u) << "a send or a callback's post ran into ring_full_timeout";
+  // Acquire (all three loads): pair with the callbacks' release increments.
+  while (callbacks.load(std::memory_order_acquire) < kSends && std::chrono::steady_clock::now() < deadline)
+    std::this_thread::sleep_for(1ms);
+  ASSERT_EQ(callbacks.load(std::memory_order_acquire), kSends) << "the sends did not all complete within 10 s";
+  EXPECT_EQ(failed.load(std::memory_order_acquire), 0u) << "a send or a callback's post ran into ring_full_timeout";
   const LedgerTotals t = totals_of(*rt, 0);
   EXPECT_EQ(t.count, kSends);
   EXPECT_EQ(t.violations, 0u);
@@ -393,15 +399,15 @@ TEST(Messaging, CallbacksThatPostWhileAnotherThreadStreamsSendsWaitForNoTimeout)
 // A callback's own batch, larger than the ring: the room it waits for comes from the replies
 // it cannot hand to anyone else, so it drains them while it waits (and handles them after).
 TEST(Messaging, ACallbackSendingMoreThanTheRingHoldsGetsEveryReply) {
+  std::vector<Command> batch;
+  for (std::uint64_t i = 0; i < 200; ++i) batch.push_back(Command::make(0, kLedgerEcho, i));
+  std::promise<std::vector<Reply>> inner;  // before the runtime, which may still run the callback
   RuntimeOptions o;
   o.ring_capacity = 16;
   o.ring_full_timeout = 1s;
   auto rt = make_ledger(1, 1, o);
   ASSERT_TRUE(rt);
   ASSERT_TRUE(rt->start().ok());
-  std::vector<Command> batch;
-  for (std::uint64_t i = 0; i < 200; ++i) batch.push_back(Command::make(0, kLedgerEcho, i));
-  std::promise<std::vector<Reply>> inner;
   rt->send(0, kLedgerEcho, std::uint64_t{0}, 0, [&](const Reply&) {
     std::vector<ReplyFuture> futures = rt->send_batch(batch);
     std::vector<Reply> replies;
@@ -421,11 +427,39 @@ TEST(Messaging, ACallbackSendingMoreThanTheRingHoldsGetsEveryReply) {
 
 // shutdown() from a callback joined the pump thread from itself (std::terminate), and
 // run_until()/wait_parked() waited for park reports only that thread applies.
+// A callback's send that waits for room drains K2H meanwhile and still gives up after
+// ring_full_timeout, drained or not: here block 0's ring is held full by commands due far
+// ahead while digests of every epoch keep K2H busy. (The deadline used to be skipped on a
+// round that drained something; rounds that drain nothing come between digests here, so
+// this checks the timeout on the pump thread, not that round-by-round detail.)
+TEST(Messaging, ACallbackWaitingForRoomStillFailsAfterTheRingTimeoutWhileAnswersFlow) {
+  std::promise<Status> inner;  // before the runtime, which may still run the callback
+  RuntimeOptions o;
+  o.ring_capacity = 16;  // and a deferred list of 16
+  o.ring_full_timeout = 500ms;
+  o.digest_period = 1;
+  auto rt = make_ledger(2, 2, o);
+  ASSERT_TRUE(rt);
+  ASSERT_TRUE(rt->start().ok());
+  const std::uint64_t far = std::uint64_t{1} << 50;
+  std::vector<Command> held;
+  for (std::uint64_t i = 0; i < 32; ++i) held.push_back(Command::make(0, kLedgerEcho, i, far));
+  ASSERT_TRUE(rt->post_batch(held).ok());  // 16 deferred, 16 backed up in the ring
+  const auto sent = std::chrono::steady_clock::now();
+  rt->send(1, kLedgerEcho, std::uint64_t{1}, 0,
+           [&](const Reply&) { inner.set_value(rt->post(0, kLedgerEcho, std::uint64_t{2})); });
+  auto f = inner.get_future();
+  ASSERT_EQ(f.wait_for(10s), std::future_status::ready) << "the callback's post waited past its timeout";
+  EXPECT_EQ(f.get().code(), StatusCode::kRingFull);
+  EXPECT_LT(std::chrono::steady_clock::now() - sent, 5s);
+  EXPECT_TRUE(rt->shutdown().ok());
+}
+
 TEST(Messaging, CallsThatWaitForThePumpAreRefusedInsideACallbackAndChangeNothing) {
+  std::promise<std::array<Status, 3>> inner;  // before the runtime, which may still run the callback
   auto rt = make_ledger(1, 1);
   ASSERT_TRUE(rt);
   ASSERT_TRUE(rt->start().ok());
-  std::promise<std::array<Status, 3>> inner;
   rt->send(0, kLedgerEcho, std::uint64_t{1}, 0, [&](const Reply&) {
     inner.set_value({rt->shutdown(), rt->run_until(rt->epoch() + 2, 10s), rt->wait_parked(10s)});
   });
@@ -437,7 +471,9 @@ TEST(Messaging, CallsThatWaitForThePumpAreRefusedInsideACallbackAndChangeNothing
     EXPECT_NE(st.message().find("pump thread"), std::string::npos) << st.to_string();
   }
   // Still running and answering; the run_until's target was never set.
-  const Reply r = rt->send(0, kLedgerEcho, std::uint64_t{7}).get();
+  ReplyFuture after = rt->send(0, kLedgerEcho, std::uint64_t{7});
+  ASSERT_EQ(after.wait_for(10s), std::future_status::ready);
+  const Reply r = after.get();
   ASSERT_TRUE(r.status.ok()) << r.status.to_string();
   EXPECT_EQ(r.event.as<std::uint64_t>(), 7u);
   EXPECT_TRUE(rt->health().ok());

@@ -18,9 +18,11 @@
 //   and shutdown() must not race with each other.
 // - Reply callbacks and the event/error callbacks run on the pump thread: keep them short.
 //   shutdown(), run_until() and wait_parked() wait for what only the pump does, so called
-//   from a callback they are refused (kFailedPrecondition) and change nothing. Callbacks may
-//   send and post (a send that waits for ring room drains the replies meanwhile, so it cannot
-//   stall the pump), and wait on a future: a get() there
+//   from a callback they are refused (kFailedPrecondition) and change nothing; destroying
+//   the Runtime there aborts the process with a message (nothing could stop it safely).
+//   Callbacks may send and post (a send that waits for ring room drains the answers
+//   meanwhile, so the blocks keep consuming; it still fails after ring_full_timeout), and
+//   wait on a future: a get() there
 //   does the pump's own work until its reply is in (so it cannot deadlock), but meanwhile
 //   no other callback, event or watchdog check runs beyond what that work does: do not wait
 //   there for replies due far in the future. They must not throw: an exception escaping
