@@ -38,6 +38,17 @@ std::unique_ptr<Runtime> make_ledger(std::uint32_t actors, std::uint32_t threads
   return rt.ok() ? std::move(rt.value()) : nullptr;
 }
 
+// A started ledger runtime (one block per actor) with rings of 16 and the given ring-full
+// timeout: sends soon wait for room, and a wait that is never answered fails fast.
+std::unique_ptr<Runtime> start_small_ring_ledger(std::uint32_t actors, std::chrono::milliseconds ring_full_timeout,
+                                                 RuntimeOptions o = {}) {
+  o.ring_capacity = 16;
+  o.ring_full_timeout = ring_full_timeout;
+  auto rt = make_ledger(actors, actors, o);
+  if (rt) EXPECT_TRUE(rt->start().ok());
+  return rt;
+}
+
 LedgerTotals totals_of(Runtime& rt, std::uint32_t actor) {
   Reply r = rt.send(actor, kLedgerQuery, std::uint64_t{0}).get();
   EXPECT_TRUE(r.status.ok()) << r.status.to_string();
@@ -368,12 +379,8 @@ TEST(Messaging, CallbacksThatPostWhileAnotherThreadStreamsSendsWaitForNoTimeout)
   constexpr std::uint64_t kSends = 2000;
   // Before the runtime: its destructor may still run callbacks that count here.
   std::atomic<std::uint64_t> callbacks{0}, failed{0};
-  RuntimeOptions o;
-  o.ring_capacity = 16;
-  o.ring_full_timeout = 1s;
-  auto rt = make_ledger(1, 1, o);
+  auto rt = start_small_ring_ledger(1, 1s);
   ASSERT_TRUE(rt);
-  ASSERT_TRUE(rt->start().ok());
   // Bounded, so that the stalls this guards against fail the test in seconds, not minutes.
   const auto deadline = std::chrono::steady_clock::now() + 10s;
   for (std::uint64_t i = 0; i < kSends && std::chrono::steady_clock::now() < deadline; ++i) {
@@ -402,12 +409,8 @@ TEST(Messaging, ACallbackSendingMoreThanTheRingHoldsGetsEveryReply) {
   std::vector<Command> batch;
   for (std::uint64_t i = 0; i < 200; ++i) batch.push_back(Command::make(0, kLedgerEcho, i));
   std::promise<std::vector<Reply>> inner;  // before the runtime, which may still run the callback
-  RuntimeOptions o;
-  o.ring_capacity = 16;
-  o.ring_full_timeout = 1s;
-  auto rt = make_ledger(1, 1, o);
+  auto rt = start_small_ring_ledger(1, 1s);
   ASSERT_TRUE(rt);
-  ASSERT_TRUE(rt->start().ok());
   rt->send(0, kLedgerEcho, std::uint64_t{0}, 0, [&](const Reply&) {
     std::vector<ReplyFuture> futures = rt->send_batch(batch);
     std::vector<Reply> replies;
@@ -435,12 +438,9 @@ TEST(Messaging, ACallbackSendingMoreThanTheRingHoldsGetsEveryReply) {
 TEST(Messaging, ACallbackWaitingForRoomStillFailsAfterTheRingTimeoutWhileAnswersFlow) {
   std::promise<Status> inner;  // before the runtime, which may still run the callback
   RuntimeOptions o;
-  o.ring_capacity = 16;  // and a deferred list of 16
-  o.ring_full_timeout = 500ms;
   o.digest_period = 1;
-  auto rt = make_ledger(2, 2, o);
+  auto rt = start_small_ring_ledger(2, 500ms, o);  // a deferred list of 16 too
   ASSERT_TRUE(rt);
-  ASSERT_TRUE(rt->start().ok());
   const std::uint64_t far = std::uint64_t{1} << 50;
   std::vector<Command> held;
   for (std::uint64_t i = 0; i < 32; ++i) held.push_back(Command::make(0, kLedgerEcho, i, far));
