@@ -453,6 +453,16 @@ void record_ranks(int ranks, const std::string& dir, const std::string& checkpoi
   });
 }
 
+// Replays one rank's heat2d log (read from `path`) alone, with the inbound K2K log beside it,
+// from the global checkpoints in `from_checkpoint` when it is not empty.
+Result<ReplayResult> replay_alone(const ReplayLog& log, const std::string& path, std::string from_checkpoint = {}) {
+  const Program* programs[] = {&examples::heat2d_program()};
+  ReplayOptions o;
+  o.inbound_k2k = k2k_log_path(path);
+  o.from_checkpoint = std::move(from_checkpoint);
+  return replay_log(log, programs, o);
+}
+
 TEST(ShardedRuntime, ARankReplaysAloneFromItsLogsAndATamperedHaloDiverges) {
   ASSERT_GE(world_size(), 3);
   const std::string dir = fresh_dir("replay");
@@ -462,9 +472,7 @@ TEST(ShardedRuntime, ARankReplaysAloneFromItsLogsAndATamperedHaloDiverges) {
     auto log = read_replay_log(path);
     ASSERT_TRUE(log.ok()) << log.status().to_string();
     const Program* programs[] = {&examples::heat2d_program()};
-    ReplayOptions with;
-    with.inbound_k2k = k2k_log_path(path);
-    auto same = replay_log(log.value(), programs, with);
+    auto same = replay_alone(log.value(), path);
     ASSERT_TRUE(same.ok()) << same.status().to_string();
     EXPECT_TRUE(same->identical) << format_replay_report(same.value());
     EXPECT_EQ(same->end_epoch, 40u);
@@ -473,7 +481,7 @@ TEST(ShardedRuntime, ARankReplaysAloneFromItsLogsAndATamperedHaloDiverges) {
     auto refused = replay_log(log.value(), programs, ReplayOptions{});
     EXPECT_EQ(refused.status().code(), StatusCode::kFailedPrecondition) << refused.status().to_string();
     // One float of a halo rank 1 received at epoch 20, changed (the record's CRC made anew).
-    auto inbound = read_k2k_log(with.inbound_k2k);
+    auto inbound = read_k2k_log(k2k_log_path(path));
     ASSERT_TRUE(inbound.ok()) << inbound.status().to_string();
     const std::string tampered = dir + "/rank1.tampered.k2k";
     {
@@ -530,14 +538,10 @@ TEST(ShardedRuntime, ARankOfARunRestoredAtEpochZeroReplaysAloneFromThatCheckpoin
     const std::string path = dir + "/rank1.log";
     auto log = read_replay_log(path);
     ASSERT_TRUE(log.ok()) << log.status().to_string();
-    const Program* programs[] = {&examples::heat2d_program()};
-    ReplayOptions o;
-    o.inbound_k2k = k2k_log_path(path);
-    auto fresh = replay_log(log.value(), programs, o);
+    auto fresh = replay_alone(log.value(), path);
     EXPECT_EQ(fresh.status().code(), StatusCode::kFailedPrecondition) << fresh.status().to_string();
     EXPECT_NE(fresh.status().message().find("--from-checkpoint"), std::string::npos) << fresh.status().to_string();
-    o.from_checkpoint = checkpoints;
-    auto replayed = replay_log(log.value(), programs, o);
+    auto replayed = replay_alone(log.value(), path, checkpoints);
     ASSERT_TRUE(replayed.ok()) << replayed.status().to_string();
     EXPECT_TRUE(replayed->from_checkpoint);
     EXPECT_EQ(replayed->start_epoch, 0u);
@@ -562,12 +566,8 @@ TEST(ShardedRuntime, ARankReplaysAloneFromAGlobalCheckpointOfAnyRankCount) {
     const std::string path = dir + "/rank1.log";
     auto log = read_replay_log(path);
     ASSERT_TRUE(log.ok()) << log.status().to_string();
-    const Program* programs[] = {&examples::heat2d_program()};
     for (const auto& [checkpoints, epoch] : {std::pair{own, 20u}, std::pair{other, 25u}}) {
-      ReplayOptions o;
-      o.inbound_k2k = k2k_log_path(path);
-      o.from_checkpoint = checkpoints;
-      auto replayed = replay_log(log.value(), programs, o);
+      auto replayed = replay_alone(log.value(), path, checkpoints);
       ASSERT_TRUE(replayed.ok()) << replayed.status().to_string();
       EXPECT_TRUE(replayed->from_checkpoint);
       EXPECT_EQ(replayed->start_epoch, epoch) << checkpoints;
@@ -576,10 +576,7 @@ TEST(ShardedRuntime, ARankReplaysAloneFromAGlobalCheckpointOfAnyRankCount) {
       EXPECT_GT(replayed->observations_compared, 0u);
     }
     // A directory without a global checkpoint: refused, saying where to look.
-    ReplayOptions wrong;
-    wrong.inbound_k2k = k2k_log_path(path);
-    wrong.from_checkpoint = empty;
-    auto none = replay_log(log.value(), programs, wrong);
+    auto none = replay_alone(log.value(), path, empty);
     EXPECT_EQ(none.status().code(), StatusCode::kNotFound) << none.status().to_string();
     EXPECT_NE(none.status().message().find("pkrt checkpoint list"), std::string::npos) << none.status().to_string();
   }

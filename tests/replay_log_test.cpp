@@ -964,15 +964,19 @@ K2KLogShard k2k_shard() {
   return shard;
 }
 
+// An earlier run's inbound K2K log of 3 epochs at `path`, closed by close() or, with
+// `by_destructor`, by destroying its writer (which keeps a log holding epochs).
+void write_older_k2k_log(const std::string& path, bool by_destructor = false) {
+  auto first = K2KLogWriter::create(path, k2k_shard());
+  ASSERT_TRUE(first.ok()) << first.status().to_string();
+  ASSERT_TRUE(write_k2k_log(*first.value(), 3).ok());
+  if (!by_destructor) ASSERT_TRUE(first.value()->close().ok());
+}
+
 TEST(K2KLog, AnOlderLogStaysWholeUntilTheNewOneIsClosed) {
   TempDir dir;
   const std::string path = dir.file("rank0.pkrl.k2k");
-  {
-    auto first = K2KLogWriter::create(path, k2k_shard());
-    ASSERT_TRUE(first.ok()) << first.status().to_string();
-    ASSERT_TRUE(write_k2k_log(*first.value(), 3).ok());
-    ASSERT_TRUE(first.value()->close().ok());
-  }
+  ASSERT_NO_FATAL_FAILURE(write_older_k2k_log(path));
   auto second = K2KLogWriter::create(path, k2k_shard());
   ASSERT_TRUE(second.ok()) << second.status().to_string();
   ASSERT_TRUE(write_k2k_log(*second.value(), 1).ok());
@@ -984,18 +988,14 @@ TEST(K2KLog, AnOlderLogStaysWholeUntilTheNewOneIsClosed) {
   auto after = read_k2k_log(path);
   ASSERT_TRUE(after.ok()) << after.status().to_string();
   EXPECT_EQ(after->epochs.size(), 1u);
-  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.file("")), std::filesystem::directory_iterator()), 1)
+  EXPECT_EQ(names_in(dir.file("")), std::vector<std::string>{"rank0.pkrl.k2k"})
       << "the temporary was renamed, not left beside the log";
 }
 
 TEST(K2KLog, AWriterGivenNoEpochLeavesTheOlderLogAsItWas) {
   TempDir dir;
   const std::string path = dir.file("rank0.pkrl.k2k");
-  {
-    auto first = K2KLogWriter::create(path, k2k_shard());
-    ASSERT_TRUE(first.ok()) << first.status().to_string();
-    ASSERT_TRUE(write_k2k_log(*first.value(), 3).ok());
-  }  // destroyed after epochs: closed, kept
+  ASSERT_NO_FATAL_FAILURE(write_older_k2k_log(path, /*by_destructor=*/true));
   {
     // A rerun whose launch failed on another rank: its writer goes before any exchange.
     auto second = K2KLogWriter::create(path, k2k_shard());
@@ -1004,8 +1004,7 @@ TEST(K2KLog, AWriterGivenNoEpochLeavesTheOlderLogAsItWas) {
   auto kept = read_k2k_log(path);
   ASSERT_TRUE(kept.ok()) << kept.status().to_string();
   EXPECT_EQ(kept->epochs.size(), 3u);
-  EXPECT_EQ(std::distance(std::filesystem::directory_iterator(dir.file("")), std::filesystem::directory_iterator()), 1)
-      << "nothing left behind";
+  EXPECT_EQ(names_in(dir.file("")), std::vector<std::string>{"rank0.pkrl.k2k"}) << "nothing left behind";
 }
 
 TEST(K2KLog, ANewLogIsReadableBeforeCloseSoAKilledRanksLogCanBeReplayed) {
