@@ -23,12 +23,15 @@
 //     on the first's persistent kernel for ever. After a grid is leaked (it would not stop),
 //     the device is refused for the rest of the process.
 //  9. Every entry point makes the runtime's device current for its duration (DeviceScope:
-//     cudaSetDevice is per host thread) and then restores the caller's: the pump and user
-//     threads would otherwise work in a stray context on device 0, or lose their own device.
+//     cudaSetDevice is per host thread) and then restores the caller's context, or none if it
+//     had none: the pump and user threads would otherwise work in a stray context on device
+//     0, lose their own device, or gain a context on GPU 0 they never asked for. Only the
+//     pump thread keeps the device current (bind_this_thread): it is the runtime's own.
 #include "cuda/cuda_check.hpp"
 #include "cuda/device_registry.hpp"
 #include "host/backend.hpp"
 
+#include <cuda.h>  // CUcontext and CUresult only: the calls come through the runtime
 #include <cuda_runtime_api.h>
 
 #include <algorithm>
@@ -47,23 +50,77 @@ using cuda_detail::cuda_status;
 
 constexpr std::size_t kBounceBytes = std::size_t{4} << 20;
 
-// Makes `device` current on this thread for the scope, then gives the thread back the device
-// it had: pkrt is called from application threads that may be working on another GPU.
+// The driver's context calls, fetched through the runtime (cudaGetDriverEntryPointByVersion)
+// rather than linked: a binary built with CUDA must still start where no driver is installed.
+// Null when the driver does not offer them.
+struct ContextCalls {
+  CUresult(CUDAAPI* get_current)(CUcontext*) = nullptr;
+  CUresult(CUDAAPI* set_current)(CUcontext) = nullptr;
+};
+
+const ContextCalls& context_calls() {
+  static const ContextCalls calls = [] {
+    ContextCalls c;
+    void* get = nullptr;
+    void* set = nullptr;
+    cudaDriverEntryPointQueryResult found_get = cudaDriverEntryPointSymbolNotFound;
+    cudaDriverEntryPointQueryResult found_set = cudaDriverEntryPointSymbolNotFound;
+    // 12000: the signatures as of CUDA 12.0 (unchanged since 4.0), the ones declared here.
+    if (cudaGetDriverEntryPointByVersion("cuCtxGetCurrent", &get, 12000, cudaEnableDefault, &found_get) ==
+            cudaSuccess &&
+        cudaGetDriverEntryPointByVersion("cuCtxSetCurrent", &set, 12000, cudaEnableDefault, &found_set) ==
+            cudaSuccess &&
+        found_get == cudaDriverEntryPointSuccess && found_set == cudaDriverEntryPointSuccess) {
+      c.get_current = reinterpret_cast<CUresult(CUDAAPI*)(CUcontext*)>(get);
+      c.set_current = reinterpret_cast<CUresult(CUDAAPI*)(CUcontext)>(set);
+    } else {
+      (void)cudaGetLastError();  // a failed lookup must not look like a later call's error
+    }
+    return c;
+  }();
+  return calls;
+}
+
+// Makes `device` current on this thread for the scope, then gives the thread back exactly the
+// context it had, none included: pkrt is called from application threads that may be working
+// on another GPU, or on none. Restoring by device number instead (cudaGetDevice says 0 on a
+// thread without a context, and cudaSetDevice creates the primary context since CUDA 12)
+// would create a context on GPU 0 in every process that uses another GPU: ~0.3-0.5 GiB of its
+// memory per process, and under EXCLUSIVE_PROCESS compute mode a rank of a multi-GPU job
+// could take GPU 0 away from the rank that owns it.
 class DeviceScope {
  public:
   explicit DeviceScope(int device) {
-    if (cudaGetDevice(&previous_) != cudaSuccess) previous_ = device;
-    status_ = previous_ == device ? cudaSuccess : cudaSetDevice(device);
+    const ContextCalls& ctx = context_calls();
+    if (ctx.get_current != nullptr && ctx.get_current(&previous_context_) == CUDA_SUCCESS) {
+      int current = -1;
+      if (previous_context_ != nullptr && cudaGetDevice(&current) == cudaSuccess && current == device) return;
+      status_ = cudaSetDevice(device);
+      restore_context_ = status_ == cudaSuccess;
+      return;
+    }
+    // Without the driver's context calls: by device number (the old behaviour).
+    if (cudaGetDevice(&previous_device_) != cudaSuccess) previous_device_ = device;
+    if (previous_device_ == device) return;
+    status_ = cudaSetDevice(device);
+    restore_device_ = status_ == cudaSuccess;
   }
   ~DeviceScope() {
-    if (status_ == cudaSuccess) (void)cudaSetDevice(previous_);
+    if (restore_context_) {
+      (void)context_calls().set_current(previous_context_);
+    } else if (restore_device_) {
+      (void)cudaSetDevice(previous_device_);
+    }
   }
   DeviceScope(const DeviceScope&) = delete;
   DeviceScope& operator=(const DeviceScope&) = delete;
   cudaError_t status() const { return status_; }
 
  private:
-  int previous_ = 0;
+  CUcontext previous_context_ = nullptr;
+  bool restore_context_ = false;
+  int previous_device_ = 0;
+  bool restore_device_ = false;
   cudaError_t status_ = cudaSuccess;
 };
 

@@ -57,7 +57,6 @@ Status Runtime::collect_outbound_k2k(std::uint64_t epoch, std::vector<K2KTransfe
                   "the grid has not completed epoch " + std::to_string(epoch) + ". Fix: wait until epoch_completed(epoch)");
   }
   if (a.k2k_channels == 0) return Status();  // an app without K2K: nothing to collect
-  m.backend->bind_this_thread();
   const std::uint64_t mailbox = std::uint64_t{a.k2k_channels} * a.k2k_slot_stride;
   const std::uint32_t buffer = detail::k2k_buffer_of(a, epoch);
   // Only the rows of actors other shards run (our own may be written by a live restore),
@@ -138,7 +137,6 @@ Status Runtime::deliver_inbound_k2k(std::uint64_t epoch, std::span<const K2KTran
                   "the grid has not completed epoch " + std::to_string(epoch) + ": its own epoch-" + std::to_string(epoch) +
                       " commits would race the delivery. Fix: wait until epoch_completed(epoch)");
   }
-  m.backend->bind_this_thread();
   const std::uint32_t buffer = detail::k2k_buffer_of(a, epoch);
   // Every slot (header, then payload) staged back to back, then one scatter: on CUDA one
   // stream synchronisation for the whole epoch's messages. The grid reads none of them before
