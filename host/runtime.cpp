@@ -80,6 +80,9 @@ Status Runtime::start() {
     return Status(StatusCode::kFailedPrecondition,
                   "start() after a failed start (" + earlier.message() + "). Fix: create a new Runtime to run again");
   }
+  // Relaxed: only tells a sender facing a full ring whether anything may drain it; nothing is
+  // read through it (a sender that misses it waits for room as usual).
+  m.start_begun.store(true, std::memory_order_relaxed);
   // A start that fails leaves nothing waiting: the error is sticky (health()), every command
   // queued before start() fails with it, and later sends are refused.
   auto failed = [&m](const Status& st) {

@@ -154,6 +154,9 @@ struct Runtime::Impl final : detail::ReplyDrainer {
   // once) by close_admission, so that no sender is between its check and its publish when
   // the pending requests are failed.
   std::atomic<bool> admitting{true};
+  // Set when start() begins: until then nothing drains the H2K rings, so a sender finding its
+  // ring full fails at once instead of waiting out ring_full_timeout.
+  std::atomic<bool> start_begun{false};
   Status refusal;  // guarded by mu: why admission closed
   void close_admission(const Status& why);
 

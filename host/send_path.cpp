@@ -134,6 +134,16 @@ Status Runtime::Impl::wait_for_room(std::uint32_t b, std::uint32_t wanted, std::
   H2KLane& lane = h2k[b];
   room = lane.producer.room(wanted);
   if (room >= wanted) return Status();
+  // Relaxed: see start_begun. Before start() nothing consumes the ring: waiting would only
+  // delay the same failure by ring_full_timeout.
+  if (!start_begun.load(std::memory_order_relaxed)) {
+    return Status(StatusCode::kRingFull,
+                  "H2K ring of block " + std::to_string(b) + " is full (capacity " +
+                      std::to_string(options.ring_capacity) + " slots) and the runtime is not started, so nothing " +
+                      "consumes it; the command to actor " + std::to_string(actor) +
+                      " was not sent (the commands already queued stay queued). Fix: call start() before sending "
+                      "more than ring_capacity commands to one block, or raise ring_capacity (--ring-capacity)");
+  }
   // Slow path: ring the doorbell before waiting, whether or not we published anything yet.
   // An idle grid must run to drain this ring, and a sender blocked on this lane's mutex
   // behind us may hold slots it published elsewhere and has not rung for.

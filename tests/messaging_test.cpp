@@ -455,6 +455,45 @@ TEST(Messaging, ACallbackWaitingForRoomStillFailsAfterTheRingTimeoutWhileAnswers
   EXPECT_TRUE(rt->shutdown().ok());
 }
 
+// Before start() nothing consumes the H2K rings: a send that finds its ring full fails at
+// once, naming start(), instead of waiting out ring_full_timeout (30 s here: without the
+// check this test takes that long and fails on the message). What was queued stays queued
+// and is applied, answered and counted once the grid runs.
+TEST(Messaging, SendsBeforeStartBeyondTheRingFailAtOnceAndKeepWhatWasQueued) {
+  RuntimeOptions o;
+  o.ring_capacity = 16;
+  o.ring_full_timeout = 30s;
+  auto rt = make_ledger(1, 1, o);
+  ASSERT_TRUE(rt);
+  std::vector<ReplyFuture> queued;
+  for (std::uint64_t i = 0; i < 8; ++i) queued.push_back(rt->send(0, kLedgerEcho, i));
+  for (std::uint64_t i = 1; i <= 8; ++i) ASSERT_TRUE(rt->post(0, kLedgerAppend, LedgerEntry{1, 0, i}).ok());
+  const Status posted = rt->post(0, kLedgerAppend, LedgerEntry{1, 0, 9});
+  EXPECT_EQ(posted.code(), StatusCode::kRingFull) << posted.to_string();
+  EXPECT_NE(posted.message().find("not started"), std::string::npos) << posted.to_string();
+  EXPECT_NE(posted.message().find("start()"), std::string::npos) << posted.to_string();
+  const Reply refused = rt->send(0, kLedgerEcho, std::uint64_t{99}).get();
+  EXPECT_EQ(refused.status.code(), StatusCode::kRingFull) << refused.status.to_string();
+  std::vector<Command> batch(4, append(0, 2, 1));
+  const Status batched = rt->post_batch(batch);
+  EXPECT_EQ(batched.code(), StatusCode::kRingFull) << batched.to_string();
+  EXPECT_TRUE(rt->health().ok()) << "a refused send is not a runtime failure";
+
+  ASSERT_TRUE(rt->start().ok());
+  for (std::uint64_t i = 0; i < queued.size(); ++i) {
+    ASSERT_EQ(queued[i].wait_for(10s), std::future_status::ready);
+    const Reply r = queued[i].get();
+    ASSERT_TRUE(r.status.ok()) << r.status.to_string();
+    EXPECT_EQ(r.event.as<std::uint64_t>(), i);
+  }
+  const LedgerTotals t = totals_of(*rt, 0);
+  EXPECT_EQ(t.count, 8u) << "the eight queued appends, and none of the refused ones";
+  EXPECT_EQ(t.violations, 0u);
+  EXPECT_TRUE(rt->post(0, kLedgerAppend, LedgerEntry{1, 0, 9}).ok()) << "sending works once started";
+  EXPECT_EQ(totals_of(*rt, 0).count, 9u);
+  EXPECT_TRUE(rt->shutdown().ok());
+}
+
 TEST(Messaging, CallsThatWaitForThePumpAreRefusedInsideACallbackAndChangeNothing) {
   std::promise<std::array<Status, 3>> inner;  // before the runtime, which may still run the callback
   auto rt = make_ledger(1, 1);

@@ -279,7 +279,8 @@ class Runtime {
   // holds fewer than ring_capacity commands not yet due (they wait in a per-block list of
   // that size; past it, the ring backs up until the earliest come due). The future
   // completes with the actor's reply, an ack, or an error (unknown opcode, bad actor, ring
-  // full after ring_full_timeout, runtime failed or shut down).
+  // full after ring_full_timeout, or at once before start() since nothing consumes the ring
+  // then, runtime failed or shut down).
   ReplyFuture send(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
                    std::uint64_t apply_epoch = 0);
   // (T is a value: a pointer or a C array goes to the (data, bytes) overload above, so that
@@ -306,11 +307,11 @@ class Runtime {
 
   // Fire and forget: the command is applied exactly like a send's, but nobody waits for it.
   // Ok once it is in the H2K ring; kOutOfRange for an actor the runtime does not have,
-  // kRingFull after ring_full_timeout, kFailedPrecondition/kAborted when the runtime cannot
-  // take commands. An error the kernel reports for a posted command (unknown opcode, a
-  // handler's error) goes to the error callback and stats().errors; a reply is dropped in
-  // the kernel (never published). With a replay log, posts are acknowledged in runs
-  // (kOpAckRange) so the log still holds each one's applied epoch.
+  // kRingFull after ring_full_timeout (at once before start()), kFailedPrecondition/kAborted
+  // when the runtime cannot take commands. An error the kernel reports for a posted command
+  // (unknown opcode, a handler's error) goes to the error callback and stats().errors; a
+  // reply is dropped in the kernel (never published). With a replay log, posts are
+  // acknowledged in runs (kOpAckRange) so the log still holds each one's applied epoch.
   Status post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
               std::uint64_t apply_epoch = 0);
   template <class T>
