@@ -13,8 +13,8 @@
 //     cudaStreamSynchronize on that stream only; progress is polled with cudaStreamQuery.
 //  4. The kernel is launched on a created non-blocking stream, never the legacy stream.
 //  5. The grid is sized with cudaOccupancyMaxActiveBlocksPerMultiprocessor times the SM
-//     count and launched with cudaLaunchCooperativeKernel (so grid.sync() is legal and all
-//     blocks are co-resident).
+//     count and launched with cudaLaunchCooperativeKernel, so all blocks are co-resident (the
+//     grid barrier of pkrt/detail/grid_barrier.hpp relies on it).
 //  6. Device-side polling backs off with __nanosleep (pkrt/detail/block_platform.hpp).
 //  7. The host watchdog (host/pump.cpp) turns a missing heartbeat, or blocks that never
 //     start (a grid that is not resident), into an error.
@@ -27,6 +27,9 @@
 //     had none: the pump and user threads would otherwise work in a stray context on device
 //     0, lose their own device, or gain a context on GPU 0 they never asked for. Only the
 //     pump thread keeps the device current (bind_this_thread): it is the runtime's own.
+//     One trace is left on a thread that had no context: the runtime API's selected device
+//     stays the runtime's (undoing it would need a context on the old one), so that thread's
+//     next runtime call without a cudaSetDevice of its own works on the runtime's GPU.
 #include "cuda/cuda_check.hpp"
 #include "cuda/device_registry.hpp"
 #include "host/backend.hpp"
@@ -50,7 +53,7 @@ using cuda_detail::cuda_status;
 
 constexpr std::size_t kBounceBytes = std::size_t{4} << 20;
 
-// The driver's context calls, fetched through the runtime (cudaGetDriverEntryPointByVersion)
+// The driver's context calls, fetched through the runtime (cudaGetDriverEntryPoint[ByVersion])
 // rather than linked: a binary built with CUDA must still start where no driver is installed.
 // Null when the driver does not offer them.
 struct ContextCalls {
@@ -65,12 +68,17 @@ const ContextCalls& context_calls() {
     void* set = nullptr;
     cudaDriverEntryPointQueryResult found_get = cudaDriverEntryPointSymbolNotFound;
     cudaDriverEntryPointQueryResult found_set = cudaDriverEntryPointSymbolNotFound;
-    // 12000: the signatures as of CUDA 12.0 (unchanged since 4.0), the ones declared here.
-    if (cudaGetDriverEntryPointByVersion("cuCtxGetCurrent", &get, 12000, cudaEnableDefault, &found_get) ==
-            cudaSuccess &&
-        cudaGetDriverEntryPointByVersion("cuCtxSetCurrent", &set, 12000, cudaEnableDefault, &found_set) ==
-            cudaSuccess &&
-        found_get == cudaDriverEntryPointSuccess && found_set == cudaDriverEntryPointSuccess) {
+    auto lookup = [](const char* symbol, void** fn, cudaDriverEntryPointQueryResult* found) {
+#if CUDART_VERSION >= 12050
+      // 12000: the signatures as of CUDA 12.0 (unchanged since 4.0), the ones declared here.
+      return cudaGetDriverEntryPointByVersion(symbol, fn, 12000, cudaEnableDefault, found);
+#else
+      return cudaGetDriverEntryPoint(symbol, fn, cudaEnableDefault, found);  // before 12.5
+#endif
+    };
+    if (lookup("cuCtxGetCurrent", &get, &found_get) == cudaSuccess &&
+        lookup("cuCtxSetCurrent", &set, &found_set) == cudaSuccess && found_get == cudaDriverEntryPointSuccess &&
+        found_set == cudaDriverEntryPointSuccess) {
       c.get_current = reinterpret_cast<CUresult(CUDAAPI*)(CUcontext*)>(get);
       c.set_current = reinterpret_cast<CUresult(CUDAAPI*)(CUcontext)>(set);
     } else {
@@ -90,11 +98,19 @@ const ContextCalls& context_calls() {
 // could take GPU 0 away from the rank that owns it.
 class DeviceScope {
  public:
-  explicit DeviceScope(int device) {
+  // `primary`: the device's primary context, the one the runtime's streams and buffers live
+  // in, once init() has recorded it (null before: the device is then made current by number).
+  DeviceScope(int device, CUcontext primary) {
     const ContextCalls& ctx = context_calls();
     if (ctx.get_current != nullptr && ctx.get_current(&previous_context_) == CUDA_SUCCESS) {
-      int current = -1;
-      if (previous_context_ != nullptr && cudaGetDevice(&current) == cudaSuccess && current == device) return;
+      // Already in the runtime's context (the pump thread; a user thread working on this GPU
+      // through the runtime API): nothing to switch. Any other context, one of the user's own
+      // on this same GPU included (cuCtxCreate, a green context), is switched away from.
+      if (previous_context_ != nullptr && previous_context_ == primary) return;
+      if (primary != nullptr && ctx.set_current(primary) == CUDA_SUCCESS) {
+        restore_context_ = true;
+        return;
+      }
       status_ = cudaSetDevice(device);
       restore_context_ = status_ == cudaSuccess;
       return;
@@ -133,7 +149,7 @@ class CudaBackend final : public Backend {
     // Only reached once the kernel finished (a backend whose kernel is stuck is abandoned,
     // never destroyed), and the registry kept every other grid off this device: nothing here
     // can wait on a resident kernel.
-    const DeviceScope on_device(device_);
+    const DeviceScope on_device(device_, primary_);
     if (bounce_ != nullptr) (void)cudaFreeHost(bounce_);
     if (copy_stream_ != nullptr) (void)cudaStreamDestroy(copy_stream_);
     if (kernel_stream_ != nullptr) (void)cudaStreamDestroy(kernel_stream_);
@@ -145,8 +161,13 @@ class CudaBackend final : public Backend {
   void bind_this_thread() override { (void)cudaSetDevice(device_); }
 
   Status init() {
-    const DeviceScope on_device(device_);
+    const DeviceScope on_device(device_, primary_);
     PKRT_CUDA_CHECK(on_device.status());
+    // The runtime's context from here on: the primary context, which cudaSetDevice makes
+    // current (even over a user's own context on this device).
+    PKRT_CUDA_CHECK(cudaSetDevice(device_));
+    if (context_calls().get_current != nullptr && context_calls().get_current(&primary_) != CUDA_SUCCESS)
+      primary_ = nullptr;
     PKRT_CUDA_CHECK(cudaGetDeviceProperties(&props_, device_));
     int exec_timeout = 0;
     PKRT_CUDA_CHECK(cudaDeviceGetAttribute(&exec_timeout, cudaDevAttrKernelExecTimeout, device_));
@@ -165,7 +186,7 @@ class CudaBackend final : public Backend {
       return Status(StatusCode::kDeviceUnavailable,
                     std::string("GPU ") + std::to_string(device_) + " (" + props_.name +
                         ") does not support cooperative launch, which the persistent kernel "
-                        "needs. Fix: use a GPU of compute capability 6.0+ outside MPS/vGPU "
+                        "needs. Fix: use a GPU of compute capability 7.0+ outside MPS/vGPU "
                         "restrictions, or run with --backend cpu");
     }
     int map_host = 0;
@@ -186,7 +207,7 @@ class CudaBackend final : public Backend {
 
   Result<Buffer> alloc_host_visible(std::size_t bytes) override {
     if (launched_) return late_alloc_error();
-    const DeviceScope on_device(device_);
+    const DeviceScope on_device(device_, primary_);
     PKRT_CUDA_CHECK(on_device.status());
     void* host = nullptr;
     const std::size_t size = std::max<std::size_t>(bytes, 64);
@@ -199,14 +220,14 @@ class CudaBackend final : public Backend {
       (void)cudaFreeHost(host);
       return cuda_status(err2, "cudaHostGetDevicePointer", __FILE__, __LINE__);
     }
-    return Buffer(host, device, bytes, [host, device = device_] {
-      const DeviceScope on_device(device);
+    return Buffer(host, device, bytes, [host, device = device_, primary = primary_] {
+      const DeviceScope on_device(device, primary);
       (void)cudaFreeHost(host);
     });
   }
 
   std::optional<std::uint64_t> device_memory_available() const override {
-    const DeviceScope on_device(device_);
+    const DeviceScope on_device(device_, primary_);
     if (on_device.status() != cudaSuccess) return std::nullopt;
     std::size_t free_bytes = 0, total_bytes = 0;
     if (cudaMemGetInfo(&free_bytes, &total_bytes) != cudaSuccess) return std::nullopt;
@@ -215,7 +236,7 @@ class CudaBackend final : public Backend {
 
   Result<Buffer> alloc_device(std::size_t bytes) override {
     if (launched_) return late_alloc_error();
-    const DeviceScope on_device(device_);
+    const DeviceScope on_device(device_, primary_);
     PKRT_CUDA_CHECK(on_device.status());
     void* device = nullptr;
     const std::size_t size = std::max<std::size_t>(bytes, 64);
@@ -227,15 +248,15 @@ class CudaBackend final : public Backend {
       (void)cudaFree(device);
       return cuda_status(err, "cudaMemsetAsync", __FILE__, __LINE__);
     }
-    return Buffer(nullptr, device, bytes, [device, ordinal = device_] {
-      const DeviceScope on_device(ordinal);
+    return Buffer(nullptr, device, bytes, [device, ordinal = device_, primary = primary_] {
+      const DeviceScope on_device(ordinal, primary);
       (void)cudaFree(device);
     });
   }
 
   Status scatter_to_device(std::span<const DeviceCopy> copies) override {
     std::lock_guard<std::mutex> lock(copy_mu_);  // one bounce buffer, callers on several threads
-    const DeviceScope on_device(device_);
+    const DeviceScope on_device(device_, primary_);
     PKRT_CUDA_CHECK(on_device.status());
     // Bytes of the bounce buffer that copies enqueued since the last synchronisation read. On
     // an error return they may still be reading it, and the next caller refills it: wait first.
@@ -272,7 +293,7 @@ class CudaBackend final : public Backend {
 
   Status gather_to_host(std::span<const HostCopy> copies) override {
     std::lock_guard<std::mutex> lock(copy_mu_);  // one bounce buffer, callers on several threads
-    const DeviceScope on_device(device_);
+    const DeviceScope on_device(device_, primary_);
     PKRT_CUDA_CHECK(on_device.status());
     // Pieces enqueued into the bounce buffer since the last synchronisation.
     struct Piece {
@@ -325,7 +346,7 @@ class CudaBackend final : public Backend {
                         "(set_source_files_properties(... LANGUAGE CUDA)), or run with "
                         "--backend cpu");
     }
-    const DeviceScope on_device(device_);
+    const DeviceScope on_device(device_, primary_);
     PKRT_CUDA_CHECK(on_device.status());
     // Loads the kernel's module now (eager), before anything is resident.
     cudaFuncAttributes attrs{};
@@ -371,7 +392,7 @@ class CudaBackend final : public Backend {
 
   Status launch(const Program& program, const detail::KernelArgs& args,
                 const LaunchPlan& plan) override {
-    const DeviceScope on_device(device_);
+    const DeviceScope on_device(device_, primary_);
     PKRT_CUDA_CHECK(on_device.status());
     args_ = args;
     void* kernel_args[] = {&args_};
@@ -395,7 +416,7 @@ class CudaBackend final : public Backend {
 
   bool kernel_finished() override {
     if (!launched_) return true;
-    const DeviceScope on_device(device_);
+    const DeviceScope on_device(device_, primary_);
     return cudaStreamQuery(kernel_stream_) != cudaErrorNotReady;
   }
 
@@ -415,7 +436,7 @@ class CudaBackend final : public Backend {
 
   Status poll_fault() override {
     if (!launched_) return Status();
-    const DeviceScope on_device(device_);
+    const DeviceScope on_device(device_, primary_);
     PKRT_CUDA_CHECK(on_device.status());
     const cudaError_t err = cudaStreamQuery(kernel_stream_);
     if (err == cudaSuccess || err == cudaErrorNotReady) return Status();
@@ -430,6 +451,7 @@ class CudaBackend final : public Backend {
   }
 
   int device_;
+  CUcontext primary_ = nullptr;  // the device's primary context, recorded by init()
   cudaDeviceProp props_{};
   cudaStream_t kernel_stream_ = nullptr;
   cudaStream_t copy_stream_ = nullptr;

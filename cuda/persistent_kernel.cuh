@@ -14,7 +14,8 @@
 
 namespace pkrt::cuda_detail {
 
-// One thread block per grid block; launched cooperatively so grid.sync() is legal, with at
+// One thread block per grid block; launched cooperatively so that every block is resident at
+// once (the grid barrier waits for all of them), with at
 // most as many blocks as can be co-resident (the backend sizes it with the occupancy API).
 // __launch_bounds__: without it nvcc may use more registers per thread than a block of
 // kCudaBlockThreads threads can have, and the launch fails (seen: 128 registers, which
@@ -28,7 +29,14 @@ __global__ void __launch_bounds__(pkrt::detail::cuda_block_threads<App>())
   __shared__ pkrt::detail::KernelArgs block_args;
   if (threadIdx.x == 0) block_args = args;
   __syncthreads();
-  const pkrt::detail::BlockEnv env{blockIdx.x, nullptr, nullptr};
+  // Barrier waiters ask for sleeps of at most 2 us (the balanced cap, or the policy's if
+  // lower; __nanosleep may sleep up to twice that): a grid woken from idle then adds only a
+  // few microseconds to block 0's own pickup delay.
+  const std::uint32_t barrier_cap = block_args.poll_sleep_cap_ns < pkrt::detail::kDevicePollCapBalancedNs
+                                        ? block_args.poll_sleep_cap_ns
+                                        : pkrt::detail::kDevicePollCapBalancedNs;
+  const pkrt::detail::BlockEnv env{blockIdx.x, nullptr, nullptr, &block_args.grid->barrier, block_args.idle_spin,
+                                   barrier_cap};
   pkrt::detail::run_persistent_block<App>(block_args, env);
 }
 

@@ -90,7 +90,7 @@ class CpuBackend final : public Backend {
     workers_.reserve(plan.blocks);
     for (std::uint32_t b = 0; b < plan.blocks; ++b) {
       workers_.emplace_back([this, &program, b] {
-        const detail::BlockEnv env{b, barrier_.get(), chaos_.get()};
+        const detail::BlockEnv env{b, barrier_.get(), chaos_.get(), nullptr, 0, 0};
         program.run_block_cpu(args_, env);
         std::lock_guard<std::mutex> lock(mu_);
         --running_;

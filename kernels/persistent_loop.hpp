@@ -441,43 +441,6 @@ PKRT_HD inline void park(BlockState& bs, ControlView& control, std::uint64_t epo
                     args.control->doorbell_sleeper);
 }
 
-// Where block 0 may wait for the host (its decision of a round, 2 * round + 2, and its park,
-// 2 * round + 1; in that order, so tickets only grow): block 0 stores the ticket once past
-// that point, and every other block waits for it, spinning first and then sleeping, before
-// it goes on to the next grid barrier. Block 0 waits there for as long as nothing happens (an
-// idle grid, a park, a scale-out exchange); inside grid.sync() the other blocks would spend
-// that time polling an L2 word without a pause (cooperative groups' barrier does not back
-// off), keeping an idle GPU at full power.
-// A hint only, relaxed at device scope: the barriers still order everything; block 0 stores
-// each ticket before its next barrier, so no block waits for a ticket that cannot come; a
-// larger value left by an earlier launch only skips the wait. The sleep is capped at the
-// balanced policy's 2 us, so a woken grid adds at most that to block 0's own pickup.
-// On the CPU backend the barrier already sleeps in the kernel: nothing to do.
-PKRT_HD inline void await_block0_at_barrier(const KernelArgs& args, std::uint32_t block, std::uint64_t ticket) {
-#if PKRT_DEVICE_PASS
-  if (thread_rank() != 0) return;  // the rest of the block waits inside the barrier's __syncthreads
-  std::uint64_t& word = args.grid->block0_ticket;
-  if (block == 0) {
-    // Relaxed (device scope): a hint for the loads below; the barrier orders the data.
-    device_store_relaxed(word, ticket);
-    return;
-  }
-  const std::uint32_t cap = args.poll_sleep_cap_ns < kDevicePollCapBalancedNs ? args.poll_sleep_cap_ns
-                                                                                : kDevicePollCapBalancedNs;
-  std::uint32_t sleep_ns = 32;
-  // Relaxed (device scope): the hint stored above by block 0; nothing is read through it.
-  for (std::uint32_t polls = 0; device_load_relaxed(word) < ticket; ++polls) {
-    if (polls < args.idle_spin) continue;  // poll as grid.sync() would, then sleep, doubling
-    __nanosleep(sleep_ns);
-    if (sleep_ns < cap) sleep_ns = sleep_ns * 2 < cap ? sleep_ns * 2 : cap;
-  }
-#else
-  (void)args;
-  (void)block;
-  (void)ticket;
-#endif
-}
-
 // Whether a snapshot_all with these SnapshotAllFlags snapshots the global region (block 0).
 PKRT_HD inline bool snapshots_global(const KernelArgs& args, std::uint32_t flags) {
   return (flags & kSnapshotAllGlobal) != 0 && args.global_staging != nullptr;
@@ -663,7 +626,6 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
   for (;; ++round) {
     if constexpr (kEventDriven) sync_grid(env);
     if (b == 0 && leader) decide_next_round<kEventDriven>(bs, control, epoch, round, parked);
-    await_block0_at_barrier(args, b, 2 * round + 2);  // block 0 may wait in decide_next_round
     sync_grid(env);
     // Relaxed: written by block 0 before the barrier just passed.
     const std::uint32_t directive =
@@ -686,7 +648,6 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
         serve_snapshot_all<kBlockThreads>(bs, request, flags, wave_first, wave_last, first, last);
       }
       if (b == 0 && leader) park(bs, control, epoch, parked, reported_generation);
-      await_block0_at_barrier(args, b, 2 * round + 1);  // the others sleep while block 0 parks
       continue;
     }
 

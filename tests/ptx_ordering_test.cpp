@@ -1,5 +1,6 @@
-// Ptx: the ring's device paths keep system-scope release/acquire after compilation. Reads
-// the PTX that the build produced from tests/ptx/ring_probe.cu (path in PKRT_PROBE_PTX).
+// Ptx: the ring's device paths keep system-scope release/acquire after compilation, and the
+// device's grid barrier its device-scope orders and its sleep. Reads the PTX that the build
+// produced from tests/ptx/ring_probe.cu (path in PKRT_PROBE_PTX).
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -65,6 +66,17 @@ TEST(Ptx, PollLoadsTheSequenceWithSystemScopeAcquireAndReleasesTheHead) {
   EXPECT_TRUE(std::regex_search(body, std::regex(R"(st\.release\.sys(\.global)?\.[bu]64)"))) << body;
   // No read-modify-write atomics: they do not work across PCIe.
   EXPECT_FALSE(std::regex_search(body, std::regex(R"(atom\.)"))) << body;
+}
+
+TEST(Ptx, GridBarrierArrivesAcqRelReleasesTheGenerationAndSleepsBetweenAcquirePolls) {
+  const std::string body = function_body(read_ptx(), "pkrt_probe_grid_barrier");
+  ASSERT_FALSE(body.empty()) << "pkrt_probe_grid_barrier not found in " << PKRT_PROBE_PTX;
+  // Device scope throughout: the words are in device memory and only blocks touch them.
+  EXPECT_TRUE(std::regex_search(body, std::regex(R"(atom(\.add)?\.acq_rel\.gpu(\.add)?\.u32)"))) << body;
+  EXPECT_TRUE(std::regex_search(body, std::regex(R"(st\.release\.gpu(\.global)?\.b32)"))) << body;
+  EXPECT_TRUE(std::regex_search(body, std::regex(R"(ld\.acquire\.gpu(\.global)?\.b32)"))) << body;
+  EXPECT_TRUE(std::regex_search(body, std::regex(R"(nanosleep)"))) << body;
+  EXPECT_FALSE(std::regex_search(body, std::regex(R"(\.sys)"))) << body;
 }
 
 TEST(Ptx, DeviceCrc32ReadsItsTablesFromConstantMemory) {

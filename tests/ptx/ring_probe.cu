@@ -30,3 +30,11 @@ extern "C" __global__ void pkrt_probe_crc32(const unsigned char* data, unsigned 
                                             unsigned* out) {
   *out = pkrt::crc::crc32_update(0, data, n);
 }
+
+#include <pkrt/detail/grid_barrier.hpp>
+
+// The device's grid barrier (sync_grid's thread 0): device-scope acq_rel arrival, release of
+// the generation, acquire polls, and a sleep between polls.
+extern "C" __global__ void pkrt_probe_grid_barrier(pkrt::detail::GridBarrierWords* words, unsigned blocks) {
+  pkrt::detail::grid_barrier_arrive_and_wait(*words, blocks, 64, [] { __nanosleep(100); });
+}

@@ -7,13 +7,12 @@
 
 #include <pkrt/config.hpp>
 #include <pkrt/control.hpp>
+#include <pkrt/detail/grid_barrier.hpp>
 #include <pkrt/detail/system_atomic.hpp>
 
 #include <cstdint>
 
-#if PKRT_DEVICE_PASS
-#include <cooperative_groups.h>
-#else
+#if !PKRT_DEVICE_PASS
 #include <algorithm>
 #include <atomic>
 #include <barrier>
@@ -33,6 +32,9 @@ struct BlockEnv {
   void* host_barrier;     // CPU backend: std::barrier<>* shared by all workers, null with one
                           // block (nothing to wait for); unused on CUDA
   void* host_chaos;       // CPU backend with chaos mode: ChaosTurn* (pkrt/detail/chaos.hpp); else null
+  GridBarrierWords* grid_barrier;      // CUDA: the grid barrier's words (in GridScratch); null on the CPU
+  std::uint32_t barrier_spin;          // CUDA: polls before a barrier's waiters start to sleep
+  std::uint32_t barrier_sleep_cap_ns;  // CUDA: their longest __nanosleep
 };
 
 #if !PKRT_DEVICE_PASS
@@ -136,18 +138,6 @@ inline void chaos_delay(const ChaosTurn& chaos, std::uint32_t block) {
 }
 #endif
 
-// Barrier among all blocks of the grid. Orders every block's writes before it with every
-// block's reads after it (grid.sync() fences at device scope; std::barrier's completion
-// synchronises-with every arrival).
-PKRT_HD inline void sync_grid(const BlockEnv& env) {
-#if PKRT_DEVICE_PASS
-  (void)env;
-  cooperative_groups::this_grid().sync();
-#else
-  if (env.host_chaos != nullptr) chaos_delay(*static_cast<const ChaosTurn*>(env.host_chaos), env.block);
-  if (env.host_barrier != nullptr) static_cast<HostEpochBarrier*>(env.host_barrier)->arrive_and_wait();
-#endif
-}
 
 // Chaos mode only (CPU): waits until it is this block's turn to apply commands and step its
 // actors in `epoch` (the seeded order of pkrt/detail/chaos.hpp). No-op otherwise and on
@@ -252,6 +242,26 @@ class Backoff {
   std::uint32_t sleep_cap_ns_;
   std::uint32_t n_ = 0;
 };
+
+// Barrier among all blocks of the grid. Orders every block's writes before it with every
+// block's reads after it (the device barrier's release/acquire at device scope, see
+// grid_barrier.hpp; std::barrier's completion synchronises-with every arrival). On the
+// device a waiter polls, then sleeps: while block 0 waits for the host, the other blocks do
+// not keep the GPU busy.
+PKRT_HD inline void sync_grid(const BlockEnv& env) {
+#if PKRT_DEVICE_PASS
+  __syncthreads();  // the block's writes are its thread 0's before it arrives
+  if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) {
+    Backoff backoff(0, env.barrier_sleep_cap_ns);
+    grid_barrier_arrive_and_wait(*env.grid_barrier, gridDim.x * gridDim.y * gridDim.z, env.barrier_spin,
+                                 [&backoff] { backoff.pause(); });
+  }
+  __syncthreads();  // the other threads read after thread 0's acquire
+#else
+  if (env.host_chaos != nullptr) chaos_delay(*static_cast<const ChaosTurn*>(env.host_chaos), env.block);
+  if (env.host_barrier != nullptr) static_cast<HostEpochBarrier*>(env.host_barrier)->arrive_and_wait();
+#endif
+}
 
 // Host busy-waits on a machine that may have fewer cores than busy threads: the first
 // kHostPureSpins polls only pause; after that every poll yields the core, so a thread the

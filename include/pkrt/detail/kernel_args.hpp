@@ -6,6 +6,7 @@
 
 #include <pkrt/config.hpp>
 #include <pkrt/control.hpp>
+#include <pkrt/detail/grid_barrier.hpp>
 #include <pkrt/ring.hpp>
 
 #include <cstddef>
@@ -49,9 +50,7 @@ struct GridScratch {
   alignas(64) std::uint64_t active_epoch;  // 1 + last epoch in which any block did work
   std::uint64_t consumed;                  // H2K slots all blocks have consumed so far
   std::uint64_t deferred;                  // commands taken from the rings, not yet due
-  // The last loop barrier block 0 has reached (await_block0_at_barrier): a hint that lets the
-  // other blocks sleep while block 0 waits for the host. Own line: polled by every block.
-  alignas(64) std::uint64_t block0_ticket;
+  GridBarrierWords barrier;                // the device's grid barrier (sync_grid)
 };
 
 // Set on a run directive: every block snapshots all its actors at the end of that epoch.
