@@ -111,8 +111,8 @@ struct RuntimeOptions {
   std::chrono::milliseconds watchdog_timeout{10000};
   std::chrono::milliseconds ring_full_timeout{5000};  // H2K backpressure bound
   std::chrono::milliseconds stop_timeout{10000};      // shutdown waits this long for blocks
-  // Polls before an idle block (block 0, waiting for the host) starts backing off; 0: from
-  // the poll policy.
+  // Polls before an idle block (block 0, waiting for the host) starts backing off; on CUDA
+  // also before a block waiting in the grid barrier starts to sleep. 0: from the poll policy.
   std::uint32_t idle_spin = 0;
   PollPolicy poll = PollPolicy::kAuto;
   // Snapshots: a device staging pool (staging_bytes) and a host mirror of each actor's image.

@@ -31,10 +31,11 @@ extern "C" __global__ void pkrt_probe_crc32(const unsigned char* data, unsigned 
   *out = pkrt::crc::crc32_update(0, data, n);
 }
 
-#include <pkrt/detail/grid_barrier.hpp>
+#include <pkrt/detail/block_platform.hpp>
 
-// The device's grid barrier (sync_grid's thread 0): device-scope acq_rel arrival, release of
-// the generation, acquire polls, and a sleep between polls.
-extern "C" __global__ void pkrt_probe_grid_barrier(pkrt::detail::GridBarrierWords* words, unsigned blocks) {
-  pkrt::detail::grid_barrier_arrive_and_wait(*words, blocks, 64, [] { __nanosleep(100); });
+// The device's grid barrier as the kernel runs it (sync_grid): a block barrier, thread 0's
+// device-scope release add, acquire polls with a sleep between them, a block barrier.
+extern "C" __global__ void pkrt_probe_grid_barrier(pkrt::detail::GridBarrierWords* words) {
+  const pkrt::detail::BlockEnv env{blockIdx.x, nullptr, nullptr, words, 64, 2000};
+  pkrt::detail::sync_grid(env);
 }

@@ -253,7 +253,8 @@ PKRT_HD inline void sync_grid(const BlockEnv& env) {
   __syncthreads();  // the block's writes are its thread 0's before it arrives
   if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) {
     Backoff backoff(0, env.barrier_sleep_cap_ns);
-    grid_barrier_arrive_and_wait(*env.grid_barrier, gridDim.x * gridDim.y * gridDim.z, env.barrier_spin,
+    const bool master = blockIdx.x == 0 && blockIdx.y == 0 && blockIdx.z == 0;
+    grid_barrier_arrive_and_wait(*env.grid_barrier, gridDim.x * gridDim.y * gridDim.z, master, env.barrier_spin,
                                  [&backoff] { backoff.pause(); });
   }
   __syncthreads();  // the other threads read after thread 0's acquire
