@@ -161,11 +161,11 @@ class CudaBackend final : public Backend {
   void bind_this_thread() override { (void)cudaSetDevice(device_); }
 
   Status init() {
+    // primary_ is still null, so the scope makes the device current with cudaSetDevice, which
+    // binds its primary context (even over a user's own context on this device): that is the
+    // runtime's context from here on.
     const DeviceScope on_device(device_, primary_);
     PKRT_CUDA_CHECK(on_device.status());
-    // The runtime's context from here on: the primary context, which cudaSetDevice makes
-    // current (even over a user's own context on this device).
-    PKRT_CUDA_CHECK(cudaSetDevice(device_));
     if (context_calls().get_current != nullptr && context_calls().get_current(&primary_) != CUDA_SUCCESS)
       primary_ = nullptr;
     PKRT_CUDA_CHECK(cudaGetDeviceProperties(&props_, device_));

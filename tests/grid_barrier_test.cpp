@@ -25,7 +25,7 @@ TEST(GridBarrier, EveryBlockSeesEveryOtherBlocksWritesOfTheRoundAfterTheBarrier)
   const std::uint64_t seed = 20261205;
   print_seed(seed);
   constexpr std::uint32_t kBlocks = 5, kRounds = 400;
-  GridBarrierWords words{};
+  GridBarrierWord word{};
   std::vector<std::uint64_t> cells(kBlocks, 0);  // plain: ordered by the barrier alone
   std::atomic<std::uint32_t> mismatches{0};
   std::vector<std::thread> blocks;
@@ -37,17 +37,17 @@ TEST(GridBarrier, EveryBlockSeesEveryOtherBlocksWritesOfTheRoundAfterTheBarrier)
         // Uneven arrivals: sometimes a block is late, as block 0 is when it waits for the host.
         if (rng() % 16 == 0) std::this_thread::sleep_for(std::chrono::microseconds(rng() % 200));
         cells[b] = round * kBlocks + b;
-        grid_barrier_arrive_and_wait(words, kBlocks, b == 0, 8, pause);
+        grid_barrier_arrive_and_wait(word, kBlocks, b == 0, 8, pause);
         for (std::uint32_t other = 0; other < kBlocks; ++other)
           // Relaxed: a count read after the threads are joined.
           if (cells[other] != round * kBlocks + other) mismatches.fetch_add(1, std::memory_order_relaxed);
-        grid_barrier_arrive_and_wait(words, kBlocks, b == 0, 8, pause);
+        grid_barrier_arrive_and_wait(word, kBlocks, b == 0, 8, pause);
       }
     });
   }
   for (std::thread& t : blocks) t.join();
   EXPECT_EQ(mismatches.load(), 0u);
-  EXPECT_EQ(words.arrived, 0u) << "each barrier adds 2^31 in all: an even number of them leaves 0";
+  EXPECT_EQ(word.arrived, 0u) << "each barrier adds 2^31 in all: an even number of them leaves 0";
 }
 
 // A block that arrives early polls spin_polls times and then backs off through `pause` (on a
@@ -55,24 +55,24 @@ TEST(GridBarrier, EveryBlockSeesEveryOtherBlocksWritesOfTheRoundAfterTheBarrier)
 // pauses, as cooperative groups' grid.sync() never does.
 TEST(GridBarrier, AnEarlyBlockBacksOffOnlyAfterItsSpinPolls) {
   for (const std::uint32_t spin : {0u, ~0u}) {
-    GridBarrierWords words{};
+    GridBarrierWord word{};
     std::atomic<std::uint32_t> pauses{0};
     std::thread early([&] {
-      grid_barrier_arrive_and_wait(words, 2, false, spin, [&] {
+      grid_barrier_arrive_and_wait(word, 2, false, spin, [&] {
         // Relaxed: a count read after the join.
         pauses.fetch_add(1, std::memory_order_relaxed);
         std::this_thread::yield();
       });
     });
     std::this_thread::sleep_for(std::chrono::milliseconds(20));  // the late block (block 0 waiting)
-    grid_barrier_arrive_and_wait(words, 2, true, spin, [] {});
+    grid_barrier_arrive_and_wait(word, 2, true, spin, [] {});
     early.join();
     if (spin == 0) {
       EXPECT_GT(pauses.load(), 0u);
     } else {
       EXPECT_EQ(pauses.load(), 0u);
     }
-    EXPECT_EQ(words.arrived, kGridBarrierPhaseBit) << "one barrier flips the phase bit";
+    EXPECT_EQ(word.arrived, kGridBarrierPhaseBit) << "one barrier flips the phase bit";
   }
 }
 

@@ -35,7 +35,7 @@ extern "C" __global__ void pkrt_probe_crc32(const unsigned char* data, unsigned 
 
 // The device's grid barrier as the kernel runs it (sync_grid): a block barrier, thread 0's
 // device-scope release add, acquire polls with a sleep between them, a block barrier.
-extern "C" __global__ void pkrt_probe_grid_barrier(pkrt::detail::GridBarrierWords* words) {
-  const pkrt::detail::BlockEnv env{blockIdx.x, nullptr, nullptr, words, 64, 2000};
+extern "C" __global__ void pkrt_probe_grid_barrier(pkrt::detail::GridBarrierWord* word) {
+  const pkrt::detail::BlockEnv env{blockIdx.x, nullptr, nullptr, word, 64, 2000};
   pkrt::detail::sync_grid(env);
 }

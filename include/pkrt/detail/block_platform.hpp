@@ -32,7 +32,7 @@ struct BlockEnv {
   void* host_barrier;     // CPU backend: std::barrier<>* shared by all workers, null with one
                           // block (nothing to wait for); unused on CUDA
   void* host_chaos;       // CPU backend with chaos mode: ChaosTurn* (pkrt/detail/chaos.hpp); else null
-  GridBarrierWords* grid_barrier;      // CUDA: the grid barrier's words (in GridScratch); null on the CPU
+  GridBarrierWord* grid_barrier;       // CUDA: the grid barrier's word (in GridScratch); null on the CPU
   std::uint32_t barrier_spin;          // CUDA: polls before a barrier's waiters start to sleep
   std::uint32_t barrier_sleep_cap_ns;  // CUDA: their longest __nanosleep
 };
@@ -137,7 +137,6 @@ inline void chaos_delay(const ChaosTurn& chaos, std::uint32_t block) {
   }
 }
 #endif
-
 
 // Chaos mode only (CPU): waits until it is this block's turn to apply commands and step its
 // actors in `epoch` (the seeded order of pkrt/detail/chaos.hpp). No-op otherwise and on

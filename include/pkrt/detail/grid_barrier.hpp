@@ -35,16 +35,16 @@
 
 namespace pkrt::detail {
 
-struct GridBarrierWords {
+struct GridBarrierWord {
   alignas(64) std::uint32_t arrived;  // arrivals; bit 31 flips once per completed barrier
 };
 
 inline constexpr std::uint32_t kGridBarrierPhaseBit = 0x80000000u;
 
 template <class Pause>
-PKRT_HD inline void grid_barrier_arrive_and_wait(GridBarrierWords& words, std::uint32_t blocks, bool master,
+PKRT_HD inline void grid_barrier_arrive_and_wait(GridBarrierWord& word, std::uint32_t blocks, bool master,
                                                  std::uint32_t spin_polls, Pause&& pause) {
-  device_atomic_ref<std::uint32_t> arrived(words.arrived);
+  device_atomic_ref<std::uint32_t> arrived(word.arrived);
   const std::uint32_t add = master ? kGridBarrierPhaseBit - (blocks - 1) : 1u;
   // Release: publishes this block's writes (its other threads' too, through the caller's
   // block barrier) to every block whose acquire below reads the flipped word.

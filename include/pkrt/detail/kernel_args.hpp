@@ -50,7 +50,7 @@ struct GridScratch {
   alignas(64) std::uint64_t active_epoch;  // 1 + last epoch in which any block did work
   std::uint64_t consumed;                  // H2K slots all blocks have consumed so far
   std::uint64_t deferred;                  // commands taken from the rings, not yet due
-  GridBarrierWords barrier;                // the device's grid barrier (sync_grid)
+  GridBarrierWord barrier;                // the device's grid barrier (sync_grid)
 };
 
 // Set on a run directive: every block snapshots all its actors at the end of that epoch.
