@@ -55,6 +55,7 @@
 #include <pkrt/detail/kernel_args.hpp>
 #include <pkrt/detail/system_atomic.hpp>
 #include <pkrt/kernels/digest.hpp>
+#include <pkrt/kernels/h2k_stage.hpp>
 #include <pkrt/kernels/snapshot.hpp>
 #include <pkrt/ring.hpp>
 #include <pkrt/slot.hpp>
@@ -94,12 +95,12 @@ PKRT_HD inline void publish_ack(BlockState& bs, const Slot& cmd) {
               make_envelope(bs.epoch, cmd.payload.request, &ack, sizeof(ack)));
 }
 
-// Leader only. Applies one command at bs.epoch.
 // H2K slots a block consumes before it hands them back to the host with one store of the
 // ring's head: one store per batch instead of per slot, and the host's producer never waits
 // on more than this many slots it could already reuse.
 inline constexpr std::uint64_t kH2KCommitBatch = 64;
 
+// Leader only. Applies one command at bs.epoch.
 template <class App>
 PKRT_HD void apply_command(BlockState& bs, const Slot& cmd, std::uint32_t first, std::uint32_t last) {
   const KernelArgs& args = *bs.args;
@@ -171,16 +172,18 @@ PKRT_HD void apply_command(BlockState& bs, const Slot& cmd, std::uint32_t first,
   }
 }
 
-// Leader only. Applies every command due at bs.epoch: first the deferred ones that came
-// due, in (apply_epoch, publication) order, then the ring's, deferring those not yet due.
-// A command due later therefore never holds back one due sooner (a snapshot release, say),
-// and commands due at the same epoch apply in the order they were sent. Ring slots are handed
-// back in batches (one head store per kH2KCommitBatch slots and at the end), the
-// acknowledgements of the epoch's commands go out as kOpAckRange runs at the end, the K2H
-// slots the commands produce are published once per kK2HPublishBatch applications, and the
-// host pump is woken once per kK2HWakeBatch replies and at the end (BlockState::defer_wakes).
+// All threads. Applies every command due at bs.epoch: first the deferred ones that came due,
+// in (apply_epoch, publication) order, then the ring's, deferring those not yet due (the
+// leader applies; the other threads help copy the ring's slots, stage_h2k_run). A command
+// due later therefore never holds back one due sooner (a snapshot release, say), and commands
+// due at the same epoch apply in the order they were sent. Ring slots are handed back in
+// batches (one head store per kH2KCommitBatch slots and at the end), the acknowledgements of
+// the epoch's commands go out as kOpAckRange runs at the end, the K2H slots the commands
+// produce are published once per kK2HPublishBatch applications, and the host pump is woken
+// once per kK2HWakeBatch replies and at the end (BlockState::defer_wakes).
 template <class App>
-PKRT_HD void apply_due_commands(BlockState& bs, std::uint32_t first, std::uint32_t last) {
+PKRT_HD void apply_due_commands(BlockState& bs, H2KStage& stage, std::uint32_t first, std::uint32_t last) {
+  const bool leader = thread_rank() == 0;
   const KernelArgs& args = *bs.args;
   Slot* deferred = args.deferred + std::uint64_t{args.deferred_capacity} * block_index(bs.env);
   std::uint32_t applied = 0;
@@ -188,43 +191,67 @@ PKRT_HD void apply_due_commands(BlockState& bs, std::uint32_t first, std::uint32
     apply_command<App>(bs, cmd, first, last);
     if (++applied % kK2HPublishBatch == 0) bs.k2h.publish_staged();
   };
-  bs.defer_wakes = true;
-  while (bs.deferred_count > 0 && bs.epoch >= bs.deferred_min) {
-    std::uint32_t pick = bs.deferred_count;
-    for (std::uint32_t i = 0; i < bs.deferred_count; ++i) {
-      const Slot& d = deferred[i];
-      if (d.payload.epoch > bs.epoch) continue;
-      if (pick == bs.deferred_count || d.payload.epoch < deferred[pick].payload.epoch ||
-          (d.payload.epoch == deferred[pick].payload.epoch && d.header.seq < deferred[pick].header.seq))
-        pick = i;
-    }
-    if (pick == bs.deferred_count) break;
-    const Slot cmd = deferred[pick];
-    deferred[pick] = deferred[--bs.deferred_count];
-    apply(cmd);
-    bs.deferred_min = ~std::uint64_t{0};
-    for (std::uint32_t i = 0; i < bs.deferred_count; ++i)
-      bs.deferred_min = deferred[i].payload.epoch < bs.deferred_min ? deferred[i].payload.epoch : bs.deferred_min;
-  }
   // Only what was published when this epoch's apply began: a host that refills the ring as
   // fast as the block applies it must not keep one epoch (and its heartbeat) open for ever.
-  const std::uint64_t stop_at = bs.h2k.published();
-  Slot cmd;
-  while (bs.h2k.position() < stop_at && bs.h2k.peek(cmd)) {
-    if (cmd.payload.epoch > bs.epoch) {
-      if (bs.deferred_count == args.deferred_capacity) break;  // full: the ring backs up
-      deferred[bs.deferred_count++] = cmd;
-      bs.deferred_min = cmd.payload.epoch < bs.deferred_min ? cmd.payload.epoch : bs.deferred_min;
-    } else {
+  std::uint64_t stop_at = 0;
+  if (leader) {
+    bs.defer_wakes = true;
+    while (bs.deferred_count > 0 && bs.epoch >= bs.deferred_min) {
+      std::uint32_t pick = bs.deferred_count;
+      for (std::uint32_t i = 0; i < bs.deferred_count; ++i) {
+        const Slot& d = deferred[i];
+        if (d.payload.epoch > bs.epoch) continue;
+        if (pick == bs.deferred_count || d.payload.epoch < deferred[pick].payload.epoch ||
+            (d.payload.epoch == deferred[pick].payload.epoch && d.header.seq < deferred[pick].header.seq))
+          pick = i;
+      }
+      if (pick == bs.deferred_count) break;
+      const Slot cmd = deferred[pick];
+      deferred[pick] = deferred[--bs.deferred_count];
       apply(cmd);
+      bs.deferred_min = ~std::uint64_t{0};
+      for (std::uint32_t i = 0; i < bs.deferred_count; ++i)
+        bs.deferred_min = deferred[i].payload.epoch < bs.deferred_min ? deferred[i].payload.epoch : bs.deferred_min;
     }
-    bs.h2k.advance();
-    if (bs.h2k.uncommitted() >= kH2KCommitBatch) bs.h2k.commit();
+    stop_at = bs.h2k.published();
+    stage.ring = bs.h2k.slots();
   }
-  bs.h2k.commit();
-  flush_acks(bs);
-  bs.defer_wakes = false;
-  announce_k2h(bs);
+  bool backed_up = false;  // the deferred list is full: the rest stays in the ring (leader)
+  for (;;) {
+    if (leader) {
+      const std::uint64_t left = backed_up ? 0 : stop_at - bs.h2k.position();
+      stage.first = bs.h2k.position();
+      stage.count = static_cast<std::uint32_t>(left < kH2KStageSlots ? left : kH2KStageSlots);
+    }
+    const std::uint32_t count = stage_h2k_run(stage);
+    if (count == 0) break;
+    if (!leader) continue;
+    for (std::uint32_t i = 0; i < count; ++i) {
+      const Slot& cmd = stage.slots[i];
+      if (cmd.header.seq != stage.first + i + 1) {  // not readable: stop as peek() would
+        backed_up = true;
+        break;
+      }
+      if (cmd.payload.epoch > bs.epoch) {
+        if (bs.deferred_count == args.deferred_capacity) {  // full: the ring backs up
+          backed_up = true;
+          break;
+        }
+        deferred[bs.deferred_count++] = cmd;
+        bs.deferred_min = cmd.payload.epoch < bs.deferred_min ? cmd.payload.epoch : bs.deferred_min;
+      } else {
+        apply(cmd);
+      }
+      bs.h2k.advance();
+      if (bs.h2k.uncommitted() >= kH2KCommitBatch) bs.h2k.commit();
+    }
+  }
+  if (leader) {
+    bs.h2k.commit();
+    flush_acks(bs);
+    bs.defer_wakes = false;
+    announce_k2h(bs);
+  }
 }
 
 // Whether any block did work in `epoch` or a command is waiting anywhere (event-driven
@@ -583,6 +610,7 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
   const std::uint32_t last = block_first_actor(b + 1, args.num_blocks, args.num_actors);
 
   PKRT_BLOCK_SHARED BoundaryOp boundary_ops[2][kMaxBoundaryOps];
+  PKRT_BLOCK_SHARED H2KStage h2k_stage;
   BlockState bs{};
   bs.snapshot_ops = boundary_ops[0];
   bs.restore_ops = boundary_ops[1];
@@ -655,7 +683,7 @@ PKRT_HD void run_persistent_block(const KernelArgs& args, const BlockEnv& env) {
     bs.active = false;
     bs.restores = 0;
     begin_step_turn(env, epoch);  // chaos mode (CPU) only: blocks take turns in a seeded order
-    if (leader) apply_due_commands<App>(bs, first, last);
+    apply_due_commands<App>(bs, h2k_stage, first, last);
     sync_block();  // handler writes are visible to every thread before the step
     const std::uint32_t restores = block_broadcast(bs.restores);
     for (std::uint32_t i = 0; i < restores; ++i) {

@@ -1,6 +1,7 @@
-// Ptx: the ring's device paths keep system-scope release/acquire after compilation, and the
-// device's grid barrier its device-scope orders and its sleep. Reads the PTX that the build
-// produced from tests/ptx/ring_probe.cu (path in PKRT_PROBE_PTX).
+// Ptx: the ring's device paths keep system-scope release/acquire after compilation (a block's
+// shared copy of an H2K run included), and the device's grid barrier its device-scope orders
+// and its sleep. Reads the PTX that the build produced from tests/ptx/ring_probe.cu (path in
+// PKRT_PROBE_PTX).
 #include <gtest/gtest.h>
 
 #include <fstream>
@@ -65,6 +66,23 @@ TEST(Ptx, PollLoadsTheSequenceWithSystemScopeAcquireAndReleasesTheHead) {
   EXPECT_TRUE(std::regex_search(body, std::regex(R"(ld\.acquire\.sys(\.global)?\.[bu]64)"))) << body;
   EXPECT_TRUE(std::regex_search(body, std::regex(R"(st\.release\.sys(\.global)?\.[bu]64)"))) << body;
   // No read-modify-write atomics: they do not work across PCIe.
+  EXPECT_FALSE(std::regex_search(body, std::regex(R"(atom\.)"))) << body;
+}
+
+TEST(Ptx, ABlockCopiesItsH2KRunWithAcquireLoadsBetweenBarriersBeforeTheHeadRelease) {
+  const std::string body = function_body(read_ptx(), "pkrt_probe_h2k_stage");
+  ASSERT_FALSE(body.empty()) << "pkrt_probe_h2k_stage not found in " << PKRT_PROBE_PTX;
+  // In this order: the barrier after the leader's bounds, each thread's acquire of its slot's
+  // seq at system scope (the slot is host memory), the barrier that hands the copies to the
+  // leader, and only then the leader's release of the ring's head.
+  EXPECT_TRUE(std::regex_search(body, std::regex(R"(bar\.sync[\s\S]*ld\.acquire\.sys(\.global)?\.[bu]64)"
+                                                 R"([\s\S]*bar\.sync[\s\S]*st\.release\.sys(\.global)?\.[bu]64)")))
+      << body;
+  // The head is released after the second barrier only, never before it.
+  const auto release = body.find("st.release.sys");
+  const auto last_barrier = body.rfind("bar.sync", release);
+  ASSERT_NE(release, std::string::npos) << body;
+  EXPECT_EQ(body.find("ld.acquire.sys", last_barrier), std::string::npos) << body;
   EXPECT_FALSE(std::regex_search(body, std::regex(R"(atom\.)"))) << body;
 }
 

@@ -41,6 +41,8 @@
 //   store each slot's seq (release, in position order) and `published` once; a consumer may
 //   advance past several slots (steps 1-2 each) and hand them all back with one store of head
 //   (commit). Neither changes the protocol: each slot still has its own release/acquire pair.
+//   Steps 1-2 of a run of positions may be done by other threads of the consumer's agent
+//   (RingSlotsView) when a barrier orders them before the consumer's commit.
 //   A producer may also stage slots one at a time (steps 1-3, try_stage) and store
 //   `published` later for all of them (step 4, publish_staged): the consumer's gate, whose
 //   line it polls, then moves once per run of slots instead of once per slot. Staged slots
@@ -197,6 +199,31 @@ class RingProducer {
   std::uint64_t cached_head_ = 0;
 };
 
+// Consumer steps 1-2 (copy a published slot) for any position below the consumer's last
+// load of `published`. A consumer may have other threads of its own agent do them in parallel
+// for a run of positions (a GPU block: one PCIe round trip for a run of slots instead of one
+// per slot, pkrt/kernels/h2k_stage.hpp), provided every such copy happens
+// before the consumer's commit of those positions (a block barrier between them): the
+// consumer's release of head is then cumulative over them, so the producer cannot overwrite
+// a slot that a helper thread is still reading.
+struct RingSlotsView {
+  const Slot* slots;
+  std::uint32_t mask;
+
+  // Copies the slot at `pos` into `out`; false when it does not hold position `pos`.
+  PKRT_HD bool copy(std::uint64_t pos, Slot& out) const {
+    const Slot& slot = slots[pos & mask];
+    // Acquire: pairs with the producer's store_release(seq); the copy below sees its writes.
+    if (detail::load_acquire(slot.header.seq) != pos + 1) return false;
+    out.header.seq = pos + 1;
+    out.header.opcode = slot.header.opcode;
+    out.header.flags = slot.header.flags;
+    out.header.actor = slot.header.actor;
+    out.payload = slot.payload;
+    return true;
+  }
+};
+
 // Consumer side. Keeps its position privately and publishes it as the ring's head.
 class RingConsumer {
  public:
@@ -214,17 +241,10 @@ class RingConsumer {
 
   // Copies the slot at `pos` (position() <= pos < the last published()) without consuming
   // it; false when it is not readable.
-  PKRT_HD bool peek_at(std::uint64_t pos, Slot& out) const {
-    const Slot& slot = slots_[pos & mask_];
-    // Acquire: pairs with the producer's store_release(seq); the copy below sees its writes.
-    if (detail::load_acquire(slot.header.seq) != pos + 1) return false;
-    out.header.seq = pos + 1;
-    out.header.opcode = slot.header.opcode;
-    out.header.flags = slot.header.flags;
-    out.header.actor = slot.header.actor;
-    out.payload = slot.payload;
-    return true;
-  }
+  PKRT_HD bool peek_at(std::uint64_t pos, Slot& out) const { return slots().copy(pos, out); }
+  // The slots, for threads that copy published slots on this consumer's behalf (see
+  // RingSlotsView). The consumer itself still decides how far to read and when to commit.
+  PKRT_HD RingSlotsView slots() const { return RingSlotsView{slots_, mask_}; }
 
   // Reloads the producer's `published` and returns it: the consumer may read every position
   // below it. (A consumer that stops there bounds its work by what was published when it

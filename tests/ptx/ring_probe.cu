@@ -39,3 +39,26 @@ extern "C" __global__ void pkrt_probe_grid_barrier(pkrt::detail::GridBarrierWord
   const pkrt::detail::BlockEnv env{blockIdx.x, nullptr, nullptr, word, 64, 2000};
   pkrt::detail::sync_grid(env);
 }
+
+#include <pkrt/kernels/h2k_stage.hpp>
+
+// A block's copy of a run of H2K slots (stage_h2k_run) as the kernel runs it: thread 0 sets
+// the bounds, a block barrier, every thread's acquire load of its slot's seq and copy, a block
+// barrier; then thread 0 commits the run with the ring's head.
+extern "C" __global__ void pkrt_probe_h2k_stage(pkrt::RingHeader* ring, unsigned count, pkrt::Slot* out) {
+  __shared__ pkrt::detail::H2KStage stage;
+  pkrt::RingConsumer consumer(ring);
+  if (threadIdx.x == 0) {
+    stage.ring = consumer.slots();
+    stage.first = consumer.position();
+    stage.count = count;
+  }
+  const unsigned n = pkrt::detail::stage_h2k_run(stage);
+  if (threadIdx.x == 0) {
+    for (unsigned i = 0; i < n; ++i) {
+      out[i] = stage.slots[i];
+      consumer.advance();
+    }
+    consumer.commit();
+  }
+}
