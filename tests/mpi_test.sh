@@ -92,6 +92,14 @@ echo "ok: a bad --grid over ranks exits 2 with the fix"
 [ "$(checksum_of ck4.json)" = "${single[1]}" ] || fail "4 ranks with checkpoints changed the checksum"
 "$pkrt" checkpoint list ck4 >ck4.list || fail "checkpoint list of a multi-rank directory"
 expect_in ck4.list "3 global checkpoints, 3 whole; restorable epochs: 20 40 60" "checkpoint list"
+"$pkrt" checkpoint ls ck4 >ck4.ls || fail "checkpoint ls of a multi-rank directory"
+cmp -s ck4.list ck4.ls || fail "checkpoint ls differs from checkpoint list: $(diff ck4.list ck4.ls)"
+"$pkrt" checkpoint inspect ck4/heat2d-global-e000000000040.pkglobal >ck4.inspect ||
+  fail "checkpoint inspect of a global manifest: $(cat ck4.inspect)"
+expect_in ck4.inspect "actors     12 over 4 ranks" "inspect of a global checkpoint names its rank count"
+expect_in ck4.inspect "status     whole: restorable on any rank count" "inspect of a global checkpoint"
+[ "$(grep -c '^  rank [0-3] .*([0-9]* actors): whole$' ck4.inspect)" -eq 4 ] || fail "inspect: every rank's set: $(cat ck4.inspect)"
+echo "ok: checkpoint ls/list and inspect show a 4-rank global checkpoint, each rank's set whole"
 for np in 2 3; do
   "${mpirun[@]}" -np "$np" "$pkrt" "${common[@]}" --threads 1 --restore ck4 --restore-epoch 40 >"r$np.json" 2>"r$np.err" ||
     fail "restore on $np ranks: $(cat "r$np.err")"

@@ -37,6 +37,9 @@ Result<Opened> open_path(const std::string& path, bool allow_file, bool allow_di
     out.file = p.filename().string();
   } else if (allow_dir && std::filesystem::is_directory(p, ec)) {
     dir = path;
+  } else if (!std::filesystem::exists(std::filesystem::symlink_status(p, ec))) {
+    return Status(StatusCode::kNotFound, "'" + path + "' does not exist. Fix: check the path (`pkrt checkpoint list DIR` "
+                                         "shows what a checkpoint directory holds)");
   } else {
     return Status(StatusCode::kInvalidArgument,
                   "'" + path + "' is not " + (allow_file && allow_dir ? "a checkpoint file or directory" :
@@ -663,6 +666,7 @@ void add_checkpoint_command(CLI::App& app, CheckpointOptions& o) {
   CLI::App* list = cmd->add_subcommand(
       "list", "Checkpoint files by actor and epoch, committed sets, and incomplete sets (never restorable); for a "
               "multi-rank run's directory, its global checkpoints with each rank's set status");
+  list->alias("ls");
   list->add_option("DIR", o.path, "Checkpoint directory")->required();
   list->add_flag("--json", o.json, "Print as JSON");
   CLI::App* inspect = cmd->add_subcommand(
