@@ -216,7 +216,7 @@ PKRT_HD void apply_due_commands(BlockState& bs, H2KStage& stage, std::uint32_t f
     stop_at = bs.h2k.published();
     stage.ring = bs.h2k.slots();
   }
-  bool backed_up = false;  // the deferred list is full: the rest stays in the ring (leader)
+  bool backed_up = false;  // deferred list full or a slot unreadable: the rest stays in the ring (leader)
   for (;;) {
     if (leader) {
       const std::uint64_t left = backed_up ? 0 : stop_at - bs.h2k.position();
