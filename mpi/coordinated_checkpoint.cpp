@@ -179,16 +179,14 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
   // Agreed: a rank that cannot take part would leave the others waiting in the collectives below.
   PKRT_RETURN_IF_ERROR(agree(ready, "checkpoint()"));
   // Right after start() the grids are parked at their start epoch before its exchange: the K2K
-  // and forwarded commands of that epoch are with no rank yet, so they would be in no image,
-  // and the gated grids cannot serve the snapshot. That exchange comes first (the grids stay
-  // parked at the same epoch).
+  // of that epoch is with no rank yet, so it would be in no image, and the gated grids cannot
+  // serve the snapshot. That exchange comes first (the grids stay parked at the same epoch).
   if (exchanges_ && next_exchange_ <= parked_at_) {
     const Status exchanged = run_until(parked_at_);
     if (!exchanged.ok()) return exchanged;
   }
-  // 1. Every rank parked at one epoch, and no host command forwarded but not yet delivered
-  //    (it would be in no rank's queued commands at the cut). One maximum: the lowest epoch as
-  //    the largest complement.
+  // 1. Every rank parked at one epoch. One maximum: the lowest epoch as the largest
+  //    complement, and whether any rank holds host commands for other ranks' actors.
   const std::uint64_t epoch = local_->stats().epoch;
   auto most = allreduce({epoch, ~epoch, forward_.size()}, MPI_MAX, timeout_, "comparing the ranks' parked epochs");
   if (!most.ok()) return most.status();
@@ -199,9 +197,16 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
                       ". Fix: call run_until(epoch) on every rank before checkpoint()");
   }
   if (forwarded != 0) {
-    return Status(StatusCode::kFailedPrecondition,
-                  "host command(s) posted to other ranks' actors are not delivered yet "
-                  "(they travel with the next exchange). Fix: checkpoint before posting them, or after the next run_until");
+    // Handed to their owners first, so that they are in the owners' queued commands at the
+    // cut (a restore posts them again, on whichever rank then runs their actors).
+    Status handed = hand_over_commands(Status());
+    handed = agree(handed, "handing over host commands before checkpoint()");
+    if (!handed.ok()) {
+      // A command may now be on no rank: the run cannot go on as written.
+      fail(handed);
+      local_->shutdown().ignore();
+      return handed;
+    }
   }
   // 2. Phase 1: this rank's set, durable.
   Status mine;

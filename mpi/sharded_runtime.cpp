@@ -9,8 +9,7 @@
 //      all-reduce instead of data);
 //   2. collect e's outbound K2K (Runtime::collect_outbound_k2k) and the replies due at e, and
 //      pack one message per destination rank: a MessageHeader, the K2KTransfer records, their
-//      payloads, the host commands forwarded to the receiver's actors (post and send), the
-//      replies to the receiver's forwarded sends that applied by e;
+//      payloads, the replies to the receiver's forwarded sends that applied by e;
 //   3. MPI_Issend each message (tag kDataTag + e % 2), and meanwhile receive whatever arrives
 //      for e (MPI_Improbe from any source, MPI_Imrecv). Once our synchronous sends have all
 //      matched, join an MPI_Iallreduce(MAXLOC) of {failure code, rank}; keep receiving until
@@ -19,13 +18,22 @@
 //      there within the deadline is named by those whose messages it did not take, and the
 //      job is aborted (peers_lost). A failure in the result: every rank agrees on who failed
 //      (agree()) and returns it;
-//   4. post (or send, keeping the future) the forwarded commands, in rank order (their apply
-//      epochs are >= e + D: the grid cannot have started them), complete the futures of this
-//      rank's forwarded sends with their replies, then deliver the K2K in rank order
-//      (Runtime::deliver_inbound_k2k), which opens e + D.
+//   4. complete the futures of this rank's forwarded sends with their replies, then deliver
+//      the K2K in rank order (Runtime::deliver_inbound_k2k), which opens e + D.
 // A reply is ready on the owner at step 2 of its command's apply epoch a: the kernel answers
 // every command of epoch a before the heartbeat of a (kernels/persistent_loop.hpp, step 8),
 // so the owner waits only for its own pump or drain, and the reply travels with a's exchange.
+//
+// The hand-over (hand_over_commands): host commands posted or sent to another rank's actor
+// wait on the calling rank until its next collective call. run_until (and checkpoint) then
+// start with one more round of step 3 (tag kHandOverTag), every grid still parked at p: each
+// rank sends each owner a MessageHeader and the WireCommand records for it, and the owners
+// post (send) them in rank order before any grid leaves p. So a command applies at
+// max(apply epoch, p + 1) on any rank, exactly as Runtime::post on its owner would have made
+// it, and a run's results do not depend on which rank called. A run_until with nothing to
+// hand over pays that round's 8-byte all-reduce. The tag is the round's own: a peer that left
+// the hand-over can already send its first exchange message, never its next hand-over (the
+// run_until's closing agreement comes between).
 // Messages carry their epoch, checked on receipt.
 #include <pkrt/crc32.hpp>
 #include <pkrt/mpi.hpp>
@@ -52,15 +60,17 @@ using detail::rank_list;
 using detail::wait_all;
 using detail::wait_one;
 
-constexpr int kDataTag = 7302;  // and 7303: epochs alternate
+constexpr int kDataTag = 7302;      // and 7303: epochs alternate
+constexpr int kHandOverTag = 7304;  // forwarded host commands (hand_over_commands)
 
-// What starts each exchange message (a peer gets one only when there is something for it).
+// What starts each exchange or hand-over message (a peer gets one only when there is
+// something for it).
 struct MessageHeader {
   std::uint64_t epoch = 0;
   std::uint64_t messages = 0;     // K2KTransfer records for the receiver
   std::uint64_t bytes = 0;        // their payload bytes
   std::uint64_t reply_bytes = 0;  // replies to the receiver's forwarded sends (WireReply + text)
-  std::uint32_t commands = 0;     // host commands forwarded to the receiver (WireCommand records)
+  std::uint32_t commands = 0;     // hand-over only: host commands for the receiver's actors (WireCommand)
   std::uint32_t reserved = 0;
 };
 static_assert(sizeof(MessageHeader) == 40, "MessageHeader travels as bytes");
@@ -527,8 +537,7 @@ Status ShardedRuntime::agree(const Status& mine, const std::string& what, std::c
                                           what + "; this rank stops too. Their output says why");
 }
 
-Status ShardedRuntime::check_command(std::uint32_t actor, const void* data, std::size_t bytes,
-                                     std::uint64_t& apply_epoch) const {
+Status ShardedRuntime::check_command(std::uint32_t actor, const void* data, std::size_t bytes) const {
   if (actor >= partition_.actors()) {
     return Status(StatusCode::kOutOfRange, "actor " + std::to_string(actor) + " is out of range (the program has " +
                                                std::to_string(partition_.actors()) + " actors)");
@@ -539,19 +548,16 @@ Status ShardedRuntime::check_command(std::uint32_t actor, const void* data, std:
                                                     " for actor " + std::to_string(actor) + " (at most " +
                                                     std::to_string(kEnvelopeDataBytes) + " bytes)");
   }
-  if (owns(actor)) return Status();
-  const std::uint64_t earliest = earliest_remote_apply_epoch();
-  if (apply_epoch != 0 && apply_epoch < earliest) {
-    return Status(StatusCode::kFailedPrecondition,
-                  "actor " + std::to_string(actor) + " runs on rank " + std::to_string(partition_.owner(actor)) +
-                      ": a command forwarded now reaches it with the exchange of epoch " + std::to_string(next_exchange_) +
-                      " and can apply at epoch " + std::to_string(earliest) + " at the earliest, not " +
-                      std::to_string(apply_epoch) + ". Fix: an apply epoch >= " + std::to_string(earliest) +
-                      ", or send it from rank " + std::to_string(partition_.owner(actor)));
-  }
-  if (apply_epoch == 0) apply_epoch = earliest;
   return Status();
 }
+
+std::uint64_t ShardedRuntime::park_epoch() const {
+  if (started_) return parked_at_;
+  const std::uint64_t first = local_->first_exchange_epoch();  // as start() computes it
+  return first == 0 ? 0 : first - 1;
+}
+
+std::uint64_t ShardedRuntime::earliest_remote_apply_epoch() const { return park_epoch() + 1; }
 
 Status ShardedRuntime::after_shutdown(const char* call) const {
   return Status(StatusCode::kFailedPrecondition, "rank " + std::to_string(context_.rank) + ": " + call +
@@ -569,7 +575,7 @@ Status ShardedRuntime::can_command(const char* call) const {
 Status ShardedRuntime::post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
                             std::uint64_t apply_epoch) {
   PKRT_RETURN_IF_ERROR(can_command("post()"));
-  PKRT_RETURN_IF_ERROR(check_command(actor, data, bytes, apply_epoch));
+  PKRT_RETURN_IF_ERROR(check_command(actor, data, bytes));
   if (owns(actor)) return local_->post(local_index(actor), opcode, data, bytes, apply_epoch);
   forward(actor, opcode, data, bytes, apply_epoch, 0);
   return Status();
@@ -591,7 +597,7 @@ ReplyFuture ShardedRuntime::send(std::uint32_t actor, std::uint16_t opcode, cons
   // 16M futures outstanding: an invalid future, as Runtime::send gives then (get() says so).
   if (index == pkrt::detail::RequestTable::kNoRecord) return ReplyFuture();
   Status bad = can_command("send()");
-  if (bad.ok()) bad = check_command(actor, data, bytes, apply_epoch);
+  if (bad.ok()) bad = check_command(actor, data, bytes);
   if (!bad.ok()) return replies_->complete_unbound(index, actor, opcode, nullptr, std::move(bad));
   const bool owned = owns(actor);
   const std::uint32_t lane = owned ? kOwnedLane : kRemoteLane;
@@ -628,18 +634,43 @@ Status ShardedRuntime::wait_local(std::uint64_t epoch) {
 
 Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure) {
   const auto started = std::chrono::steady_clock::now();
-  const int me = context_.rank;
   // 2. This epoch's message for each peer that has something for it.
   std::map<int, std::vector<std::byte>> outgoing;
   Status failure = local_failure;
   if (failure.ok()) failure = pack_outgoing(epoch, outgoing);
   if (!failure.ok()) outgoing.clear();  // a failing rank sends nothing, only its code
 
-  // 3. Synchronous sends, then receive whatever comes until every rank has joined the
-  //    consensus. Epochs alternate tags: a peer may already send epoch e + 1's message while
-  //    this rank still waits for e's consensus (it cannot send e + 2's before this rank has
-  //    joined e + 1's), and the two must not be matched to each other.
-  const int tag = kDataTag + static_cast<int>(epoch & 1);
+  // 3. Epochs alternate tags: a peer may already send epoch e + 1's message while this rank
+  //    still waits for e's consensus (it cannot send e + 2's before this rank has joined
+  //    e + 1's), and the two must not be matched to each other.
+  std::map<int, std::vector<std::byte>> incoming;
+  PKRT_RETURN_IF_ERROR(swap_messages(kDataTag + static_cast<int>(epoch & 1),
+                                     "the K2K exchange of epoch " + std::to_string(epoch), outgoing, failure, incoming));
+
+  // 4. The peers' messages in rank order: replies, then the K2K, delivered at once.
+  std::vector<K2KTransfer> inbound;
+  std::vector<std::byte> inbound_payload;
+  for (const auto& [peer, buf] : incoming) PKRT_RETURN_IF_ERROR(unpack_incoming(epoch, peer, buf, inbound, inbound_payload));
+  // Recorded before the delivery: a replay of this rank alone delivers exactly this. The log is
+  // a diagnostic: failing to write it (a full disk) drops it, reported, and the run goes on.
+  if (k2k_log_) {
+    const Status logged = k2k_log_->append(epoch, inbound, inbound_payload);
+    if (!logged.ok()) {
+      std::fprintf(stderr, "pkrt: rank %d: %s; this rank's inbound K2K log ends at epoch %llu\n", context_.rank,
+                   logged.message().c_str(), static_cast<unsigned long long>(epoch));
+      k2k_log_.reset();
+    }
+  }
+  PKRT_RETURN_IF_ERROR(local_->deliver_inbound_k2k(epoch, inbound, inbound_payload));
+  ++stats_.epochs;
+  stats_.seconds_in_exchange += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return Status();
+}
+
+Status ShardedRuntime::swap_messages(int tag, const std::string& what, std::map<int, std::vector<std::byte>>& outgoing,
+                                     const Status& failure, std::map<int, std::vector<std::byte>>& incoming) {
+  const int me = context_.rank;
+  // Synchronous sends, then receive whatever comes until every rank has joined the consensus.
   std::vector<MPI_Request> sends;
   std::vector<int> send_peer;
   for (auto& [peer, m] : outgoing) {
@@ -647,7 +678,6 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
     send_peer.push_back(peer);
     MPI_Issend(m.data(), static_cast<int>(m.size()), MPI_BYTE, peer, tag, comm_, &sends.back());
   }
-  std::map<int, std::vector<std::byte>> incoming;
   std::vector<MPI_Request> receives;
   std::vector<int> receive_peer;
   // On the heap: a timeout leaves the all-reduce pending on them (see peers_lost).
@@ -657,7 +687,7 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
   worst = {0, 0};
   MPI_Request consensus = MPI_REQUEST_NULL;
   bool joined = false;
-  int duplicate = -1;  // a peer that sent two messages for this epoch (a bug: reported)
+  int duplicate = -1;  // a peer that sent two messages for this round (a bug: reported)
   // From here: packing may have waited for replies (collect_due_replies, at most a quarter
   // of the timeout), which must not eat into the wait for the peers.
   const auto deadline = std::chrono::steady_clock::now() + timeout_;
@@ -696,7 +726,7 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
       }
     } else {
       // Complete on every rank only once every rank joined, so after their sends matched:
-      // nothing more is on its way to us for this epoch.
+      // nothing more is on its way to us in this round.
       MPI_Test(&consensus, &done, MPI_STATUS_IGNORE);
       if (done != 0) break;
     }
@@ -714,7 +744,7 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
       told_peers_ = true;  // a peer that never arrives is stuck or gone: nobody left to tell
       return peers_lost(Status(
           StatusCode::kTimeout,
-          "rank " + std::to_string(me) + " at the K2K exchange of epoch " + std::to_string(epoch) + ": " +
+          "rank " + std::to_string(me) + " at " + what + ": " +
               (owed.empty() ? std::string("some rank did not reach it")
                             : "rank(s) " + rank_list(owed) + " did not take this rank's messages") +
               " within " + std::to_string(timeout_.count()) +
@@ -725,7 +755,7 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
     else std::this_thread::sleep_for(std::chrono::microseconds(20));
   }
   const Status received = wait_all(receives, receive_peer, timeout_,
-                                   "rank " + std::to_string(me) + " receiving K2K of epoch " + std::to_string(epoch));
+                                   "rank " + std::to_string(me) + " receiving its messages of " + what);
   if (!received.ok()) {
     for (auto& [peer, buf] : incoming) abandoned_.push_back(std::move(buf));
     told_peers_ = true;
@@ -735,34 +765,13 @@ Status ShardedRuntime::exchange(std::uint64_t epoch, const Status& local_failure
     // Some rank failed: every rank learnt it from the same consensus, so all of them agree
     // here on who (this rank's own error, or one naming the ranks that failed).
     told_peers_ = true;
-    return agree(failure, "the exchange of epoch " + std::to_string(epoch));
+    return agree(failure, what);
   }
   told_peers_ = false;
   if (duplicate >= 0) {
     return Status(StatusCode::kInternal, "rank " + std::to_string(duplicate) + " sent rank " + std::to_string(me) +
-                                             " two messages at the exchange of epoch " + std::to_string(epoch));
+                                             " two messages at " + what);
   }
-  stats_.commands_forwarded += forward_.size();
-  forward_.clear();  // every owner has them
-
-  // 4. The peers' messages in rank order: forwarded commands first (their apply epochs are
-  //    >= e + D), replies, then the K2K, delivered at once.
-  std::vector<K2KTransfer> inbound;
-  std::vector<std::byte> inbound_payload;
-  for (const auto& [peer, buf] : incoming) PKRT_RETURN_IF_ERROR(unpack_incoming(epoch, peer, buf, inbound, inbound_payload));
-  // Recorded before the delivery: a replay of this rank alone delivers exactly this. The log is
-  // a diagnostic: failing to write it (a full disk) drops it, reported, and the run goes on.
-  if (k2k_log_) {
-    const Status logged = k2k_log_->append(epoch, inbound, inbound_payload);
-    if (!logged.ok()) {
-      std::fprintf(stderr, "pkrt: rank %d: %s; this rank's inbound K2K log ends at epoch %llu\n", context_.rank,
-                   logged.message().c_str(), static_cast<unsigned long long>(epoch));
-      k2k_log_.reset();
-    }
-  }
-  PKRT_RETURN_IF_ERROR(local_->deliver_inbound_k2k(epoch, inbound, inbound_payload));
-  ++stats_.epochs;
-  stats_.seconds_in_exchange += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   return Status();
 }
 
@@ -772,7 +781,7 @@ Status ShardedRuntime::pack_outgoing(std::uint64_t epoch, std::map<int, std::vec
   PKRT_RETURN_IF_ERROR(local_->collect_outbound_k2k(epoch, outbound_, outbound_payload_));
   struct Parts {
     MessageHeader header;
-    std::vector<std::byte> records, payload, commands, replies;
+    std::vector<std::byte> records, payload, replies;
   };
   std::map<int, Parts> parts;
   std::size_t offset = 0;
@@ -785,17 +794,6 @@ Status ShardedRuntime::pack_outgoing(std::uint64_t epoch, std::map<int, std::vec
     ++p.header.messages;
     p.header.bytes += t.bytes;
   }
-  for (const ForwardedCommand& f : forward_) {
-    Parts& p = parts[static_cast<int>(partition_.owner(f.command.actor))];
-    WireCommand w;
-    w.actor = f.command.actor;
-    w.opcode = f.command.opcode;
-    w.apply_epoch = f.command.apply_epoch;
-    w.reply_token = f.reply_token;
-    w.data = f.command.data;
-    append_bytes(p.commands, w);
-    ++p.header.commands;
-  }
   std::map<int, std::vector<std::byte>> replies;
   collect_due_replies(epoch, replies);
   for (auto& [peer, bytes] : replies) {
@@ -805,19 +803,19 @@ Status ShardedRuntime::pack_outgoing(std::uint64_t epoch, std::map<int, std::vec
   }
   for (auto& [peer, p] : parts) {
     p.header.epoch = epoch;
-    const std::uint64_t total = sizeof p.header + p.records.size() + p.payload.size() + p.commands.size() + p.replies.size();
+    const std::uint64_t total = sizeof p.header + p.records.size() + p.payload.size() + p.replies.size();
     // One MPI message per peer, counted in int.
     if (total > static_cast<std::uint64_t>(std::numeric_limits<int>::max())) {
       return Status(StatusCode::kUnsupported, "epoch " + std::to_string(epoch) + "'s message from rank " +
                                                   std::to_string(context_.rank) + " to rank " + std::to_string(peer) +
                                                   " would be " + std::to_string(total) +
                                                   " bytes (at most 2 GiB per peer and epoch). Fix: more ranks, "
-                                                  "smaller K2K messages, or fewer commands per epoch");
+                                                  "smaller K2K messages, or fewer sends to other ranks per epoch");
     }
     std::vector<std::byte>& out = outgoing[peer];
     out.reserve(total);
     append_bytes(out, p.header);
-    for (const auto* part : {&p.records, &p.payload, &p.commands, &p.replies}) out.insert(out.end(), part->begin(), part->end());
+    for (const auto* part : {&p.records, &p.payload, &p.replies}) out.insert(out.end(), part->begin(), part->end());
     stats_.messages_sent += p.header.messages;
     stats_.bytes_sent += p.header.bytes;
   }
@@ -840,9 +838,8 @@ Status ShardedRuntime::unpack_incoming(std::uint64_t epoch, int peer, std::span<
   }
   const std::uint64_t records_at = sizeof h;
   const std::uint64_t payload_at = records_at + h.messages * sizeof(K2KTransfer);
-  const std::uint64_t commands_at = payload_at + h.bytes;
-  const std::uint64_t replies_at = commands_at + std::uint64_t{h.commands} * sizeof(WireCommand);
-  if (h.messages > buf.size() || h.bytes > buf.size() || h.reply_bytes > buf.size() ||
+  const std::uint64_t replies_at = payload_at + h.bytes;
+  if (h.messages > buf.size() || h.bytes > buf.size() || h.reply_bytes > buf.size() || h.commands != 0 ||
       replies_at + h.reply_bytes != buf.size())
     return bad("a message whose header does not match its size");
   // Each K2K record is for one of our actors, of this epoch, and the payloads add up to this
@@ -858,22 +855,6 @@ Status ShardedRuntime::unpack_incoming(std::uint64_t epoch, int peer, std::span<
     payload += t.bytes;
   }
   if (payload != h.bytes) return bad("K2K records whose payloads do not add up to the message's");
-  // Forwarded host commands, posted (sent) before the delivery opens the epochs they apply in.
-  for (std::uint32_t i = 0; i < h.commands; ++i) {
-    WireCommand c;
-    std::memcpy(&c, buf.data() + commands_at + i * sizeof c, sizeof c);
-    if (!owns(c.actor) || c.apply_epoch < epoch + local_->options().k2k_delay) {
-      return bad("a command for actor " + std::to_string(c.actor) + " at epoch " + std::to_string(c.apply_epoch) +
-                 " that it cannot apply then");
-    }
-    if (c.reply_token == 0) {
-      PKRT_RETURN_IF_ERROR(local_->post(local_index(c.actor), c.opcode, c.data.data(), c.data.size(), c.apply_epoch));
-    } else {
-      awaited_.push_back(AwaitedReply{peer, c.reply_token, c.actor, c.apply_epoch,
-                                      local_->send(local_index(c.actor), c.opcode, c.data.data(), c.data.size(),
-                                                   c.apply_epoch)});
-    }
-  }
   PKRT_RETURN_IF_ERROR(complete_replies(peer, buf.subspan(replies_at, h.reply_bytes)));
   for (std::uint64_t i = 0; i < h.messages; ++i) {
     K2KTransfer t;
@@ -881,9 +862,76 @@ Status ShardedRuntime::unpack_incoming(std::uint64_t epoch, int peer, std::span<
     inbound.push_back(t);
   }
   inbound_payload.insert(inbound_payload.end(), buf.begin() + static_cast<std::ptrdiff_t>(payload_at),
-                         buf.begin() + static_cast<std::ptrdiff_t>(commands_at));
+                         buf.begin() + static_cast<std::ptrdiff_t>(replies_at));
   stats_.messages_received += h.messages;
   stats_.bytes_received += h.bytes;
+  return Status();
+}
+
+Status ShardedRuntime::hand_over_commands(const Status& local_failure) {
+  // One message per owner with commands for it: a MessageHeader (epoch: the park, commands:
+  // their count), then the WireCommand records in the order they were posted.
+  std::map<int, std::vector<std::byte>> outgoing;
+  if (local_failure.ok()) {
+    std::map<int, MessageHeader> headers;
+    for (const ForwardedCommand& f : forward_) {
+      const int owner = static_cast<int>(partition_.owner(f.command.actor));
+      std::vector<std::byte>& out = outgoing[owner];
+      if (out.empty()) out.resize(sizeof(MessageHeader));
+      WireCommand w;
+      w.actor = f.command.actor;
+      w.opcode = f.command.opcode;
+      w.apply_epoch = f.command.apply_epoch;
+      w.reply_token = f.reply_token;
+      w.data = f.command.data;
+      append_bytes(out, w);
+      ++headers[owner].commands;
+    }
+    for (auto& [owner, out] : outgoing) {
+      headers[owner].epoch = parked_at_;
+      std::memcpy(out.data(), &headers[owner], sizeof(MessageHeader));
+    }
+  }
+  std::map<int, std::vector<std::byte>> incoming;
+  PKRT_RETURN_IF_ERROR(swap_messages(kHandOverTag, "the hand-over of host commands at epoch " + std::to_string(parked_at_),
+                                     outgoing, local_failure, incoming));
+  stats_.commands_forwarded += forward_.size();
+  stats_.peer_messages += outgoing.size();
+  forward_.clear();  // every owner has them
+  // In rank order: commands from one rank to one actor keep their order, and every rank
+  // count posts a peer's commands in the same order.
+  for (const auto& [peer, buf] : incoming) PKRT_RETURN_IF_ERROR(take_commands(peer, buf));
+  return Status();
+}
+
+Status ShardedRuntime::take_commands(int peer, std::span<const std::byte> buf) {
+  const auto bad = [&](const std::string& what) {
+    return Status(StatusCode::kInternal, "rank " + std::to_string(peer) + " sent rank " + std::to_string(context_.rank) +
+                                             " " + what + " at the hand-over of epoch " + std::to_string(parked_at_));
+  };
+  MessageHeader h;
+  if (buf.size() < sizeof h) return bad("a message shorter than its header");
+  std::memcpy(&h, buf.data(), sizeof h);
+  if (h.epoch != parked_at_) {
+    return bad("the hand-over of epoch " + std::to_string(h.epoch) +
+               ". Fix: every rank must call run_until with the same epochs");
+  }
+  if (h.messages != 0 || h.bytes != 0 || h.reply_bytes != 0 ||
+      sizeof h + std::uint64_t{h.commands} * sizeof(WireCommand) != buf.size())
+    return bad("a message whose header does not match its size");
+  for (std::uint32_t i = 0; i < h.commands; ++i) {
+    WireCommand c;
+    std::memcpy(&c, buf.data() + sizeof h + i * sizeof c, sizeof c);
+    if (!owns(c.actor)) return bad("a command for actor " + std::to_string(c.actor) + ", which it does not run");
+    // The grid is parked at parked_at_: exactly what a call on this rank would do now.
+    if (c.reply_token == 0) {
+      PKRT_RETURN_IF_ERROR(local_->post(local_index(c.actor), c.opcode, c.data.data(), c.data.size(), c.apply_epoch));
+    } else {
+      awaited_.push_back(AwaitedReply{peer, c.reply_token, c.actor, std::max(c.apply_epoch, parked_at_ + 1),
+                                      local_->send(local_index(c.actor), c.opcode, c.data.data(), c.data.size(),
+                                                   c.apply_epoch)});
+    }
+  }
   return Status();
 }
 
@@ -974,11 +1022,16 @@ Status ShardedRuntime::run_until(std::uint64_t epoch) {
   // After shutdown() this rank still joins the collective, with its refusal as its failure,
   // so that its peers hear why at once instead of waiting for it until their deadline.
   // The same after local().shutdown(): set_target_epoch refuses it at once.
-  Status result = shut_down_ ? after_shutdown(("run_until(" + std::to_string(epoch) + ")").c_str())
-                             : local_->set_target_epoch(epoch);
-  if (!result.ok() && !shut_down_)
-    result = Status(result.code(), "rank " + std::to_string(context_.rank) + ": " + result.message());
-  if (exchanges_) {
+  Status result = shut_down_ ? after_shutdown(("run_until(" + std::to_string(epoch) + ")").c_str()) : Status();
+  // Commands for other ranks' actors reach their owners while every grid is still parked, so
+  // each applies where the same call on its owner would have (a failure here is told to
+  // every rank by the hand-over's consensus, as by an exchange's).
+  if (exchanges_) result = hand_over_commands(result);
+  if (result.ok()) {
+    result = local_->set_target_epoch(epoch);
+    if (!result.ok()) result = Status(result.code(), "rank " + std::to_string(context_.rank) + ": " + result.message());
+  }
+  if (exchanges_ && !told_peers_) {
     // A failure is told to the peers at the next exchange's consensus (a failing rank keeps
     // taking part until it has), so every rank leaves the loop at the same epoch.
     for (; next_exchange_ <= epoch; ++next_exchange_) {
@@ -995,8 +1048,7 @@ Status ShardedRuntime::run_until(std::uint64_t epoch) {
   result = agree(result, "run_until(" + std::to_string(epoch) + ")");
   if (result.ok()) {
     parked_at_ = epoch;
-    // One rank has no exchange, but the same apply-epoch rules (earliest_remote_apply_epoch),
-    // so that code written for any rank count behaves alike on one.
+    // One rank has no exchange; its count follows the epochs as the others' does.
     if (!exchanges_) next_exchange_ = std::max(next_exchange_, epoch + 1);
   }
   if (!result.ok()) {

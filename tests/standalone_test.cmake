@@ -34,7 +34,7 @@ if(MPIRUN AND EXISTS "${WORK_DIR}/build/counter_mpi")
     execute_process(COMMAND "${MPIRUN}" --oversubscribe --allow-run-as-root -np ${ranks} "${WORK_DIR}/build/counter_mpi"
                     RESULT_VARIABLE rc OUTPUT_VARIABLE out ERROR_VARIABLE err TIMEOUT 300)
     message("${out}${err}")
-    if(NOT rc EQUAL 0 OR NOT out MATCHES "counter_mpi: ${ranks} ranks, 8 counters at 303 after epoch 101: ok")
+    if(NOT rc EQUAL 0 OR NOT out MATCHES "counter_mpi: ${ranks} ranks, 8 counters at 300 after epoch 100: ok")
       message(FATAL_ERROR "counter_mpi under mpirun -np ${ranks} failed (${rc})")
     endif()
   endforeach()

@@ -106,7 +106,7 @@ struct GlobalCheckpointOptions {
 // What crossed ranks so far (this rank's side).
 struct ExchangeStats {
   std::uint64_t epochs = 0;            // exchanges done
-  std::uint64_t peer_messages = 0;     // MPI messages sent: one per exchange per peer with something for it
+  std::uint64_t peer_messages = 0;     // MPI messages sent: per exchange or hand-over, one per peer with something for it
   std::uint64_t messages_sent = 0;     // K2K messages to other ranks
   std::uint64_t bytes_sent = 0;        // their payload bytes
   std::uint64_t messages_received = 0;
@@ -155,11 +155,12 @@ class ShardedRuntime {
   // epoch before the one the grids are parked at is refused.
   Status run_until(std::uint64_t epoch);
   // A fire-and-forget command to global actor `actor` from any rank, applied at
-  // `apply_epoch`. On its owner rank it is posted at once (0: the next epoch). On another rank
-  // it is forwarded to the owner with the next exchange (epoch next_exchange_epoch()) and
-  // applied there at exactly `apply_epoch`, which must then be at least
-  // earliest_remote_apply_epoch() (kFailedPrecondition naming it otherwise; 0 means that
-  // epoch). Commands from one rank to one actor keep their order.
+  // `apply_epoch` (0: the next epoch; an epoch the grids already ran: the next one), at the
+  // same epoch whichever rank runs the actor and whichever rank calls, so a run's results do
+  // not depend on the rank count or the partition. On the owner rank it is posted at once; on
+  // another rank it is queued and handed to the owner at the start of the next collective
+  // call (run_until, checkpoint), before any grid leaves its park. Commands from one rank to
+  // one actor keep their order.
   Status post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
               std::uint64_t apply_epoch = 0);
   template <class T>
@@ -172,13 +173,12 @@ class ShardedRuntime {
   // Sends a command to global actor `actor` from any rank, with the same apply epoch rules as
   // post(), and returns a future for its reply, whose event names the actor by its global id.
   // On the owner rank the command goes to local() at once and the future completes when its
-  // runtime answers. On another rank it is forwarded with the next exchange and the owner
-  // returns the reply with the exchange of the epoch it applied in: once run_until has run
-  // that epoch, the future is ready on the sending rank. So wait for it after that run_until
-  // (or on another thread while it runs): the thread that drives this ShardedRuntime is the
-  // one that carries the reply, and a get() there before it would wait for ever. A too-early
-  // apply epoch completes the future at once (kFailedPrecondition, naming the earliest); a
-  // run that fails completes every pending future with its error.
+  // runtime answers. On another rank it is handed over like a post and the owner returns the
+  // reply with the exchange of the epoch it applied in: once run_until has run that epoch, the
+  // future is ready on the sending rank. So wait for it after that run_until (or on another
+  // thread while it runs): the thread that drives this ShardedRuntime is the one that carries
+  // the reply, and a get() there before it would wait for ever. A run that fails completes
+  // every pending future with its error.
   ReplyFuture send(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
                    std::uint64_t apply_epoch = 0);
   template <class T>
@@ -188,10 +188,11 @@ class ShardedRuntime {
                   "pkrt: message data is at most 32 trivially copyable bytes");
     return send(actor, opcode, &value, sizeof(T), apply_epoch);
   }
-  // The epoch whose exchange comes next, and the earliest epoch a command forwarded now can be
-  // applied at on another rank (that exchange's epoch + the K2K delay).
+  // The epoch whose exchange comes next, and the earliest epoch a command posted or sent now
+  // applies at, on any rank: the one after the epoch the grids are parked at (or will park at
+  // when start() is still to come). Local and remote actors alike.
   std::uint64_t next_exchange_epoch() const { return next_exchange_; }
-  std::uint64_t earliest_remote_apply_epoch() const { return next_exchange_ + local_->options().k2k_delay; }
+  std::uint64_t earliest_remote_apply_epoch() const;
 
   // ---- Coordinated checkpoints ----------------------------------------------------------
   // Collective: attaches this rank's CheckpointManager to its directory under
@@ -228,11 +229,22 @@ class ShardedRuntime {
   ShardedRuntime(MPI_Comm comm, RankContext context, ActorPartition partition, std::chrono::milliseconds timeout);
   // Waits until the local grid completed `epoch` (or failed, or the timeout passed).
   Status wait_local(std::uint64_t epoch);
-  // Swaps epoch `epoch`'s cross-rank K2K, forwarded commands and replies with the peers that
-  // have any, and delivers ours; `local_failure` (not ok), or a failure to collect, is told to
-  // every rank through the exchange's consensus instead, then returned. Sets told_peers_ when
-  // the peers know of the failure it returns.
+  // Swaps epoch `epoch`'s cross-rank K2K and replies with the peers that have any, and
+  // delivers ours; `local_failure` (not ok), or a failure to collect, is told to every rank
+  // through the exchange's consensus instead, then returned. Sets told_peers_ when the peers
+  // know of the failure it returns.
   Status exchange(std::uint64_t epoch, const Status& local_failure);
+  // Collective, every grid parked at parked_at_: hands the commands this rank queued for
+  // other ranks' actors to their owners, which post (send) them before any grid leaves the
+  // park, so they apply where the same call on the owner would have. `local_failure` and
+  // told_peers_ as for exchange().
+  Status hand_over_commands(const Status& local_failure);
+  // One round of the nonblocking consensus (mpi/sharded_runtime.cpp, step 3): sends each of
+  // `outgoing` with `tag`, receives what comes into `incoming` until every rank joined the
+  // all-reduce that carries `failure`. `what` names the round in errors. A failure anywhere
+  // is agreed on and returned (told_peers_ set).
+  Status swap_messages(int tag, const std::string& what, std::map<int, std::vector<std::byte>>& outgoing,
+                       const Status& failure, std::map<int, std::vector<std::byte>>& incoming);
   // Collective (with the exchange deadline, or `timeout` when given): every rank's status; ok
   // only when all are ok, else this rank's own error, or one naming the ranks that failed.
   Status agree(const Status& mine, const std::string& what, std::chrono::milliseconds timeout = {});
@@ -269,7 +281,7 @@ class ShardedRuntime {
   std::unique_ptr<Runtime> local_;
   std::uint64_t next_exchange_ = 0;
   std::uint64_t parked_at_ = 0;  // the epoch the grid parks at (start, then each run_until's)
-  bool exchanges_ = false;  // K2K crosses ranks (more than one rank, an app with K2K)
+  bool exchanges_ = false;  // more than one rank: every epoch is exchanged, commands handed over
   bool started_ = false;    // start() succeeded
   bool shut_down_ = false;  // shutdown() was called: the grid no longer runs
   Status failed_;           // the first collective failure: every later call returns it
@@ -289,9 +301,8 @@ class ShardedRuntime {
   // Collective: every rank's `mine` (empty: nothing to say), joined as "rank r: text; ..."
   // on rank 0 (empty elsewhere).
   std::string gather_texts(const std::string& mine);
-  // Refuses what neither post nor send can deliver (unknown actor, too much data, a remote
-  // apply epoch the next exchange cannot make); fills in the apply epoch of a remote command.
-  Status check_command(std::uint32_t actor, const void* data, std::size_t bytes, std::uint64_t& apply_epoch) const;
+  // Refuses what neither post nor send can deliver (unknown actor, too much data).
+  Status check_command(std::uint32_t actor, const void* data, std::size_t bytes) const;
   // Completes the pending futures of send() with `status` (a failed run, a shutdown).
   void fail_pending_replies(const Status& status);
   // The first collective failure: every later call returns it, and every pending future.
@@ -304,13 +315,17 @@ class ShardedRuntime {
   // The replies to forwarded sends applied by `epoch`, waited for (they are in the K2H
   // ring once the grid completed the epoch) and appended to their origin rank's bucket.
   void collect_due_replies(std::uint64_t epoch, std::map<int, std::vector<std::byte>>& out);
-  // Epoch `epoch`'s message for each peer with something for it: K2K, forwarded commands,
-  // due replies (mpi/sharded_runtime.cpp has the layout).
+  // Epoch `epoch`'s message for each peer with something for it: K2K and due replies
+  // (mpi/sharded_runtime.cpp has the layout).
   Status pack_outgoing(std::uint64_t epoch, std::map<int, std::vector<std::byte>>& outgoing);
-  // Checks and applies one peer's message: posts (sends) its commands, completes its replies,
-  // appends its K2K to `inbound`.
+  // Checks and applies one peer's exchange message: completes its replies, appends its K2K
+  // to `inbound`.
   Status unpack_incoming(std::uint64_t epoch, int peer, std::span<const std::byte> message,
                          std::vector<K2KTransfer>& inbound, std::vector<std::byte>& inbound_payload);
+  // Checks one peer's hand-over message and posts (sends) its commands.
+  Status take_commands(int peer, std::span<const std::byte> message);
+  // The epoch the grid is parked at, or parks at once start() runs.
+  std::uint64_t park_epoch() const;
   // Completes this rank's forwarded sends with the replies rank `from` returned.
   Status complete_replies(int from, std::span<const std::byte> bytes);
   // A host command for another rank's actor: global id; reply_token names the sender's
@@ -319,11 +334,11 @@ class ShardedRuntime {
     Command command;
     std::uint64_t reply_token = 0;
   };
-  // Queues a checked command for another rank's actor, for the next exchange.
+  // Queues a checked command for another rank's actor, for the next hand-over.
   void forward(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
                std::uint64_t apply_epoch, std::uint64_t reply_token);
   // A forwarded send this rank applies: its reply goes back to `origin` with the exchange of
-  // `apply_epoch`.
+  // `apply_epoch` (the epoch it applies at).
   struct AwaitedReply {
     int origin = 0;
     std::uint64_t token = 0;
