@@ -19,6 +19,7 @@
 #include <pkrt/mpi.hpp>
 
 #include "checkpoint/byte_io.hpp"
+#include "mpi/commit_fault.hpp"
 #include "mpi/mpi_support.hpp"
 
 #include <algorithm>
@@ -178,6 +179,7 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
   }
   // Agreed: a rank that cannot take part would leave the others waiting in the collectives below.
   PKRT_RETURN_IF_ERROR(agree(ready, "checkpoint()"));
+  ++checkpoints_begun_;
   // Right after start() the grids are parked at their start epoch before its exchange: the K2K
   // of that epoch is with no rank yet, so it would be in no image, and the gated grids cannot
   // serve the snapshot. That exchange comes first (the grids stay parked at the same epoch).
@@ -230,6 +232,7 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
       std::memcpy(report.name, newest->first.data(), report.name_length);
     }
   }
+  if (mine.ok()) detail::commit_point_reached(detail::CommitPoint::kSetDurable, context_.rank, checkpoints_begun_);
   report.code = static_cast<std::uint32_t>(mine.code());
   report.actors = local_->options().num_actors;
   reports.resize(static_cast<std::size_t>(context_.size));
@@ -272,8 +275,10 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
       // Never commit what a restore would refuse (an over-long partition text, say).
       auto readable = parse_global_manifest(encoded, global_manifest_name(g.app, epoch));
       if (!readable.ok()) committed = readable.status();
-      else committed = global_store_->put(global_manifest_name(g.app, epoch), encoded);
+      if (committed.ok()) detail::commit_point_reached(detail::CommitPoint::kBeforeCommit, 0, checkpoints_begun_);
+      if (committed.ok()) committed = global_store_->put(global_manifest_name(g.app, epoch), encoded);
       if (committed.ok()) {
+        detail::commit_point_reached(detail::CommitPoint::kAfterCommit, 0, checkpoints_begun_);
         pins_.push_back(epoch);
         // Uncommit the global checkpoints beyond `keep`, oldest first; their sets are unpinned
         // below and pruned by each rank's next retention. Failing to is reported, not fatal:

@@ -4,6 +4,7 @@
 // its end. Seeded, one behaviour each.
 #include "examples/echo/echo.hpp"
 #include "examples/heat2d/heat2d_host.hpp"
+#include "mpi/commit_fault.hpp"
 
 #include <pkrt/k2k_log.hpp>
 #include <pkrt/mpi.hpp>
@@ -833,6 +834,34 @@ TEST(ShardedRuntime, CallsOutOfOrderAreRefusedWithoutFailingTheRun) {
 
 // Run alone (tests/CMakeLists.txt, Mpi.ARankThatSkipsACollectiveAbortsTheJobNamingTheWait):
 // the job ends in MPI_Abort, which the test expects, so the default run filters it out.
+// PKRT_MPI_KILL_AT (tests/mpi_test.sh kills ranks inside the commit with it): what parses,
+// and what is refused with the reason instead of killing somewhere unasked.
+TEST(CommitFault, ParsesPointRankAndCheckpointAndRefusesTheRestWithTheReason) {
+  std::string why;
+  auto k = detail::parse_commit_kill("set-durable:3:2", why);
+  ASSERT_TRUE(k.has_value()) << why;
+  EXPECT_EQ(k->point, detail::CommitPoint::kSetDurable);
+  EXPECT_EQ(k->rank, 3);
+  EXPECT_EQ(k->checkpoint, 2u);
+  k = detail::parse_commit_kill("after-commit:0:1", why);
+  ASSERT_TRUE(k.has_value()) << why;
+  EXPECT_EQ(k->point, detail::CommitPoint::kAfterCommit);
+  const std::pair<const char*, const char*> refused[] = {
+      {"set-durable:1", "not <point>:<rank>:<n>"},
+      {"commit:0:1", "unknown point 'commit'"},
+      {"before-commit:1:1", "before-commit happens on rank 0 only"},
+      {"set-durable:x:1", "must be numbers"},
+      {"set-durable:1:0", "n from 1"},
+      {"set-durable:-1:1", "must be numbers"},
+      {"set-durable:1:99999999999", "must be numbers"},
+  };
+  for (const auto& [text, reason] : refused) {
+    why.clear();
+    EXPECT_FALSE(detail::parse_commit_kill(text, why).has_value()) << text;
+    EXPECT_NE(why.find(reason), std::string::npos) << text << ": " << why;
+  }
+}
+
 TEST(LostPeer, ARankThatSkipsTotalsMakesItsPeerAbortTheJobAtTheDeadline) {
   ASSERT_GE(world_size(), 2);
   on_first_ranks(2, [&](MPI_Comm comm) {

@@ -293,6 +293,7 @@ class ShardedRuntime {
   std::unique_ptr<CheckpointManager> manager_;
   std::unique_ptr<FileCheckpointStore> global_store_;  // rank 0: the top directory, locked for writing
   std::uint64_t next_global_sequence_ = 1;  // rank 0
+  std::uint64_t checkpoints_begun_ = 0;      // checkpoint() calls past their checks (mpi/commit_fault.hpp)
   std::vector<std::uint64_t> pins_;          // rank 0: epochs of the committed global checkpoints kept
   // Rank 0's pins and next global sequence, broadcast and set in this rank's manager.
   Status share_pins(std::chrono::milliseconds timeout);
