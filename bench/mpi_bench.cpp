@@ -11,6 +11,9 @@
 // choice would differ between ranks and break the collectives); only world rank 0 reports.
 // On a machine with fewer cores than ranks the ranks share cores: figures above 2 ranks on
 // the 2-core development machine measure oversubscription, not scaling (docs/scale-out.md).
+// PKRT_BENCH_SHORT=smoke (ctest's Bench.MpiSmokeRunsEveryBenchmarkOnce) runs 128 x 128 cells
+// and 5 epochs per iteration: it checks that every benchmark runs, not how fast.
+#include "bench/bench_util.hpp"
 #include "examples/heat2d/heat2d_host.hpp"
 
 #include <pkrt/mpi.hpp>
@@ -27,7 +30,8 @@ namespace {
 using examples::Heat2d;
 
 constexpr std::uint32_t kTiles = 16;
-constexpr std::uint64_t kEpochsPerIteration = 50;
+
+std::uint64_t epochs_per_iteration() { return short_level() >= 2 ? 5 : 50; }
 
 int world_rank() {
   int r = 0;
@@ -55,8 +59,8 @@ void polite_barrier() {
 
 Heat2d::Params params() {
   Heat2d::Params p;
-  p.width = 512;
-  p.height = 512;
+  p.width = short_level() >= 2 ? 128 : 512;
+  p.height = p.width;
   p.stats_every = 0;
   examples::heat2d_choose_tiles(p, kTiles);
   return p;
@@ -114,14 +118,14 @@ void BM_Heat2dOverRanks(benchmark::State& state) {
     // Timed on each rank around its run_until (the members return together: it ends with an
     // agreement); rank 0's figure is reported.
     const auto t0 = std::chrono::steady_clock::now();
-    if (g.member() && !g.shard->run_until(g.epoch += kEpochsPerIteration).ok()) {
+    if (g.member() && !g.shard->run_until(g.epoch += epochs_per_iteration()).ok()) {
       report_failure(state, "run_until failed");
       break;
     }
     const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
     state.SetIterationTime(seconds);
     wall += seconds;
-    epochs += kEpochsPerIteration;
+    epochs += epochs_per_iteration();
     polite_barrier();  // the next iteration starts together
   }
   const mpi::ExchangeStats after = g.member() ? g.shard->exchange_stats() : mpi::ExchangeStats{};
