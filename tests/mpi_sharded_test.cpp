@@ -13,6 +13,7 @@
 
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cstring>
 #include <filesystem>
 #include <random>
@@ -430,9 +431,11 @@ TEST(ShardedRuntime, RanksWithNothingForEachOtherExchangeNoMessages) {
 // diverge after it, which shows the replay really runs on what the log delivers.
 // Records heat2d (D = 2, digests every 5 epochs) on `ranks` ranks through epoch 40: rank r's
 // replay log in dir/rank<r>.log, its inbound K2K beside it; with `checkpoints`, a global
-// checkpoint there at each epoch of `checkpoint_at`.
+// checkpoint there at each epoch of `checkpoint_at`. The injections are posted by their
+// tiles' owners, or all by rank `inject_from` (handed over to the owners).
 void record_ranks(int ranks, const std::string& dir, const std::string& checkpoints = {},
-                  std::vector<std::uint64_t> checkpoint_at = {}, const std::string& restore_from = {}) {
+                  std::vector<std::uint64_t> checkpoint_at = {}, const std::string& restore_from = {},
+                  int inject_from = -1) {
   const Heat2d::Params p = field(kActors);
   on_first_ranks(ranks, [&](MPI_Comm comm) {
     int r = 0;
@@ -457,7 +460,7 @@ void record_ranks(int ranks, const std::string& dir, const std::string& checkpoi
       ASSERT_TRUE(shard.enable_checkpoints(co).ok());
     }
     if (restore_from.empty()) {
-      inject(shard, p);
+      inject(shard, p, inject_from);
     } else {
       // The injections not yet applied are among the checkpoint's queued commands.
       auto restored = shard.restore(restore_from, std::nullopt, {});
@@ -544,6 +547,80 @@ TEST(ShardedRuntime, ARankReplaysAloneFromItsLogsAndATamperedHaloDiverges) {
                           std::to_string(local) + ") of rank 1 of 3"),
               std::string::npos)
         << report;
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
+// Host commands another rank handed over are in the owner's log as its own commands: the
+// owner replays alone with them, identical, and a copy of its log in which they add other
+// heat diverges (so the replay really applies them).
+TEST(ShardedRuntime, ARankReplaysAloneWithTheCommandsOtherRanksHandedItAndDivergesWhenTheyDiffer) {
+  ASSERT_GE(world_size(), 3);
+  const std::string dir = fresh_dir("replay_forwarded");
+  record_ranks(3, dir, {}, {}, {}, /*inject_from=*/0);
+  if (world_rank() == 0) {
+    const Heat2d::Params p = field(kActors);
+    const std::string path = dir + "/rank1.log";
+    auto log = read_replay_log(path);
+    ASSERT_TRUE(log.ok()) << log.status().to_string();
+    auto inbound = read_k2k_log(k2k_log_path(path));
+    ASSERT_TRUE(inbound.ok()) << inbound.status().to_string();
+    // inject()'s schedule: the injections for rank 1's tiles, all posted on rank 0.
+    std::vector<std::uint64_t> handed;  // their apply epochs
+    std::mt19937_64 rng(p.seed);
+    for (int i = 0; i < 10; ++i) {
+      const std::uint32_t x = static_cast<std::uint32_t>(rng() % p.width), y = static_cast<std::uint32_t>(rng() % p.height);
+      rng();
+      const std::uint64_t epoch = 1 + rng() % 40;
+      const std::uint32_t actor = Heat2d::actor_of(p, x, y);
+      if (std::find(inbound->shard.global_ids.begin(), inbound->shard.global_ids.end(), actor) !=
+          inbound->shard.global_ids.end())
+        handed.push_back(epoch);
+    }
+    ASSERT_FALSE(handed.empty()) << "the schedule sends rank 1 nothing: pick another seed";
+    std::size_t logged = 0;
+    for (const ReplayRecord& r : log->records)
+      logged += r.direction == static_cast<std::uint8_t>(ReplayDirection::kH2K) &&
+                r.slot.header.opcode == examples::kHeat2dInject;
+    EXPECT_EQ(logged, handed.size()) << "rank 1's log holds the injections rank 0 handed over";
+    auto same = replay_alone(log.value(), path);
+    ASSERT_TRUE(same.ok()) << same.status().to_string();
+    EXPECT_TRUE(same->identical) << format_replay_report(same.value());
+    // The same log with one more degree in each of those commands (records written anew,
+    // with their CRCs).
+    const std::string changed = dir + "/rank1.changed.log";
+    {
+      auto out = ReplayLogWriter::create(changed);
+      ASSERT_TRUE(out.ok()) << out.status().to_string();
+      ASSERT_TRUE(out.value()->begin_run(log->info).ok());
+      for (const ReplayRecord& r : log->records) {
+        Slot slot = r.slot;
+        if (r.direction == static_cast<std::uint8_t>(ReplayDirection::kH2K) && slot.header.opcode == examples::kHeat2dInject) {
+          examples::Heat2dInjectData inj;
+          std::memcpy(&inj, slot.payload.data, sizeof inj);
+          inj.amount += 1.0f;
+          std::memcpy(slot.payload.data, &inj, sizeof inj);
+        }
+        out.value()->append(static_cast<ReplayDirection>(r.direction), r.block, r.epoch_observed, r.epoch_applied, slot);
+      }
+      out.value()->set_complete_epoch(log->complete_epoch);
+      ASSERT_TRUE(out.value()->close().ok());
+    }
+    auto other = read_replay_log(changed);
+    ASSERT_TRUE(other.ok()) << other.status().to_string();
+    const Program* programs[] = {&examples::heat2d_program()};
+    ReplayOptions o;
+    o.inbound_k2k = k2k_log_path(path);
+    auto diverged = replay_log(other.value(), programs, o);
+    ASSERT_TRUE(diverged.ok()) << diverged.status().to_string();
+    EXPECT_FALSE(diverged->identical);
+    ASSERT_TRUE(diverged->divergence.has_value());
+    // At the first injection's ack, or at the digest after it (every 5 epochs).
+    const std::uint64_t first = *std::min_element(handed.begin(), handed.end());
+    EXPECT_GE(diverged->divergence->epoch, first);
+    EXPECT_LE(diverged->divergence->epoch, first + 5);
+    ASSERT_TRUE(diverged->rank.has_value());
+    EXPECT_EQ(*diverged->rank, 1u);
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }
