@@ -7,6 +7,8 @@
 #include <pkrt/global_checkpoint.hpp>
 #include <pkrt/k2k_log.hpp>
 
+#include "replay/sent_k2k_check.hpp"
+
 #include <algorithm>
 #include <atomic>
 #include <cinttypes>
@@ -432,6 +434,7 @@ const char* replay_divergence_kind_name(ReplayDivergence::Kind kind) {
     case ReplayDivergence::Kind::kDiffers: return "differs";
     case ReplayDivergence::Kind::kMissing: return "missing";
     case ReplayDivergence::Kind::kUnexpected: return "unexpected";
+    case ReplayDivergence::Kind::kK2KSent: return "k2k_sent";
   }
   return "unknown";
 }
@@ -682,6 +685,24 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
     }
     inbound = std::move(read.value());
   }
+  // The other ranks' inbound logs: what this rank sends them is checked against them.
+  std::optional<detail::SentK2KCheck> sent_check;
+  if (!options.peer_k2k.empty()) {
+    if (!inbound) {
+      return Status(StatusCode::kInvalidArgument,
+                    "peer K2K logs were given, but the log is not one rank's of a multi-rank run. Fix: pass them only "
+                    "with a rank's log (and its inbound K2K log)");
+    }
+    std::vector<K2KLog> peers;
+    for (const std::string& path : options.peer_k2k) {
+      auto read = read_k2k_log(path);
+      if (!read.ok()) return Status(read.status().code(), "peer K2K log: " + read.status().message());
+      peers.push_back(std::move(read.value()));
+    }
+    auto check = detail::SentK2KCheck::create(inbound->shard, std::move(peers), options.peer_k2k);
+    if (!check.ok()) return check.status();
+    sent_check = std::move(check.value());
+  }
 
   ReplayResult result;
   result.app = info.app;
@@ -901,7 +922,8 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
     PKRT_RETURN_IF_ERROR(rt->set_target_epoch(target_for(0)));
     PKRT_RETURN_IF_ERROR(rt->start());
     // A rank replayed alone: this thread plays the other ranks, delivering each epoch's logged
-    // K2K once the grid has completed it (what it sends to them is collected and dropped).
+    // K2K once the grid has completed it; what it sends them is collected, and compared with
+    // their logs when the caller gave them (sent_check), else dropped.
     std::atomic<bool> feeding{true};
     std::thread feeder;
     if (inbound) {
@@ -921,6 +943,7 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
           out.clear();
           out_payload.clear();
           Status st = rt->collect_outbound_k2k(e.epoch, out, out_payload);
+          if (st.ok() && sent_check) sent_check->compare(e.epoch, out, out_payload);
           if (st.ok()) st = rt->deliver_inbound_k2k(e.epoch, e.messages, e.payload);
           if (!st.ok()) {
             std::lock_guard<std::mutex> lock(failure_mu);
@@ -1014,13 +1037,22 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
   ReplayComparison cmp = compare_replay_logs(log, actual.value(), start, end, request_map, options.context_commands);
   result.observations_compared = cmp.compared;
   result.divergence = std::move(cmp.divergence);
-  result.identical = !result.divergence.has_value();
   if (inbound) {
     result.rank = inbound->shard.rank;
     result.ranks = inbound->shard.ranks;
     if (result.divergence && result.divergence->actor < inbound->shard.global_ids.size())
       result.divergence->global_actor = inbound->shard.global_ids[result.divergence->actor];
   }
+  if (sent_check) {
+    // The feeder is joined: its results are ours to read.
+    result.k2k_sent_compared = sent_check->matched();
+    result.notes.push_back(sent_check->describe());
+    // A message sent wrong at an epoch before the first observation that differs is where the
+    // run went wrong first (at the same epoch the observation, with its context, is kept).
+    const auto& sent = sent_check->divergence();
+    if (sent && (!result.divergence || sent->epoch < result.divergence->epoch)) result.divergence = sent;
+  }
+  result.identical = !result.divergence.has_value();
   return result;
 }
 
@@ -1034,14 +1066,41 @@ std::string format_replay_report(const ReplayResult& r) {
   out += "replayed: " + r.replay_run + ", " + from + ", " + std::to_string(r.commands_injected) +
          " commands re-injected\n";
   if (r.identical) {
-    out += "verdict: identical (" + std::to_string(r.observations_compared) + " observations over " + range +
-           " match)\n";
+    out += "verdict: identical (" + std::to_string(r.observations_compared) + " observations over " + range + " match" +
+           (r.k2k_sent_compared != 0 ? ", and " + std::to_string(r.k2k_sent_compared) + " K2K messages sent" : "") +
+           ")\n";
     return out;
   }
   const ReplayDivergence& d = *r.divergence;
   std::string actor = d.actor == kNoActor ? std::string("-") : std::to_string(d.actor);
   if (d.global_actor != kNoActor) actor = std::to_string(d.global_actor) + " (local index " + actor + ")";
   if (r.rank) actor += " of rank " + std::to_string(*r.rank) + " of " + std::to_string(r.ranks);
+  if (d.kind == ReplayDivergence::Kind::kK2KSent) {
+    const ReplayDivergence::K2KMessage& m = d.expected_k2k ? *d.expected_k2k : *d.actual_k2k;
+    const std::string what = "a K2K message to actor " + std::to_string(m.transfer.dst) + " (rank " +
+                             std::to_string(m.rank) + "), channel " + std::to_string(m.transfer.channel);
+    out += "verdict: diverged at epoch " + std::to_string(d.epoch) + ", actor " + actor + ": " +
+           (d.field == "not sent"       ? "rank " + std::to_string(m.rank) + " recorded receiving " + what +
+                                              " that the replay did not send"
+            : d.field == "not received" ? "the replay sent " + what + " that rank " + std::to_string(m.rank) +
+                                              " did not record receiving"
+                                        : "the replay sent " + what + " whose payload differs from what rank " +
+                                              std::to_string(m.rank) + " recorded receiving") +
+           " (" + std::to_string(r.k2k_sent_compared) + " K2K messages sent matched before it)\n";
+    const auto bytes = [](const std::optional<ReplayDivergence::K2KMessage>& k) {
+      if (!k) return std::string("(none)");
+      std::string hex = std::to_string(k->transfer.bytes) + " bytes:";
+      char b[4];
+      for (std::size_t i = 0; i < k->payload.size() && i < 32; ++i) {
+        std::snprintf(b, sizeof b, " %02x", static_cast<unsigned>(k->payload[i]));
+        hex += b;
+      }
+      return hex + (k->payload.size() > 32 ? " ..." : "");
+    };
+    out += "  expected (received): " + bytes(d.expected_k2k) + "\n";
+    out += "  actual (sent):       " + bytes(d.actual_k2k) + "\n";
+    return out;
+  }
   out += "verdict: diverged at epoch " + std::to_string(d.epoch) + ", actor " + actor + ", opcode " +
          replay_opcode_name(d.opcode) + " (" + std::to_string(r.observations_compared) +
          " observations matched before it, " + range + ")\n";
@@ -1055,6 +1114,8 @@ std::string format_replay_report(const ReplayResult& r) {
     case ReplayDivergence::Kind::kUnexpected:
       out += "  the replay produced an observation the recorded run did not\n";
       break;
+    case ReplayDivergence::Kind::kK2KSent:
+      break;  // reported above
   }
   out += "  expected: " + (d.expected ? format_replay_record(*d.expected) : std::string("(none)")) + "\n";
   out += "  actual:   " + (d.actual ? format_replay_record(*d.actual) : std::string("(none)")) + "\n";

@@ -551,6 +551,116 @@ TEST(ShardedRuntime, ARankReplaysAloneFromItsLogsAndATamperedHaloDiverges) {
   MPI_Barrier(MPI_COMM_WORLD);
 }
 
+// Copies the K2K log at `from` to `to`, letting `change` alter each epoch first.
+template <class Change>
+void rewrite_k2k_log(const std::string& from, const std::string& to, Change&& change) {
+  auto log = read_k2k_log(from);
+  ASSERT_TRUE(log.ok()) << log.status().to_string();
+  auto out = K2KLogWriter::create(to, log->shard);
+  ASSERT_TRUE(out.ok()) << out.status().to_string();
+  for (K2KLogEpoch& e : log->epochs) {
+    change(e);
+    ASSERT_TRUE(out.value()->append(e.epoch, e.messages, e.payload).ok());
+  }
+  ASSERT_TRUE(out.value()->close().ok());
+}
+
+// Replayed alone with its peers' inbound logs, a rank's outbound K2K is checked too: equal,
+// the replay counts it; a message its receiver logged differently (or not at all) is the
+// divergence, at the epoch it was sent, naming sender, receiver and what differs. Without
+// this check a rank whose halos go wrong but whose own state does not replays identical.
+TEST(ShardedRuntime, ARankReplayedWithItsPeersLogsChecksTheK2KItSendsAndNamesTheFirstWrongMessage) {
+  ASSERT_GE(world_size(), 3);
+  const std::string dir = fresh_dir("replay_sent");
+  record_ranks(3, dir);
+  if (world_rank() == 0) {
+    const std::string path = dir + "/rank1.log";
+    auto log = read_replay_log(path);
+    ASSERT_TRUE(log.ok()) << log.status().to_string();
+    auto own = read_k2k_log(k2k_log_path(path));
+    ASSERT_TRUE(own.ok()) << own.status().to_string();
+    const auto& ids = own->shard.global_ids;
+    const auto from_rank_1 = [&](const K2KTransfer& t) { return std::binary_search(ids.begin(), ids.end(), t.src); };
+    const Program* programs[] = {&examples::heat2d_program()};
+    const auto replay_with = [&](std::vector<std::string> peers) {
+      ReplayOptions o;
+      o.inbound_k2k = k2k_log_path(path);
+      o.peer_k2k = std::move(peers);
+      return replay_log(log.value(), programs, o);
+    };
+    const std::string rank0 = k2k_log_path(dir + "/rank0.log"), rank2 = k2k_log_path(dir + "/rank2.log");
+    auto same = replay_with({rank0, rank2});
+    ASSERT_TRUE(same.ok()) << same.status().to_string();
+    EXPECT_TRUE(same->identical) << format_replay_report(same.value());
+    EXPECT_GT(same->k2k_sent_compared, 0u);
+
+    // Rank 2's log with one byte changed in the first message it got from rank 1 at epoch 20.
+    std::uint32_t changed_src = kNoActor;
+    const std::string payload_changed = dir + "/rank2.payload.k2k";
+    rewrite_k2k_log(rank2, payload_changed, [&](K2KLogEpoch& e) {
+      if (e.epoch != 20) return;
+      std::size_t offset = 0;
+      for (const K2KTransfer& t : e.messages) {
+        if (from_rank_1(t) && t.bytes > 0 && changed_src == kNoActor) {
+          e.payload[offset] = static_cast<std::byte>(static_cast<unsigned>(e.payload[offset]) ^ 0x5a);
+          changed_src = t.src;
+        }
+        offset += t.bytes;
+      }
+    });
+    ASSERT_NE(changed_src, kNoActor) << "rank 1 sent rank 2 nothing at epoch 20";
+    auto differs = replay_with({rank0, payload_changed});
+    ASSERT_TRUE(differs.ok()) << differs.status().to_string();
+    EXPECT_FALSE(differs->identical);
+    ASSERT_TRUE(differs->divergence.has_value());
+    const ReplayDivergence& d = *differs->divergence;
+    EXPECT_EQ(d.kind, ReplayDivergence::Kind::kK2KSent);
+    EXPECT_EQ(d.epoch, 20u);
+    EXPECT_EQ(d.field, "payload");
+    EXPECT_EQ(d.global_actor, changed_src);
+    ASSERT_TRUE(d.expected_k2k.has_value() && d.actual_k2k.has_value());
+    EXPECT_EQ(d.expected_k2k->rank, 2u);
+    EXPECT_NE(d.expected_k2k->payload, d.actual_k2k->payload);
+    const std::string report = format_replay_report(differs.value());
+    EXPECT_NE(report.find("diverged at epoch 20, actor " + std::to_string(changed_src)), std::string::npos) << report;
+    EXPECT_NE(report.find("whose payload differs from what rank 2 recorded receiving"), std::string::npos) << report;
+
+    // Rank 0's log without the messages it got from rank 1 at epoch 30.
+    const std::string dropped = dir + "/rank0.dropped.k2k";
+    rewrite_k2k_log(rank0, dropped, [&](K2KLogEpoch& e) {
+      if (e.epoch != 30) return;
+      K2KLogEpoch kept;
+      std::size_t offset = 0;
+      for (const K2KTransfer& t : e.messages) {
+        if (!from_rank_1(t)) {
+          kept.messages.push_back(t);
+          kept.payload.insert(kept.payload.end(), e.payload.begin() + static_cast<std::ptrdiff_t>(offset),
+                              e.payload.begin() + static_cast<std::ptrdiff_t>(offset + t.bytes));
+        }
+        offset += t.bytes;
+      }
+      ASSERT_LT(kept.messages.size(), e.messages.size()) << "rank 1 sent rank 0 nothing at epoch 30";
+      e.messages = std::move(kept.messages);
+      e.payload = std::move(kept.payload);
+    });
+    auto extra = replay_with({dropped, rank2});
+    ASSERT_TRUE(extra.ok()) << extra.status().to_string();
+    ASSERT_TRUE(extra->divergence.has_value());
+    EXPECT_EQ(extra->divergence->kind, ReplayDivergence::Kind::kK2KSent);
+    EXPECT_EQ(extra->divergence->epoch, 30u);
+    EXPECT_EQ(extra->divergence->field, "not received");
+    EXPECT_FALSE(extra->divergence->expected_k2k.has_value());
+
+    // A log that is not a peer's: this rank's own, and a rank given twice.
+    auto self = replay_with({k2k_log_path(path)});
+    EXPECT_EQ(self.status().code(), StatusCode::kInvalidArgument) << self.status().to_string();
+    EXPECT_NE(self.status().message().find("the rank being replayed"), std::string::npos) << self.status().to_string();
+    auto twice = replay_with({rank2, payload_changed});
+    EXPECT_EQ(twice.status().code(), StatusCode::kInvalidArgument) << twice.status().to_string();
+  }
+  MPI_Barrier(MPI_COMM_WORLD);
+}
+
 // Host commands another rank handed over are in the owner's log as its own commands: the
 // owner replays alone with them, identical, and a copy of its log in which they add other
 // heat diverges (so the replay really applies them).

@@ -89,6 +89,18 @@ const std::array<const Program*, 4>& builtin_programs() {
   return programs;
 }
 
+nlohmann::json k2k_message_json(const std::optional<ReplayDivergence::K2KMessage>& m) {
+  if (!m) return nullptr;
+  std::string hex;
+  char b[3];
+  for (std::byte x : m->payload) {
+    std::snprintf(b, sizeof b, "%02x", static_cast<unsigned>(x));
+    hex += b;
+  }
+  return {{"rank", m->rank}, {"dst", m->transfer.dst},     {"channel", m->transfer.channel},
+          {"src", m->transfer.src}, {"epoch", m->transfer.epoch}, {"bytes", m->transfer.bytes}, {"payload_hex", hex}};
+}
+
 nlohmann::json divergence_json(const ReplayDivergence& d) {
   nlohmann::json commands = nlohmann::json::array();
   for (const auto& c : d.preceding_commands) {
@@ -106,7 +118,9 @@ nlohmann::json divergence_json(const ReplayDivergence& d) {
           {"index", d.index},
           {"expected", d.expected ? record_json(*d.expected) : nlohmann::json(nullptr)},
           {"actual", d.actual ? record_json(*d.actual) : nlohmann::json(nullptr)},
-          {"preceding_commands", commands}};
+          {"preceding_commands", commands},
+          {"expected_k2k", k2k_message_json(d.expected_k2k)},
+          {"actual_k2k", k2k_message_json(d.actual_k2k)}};
 }
 
 }  // namespace
@@ -159,10 +173,27 @@ int replay_one(const ReplayOptions& o, bool print, ReplayVerdict& verdict) {
   ro.chaos = o.chaos >= 0;
   ro.chaos_seed = o.chaos >= 0 ? static_cast<std::uint64_t>(o.chaos) : 0;
   ro.from_checkpoint = o.from_checkpoint;
-  // One rank of a multi-rank run: the K2K it received was recorded beside its log.
-  {
-    std::error_code ec;
-    if (std::filesystem::exists(k2k_log_path(o.log), ec)) ro.inbound_k2k = k2k_log_path(o.log);
+  // One rank of a multi-rank run: the K2K it received was recorded beside its log, and the
+  // other ranks' beside theirs (FILE.rank<p>.k2k): what this rank sends them is checked
+  // against those that are there.
+  std::vector<std::string> cli_notes;
+  if (std::filesystem::exists(k2k_log_path(o.log), ec)) {
+    ro.inbound_k2k = k2k_log_path(o.log);
+    auto own = read_k2k_log(ro.inbound_k2k);
+    const std::string suffix = own.ok() ? ".rank" + std::to_string(own->shard.rank) : std::string();
+    if (own.ok() && o.log.size() > suffix.size() && o.log.ends_with(suffix)) {
+      const std::string base = o.log.substr(0, o.log.size() - suffix.size());
+      std::string missing;
+      for (std::uint32_t p = 0; p < own->shard.ranks; ++p) {
+        if (p == own->shard.rank) continue;
+        const std::string peer = k2k_log_path(base + ".rank" + std::to_string(p));
+        if (std::filesystem::is_regular_file(peer, ec)) ro.peer_k2k.push_back(peer);
+        else missing += (missing.empty() ? "" : ", ") + peer;
+      }
+      if (!missing.empty())
+        cli_notes.push_back("what this rank sent to the ranks of " + missing +
+                            " is not checked: those files are not there. Fix: keep every rank's .k2k beside its log");
+    }
   }
   ro.record_to = o.record_to;
   ro.context_commands = o.context;
@@ -178,7 +209,8 @@ int replay_one(const ReplayOptions& o, bool print, ReplayVerdict& verdict) {
     // no verdict: exit 2, never 0 or 1. replay_log() sees the log, not its path: name it here.
     return report_error("replay", Status(result.status().code(), o.log + ": " + result.status().message()), kExitUsage);
   }
-  const ReplayResult& r = result.value();
+  ReplayResult& r = result.value();
+  r.notes.insert(r.notes.end(), cli_notes.begin(), cli_notes.end());
   // A crash leaves a torn tail, which the replay covers up to; a log closed cleanly holds the
   // whole run, so records it cannot read are damage, and the run was not wholly checked.
   const ReplayLog& l = log.value();
@@ -211,6 +243,7 @@ int replay_one(const ReplayOptions& o, bool print, ReplayVerdict& verdict) {
                         {"end_epoch", r.end_epoch},
                         {"commands_injected", r.commands_injected},
                         {"observations_compared", r.observations_compared},
+                        {"k2k_sent_compared", r.k2k_sent_compared},
                         {"notes", r.notes},
                         {"rank", r.rank ? nlohmann::json(*r.rank) : nlohmann::json(nullptr)},
                         {"divergence", r.divergence ? divergence_json(*r.divergence) : nlohmann::json(nullptr)},

@@ -271,8 +271,9 @@ int replay_mpi_command(const ReplayOptions& o) {
   MPI_Comm_size(MPI_COMM_WORLD, &size);
   // A rank's errors go to stderr only: rank 0 prints the one JSON document (the verdicts).
   json_errors() = false;
-  // Each rank replays its own rank's log alone (its inbound K2K from the .k2k beside it): the
-  // ranks need no MPI between them, only the gathering of verdicts at the end.
+  // Each rank replays its own rank's log alone (its inbound K2K from the .k2k beside it, what
+  // it sends checked against the other ranks' .k2k files): the ranks need no MPI between
+  // them, only the gathering of verdicts at the end.
   ReplayOptions mine = o;
   mine.log = o.log + ".rank" + std::to_string(rank);
   mine.json = false;
@@ -348,7 +349,10 @@ int replay_mpi_command(const ReplayOptions& o) {
                                                                 : nlohmann::json(nullptr)}};
       std::printf("%s\n", j.dump(2).c_str());
     } else {
-      print_table(stdout, "pkrt replay (mpirun, " + std::to_string(size) + " ranks, each replayed alone)", rows);
+      print_table(stdout,
+                  "pkrt replay (mpirun, " + std::to_string(size) +
+                      " ranks, each replayed alone; the K2K each sends checked against its receivers' logs)",
+                  rows);
     }
   }
   MPI_Bcast(&worst, 1, MPI_INT, 0, MPI_COMM_WORLD);

@@ -15,7 +15,10 @@
 // the thread count), host-timing facts (epoch_observed), and the runtime's own traffic
 // (park/resume/stop reports, snapshot and staging commands and their answers).
 // Observations are ordered by (epoch, actor), keeping the order each actor produced them;
-// the first difference in that order is the reported divergence.
+// the first difference in that order is the reported divergence. One rank of a multi-rank
+// run replayed with its peers' inbound K2K logs (ReplayOptions::peer_k2k) also compares the
+// K2K it sends them, epoch by epoch; a difference there at an earlier epoch than the first
+// observation's is the reported divergence.
 //
 // A replay needs the whole observable stream after its start: a wrapped log is replayed
 // only from a checkpoint at or after the first epoch it still fully covers. Logs with live
@@ -25,6 +28,7 @@
 // Host only.
 #pragma once
 
+#include <pkrt/k2k_transfer.hpp>
 #include <pkrt/program.hpp>
 #include <pkrt/replay_log.hpp>
 #include <pkrt/runtime.hpp>
@@ -62,6 +66,10 @@ struct ReplayDivergence {
     kDiffers,     // both runs produced an observation here, with different values
     kMissing,     // the recorded run has an observation the replay did not produce
     kUnexpected,  // the replay produced an observation the recorded run did not
+    // One rank replayed alone with its peers' inbound K2K logs (ReplayOptions::peer_k2k): a
+    // K2K message it sent differs from what the receiving rank recorded, or one side has a
+    // message the other has not (field: "payload", "not sent" or "not received").
+    kK2KSent,
   };
   Kind kind = Kind::kDiffers;
   std::uint64_t epoch = 0;
@@ -81,6 +89,16 @@ struct ReplayDivergence {
     std::uint64_t applied_epoch = 0;
   };
   std::vector<Command> preceding_commands;
+  // kK2KSent: the message as the receiving rank recorded it (expected) and as the replay sent
+  // it (actual); one of them is absent when only one side has it. actor / global_actor name
+  // the sender.
+  struct K2KMessage {
+    std::uint32_t rank = 0;  // the receiving rank
+    K2KTransfer transfer;
+    std::vector<std::byte> payload;
+  };
+  std::optional<K2KMessage> expected_k2k;
+  std::optional<K2KMessage> actual_k2k;
 };
 
 const char* replay_divergence_kind_name(ReplayDivergence::Kind kind);
@@ -118,6 +136,13 @@ struct ReplayOptions {
   // replay` uses k2k_log_path(LOG) when it exists). Needed for such a log: the rank is
   // replayed alone, its shard runtime receiving exactly the K2K the recording received.
   std::string inbound_k2k;
+  // With inbound_k2k: other ranks' inbound K2K logs of the same recording (`pkrt replay`
+  // passes every FILE.rank<p>.k2k beside FILE.rank<r>). What the replayed rank sends them each
+  // epoch is then compared with what they logged receiving from it, and the first difference
+  // is a divergence (kK2KSent) at the epoch it was sent. Without them, what the rank sends is
+  // not checked: a rank whose state stays right but whose messages go wrong would replay
+  // identical alone (its receivers, fed from their own logs, would too).
+  std::vector<std::string> peer_k2k;
   std::chrono::milliseconds timeout{std::chrono::minutes(30)};
   // Called from the caller's thread while commands are fed: (epoch reached, end epoch).
   std::function<void(std::uint64_t, std::uint64_t)> progress;
@@ -131,6 +156,7 @@ struct ReplayResult {
   bool from_checkpoint = false;
   std::uint64_t commands_injected = 0;
   std::uint64_t observations_compared = 0;  // matching observations before any divergence
+  std::uint64_t k2k_sent_compared = 0;      // K2K messages sent that matched the peers' logs
   std::string recorded_run;  // e.g. "cpu, 2 blocks, chaos seed 7"
   std::string replay_run;    // e.g. "cpu (3 worker threads), chaos seed 9"
   std::vector<std::string> notes;  // what the reader noted (torn tail, wrap) and what was skipped
