@@ -5,6 +5,9 @@
 #include <pkrt/status.hpp>
 
 #include <mpi.h>
+#if defined(OPEN_MPI) && __has_include(<mpi-ext.h>)
+#include <mpi-ext.h>  // MPIX_Query_cuda_support, when Open MPI built its CUDA extension
+#endif
 
 #include <algorithm>
 #include <chrono>
@@ -21,6 +24,16 @@ inline Status mpi_error(int rc, const char* what) {
   int len = 0;
   MPI_Error_string(rc, text, &len);
   return Status(StatusCode::kInternal, std::string("MPI ") + what + " failed: " + std::string(text, len));
+}
+
+// Whether this MPI library takes CUDA device pointers in its calls, as Open MPI reports it at
+// run time (MPIX_Query_cuda_support); false where the library has no way to say.
+inline bool mpi_reports_cuda_support() {
+#if defined(MPIX_CUDA_AWARE_SUPPORT)
+  return MPIX_Query_cuda_support() == 1;
+#else
+  return false;
+#endif
 }
 
 inline std::string rank_list(const std::vector<int>& ranks) {

@@ -483,6 +483,16 @@ Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, co
   shard->next_exchange_ = shard->local_->first_exchange_epoch();
   // Every multi-rank run exchanges each epoch: K2K, forwarded host commands, failures.
   shard->exchanges_ = c.size > 1;
+  if (!shard->exchanges_) {
+    shard->exchange_path_ = "none (one rank)";
+  } else if (shard->local_->backend() != BackendKind::kCuda) {
+    shard->exchange_path_ = "host memory (" + std::string(backend_name(shard->local_->backend())) + " backend)";
+  } else if (!detail::mpi_reports_cuda_support()) {
+    shard->exchange_path_ = "staged through host memory: this MPI reports no CUDA support (MPIX_Query_cuda_support)";
+  } else {
+    shard->exchange_path_ = "staged through host memory: MPI reports CUDA support, but pkrt's device-buffer exchange "
+                            "is not built yet (docs/scale-out.md)";
+  }
   return shard;
 }
 

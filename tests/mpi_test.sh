@@ -40,6 +40,7 @@ for d in 1 2; do
       got=$(checksum_of "$out.json")
       [ "$got" = "${single[$d]}" ] || fail "$np ranks, delay $d, $part: checksum $got, single process ${single[$d]}"
       grep -q '"messages": [1-9]' "$out.json" || fail "$np ranks: no K2K crossed ranks $(cat "$out.json")"
+      grep -q '"exchange_path": "host memory (cpu backend)"' "$out.json" || fail "$np ranks: exchange path $(cat "$out.json")"
       echo "ok: $np ranks, delay $d, $part partition: $got"
     done
   done

@@ -81,6 +81,7 @@ struct MpiRunSummary {
   std::uint64_t bytes = 0;
   double exchange_seconds = 0;  // the largest rank's time in exchanges
   std::string backend;
+  std::string exchange_path;  // ShardedRuntime::exchange_path (rank 0's)
   RuntimeStats stats;  // every rank's counters summed
   std::uint64_t log_records = 0;  // this rank's replay log (rank 0's is printed)
 };
@@ -240,6 +241,7 @@ Status run_heat2d_ranks(const RunOptions& o, MpiRunSummary& sum, int rank, int s
   MPI_Reduce(mine, total, 2, MPI_UINT64_T, MPI_SUM, 0, MPI_COMM_WORLD);
   MPI_Reduce(&seconds, &slowest, 1, MPI_DOUBLE, MPI_MAX, 0, MPI_COMM_WORLD);
   sum.backend = shard.local().backend_description();
+  sum.exchange_path = shard.exchange_path();
   sum.epoch = totals->runtime.epoch;
   sum.stats = totals->runtime;
   PKRT_RETURN_IF_ERROR(shard.shutdown());
@@ -402,6 +404,7 @@ int run_mpi_command(const RunOptions& o) {
                                 {"seconds", sum.seconds},
                                 {"epochs_per_second", eps},
                                 {"k2k_between_ranks", {{"messages", sum.messages}, {"bytes", sum.bytes}}},
+                                {"exchange_path", sum.exchange_path},
                                 {"exchange_seconds_max", sum.exchange_seconds},
                                 {"injections", sum.injections},
                                 {"applied_late", sum.applied_late},
@@ -437,6 +440,7 @@ int run_mpi_command(const RunOptions& o) {
                    {"wall time", secs},
                    {"epochs/s", rate},
                    {"K2K between ranks", exch},
+                   {"exchange path", sum.exchange_path},
                    {"injections", std::to_string(sum.injections) + " (" + std::to_string(sum.applied_late) +
                                       " applied after their epoch)"},
                    {"total heat", heat},

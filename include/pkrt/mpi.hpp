@@ -220,6 +220,10 @@ class ShardedRuntime {
                                 const RunInputs& inputs, std::vector<std::string>* skipped = nullptr);
 
   ExchangeStats exchange_stats() const { return stats_; }  // this rank's
+  // Where the exchange moves K2K between ranks, and why: "host memory (cpu backend)"; with
+  // the CUDA backend, staged through host memory, saying whether the MPI library reports CUDA
+  // support (MPIX_Query_cuda_support; pkrt does not yet pass it device buffers either way).
+  const std::string& exchange_path() const { return exchange_path_; }
   // Collective: the run's statistics over every rank, on every rank (rank 0 prints them).
   Result<RunTotals> totals();
   // Stops this rank's grid (not collective). Idempotent; returns the runtime's first error.
@@ -281,6 +285,7 @@ class ShardedRuntime {
   std::unique_ptr<Runtime> local_;
   std::uint64_t next_exchange_ = 0;
   std::uint64_t parked_at_ = 0;  // the epoch the grid parks at (start, then each run_until's)
+  std::string exchange_path_;
   bool exchanges_ = false;  // more than one rank: every epoch is exchanged, commands handed over
   bool started_ = false;    // start() succeeded
   bool shut_down_ = false;  // shutdown() was called: the grid no longer runs
