@@ -49,8 +49,11 @@
 #include <future>
 #include <limits>
 #include <map>
+#include <random>
 #include <string_view>
 #include <thread>
+
+#include <unistd.h>
 
 namespace pkrt::mpi {
 namespace {
@@ -258,14 +261,24 @@ struct LaunchFingerprint {
   std::uint32_t program_crc = 0;
   std::uint32_t partition_crc = 0;  // the owner table (0 when this rank refused the partition)
   std::uint32_t reserved = 0;
+  std::uint64_t run_nonce = 0;       // drawn by each rank; rank 0's names the run (K2K logs)
   std::uint64_t node_key = 0;        // this host's name: ranks with one key share a node
   std::uint64_t replay_log_key = 0;  // this node and the replay log's path (0: none)
   std::uint64_t k2k_log_key = 0;     // the same for ShardOptions::k2k_log
 };
-static_assert(sizeof(LaunchFingerprint) == 56, "LaunchFingerprint travels as bytes");
+static_assert(sizeof(LaunchFingerprint) == 64, "LaunchFingerprint travels as bytes");
 
 // FNV-1a (64 bits), never 0 (0 means "none"). Not a CRC: keys must not collide for texts that
 // differ in a few bytes, and 64 bits keep false matches negligible at thousands of ranks.
+// Distinct between runs, also on one node at one instant: the OS's entropy, the clock, the pid.
+std::uint64_t run_nonce() {
+  std::random_device entropy;
+  std::uint64_t n = (std::uint64_t{entropy()} << 32) ^ entropy();
+  n ^= static_cast<std::uint64_t>(std::chrono::system_clock::now().time_since_epoch().count());
+  n ^= static_cast<std::uint64_t>(::getpid()) << 17;
+  return n == 0 ? 1 : n;  // 0 means "unknown" in a K2K log
+}
+
 std::uint64_t text_key(const std::string& text) {
   std::uint64_t h = 0xcbf29ce484222325ull;
   for (unsigned char c : text) h = (h ^ c) * 0x100000001b3ull;
@@ -419,6 +432,7 @@ Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, co
   mine.node_key = text_key(host_name());
   mine.replay_log_key = options.runtime.replay_log ? file_key(options.runtime.replay_log->path()) : 0;
   mine.k2k_log_key = c.size > 1 ? file_key(options.k2k_log) : 0;
+  mine.run_nonce = run_nonce();
   all.resize(static_cast<std::size_t>(c.size));
   MPI_Request request = MPI_REQUEST_NULL;
   MPI_Iallgather(&mine, sizeof mine, MPI_BYTE, all.data(), sizeof mine, MPI_BYTE, dup, &request);
@@ -467,6 +481,7 @@ Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, co
     identity.ranks = static_cast<std::uint32_t>(c.size);
     identity.global_actors = actors;
     identity.k2k_delay = ro.k2k_delay;
+    identity.run_id = all.front().run_nonce;
     identity.global_ids = ro.global_ids;
     auto writer = K2KLogWriter::create(options.k2k_log, identity);
     if (writer.ok()) k2k_log = std::move(writer.value());

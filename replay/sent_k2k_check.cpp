@@ -35,6 +35,10 @@ Result<SentK2KCheck> SentK2KCheck::create(const K2KLogShard& own, std::vector<K2
                     " actors, K2K delay " + std::to_string(s.k2k_delay) + ", not " + std::to_string(own.ranks) + ", " +
                     std::to_string(own.global_actors) + ", " + std::to_string(own.k2k_delay) + " as this rank's");
     }
+    if (s.run_id != 0 && own.run_id != 0 && s.run_id != own.run_id) {
+      return refuse("is of another recording (run id " + std::to_string(s.run_id) + ", this rank's " +
+                    std::to_string(own.run_id) + ")");
+    }
     if (s.rank == own.rank || s.rank >= own.ranks || seen[s.rank]) {
       return refuse("is of rank " + std::to_string(s.rank) +
                     (s.rank == own.rank ? ", the rank being replayed" : ", given twice or out of range"));

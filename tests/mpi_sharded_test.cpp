@@ -573,6 +573,8 @@ TEST(ShardedRuntime, ARankReplayedWithItsPeersLogsChecksTheK2KItSendsAndNamesThe
   ASSERT_GE(world_size(), 3);
   const std::string dir = fresh_dir("replay_sent");
   record_ranks(3, dir);
+  const std::string other = fresh_dir("replay_sent_other");  // the same run, recorded again
+  record_ranks(3, other);
   if (world_rank() == 0) {
     const std::string path = dir + "/rank1.log";
     auto log = read_replay_log(path);
@@ -657,6 +659,10 @@ TEST(ShardedRuntime, ARankReplayedWithItsPeersLogsChecksTheK2KItSendsAndNamesThe
     EXPECT_NE(self.status().message().find("the rank being replayed"), std::string::npos) << self.status().to_string();
     auto twice = replay_with({rank2, payload_changed});
     EXPECT_EQ(twice.status().code(), StatusCode::kInvalidArgument) << twice.status().to_string();
+    // Rank 2's log of another recording of the same run: same shape, other run id.
+    auto stale = replay_with({rank0, k2k_log_path(other + "/rank2.log")});
+    EXPECT_EQ(stale.status().code(), StatusCode::kInvalidArgument) << stale.status().to_string();
+    EXPECT_NE(stale.status().message().find("is of another recording"), std::string::npos) << stale.status().to_string();
   }
   MPI_Barrier(MPI_COMM_WORLD);
 }

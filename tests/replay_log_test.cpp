@@ -1018,6 +1018,46 @@ TEST(K2KLog, ANewLogIsReadableBeforeCloseSoAKilledRanksLogCanBeReplayed) {
   EXPECT_EQ(read->epochs.size(), 2u);
 }
 
+// Version 2 carries the recording's run id; a version-1 log (no run id) still reads, as 0.
+TEST(K2KLog, TheRunIdRoundTripsAndAVersionOneLogReadsWithNone) {
+  TempDir dir;
+  const std::string path = dir.file("rank0.pkrl.k2k");
+  K2KLogShard shard = k2k_shard();
+  shard.run_id = 0x0123456789abcdefull;
+  {
+    auto writer = K2KLogWriter::create(path, shard);
+    ASSERT_TRUE(writer.ok()) << writer.status().to_string();
+    ASSERT_TRUE(write_k2k_log(*writer.value(), 2).ok());
+    ASSERT_TRUE(writer.value()->close().ok());
+  }
+  auto read = read_k2k_log(path);
+  ASSERT_TRUE(read.ok()) << read.status().to_string();
+  EXPECT_EQ(read->shard.run_id, shard.run_id);
+  EXPECT_EQ(read->epochs.size(), 2u);
+  // The same log as version 1 wrote it: version 1, no run id, the header's CRC made anew.
+  std::ifstream in(path, std::ios::binary);
+  std::vector<char> v2((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+  constexpr std::size_t kRunIdAt = 8 + 5 * 4, kHeaderV2 = kRunIdAt + 8 + 4 + 4 * 1;  // one id
+  std::vector<char> v1(v2.begin(), v2.begin() + kRunIdAt);
+  v1.insert(v1.end(), v2.begin() + kRunIdAt + 8, v2.begin() + kHeaderV2);
+  const std::uint32_t version = 1;
+  std::memcpy(v1.data() + 8, &version, sizeof version);
+  const std::uint32_t crc = crc32(v1.data(), v1.size());
+  v1.insert(v1.end(), reinterpret_cast<const char*>(&crc), reinterpret_cast<const char*>(&crc) + sizeof crc);
+  v1.insert(v1.end(), v2.begin() + kHeaderV2 + 4, v2.end());
+  auto old = parse_k2k_log(std::as_bytes(std::span(v1)), "v1");
+  ASSERT_TRUE(old.ok()) << old.status().to_string();
+  EXPECT_EQ(old->shard.run_id, 0u);
+  EXPECT_EQ(old->shard.global_ids, shard.global_ids);
+  EXPECT_EQ(old->epochs.size(), 2u);
+  // A version this build does not know is refused by name.
+  const std::uint32_t future = 3;
+  std::memcpy(v1.data() + 8, &future, sizeof future);
+  auto newer = parse_k2k_log(std::as_bytes(std::span(v1)), "v3");
+  EXPECT_EQ(newer.status().code(), StatusCode::kCorruptData);
+  EXPECT_NE(newer.status().message().find("version 3"), std::string::npos) << newer.status().to_string();
+}
+
 TEST(K2KLog, APathNamingADirectoryIsRefusedAtCreateNotAfterTheRun) {
   TempDir dir;
   const std::string path = dir.file("logs");

@@ -5,8 +5,10 @@
 // messages instead of other ranks' (docs/scale-out.md, "Replay across ranks").
 //
 // Format (little-endian):
-//   header: "PKK2KIN1"  u32 version (1)  u32 rank  u32 ranks  u32 global actors  u32 K2K delay
-//           u32 ids  ids x u32 (the shard's global ids, ascending)  u32 CRC32 of the header
+//   header: "PKK2KIN1"  u32 version (2)  u32 rank  u32 ranks  u32 global actors  u32 K2K delay
+//           u64 run id (version 2 only)  u32 ids  ids x u32 (the shard's global ids, ascending)
+//           u32 CRC32 of the header
+//   Version 1 (before 2026-12-06) has no run id; it is read with run_id 0.
 //   records, one per exchanged epoch, in epoch order (an epoch with no message has one too):
 //           u32 "RK2K"  u32 record bytes (with this header and the CRC)  u64 epoch
 //           u32 messages  u32 payload bytes  messages x K2KTransfer (24 B)  payload
@@ -44,6 +46,10 @@ struct K2KLogShard {
   std::uint32_t ranks = 1;
   std::uint32_t global_actors = 0;
   std::uint32_t k2k_delay = 1;
+  // The recording's id, the same in every rank's log of one run and different between runs
+  // (ShardedRuntime::create draws it on rank 0): a replay checking one rank against the others'
+  // logs refuses a log of another recording. 0: not known (a version-1 log).
+  std::uint64_t run_id = 0;
   std::vector<std::uint32_t> global_ids;
 };
 
