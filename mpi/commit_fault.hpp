@@ -5,13 +5,15 @@
 //
 // makes rank <rank> (of the ShardedRuntime's communicator) print one line on stderr and kill
 // itself with SIGKILL (no cleanup, no flush: as a crash, an OOM kill or a node loss) when it
-// reaches <point> of its n-th checkpoint() (counted from 1, per ShardedRuntime). The points, in
+// reaches <point> of its n-th checkpoint() (counted from 1, per ShardedRuntime, among the calls
+// that passed checkpoint()'s own checks: a refused call does not count). The points, in
 // the order a checkpoint passes them:
 //   set-durable    any rank: its set is durable, not yet reported to rank 0 (end of phase 1);
 //   before-commit  rank 0: every set was reported durable, the global manifest is not written;
 //   after-commit   rank 0: the global manifest is committed, older ones are not yet retired.
 // Unset or empty: nothing happens (one getenv per process). A value that does not parse, or
-// names a rank 0-only point for another rank, is reported once on stderr and ignored.
+// names a rank 0-only point for another rank, is reported once on stderr and ignored; so is a
+// rank the run does not have (reported by rank 0 at enable_checkpoints()).
 #pragma once
 
 #include <csignal>
@@ -75,8 +77,8 @@ inline std::optional<CommitKill> parse_commit_kill(const std::string& text, std:
   return k;
 }
 
-// Called at each point: kills this process when PKRT_MPI_KILL_AT names it.
-inline void commit_point_reached(CommitPoint point, int rank, std::uint64_t checkpoint) {
+// PKRT_MPI_KILL_AT, parsed once per process (a bad value reported then, on stderr).
+inline const std::optional<CommitKill>& commit_kill_from_environment() {
   static const std::optional<CommitKill> kill = [] {
     const char* v = std::getenv("PKRT_MPI_KILL_AT");
     if (v == nullptr || *v == '\0') return std::optional<CommitKill>();
@@ -85,6 +87,22 @@ inline void commit_point_reached(CommitPoint point, int rank, std::uint64_t chec
     if (!k) std::fprintf(stderr, "pkrt: PKRT_MPI_KILL_AT=%s ignored: %s\n", v, why.c_str());
     return k;
   }();
+  return kill;
+}
+
+// At enable_checkpoints(): a bad value is reported before the run, not at its first commit;
+// rank 0 also says when the rank named is not in the run.
+inline void check_commit_kill(int rank, int size) {
+  const std::optional<CommitKill>& kill = commit_kill_from_environment();
+  if (kill && rank == 0 && kill->rank >= size) {
+    std::fprintf(stderr, "pkrt: PKRT_MPI_KILL_AT names rank %d, but the run has %d rank(s): it will not fire\n",
+                 kill->rank, size);
+  }
+}
+
+// Called at each point: kills this process when PKRT_MPI_KILL_AT names it.
+inline void commit_point_reached(CommitPoint point, int rank, std::uint64_t checkpoint) {
+  const std::optional<CommitKill>& kill = commit_kill_from_environment();
   if (!kill || kill->point != point || kill->rank != rank || kill->checkpoint != checkpoint) return;
   std::fprintf(stderr, "pkrt: rank %d killed itself at %s of checkpoint %llu (PKRT_MPI_KILL_AT)\n", rank,
                commit_point_name(point), static_cast<unsigned long long>(checkpoint));

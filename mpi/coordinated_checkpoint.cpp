@@ -85,6 +85,7 @@ Status ShardedRuntime::enable_checkpoints(const GlobalCheckpointOptions& options
   // Told apart from a failed call: a second call leaves the enabled checkpoints (and rank 0's
   // lock of their directory) as they are. Every rank that keeps the contract refuses alike.
   if (manager_) return Status(StatusCode::kFailedPrecondition, "checkpoints are already enabled on this ShardedRuntime");
+  detail::check_commit_kill(context_.rank, context_.size);
   Status st;
   if (options.directory.empty()) {
     st = Status(StatusCode::kInvalidArgument, "no checkpoint directory. Fix: set GlobalCheckpointOptions::directory");
@@ -190,7 +191,7 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
   // 1. Every rank parked at one epoch. One maximum: the lowest epoch as the largest
   //    complement, and whether any rank holds host commands for other ranks' actors.
   const std::uint64_t epoch = local_->stats().epoch;
-  auto most = allreduce({epoch, ~epoch, forward_.size()}, MPI_MAX, timeout_, "comparing the ranks' parked epochs");
+  auto most = allreduce({epoch, ~epoch, queued_.size()}, MPI_MAX, timeout_, "comparing the ranks' parked epochs");
   if (!most.ok()) return most.status();
   const std::uint64_t hi = most.value()[0], lo = ~most.value()[1], forwarded = most.value()[2];
   if (lo != hi) {
@@ -329,10 +330,10 @@ Result<std::uint64_t> ShardedRuntime::restore(const std::string& directory, std:
                    std::string("restore() after ") + (started_ ? "start()" : "shutdown()") +
                        ": a grid that ran cannot be replaced. Fix: create a new ShardedRuntime on every rank and "
                        "restore it before start()");
-  } else if (!forward_.empty()) {
-    // Commands forwarded before a restore were aimed at epochs of the run being replaced.
+  } else if (!queued_.empty()) {
+    // Commands posted before a restore were aimed at epochs of the run being replaced.
     ready = Status(StatusCode::kFailedPrecondition,
-                   std::to_string(forward_.size()) + " host command(s) were posted to other ranks' actors before "
+                   std::to_string(queued_.size()) + " host command(s) were posted before "
                    "restore(). Fix: restore first, then post (apply epochs after the restored one)");
   }
   PKRT_RETURN_IF_ERROR(agree(ready, "restore()"));

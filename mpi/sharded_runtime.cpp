@@ -24,16 +24,18 @@
 // every command of epoch a before the heartbeat of a (kernels/persistent_loop.hpp, step 8),
 // so the owner waits only for its own pump or drain, and the reply travels with a's exchange.
 //
-// The hand-over (hand_over_commands): host commands posted or sent to another rank's actor
-// wait on the calling rank until its next collective call. run_until (and checkpoint) then
-// start with one more round of step 3 (tag kHandOverTag), every grid still parked at p: each
-// rank sends each owner a MessageHeader and the WireCommand records for it, and the owners
-// post (send) them in rank order before any grid leaves p. So a command applies at
-// max(apply epoch, p + 1) on any rank, exactly as Runtime::post on its owner would have made
-// it, and a run's results do not depend on which rank called. A run_until with nothing to
-// hand over pays that round's 8-byte all-reduce. The tag is the round's own: a peer that left
-// the hand-over can already send its first exchange message, never its next hand-over (the
-// run_until's closing agreement comes between).
+// The hand-over (hand_over_commands): on more than one rank, every host command posted or
+// sent (for any actor, this rank's too) waits on the calling rank until the next run_until or
+// checkpoint. These start with one more round of step 3 (tag kHandOverTag), every grid still
+// parked at p: each rank sends each owner a MessageHeader and the WireCommand records for it,
+// and each owner posts (sends) what it got in rank order, its own commands in its own turn,
+// before any grid leaves p. So a command applies at max(apply epoch, p + 1) on any rank, as
+// Runtime::post on its owner would have made it, and commands of one epoch for one actor enter
+// its ring in (calling rank, call order) order whichever rank runs it: results do not depend
+// on the partition even where commands do not commute. A run_until with nothing to hand over
+// pays that round's 8-byte all-reduce. The tag is the round's own: a peer that left the
+// hand-over can already send its first exchange message, never its next hand-over (the
+// run_until's closing agreement, or checkpoint()'s, comes between).
 // Messages carry their epoch, checked on receipt.
 #include <pkrt/crc32.hpp>
 #include <pkrt/mpi.hpp>
@@ -496,7 +498,8 @@ Result<std::unique_ptr<ShardedRuntime>> ShardedRuntime::create(MPI_Comm comm, co
   shard->local_ = std::move(created.value());
   shard->k2k_log_ = std::move(k2k_log);
   shard->next_exchange_ = shard->local_->first_exchange_epoch();
-  // Every multi-rank run exchanges each epoch: K2K, forwarded host commands, failures.
+  // Every multi-rank run exchanges each epoch (K2K, replies, failures) and hands host commands
+  // over at each run_until.
   shard->exchanges_ = c.size > 1;
   if (!shard->exchanges_) {
     shard->exchange_path_ = "none (one rank)";
@@ -591,7 +594,7 @@ Status ShardedRuntime::after_shutdown(const char* call) const {
 }
 
 Status ShardedRuntime::can_command(const char* call) const {
-  // A command forwarded now would be lost without a word: no exchange would carry it.
+  // A command queued now would be lost without a word: no hand-over would carry it.
   PKRT_RETURN_IF_ERROR(failed_);
   PKRT_RETURN_IF_ERROR(lost_);
   return shut_down_ ? after_shutdown(call) : Status();
@@ -601,19 +604,38 @@ Status ShardedRuntime::post(std::uint32_t actor, std::uint16_t opcode, const voi
                             std::uint64_t apply_epoch) {
   PKRT_RETURN_IF_ERROR(can_command("post()"));
   PKRT_RETURN_IF_ERROR(check_command(actor, data, bytes));
-  if (owns(actor)) return local_->post(local_index(actor), opcode, data, bytes, apply_epoch);
-  forward(actor, opcode, data, bytes, apply_epoch, 0);
+  // One rank runs every actor: its call order is the only order there is.
+  if (!exchanges_) return local_->post(local_index(actor), opcode, data, bytes, apply_epoch);
+  queued_.push_back(make_queued(actor, opcode, data, bytes, apply_epoch, 0));
   return Status();
 }
 
-void ShardedRuntime::forward(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
-                             std::uint64_t apply_epoch, std::uint64_t reply_token) {
-  ForwardedCommand& f = forward_.emplace_back();
-  f.command.actor = actor;
-  f.command.opcode = opcode;
-  f.command.apply_epoch = apply_epoch;
-  if (bytes > 0) std::memcpy(f.command.data.data(), data, bytes);
-  f.reply_token = reply_token;
+ShardedRuntime::QueuedCommand ShardedRuntime::make_queued(std::uint32_t actor, std::uint16_t opcode, const void* data,
+                                                          std::size_t bytes, std::uint64_t apply_epoch,
+                                                          std::uint64_t reply_token) {
+  QueuedCommand q;
+  q.command.actor = actor;
+  q.command.opcode = opcode;
+  q.command.apply_epoch = apply_epoch;
+  if (bytes > 0) std::memcpy(q.command.data.data(), data, bytes);
+  q.reply_token = reply_token;
+  return q;
+}
+
+Status ShardedRuntime::post_owned(const QueuedCommand& q) {
+  const std::uint32_t actor = q.command.actor;
+  const std::uint32_t local = local_index(actor);
+  if (q.reply_token == 0) return local_->post(local, q.command.opcode, q.command.data.data(), q.command.data.size(),
+                                              q.command.apply_epoch);
+  // The owner's runtime answers on its pump thread; the reply names the global id.
+  pkrt::detail::RequestTable* table = replies_;
+  const std::uint64_t token = q.reply_token;
+  local_->send(local, q.command.opcode, q.command.data.data(), q.command.data.size(), q.command.apply_epoch,
+               [table, token, actor](Reply reply) {
+                 reply.event.actor = actor;
+                 table->complete(token, [&reply](pkrt::detail::RequestTable::Record& r) { r.reply = std::move(reply); });
+               });
+  return Status();
 }
 
 ReplyFuture ShardedRuntime::send(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
@@ -629,16 +651,10 @@ ReplyFuture ShardedRuntime::send(std::uint32_t actor, std::uint16_t opcode, cons
   const std::uint64_t token = make_command_request(lane, next_reply_seq_[lane]++);
   ReplyFuture future = replies_->prepare(index, token, actor, opcode, nullptr);
   replies_->bind(token, index);
-  if (owned) {
-    // The owner's runtime answers on its pump thread; the reply names the global id.
-    pkrt::detail::RequestTable* table = replies_;
-    local_->send(local_index(actor), opcode, data, bytes, apply_epoch, [table, token, actor](Reply reply) {
-      reply.event.actor = actor;
-      table->complete(token, [&reply](pkrt::detail::RequestTable::Record& r) { r.reply = std::move(reply); });
-    });
-    return future;
-  }
-  forward(actor, opcode, data, bytes, apply_epoch, token);
+  QueuedCommand q = make_queued(actor, opcode, data, bytes, apply_epoch, token);
+  // One rank: sent at once (a send's failures complete its future).
+  if (!exchanges_) (void)post_owned(q);
+  else queued_.push_back(q);
   return future;
 }
 
@@ -894,39 +910,65 @@ Status ShardedRuntime::unpack_incoming(std::uint64_t epoch, int peer, std::span<
 }
 
 Status ShardedRuntime::hand_over_commands(const Status& local_failure) {
+  const auto started = std::chrono::steady_clock::now();
+  const std::string what = "the hand-over of host commands at epoch " + std::to_string(parked_at_);
   // One message per owner with commands for it: a MessageHeader (epoch: the park, commands:
   // their count), then the WireCommand records in the order they were posted.
   std::map<int, std::vector<std::byte>> outgoing;
-  if (local_failure.ok()) {
+  Status failure = local_failure;
+  std::uint64_t forwarded = 0;
+  if (failure.ok()) {
     std::map<int, MessageHeader> headers;
-    for (const ForwardedCommand& f : forward_) {
-      const int owner = static_cast<int>(partition_.owner(f.command.actor));
+    for (const QueuedCommand& q : queued_) {
+      const int owner = static_cast<int>(partition_.owner(q.command.actor));
+      if (owner == context_.rank) continue;  // posted below, in this rank's turn
       std::vector<std::byte>& out = outgoing[owner];
       if (out.empty()) out.resize(sizeof(MessageHeader));
       WireCommand w;
-      w.actor = f.command.actor;
-      w.opcode = f.command.opcode;
-      w.apply_epoch = f.command.apply_epoch;
-      w.reply_token = f.reply_token;
-      w.data = f.command.data;
+      w.actor = q.command.actor;
+      w.opcode = q.command.opcode;
+      w.apply_epoch = q.command.apply_epoch;
+      w.reply_token = q.reply_token;
+      w.data = q.command.data;
       append_bytes(out, w);
       ++headers[owner].commands;
+      ++forwarded;
     }
     for (auto& [owner, out] : outgoing) {
+      // One MPI message per owner, counted in int (56 bytes a command: ~38M commands).
+      if (out.size() > static_cast<std::size_t>(std::numeric_limits<int>::max())) {
+        failure = Status(StatusCode::kUnsupported,
+                         std::to_string(headers[owner].commands) + " host commands from rank " +
+                             std::to_string(context_.rank) + " for rank " + std::to_string(owner) +
+                             "'s actors in one run_until (at most 2 GiB per owner). Fix: call run_until more often, "
+                             "or post fewer commands between its calls");
+        break;
+      }
       headers[owner].epoch = parked_at_;
       std::memcpy(out.data(), &headers[owner], sizeof(MessageHeader));
     }
+    if (!failure.ok()) outgoing.clear();  // a failing rank sends nothing, only its code
   }
-  std::map<int, std::vector<std::byte>> incoming;
-  PKRT_RETURN_IF_ERROR(swap_messages(kHandOverTag, "the hand-over of host commands at epoch " + std::to_string(parked_at_),
-                                     outgoing, local_failure, incoming));
-  stats_.commands_forwarded += forward_.size();
   stats_.peer_messages += outgoing.size();
-  forward_.clear();  // every owner has them
-  // In rank order: commands from one rank to one actor keep their order, and every rank
-  // count posts a peer's commands in the same order.
-  for (const auto& [peer, buf] : incoming) PKRT_RETURN_IF_ERROR(take_commands(peer, buf));
-  return Status();
+  std::map<int, std::vector<std::byte>> incoming;
+  PKRT_RETURN_IF_ERROR(swap_messages(kHandOverTag, what, outgoing, failure, incoming));
+  stats_.commands_forwarded += forwarded;
+  // In rank order, this rank's own commands in its turn: every command of one epoch for one
+  // actor enters its ring in the same order whichever rank runs it (rank, then call order),
+  // so a run does not depend on the partition even where commands do not commute.
+  std::vector<QueuedCommand> mine;
+  mine.swap(queued_);
+  Status posted;
+  for (int r = 0; r < context_.size && posted.ok(); ++r) {
+    if (r == context_.rank) {
+      for (const QueuedCommand& q : mine)
+        if (owns(q.command.actor) && posted.ok()) posted = post_owned(q);
+    } else if (const auto it = incoming.find(r); it != incoming.end()) {
+      posted = take_commands(r, it->second);
+    }
+  }
+  stats_.seconds_in_exchange += std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
+  return posted;
 }
 
 Status ShardedRuntime::take_commands(int peer, std::span<const std::byte> buf) {
@@ -1048,9 +1090,10 @@ Status ShardedRuntime::run_until(std::uint64_t epoch) {
   // so that its peers hear why at once instead of waiting for it until their deadline.
   // The same after local().shutdown(): set_target_epoch refuses it at once.
   Status result = shut_down_ ? after_shutdown(("run_until(" + std::to_string(epoch) + ")").c_str()) : Status();
-  // Commands for other ranks' actors reach their owners while every grid is still parked, so
-  // each applies where the same call on its owner would have (a failure here is told to
-  // every rank by the hand-over's consensus, as by an exchange's).
+  // Queued commands reach their owners while every grid is still parked, so each applies where
+  // the same call on its owner would have. A failure before the hand-over is told to every
+  // rank by its consensus; one posting what it received, at the next exchange or the closing
+  // agreement.
   if (exchanges_) result = hand_over_commands(result);
   if (result.ok()) {
     result = local_->set_target_epoch(epoch);

@@ -685,8 +685,11 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
     }
     inbound = std::move(read.value());
   }
-  // The other ranks' inbound logs: what this rank sends them is checked against them.
+  // The other ranks' inbound logs: what this rank sends them is checked against them. The
+  // check is an extra: a peer log that cannot be read or is not of this recording is left
+  // out, with a note, and the rank replays all the same.
   std::optional<detail::SentK2KCheck> sent_check;
+  std::vector<std::string> peer_notes;
   if (!options.peer_k2k.empty()) {
     if (!inbound) {
       return Status(StatusCode::kInvalidArgument,
@@ -694,14 +697,19 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
                     "with a rank's log (and its inbound K2K log)");
     }
     std::vector<K2KLog> peers;
+    std::vector<std::string> names;
     for (const std::string& path : options.peer_k2k) {
       auto read = read_k2k_log(path);
-      if (!read.ok()) return Status(read.status().code(), "peer K2K log: " + read.status().message());
+      if (!read.ok()) {
+        peer_notes.push_back("what this rank sent is not checked against '" + path + "': " + read.status().message());
+        continue;
+      }
+      if (!read->stop_note.empty()) peer_notes.push_back("peer K2K log '" + path + "': " + read->stop_note);
       peers.push_back(std::move(read.value()));
+      names.push_back(path);
     }
-    auto check = detail::SentK2KCheck::create(inbound->shard, std::move(peers), options.peer_k2k);
-    if (!check.ok()) return check.status();
-    sent_check = std::move(check.value());
+    sent_check = detail::SentK2KCheck::create(inbound->shard, std::move(peers), names, peer_notes);
+    if (sent_check->empty()) sent_check.reset();
   }
 
   ReplayResult result;
@@ -1043,6 +1051,7 @@ Result<ReplayResult> replay_log(const ReplayLog& log, std::span<const Program* c
     if (result.divergence && result.divergence->actor < inbound->shard.global_ids.size())
       result.divergence->global_actor = inbound->shard.global_ids[result.divergence->actor];
   }
+  result.notes.insert(result.notes.end(), peer_notes.begin(), peer_notes.end());
   if (sent_check) {
     // The feeder is joined: its results are ours to read.
     result.k2k_sent_compared = sent_check->matched();

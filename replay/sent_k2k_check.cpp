@@ -18,38 +18,64 @@ bool same_key(const K2KTransfer& a, const K2KTransfer& b) {
 
 }  // namespace
 
-Result<SentK2KCheck> SentK2KCheck::create(const K2KLogShard& own, std::vector<K2KLog> peers,
-                                          const std::vector<std::string>& names) {
+SentK2KCheck SentK2KCheck::create(const K2KLogShard& own, std::vector<K2KLog> peers, const std::vector<std::string>& names,
+                                  std::vector<std::string>& skipped) {
   std::vector<Peer> kept;
   std::vector<bool> seen(own.ranks, false);
+  std::vector<std::uint32_t> taken = own.global_ids;  // actors some log (or this rank) has, ascending
   for (std::size_t i = 0; i < peers.size(); ++i) {
     const K2KLogShard& s = peers[i].shard;
     const std::string name = i < names.size() ? names[i] : "peer log " + std::to_string(i);
-    const auto refuse = [&](const std::string& why) {
-      return Status(StatusCode::kInvalidArgument,
-                    "peer K2K log '" + name + "' " + why + ". Fix: pass the .k2k files the same recording wrote beside "
-                    "the other ranks' logs");
-    };
-    if (s.ranks != own.ranks || s.global_actors != own.global_actors || s.k2k_delay != own.k2k_delay) {
-      return refuse("is of a run of " + std::to_string(s.ranks) + " ranks, " + std::to_string(s.global_actors) +
-                    " actors, K2K delay " + std::to_string(s.k2k_delay) + ", not " + std::to_string(own.ranks) + ", " +
-                    std::to_string(own.global_actors) + ", " + std::to_string(own.k2k_delay) + " as this rank's");
-    }
+    std::string why;
     if (s.run_id != 0 && own.run_id != 0 && s.run_id != own.run_id) {
-      return refuse("is of another recording (run id " + std::to_string(s.run_id) + ", this rank's " +
-                    std::to_string(own.run_id) + ")");
+      why = "is of another recording (run id " + std::to_string(s.run_id) + ", this rank's " + std::to_string(own.run_id) +
+            ")";
+    } else if (s.ranks != own.ranks || s.global_actors != own.global_actors || s.k2k_delay != own.k2k_delay) {
+      why = "is of a run of " + std::to_string(s.ranks) + " ranks, " + std::to_string(s.global_actors) + " actors, K2K delay " +
+            std::to_string(s.k2k_delay) + ", not " + std::to_string(own.ranks) + ", " + std::to_string(own.global_actors) +
+            ", " + std::to_string(own.k2k_delay) + " as this rank's";
+    } else if (s.rank == own.rank) {
+      why = "is of rank " + std::to_string(s.rank) + ", the rank being replayed";
+    } else if (s.rank >= own.ranks || seen[s.rank]) {
+      why = "is of rank " + std::to_string(s.rank) + ", given twice or out of range";
+    } else {
+      for (std::uint32_t id : s.global_ids) {
+        if (!std::binary_search(taken.begin(), taken.end(), id)) continue;
+        why = "gives rank " + std::to_string(s.rank) + " actor " + std::to_string(id) + ", which " +
+              (std::binary_search(own.global_ids.begin(), own.global_ids.end(), id) ? "this rank runs"
+                                                                                     : "another peer log gives its rank");
+        break;
+      }
     }
-    if (s.rank == own.rank || s.rank >= own.ranks || seen[s.rank]) {
-      return refuse("is of rank " + std::to_string(s.rank) +
-                    (s.rank == own.rank ? ", the rank being replayed" : ", given twice or out of range"));
+    if (!why.empty()) {
+      skipped.push_back("what this rank sent is not checked against '" + name + "': it " + why +
+                        ". Fix: keep the .k2k files one recording wrote beside each other");
+      continue;
     }
     seen[s.rank] = true;
-    for (std::uint32_t id : s.global_ids) {
-      if (std::binary_search(own.global_ids.begin(), own.global_ids.end(), id))
-        return refuse("gives rank " + std::to_string(s.rank) + " actor " + std::to_string(id) + ", which this rank runs");
+    taken.insert(taken.end(), s.global_ids.begin(), s.global_ids.end());
+    std::sort(taken.begin(), taken.end());
+    // Only what came from this rank is ever compared: the rest (most of a log, with many
+    // ranks) is dropped now, so that R ranks replaying side by side do not each hold every
+    // other rank's whole log.
+    for (K2KLogEpoch& e : peers[i].epochs) {
+      K2KLogEpoch from_us;
+      from_us.epoch = e.epoch;
+      std::size_t offset = 0;
+      for (const K2KTransfer& t : e.messages) {
+        if (std::binary_search(own.global_ids.begin(), own.global_ids.end(), t.src)) {
+          from_us.messages.push_back(t);
+          from_us.payload.insert(from_us.payload.end(), e.payload.begin() + static_cast<std::ptrdiff_t>(offset),
+                                 e.payload.begin() + static_cast<std::ptrdiff_t>(offset + t.bytes));
+        }
+        offset += t.bytes;
+      }
+      e = std::move(from_us);
     }
     kept.push_back(Peer{std::move(peers[i]), name});
   }
+  // By rank: when several receivers disagree at one epoch, the lowest rank's is reported.
+  std::sort(kept.begin(), kept.end(), [](const Peer& a, const Peer& b) { return a.log.shard.rank < b.log.shard.rank; });
   return SentK2KCheck(own, std::move(kept));
 }
 
@@ -78,7 +104,7 @@ std::vector<SentK2KCheck::Received> SentK2KCheck::received(const Peer& peer, std
     // read_k2k_log checked that the payloads add up to the record's bytes.
     const std::span<const std::byte> bytes(e.payload.data() + offset, t.bytes);
     offset += t.bytes;
-    if (std::binary_search(own_ids_.begin(), own_ids_.end(), t.src)) out.push_back({t, bytes});
+    out.push_back({t, bytes});  // create() kept only messages from this rank's actors
   }
   std::sort(out.begin(), out.end(), [](const Received& a, const Received& b) { return before(a.transfer, b.transfer); });
   return out;

@@ -27,11 +27,13 @@ namespace pkrt::detail {
 class SentK2KCheck {
  public:
   // `own`: the replayed rank's shard (from its inbound log). `peers`: other ranks' logs of the
-  // same run, `names` their paths (for errors). Refused (kInvalidArgument, naming the file)
-  // when a log is of another run's shape: rank count, actor count, K2K delay, a rank given
-  // twice or this rank itself, or actors that overlap this rank's.
-  static Result<SentK2KCheck> create(const K2KLogShard& own, std::vector<K2KLog> peers,
-                                     const std::vector<std::string>& names);
+  // same run, `names` their paths. A log that cannot be one of them (another recording's run
+  // id, another rank count, actor count or K2K delay, this rank itself, a rank given twice,
+  // actors another log or this rank already has) is left out, with the reason naming the
+  // file appended to `skipped`: the check is an extra, and the rank replays without it. Of
+  // each log only the messages from this rank's actors are kept.
+  static SentK2KCheck create(const K2KLogShard& own, std::vector<K2KLog> peers, const std::vector<std::string>& names,
+                             std::vector<std::string>& skipped);
 
   // Compares epoch `epoch`'s outbound K2K (Runtime::collect_outbound_k2k's output). After the
   // first difference it compares nothing more.
@@ -39,7 +41,9 @@ class SentK2KCheck {
 
   std::uint64_t matched() const { return matched_; }  // messages equal on both sides
   const std::optional<ReplayDivergence>& divergence() const { return divergence_; }
-  // "ranks 0 and 2 (epochs 0..40)": what was compared against, for the report's notes.
+  bool empty() const { return peers_.empty(); }
+  // "... ranks 0 (epochs 0..40) and 2 (...) logged receiving": what was compared against,
+  // for the report's notes.
   std::string describe() const;
 
  private:
@@ -48,7 +52,7 @@ class SentK2KCheck {
     std::span<const std::byte> payload;
   };
   struct Peer {
-    K2KLog log;
+    K2KLog log;  // only messages from this rank's actors
     std::string name;
   };
   SentK2KCheck(const K2KLogShard& own, std::vector<Peer> peers);

@@ -193,6 +193,10 @@ int replay_one(const ReplayOptions& o, bool print, ReplayVerdict& verdict) {
       if (!missing.empty())
         cli_notes.push_back("what this rank sent to the ranks of " + missing +
                             " is not checked: those files are not there. Fix: keep every rank's .k2k beside its log");
+    } else if (own.ok()) {
+      cli_notes.push_back("what this rank sent is not checked: '" + o.log + "' is rank " +
+                          std::to_string(own->shard.rank) + "'s log but not named <recording>" + suffix +
+                          ", so the other ranks' .k2k files cannot be found. Fix: replay it under the name pkrt run gave it");
     }
   }
   ro.record_to = o.record_to;

@@ -5,8 +5,9 @@
 // epoch it was committed in, sent with point-to-point messages to the ranks it is for (one
 // small all-reduce per epoch tells every rank the exchange is complete), and delivered before the
 // epoch that reads it (K2K delay D: every message, local or remote, is read D epochs after
-// it was sent, so results do not depend on the rank count or the partition). docs/scale-out.md
-// has the model, the protocol and its costs.
+// it was sent, so results do not depend on the rank count or the partition). Host commands
+// reach their actors' ranks in one more such round at the start of each run_until.
+// docs/scale-out.md has the model, the protocol and its costs.
 //
 // Contract
 // - MPI is initialised by the caller (MPI_Init_thread with at least MPI_THREAD_FUNNELED):
@@ -156,11 +157,13 @@ class ShardedRuntime {
   Status run_until(std::uint64_t epoch);
   // A fire-and-forget command to global actor `actor` from any rank, applied at
   // `apply_epoch` (0: the next epoch; an epoch the grids already ran: the next one), at the
-  // same epoch whichever rank runs the actor and whichever rank calls, so a run's results do
-  // not depend on the rank count or the partition. On the owner rank it is posted at once; on
-  // another rank it is queued and handed to the owner at the start of the next collective
-  // call (run_until, checkpoint), before any grid leaves its park. Commands from one rank to
-  // one actor keep their order.
+  // same epoch whichever rank runs the actor and whichever rank calls. On one rank it is
+  // posted at once. On more, it is queued (for this rank's actors too) and handed to the
+  // actor's rank at the start of the next run_until or checkpoint, before any grid leaves its
+  // park; there the commands of all ranks are posted in rank order, each rank's in call
+  // order, so commands of one epoch for one actor apply in the same order on any partition.
+  // Errors that only the owner's runtime can find (a full ring, a failed runtime) then fail
+  // that run_until.
   Status post(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
               std::uint64_t apply_epoch = 0);
   template <class T>
@@ -334,15 +337,17 @@ class ShardedRuntime {
   std::uint64_t park_epoch() const;
   // Completes this rank's forwarded sends with the replies rank `from` returned.
   Status complete_replies(int from, std::span<const std::byte> bytes);
-  // A host command for another rank's actor: global id; reply_token names the sender's
-  // future (0: a post).
-  struct ForwardedCommand {
+  // A host command posted or sent on a multi-rank run, waiting for the next hand-over:
+  // global id; reply_token names the sender's future (0: a post).
+  struct QueuedCommand {
     Command command;
     std::uint64_t reply_token = 0;
   };
-  // Queues a checked command for another rank's actor, for the next hand-over.
-  void forward(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
-               std::uint64_t apply_epoch, std::uint64_t reply_token);
+  static QueuedCommand make_queued(std::uint32_t actor, std::uint16_t opcode, const void* data, std::size_t bytes,
+                                   std::uint64_t apply_epoch, std::uint64_t reply_token);
+  // Posts (sends) a command for one of this rank's actors to local(): a send's future is
+  // completed by local()'s reply callback.
+  Status post_owned(const QueuedCommand& q);
   // A forwarded send this rank applies: its reply goes back to `origin` with the exchange of
   // `apply_epoch` (the epoch it applies at).
   struct AwaitedReply {
@@ -355,7 +360,9 @@ class ShardedRuntime {
   // Per-exchange buffers, kept between epochs.
   std::vector<K2KTransfer> outbound_;
   std::vector<std::byte> outbound_payload_;
-  std::vector<ForwardedCommand> forward_;  // for other ranks' actors, in order
+  // Commands posted or sent since the last hand-over, for any rank's actors, in call order
+  // (a single rank posts at once and keeps none).
+  std::vector<QueuedCommand> queued_;
   std::vector<AwaitedReply> awaited_;
   // The futures send() returned: lane kRemoteLane for forwarded sends (completed by the
   // exchange on the driving thread), kOwnedLane for this rank's actors (completed by

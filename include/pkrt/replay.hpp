@@ -139,9 +139,11 @@ struct ReplayOptions {
   // With inbound_k2k: other ranks' inbound K2K logs of the same recording (`pkrt replay`
   // passes every FILE.rank<p>.k2k beside FILE.rank<r>). What the replayed rank sends them each
   // epoch is then compared with what they logged receiving from it, and the first difference
-  // is a divergence (kK2KSent) at the epoch it was sent. Without them, what the rank sends is
-  // not checked: a rank whose state stays right but whose messages go wrong would replay
-  // identical alone (its receivers, fed from their own logs, would too).
+  // is a divergence (kK2KSent) at the epoch it was sent. A log that cannot be read or is not
+  // of this recording (its run id, shape or rank) is left out with a note in
+  // ReplayResult::notes. Without them, what the rank sends is not checked: a rank whose state
+  // stays right but whose messages go wrong would replay identical alone (its receivers, fed
+  // from their own logs, would too).
   std::vector<std::string> peer_k2k;
   std::chrono::milliseconds timeout{std::chrono::minutes(30)};
   // Called from the caller's thread while commands are fed: (epoch reached, end epoch).
