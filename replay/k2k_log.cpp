@@ -109,7 +109,8 @@ Result<K2KLog> parse_k2k_log(std::span<const std::byte> file, const std::string&
     K2KLogEpoch e;
     e.epoch = epoch;
     e.messages.resize(messages);
-    std::memcpy(e.messages.data(), rest.data() + kRecordFixed, std::size_t{messages} * sizeof(K2KTransfer));
+    // An epoch without messages has an empty (null) array: memcpy must not see it.
+    if (messages > 0) std::memcpy(e.messages.data(), rest.data() + kRecordFixed, std::size_t{messages} * sizeof(K2KTransfer));
     std::uint64_t declared = 0;
     for (const K2KTransfer& t : e.messages) declared += t.bytes;
     if (declared != payload) {
