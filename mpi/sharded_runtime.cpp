@@ -1165,6 +1165,19 @@ Result<RunTotals> ShardedRuntime::totals() {
 
 Status ShardedRuntime::shutdown() {
   shut_down_ = true;
+  // No hand-over will carry what is still queued: its sends fail now rather than when this
+  // object goes (its posts are dropped, as a shutdown drops a ring's unapplied commands).
+  for (const QueuedCommand& q : queued_) {
+    if (q.reply_token == 0) continue;
+    replies_->complete(q.reply_token, [&](pkrt::detail::RequestTable::Record& r) {
+      r.reply.status = Status(StatusCode::kAborted, "rank " + std::to_string(context_.rank) +
+                                                        " shut down before the command to actor " +
+                                                        std::to_string(q.command.actor) + " was handed over");
+      r.reply.event.actor = q.command.actor;
+      r.reply.event.opcode = kOpError;
+    });
+  }
+  queued_.clear();
   Status st = local_->shutdown();
   if (k2k_log_) {
     Status closed = k2k_log_->close();

@@ -430,6 +430,30 @@ TEST(ShardedRuntime, AFailedRunFailsThePendingRemoteSends) {
   });
 }
 
+// A send still queued for the hand-over when its rank shuts down fails at once, for this
+// rank's actor and another's alike, instead of waiting until the ShardedRuntime goes.
+TEST(ShardedRuntime, AShutdownFailsTheSendsStillQueuedForTheHandOver) {
+  ASSERT_GE(world_size(), 2);
+  on_first_ranks(2, [&](MPI_Comm comm) {
+    auto shard = echo_shard(comm);
+    ASSERT_NE(shard, nullptr);
+    ASSERT_TRUE(shard->start().ok());
+    ASSERT_TRUE(shard->run_until(2).ok());
+    const std::uint32_t mine = shard->partition().actors_of(static_cast<std::uint32_t>(shard->context().rank)).front();
+    const std::uint32_t theirs = shard->owns(0) ? kActors - 1 : 0;
+    ReplyFuture own = shard->send(mine, examples::kEchoPing, std::uint64_t{1});
+    ReplyFuture remote = shard->send(theirs, examples::kEchoPing, std::uint64_t{2});
+    EXPECT_FALSE(own.ready()) << "queued until the next run_until";
+    ASSERT_TRUE(shard->shutdown().ok());
+    for (ReplyFuture* f : {&own, &remote}) {
+      ASSERT_TRUE(f->ready());
+      const Reply r = f->get();
+      EXPECT_EQ(r.status.code(), StatusCode::kAborted) << r.status.to_string();
+      EXPECT_NE(r.status.message().find("shut down before the command"), std::string::npos) << r.status.to_string();
+    }
+  });
+}
+
 // What every rank exchanges with every other each epoch is one small all-reduce: MPI messages
 // go only to ranks with something for them (K2K, a handed-over command, a reply).
 TEST(ShardedRuntime, RanksWithNothingForEachOtherExchangeNoMessages) {

@@ -229,7 +229,9 @@ class ShardedRuntime {
   const std::string& exchange_path() const { return exchange_path_; }
   // Collective: the run's statistics over every rank, on every rank (rank 0 prints them).
   Result<RunTotals> totals();
-  // Stops this rank's grid (not collective). Idempotent; returns the runtime's first error.
+  // Stops this rank's grid (not collective). Commands still queued for a hand-over are
+  // dropped, their sends' futures failed (kAborted). Idempotent; returns the runtime's first
+  // error.
   Status shutdown();
 
  private:
