@@ -175,10 +175,10 @@ class ShardedRuntime {
   }
   // Sends a command to global actor `actor` from any rank, with the same apply epoch rules as
   // post(), and returns a future for its reply, whose event names the actor by its global id.
-  // On the owner rank the command goes to local() at once and the future completes when its
-  // runtime answers. On another rank it is handed over like a post and the owner returns the
-  // reply with the exchange of the epoch it applied in: once run_until has run that epoch, the
-  // future is ready on the sending rank. So wait for it after that run_until (or on another
+  // It is posted when post() would post it (at once on one rank, at the next hand-over on
+  // more). For this rank's actor the future completes when local() answers; for another
+  // rank's, the owner returns the reply with the exchange of the epoch it applied in: once
+  // run_until has run that epoch, the future is ready on the sending rank. So wait for it after that run_until (or on another
   // thread while it runs): the thread that drives this ShardedRuntime is the one that carries
   // the reply, and a get() there before it would wait for ever. A run that fails completes
   // every pending future with its error.
@@ -243,10 +243,10 @@ class ShardedRuntime {
   // through the exchange's consensus instead, then returned. Sets told_peers_ when the peers
   // know of the failure it returns.
   Status exchange(std::uint64_t epoch, const Status& local_failure);
-  // Collective, every grid parked at parked_at_: hands the commands this rank queued for
-  // other ranks' actors to their owners, which post (send) them before any grid leaves the
-  // park, so they apply where the same call on the owner would have. `local_failure` and
-  // told_peers_ as for exchange().
+  // Collective, every grid parked at parked_at_: sends the queued commands for other ranks'
+  // actors to their owners; then every rank posts (sends) what it got and its own queued
+  // commands for its actors, in rank order, before any grid leaves the park.
+  // `local_failure` and told_peers_ as for exchange().
   Status hand_over_commands(const Status& local_failure);
   // One round of the nonblocking consensus (mpi/sharded_runtime.cpp, step 3): sends each of
   // `outgoing` with `tag`, receives what comes into `incoming` until every rank joined the
@@ -290,7 +290,7 @@ class ShardedRuntime {
   std::unique_ptr<Runtime> local_;
   std::uint64_t next_exchange_ = 0;
   std::uint64_t parked_at_ = 0;  // the epoch the grid parks at (start, then each run_until's)
-  std::string exchange_path_;
+  std::string exchange_path_;  // exchange_path()
   bool exchanges_ = false;  // more than one rank: every epoch is exchanged, commands handed over
   bool started_ = false;    // start() succeeded
   bool shut_down_ = false;  // shutdown() was called: the grid no longer runs
