@@ -193,13 +193,13 @@ Result<std::uint64_t> ShardedRuntime::checkpoint() {
   const std::uint64_t epoch = local_->stats().epoch;
   auto most = allreduce({epoch, ~epoch, queued_.size()}, MPI_MAX, timeout_, "comparing the ranks' parked epochs");
   if (!most.ok()) return most.status();
-  const std::uint64_t hi = most.value()[0], lo = ~most.value()[1], forwarded = most.value()[2];
+  const std::uint64_t hi = most.value()[0], lo = ~most.value()[1], queued = most.value()[2];
   if (lo != hi) {
     return Status(StatusCode::kFailedPrecondition,
                   "ranks are parked at epochs " + std::to_string(lo) + " to " + std::to_string(hi) +
                       ". Fix: call run_until(epoch) on every rank before checkpoint()");
   }
-  if (forwarded != 0) {
+  if (queued != 0) {
     // Handed to their owners first, so that they are in the owners' queued commands at the
     // cut (a restore posts them again, on whichever rank then runs their actors).
     Status handed = hand_over_commands(Status());

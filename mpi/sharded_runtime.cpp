@@ -532,7 +532,7 @@ Status ShardedRuntime::start() {
   // without a target runs freely (a single rank is not gated by any exchange) and could pass
   // the epoch the caller is about to ask for.
   next_exchange_ = local_->first_exchange_epoch();
-  parked_at_ = local_->first_exchange_epoch() == 0 ? 0 : local_->first_exchange_epoch() - 1;
+  parked_at_ = park_epoch();  // not started yet: from the runtime's first exchange
   Status st = local_->set_target_epoch(parked_at_);
   if (st.ok()) st = local_->start();
   st = agree(st, "start");
@@ -581,7 +581,7 @@ Status ShardedRuntime::check_command(std::uint32_t actor, const void* data, std:
 
 std::uint64_t ShardedRuntime::park_epoch() const {
   if (started_) return parked_at_;
-  const std::uint64_t first = local_->first_exchange_epoch();  // as start() computes it
+  const std::uint64_t first = local_->first_exchange_epoch();  // start() parks here too
   return first == 0 ? 0 : first - 1;
 }
 
